@@ -1,0 +1,300 @@
+"""Pure certificate logic: DER to :class:`CertInfo`, chain analysis, name-matching explanations.
+
+Nothing here opens a socket or reads the clock; ``now`` is always an argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from probe.reasons import Reason
+from probe.results import CertInfo
+
+# OpenSSL X509_V_ERR_* codes we tell apart (see openssl/x509_vfy.h).
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT = 2
+X509_V_ERR_CERT_NOT_YET_VALID = 9
+X509_V_ERR_CERT_HAS_EXPIRED = 10
+X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN = 19
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
+X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE = 21
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+
+_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
+def cert_info(der: bytes) -> CertInfo:
+    """Extract the facts probe reports from one DER-encoded certificate.
+
+    Args:
+        der: the certificate in DER encoding.
+
+    Returns:
+        The certificate's facts; times as Unix time (seconds).
+
+    Raises:
+        ValueError: ``der`` is not a parseable X.509 certificate.
+    """
+    cert = x509.load_der_x509_certificate(der)
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        dns_names = tuple(san.get_values_for_type(x509.DNSName))
+        ip_addresses = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        is_ca = bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        is_ca = False
+    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common_name = str(common_names[0].value) if common_names else None
+    try:
+        signature = cert.signature_algorithm_oid._name
+    except Exception:  # pragma: no cover - exotic OIDs
+        signature = cert.signature_algorithm_oid.dotted_string
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=format(cert.serial_number, "x"),
+        not_before_timestamp=cert.not_valid_before_utc.timestamp(),
+        not_after_timestamp=cert.not_valid_after_utc.timestamp(),
+        sha256_fingerprint=hashlib.sha256(der).hexdigest(),
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        common_name=common_name,
+        is_ca=is_ca,
+        key=describe_key(cert),
+        signature_algorithm=signature,
+    )
+
+
+def describe_key(cert: x509.Certificate) -> str:
+    """The public key's kind and size: ``"RSA 2048"``, ``"EC P-256"``, ``"Ed25519"`` …"""
+    try:
+        key = cert.public_key()
+    except Exception:
+        return "unknown"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {_CURVES.get(key.curve.name, key.curve.name)}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448"
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"DSA {key.key_size}"
+    return type(key).__name__
+
+
+def format_time(timestamp: float) -> str:
+    """Unix time as ``2026-11-29 08:30 UTC``."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def describe_age(timestamp: float, now: float) -> str:
+    """How far ``timestamp`` is from ``now``: ``"in 12 days"``, ``"3 hours ago"``."""
+    delta = timestamp - now
+    seconds = abs(delta)
+    if seconds >= 2 * 86400:
+        amount = f"{seconds / 86400:.0f} days"
+    elif seconds >= 2 * 3600:
+        amount = f"{seconds / 3600:.0f} hours"
+    else:
+        amount = f"{seconds / 60:.0f} minutes"
+    return f"in {amount}" if delta >= 0 else f"{amount} ago"
+
+
+def label_of(cert: CertInfo) -> str:
+    """A short name for a certificate in messages: its CN, else its subject."""
+    return cert.common_name or cert.subject or "(empty subject)"
+
+
+# --------------------------------------------------------------------------- hostnames
+
+
+def hostname_matches(pattern: str, hostname: str) -> bool:
+    """Whether a SAN dNSName matches a hostname under RFC 6125 §6.4.
+
+    Case-insensitive; a wildcard is allowed only as the whole left-most label, matches
+    exactly one label, and is not accepted when fewer than two labels follow it (so
+    ``*.example`` and partial wildcards such as ``w*.corp.example`` never match, as in
+    browsers and Go).
+    """
+    pattern = pattern.lower().rstrip(".")
+    hostname = hostname.lower().rstrip(".")
+    if "*" not in pattern:
+        return pattern == hostname
+    first, _, rest = pattern.partition(".")
+    if first != "*" or "*" in rest or rest.count(".") < 1:
+        return False
+    host_first, _, host_rest = hostname.partition(".")
+    return bool(host_first) and host_rest == rest
+
+
+def explain_hostname_mismatch(leaf: CertInfo, hostname: str) -> str:
+    """A sentence saying why ``leaf`` is not valid for ``hostname`` (RFC 6125).
+
+    Mentions the names the certificate is valid for, rejected wildcard forms, and the
+    case where the name appears only in the subject CN, which browsers and Go ignore
+    (RFC 6125 §6.4.4; CA/Browser Forum Baseline Requirements §7.1.4.3).
+    """
+    names = leaf.dns_names + leaf.ip_addresses
+    if not leaf.dns_names and leaf.common_name:
+        if hostname_matches(leaf.common_name, hostname):
+            return (
+                f"certificate names {hostname} only in its subject CN and has no "
+                "subjectAltName; browsers and Go ignore the CN (RFC 6125 §6.4.4), so "
+                "probe does too"
+            )
+    for name in leaf.dns_names:
+        if "*" in name and not hostname_matches(name, hostname) and _loose_wildcard(name, hostname):
+            return (
+                f"certificate name {name} is a wildcard form that RFC 6125 §6.4.3 and "
+                f"browsers reject, so it does not cover {hostname}"
+            )
+    if not names:
+        return f"certificate has no subjectAltName, so it is valid for no name, not {hostname}"
+    return f"certificate is valid for {', '.join(names)}, not {hostname}"
+
+
+def _loose_wildcard(pattern: str, hostname: str) -> bool:
+    """Whether a permissive matcher would accept ``pattern`` (for explanations only)."""
+    import fnmatch
+
+    return fnmatch.fnmatch(hostname.lower(), pattern.lower())
+
+
+# --------------------------------------------------------------------------- chains
+
+
+def path_from_leaf(chain: tuple[CertInfo, ...]) -> tuple[CertInfo, ...]:
+    """Order the certificates as sent into the issuer path starting at the leaf.
+
+    Servers may send intermediates out of order or send extra certificates; this follows
+    issuer names from ``chain[0]`` through the sent certificates and stops when the next
+    issuer was not sent (or at a self-issued certificate).
+    """
+    if not chain:
+        return ()
+    path = [chain[0]]
+    remaining = list(chain[1:])
+    while not path[-1].self_issued:
+        issuer = next((c for c in remaining if c.subject == path[-1].issuer), None)
+        if issuer is None:
+            break
+        path.append(issuer)
+        remaining.remove(issuer)
+    return tuple(path)
+
+
+def classify_verify_error(
+    code: int | None, message: str, chain: tuple[CertInfo, ...], hostname: str, now: float
+) -> tuple[Reason, str]:
+    """Turn an OpenSSL verification failure into a reason code and a plain sentence.
+
+    OpenSSL reports an untrusted root and a missing intermediate with the same codes
+    (``X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY`` and friends); they are told apart
+    from the chain as sent: when the path from the leaf ends at a certificate that is not
+    a CA (a lone leaf), the intermediate is missing (``cert_chain_incomplete``); when it
+    ends at a CA whose issuer is unknown, the root is not trusted (``cert_untrusted``).
+
+    Args:
+        code: ``SSLCertVerificationError.verify_code``.
+        message: ``SSLCertVerificationError.verify_message``.
+        chain: the certificates as sent, leaf first (may be empty).
+        hostname: the name that was checked.
+        now: the current Unix time.
+
+    Returns:
+        ``(reason, detail)``.
+    """
+    leaf = chain[0] if chain else None
+    if code == X509_V_ERR_HOSTNAME_MISMATCH:
+        if leaf is None:
+            return Reason.CERT_HOSTNAME_MISMATCH, f"certificate is not valid for {hostname}"
+        return Reason.CERT_HOSTNAME_MISMATCH, explain_hostname_mismatch(leaf, hostname)
+    if code == X509_V_ERR_CERT_HAS_EXPIRED:
+        expired = [c for c in chain if c.not_after_timestamp < now]
+        if expired:
+            cert = expired[0]
+            return Reason.CERT_EXPIRED, (
+                f"{_role(cert, chain)} '{label_of(cert)}' expired on "
+                f"{format_time(cert.not_after_timestamp)} "
+                f"({describe_age(cert.not_after_timestamp, now)})"
+            )
+        return Reason.CERT_EXPIRED, f"a certificate in the chain has expired ({message})"
+    if code == X509_V_ERR_CERT_NOT_YET_VALID:
+        future = [c for c in chain if c.not_before_timestamp > now]
+        if future:
+            cert = future[0]
+            return Reason.CERT_NOT_YET_VALID, (
+                f"{_role(cert, chain)} '{label_of(cert)}' is valid only from "
+                f"{format_time(cert.not_before_timestamp)} "
+                f"({describe_age(cert.not_before_timestamp, now)}); check the clocks"
+            )
+        return Reason.CERT_NOT_YET_VALID, f"a certificate is not valid yet ({message})"
+    if code == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        name = f" '{label_of(leaf)}'" if leaf else ""
+        return Reason.CERT_SELF_SIGNED, (
+            f"the server sent a self-signed certificate{name} that is not in the trust store"
+        )
+    if code == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        path = path_from_leaf(chain)
+        root = path[-1] if path else None
+        name = f" '{label_of(root)}'" if root else ""
+        return Reason.CERT_UNTRUSTED, (
+            f"the chain ends at root{name}, which is not in the trust store"
+        )
+    if code in (
+        X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
+        X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+        X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+    ):
+        path = path_from_leaf(chain)
+        if not path:
+            return Reason.CERT_UNTRUSTED, f"the chain is not trusted ({message})"
+        top = path[-1]
+        issuer = _cn_of(top.issuer)
+        if not top.is_ca:
+            return Reason.CERT_CHAIN_INCOMPLETE, (
+                f"the issuer '{issuer}' of {_role(top, chain)} '{label_of(top)}' was not sent "
+                "and is not in the trust store: the server must send the intermediate "
+                f"certificate (or, if '{issuer}' is a private root, add it to ca_file)"
+            )
+        return Reason.CERT_UNTRUSTED, (
+            f"the chain ends at '{label_of(top)}', whose issuer '{issuer}' is not in the "
+            "trust store (an unknown root, or an intermediate missing above it)"
+        )
+    return Reason.CERT_UNTRUSTED, f"certificate verification failed: {message} (code {code})"
+
+
+def _role(cert: CertInfo, chain: tuple[CertInfo, ...]) -> str:
+    if chain and cert is chain[0]:
+        return "leaf"
+    return "root" if cert.self_issued else "intermediate"
+
+
+def _cn_of(rfc4514: str) -> str:
+    for part in rfc4514.split(","):
+        key, _, value = part.partition("=")
+        if key.strip().upper() == "CN":
+            return value.strip()
+    return rfc4514
+
+
+def is_ip_literal(text: str) -> bool:
+    """Whether ``text`` is an IP address rather than a DNS name."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,682 @@
+"""Configuration: strict, frozen pydantic models and the YAML loader.
+
+A loaded :class:`Config` is always usable: URLs are split, regexes compiled, networks and
+resolvers parsed. Every problem becomes one :class:`ConfigError` whose text names the file,
+the field path and what is wrong, e.g.
+``probe.yaml: targets[1].timeouts.tls: must be greater than 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: RFC 1918 private ranges, RFC 6598 shared address space (carrier-grade NAT, used by some
+#: VPCs) and RFC 4193 unique local IPv6 addresses.
+PRIVATE_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+#: Header names whose values never appear in logs or reports, whatever the config says.
+ALWAYS_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+DEFAULT_LISTEN = "127.0.0.1:9798"
+
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class ConfigError(Exception):
+    """Bad configuration or arguments; ``str()`` is the one-line message for the user."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+# --------------------------------------------------------------------------- value parsers
+
+
+def parse_resolver(text: str) -> tuple[str, int]:
+    """Parse ``IP``, ``IP:port`` or ``[IPv6]:port`` into ``(ip, port)``; port defaults to 53.
+
+    Raises:
+        ValueError: the text is not an IP address with an optional port.
+    """
+    text = str(text).strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not IP, IP:port or [IPv6]:port")
+        if rest:
+            port = _parse_port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _parse_port(port_text, text)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (resolvers are given by address)") from None
+    return str(address), port
+
+
+def _parse_port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{whole!r} has an invalid port {text!r}")
+    return int(text)
+
+
+def parse_network(text: str) -> IPNetwork:
+    """Parse a CIDR such as ``10.0.0.0/8``; a bare address means a single host.
+
+    Raises:
+        ValueError: not a network, or host bits are set (``10.0.0.1/8``).
+    """
+    text = str(text).strip()
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a CIDR network such as 10.0.0.0/8") from None
+        raise ValueError(f"{text!r} has host bits set; did you mean {loose}?") from None
+
+
+def normalize_hostname(text: str) -> str:
+    """Lower-case a DNS name and drop one trailing dot; IDNs become A-labels (IDNA 2008-ish).
+
+    Raises:
+        ValueError: not a syntactically valid DNS name.
+    """
+    name = str(text).strip()
+    if name.endswith("."):
+        name = name[:-1]
+    try:
+        name = name.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"{text!r} is not a valid DNS name") from None
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
+        raise ValueError(f"{text!r} is not a valid DNS name")
+    return name
+
+
+def _parse_status_codes(value: Any) -> tuple[tuple[int, int], ...]:
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise ValueError("must list at least one status code")
+    ranges: list[tuple[int, int]] = []
+    for item in items:
+        text = str(item).strip().lower()
+        if isinstance(item, bool):
+            raise ValueError(f"{item!r} is not a status code")
+        if re.fullmatch(r"[1-5]xx", text):
+            low = int(text[0]) * 100
+            ranges.append((low, low + 99))
+        elif re.fullmatch(r"\d{3}", text):
+            ranges.append((int(text), int(text)))
+        elif m := re.fullmatch(r"(\d{3})\s*-\s*(\d{3})", text):
+            low, high = int(m[1]), int(m[2])
+            if low > high:
+                raise ValueError(f"{item!r}: range start is above its end")
+            ranges.append((low, high))
+        else:
+            raise ValueError(f"{item!r} is not a status code, a range like 200-299, or 2xx")
+        if not all(100 <= code <= 599 for code in ranges[-1]):
+            raise ValueError(f"{item!r} is outside 100-599")
+    return tuple(ranges)
+
+
+def _compile_regex(value: Any) -> re.Pattern[str]:
+    if isinstance(value, re.Pattern):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a regular expression string")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+
+
+def _tls_version(value: Any) -> str:
+    text = f"{value:.1f}" if isinstance(value, float) else str(value).strip()
+    if text not in ("1.0", "1.1", "1.2", "1.3"):
+        raise ValueError(f"{value!r} is not one of 1.0, 1.1, 1.2, 1.3")
+    return text
+
+
+def _string_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list")
+    return list(value)
+
+
+Regex = Annotated[re.Pattern[str], BeforeValidator(_compile_regex)]
+Resolver = Annotated[tuple[str, int], BeforeValidator(parse_resolver)]
+Network = Annotated[IPNetwork, BeforeValidator(parse_network)]
+Hostname = Annotated[str, BeforeValidator(normalize_hostname)]
+StatusCodes = Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_status_codes)]
+TlsVersion = Annotated[str, BeforeValidator(_tls_version)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Timeouts(_Frozen):
+    """Stage timeouts and the overall deadline of one cycle, in seconds.
+
+    ``dns`` bounds one query to one resolver (the next resolver is tried after it);
+    ``connect`` the TCP connect; ``tls`` the handshake; ``http`` one whole request, body
+    included; ``deadline`` the whole cycle, and must not exceed the target's interval.
+    """
+
+    dns: Seconds = 2.0
+    connect: Seconds = 3.0
+    tls: Seconds = 5.0
+    http: Seconds = 5.0
+    deadline: Seconds = 25.0
+
+
+class BackendConfig(_Frozen):
+    """How to tell which backend answered: a response header, or a body regex's first group."""
+
+    header: str | None = None
+    body_regex: Regex | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BackendConfig:
+        if (self.header is None) == (self.body_regex is None):
+            raise ValueError("give exactly one of 'header' or 'body_regex'")
+        if self.body_regex is not None and self.body_regex.groups < 1:
+            raise ValueError("body_regex needs a capture group for the backend name")
+        return self
+
+
+class HeaderValue(_Frozen):
+    """A request header value; ``secret`` ones are never logged or reported."""
+
+    value: str
+    secret: bool = False
+
+
+def _header_value(value: Any) -> Any:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"value": str(value)}
+    return value
+
+
+class _TargetFields(_Frozen):
+    """Everything a target may set; also the shape of the top-level ``defaults``."""
+
+    interval: Seconds = 30.0
+    resolvers: tuple[Resolver, ...] | None = None
+    expect_networks: tuple[Network, ...] = PRIVATE_NETWORKS
+    expect_same_addresses_as: Hostname | None = None
+    ip_family: Literal["ipv4", "ipv6", "both"] = "ipv4"
+    ca_file: Path | None = None
+    insecure_skip_verify: bool = False
+    min_tls_version: TlsVersion = "1.2"
+    cert_expiry_warning_days: Annotated[float, Field(ge=0, le=3650)] = 30.0
+    requests_per_address: Annotated[int, Field(ge=1, le=100)] = 4
+    reuse_connections: bool = False
+    backend: BackendConfig | None = None
+    expect_backends: int | tuple[str, ...] | None = None
+    valid_status_codes: StatusCodes = ((200, 299),)
+    body_regex: Regex | None = None
+    headers: dict[str, Annotated[HeaderValue, BeforeValidator(_header_value)]] = Field(
+        default_factory=dict
+    )
+    max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
+    timeouts: Timeouts = Timeouts()
+
+    @field_validator("resolvers", "expect_networks", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        items = _string_list(value)
+        if not items:
+            raise ValueError("must not be empty (leave it out for the default)")
+        return items
+
+    @field_validator("expect_backends", mode="before")
+    @classmethod
+    def _expect_backends(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError("must be a count or a list of backend names")
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError(f"must be at least 1 (got {value})")
+            return value
+        items = _string_list(value)
+        if not items or not all(isinstance(i, str | int) and str(i).strip() for i in items):
+            raise ValueError("must be a count or a non-empty list of backend names")
+        names = [str(i).strip() for i in items]
+        if len(set(names)) != len(names):
+            raise ValueError("lists a backend name twice")
+        return tuple(names)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a mapping of header name to value")
+        for name in value:
+            if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() == "host":
+                raise ValueError("Host is always the URL's hostname and cannot be set")
+        return value
+
+
+class TargetConfig(_TargetFields):
+    """One probed URL and everything about how to judge it.
+
+    Attributes beyond the settings: ``hostname`` (normalized), ``port`` and ``path`` are
+    derived from ``url``.
+    """
+
+    name: str = ""
+    url: str
+    hostname: str = ""
+    port: int = 443
+    path: str = "/"
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_is_https(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("must be a URL such as https://www.corp.example/health")
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() != "https":
+            raise ValueError(f"{value!r} must be an https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain user:password (use headers)")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ValueError(f"{value!r} has an invalid port") from None
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            raise ValueError(f"{value!r} names an IP address; probe needs a DNS name")
+        normalize_hostname(host)
+        return value.strip()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError("each target must be a mapping with at least 'url'")
+        for key in ("hostname", "port", "path"):
+            if key in data:
+                raise ValueError(f"'{key}' is taken from 'url' and cannot be set")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TargetConfig:
+        parts = urlsplit(self.url)
+        object.__setattr__(self, "hostname", normalize_hostname(parts.hostname or ""))
+        object.__setattr__(self, "port", parts.port or 443)
+        path = parts.path or "/"
+        object.__setattr__(self, "path", f"{path}?{parts.query}" if parts.query else path)
+        if not self.name:
+            object.__setattr__(self, "name", self.hostname)
+        if not _TARGET_NAME.match(self.name):
+            raise ValueError(
+                f"name: {self.name!r} must be 1-128 letters, digits or _.:- starting with a "
+                "letter or digit"
+            )
+        if self.expect_backends is not None and self.backend is None:
+            raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
+        if self.timeouts.deadline > self.interval:
+            raise ValueError(
+                f"timeouts.deadline: {self.timeouts.deadline:g}s is longer than the "
+                f"interval ({self.interval:g}s)"
+            )
+        if self.ca_file is not None and self.insecure_skip_verify:
+            raise ValueError("insecure_skip_verify: cannot be combined with ca_file")
+        return self
+
+    @property
+    def expected_backend_count(self) -> int | None:
+        """How many distinct backends should answer, ``None`` when not configured."""
+        if isinstance(self.expect_backends, tuple):
+            return len(self.expect_backends)
+        return self.expect_backends
+
+    @property
+    def expected_backend_names(self) -> tuple[str, ...]:
+        """The expected backend names, empty when given as a count or unset."""
+        return self.expect_backends if isinstance(self.expect_backends, tuple) else ()
+
+    def status_codes_text(self) -> str:
+        """``valid_status_codes`` as text, e.g. ``"200-299"``."""
+        return ", ".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in self.valid_status_codes)
+
+    def status_accepted(self, code: int) -> bool:
+        """Whether ``code`` is one of ``valid_status_codes``."""
+        return any(lo <= code <= hi for lo, hi in self.valid_status_codes)
+
+    def is_secret_header(self, name: str) -> bool:
+        """Whether a request header's value must never be shown."""
+        if name.lower() in ALWAYS_SECRET_HEADERS:
+            return True
+        value = self.headers.get(name)
+        return value is not None and value.secret
+
+
+class Config(_Frozen):
+    """A whole configuration file.
+
+    Attributes:
+        path: where it was loaded from (``None`` for ad hoc checks).
+        listen: ``host:port`` of the metrics endpoint of ``probe run``.
+        targets: the targets, names unique.
+    """
+
+    path: Path | None = None
+    listen: str = DEFAULT_LISTEN
+    targets: tuple[TargetConfig, ...]
+
+    def select(self, names: list[str]) -> Config:
+        """The same config with only the named targets, in the order given.
+
+        Raises:
+            ConfigError: a name is not a target of this config.
+        """
+        by_name = {t.name: t for t in self.targets}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(
+                f"{self.path or 'config'}: no target named {unknown[0]!r}"
+                f"{_suggest(unknown[0], by_name)}; targets: {', '.join(by_name)}"
+            )
+        return self.model_copy(update={"targets": tuple(by_name[n] for n in names)})
+
+
+# --------------------------------------------------------------------------- loading
+
+_TOP_LEVEL_KEYS = ("listen", "defaults", "targets")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML configuration file.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: the file cannot be read, is not YAML, or any value is invalid; the
+            message is one line naming the file, the field path and the problem.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{path}: cannot read config: {reason}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path | None = None) -> Config:
+    """Validate configuration given as YAML text; see :func:`load_config`.
+
+    Raises:
+        ConfigError: as for :func:`load_config`.
+    """
+    where = str(path) if path else "config"
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: invalid YAML: nested too deeply") from None
+    return build_config(data, path)
+
+
+def build_config(data: Any, path: Path | None = None) -> Config:
+    """Validate configuration given as plain data (as parsed from YAML).
+
+    Raises:
+        ConfigError: as for :func:`load_config`.
+    """
+    where = str(path) if path else "config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: must be a mapping with a 'targets' list")
+    for key in data:
+        if key not in _TOP_LEVEL_KEYS:
+            raise ConfigError(f"{where}: {key}: unknown key{_suggest(key, _TOP_LEVEL_KEYS)}")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"{where}: defaults: must be a mapping of target settings")
+    try:
+        _TargetFields.model_validate(defaults)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(where, ("defaults",), exc, _TargetFields)) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: defaults: nested too deeply") from None
+    raw_targets = data.get("targets")
+    if not isinstance(raw_targets, list) or not raw_targets:
+        raise ConfigError(f"{where}: targets: must be a non-empty list of targets")
+    targets = []
+    for index, raw in enumerate(raw_targets):
+        loc: tuple[str | int, ...] = ("targets", index)
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: {_path(loc)}: must be a mapping with at least 'url'")
+        for key in ("name", "url"):
+            if key in defaults:
+                raise ConfigError(f"{where}: defaults.{key}: set '{key}' per target, not in defaults")
+        try:
+            targets.append(TargetConfig.model_validate(_merge(defaults, raw)))
+        except ValidationError as exc:
+            raise ConfigError(_first_error(where, loc, exc, TargetConfig)) from None
+        except RecursionError:
+            raise ConfigError(f"{where}: {_path(loc)}: nested too deeply") from None
+    seen: dict[str, int] = {}
+    for index, target in enumerate(targets):
+        if target.name in seen:
+            raise ConfigError(
+                f"{where}: targets[{index}].name: {target.name!r} is also the name of "
+                f"targets[{seen[target.name]}]"
+            )
+        seen[target.name] = index
+    listen = data.get("listen", DEFAULT_LISTEN)
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: listen: {exc}") from None
+    return Config(path=path, listen=listen, targets=tuple(targets))
+
+
+def parse_listen(value: Any) -> tuple[str, int]:
+    """Parse ``host:port`` or ``[IPv6]:port`` for the metrics endpoint.
+
+    Raises:
+        ValueError: not an address with a port.
+    """
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"{value!r} must be host:port, e.g. {DEFAULT_LISTEN}")
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} has an invalid port")
+    return host, int(port)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Target settings over defaults; ``timeouts`` and ``headers`` merge key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key in ("timeouts", "headers") and isinstance(value, Mapping) and isinstance(
+            merged.get(key), Mapping
+        ):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+# --------------------------------------------------------------------------- error text
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _suggest(key: object, choices: Any) -> str:
+    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The valid keys of the mapping at ``loc`` inside ``model`` (for suggestions)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        current = next(
+            (
+                arg
+                for arg in (getattr(annotation, "__args__", None) or (annotation,))
+                if isinstance(arg, type) and issubclass(arg, BaseModel)
+            ),
+            None,
+        )
+    if current is None or not hasattr(current, "model_fields"):
+        return []
+    return [f for f in current.model_fields if f not in ("hostname", "port", "path")]
+
+
+_MESSAGES = {
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "missing": "required",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number of seconds",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "literal_error": "must be one of {expected}",
+}
+
+
+def _first_error(
+    where: str, prefix: tuple[str | int, ...], exc: ValidationError, model: type[BaseModel]
+) -> str:
+    errors = exc.errors(include_url=False)
+    error = errors[0]
+    loc = tuple(part for part in error["loc"] if part not in ("function-after", "function-before"))
+    # Drop pydantic's union-member tags such as 'int' or 'tuple[str, ...]' from the path.
+    loc = tuple(p for p in loc if isinstance(p, int) or " " not in p and "[" not in p)
+    full = prefix + loc
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = f"unknown key{_suggest(loc[-1], _fields_at(model, loc[:-1]))}"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+        # Cross-field checks name their field as "field.path: message".
+        head, sep, rest = message.partition(": ")
+        if sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", head) and head.split(".")[0] in model.model_fields:
+            full, message = full + tuple(head.split(".")), rest
+    elif kind in _MESSAGES:
+        ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()}
+        message = _MESSAGES[kind].format(**ctx)
+        if kind != "missing":
+            message += f" (got {_short(error.get('input'))})"
+    else:
+        message = error["msg"][:1].lower() + error["msg"][1:]
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{where}: {_path(full)}: {message}{more}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {problem}"
+    return f"invalid YAML: {problem}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)

@@ -1,0 +1,191 @@
+"""One probe cycle of one target: DNS, then every address concurrently, then the verdict.
+
+:func:`run_cycle` owns the overall deadline and never raises: a bug becomes an
+``internal_error`` finding (logged with its traceback), a cycle cut by the deadline a
+``cycle_deadline_exceeded`` one, and the results gathered so far are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from probe import dns_stage, http_stage, tls_stage
+from probe.config import Config, ConfigError, TargetConfig
+from probe.deadline import Deadline
+from probe.reasons import Reason
+from probe.results import (
+    AddressResult,
+    DnsResult,
+    Failure,
+    HttpAttempt,
+    IPAddress,
+    TargetResult,
+    TlsResult,
+)
+from probe.verdict import evaluate, status_of
+
+log = logging.getLogger("probe.cycle")
+
+#: How long past its deadline a cycle may run before the backstop cancels it (seconds).
+BACKSTOP_GRACE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPlan:
+    """What a cycle needs besides the config, prepared once per config load.
+
+    Attributes:
+        target: the target's configuration.
+        resolvers: ``(ip, port)`` pairs to ask, in order.
+        contexts: SSL contexts, shared by targets with the same trust configuration.
+    """
+
+    target: TargetConfig
+    resolvers: tuple[tuple[str, int], ...]
+    contexts: tls_stage.TlsContexts
+
+
+def plan(config: Config) -> tuple[TargetPlan, ...]:
+    """Prepare every target of ``config``: resolvers and SSL contexts.
+
+    Contexts are built once per distinct ``(ca_file, min_tls_version,
+    insecure_skip_verify)``; loading the system trust store costs tens of milliseconds,
+    so it must not happen per probe.
+
+    Raises:
+        ConfigError: a ``ca_file`` cannot be loaded, or no resolver is configured.
+    """
+    where = str(config.path) if config.path else "config"
+    contexts: dict[tuple[Path | None, str, bool], tls_stage.TlsContexts] = {}
+    system: tuple[tuple[str, int], ...] | None = None
+    plans = []
+    for index, target in enumerate(config.targets):
+        key = (target.ca_file, target.min_tls_version, target.insecure_skip_verify)
+        if key not in contexts:
+            try:
+                contexts[key] = tls_stage.build_contexts(*key)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: targets[{index}].ca_file: {exc}") from None
+        resolvers = target.resolvers
+        if resolvers is None:
+            if system is None:
+                try:
+                    system = dns_stage.system_resolvers()
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: targets[{index}].resolvers: {exc}") from None
+            resolvers = system
+        plans.append(TargetPlan(target, tuple(resolvers), contexts[key]))
+    return tuple(plans)
+
+
+async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) -> TargetResult:
+    """Probe one target once.
+
+    Args:
+        plan: the prepared target.
+        clock: Unix time (for the start timestamp and certificate dates).
+
+    Returns:
+        The target's result. Never raises (except for cancellation of the caller).
+    """
+    target = plan.target
+    started = clock()
+    start = time.monotonic()
+    deadline = Deadline.after(target.timeouts.deadline)
+    dns_result: DnsResult | None = None
+    done: dict[IPAddress, AddressResult] = {}
+    extra: list[Failure] = []
+    try:
+        async with asyncio.timeout(target.timeouts.deadline + BACKSTOP_GRACE):
+            dns_result = await dns_stage.resolve(target, plan.resolvers, deadline)
+            async with asyncio.TaskGroup() as group:
+                for address in dns_result.probe_addresses:
+                    group.create_task(_probe_into(done, address, plan, deadline, clock))
+    except TimeoutError:
+        extra.append(
+            Failure(
+                Reason.CYCLE_DEADLINE_EXCEEDED,
+                f"the cycle did not finish within its {target.timeouts.deadline:g}s deadline",
+            )
+        )
+    except Exception as exc:
+        log.exception("internal error in the cycle of target %s", target.name)
+        first = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) else exc
+        extra.append(
+            Failure(
+                Reason.INTERNAL_ERROR,
+                f"bug in probe: {type(first).__name__}: {first} (traceback in the log)",
+            )
+        )
+    if dns_result is None:
+        dns_result = DnsResult(target.hostname, (), (), None, None, (), time.monotonic() - start, None, ())
+    unfinished = extra[0] if extra else Failure(Reason.CYCLE_DEADLINE_EXCEEDED, "not probed")
+    addresses = tuple(
+        done.get(address) or _unfinished(address, target.port, unfinished)
+        for address in dns_result.probe_addresses
+    )
+    failures, status = evaluate(dns_result, addresses, target, clock())
+    if extra:
+        failures = (*failures, *extra)
+        status = status_of(failures)
+    return TargetResult(
+        name=target.name,
+        url=target.url,
+        hostname=target.hostname,
+        port=target.port,
+        started_timestamp=started,
+        duration_seconds=time.monotonic() - start,
+        dns=dns_result,
+        addresses=addresses,
+        failures=failures,
+        status=status,
+        expected_backends=target.expected_backend_names,
+        expected_backend_count=target.expected_backend_count,
+    )
+
+
+async def probe_address(
+    address: IPAddress,
+    plan: TargetPlan,
+    deadline: Deadline,
+    clock: Callable[[], float] = time.time,
+) -> AddressResult:
+    """TLS and then HTTP at one address.
+
+    HTTP requests are sent only after a handshake that verified (or with
+    ``insecure_skip_verify``): like curl, probe does not talk HTTP to a server whose
+    certificate failed, and the TLS finding says why.
+    """
+    target = plan.target
+    tls = await tls_stage.handshake(
+        address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
+    )
+    attempts: tuple[HttpAttempt, ...] = ()
+    if tls.connected and not tls.failures:
+        async with http_stage.build_client(target, plan.contexts.http) as client:
+            attempts = await http_stage.request_rounds(client, address, target, deadline)
+    failures = tls.failures + http_stage.summarise(attempts, address)
+    return AddressResult(address, tls, attempts, failures, status_of(failures))
+
+
+async def _probe_into(
+    done: dict[IPAddress, AddressResult],
+    address: IPAddress,
+    plan: TargetPlan,
+    deadline: Deadline,
+    clock: Callable[[], float],
+) -> None:
+    done[address] = await probe_address(address, plan, deadline, clock)
+
+
+def _unfinished(address: IPAddress, port: int, why: Failure) -> AddressResult:
+    failure = Failure(why.reason, why.detail, address)
+    tls = TlsResult(
+        address, port, None, None, None, None, None, False, None, None, (), (), (failure,)
+    )
+    return AddressResult(address, tls, (), (failure,), status_of((failure,)))

@@ -1,0 +1,363 @@
+"""DNS stage: resolve a target's name at its resolvers and check the answers.
+
+Each resolver is queried directly with ``dns.asyncquery`` (UDP, then TCP when the answer
+is truncated) so that the rcode of every resolver is known; the next resolver is tried
+after a timeout, an error, SERVFAIL or REFUSED, as a stub resolver does. CNAME chains in
+the answer are followed and re-queried when they end without data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from probe.config import ConfigError, IPNetwork, TargetConfig
+from probe.deadline import Deadline
+from probe.reasons import Reason
+from probe.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
+
+Resolver = tuple[str, int]
+
+#: CNAME links followed (in one answer and across re-queries) before calling it a loop.
+MAX_CNAME_LINKS = 16
+
+_FAMILIES = {"ipv4": ("A",), "ipv6": ("AAAA",), "both": ("A", "AAAA")}
+
+# When every resolver failed, the reason reported is the most informative one seen:
+# an actual answer beats silence.
+_FAILURE_PRIORITY = (
+    Reason.DNS_SERVFAIL,
+    Reason.DNS_REFUSED,
+    Reason.DNS_MALFORMED,
+    Reason.DNS_ERROR,
+    Reason.DNS_TIMEOUT,
+)
+
+
+def system_resolvers() -> tuple[Resolver, ...]:
+    """The resolvers of the system configuration (``/etc/resolv.conf``).
+
+    Raises:
+        ConfigError: no resolver is configured.
+    """
+    try:
+        resolver = dns.resolver.Resolver(configure=True)
+    except dns.resolver.NoResolverConfiguration:
+        raise ConfigError("no 'resolvers' configured and /etc/resolv.conf lists none") from None
+    servers = tuple((str(ns), resolver.port) for ns in resolver.nameservers)
+    if not servers:
+        raise ConfigError("no 'resolvers' configured and /etc/resolv.conf lists none")
+    return servers
+
+
+def format_resolver(resolver: Resolver) -> str:
+    """``IP:port``, with IPv6 in brackets."""
+    ip, port = resolver
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """The outcome of resolving one name for one record type."""
+
+    qtype: str
+    answers: tuple[tuple[IPAddress, int], ...]
+    cname_chain: tuple[str, ...]
+    resolver: str | None
+    rcode: str | None
+    queries: tuple[DnsQuery, ...]
+    failure: Failure | None
+
+
+async def resolve(
+    target: TargetConfig, resolvers: Sequence[Resolver], deadline: Deadline
+) -> DnsResult:
+    """Resolve ``target.hostname`` (and its alias name, if configured) and judge the answers.
+
+    Args:
+        target: the target's configuration (hostname, ip_family, expect_networks,
+            expect_same_addresses_as, timeouts.dns).
+        resolvers: resolvers to ask, in order.
+        deadline: the cycle's deadline; no query outlives it.
+
+    Returns:
+        The DNS result. Network faults are findings in ``failures``; nothing is raised
+        for them.
+    """
+    start = time.monotonic()
+    qtypes = _FAMILIES[target.ip_family]
+    timeout = target.timeouts.dns
+    main = [_lookup(target.hostname, q, resolvers, timeout, deadline) for q in qtypes]
+    alias_name = target.expect_same_addresses_as
+    alias = [_lookup(alias_name, q, resolvers, timeout, deadline) for q in qtypes] if alias_name else []
+    lookups = await asyncio.gather(*main, *alias)
+    main_lookups, alias_lookups = lookups[: len(main)], lookups[len(main) :]
+
+    failures: list[Failure] = []
+    answers = _answers(main_lookups, target.expect_networks)
+    if not answers:
+        failures.append(_no_address_failure(target.hostname, main_lookups))
+    else:
+        # With both families, a family that failed outright (not just empty) is still a finding.
+        failures.extend(
+            lk.failure
+            for lk in main_lookups
+            if lk.failure is not None and lk.failure.reason is not Reason.DNS_NO_ANSWER
+        )
+    failures.extend(_failover_warnings(main_lookups))
+    for answer in answers:
+        if not answer.expected:
+            failures.append(
+                Failure(
+                    Reason.DNS_UNEXPECTED_ADDRESS,
+                    f"{target.hostname} resolves to {answer.address}, outside the expected "
+                    f"networks ({_networks_text(target.expect_networks)}); not connected to",
+                    answer.address,
+                )
+            )
+    alias_result = None
+    if alias_name:
+        alias_result, alias_failure = _compare_alias(
+            alias_name, alias_lookups, tuple(a.address for a in answers), target.hostname
+        )
+        if alias_failure is not None and answers:
+            failures.append(alias_failure)
+    used = next((lk for lk in main_lookups if lk.resolver is not None), main_lookups[0])
+    chain = tuple(dict.fromkeys(name for lk in main_lookups for name in lk.cname_chain))
+    return DnsResult(
+        name=target.hostname,
+        answers=answers,
+        cname_chain=chain,
+        resolver=used.resolver,
+        rcode=used.rcode,
+        queries=tuple(q for lk in lookups for q in lk.queries),
+        lookup_seconds=time.monotonic() - start,
+        alias=alias_result,
+        failures=tuple(failures),
+    )
+
+
+def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple[DnsAnswer, ...]:
+    seen: dict[IPAddress, DnsAnswer] = {}
+    for lookup in lookups:
+        for address, ttl in lookup.answers:
+            if address not in seen:
+                seen[address] = DnsAnswer(address, ttl, address_expected(address, networks))
+    return tuple(seen.values())
+
+
+def address_expected(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    """Whether ``address`` lies in one of ``networks`` (IPv4-mapped IPv6 counts as IPv4)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def _networks_text(networks: Sequence[IPNetwork]) -> str:
+    text = ", ".join(str(n) for n in networks[:5])
+    return text + (f" and {len(networks) - 5} more" if len(networks) > 5 else "")
+
+
+def _no_address_failure(hostname: str, lookups: Sequence[_Lookup]) -> Failure:
+    failed = [lk.failure for lk in lookups if lk.failure is not None]
+    hard = [f for f in failed if f.reason is not Reason.DNS_NO_ANSWER]
+    if hard:
+        return hard[0]
+    if failed:
+        qtypes = " or ".join(lk.qtype for lk in lookups)
+        first = failed[0]
+        return Failure(Reason.DNS_NO_ANSWER, first.detail if len(lookups) == 1 else (
+            f"{hostname} has no {qtypes} record (NOERROR, empty answer)"
+        ))
+    return Failure(Reason.DNS_NO_ANSWER, f"{hostname} has no address")  # pragma: no cover
+
+
+def _failover_warnings(lookups: Sequence[_Lookup]) -> list[Failure]:
+    warnings: dict[str, Failure] = {}
+    for lookup in lookups:
+        if lookup.resolver is None:
+            continue
+        for query in lookup.queries:
+            if query.error is not None and query.resolver != lookup.resolver:
+                warnings.setdefault(
+                    query.resolver,
+                    Failure(
+                        Reason.DNS_RESOLVER_FAILOVER,
+                        f"resolver {query.resolver} failed ({query.detail}); "
+                        f"the answer came from {lookup.resolver}",
+                    ),
+                )
+    return list(warnings.values())
+
+
+def _compare_alias(
+    alias_name: str,
+    lookups: Sequence[_Lookup],
+    addresses: tuple[IPAddress, ...],
+    hostname: str,
+) -> tuple[AliasResult, Failure | None]:
+    alias_addresses = tuple(dict.fromkeys(a for lk in lookups for a, _ in lk.answers))
+    resolved = bool(alias_addresses)
+    matches = resolved and set(alias_addresses) == set(addresses)
+    result = AliasResult(alias_name, alias_addresses, resolved, matches)
+    if matches:
+        return result, None
+    if not resolved:
+        failed = next((lk.failure for lk in lookups if lk.failure is not None), None)
+        why = failed.detail if failed else "no address"
+        return result, Failure(
+            Reason.DNS_ALIAS_MISMATCH, f"cannot compare with {alias_name}: {why}"
+        )
+    only_name = sorted(set(addresses) - set(alias_addresses), key=str)
+    only_alias = sorted(set(alias_addresses) - set(addresses), key=str)
+    parts = []
+    if only_name:
+        parts.append(f"only {hostname} has {', '.join(map(str, only_name))}")
+    if only_alias:
+        parts.append(f"only {alias_name} has {', '.join(map(str, only_alias))}")
+    return result, Failure(
+        Reason.DNS_ALIAS_MISMATCH,
+        f"{hostname} and {alias_name} resolve to different addresses: {'; '.join(parts)}",
+    )
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+async def _lookup(
+    name: str, qtype: str, resolvers: Sequence[Resolver], timeout: float, deadline: Deadline
+) -> _Lookup:
+    """Resolve ``name``/``qtype``, following CNAMEs, asking resolvers in order."""
+    queries: list[DnsQuery] = []
+    chain: list[str] = []
+    qname = name
+    resolver: str | None = None
+    rcode: str | None = None
+
+    def done(
+        failure: Failure | None = None, answers: tuple[tuple[IPAddress, int], ...] = ()
+    ) -> _Lookup:
+        return _Lookup(qtype, answers, tuple(chain), resolver, rcode, tuple(queries), failure)
+
+    while True:
+        response, resolver, asked = await _ask(qname, qtype, resolvers, timeout, deadline)
+        queries.extend(asked)
+        if response is None:
+            return done(_all_failed(name, qtype, asked, deadline))
+        rcode = dns.rcode.to_text(response.rcode())
+        try:
+            chaining = response.resolve_chaining()
+        except dns.message.ChainTooLong:
+            return done(Failure(Reason.DNS_CNAME_LOOP, f"the CNAME chain of {name} is too long or loops"))
+        except dns.exception.DNSException as exc:
+            return done(Failure(Reason.DNS_MALFORMED, f"{resolver} sent an inconsistent answer: {exc}"))
+        for cname in chaining.cnames:
+            target = cname[0].target.to_text(omit_final_dot=True).lower()
+            if target in chain or target == name or len(chain) >= MAX_CNAME_LINKS:
+                chain.append(target)
+                return done(
+                    Failure(
+                        Reason.DNS_CNAME_LOOP,
+                        f"the CNAME chain of {name} loops or is too long: "
+                        f"{' → '.join([name, *chain])}",
+                    )
+                )
+            chain.append(target)
+        canonical = chaining.canonical_name.to_text(omit_final_dot=True).lower()
+        via = f" ({' → '.join([name, *chain])})" if chain else ""
+        if response.rcode() == dns.rcode.NXDOMAIN:
+            return done(
+                Failure(
+                    Reason.DNS_NXDOMAIN,
+                    f"{canonical} does not exist{via}: NXDOMAIN from {resolver}",
+                )
+            )
+        if chaining.answer is not None:
+            answers = tuple(
+                (ipaddress.ip_address(rdata.address), chaining.answer.ttl) for rdata in chaining.answer
+            )
+            return done(answers=answers)
+        if canonical != qname and chain:
+            # The chain left the resolver's data: ask for the last name in it.
+            qname = canonical
+            continue
+        return done(
+            Failure(
+                Reason.DNS_NO_ANSWER,
+                f"{name} has no {qtype} record{via} (NOERROR, empty answer from {resolver})",
+            )
+        )
+
+
+async def _ask(
+    qname: str, qtype: str, resolvers: Sequence[Resolver], timeout: float, deadline: Deadline
+) -> tuple[dns.message.Message | None, str | None, list[DnsQuery]]:
+    """Ask resolvers in order until one gives NOERROR or NXDOMAIN."""
+    asked: list[DnsQuery] = []
+    for resolver in resolvers:
+        if deadline.expired:
+            break
+        where = format_resolver(resolver)
+        query = dns.message.make_query(qname, dns.rdatatype.from_text(qtype))
+        start = time.monotonic()
+        response: dns.message.Message | None = None
+        tcp = False
+        limit = deadline.clip(timeout)
+        try:
+            async with asyncio.timeout(limit):
+                response, tcp = await dns.asyncquery.udp_with_fallback(
+                    query, resolver[0], port=resolver[1], timeout=limit
+                )
+        except (TimeoutError, dns.exception.Timeout):
+            error, detail = Reason.DNS_TIMEOUT, f"no answer within {limit:.3g}s"
+        except dns.exception.DNSException as exc:
+            error, detail = Reason.DNS_MALFORMED, f"malformed response: {type(exc).__name__}"
+        except OSError as exc:
+            error, detail = Reason.DNS_ERROR, f"cannot query: {exc.strerror or exc}"
+        except ValueError as exc:  # dnspython raises ValueError for some wire garbage
+            error, detail = Reason.DNS_MALFORMED, f"malformed response: {exc}"
+        else:
+            error, detail = classify_rcode(response.rcode())
+        elapsed = time.monotonic() - start
+        rcode = dns.rcode.to_text(response.rcode()) if response is not None else None
+        asked.append(
+            DnsQuery(where, qname, qtype, rcode, tcp, elapsed, error, detail)
+        )
+        if error is None:
+            return response, where, asked
+    return None, None, asked
+
+
+def classify_rcode(rcode: int) -> tuple[Reason | None, str]:
+    """Map a response code to ``(reason or None when the answer is usable, detail)``."""
+    text = dns.rcode.to_text(rcode)
+    if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        return None, text
+    if rcode == dns.rcode.SERVFAIL:
+        return Reason.DNS_SERVFAIL, "SERVFAIL"
+    if rcode == dns.rcode.REFUSED:
+        return Reason.DNS_REFUSED, "REFUSED"
+    return Reason.DNS_ERROR, f"rcode {text}"
+
+
+def _all_failed(name: str, qtype: str, asked: Sequence[DnsQuery], deadline: Deadline) -> Failure:
+    if not asked:
+        return Failure(
+            Reason.CYCLE_DEADLINE_EXCEEDED,
+            f"the {deadline.seconds:g}s deadline passed before {name} was resolved",
+        )
+    errors = [q.error for q in asked if q.error is not None]
+    reason = next((r for r in _FAILURE_PRIORITY if r in errors), Reason.DNS_ERROR)
+    attempts = "; ".join(f"{q.resolver}: {q.detail}" for q in asked)
+    return Failure(reason, f"no usable answer for {name} {qtype}: {attempts}")

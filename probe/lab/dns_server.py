@@ -1,0 +1,190 @@
+"""A small authoritative DNS responder (UDP and TCP) for the loopback lab.
+
+It answers from an in-memory zone and can be told to misbehave per name (SERVFAIL,
+REFUSED, silence, truncation, garbage) so that every DNS failure has a real peer.
+Runs on the asyncio loop of the lab thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from enum import StrEnum
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+
+class Behaviour(StrEnum):
+    """How the server treats a query for a name."""
+
+    ANSWER = "answer"  # answer from the zone; NXDOMAIN for unknown names
+    SERVFAIL = "servfail"
+    REFUSED = "refused"
+    NXDOMAIN = "nxdomain"
+    DROP = "drop"  # never answer (a dead or filtered resolver)
+    TRUNCATE = "truncate"  # over UDP answer with TC set and no records; TCP answers fully
+    GARBAGE = "garbage"  # bytes that are not a DNS message
+    WRONG_NAME = "wrong_name"  # a response whose question is another name
+
+
+class DnsServer:
+    """Authoritative responder for the names added to it.
+
+    Args:
+        address: the loopback address to listen on.
+        port: the UDP and TCP port (0 picks a free one, the same for both).
+    """
+
+    def __init__(self, address: str = "127.0.53.1", port: int = 0) -> None:
+        self.address = address
+        self.port = port
+        self.default = Behaviour.ANSWER
+        self._records: dict[str, list[tuple[str, str, int]]] = {}
+        self._behaviours: dict[str, Behaviour] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self.queries: list[tuple[str, str, str]] = []
+
+    @property
+    def where(self) -> str:
+        """``IP:port`` to put in a probe's ``resolvers``."""
+        return f"{self.address}:{self.port}"
+
+    def add(self, name: str, rdtype: str, value: str, ttl: int = 60) -> None:
+        """Add a record (``A``, ``AAAA`` or ``CNAME``) for ``name``."""
+        self._records.setdefault(_key(name), []).append((rdtype.upper(), value, ttl))
+
+    def set(self, name: str, *records: tuple[str, str]) -> None:
+        """Replace the records of ``name`` with ``(type, value)`` pairs (TTL 60)."""
+        self._records[_key(name)] = [(t.upper(), v, 60) for t, v in records]
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (it becomes NXDOMAIN)."""
+        self._records.pop(_key(name), None)
+
+    def behave(self, name: str, behaviour: Behaviour | str) -> None:
+        """Make queries for ``name`` get ``behaviour``."""
+        self._behaviours[_key(name)] = Behaviour(behaviour)
+
+    async def start(self) -> None:
+        """Listen on UDP and TCP."""
+        loop = asyncio.get_running_loop()
+        self._tcp = await asyncio.start_server(self._serve_tcp, self.address, self.port)
+        self.port = self._tcp.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(self.address, self.port)
+        )
+        self._udp = transport
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tcp.wait_closed(), 1)
+
+    # ------------------------------------------------------------------ answering
+
+    def respond(self, wire: bytes, tcp: bool) -> bytes | None:
+        """The response to one query in wire format, or ``None`` for no response."""
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return None
+        if not query.question:
+            return None
+        question = query.question[0]
+        name = _key(question.name.to_text())
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        self.queries.append((name, rdtype, "tcp" if tcp else "udp"))
+        behaviour = self._behaviours.get(name, self.default)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        if behaviour is Behaviour.DROP:
+            return None
+        if behaviour is Behaviour.GARBAGE:
+            return b"\x00\x01this is not DNS" + bytes(range(32))
+        if behaviour is Behaviour.SERVFAIL:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif behaviour is Behaviour.REFUSED:
+            response.set_rcode(dns.rcode.REFUSED)
+        elif behaviour is Behaviour.NXDOMAIN:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif behaviour is Behaviour.TRUNCATE and not tcp:
+            response.flags |= dns.flags.TC
+        elif behaviour is Behaviour.WRONG_NAME:
+            response.question = [
+                dns.rrset.RRset(dns.name.from_text("wrong.invalid."), question.rdclass, question.rdtype)
+            ]
+        else:
+            self._answer(response, name, rdtype)
+        return response.to_wire()
+
+    def _answer(self, response: dns.message.Message, name: str, rdtype: str) -> None:
+        seen: set[str] = set()
+        current = name
+        while current not in seen:
+            seen.add(current)
+            records = self._records.get(current)
+            if records is None:
+                if current == name:
+                    response.set_rcode(dns.rcode.NXDOMAIN)
+                return
+            cnames = [r for r in records if r[0] == "CNAME"]
+            if cnames and rdtype != "CNAME":
+                _, target, ttl = cnames[0]
+                response.answer.append(
+                    dns.rrset.from_text(current + ".", ttl, "IN", "CNAME", _key(target) + ".")
+                )
+                current = _key(target)
+                continue
+            matching = [r for r in records if r[0] == rdtype]
+            if matching:
+                rrset = dns.rrset.from_text_list(
+                    current + ".", matching[0][2], "IN", rdtype, [v for _, v, _ in matching]
+                )
+                response.answer.append(rrset)
+            return
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(2)
+                wire = await reader.readexactly(struct.unpack("!H", header)[0])
+                answer = self.respond(wire, tcp=True)
+                if answer is None:
+                    await asyncio.sleep(3600)
+                    return
+                writer.write(struct.pack("!H", len(answer)) + answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        answer = self.server.respond(data, tcp=False)
+        if answer is not None and self.transport is not None:
+            self.transport.sendto(answer, addr)
+
+
+def _key(name: str) -> str:
+    return name.lower().rstrip(".")

@@ -1,0 +1,192 @@
+"""Generate certificate authorities and server certificates for the loopback lab.
+
+Everything is made fresh (per demo run, per test session) with ``cryptography``: a root,
+an intermediate and leaves, plus the broken variants the tests need (expired, not yet
+valid, wrong name, self-signed, other root, CN only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-4096", "ed25519"]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def new_key(kind: KeyType = "ec-p256") -> PrivateKey:
+    """A new private key of the given kind."""
+    if kind == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind == "rsa-2048":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "rsa-4096":
+        return rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key type {kind!r}")
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate with its private key and the chain above it (issuers, nearest first)."""
+
+    cert: x509.Certificate
+    key: PrivateKey
+    parents: tuple[Issued, ...] = field(default=())
+
+    @property
+    def cert_pem(self) -> bytes:
+        """This certificate alone, PEM."""
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        """The private key, unencrypted PKCS#8 PEM."""
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def chain_pem(self, *, include_root: bool = False) -> bytes:
+        """This certificate followed by its issuers (the root only when asked), PEM."""
+        certs = [self, *self.parents]
+        if not include_root and len(certs) > 1 and _self_issued(certs[-1].cert):
+            certs = certs[:-1]
+        return b"".join(c.cert_pem for c in certs)
+
+    def write(self, directory: Path, name: str, *, chain: bytes | None = None) -> tuple[Path, Path]:
+        """Write ``NAME.crt`` (``chain`` or the chain without root) and ``NAME.key``.
+
+        Returns:
+            ``(cert_path, key_path)``.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path = directory / f"{name}.crt"
+        key_path = directory / f"{name}.key"
+        cert_path.write_bytes(chain if chain is not None else self.chain_pem())
+        key_path.write_bytes(self.key_pem)
+        key_path.chmod(0o600)
+        return cert_path, key_path
+
+
+def _self_issued(cert: x509.Certificate) -> bool:
+    return cert.subject == cert.issuer
+
+
+def issue(
+    common_name: str | None,
+    issuer: Issued | None = None,
+    *,
+    ca: bool = False,
+    dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    days: float = 90,
+    key_type: KeyType = "ec-p256",
+    key: PrivateKey | None = None,
+) -> Issued:
+    """Issue a certificate; self-signed when ``issuer`` is ``None``.
+
+    Args:
+        common_name: subject CN (``None`` for an empty subject).
+        issuer: the signing CA, or ``None`` for a self-signed certificate.
+        ca: make a CA certificate (basicConstraints CA, keyCertSign).
+        dns_names: subjectAltName dNSNames (no SAN extension when both lists are empty).
+        ip_addresses: subjectAltName iPAddresses.
+        not_before: start of validity (default: one hour ago).
+        not_after: end of validity (default: ``not_before`` + ``days``).
+        days: validity length in days when ``not_after`` is not given.
+        key_type: kind of the new key when ``key`` is not given.
+        key: reuse this private key (e.g. for a cross-signed CA).
+
+    Returns:
+        The certificate, its key and its issuers.
+    """
+    key = key or new_key(key_type)
+    now = datetime.now(UTC)
+    start = not_before or now - timedelta(hours=1)
+    end = not_after or start + timedelta(days=days)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
+    )
+    signer_key = issuer.key if issuer else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=not ca and isinstance(key, rsa.RSAPrivateKey),
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+    if not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+    if dns_names or ip_addresses:
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    algorithm = None if isinstance(signer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    cert = builder.sign(signer_key, algorithm)
+    parents = (issuer, *issuer.parents) if issuer else ()
+    return Issued(cert=cert, key=key, parents=parents)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A root and an intermediate below it, ready to issue server certificates."""
+
+    root: Issued
+    intermediate: Issued
+
+    @classmethod
+    def create(cls, label: str = "probe lab") -> Pki:
+        """A new root ``{label} Root CA`` and intermediate ``{label} Intermediate CA``."""
+        root = issue(f"{label} Root CA", ca=True, days=3650)
+        intermediate = issue(f"{label} Intermediate CA", root, ca=True, days=1825)
+        return cls(root=root, intermediate=intermediate)
+
+    def leaf(self, *names: str, **kwargs: object) -> Issued:
+        """A server certificate from the intermediate for ``names`` (SAN dNSNames, CN first)."""
+        return issue(names[0] if names else None, self.intermediate, dns_names=names, **kwargs)  # type: ignore[arg-type]
+
+    def write_ca(self, path: Path) -> Path:
+        """Write the root certificate (the trust anchor) as PEM to ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.root.cert_pem)
+        return path

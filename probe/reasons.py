@@ -1,0 +1,255 @@
+"""The public vocabulary of probe: stages, statuses, reason codes and exit codes.
+
+Reason codes are stable: they appear in the JSON report, in metric labels and in logs.
+Adding one means a member here, an entry in ``_REASON_TABLE``, a test that produces it
+and a row in the README's reason-code table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum, StrEnum
+
+
+class Stage(StrEnum):
+    """The part of a probe cycle a finding belongs to."""
+
+    DNS = "dns"
+    TCP = "tcp"
+    TLS = "tls"
+    CERT = "cert"
+    HTTP = "http"
+    BACKEND = "backend"
+    CYCLE = "cycle"
+
+
+class Status(StrEnum):
+    """Verdict of an address, a target or a whole run, in rising order of badness."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 for ok, 1 for warning, 2 for critical (the exit-code order)."""
+        return _STATUS_RANK[self]
+
+    @classmethod
+    def worst(cls, statuses: Iterable[Status]) -> Status:
+        """The worst of some statuses; ``OK`` when there are none."""
+        return max(statuses, key=_STATUS_RANK.__getitem__, default=cls.OK)
+
+
+_STATUS_RANK = {Status.OK: 0, Status.WARNING: 1, Status.CRITICAL: 2}
+
+
+class ExitCode(IntEnum):
+    """Process exit status, following the monitoring-plugin convention."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @classmethod
+    def from_status(cls, status: Status) -> ExitCode:
+        """Map a verdict to its exit code (ok 0, warning 1, critical 2)."""
+        return cls(status.rank)
+
+
+class Reason(StrEnum):
+    """A machine-readable cause of a failure or warning."""
+
+    DNS_NXDOMAIN = "dns_nxdomain"
+    DNS_SERVFAIL = "dns_servfail"
+    DNS_REFUSED = "dns_refused"
+    DNS_TIMEOUT = "dns_timeout"
+    DNS_NO_ANSWER = "dns_no_answer"
+    DNS_ERROR = "dns_error"
+    DNS_MALFORMED = "dns_malformed"
+    DNS_CNAME_LOOP = "dns_cname_loop"
+    DNS_UNEXPECTED_ADDRESS = "dns_unexpected_address"
+    DNS_ALIAS_MISMATCH = "dns_alias_mismatch"
+    DNS_RESOLVER_FAILOVER = "dns_resolver_failover"
+    TCP_REFUSED = "tcp_refused"
+    TCP_TIMEOUT = "tcp_timeout"
+    TCP_ERROR = "tcp_error"
+    TLS_HANDSHAKE_TIMEOUT = "tls_handshake_timeout"
+    TLS_HANDSHAKE_FAILED = "tls_handshake_failed"
+    TLS_VERSION_BELOW_MINIMUM = "tls_version_below_minimum"
+    CERT_EXPIRED = "cert_expired"
+    CERT_NOT_YET_VALID = "cert_not_yet_valid"
+    CERT_HOSTNAME_MISMATCH = "cert_hostname_mismatch"
+    CERT_SELF_SIGNED = "cert_self_signed"
+    CERT_UNTRUSTED = "cert_untrusted"
+    CERT_CHAIN_INCOMPLETE = "cert_chain_incomplete"
+    CERT_EXPIRING_SOON = "cert_expiring_soon"
+    CERT_DIFFERS_BETWEEN_ADDRESSES = "cert_differs_between_addresses"
+    HTTP_TIMEOUT = "http_timeout"
+    HTTP_STATUS = "http_status"
+    HTTP_BODY_MISMATCH = "http_body_mismatch"
+    HTTP_PROTOCOL_ERROR = "http_protocol_error"
+    BACKEND_UNIDENTIFIED = "backend_unidentified"
+    BACKEND_MISSING = "backend_missing"
+    BACKEND_UNEXPECTED = "backend_unexpected"
+    BACKEND_IMBALANCE = "backend_imbalance"
+    CYCLE_DEADLINE_EXCEEDED = "cycle_deadline_exceeded"
+    INTERNAL_ERROR = "internal_error"
+
+    @property
+    def stage(self) -> Stage:
+        """The stage this reason belongs to."""
+        return _REASON_TABLE[self][0]
+
+    @property
+    def severity(self) -> Status:
+        """``Status.CRITICAL`` or ``Status.WARNING``."""
+        return _REASON_TABLE[self][1]
+
+    @property
+    def summary(self) -> str:
+        """One sentence saying what the code means (used in docs and help)."""
+        return _REASON_TABLE[self][2]
+
+
+_C = Status.CRITICAL
+_W = Status.WARNING
+
+_REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
+    Reason.DNS_NXDOMAIN: (Stage.DNS, _C, "The resolver answered NXDOMAIN: the name does not exist."),
+    Reason.DNS_SERVFAIL: (Stage.DNS, _C, "Every resolver tried answered SERVFAIL (or failed)."),
+    Reason.DNS_REFUSED: (Stage.DNS, _C, "Every resolver tried answered REFUSED (or failed)."),
+    Reason.DNS_TIMEOUT: (Stage.DNS, _C, "No resolver answered within the DNS timeout."),
+    Reason.DNS_NO_ANSWER: (
+        Stage.DNS,
+        _C,
+        "The name exists but has no address of the probed family (NOERROR, empty answer).",
+    ),
+    Reason.DNS_ERROR: (
+        Stage.DNS,
+        _C,
+        "Any other DNS failure: another rcode, or the resolver could not be reached.",
+    ),
+    Reason.DNS_MALFORMED: (
+        Stage.DNS,
+        _C,
+        "The resolver sent a response that is not valid DNS or does not match the query.",
+    ),
+    Reason.DNS_CNAME_LOOP: (
+        Stage.DNS,
+        _C,
+        "The CNAME chain loops or is longer than 16 links.",
+    ),
+    Reason.DNS_UNEXPECTED_ADDRESS: (
+        Stage.DNS,
+        _C,
+        "An answer lies outside expect_networks; that address is reported and never connected to.",
+    ),
+    Reason.DNS_ALIAS_MISMATCH: (
+        Stage.DNS,
+        _C,
+        "The name's addresses differ from those of expect_same_addresses_as (or it did not resolve).",
+    ),
+    Reason.DNS_RESOLVER_FAILOVER: (
+        Stage.DNS,
+        _W,
+        "A resolver failed and the answer came from the next one in the list.",
+    ),
+    Reason.TCP_REFUSED: (Stage.TCP, _C, "The address refused the TCP connection (RST)."),
+    Reason.TCP_TIMEOUT: (Stage.TCP, _C, "TCP connect did not complete within the connect timeout."),
+    Reason.TCP_ERROR: (
+        Stage.TCP,
+        _C,
+        "Any other connect failure (unreachable network or host, reset).",
+    ),
+    Reason.TLS_HANDSHAKE_TIMEOUT: (
+        Stage.TLS,
+        _C,
+        "The TLS handshake did not complete within the TLS timeout.",
+    ),
+    Reason.TLS_HANDSHAKE_FAILED: (
+        Stage.TLS,
+        _C,
+        "The handshake failed for a reason other than the certificate (alert, reset, not TLS).",
+    ),
+    Reason.TLS_VERSION_BELOW_MINIMUM: (
+        Stage.TLS,
+        _C,
+        "The server offers no TLS version at or above min_tls_version.",
+    ),
+    Reason.CERT_EXPIRED: (Stage.CERT, _C, "A certificate in the chain has expired."),
+    Reason.CERT_NOT_YET_VALID: (Stage.CERT, _C, "A certificate in the chain is not valid yet."),
+    Reason.CERT_HOSTNAME_MISMATCH: (
+        Stage.CERT,
+        _C,
+        "The leaf certificate is not valid for the hostname (RFC 6125; subject CN is ignored).",
+    ),
+    Reason.CERT_SELF_SIGNED: (
+        Stage.CERT,
+        _C,
+        "The server sent a single self-signed certificate that is not trusted.",
+    ),
+    Reason.CERT_UNTRUSTED: (
+        Stage.CERT,
+        _C,
+        "The chain leads to a root (or CA) that is not in the trust store, or is otherwise invalid.",
+    ),
+    Reason.CERT_CHAIN_INCOMPLETE: (
+        Stage.CERT,
+        _C,
+        "The server did not send the intermediate certificate(s) needed to reach a trusted root.",
+    ),
+    Reason.CERT_EXPIRING_SOON: (
+        Stage.CERT,
+        _W,
+        "The verified chain expires within cert_expiry_warning_days.",
+    ),
+    Reason.CERT_DIFFERS_BETWEEN_ADDRESSES: (
+        Stage.CERT,
+        _W,
+        "The addresses of one name serve different leaf certificates (e.g. a rotation half done).",
+    ),
+    Reason.HTTP_TIMEOUT: (
+        Stage.HTTP,
+        _C,
+        "A request (headers and body) did not complete within the HTTP timeout.",
+    ),
+    Reason.HTTP_STATUS: (Stage.HTTP, _C, "A response status is not in valid_status_codes."),
+    Reason.HTTP_BODY_MISMATCH: (Stage.HTTP, _C, "A response body does not match body_regex."),
+    Reason.HTTP_PROTOCOL_ERROR: (
+        Stage.HTTP,
+        _C,
+        "The response is malformed, truncated or oversized (not valid HTTP/1.1).",
+    ),
+    Reason.BACKEND_UNIDENTIFIED: (
+        Stage.BACKEND,
+        _C,
+        "A response did not say which backend answered (header absent, body_regex no match).",
+    ),
+    Reason.BACKEND_MISSING: (
+        Stage.BACKEND,
+        _C,
+        "An expected backend answered none of the cycle's requests.",
+    ),
+    Reason.BACKEND_UNEXPECTED: (
+        Stage.BACKEND,
+        _W,
+        "A backend not in the expect_backends list answered.",
+    ),
+    Reason.BACKEND_IMBALANCE: (
+        Stage.BACKEND,
+        _W,
+        "A backend got less than half its fair share of the cycle's requests.",
+    ),
+    Reason.CYCLE_DEADLINE_EXCEEDED: (
+        Stage.CYCLE,
+        _C,
+        "The cycle reached its overall deadline; unfinished work was cancelled.",
+    ),
+    Reason.INTERNAL_ERROR: (
+        Stage.CYCLE,
+        _C,
+        "A bug in probe; the traceback is logged and the process goes on.",
+    ),
+}

@@ -1,0 +1,326 @@
+"""Immutable results of one probe cycle, from one DNS query up to a whole target.
+
+Conventions: durations are float seconds in ``*_seconds`` fields, instants are float Unix
+time in ``*_timestamp`` fields, sizes are int bytes in ``*_bytes`` fields, addresses are
+``ipaddress`` objects. ``None`` means "unknown / did not happen", never a sentinel value.
+Values are safe to hand from the probe loop to another thread without copying.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from probe.reasons import Reason, Stage, Status
+
+IPAddress = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One finding: a reason code, the address it concerns (if any) and a plain sentence."""
+
+    reason: Reason
+    detail: str
+    address: IPAddress | None = None
+
+    @property
+    def stage(self) -> Stage:
+        """The stage of the reason code."""
+        return self.reason.stage
+
+    @property
+    def severity(self) -> Status:
+        """``Status.CRITICAL`` or ``Status.WARNING``."""
+        return self.reason.severity
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQuery:
+    """One query sent to one resolver.
+
+    Attributes:
+        resolver: ``IP:port`` of the resolver (IPv6 as ``[IP]:port``).
+        qname: the name asked for, without the trailing dot.
+        qtype: ``"A"`` or ``"AAAA"``.
+        rcode: the response code text (``"NOERROR"``, ``"NXDOMAIN"`` …), ``None`` when no
+            usable response arrived.
+        tcp: the answer came over TCP (UDP answer was truncated).
+        duration_seconds: time from sending to the answer or the failure.
+        error: why this attempt did not give a usable answer, ``None`` when it did.
+        detail: a plain sentence about the attempt.
+    """
+
+    resolver: str
+    qname: str
+    qtype: str
+    rcode: str | None
+    tcp: bool
+    duration_seconds: float
+    error: Reason | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """One address in the answer, with its TTL (seconds) and whether it may be probed."""
+
+    address: IPAddress
+    ttl: int
+    expected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AliasResult:
+    """The addresses of ``expect_same_addresses_as`` and whether they equal the target's."""
+
+    name: str
+    addresses: tuple[IPAddress, ...]
+    resolved: bool
+    matches: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DnsResult:
+    """The DNS stage of one target.
+
+    Attributes:
+        name: the hostname that was resolved.
+        answers: addresses in answer order (A before AAAA), deduplicated.
+        cname_chain: CNAME targets followed from ``name``, in order (empty when none).
+        resolver: the resolver whose answer was used, ``None`` when none answered.
+        rcode: the response code of that answer, ``None`` when none answered.
+        queries: every query sent, in order, including failed ones.
+        lookup_seconds: wall time of the whole stage.
+        alias: the alias comparison, ``None`` when not configured.
+        failures: DNS findings.
+    """
+
+    name: str
+    answers: tuple[DnsAnswer, ...]
+    cname_chain: tuple[str, ...]
+    resolver: str | None
+    rcode: str | None
+    queries: tuple[DnsQuery, ...]
+    lookup_seconds: float
+    alias: AliasResult | None
+    failures: tuple[Failure, ...]
+
+    @property
+    def probe_addresses(self) -> tuple[IPAddress, ...]:
+        """The answers inside the expected networks: the only ones ever connected to."""
+        return tuple(answer.address for answer in self.answers if answer.expected)
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """Facts about one X.509 certificate.
+
+    Attributes:
+        subject: RFC 4514 string of the subject.
+        issuer: RFC 4514 string of the issuer.
+        serial: the serial number in lowercase hex.
+        not_before_timestamp: start of validity, Unix time.
+        not_after_timestamp: end of validity, Unix time.
+        sha256_fingerprint: SHA-256 of the DER encoding, lowercase hex.
+        dns_names: subjectAltName dNSName entries.
+        ip_addresses: subjectAltName iPAddress entries as text.
+        common_name: the subject CN, ``None`` when absent.
+        is_ca: basicConstraints CA is true.
+        key: the public key kind and size, e.g. ``"RSA 2048"``, ``"EC P-256"``, ``"Ed25519"``.
+        signature_algorithm: e.g. ``"sha256WithRSAEncryption"``.
+    """
+
+    subject: str
+    issuer: str
+    serial: str
+    not_before_timestamp: float
+    not_after_timestamp: float
+    sha256_fingerprint: str
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    common_name: str | None
+    is_ca: bool
+    key: str
+    signature_algorithm: str
+
+    @property
+    def self_issued(self) -> bool:
+        """Subject equals issuer (a root or a self-signed leaf)."""
+        return self.subject == self.issuer
+
+
+@dataclass(frozen=True, slots=True)
+class TlsResult:
+    """TCP connect and TLS handshake to one address.
+
+    Attributes:
+        address: the address connected to.
+        port: the TCP port.
+        connect_seconds: TCP connect time, ``None`` when the connect failed.
+        handshake_seconds: TLS handshake time, ``None`` when it did not complete.
+        version: negotiated protocol, e.g. ``"TLSv1.3"``.
+        cipher: negotiated cipher suite name.
+        alpn: negotiated ALPN protocol, ``None`` when none.
+        verified: chain and hostname verified by OpenSSL (with the stricter rules documented).
+        verify_code: OpenSSL ``X509_V_ERR_*`` code when verification failed.
+        verify_message: OpenSSL's text for ``verify_code``.
+        chain: the certificates as sent by the server, leaf first; kept when verification fails.
+        verified_chain: the chain OpenSSL built up to the trust anchor (empty unless verified).
+        failures: TCP, TLS and certificate findings for this address.
+    """
+
+    address: IPAddress
+    port: int
+    connect_seconds: float | None
+    handshake_seconds: float | None
+    version: str | None
+    cipher: str | None
+    alpn: str | None
+    verified: bool
+    verify_code: int | None
+    verify_message: str | None
+    chain: tuple[CertInfo, ...]
+    verified_chain: tuple[CertInfo, ...]
+    failures: tuple[Failure, ...]
+
+    @property
+    def connected(self) -> bool:
+        """The TCP connection was established."""
+        return self.connect_seconds is not None
+
+    @property
+    def leaf(self) -> CertInfo | None:
+        """The server's own certificate, ``None`` when no certificate was obtained."""
+        return self.chain[0] if self.chain else None
+
+    @property
+    def earliest_expiry_timestamp(self) -> float | None:
+        """Earliest not-after among the certificates as sent (Unix time)."""
+        return min((c.not_after_timestamp for c in self.chain), default=None)
+
+    @property
+    def verified_chain_expiry_timestamp(self) -> float | None:
+        """Earliest not-after within the verified chain (Unix time); ``None`` if unverified."""
+        return min((c.not_after_timestamp for c in self.verified_chain), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTimes:
+    """Phases of one HTTP request in seconds, named as in blackbox_exporter.
+
+    ``connect`` TCP connect, ``tls`` handshake, ``processing`` from the end of the
+    handshake to the first response byte, ``transfer`` reading the body. ``None`` when the
+    phase did not happen.
+    """
+
+    connect: float | None = None
+    tls: float | None = None
+    processing: float | None = None
+    transfer: float | None = None
+
+    def items(self) -> tuple[tuple[str, float], ...]:
+        """The phases that happened, as ``(name, seconds)`` pairs."""
+        pairs = (
+            ("connect", self.connect),
+            ("tls", self.tls),
+            ("processing", self.processing),
+            ("transfer", self.transfer),
+        )
+        return tuple((name, value) for name, value in pairs if value is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAttempt:
+    """One HTTP request to one address.
+
+    Attributes:
+        status_code: the response status, ``None`` when no response arrived.
+        http_version: e.g. ``"HTTP/1.1"``.
+        backend: the backend that answered, ``None`` when unknown.
+        body_bytes: body bytes read (at most ``max_body_bytes``).
+        body_truncated: the body was longer than ``max_body_bytes`` and was not read past it.
+        phases: phase times.
+        duration_seconds: the whole request, body included.
+        failures: findings for this request.
+    """
+
+    status_code: int | None
+    http_version: str | None
+    backend: str | None
+    body_bytes: int
+    body_truncated: bool
+    phases: PhaseTimes
+    duration_seconds: float
+    failures: tuple[Failure, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AddressResult:
+    """Everything probed at one address of the target.
+
+    Attributes:
+        address: the address.
+        tls: the connect and handshake result.
+        attempts: the HTTP requests, in order (empty when TCP or TLS failed).
+        failures: this address's findings (TLS and summarised HTTP ones).
+        status: the verdict for this address alone.
+    """
+
+    address: IPAddress
+    tls: TlsResult
+    attempts: tuple[HttpAttempt, ...]
+    failures: tuple[Failure, ...]
+    status: Status
+
+    @property
+    def backend_counts(self) -> dict[str, int]:
+        """Responses per identified backend, most first."""
+        return dict(Counter(a.backend for a in self.attempts if a.backend).most_common())
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    """The result of one cycle for one target.
+
+    Attributes:
+        name: the configured target name.
+        url: the configured URL.
+        hostname: the URL's host (used for DNS, SNI, Host and name checks).
+        port: the URL's port.
+        started_timestamp: when the cycle started, Unix time.
+        duration_seconds: how long the cycle took.
+        dns: the DNS stage.
+        addresses: one result per probed address, in DNS answer order.
+        failures: every finding of the cycle, in stage order.
+        status: the verdict: the worst severity among ``failures``.
+        expected_backends: the names in ``expect_backends`` (empty when a count or unset).
+        expected_backend_count: how many backends should answer, ``None`` when unset.
+    """
+
+    name: str
+    url: str
+    hostname: str
+    port: int
+    started_timestamp: float
+    duration_seconds: float
+    dns: DnsResult
+    addresses: tuple[AddressResult, ...]
+    failures: tuple[Failure, ...]
+    status: Status
+    expected_backends: tuple[str, ...] = ()
+    expected_backend_count: int | None = None
+
+    @property
+    def backend_counts(self) -> dict[str, int]:
+        """Responses per identified backend over all addresses, most first."""
+        total: Counter[str] = Counter()
+        for address in self.addresses:
+            total.update(address.backend_counts)
+        return dict(total.most_common())
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]:
+        """The distinct reason codes among the failures, in order of first appearance."""
+        return tuple(dict.fromkeys(f.reason for f in self.failures))

@@ -1,0 +1,359 @@
+"""TLS stage: TCP connect and TLS handshake with SNI to one address, verified by OpenSSL.
+
+Verification is OpenSSL's, through Python's ``ssl``, configured as curl configures it
+(partial chains to a trusted intermediate accepted) with one stricter rule taken from
+browsers and Go: the subject CN is never used as a hostname (RFC 6125 §6.4.4). When
+verification fails, a second handshake without verification obtains the certificates as
+sent, so an expired or mismatched certificate still shows its names and dates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from probe.certs import cert_info, classify_verify_error
+from probe.config import ConfigError, Timeouts
+from probe.deadline import Deadline
+from probe.reasons import Reason
+from probe.results import CertInfo, Failure, IPAddress, TlsResult
+
+_VERSIONS = {
+    "1.0": ssl.TLSVersion.TLSv1,
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+# ssl.SSLError.reason values (OpenSSL reason codes) meaning "no common protocol version".
+_VERSION_REASONS = frozenset(
+    {
+        "UNSUPPORTED_PROTOCOL",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "NO_PROTOCOLS_AVAILABLE",
+        "WRONG_SSL_VERSION",
+        "UNKNOWN_PROTOCOL",
+    }
+)
+# The peer did not speak TLS at all (e.g. plain HTTP on the HTTPS port).
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
+_CLIENT_CERT_REASONS = frozenset(
+    {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "PEER_DID_NOT_RETURN_A_CERTIFICATE"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsContexts:
+    """The SSL contexts of one trust configuration, built once and reused every cycle.
+
+    Attributes:
+        verify: for the TLS stage's handshake (ALPN ``h2``, ``http/1.1`` like curl).
+        http: for the HTTP stage (httpcore sets its own ALPN on it).
+        inspect: no verification, to read the certificates as sent after a failure.
+        any_version: no verification and every TLS version, to learn which version a
+            server speaks when the handshake at ``min_tls_version`` failed.
+        skip_verify: verification is off (``insecure_skip_verify``); ``verify`` and
+            ``http`` then do not verify either.
+    """
+
+    verify: ssl.SSLContext
+    http: ssl.SSLContext
+    inspect: ssl.SSLContext
+    any_version: ssl.SSLContext
+    min_version: ssl.TLSVersion
+    skip_verify: bool
+
+
+def build_contexts(
+    ca_file: Path | None, min_tls_version: str, skip_verify: bool = False
+) -> TlsContexts:
+    """Build the contexts for a trust configuration.
+
+    Args:
+        ca_file: PEM bundle of trust anchors; ``None`` for the system store.
+        min_tls_version: ``"1.0"`` … ``"1.3"``.
+        skip_verify: build non-verifying contexts (``insecure_skip_verify``).
+
+    Raises:
+        ConfigError: ``ca_file`` cannot be read or holds no certificate (message without
+            the file/field prefix; the caller adds it).
+    """
+
+    def make(verify: bool, alpn: list[str], minimum: str = min_tls_version) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if minimum in ("1.0", "1.1"):
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses them otherwise
+        context.minimum_version = _VERSIONS[minimum]
+        context.set_alpn_protocols(alpn)
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        context.hostname_checks_common_name = False
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        if ca_file is None:
+            context.load_default_certs()
+        else:
+            try:
+                context.load_verify_locations(cafile=str(ca_file))
+            except FileNotFoundError:
+                raise ConfigError(f"{ca_file}: no such file") from None
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"{ca_file}: not a PEM certificate bundle ({exc})") from None
+            if not context.get_ca_certs():
+                raise ConfigError(f"{ca_file}: holds no CA certificate")
+        return context
+
+    verify_context = make(not skip_verify, ["h2", "http/1.1"])
+    return TlsContexts(
+        verify=verify_context,
+        http=make(not skip_verify, ["http/1.1"]),
+        inspect=make(False, ["h2", "http/1.1"]),
+        any_version=make(False, ["h2", "http/1.1"], minimum="1.0"),
+        min_version=_VERSIONS[min_tls_version],
+        skip_verify=skip_verify,
+    )
+
+
+async def handshake(
+    address: IPAddress,
+    port: int,
+    hostname: str,
+    contexts: TlsContexts,
+    timeouts: Timeouts,
+    deadline: Deadline,
+    clock: Callable[[], float] = time.time,
+) -> TlsResult:
+    """Connect to ``address``:``port`` and complete a TLS handshake with SNI ``hostname``.
+
+    Args:
+        address: the address to connect to.
+        port: the TCP port.
+        hostname: the SNI and the name the certificate must be valid for.
+        contexts: the target's contexts.
+        timeouts: ``connect`` bounds the TCP connect, ``tls`` the handshake (seconds).
+        deadline: the cycle's deadline; both are clipped to it.
+        clock: Unix time, for judging certificate dates in messages.
+
+    Returns:
+        The TLS result; TCP, TLS and certificate faults are findings in ``failures``.
+    """
+    connected = await _connect(address, port, timeouts.connect, deadline)
+    if isinstance(connected, Failure):
+        return _result(address, port, failures=(connected,))
+    reader, writer, connect_seconds = connected
+    start = time.monotonic()
+    limit = deadline.clip(timeouts.tls)
+    try:
+        async with asyncio.timeout(limit):
+            await writer.start_tls(contexts.verify, server_hostname=hostname)
+    except ssl.SSLCertVerificationError as exc:
+        writer.transport.abort()
+        chain = await _inspect_chain(address, port, hostname, contexts, timeouts, deadline)
+        reason, detail = classify_verify_error(
+            exc.verify_code, exc.verify_message or str(exc), chain, hostname, clock()
+        )
+        return _result(
+            address,
+            port,
+            connect_seconds=connect_seconds,
+            verify_code=exc.verify_code,
+            verify_message=exc.verify_message,
+            chain=chain,
+            failures=(Failure(reason, detail, address),),
+        )
+    except TimeoutError:
+        writer.transport.abort()
+        reason = Reason.CYCLE_DEADLINE_EXCEEDED if deadline.expired else Reason.TLS_HANDSHAKE_TIMEOUT
+        return _result(
+            address,
+            port,
+            connect_seconds=connect_seconds,
+            failures=(Failure(reason, f"TLS handshake did not complete within {limit:.3g}s", address),),
+        )
+    except (ssl.SSLError, OSError, EOFError) as exc:
+        writer.transport.abort()
+        reason, detail = classify_tls_error(exc)
+        if reason is Reason.TLS_HANDSHAKE_FAILED:
+            # Many servers just close or reset on a version mismatch instead of sending a
+            # protocol_version alert: ask once more, accepting any version, to tell.
+            spoken = await _spoken_version(address, port, hostname, contexts, timeouts, deadline)
+            if spoken is not None and spoken < contexts.min_version:
+                reason = Reason.TLS_VERSION_BELOW_MINIMUM
+                detail = (
+                    f"the server speaks only {_version_name(spoken)}, below the minimum "
+                    f"{_version_name(contexts.min_version)} ({detail})"
+                )
+        return _result(
+            address, port, connect_seconds=connect_seconds, failures=(Failure(reason, detail, address),)
+        )
+    handshake_seconds = time.monotonic() - start
+    ssl_object = writer.get_extra_info("ssl_object")
+    try:
+        chain = _parse_chain(peer_chain(ssl_object, verified=False))
+        verified_chain = () if contexts.skip_verify else _parse_chain(peer_chain(ssl_object, verified=True))
+        cipher = ssl_object.cipher()
+        return _result(
+            address,
+            port,
+            connect_seconds=connect_seconds,
+            handshake_seconds=handshake_seconds,
+            version=ssl_object.version(),
+            cipher=cipher[0] if cipher else None,
+            alpn=ssl_object.selected_alpn_protocol(),
+            verified=not contexts.skip_verify,
+            chain=chain,
+            verified_chain=verified_chain,
+        )
+    finally:
+        writer.transport.abort()
+
+
+def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
+    """Map a handshake exception (not a verification failure) to a reason and a sentence.
+
+    Chosen by type and by ``ssl.SSLError.reason`` (OpenSSL's reason code), never by the
+    message text.
+    """
+    if isinstance(exc, ssl.SSLError):
+        code = exc.reason or ""
+        if code in _VERSION_REASONS:
+            return Reason.TLS_VERSION_BELOW_MINIMUM, (
+                f"no TLS version in common: the server offers none at or above the minimum "
+                f"(OpenSSL: {code.lower().replace('_', ' ')})"
+            )
+        if code in _NOT_TLS_REASONS:
+            return Reason.TLS_HANDSHAKE_FAILED, (
+                "the server did not answer with TLS (plain HTTP on the HTTPS port?)"
+            )
+        if code in _CLIENT_CERT_REASONS:
+            return Reason.TLS_HANDSHAKE_FAILED, "the server requires a client certificate"
+        if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            return Reason.TLS_HANDSHAKE_FAILED, "the server closed the connection during the handshake"
+        return Reason.TLS_HANDSHAKE_FAILED, f"handshake failed: {code.lower().replace('_', ' ') or exc}"
+    if isinstance(exc, ConnectionResetError):
+        return Reason.TLS_HANDSHAKE_FAILED, "the server reset the connection during the handshake"
+    if isinstance(exc, EOFError | ConnectionError):
+        return Reason.TLS_HANDSHAKE_FAILED, "the server closed the connection during the handshake"
+    return Reason.TLS_HANDSHAKE_FAILED, f"handshake failed: {type(exc).__name__}: {exc}"
+
+
+def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
+    """Map a TCP connect failure to a reason and a sentence."""
+    if isinstance(exc, ConnectionRefusedError):
+        return Reason.TCP_REFUSED, "connection refused"
+    return Reason.TCP_ERROR, f"connect failed: {exc.strerror or exc}"
+
+
+def peer_chain(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[bytes, ...]:
+    """The peer's certificates in DER, leaf first: as sent, or as verified.
+
+    Uses the public ``get_unverified_chain`` / ``get_verified_chain`` (Python 3.13+) and
+    the same methods of the private ``_sslobj`` on 3.11 and 3.12.
+    """
+    name = "get_verified_chain" if verified else "get_unverified_chain"
+    method = getattr(ssl_object, name, None) or getattr(ssl_object._sslobj, name)  # type: ignore[attr-defined]
+    certs = method() or []
+    return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in certs)  # type: ignore[attr-defined]
+
+
+def _parse_chain(ders: tuple[bytes, ...]) -> tuple[CertInfo, ...]:
+    infos = []
+    for der in ders:
+        try:
+            infos.append(cert_info(der))
+        except ValueError:
+            continue
+    return tuple(infos)
+
+
+async def _connect(
+    address: IPAddress, port: int, timeout: float, deadline: Deadline
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float] | Failure:
+    start = time.monotonic()
+    limit = deadline.clip(timeout)
+    try:
+        async with asyncio.timeout(limit):
+            reader, writer = await asyncio.open_connection(str(address), port)
+    except TimeoutError:
+        reason = Reason.CYCLE_DEADLINE_EXCEEDED if deadline.expired else Reason.TCP_TIMEOUT
+        return Failure(reason, f"no TCP connection to port {port} within {limit:.3g}s", address)
+    except OSError as exc:
+        reason, detail = classify_connect_error(exc)
+        return Failure(reason, f"{detail} (port {port})", address)
+    return reader, writer, time.monotonic() - start
+
+
+async def _spoken_version(
+    address: IPAddress,
+    port: int,
+    hostname: str,
+    contexts: TlsContexts,
+    timeouts: Timeouts,
+    deadline: Deadline,
+) -> ssl.TLSVersion | None:
+    """The version a server negotiates when every version is allowed, ``None`` if none."""
+    if contexts.min_version <= ssl.TLSVersion.TLSv1:
+        return None
+    connected = await _connect(address, port, timeouts.connect, deadline)
+    if isinstance(connected, Failure):
+        return None
+    _, writer, _ = connected
+    try:
+        async with asyncio.timeout(deadline.clip(timeouts.tls)):
+            await writer.start_tls(contexts.any_version, server_hostname=hostname)
+        version = writer.get_extra_info("ssl_object").version()
+        return {_version_name(v): v for v in _VERSIONS.values()}.get(version)
+    except (TimeoutError, ssl.SSLError, OSError, EOFError):
+        return None
+    finally:
+        writer.transport.abort()
+
+
+def _version_name(version: ssl.TLSVersion) -> str:
+    return {ssl.TLSVersion.TLSv1: "TLSv1"}.get(version, version.name.replace("_", "."))
+
+
+async def _inspect_chain(
+    address: IPAddress,
+    port: int,
+    hostname: str,
+    contexts: TlsContexts,
+    timeouts: Timeouts,
+    deadline: Deadline,
+) -> tuple[CertInfo, ...]:
+    """The certificates as sent, from a second handshake that does not verify."""
+    connected = await _connect(address, port, timeouts.connect, deadline)
+    if isinstance(connected, Failure):
+        return ()
+    _, writer, _ = connected
+    try:
+        async with asyncio.timeout(deadline.clip(timeouts.tls)):
+            await writer.start_tls(contexts.inspect, server_hostname=hostname)
+        return _parse_chain(peer_chain(writer.get_extra_info("ssl_object"), verified=False))
+    except (TimeoutError, ssl.SSLError, OSError, EOFError):
+        return ()
+    finally:
+        writer.transport.abort()
+
+
+def _result(address: IPAddress, port: int, **fields: object) -> TlsResult:
+    values: dict[str, object] = {
+        "connect_seconds": None,
+        "handshake_seconds": None,
+        "version": None,
+        "cipher": None,
+        "alpn": None,
+        "verified": False,
+        "verify_code": None,
+        "verify_message": None,
+        "chain": (),
+        "verified_chain": (),
+        "failures": (),
+    }
+    values.update(fields)
+    return TlsResult(address=address, port=port, **values)  # type: ignore[arg-type]

@@ -1,0 +1,168 @@
+"""Pure verdict logic: findings across addresses and the resulting status.
+
+Takes the stage results, the target's rules and ``now``; reads no clock and opens no
+socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from probe.certs import describe_age, format_time, label_of
+from probe.config import TargetConfig
+from probe.reasons import Reason, Status
+from probe.results import AddressResult, DnsResult, Failure
+
+DAY = 86400.0
+
+
+def status_of(failures: Iterable[Failure]) -> Status:
+    """The worst severity among ``failures``; ``OK`` when there are none."""
+    return Status.worst(f.severity for f in failures)
+
+
+def evaluate(
+    dns: DnsResult, addresses: tuple[AddressResult, ...], target: TargetConfig, now: float
+) -> tuple[tuple[Failure, ...], Status]:
+    """All findings of a cycle and its status.
+
+    Adds to the stage findings: ``cert_differs_between_addresses``, ``cert_expiring_soon``
+    (from the verified chain's earliest expiry, as blackbox_exporter's
+    ``probe_ssl_last_chain_expiry_timestamp_seconds``), and the backend checks
+    ``backend_missing``, ``backend_unexpected`` and ``backend_imbalance``.
+
+    Args:
+        dns: the DNS result.
+        addresses: the per-address results.
+        target: the rules (cert_expiry_warning_days, backend, expect_backends).
+        now: the current Unix time.
+
+    Returns:
+        ``(failures in stage order, status)``.
+    """
+    failures = [*dns.failures]
+    for address in addresses:
+        failures.extend(address.failures)
+    failures.extend(expiry_warnings(addresses, target.cert_expiry_warning_days, now))
+    failures.extend(certificate_differences(addresses))
+    failures.extend(backend_findings(addresses, target))
+    return tuple(failures), status_of(failures)
+
+
+def expiry_warnings(
+    addresses: tuple[AddressResult, ...], warning_days: float, now: float
+) -> list[Failure]:
+    """``cert_expiring_soon`` for each address whose chain expires within ``warning_days``.
+
+    The verified chain's earliest not-after counts (an extra expired cross-signed
+    certificate sent alongside does not); without verification (``insecure_skip_verify``)
+    the earliest among the certificates as sent.
+    """
+    warnings = []
+    for result in addresses:
+        tls = result.tls
+        if tls.verified_chain:
+            chain = tls.verified_chain
+        elif not tls.failures and tls.chain:
+            chain = tls.chain
+        else:
+            continue
+        soonest = min(chain, key=lambda c: c.not_after_timestamp)
+        left = soonest.not_after_timestamp - now
+        if 0 <= left < warning_days * DAY:
+            role = "leaf" if soonest is chain[0] else "certificate"
+            warnings.append(
+                Failure(
+                    Reason.CERT_EXPIRING_SOON,
+                    f"{role} '{label_of(soonest)}' expires on {format_time(soonest.not_after_timestamp)} "
+                    f"({describe_age(soonest.not_after_timestamp, now)}; warning at {warning_days:g} days)",
+                    result.address,
+                )
+            )
+    return warnings
+
+
+def certificate_differences(addresses: tuple[AddressResult, ...]) -> list[Failure]:
+    """``cert_differs_between_addresses`` when addresses present different leaves."""
+    leaves = {r.address: r.tls.leaf for r in addresses if r.tls.leaf is not None}
+    fingerprints = {leaf.sha256_fingerprint for leaf in leaves.values()}
+    if len(fingerprints) < 2:
+        return []
+    described = "; ".join(
+        f"{address}: '{label_of(leaf)}' sha256 {leaf.sha256_fingerprint[:12]}…, "
+        f"expires {format_time(leaf.not_after_timestamp)}"
+        for address, leaf in leaves.items()
+    )
+    return [
+        Failure(
+            Reason.CERT_DIFFERS_BETWEEN_ADDRESSES,
+            f"{len(fingerprints)} different leaf certificates: {described}",
+        )
+    ]
+
+
+def backend_findings(addresses: tuple[AddressResult, ...], target: TargetConfig) -> list[Failure]:
+    """Backend checks over all responses of the cycle.
+
+    ``backend_missing``: an expected backend (by name, or by count) answered no request.
+    ``backend_unexpected``: a backend outside the expected names answered (warning).
+    ``backend_imbalance``: a backend that answered got less than half of its fair share,
+    the share being the identified responses divided by the expected (or seen) backends.
+    Nothing is judged when no response was identified: the cause is already reported.
+    """
+    if target.backend is None:
+        return []
+    counts: dict[str, int] = {}
+    for result in addresses:
+        for name, count in result.backend_counts.items():
+            counts[name] = counts.get(name, 0) + count
+    identified = sum(counts.values())
+    if identified == 0:
+        return []
+    findings = []
+    names = target.expected_backend_names
+    if names:
+        for name in names:
+            if name not in counts:
+                findings.append(
+                    Failure(
+                        Reason.BACKEND_MISSING,
+                        f"backend {name} answered none of the {identified} identified responses "
+                        f"(seen: {_seen(counts)})",
+                    )
+                )
+        for name in counts:
+            if name not in names:
+                findings.append(
+                    Failure(
+                        Reason.BACKEND_UNEXPECTED,
+                        f"backend {name} answered {counts[name]} requests but is not in "
+                        f"expect_backends ({', '.join(names)})",
+                    )
+                )
+    elif target.expected_backend_count is not None and len(counts) < target.expected_backend_count:
+        findings.append(
+            Failure(
+                Reason.BACKEND_MISSING,
+                f"{target.expected_backend_count} backends expected, {len(counts)} answered "
+                f"(seen: {_seen(counts)})",
+            )
+        )
+    expected = target.expected_backend_count or len(counts)
+    fair = identified / expected
+    for name, count in counts.items():
+        if names and name not in names:
+            continue
+        if count < fair / 2:
+            findings.append(
+                Failure(
+                    Reason.BACKEND_IMBALANCE,
+                    f"backend {name} answered {count} of {identified} requests; its fair share "
+                    f"is {fair:g} (seen: {_seen(counts)})",
+                )
+            )
+    return findings
+
+
+def _seen(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
