@@ -5,8 +5,8 @@ Nothing here opens a socket or reads the clock; ``now`` is always an argument.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
-import ipaddress
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -168,8 +168,6 @@ def explain_hostname_mismatch(leaf: CertInfo, hostname: str) -> str:
 
 def _loose_wildcard(pattern: str, hostname: str) -> bool:
     """Whether a permissive matcher would accept ``pattern`` (for explanations only)."""
-    import fnmatch
-
     return fnmatch.fnmatch(hostname.lower(), pattern.lower())
 
 
@@ -263,7 +261,7 @@ def classify_verify_error(
         if not path:
             return Reason.CERT_UNTRUSTED, f"the chain is not trusted ({message})"
         top = path[-1]
-        issuer = _cn_of(top.issuer)
+        issuer = common_name_of(top.issuer)
         if not top.is_ca:
             return Reason.CERT_CHAIN_INCOMPLETE, (
                 f"the issuer '{issuer}' of {_role(top, chain)} '{label_of(top)}' was not sent "
@@ -283,18 +281,10 @@ def _role(cert: CertInfo, chain: tuple[CertInfo, ...]) -> str:
     return "root" if cert.self_issued else "intermediate"
 
 
-def _cn_of(rfc4514: str) -> str:
+def common_name_of(rfc4514: str) -> str:
+    """The CN value of an RFC 4514 name string, or the whole string when it has none."""
     for part in rfc4514.split(","):
         key, _, value = part.partition("=")
         if key.strip().upper() == "CN":
             return value.strip()
     return rfc4514
-
-
-def is_ip_literal(text: str) -> bool:
-    """Whether ``text`` is an IP address rather than a DNS name."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

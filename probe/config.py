@@ -46,7 +46,19 @@ _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 class ConfigError(Exception):
-    """Bad configuration or arguments; ``str()`` is the one-line message for the user."""
+    """Bad configuration or arguments; ``str()`` is the one-line message for the user.
+
+    Attributes:
+        message: what is wrong.
+        where: the file (or ``"arguments"``), ``None`` when unknown.
+        field: the field path such as ``targets[1].timeouts.tls``, ``None`` for the whole.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, field: str | None = None) -> None:
+        self.message = message
+        self.where = where
+        self.field = field
+        super().__init__(": ".join(part for part in (where, field, message) if part))
 
 
 class _Frozen(BaseModel):
@@ -420,8 +432,9 @@ class Config(_Frozen):
         unknown = [n for n in names if n not in by_name]
         if unknown:
             raise ConfigError(
-                f"{self.path or 'config'}: no target named {unknown[0]!r}"
-                f"{_suggest(unknown[0], by_name)}; targets: {', '.join(by_name)}"
+                f"no target named {unknown[0]!r}{_suggest(unknown[0], by_name)}; "
+                f"targets: {', '.join(by_name)}",
+                where=str(self.path or "config"),
             )
         return self.model_copy(update={"targets": tuple(by_name[n] for n in names)})
 
@@ -446,7 +459,7 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{path}: cannot read config: {reason}") from None
+        raise ConfigError(f"cannot read config: {reason}", where=str(path)) from None
     return parse_config(text, path)
 
 
@@ -460,63 +473,73 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: {_yaml_problem(exc)}") from None
+        raise ConfigError(_yaml_problem(exc), where=where) from None
     except RecursionError:
-        raise ConfigError(f"{where}: invalid YAML: nested too deeply") from None
+        raise ConfigError("invalid YAML: nested too deeply", where=where) from None
     return build_config(data, path)
 
 
-def build_config(data: Any, path: Path | None = None) -> Config:
+def build_config(data: Any, path: Path | None = None, where: str | None = None) -> Config:
     """Validate configuration given as plain data (as parsed from YAML).
+
+    Args:
+        data: the parsed document.
+        path: the file it came from, if any.
+        where: how to name the source in messages (default: the path, else ``config``).
 
     Raises:
         ConfigError: as for :func:`load_config`.
     """
-    where = str(path) if path else "config"
+    where = where or (str(path) if path else "config")
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: must be a mapping with a 'targets' list")
+        raise ConfigError("must be a mapping with a 'targets' list", where=where)
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
-            raise ConfigError(f"{where}: {key}: unknown key{_suggest(key, _TOP_LEVEL_KEYS)}")
+            raise ConfigError(
+                f"unknown key{_suggest(key, _TOP_LEVEL_KEYS)}", where=where, field=str(key)
+            )
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
-        raise ConfigError(f"{where}: defaults: must be a mapping of target settings")
+        raise ConfigError("must be a mapping of target settings", where=where, field="defaults")
     try:
         _TargetFields.model_validate(defaults)
     except ValidationError as exc:
-        raise ConfigError(_first_error(where, ("defaults",), exc, _TargetFields)) from None
+        raise _first_error(where, ("defaults",), exc, _TargetFields) from None
     except RecursionError:
-        raise ConfigError(f"{where}: defaults: nested too deeply") from None
+        raise ConfigError("nested too deeply", where=where, field="defaults") from None
     raw_targets = data.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
-        raise ConfigError(f"{where}: targets: must be a non-empty list of targets")
+        raise ConfigError("must be a non-empty list of targets", where=where, field="targets")
     targets = []
     for index, raw in enumerate(raw_targets):
         loc: tuple[str | int, ...] = ("targets", index)
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{where}: {_path(loc)}: must be a mapping with at least 'url'")
+            raise ConfigError("must be a mapping with at least 'url'", where=where, field=_path(loc))
         for key in ("name", "url"):
             if key in defaults:
-                raise ConfigError(f"{where}: defaults.{key}: set '{key}' per target, not in defaults")
+                raise ConfigError(
+                    f"set '{key}' per target, not in defaults", where=where, field=f"defaults.{key}"
+                )
         try:
             targets.append(TargetConfig.model_validate(_merge(defaults, raw)))
         except ValidationError as exc:
-            raise ConfigError(_first_error(where, loc, exc, TargetConfig)) from None
+            raise _first_error(where, loc, exc, TargetConfig) from None
         except RecursionError:
-            raise ConfigError(f"{where}: {_path(loc)}: nested too deeply") from None
+            raise ConfigError("nested too deeply", where=where, field=_path(loc)) from None
     seen: dict[str, int] = {}
     for index, target in enumerate(targets):
         if target.name in seen:
             raise ConfigError(
-                f"{where}: targets[{index}].name: {target.name!r} is also the name of "
-                f"targets[{seen[target.name]}]"
+                f"{target.name!r} is also the name of targets[{seen[target.name]}]",
+                where=where,
+                field=f"targets[{index}].name",
             )
         seen[target.name] = index
     listen = data.get("listen", DEFAULT_LISTEN)
     try:
         parse_listen(listen)
     except ValueError as exc:
-        raise ConfigError(f"{where}: listen: {exc}") from None
+        raise ConfigError(str(exc), where=where, field="listen") from None
     return Config(path=path, listen=listen, targets=tuple(targets))
 
 
@@ -613,7 +636,7 @@ _MESSAGES = {
 
 def _first_error(
     where: str, prefix: tuple[str | int, ...], exc: ValidationError, model: type[BaseModel]
-) -> str:
+) -> ConfigError:
     errors = exc.errors(include_url=False)
     error = errors[0]
     loc = tuple(part for part in error["loc"] if part not in ("function-after", "function-before"))
@@ -637,7 +660,7 @@ def _first_error(
     else:
         message = error["msg"][:1].lower() + error["msg"][1:]
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{where}: {_path(full)}: {message}{more}"
+    return ConfigError(f"{message}{more}", where=where, field=_path(full))
 
 
 def _short(value: Any) -> str:

@@ -70,14 +70,16 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
             try:
                 contexts[key] = tls_stage.build_contexts(*key)
             except ConfigError as exc:
-                raise ConfigError(f"{where}: targets[{index}].ca_file: {exc}") from None
+                raise ConfigError(exc.message, where=where, field=f"targets[{index}].ca_file") from None
         resolvers = target.resolvers
         if resolvers is None:
             if system is None:
                 try:
                     system = dns_stage.system_resolvers()
                 except ConfigError as exc:
-                    raise ConfigError(f"{where}: targets[{index}].resolvers: {exc}") from None
+                    raise ConfigError(
+                        exc.message, where=where, field=f"targets[{index}].resolvers"
+                    ) from None
             resolvers = system
         plans.append(TargetPlan(target, tuple(resolvers), contexts[key]))
     return tuple(plans)

@@ -154,7 +154,7 @@ def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple
         for address, ttl in lookup.answers:
             if address not in seen:
                 seen[address] = DnsAnswer(address, ttl, address_expected(address, networks))
-    return tuple(seen.values())
+    return tuple(sorted(seen.values(), key=lambda a: (a.address.version, a.address)))
 
 
 def address_expected(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:

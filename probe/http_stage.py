@@ -28,6 +28,7 @@ from probe.tls_stage import classify_connect_error, classify_tls_error
 
 USER_AGENT = f"probe/{__version__}"
 _MAX_BACKEND_NAME = 64
+_OUTER_GRACE = 0.2
 _PRINTABLE = re.compile(r"[^\x21-\x7e]+")
 
 
@@ -115,6 +116,11 @@ async def _attempt(
 
     start = time.monotonic()
     limit = deadline.clip(target.timeouts.http)
+    # httpx's own timeouts end each phase no later than the limit; the asyncio timeout
+    # just after them bounds the whole request (a trickling body never trips a per-read
+    # timeout). httpcore leaks the socket when cancelled inside a TLS handshake, so its
+    # own timeouts must fire first there.
+    inner = _clipped_timeouts(target, limit)
     status: int | None = None
     version: str | None = None
     response_headers: httpx.Headers | None = None
@@ -122,11 +128,12 @@ async def _attempt(
     truncated = False
     failure: Failure | None = None
     try:
-        async with asyncio.timeout(limit):
+        async with asyncio.timeout(limit + _OUTER_GRACE):
             async with client.stream(
                 "GET",
                 url,
                 headers=headers,
+                timeout=inner,
                 extensions={"sni_hostname": target.hostname, "trace": trace},
             ) as response:
                 status, version, response_headers = (
@@ -149,6 +156,16 @@ async def _attempt(
     assert status is not None and response_headers is not None
     backend, failures = judge_response(status, response_headers, bytes(body), target, address)
     return HttpAttempt(status, version, backend, len(body), truncated, phases, end - start, failures)
+
+
+def _clipped_timeouts(target: TargetConfig, limit: float) -> httpx.Timeout:
+    timeouts = target.timeouts
+    return httpx.Timeout(
+        connect=min(max(timeouts.connect, timeouts.tls), limit),
+        read=min(timeouts.http, limit),
+        write=min(timeouts.http, limit),
+        pool=min(timeouts.http, limit),
+    )
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytearray, bool]:

@@ -87,7 +87,7 @@ class DnsResult:
 
     Attributes:
         name: the hostname that was resolved.
-        answers: addresses in answer order (A before AAAA), deduplicated.
+        answers: the addresses, deduplicated and sorted (IPv4 first) so reports are stable.
         cname_chain: CNAME targets followed from ``name``, in order (empty when none).
         resolver: the resolver whose answer was used, ``None`` when none answered.
         rcode: the response code of that answer, ``None`` when none answered.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,10 @@ def build_contexts(
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if minimum in ("1.0", "1.1"):
             context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses them otherwise
-        context.minimum_version = _VERSIONS[minimum]
+        with warnings.catch_warnings():
+            # Python deprecates TLS 1.0/1.1; probing for them is deliberate.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = _VERSIONS[minimum]
         context.set_alpn_protocols(alpn)
         if not verify:
             context.check_hostname = False
@@ -178,15 +182,16 @@ async def handshake(
     except (ssl.SSLError, OSError, EOFError) as exc:
         writer.transport.abort()
         reason, detail = classify_tls_error(exc)
-        if reason is Reason.TLS_HANDSHAKE_FAILED:
-            # Many servers just close or reset on a version mismatch instead of sending a
-            # protocol_version alert: ask once more, accepting any version, to tell.
+        if reason in (Reason.TLS_HANDSHAKE_FAILED, Reason.TLS_VERSION_BELOW_MINIMUM):
+            # Some servers just close or reset on a version mismatch instead of sending a
+            # protocol_version alert; and the alert does not say which version the server
+            # has. Ask once more, accepting any version, to tell and to name it.
             spoken = await _spoken_version(address, port, hostname, contexts, timeouts, deadline)
             if spoken is not None and spoken < contexts.min_version:
                 reason = Reason.TLS_VERSION_BELOW_MINIMUM
                 detail = (
                     f"the server speaks only {_version_name(spoken)}, below the minimum "
-                    f"{_version_name(contexts.min_version)} ({detail})"
+                    f"{_version_name(contexts.min_version)}"
                 )
         return _result(
             address, port, connect_seconds=connect_seconds, failures=(Failure(reason, detail, address),)

@@ -61,6 +61,8 @@ class Lab:
                 continue
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
 
     def stop(self, server: DnsServer | Backend | TlsNode) -> None:
         """Stop one server."""

@@ -28,6 +28,7 @@ class Behaviour(StrEnum):
     SERVFAIL = "servfail"
     REFUSED = "refused"
     NXDOMAIN = "nxdomain"
+    NOTIMP = "notimp"  # rcode NOTIMP, as from a server that does not do recursion for us
     DROP = "drop"  # never answer (a dead or filtered resolver)
     TRUNCATE = "truncate"  # over UDP answer with TC set and no records; TCP answers fully
     GARBAGE = "garbage"  # bytes that are not a DNS message
@@ -119,6 +120,8 @@ class DnsServer:
             response.set_rcode(dns.rcode.REFUSED)
         elif behaviour is Behaviour.NXDOMAIN:
             response.set_rcode(dns.rcode.NXDOMAIN)
+        elif behaviour is Behaviour.NOTIMP:
+            response.set_rcode(dns.rcode.NOTIMP)
         elif behaviour is Behaviour.TRUNCATE and not tcp:
             response.flags |= dns.flags.TC
         elif behaviour is Behaviour.WRONG_NAME:
@@ -162,7 +165,7 @@ class DnsServer:
                 wire = await reader.readexactly(struct.unpack("!H", header)[0])
                 answer = self.respond(wire, tcp=True)
                 if answer is None:
-                    await asyncio.sleep(3600)
+                    await asyncio.sleep(30)
                     return
                 writer.write(struct.pack("!H", len(answer)) + answer)
                 await writer.drain()

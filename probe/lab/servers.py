@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import ssl
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -26,38 +28,65 @@ _TLS_VERSIONS = {
 
 
 class _Server:
-    """Common start/stop of an asyncio TCP server that tracks its connection tasks."""
+    """A TCP server with its own accept loop; each connection is one task that closes it.
+
+    asyncio's ``start_server`` on Python 3.11 can leave an accepted socket open when the
+    server closes during an accept (``Server._attach`` fails); owning the accept loop
+    avoids that, and every socket is closed by this class, never by the garbage collector.
+    """
 
     def __init__(self, address: str, port: int) -> None:
         self.address = address
         self.port = port
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sockets: set[socket.socket] = set()
         self.connections = 0
-
-    async def _listen(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        extra: dict[str, object] = {"ssl": ssl_context, "ssl_handshake_timeout": 10} if ssl_context else {}
-        self._server = await asyncio.start_server(self._accept, self.address, self.port, **extra)  # type: ignore[arg-type]
-        self.port = self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
         """Start listening (``port`` 0 becomes the port chosen)."""
-        await self._listen()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.address, self.port))
+            listener.listen(128)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept_ready, listener)
+
+    def _accept_ready(self, listener: socket.socket) -> None:
+        # Accept synchronously, so an accepted socket is never lost in a cancelled future.
+        for _ in range(64):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.setblocking(False)
+            self.connections += 1
+            self._sockets.add(conn)
+            task = asyncio.create_task(self._connection(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connection(self, conn: socket.socket) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
             await self.handle(reader, writer)
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError, EOFError):
             pass
         except asyncio.CancelledError:
-            pass  # the server is stopping; asyncio's stream callback must not see the cancel
+            pass  # the server is stopping
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
-            writer.close()
+            if writer is not None:
+                writer.transport.abort()
+            conn.close()
+            self._sockets.discard(conn)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one connection."""
@@ -65,15 +94,16 @@ class _Server:
 
     async def stop(self) -> None:
         """Stop listening and end open connections."""
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+            await asyncio.wait(list(self._tasks), timeout=2)
+        for conn in list(self._sockets):
+            conn.close()
+        self._sockets.clear()
 
 
 class Backend(_Server):
@@ -156,10 +186,12 @@ class TlsNode(_Server):
         if self.min_version or self.max_version in ("1.0", "1.1"):
             # OpenSSL 3 refuses TLS < 1.2 at the default security level.
             context.set_ciphers("DEFAULT:@SECLEVEL=0")
-        if self.min_version:
-            context.minimum_version = _TLS_VERSIONS[self.min_version]
-        if self.max_version:
-            context.maximum_version = _TLS_VERSIONS[self.max_version]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 on purpose
+            if self.min_version:
+                context.minimum_version = _TLS_VERSIONS[self.min_version]
+            if self.max_version:
+                context.maximum_version = _TLS_VERSIONS[self.max_version]
         assert self.cert_file is not None and self.key_file is not None
         context.load_cert_chain(self.cert_file, self.key_file)
         context.set_alpn_protocols(["http/1.1"])
@@ -167,9 +199,24 @@ class TlsNode(_Server):
 
     async def start(self) -> None:
         """Start listening."""
-        await self._listen(self.ssl_context() if self.tls else None)
+        self._context = self.ssl_context() if self.tls else None
+        await super().start()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._context is None:
+            await self._serve(reader, writer)
+            return
+        tls = _ServerTls(reader, writer, self._context)
+        await asyncio.wait_for(tls.handshake(), 10)
+        app_reader = asyncio.StreamReader()
+        pump = asyncio.create_task(tls.pump(app_reader))
+        try:
+            await self._serve(app_reader, tls)  # type: ignore[arg-type]
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.handler is not None:
             await self.handler(reader, writer)
             return
@@ -190,6 +237,100 @@ class TlsNode(_Server):
             upstream_writer.close()
 
 
+class _ServerTls:
+    """Server-side TLS over memory BIOs, run inside the connection's own task.
+
+    asyncio's own TLS server leaves sockets of some failed handshakes open (Python 3.11);
+    here one task owns the connection from accept to close. Offers the ``StreamWriter``
+    methods the lab's handlers use (``write``, ``drain``, ``close``, ``get_extra_info``).
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, context: ssl.SSLContext
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self.transport = writer.transport
+
+    async def _pull(self) -> bool:
+        data = await self._reader.read(65536)
+        if not data:
+            self._incoming.write_eof()
+            return False
+        self._incoming.write(data)
+        return True
+
+    def _push(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self._writer.write(data)
+
+    async def handshake(self) -> None:
+        """Complete the handshake; raises ``ssl.SSLError`` or ``ConnectionError``."""
+        while True:
+            try:
+                self._ssl.do_handshake()
+            except ssl.SSLWantReadError:
+                self._push()
+                await self._writer.drain()
+                if not await self._pull():
+                    raise ConnectionResetError("EOF during the TLS handshake") from None
+                continue
+            except ssl.SSLError:
+                self._push()  # the alert
+                raise
+            self._push()
+            await self._writer.drain()
+            return
+
+    async def pump(self, app_reader: asyncio.StreamReader) -> None:
+        """Decrypt into ``app_reader`` until EOF."""
+        try:
+            while True:
+                try:
+                    data = self._ssl.read(65536)
+                except ssl.SSLWantReadError:
+                    self._push()
+                    if not await self._pull():
+                        return
+                    continue
+                except ssl.SSLZeroReturnError:
+                    return
+                if not data:
+                    return
+                app_reader.feed_data(data)
+        except (ssl.SSLError, ConnectionError):
+            return
+        finally:
+            app_reader.feed_eof()
+
+    def write(self, data: bytes) -> None:
+        """Encrypt and send ``data``."""
+        self._ssl.write(data)
+        self._push()
+
+    async def drain(self) -> None:
+        """Wait until the socket buffer drains."""
+        await self._writer.drain()
+
+    def close(self) -> None:
+        """Close the connection (without close_notify)."""
+        self._writer.transport.abort()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing."""
+        return self._writer.is_closing()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """``ssl_object`` for this connection, else the socket's info."""
+        if name == "ssl_object":
+            return self._ssl
+        return self._writer.get_extra_info(name, default)
+
+
 async def _splice(
     client_reader: asyncio.StreamReader,
     client_writer: asyncio.StreamWriter,
@@ -199,7 +340,7 @@ async def _splice(
     """Copy bytes both ways until either side closes."""
 
     async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
+        with contextlib.suppress(ConnectionError, ssl.SSLError, RuntimeError):
             while data := await source.read(65536):
                 sink.write(data)
                 await sink.drain()

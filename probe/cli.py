@@ -1,0 +1,255 @@
+"""Command line: ``probe check``, ``probe demo``.
+
+The only place where exceptions become exit codes: bad input prints one line
+``probe: <what is wrong>`` on stderr and exits 3 (UNKNOWN); a check exits with its
+verdict (0 ok, 1 warning, 2 critical), as monitoring plugins do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Any, NoReturn
+
+from probe import __version__, log
+from probe.config import Config, ConfigError, build_config, load_config
+from probe.cycle import plan, run_cycle
+from probe.reasons import ExitCode
+from probe.report import overall_status, render_json, render_text
+from probe.results import TargetResult
+
+
+class UsageError(Exception):
+    """Bad command-line arguments; ``str()`` is the message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# Ad hoc options and the config fields they fill, for error messages.
+_FLAG_FOR_FIELD = {
+    "url": "URL",
+    "resolvers": "--resolver",
+    "expect_networks": "--expect-network",
+    "expect_same_addresses_as": "--expect-same-addresses-as",
+    "ca_file": "--ca-file",
+    "expect_backends": "--expect-backends",
+    "backend": "--backend-header/--backend-regex",
+    "requests_per_address": "--requests",
+    "ip_family": "--ip-family",
+    "min_tls_version": "--min-tls-version",
+    "timeouts": "--timeout",
+    "headers": "--header",
+    "insecure_skip_verify": "--insecure",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``probe`` command."""
+    parser = _Parser(prog="probe", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"probe {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    check = commands.add_parser(
+        "check",
+        help="probe targets once and print a verdict (exit 0 ok, 1 warning, 2 critical, 3 unknown)",
+        description="Probe once: DNS, TLS at every address, HTTP round-robin; print a verdict.",
+    )
+    check.add_argument("url", nargs="?", help="ad hoc target, e.g. https://www.corp.example/health")
+    check.add_argument("--config", metavar="FILE", help="YAML config file")
+    check.add_argument("--target", metavar="NAME", action="append", default=[], help="only this target (repeatable)")
+    adhoc = check.add_argument_group("ad hoc target options (with URL)")
+    adhoc.add_argument("--resolver", metavar="IP[:PORT]", action="append", help="resolver to ask (repeatable)")
+    adhoc.add_argument("--ca-file", metavar="FILE", help="PEM bundle to trust instead of the system store")
+    adhoc.add_argument("--expect-network", metavar="CIDR", action="append", help="expected network of answers (repeatable)")
+    adhoc.add_argument("--expect-same-addresses-as", metavar="NAME", help="name that must resolve to the same addresses")
+    adhoc.add_argument("--expect-backends", metavar="N|A,B", help="count or comma-separated names of backends")
+    who = adhoc.add_mutually_exclusive_group()
+    who.add_argument("--backend-header", metavar="NAME", help="response header naming the backend")
+    who.add_argument("--backend-regex", metavar="RE", help="body regex whose first group names the backend")
+    adhoc.add_argument("--requests", metavar="N", type=_int, help="requests per address (default 4)")
+    adhoc.add_argument("--ip-family", choices=("ipv4", "ipv6", "both"), help="address family (default ipv4)")
+    adhoc.add_argument("--min-tls-version", choices=("1.0", "1.1", "1.2", "1.3"), help="default 1.2")
+    adhoc.add_argument("--header", metavar="NAME:VALUE", action="append", help="request header (repeatable)")
+    adhoc.add_argument("--timeout", metavar="SECONDS", type=float, help="overall deadline (default 25)")
+    _output_options(check)
+
+    demo = commands.add_parser(
+        "demo",
+        help="start the embedded loopback lab and check it",
+        description="Start a DNS server, two TLS load-balancer nodes and two backends on "
+        "127.0.0.0/8, then run the check against them.",
+    )
+    _output_options(demo)
+    return parser
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the JSON document instead of text")
+    parser.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto", help="colour (default: on a terminal)"
+    )
+    parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> int:
+    """Run the ``probe`` command; returns the exit code."""
+    stdout = stdout or sys.stdout
+    args: argparse.Namespace | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("give a command: check or demo (see 'probe --help')")
+        log.setup(args.log_level)
+        if args.command == "check":
+            return _check(args, stdout)
+        if args.command == "demo":
+            return _demo(args, stdout)
+        raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
+    except (UsageError, ConfigError) as exc:
+        if args is not None and getattr(args, "debug", False):
+            raise
+        print(f"probe: {exc}", file=sys.stderr)
+        return ExitCode.UNKNOWN
+    except KeyboardInterrupt:
+        print("probe: interrupted", file=sys.stderr)
+        return ExitCode.UNKNOWN
+
+
+def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
+    config = _config_from_args(args)
+    return _run_and_report(config, args, stdout)
+
+
+def _run_and_report(config: Config, args: argparse.Namespace, stdout: IO[str]) -> int:
+    plans = plan(config)
+    results = asyncio.run(_run_all(plans))
+    now = time.time()
+    if args.json:
+        render_json(results, stdout, now)
+    else:
+        render_text(results, stdout, now, color=_use_color(args.color, stdout))
+    return ExitCode.from_status(overall_status(results))
+
+
+async def _run_all(plans: Sequence[Any]) -> list[TargetResult]:
+    return list(await asyncio.gather(*(run_cycle(p) for p in plans)))
+
+
+def _use_color(choice: str, stream: IO[str]) -> bool:
+    if choice != "auto":
+        return choice == "always"
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    adhoc_given = [
+        flag
+        for flag, value in (
+            ("--resolver", args.resolver),
+            ("--ca-file", args.ca_file),
+            ("--expect-network", args.expect_network),
+            ("--expect-same-addresses-as", args.expect_same_addresses_as),
+            ("--expect-backends", args.expect_backends),
+            ("--backend-header", args.backend_header),
+            ("--backend-regex", args.backend_regex),
+            ("--requests", args.requests),
+            ("--ip-family", args.ip_family),
+            ("--min-tls-version", args.min_tls_version),
+            ("--header", args.header),
+            ("--timeout", args.timeout),
+        )
+        if value is not None
+    ]
+    if args.config:
+        if args.url or adhoc_given:
+            extra = args.url or adhoc_given[0]
+            raise UsageError(f"{extra} cannot be combined with --config (put it in the config file)")
+        config = load_config(args.config)
+        return config.select(args.target) if args.target else config
+    if args.target:
+        raise UsageError("--target needs --config")
+    if not args.url:
+        raise UsageError("give a URL to check or --config FILE (see 'probe check --help')")
+    target: dict[str, Any] = {"url": args.url}
+    if args.resolver:
+        target["resolvers"] = args.resolver
+    if args.ca_file:
+        target["ca_file"] = args.ca_file
+    if args.expect_network:
+        target["expect_networks"] = args.expect_network
+    if args.expect_same_addresses_as:
+        target["expect_same_addresses_as"] = args.expect_same_addresses_as
+    if args.expect_backends is not None:
+        text = args.expect_backends.strip()
+        target["expect_backends"] = int(text) if text.isdigit() else [n for n in text.split(",") if n]
+    if args.backend_header:
+        target["backend"] = {"header": args.backend_header}
+    if args.backend_regex:
+        target["backend"] = {"body_regex": args.backend_regex}
+    if args.requests is not None:
+        target["requests_per_address"] = args.requests
+    if args.ip_family:
+        target["ip_family"] = args.ip_family
+    if args.min_tls_version:
+        target["min_tls_version"] = args.min_tls_version
+    if args.header:
+        headers = {}
+        for item in args.header:
+            name, sep, value = item.partition(":")
+            if not sep or not name.strip():
+                raise UsageError(f"--header: {item!r} must be NAME:VALUE")
+            headers[name.strip()] = value.strip()
+        target["headers"] = headers
+    if args.timeout is not None:
+        target["timeouts"] = _timeouts_within(args.timeout)
+    try:
+        return build_config({"targets": [target]}, where="arguments")
+    except ConfigError as exc:
+        raise UsageError(_flag_message(exc)) from None
+
+
+def _timeouts_within(deadline: float) -> dict[str, float]:
+    """Stage timeouts that fit an ad hoc ``--timeout`` deadline."""
+    if deadline <= 0:
+        raise UsageError(f"--timeout: must be greater than 0 (got {deadline:g})")
+    defaults = {"dns": 2.0, "connect": 3.0, "tls": 5.0, "http": 5.0}
+    return {"deadline": deadline, **{k: min(v, deadline) for k, v in defaults.items()}}
+
+
+def _flag_message(exc: ConfigError) -> str:
+    field = exc.field or ""
+    head = field.removeprefix("targets[0]").lstrip(".")
+    name = head.split(".")[0].split("[")[0]
+    flag = _FLAG_FOR_FIELD.get(name)
+    if flag is None:
+        return f"{head or 'arguments'}: {exc.message}"
+    return f"{flag}: {exc.message}"
+
+
+def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
+    from probe.lab import DemoLab
+
+    with DemoLab() as lab:
+        config = build_config(lab.config_data(), where="demo")
+        if not args.json:
+            stdout.write(
+                f"probe demo: lab on loopback — DNS {lab.dns_server.where}, nodes "
+                f"{', '.join(lab.node_addresses)} port {lab.port}, backends "
+                f"{', '.join(f'{n} {a}' for n, a in lab.backend_addresses)}\n\n"
+            )
+        return _run_and_report(config, args, stdout)

@@ -1,0 +1,326 @@
+"""Render results for people: the text report of ``probe check`` and its JSON document.
+
+Renderers only format; the verdict was decided by :mod:`probe.verdict`. The JSON schema
+is public and versioned (``schema_version``); see the README.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import IO, Any
+
+from probe.certs import common_name_of, describe_age, format_time, label_of
+from probe.reasons import Status
+from probe.results import (
+    AddressResult,
+    CertInfo,
+    DnsResult,
+    Failure,
+    HttpAttempt,
+    TargetResult,
+    TlsResult,
+)
+
+SCHEMA_VERSION = 1
+
+
+def overall_status(results: Sequence[TargetResult]) -> Status:
+    """The worst status among the targets."""
+    return Status.worst(r.status for r in results)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def to_json(results: Sequence[TargetResult], now: float) -> dict[str, Any]:
+    """The JSON document of a check (a plain dict, ready for ``json.dumps``).
+
+    Args:
+        results: one result per target.
+        now: Unix time of the report.
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": overall_status(results).value,
+        "generated_timestamp": round(now, 3),
+        "targets": [_target(r) for r in results],
+    }
+
+
+def render_json(results: Sequence[TargetResult], stream: IO[str], now: float) -> None:
+    """Write the JSON document, indented, followed by a newline."""
+    json.dump(to_json(results, now), stream, indent=2)
+    stream.write("\n")
+
+
+def _target(result: TargetResult) -> dict[str, Any]:
+    return {
+        "name": result.name,
+        "url": result.url,
+        "hostname": result.hostname,
+        "port": result.port,
+        "status": result.status.value,
+        "started_timestamp": round(result.started_timestamp, 3),
+        "duration_seconds": _sec(result.duration_seconds),
+        "failures": [_failure(f) for f in result.failures],
+        "dns": _dns(result.dns),
+        "addresses": [_address(a) for a in result.addresses],
+        "backends": {
+            "counts": result.backend_counts,
+            "expected": list(result.expected_backends),
+            "expected_count": result.expected_backend_count,
+            "seen_count": len(result.backend_counts),
+        },
+    }
+
+
+def _failure(failure: Failure) -> dict[str, Any]:
+    return {
+        "stage": failure.stage.value,
+        "address": str(failure.address) if failure.address is not None else None,
+        "reason": failure.reason.value,
+        "severity": failure.severity.value,
+        "detail": failure.detail,
+    }
+
+
+def _dns(dns: DnsResult) -> dict[str, Any]:
+    return {
+        "name": dns.name,
+        "resolver": dns.resolver,
+        "rcode": dns.rcode,
+        "lookup_seconds": _sec(dns.lookup_seconds),
+        "cname_chain": list(dns.cname_chain),
+        "answers": [
+            {"address": str(a.address), "ttl": a.ttl, "expected": a.expected} for a in dns.answers
+        ],
+        "queries": [
+            {
+                "resolver": q.resolver,
+                "qname": q.qname,
+                "qtype": q.qtype,
+                "rcode": q.rcode,
+                "tcp": q.tcp,
+                "duration_seconds": _sec(q.duration_seconds),
+                "error": q.error.value if q.error else None,
+                "detail": q.detail,
+            }
+            for q in dns.queries
+        ],
+        "alias": None
+        if dns.alias is None
+        else {
+            "name": dns.alias.name,
+            "addresses": [str(a) for a in dns.alias.addresses],
+            "resolved": dns.alias.resolved,
+            "matches": dns.alias.matches,
+        },
+    }
+
+
+def _address(result: AddressResult) -> dict[str, Any]:
+    return {
+        "address": str(result.address),
+        "status": result.status.value,
+        "tls": _tls(result.tls),
+        "http": [_attempt(a) for a in result.attempts],
+        "backend_counts": result.backend_counts,
+        "failures": [_failure(f) for f in result.failures],
+    }
+
+
+def _tls(tls: TlsResult) -> dict[str, Any]:
+    return {
+        "port": tls.port,
+        "connected": tls.connected,
+        "connect_seconds": _sec(tls.connect_seconds),
+        "handshake_seconds": _sec(tls.handshake_seconds),
+        "version": tls.version,
+        "cipher": tls.cipher,
+        "alpn": tls.alpn,
+        "verified": tls.verified,
+        "verify_code": tls.verify_code,
+        "verify_message": tls.verify_message,
+        "earliest_expiry_timestamp": tls.earliest_expiry_timestamp,
+        "verified_chain_expiry_timestamp": tls.verified_chain_expiry_timestamp,
+        "leaf": _cert(tls.leaf) if tls.leaf else None,
+        "chain": [_cert(c) for c in tls.chain],
+        "verified_chain": [_cert(c) for c in tls.verified_chain],
+    }
+
+
+def _cert(cert: CertInfo) -> dict[str, Any]:
+    return {
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "serial": cert.serial,
+        "not_before_timestamp": cert.not_before_timestamp,
+        "not_after_timestamp": cert.not_after_timestamp,
+        "sha256_fingerprint": cert.sha256_fingerprint,
+        "dns_names": list(cert.dns_names),
+        "ip_addresses": list(cert.ip_addresses),
+        "common_name": cert.common_name,
+        "is_ca": cert.is_ca,
+        "key": cert.key,
+        "signature_algorithm": cert.signature_algorithm,
+    }
+
+
+def _attempt(attempt: HttpAttempt) -> dict[str, Any]:
+    return {
+        "status_code": attempt.status_code,
+        "http_version": attempt.http_version,
+        "backend": attempt.backend,
+        "body_bytes": attempt.body_bytes,
+        "body_truncated": attempt.body_truncated,
+        "duration_seconds": _sec(attempt.duration_seconds),
+        "phases": {name: _sec(value) for name, value in attempt.phases.items()},
+        "failures": [_failure(f) for f in attempt.failures],
+    }
+
+
+def _sec(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+# --------------------------------------------------------------------------- text
+
+_COLOURS = {Status.OK: "32", Status.WARNING: "33", Status.CRITICAL: "31"}
+
+
+class _Painter:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def status(self, status: Status, text: str | None = None) -> str:
+        text = text or status.value.upper()
+        return f"\033[{_COLOURS[status]}m{text}\033[0m" if self.color else text
+
+    def dim(self, text: str) -> str:
+        return f"\033[2m{text}\033[0m" if self.color else text
+
+    def bold(self, text: str) -> str:
+        return f"\033[1m{text}\033[0m" if self.color else text
+
+
+def render_text(
+    results: Sequence[TargetResult], stream: IO[str], now: float, *, color: bool = False
+) -> None:
+    """Write the human report: per target DNS, a row per address, backends, failures.
+
+    Args:
+        results: one result per target.
+        stream: where to write.
+        now: Unix time, for "expires in N days".
+        color: use ANSI colours (only when writing to a terminal).
+    """
+    paint = _Painter(color)
+    for result in results:
+        _render_target(result, stream, now, paint)
+        stream.write("\n")
+    status = overall_status(results)
+    counts = {s: sum(r.status is s for r in results) for s in Status}
+    summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+    stream.write(f"{paint.bold('Status:')} {paint.status(status)} ({summary})\n")
+
+
+def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Painter) -> None:
+    w = out.write
+    w(
+        f"{paint.bold(result.name)}  {result.url}  {paint.status(result.status)}  "
+        f"{paint.dim(f'({_ms(result.duration_seconds)})')}\n"
+    )
+    dns = result.dns
+    answers = ", ".join(
+        str(a.address) + ("" if a.expected else " (unexpected, not probed)") for a in dns.answers
+    )
+    via = f" via {' → '.join(dns.cname_chain)}" if dns.cname_chain else ""
+    source = f"{dns.rcode} from {dns.resolver}" if dns.resolver else "no answer"
+    ttl = min((a.ttl for a in dns.answers), default=None)
+    ttl_text = f", TTL {ttl}s" if ttl is not None else ""
+    w(f"  DNS      {dns.name}{via} → {answers or '(none)'}  {paint.dim(f'({source}{ttl_text}, {_ms(dns.lookup_seconds)})')}\n")
+    if dns.alias is not None:
+        alias = dns.alias
+        if alias.matches:
+            verdict = "same addresses"
+        elif alias.resolved:
+            verdict = "DIFFERENT: " + ", ".join(map(str, alias.addresses))
+        else:
+            verdict = "did not resolve"
+        w(f"  alias    {alias.name}: {verdict}\n")
+    if result.addresses:
+        w(f"  {'ADDRESS':<18} {'CONNECT':>8} {'TLS':>16}  {'VERDICT':<9} CERTIFICATE\n")
+        for address in result.addresses:
+            _render_address(address, out, now, paint)
+        chain_source = next((a for a in result.addresses if a.tls.chain), None)
+        if chain_source is not None:
+            w(f"  chain as sent by {chain_source.address}:\n")
+            for depth, cert in enumerate(chain_source.tls.chain):
+                w(
+                    f"    {depth}  {label_of(cert)}  ← {common_name_of(cert.issuer)}  "
+                    f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
+                )
+            if chain_source.tls.verified_chain:
+                expiry = chain_source.tls.verified_chain_expiry_timestamp
+                assert expiry is not None
+                w(
+                    f"    verified up to {label_of(chain_source.tls.verified_chain[-1])}; chain expires "
+                    f"{format_time(expiry)} ({describe_age(expiry, now)})\n"
+                )
+    counts = result.backend_counts
+    if counts or result.expected_backend_count:
+        total = sum(counts.values())
+        seen = "  ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none identified"
+        expected = ""
+        if result.expected_backends:
+            expected = f"  (expected {', '.join(result.expected_backends)})"
+        elif result.expected_backend_count:
+            expected = f"  (expected {result.expected_backend_count})"
+        w(f"  backends {seen}  {paint.dim(f'of {total} responses')}{expected}\n")
+        for address in result.addresses:
+            if address.backend_counts:
+                per = ", ".join(f"{n} {c}" for n, c in sorted(address.backend_counts.items()))
+                w(f"    {address.address}: {per}\n")
+    if result.failures:
+        w("  failures\n")
+        for failure in result.failures:
+            where = f" {failure.address}" if failure.address is not None else ""
+            w(
+                f"    {paint.status(failure.severity, failure.severity.value):<8} "
+                f"{failure.reason.value}{where}: {failure.detail}\n"
+            )
+
+
+def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Painter) -> None:
+    tls = result.tls
+    connect = _ms(tls.connect_seconds) if tls.connected else "failed"
+    if tls.version:
+        handshake = f"{tls.version} {_ms(tls.handshake_seconds)}"
+    elif tls.connected:
+        handshake = "failed"
+    else:
+        handshake = "-"
+    leaf = tls.leaf
+    if leaf is not None:
+        names = ", ".join(leaf.dns_names[:3]) or f"CN={leaf.common_name}"
+        more = f" +{len(leaf.dns_names) - 3}" if len(leaf.dns_names) > 3 else ""
+        trust = "verified" if tls.verified else "NOT verified"
+        cert = (
+            f"{names}{more}; expires {format_time(leaf.not_after_timestamp)} "
+            f"({describe_age(leaf.not_after_timestamp, now)}); {trust}"
+        )
+    else:
+        cert = "-"
+    verdict = paint.status(result.status, f"{result.status.value:<9}")
+    out.write(f"  {result.address!s:<18} {connect:>8} {handshake:>16}  {verdict} {cert}\n")
+    if result.attempts:
+        statuses = " ".join(str(a.status_code) if a.status_code else "ERR" for a in result.attempts)
+        mean = sum(a.duration_seconds for a in result.attempts) / len(result.attempts)
+        out.write(f"  {'':<18} {'http':>8} {statuses:>16}  {paint.dim(f'mean {_ms(mean)} per request')}\n")
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"

@@ -1,0 +1,39 @@
+"""Helpers for building targets and running cycles in tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from probe.config import TargetConfig, build_config
+from probe.cycle import TargetPlan, plan, run_cycle
+from probe.results import TargetResult
+
+FAST = {"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 5}
+
+
+def target_data(**fields: Any) -> dict[str, Any]:
+    """Target fields with fast test timeouts unless given."""
+    fields.setdefault("timeouts", dict(FAST))
+    return fields
+
+
+def make_target(**fields: Any) -> TargetConfig:
+    """A validated target from config fields."""
+    return build_config({"targets": [target_data(**fields)]}).targets[0]
+
+
+def make_plan(**fields: Any) -> TargetPlan:
+    """A planned target (resolvers and SSL contexts ready) from config fields."""
+    return plan(build_config({"targets": [target_data(**fields)]}))[0]
+
+
+def run(target: TargetPlan | dict[str, Any]) -> TargetResult:
+    """Run one cycle synchronously."""
+    target_plan = target if isinstance(target, TargetPlan) else make_plan(**target)
+    return asyncio.run(run_cycle(target_plan))
+
+
+def reasons(result: TargetResult) -> set[str]:
+    """The reason codes of a result, as strings."""
+    return {f.reason.value for f in result.failures}

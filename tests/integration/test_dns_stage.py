@@ -1,0 +1,220 @@
+"""DNS stage against the lab's real DNS server: every DNS reason code and the ok path."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from probe import dns_stage
+from probe.deadline import Deadline
+from probe.lab import Behaviour, DnsServer, Lab
+from probe.reasons import Reason, Status
+from probe.results import DnsResult
+from tests.helpers import make_target, reasons, run
+
+_N = itertools.count(1)
+
+
+def name() -> str:
+    return f"d{next(_N)}.corp.example"
+
+
+def resolve(server: DnsServer | list[str], hostname: str, **fields: Any) -> DnsResult:
+    resolvers = server if isinstance(server, list) else [server.where]
+    fields.setdefault("expect_networks", ["127.0.0.0/8"])
+    target = make_target(url=f"https://{hostname}/", resolvers=resolvers, **fields)
+    return asyncio.run(dns_stage.resolve(target, target.resolvers or (), Deadline.after(5)))
+
+
+def codes(result: DnsResult) -> set[str]:
+    return {f.reason.value for f in result.failures}
+
+
+def test_answers_with_ttl_resolver_and_rcode(dns: DnsServer) -> None:
+    host = name()
+    dns.set(host, ("A", "127.0.40.2"), ("A", "127.0.40.1"))
+    result = resolve(dns, host)
+
+    assert result.failures == ()
+    assert [str(a.address) for a in result.answers] == ["127.0.40.1", "127.0.40.2"]
+    assert all(a.ttl == 60 and a.expected for a in result.answers)
+    assert result.resolver == dns.where and result.rcode == "NOERROR"
+    assert result.lookup_seconds > 0
+
+
+def test_cname_chain_is_recorded(dns: DnsServer) -> None:
+    host, canonical = name(), name()
+    dns.set(host, ("CNAME", canonical))
+    dns.set(canonical, ("A", "127.0.40.3"))
+    result = resolve(dns, host)
+
+    assert result.cname_chain == (canonical,)
+    assert [str(a.address) for a in result.answers] == ["127.0.40.3"]
+
+
+def test_cname_to_a_name_outside_the_answer_is_requeried(dns: DnsServer, lab: Lab) -> None:
+    other = lab.start_dns("127.0.53.3")
+    try:
+        host, far = name(), "far.elsewhere.example"
+        dns.set(host, ("CNAME", far))
+        result = resolve(dns, host)
+        # dns has no data for far: the re-query for it gets NXDOMAIN, with the chain in the detail.
+        assert codes(result) == {"dns_nxdomain"}
+        assert f"{host} → {far}" in result.failures[0].detail
+        assert [q.qname for q in result.queries] == [host, far]
+    finally:
+        lab.stop(other)
+
+
+def test_cname_loop(dns: DnsServer) -> None:
+    first, second = name(), name()
+    dns.set(first, ("CNAME", second))
+    dns.set(second, ("CNAME", first))
+    assert codes(resolve(dns, first)) == {Reason.DNS_CNAME_LOOP.value}
+
+
+def test_nxdomain(dns: DnsServer) -> None:
+    result = resolve(dns, name())
+    assert codes(result) == {Reason.DNS_NXDOMAIN.value}
+    assert result.rcode == "NXDOMAIN"
+
+
+def test_no_answer_for_the_family(dns: DnsServer) -> None:
+    host = name()
+    dns.set(host, ("AAAA", "::1"))
+    result = resolve(dns, host)
+    assert codes(result) == {Reason.DNS_NO_ANSWER.value}
+    assert "no A record" in result.failures[0].detail
+
+
+def test_both_families_probe_a_and_aaaa(dns: DnsServer) -> None:
+    host = name()
+    dns.set(host, ("A", "127.0.40.4"), ("AAAA", "::1"))
+    result = resolve(dns, host, ip_family="both", expect_networks=["127.0.0.0/8", "::1/128"])
+    assert [str(a) for a in result.probe_addresses] == ["127.0.40.4", "::1"]
+    assert {q.qtype for q in result.queries} == {"A", "AAAA"}
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        (Behaviour.SERVFAIL, Reason.DNS_SERVFAIL),
+        (Behaviour.REFUSED, Reason.DNS_REFUSED),
+        (Behaviour.GARBAGE, Reason.DNS_MALFORMED),
+        (Behaviour.WRONG_NAME, Reason.DNS_MALFORMED),
+    ],
+)
+def test_resolver_misbehaving(dns: DnsServer, behaviour: Behaviour, reason: Reason) -> None:
+    host = name()
+    dns.behave(host, behaviour)
+    result = resolve(dns, host)
+    assert codes(result) == {reason.value}
+    assert dns.where in result.failures[0].detail
+
+
+def test_timeout(lab: Lab) -> None:
+    silent = lab.start_dns("127.0.53.4")
+    silent.default = Behaviour.DROP
+    try:
+        result = resolve(silent, name(), timeouts={"dns": 0.3, "deadline": 5})
+    finally:
+        lab.stop(silent)
+    assert codes(result) == {Reason.DNS_TIMEOUT.value}
+    assert result.queries[0].duration_seconds == pytest.approx(0.3, abs=0.15)
+
+
+def test_other_rcode_is_a_dns_error(dns: DnsServer) -> None:
+    host = name()
+    dns.behave(host, Behaviour.NOTIMP)
+    result = resolve(dns, host)
+    assert codes(result) == {Reason.DNS_ERROR.value}
+    assert "rcode NOTIMP" in result.failures[0].detail
+
+
+def test_truncated_udp_answer_is_retried_over_tcp(dns: DnsServer) -> None:
+    host = name()
+    dns.set(host, ("A", "127.0.40.5"))
+    dns.behave(host, Behaviour.TRUNCATE)
+    result = resolve(dns, host)
+    assert result.failures == ()
+    assert result.queries[0].tcp is True
+    assert [str(a.address) for a in result.answers] == ["127.0.40.5"]
+
+
+def test_failover_to_the_next_resolver_is_a_warning(dns: DnsServer, lab: Lab) -> None:
+    dead = lab.start_dns("127.0.53.6")
+    dead.default = Behaviour.DROP
+    host = name()
+    dns.set(host, ("A", "127.0.40.6"))
+    try:
+        result = resolve([dead.where, dns.where], host, timeouts={"dns": 0.3, "deadline": 5})
+    finally:
+        lab.stop(dead)
+    assert codes(result) == {Reason.DNS_RESOLVER_FAILOVER.value}
+    assert result.resolver == dns.where
+    assert [q.error for q in result.queries] == [Reason.DNS_TIMEOUT, None]
+    assert dead.where in result.failures[0].detail
+
+
+def test_address_outside_expected_networks_is_never_connected(dns: DnsServer, scene: Any) -> None:
+    s = scene()
+    # 10.200.0.1 is data only: the loopback guard in conftest fails any attempt to reach it.
+    dns.set(s.hostname, ("A", s.nodes[0].address), ("A", "10.200.0.1"))
+    result = run(s.target)
+
+    assert reasons(result) == {Reason.DNS_UNEXPECTED_ADDRESS.value}
+    assert [str(a.address) for a in result.addresses] == [s.nodes[0].address]
+    failure = result.failures[0]
+    assert str(failure.address) == "10.200.0.1" and "not connected" in failure.detail
+    assert result.status is Status.CRITICAL
+
+
+def test_default_expected_networks_are_private_ranges(dns: DnsServer) -> None:
+    host = name()
+    dns.set(host, ("A", "10.1.2.3"), ("A", "100.64.0.9"), ("A", "192.0.2.10"))
+    target = make_target(url=f"https://{host}/", resolvers=[dns.where])
+    result = asyncio.run(dns_stage.resolve(target, target.resolvers or (), Deadline.after(5)))
+
+    assert {str(a.address): a.expected for a in result.answers} == {
+        "10.1.2.3": True,
+        "100.64.0.9": True,
+        "192.0.2.10": False,
+    }
+    assert codes(result) == {Reason.DNS_UNEXPECTED_ADDRESS.value}
+
+
+@pytest.fixture
+def alias_pair(dns: DnsServer) -> Iterator[tuple[str, str]]:
+    host, alias = name(), name()
+    yield host, alias
+
+
+def test_alias_with_the_same_addresses_matches(dns: DnsServer, alias_pair: tuple[str, str]) -> None:
+    host, alias = alias_pair
+    dns.set(host, ("A", "127.0.40.7"), ("A", "127.0.40.8"))
+    dns.set(alias, ("A", "127.0.40.8"), ("A", "127.0.40.7"))
+    result = resolve(dns, host, expect_same_addresses_as=alias)
+    assert result.failures == ()
+    assert result.alias is not None and result.alias.matches
+
+
+def test_alias_mismatch(dns: DnsServer, alias_pair: tuple[str, str]) -> None:
+    host, alias = alias_pair
+    dns.set(host, ("A", "127.0.40.7"), ("A", "127.0.40.9"))
+    dns.set(alias, ("A", "127.0.40.7"), ("A", "127.0.40.8"))
+    result = resolve(dns, host, expect_same_addresses_as=alias)
+    assert codes(result) == {Reason.DNS_ALIAS_MISMATCH.value}
+    detail = result.failures[0].detail
+    assert f"only {host} has 127.0.40.9" in detail and f"only {alias} has 127.0.40.8" in detail
+
+
+def test_alias_that_does_not_resolve_is_a_mismatch(dns: DnsServer, alias_pair: tuple[str, str]) -> None:
+    host, alias = alias_pair
+    dns.set(host, ("A", "127.0.40.7"))
+    result = resolve(dns, host, expect_same_addresses_as=alias)
+    assert codes(result) == {Reason.DNS_ALIAS_MISMATCH.value}
+    assert "NXDOMAIN" in result.failures[0].detail
