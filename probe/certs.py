@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from probe.reasons import Reason
 from probe.results import CertInfo
@@ -45,7 +45,7 @@ def cert_info(der: bytes) -> CertInfo:
     dns_names: tuple[str, ...] = ()
     ip_addresses: tuple[str, ...] = ()
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns_names = tuple(san.get_values_for_type(x509.DNSName))
         ip_addresses = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     except x509.ExtensionNotFound:
@@ -77,7 +77,7 @@ def cert_info(der: bytes) -> CertInfo:
 
 
 def describe_key(cert: x509.Certificate) -> str:
-    """The public key's kind and size: ``"RSA 2048"``, ``"EC P-256"``, ``"Ed25519"`` …"""
+    """The public key's kind and size: ``"RSA 2048"``, ``"EC P-256"``, ``"Ed25519"`` …."""
     try:
         key = cert.public_key()
     except Exception:
@@ -148,13 +148,12 @@ def explain_hostname_mismatch(leaf: CertInfo, hostname: str) -> str:
     (RFC 6125 §6.4.4; CA/Browser Forum Baseline Requirements §7.1.4.3).
     """
     names = leaf.dns_names + leaf.ip_addresses
-    if not leaf.dns_names and leaf.common_name:
-        if hostname_matches(leaf.common_name, hostname):
-            return (
-                f"certificate names {hostname} only in its subject CN and has no "
-                "subjectAltName; browsers and Go ignore the CN (RFC 6125 §6.4.4), so "
-                "probe does too"
-            )
+    if not leaf.dns_names and leaf.common_name and hostname_matches(leaf.common_name, hostname):
+        return (
+            f"certificate names {hostname} only in its subject CN and has no "
+            "subjectAltName; browsers and Go ignore the CN (RFC 6125 §6.4.4), so "
+            "probe does too"
+        )
     for name in leaf.dns_names:
         if "*" in name and not hostname_matches(name, hostname) and _loose_wildcard(name, hostname):
             return (
@@ -249,9 +248,7 @@ def classify_verify_error(
         path = path_from_leaf(chain)
         root = path[-1] if path else None
         name = f" '{label_of(root)}'" if root else ""
-        return Reason.CERT_UNTRUSTED, (
-            f"the chain ends at root{name}, which is not in the trust store"
-        )
+        return Reason.CERT_UNTRUSTED, (f"the chain ends at root{name}, which is not in the trust store")
     if code in (
         X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
         X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,

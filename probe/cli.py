@@ -17,7 +17,7 @@ from typing import IO, Any, NoReturn
 
 from probe import __version__, log
 from probe.config import Config, ConfigError, build_config, load_config
-from probe.cycle import plan, run_cycle
+from probe.cycle import TargetPlan, plan, run_cycle
 from probe.reasons import ExitCode
 from probe.report import overall_status, render_json, render_text
 from probe.results import TargetResult
@@ -63,13 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("url", nargs="?", help="ad hoc target, e.g. https://www.corp.example/health")
     check.add_argument("--config", metavar="FILE", help="YAML config file")
-    check.add_argument("--target", metavar="NAME", action="append", default=[], help="only this target (repeatable)")
+    check.add_argument(
+        "--target", metavar="NAME", action="append", default=[], help="only this target (repeatable)"
+    )
     adhoc = check.add_argument_group("ad hoc target options (with URL)")
-    adhoc.add_argument("--resolver", metavar="IP[:PORT]", action="append", help="resolver to ask (repeatable)")
+    adhoc.add_argument(
+        "--resolver", metavar="IP[:PORT]", action="append", help="resolver to ask (repeatable)"
+    )
     adhoc.add_argument("--ca-file", metavar="FILE", help="PEM bundle to trust instead of the system store")
-    adhoc.add_argument("--expect-network", metavar="CIDR", action="append", help="expected network of answers (repeatable)")
-    adhoc.add_argument("--expect-same-addresses-as", metavar="NAME", help="name that must resolve to the same addresses")
-    adhoc.add_argument("--expect-backends", metavar="N|A,B", help="count or comma-separated names of backends")
+    adhoc.add_argument(
+        "--expect-network", metavar="CIDR", action="append", help="expected network of answers (repeatable)"
+    )
+    adhoc.add_argument(
+        "--expect-same-addresses-as", metavar="NAME", help="name that must resolve to the same addresses"
+    )
+    adhoc.add_argument(
+        "--expect-backends", metavar="N|A,B", help="count or comma-separated names of backends"
+    )
     who = adhoc.add_mutually_exclusive_group()
     who.add_argument("--backend-header", metavar="NAME", help="response header naming the backend")
     who.add_argument("--backend-regex", metavar="RE", help="body regex whose first group names the backend")
@@ -132,11 +142,16 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
 
 def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
     config = _config_from_args(args)
-    return _run_and_report(config, args, stdout)
+    try:
+        plans = plan(config)
+    except ConfigError as exc:
+        if config.path is None:  # ad hoc: name the option, not a config field
+            raise UsageError(_flag_message(exc)) from None
+        raise
+    return _run_and_report(plans, args, stdout)
 
 
-def _run_and_report(config: Config, args: argparse.Namespace, stdout: IO[str]) -> int:
-    plans = plan(config)
+def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
     results = asyncio.run(_run_all(plans))
     now = time.time()
     if args.json:
@@ -146,7 +161,7 @@ def _run_and_report(config: Config, args: argparse.Namespace, stdout: IO[str]) -
     return ExitCode.from_status(overall_status(results))
 
 
-async def _run_all(plans: Sequence[Any]) -> list[TargetResult]:
+async def _run_all(plans: Sequence[TargetPlan]) -> list[TargetResult]:
     return list(await asyncio.gather(*(run_cycle(p) for p in plans)))
 
 
@@ -245,11 +260,11 @@ def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
     from probe.lab import DemoLab
 
     with DemoLab() as lab:
-        config = build_config(lab.config_data(), where="demo")
+        plans = plan(build_config(lab.config_data(), where="demo"))
         if not args.json:
             stdout.write(
                 f"probe demo: lab on loopback — DNS {lab.dns_server.where}, nodes "
                 f"{', '.join(lab.node_addresses)} port {lab.port}, backends "
                 f"{', '.join(f'{n} {a}' for n, a in lab.backend_addresses)}\n\n"
             )
-        return _run_and_report(config, args, stdout)
+        return _run_and_report(plans, args, stdout)

@@ -259,9 +259,7 @@ class _TargetFields(_Frozen):
     expect_backends: int | tuple[str, ...] | None = None
     valid_status_codes: StatusCodes = ((200, 299),)
     body_regex: Regex | None = None
-    headers: dict[str, Annotated[HeaderValue, BeforeValidator(_header_value)]] = Field(
-        default_factory=dict
-    )
+    headers: dict[str, Annotated[HeaderValue, BeforeValidator(_header_value)]] = Field(default_factory=dict)
     max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
     timeouts: Timeouts = Timeouts()
 
@@ -367,8 +365,7 @@ class TargetConfig(_TargetFields):
             object.__setattr__(self, "name", self.hostname)
         if not _TARGET_NAME.match(self.name):
             raise ValueError(
-                f"name: {self.name!r} must be 1-128 letters, digits or _.:- starting with a "
-                "letter or digit"
+                f"name: {self.name!r} must be 1-128 letters, digits or _.:- starting with a letter or digit"
             )
         if self.expect_backends is not None and self.backend is None:
             raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
@@ -471,7 +468,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     """
     where = str(path) if path else "config"
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(exc), where=where) from None
     except RecursionError:
@@ -495,9 +492,7 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
         raise ConfigError("must be a mapping with a 'targets' list", where=where)
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
-            raise ConfigError(
-                f"unknown key{_suggest(key, _TOP_LEVEL_KEYS)}", where=where, field=str(key)
-            )
+            raise ConfigError(f"unknown key{_suggest(key, _TOP_LEVEL_KEYS)}", where=where, field=str(key))
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("must be a mapping of target settings", where=where, field="defaults")
@@ -562,8 +557,10 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     """Target settings over defaults; ``timeouts`` and ``headers`` merge key by key."""
     merged = dict(base)
     for key, value in override.items():
-        if key in ("timeouts", "headers") and isinstance(value, Mapping) and isinstance(
-            merged.get(key), Mapping
+        if (
+            key in ("timeouts", "headers")
+            and isinstance(value, Mapping)
+            and isinstance(merged.get(key), Mapping)
         ):
             merged[key] = {**merged[key], **value}
         else:
@@ -641,7 +638,7 @@ def _first_error(
     error = errors[0]
     loc = tuple(part for part in error["loc"] if part not in ("function-after", "function-before"))
     # Drop pydantic's union-member tags such as 'int' or 'tuple[str, ...]' from the path.
-    loc = tuple(p for p in loc if isinstance(p, int) or " " not in p and "[" not in p)
+    loc = tuple(p for p in loc if isinstance(p, int) or (" " not in p and "[" not in p))
     full = prefix + loc
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -684,7 +681,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     loader.flatten_mapping(node)
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen
             seen.add(key)
@@ -693,13 +690,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
                 None, None, "a mapping key must be a plain value", key_node.start_mark
             ) from None
         if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
     return loader.construct_mapping(node, deep=deep)
 
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )

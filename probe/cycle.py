@@ -77,9 +77,7 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                 try:
                     system = dns_stage.system_resolvers()
                 except ConfigError as exc:
-                    raise ConfigError(
-                        exc.message, where=where, field=f"targets[{index}].resolvers"
-                    ) from None
+                    raise ConfigError(exc.message, where=where, field=f"targets[{index}].resolvers") from None
             resolvers = system
         plans.append(TargetPlan(target, tuple(resolvers), contexts[key]))
     return tuple(plans)
@@ -187,7 +185,5 @@ async def _probe_into(
 
 def _unfinished(address: IPAddress, port: int, why: Failure) -> AddressResult:
     failure = Failure(why.reason, why.detail, address)
-    tls = TlsResult(
-        address, port, None, None, None, None, None, False, None, None, (), (), (failure,)
-    )
+    tls = TlsResult(address, port, None, None, None, None, None, False, None, None, (), (), (failure,))
     return AddressResult(address, tls, (), (failure,), status_of((failure,)))

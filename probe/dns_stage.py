@@ -80,9 +80,7 @@ class _Lookup:
     failure: Failure | None
 
 
-async def resolve(
-    target: TargetConfig, resolvers: Sequence[Resolver], deadline: Deadline
-) -> DnsResult:
+async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline: Deadline) -> DnsResult:
     """Resolve ``target.hostname`` (and its alias name, if configured) and judge the answers.
 
     Args:
@@ -177,9 +175,12 @@ def _no_address_failure(hostname: str, lookups: Sequence[_Lookup]) -> Failure:
     if failed:
         qtypes = " or ".join(lk.qtype for lk in lookups)
         first = failed[0]
-        return Failure(Reason.DNS_NO_ANSWER, first.detail if len(lookups) == 1 else (
-            f"{hostname} has no {qtypes} record (NOERROR, empty answer)"
-        ))
+        return Failure(
+            Reason.DNS_NO_ANSWER,
+            first.detail
+            if len(lookups) == 1
+            else (f"{hostname} has no {qtypes} record (NOERROR, empty answer)"),
+        )
     return Failure(Reason.DNS_NO_ANSWER, f"{hostname} has no address")  # pragma: no cover
 
 
@@ -216,9 +217,7 @@ def _compare_alias(
     if not resolved:
         failed = next((lk.failure for lk in lookups if lk.failure is not None), None)
         why = failed.detail if failed else "no address"
-        return result, Failure(
-            Reason.DNS_ALIAS_MISMATCH, f"cannot compare with {alias_name}: {why}"
-        )
+        return result, Failure(Reason.DNS_ALIAS_MISMATCH, f"cannot compare with {alias_name}: {why}")
     only_name = sorted(set(addresses) - set(alias_addresses), key=str)
     only_alias = sorted(set(alias_addresses) - set(addresses), key=str)
     parts = []
@@ -245,9 +244,7 @@ async def _lookup(
     resolver: str | None = None
     rcode: str | None = None
 
-    def done(
-        failure: Failure | None = None, answers: tuple[tuple[IPAddress, int], ...] = ()
-    ) -> _Lookup:
+    def done(failure: Failure | None = None, answers: tuple[tuple[IPAddress, int], ...] = ()) -> _Lookup:
         return _Lookup(qtype, answers, tuple(chain), resolver, rcode, tuple(queries), failure)
 
     while True:
@@ -256,6 +253,8 @@ async def _lookup(
         if response is None:
             return done(_all_failed(name, qtype, asked, deadline))
         rcode = dns.rcode.to_text(response.rcode())
+        if not isinstance(response, dns.message.QueryMessage):  # pragma: no cover - dnspython types
+            return done(Failure(Reason.DNS_MALFORMED, f"{resolver} sent no query answer"))
         try:
             chaining = response.resolve_chaining()
         except dns.message.ChainTooLong:
@@ -269,8 +268,7 @@ async def _lookup(
                 return done(
                     Failure(
                         Reason.DNS_CNAME_LOOP,
-                        f"the CNAME chain of {name} loops or is too long: "
-                        f"{' → '.join([name, *chain])}",
+                        f"the CNAME chain of {name} loops or is too long: {' → '.join([name, *chain])}",
                     )
                 )
             chain.append(target)
@@ -313,6 +311,7 @@ async def _ask(
         start = time.monotonic()
         response: dns.message.Message | None = None
         tcp = False
+        error: Reason | None
         limit = deadline.clip(timeout)
         try:
             async with asyncio.timeout(limit):
@@ -331,15 +330,13 @@ async def _ask(
             error, detail = classify_rcode(response.rcode())
         elapsed = time.monotonic() - start
         rcode = dns.rcode.to_text(response.rcode()) if response is not None else None
-        asked.append(
-            DnsQuery(where, qname, qtype, rcode, tcp, elapsed, error, detail)
-        )
+        asked.append(DnsQuery(where, qname, qtype, rcode, tcp, elapsed, error, detail))
         if error is None:
             return response, where, asked
     return None, None, asked
 
 
-def classify_rcode(rcode: int) -> tuple[Reason | None, str]:
+def classify_rcode(rcode: dns.rcode.Rcode) -> tuple[Reason | None, str]:
     """Map a response code to ``(reason or None when the answer is usable, detail)``."""
     text = dns.rcode.to_text(rcode)
     if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):

@@ -191,15 +191,22 @@ def _timeout_failure(
             f"the {deadline.seconds:g}s cycle deadline passed during a request",
             address,
         )
-    if "connection.connect_tcp.complete" not in events and "http11.send_request_headers.started" not in events:
+    if (
+        "connection.connect_tcp.complete" not in events
+        and "http11.send_request_headers.started" not in events
+    ):
         return Failure(Reason.TCP_TIMEOUT, f"no TCP connection within {limit:.3g}s", address)
     if "connection.start_tls.started" in events and "connection.start_tls.complete" not in events:
-        return Failure(Reason.TLS_HANDSHAKE_TIMEOUT, f"TLS handshake did not complete within {limit:.3g}s", address)
+        return Failure(
+            Reason.TLS_HANDSHAKE_TIMEOUT, f"TLS handshake did not complete within {limit:.3g}s", address
+        )
     if "http11.receive_response_headers.complete" not in events:
         waiting = "the response headers"
     else:
         waiting = "the end of the body"
-    return Failure(Reason.HTTP_TIMEOUT, f"no complete response within {limit:.3g}s (waiting for {waiting})", address)
+    return Failure(
+        Reason.HTTP_TIMEOUT, f"no complete response within {limit:.3g}s (waiting for {waiting})", address
+    )
 
 
 def classify_http_error(exc: httpx.HTTPError) -> tuple[Reason, str]:
@@ -236,9 +243,11 @@ def _phases(events: Mapping[str, float], start: float, end: float | None) -> Pha
             return max(0.0, events[last] - events[first])
         return None
 
-    ready = events.get("connection.start_tls.complete") or events.get(
-        "connection.connect_tcp.complete"
-    ) or events.get("http11.send_request_headers.started")
+    ready = (
+        events.get("connection.start_tls.complete")
+        or events.get("connection.connect_tcp.complete")
+        or events.get("http11.send_request_headers.started")
+    )
     first_byte = events.get("http11.receive_response_headers.complete")
     processing = first_byte - ready if ready is not None and first_byte is not None else None
     transfer = end - first_byte if end is not None and first_byte is not None else None

@@ -92,9 +92,7 @@ def _dns(dns: DnsResult) -> dict[str, Any]:
         "rcode": dns.rcode,
         "lookup_seconds": _sec(dns.lookup_seconds),
         "cname_chain": list(dns.cname_chain),
-        "answers": [
-            {"address": str(a.address), "ttl": a.ttl, "expected": a.expected} for a in dns.answers
-        ],
+        "answers": [{"address": str(a.address), "ttl": a.ttl, "expected": a.expected} for a in dns.answers],
         "queries": [
             {
                 "resolver": q.resolver,
@@ -204,9 +202,7 @@ class _Painter:
         return f"\033[1m{text}\033[0m" if self.color else text
 
 
-def render_text(
-    results: Sequence[TargetResult], stream: IO[str], now: float, *, color: bool = False
-) -> None:
+def render_text(results: Sequence[TargetResult], stream: IO[str], now: float, *, color: bool = False) -> None:
     """Write the human report: per target DNS, a row per address, backends, failures.
 
     Args:
@@ -239,7 +235,8 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
     source = f"{dns.rcode} from {dns.resolver}" if dns.resolver else "no answer"
     ttl = min((a.ttl for a in dns.answers), default=None)
     ttl_text = f", TTL {ttl}s" if ttl is not None else ""
-    w(f"  DNS      {dns.name}{via} → {answers or '(none)'}  {paint.dim(f'({source}{ttl_text}, {_ms(dns.lookup_seconds)})')}\n")
+    timing = paint.dim(f"({source}{ttl_text}, {_ms(dns.lookup_seconds)})")
+    w(f"  DNS      {dns.name}{via} → {answers or '(none)'}  {timing}\n")
     if dns.alias is not None:
         alias = dns.alias
         if alias.matches:

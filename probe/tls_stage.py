@@ -69,9 +69,7 @@ class TlsContexts:
     skip_verify: bool
 
 
-def build_contexts(
-    ca_file: Path | None, min_tls_version: str, skip_verify: bool = False
-) -> TlsContexts:
+def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool = False) -> TlsContexts:
     """Build the contexts for a trust configuration.
 
     Args:
@@ -106,8 +104,11 @@ def build_contexts(
                 context.load_verify_locations(cafile=str(ca_file))
             except FileNotFoundError:
                 raise ConfigError(f"{ca_file}: no such file") from None
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"{ca_file}: not a PEM certificate bundle ({exc})") from None
+            except ssl.SSLError as exc:
+                why = (exc.reason or str(exc)).lower().replace("_", " ")
+                raise ConfigError(f"{ca_file}: not a PEM certificate bundle ({why})") from None
+            except OSError as exc:
+                raise ConfigError(f"{ca_file}: cannot read: {exc.strerror or exc}") from None
             if not context.get_ca_certs():
                 raise ConfigError(f"{ca_file}: holds no CA certificate")
         return context
@@ -149,7 +150,7 @@ async def handshake(
     connected = await _connect(address, port, timeouts.connect, deadline)
     if isinstance(connected, Failure):
         return _result(address, port, failures=(connected,))
-    reader, writer, connect_seconds = connected
+    _reader, writer, connect_seconds = connected
     start = time.monotonic()
     limit = deadline.clip(timeouts.tls)
     try:

@@ -49,9 +49,7 @@ def evaluate(
     return tuple(failures), status_of(failures)
 
 
-def expiry_warnings(
-    addresses: tuple[AddressResult, ...], warning_days: float, now: float
-) -> list[Failure]:
+def expiry_warnings(addresses: tuple[AddressResult, ...], warning_days: float, now: float) -> list[Failure]:
     """``cert_expiring_soon`` for each address whose chain expires within ``warning_days``.
 
     The verified chain's earliest not-after counts (an extra expired cross-signed

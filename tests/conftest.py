@@ -30,7 +30,9 @@ def _check_address(address: Any) -> None:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise NonLoopbackConnect(f"tests must use IP literals, not {host!r}") from None
-    if not ip.is_loopback and not (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and ip.ipv4_mapped.is_loopback):
+    if not ip.is_loopback and not (
+        isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and ip.ipv4_mapped.is_loopback
+    ):
         raise NonLoopbackConnect(f"test tried to reach {host}: only loopback is allowed")
 
 
@@ -106,4 +108,3 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoLab]:
 def dns(lab: Lab) -> Any:
     """A DNS server on the session lab that tests add their own names to."""
     return lab.start_dns("127.0.53.2")
-

@@ -57,7 +57,7 @@ class Lab:
         for server in reversed(self._servers):
             try:
                 self.run(server.stop(), timeout=5)
-            except Exception:  # noqa: S112 - best effort on shutdown
+            except Exception:
                 continue
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)

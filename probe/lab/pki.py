@@ -119,9 +119,7 @@ def issue(
     now = datetime.now(UTC)
     start = not_before or now - timedelta(hours=1)
     end = not_after or start + timedelta(days=days)
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
-    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
     signer_key = issuer.key if issuer else key
     builder = (
         x509.CertificateBuilder()

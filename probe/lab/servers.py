@@ -123,6 +123,7 @@ class Backend(_Server):
         self.requests = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer requests until the client closes or asks to close."""
         while True:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
@@ -178,6 +179,7 @@ class TlsNode(_Server):
         self.min_version = min_version
         self.max_version = max_version
         self.tls = tls
+        self.sni_names: list[str | None] = []
         self._next = itertools.cycle(range(max(len(self.backends), 1)))
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -195,6 +197,11 @@ class TlsNode(_Server):
         assert self.cert_file is not None and self.key_file is not None
         context.load_cert_chain(self.cert_file, self.key_file)
         context.set_alpn_protocols(["http/1.1"])
+
+        def record_sni(_obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            self.sni_names.append(name)
+
+        context.sni_callback = record_sni
         return context
 
     async def start(self) -> None:
@@ -203,6 +210,7 @@ class TlsNode(_Server):
         await super().start()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Terminate TLS, then run the handler or relay to the next backend."""
         if self._context is None:
             await self._serve(reader, writer)
             return

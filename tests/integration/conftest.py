@@ -52,7 +52,11 @@ def scene(lab: Lab, dns: DnsServer, new_ip: Any, pki: Pki, ca_file: Path, tmp_pa
         node_servers = lab.start_nodes(
             [new_ip() for _ in range(nodes)],
             cert=cert or pki.leaf(name),
-            backends=[b for b, w in zip(backend_servers, weights or [1] * len(backend_servers), strict=True) for _ in range(w)],
+            backends=[
+                b
+                for b, w in zip(backend_servers, weights or [1] * len(backend_servers), strict=True)
+                for _ in range(w)
+            ],
             workdir=tmp_path,
             **node_options,
         )
@@ -71,5 +75,5 @@ def scene(lab: Lab, dns: DnsServer, new_ip: Any, pki: Pki, ca_file: Path, tmp_pa
     for server in started:
         try:
             lab.stop(server)
-        except Exception:  # noqa: S112 - already stopped by the test
+        except Exception:
             continue

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import socket
 import itertools
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from probe.lab import Pki
@@ -55,7 +54,13 @@ def test_verified_handshake_records_version_cipher_alpn_and_chain(scene: Any) ->
 def test_refused(new_ip: Any, dns: Any) -> None:
     address = new_ip()
     dns.set("refused.corp.example", ("A", address))
-    result = run({"url": "https://refused.corp.example:9/", "resolvers": [dns.where], "expect_networks": ["127.0.0.0/8"]})
+    result = run(
+        {
+            "url": "https://refused.corp.example:9/",
+            "resolvers": [dns.where],
+            "expect_networks": ["127.0.0.0/8"],
+        }
+    )
     assert reasons(result) == {Reason.TCP_REFUSED.value}
     assert only(result).tls.connected is False
 
@@ -204,16 +209,27 @@ def test_verdict_equals_curl(scene: Any, pki: Pki, ca_file: Path, case: str) -> 
         "ok": pki.leaf(host),
         "wrong-name": pki.leaf("other.corp.example"),
         "incomplete": pki.leaf(host),
-        "expired": pki.leaf(host, not_before=NOW - dt.timedelta(days=9), not_after=NOW - dt.timedelta(days=1)),
+        "expired": pki.leaf(
+            host, not_before=NOW - dt.timedelta(days=9), not_after=NOW - dt.timedelta(days=1)
+        ),
     }[case]
     s = scene(hostname=host, cert=leaf, chain_pem=leaf.cert_pem if case == "incomplete" else None)
     result = run(s.target)
     node = s.nodes[0]
     curl = subprocess.run(
         [
-            "curl", "-sS", "-o", "/dev/null", "--noproxy", "*", "--max-time", "5",
-            "--cacert", str(ca_file),
-            "--resolve", f"{host}:{node.port}:{node.address}",
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "5",
+            "--cacert",
+            str(ca_file),
+            "--resolve",
+            f"{host}:{node.port}:{node.address}",
             f"https://{host}:{node.port}/",
         ],
         capture_output=True,

@@ -1,0 +1,190 @@
+"""The ``probe`` command: exit codes, one-line errors, text and JSON output."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from probe.cli import main
+from probe.lab import DemoLab
+from probe.reasons import ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def probe(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    return subprocess.run(
+        [sys.executable, "-m", "probe", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def check(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(["check", *args], stdout=out)
+    return code, out.getvalue()
+
+
+def adhoc_args(demo: DemoLab) -> list[str]:
+    return [
+        demo.url,
+        "--resolver",
+        demo.dns_server.where,
+        "--ca-file",
+        str(demo.ca_file),
+        "--expect-network",
+        "127.0.10.0/24",
+        "--backend-header",
+        "X-Backend",
+        "--expect-backends",
+        "web-1,web-2",
+    ]
+
+
+def test_adhoc_check_json_document(demo: DemoLab) -> None:
+    code, out = check(*adhoc_args(demo), "--expect-same-addresses-as", demo.alias, "--json")
+    document = json.loads(out)
+
+    assert code == ExitCode.OK
+    assert document["schema_version"] == 1 and document["status"] == "ok"
+    target = document["targets"][0]
+    assert target["name"] == demo.hostname and target["status"] == "ok" and target["failures"] == []
+    assert target["dns"]["resolver"] == demo.dns_server.where and target["dns"]["rcode"] == "NOERROR"
+    assert [a["address"] for a in target["dns"]["answers"]] == list(demo.node_addresses)
+    assert target["dns"]["alias"]["matches"] is True
+    assert [a["address"] for a in target["addresses"]] == list(demo.node_addresses)
+    tls = target["addresses"][0]["tls"]
+    assert tls["verified"] is True and tls["version"] == "TLSv1.3"
+    assert tls["leaf"]["dns_names"] == [demo.hostname]
+    assert [c["subject"] for c in tls["chain"]] == [f"CN={demo.hostname}", "CN=probe demo Intermediate CA"]
+    assert tls["verified_chain"][-1]["subject"] == "CN=probe demo Root CA"
+    assert tls["verified_chain_expiry_timestamp"] == tls["leaf"]["not_after_timestamp"]
+    assert target["backends"]["counts"] == {"web-1": 4, "web-2": 4}
+    assert target["addresses"][0]["backend_counts"] == {"web-1": 2, "web-2": 2}
+    phases = target["addresses"][0]["http"][0]["phases"]
+    assert set(phases) == {"connect", "tls", "processing", "transfer"}
+
+
+def test_text_report_rows_without_colour(demo: DemoLab) -> None:
+    code, out = check(*adhoc_args(demo))
+    assert code == ExitCode.OK
+    assert "\033[" not in out
+    for address in demo.node_addresses:
+        assert f"  {address}" in out
+    assert "backends web-1 4  web-2 4" in out
+    assert "chain as sent by 127.0.10.1" in out
+    assert out.rstrip().endswith("Status: OK (1 ok)")
+
+
+def test_colour_on_request(demo: DemoLab) -> None:
+    _, out = check(*adhoc_args(demo), "--color", "always")
+    assert "\033[32mOK\033[0m" in out
+
+
+def test_critical_exit_code_and_failure_lines(demo: DemoLab) -> None:
+    code, out = check(*adhoc_args(demo)[:-1], "web-1,web-2,web-3")
+    assert code == ExitCode.CRITICAL
+    assert "critical backend_missing: backend web-3 answered none" in out
+
+
+def test_warning_exit_code(demo: DemoLab) -> None:
+    code, _ = check(*adhoc_args(demo)[:-1], "web-1")
+    assert code == ExitCode.WARNING
+
+
+def test_config_file_and_target_selection(demo: DemoLab, tmp_path: Path) -> None:
+    data = {"targets": [demo.target(name="first"), demo.target(name="second", expect_backends=3)]}
+    path = tmp_path / "probe.yaml"
+    path.write_text(yaml.safe_dump(data))
+
+    code, out = check("--config", str(path), "--target", "first", "--json")
+    document = json.loads(out)
+    assert code == ExitCode.OK
+    assert [t["name"] for t in document["targets"]] == ["first"]
+
+    code, out = check("--config", str(path), "--json")
+    assert code == ExitCode.CRITICAL
+    assert [t["status"] for t in json.loads(out)["targets"]] == ["ok", "critical"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "probe: give a command: check or demo (see 'probe --help')"),
+        (["check"], "probe: give a URL to check or --config FILE (see 'probe check --help')"),
+        (["check", "--bogus"], "probe: unrecognized arguments: --bogus (see 'probe --help')"),
+        (
+            ["check", "http://www.corp.example/"],
+            "probe: URL: 'http://www.corp.example/' must be an https:// URL",
+        ),
+        (
+            ["check", "https://www.corp.example/", "--resolver", "dns.example"],
+            "probe: --resolver: 'dns.example' is not an IP address (resolvers are given by address)",
+        ),
+        (
+            ["check", "https://www.corp.example/", "--expect-backends", "2"],
+            "probe: --expect-backends: needs 'backend' to tell the backends apart",
+        ),
+        (
+            ["check", "https://www.corp.example/", "--requests", "many"],
+            "probe: argument --requests: 'many' is not a whole number (see 'probe check --help')",
+        ),
+        (
+            ["check", "--config", "/nonexistent.yaml"],
+            "probe: /nonexistent.yaml: cannot read config: No such file or directory",
+        ),
+        (
+            ["check", "--config", "x.yaml", "https://www.corp.example/"],
+            "probe: https://www.corp.example/ cannot be combined with --config (put it in the config file)",
+        ),
+        (["check", "--target", "a"], "probe: --target needs --config"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_3(args: list[str], message: str) -> None:
+    result = probe(*args)
+    assert result.returncode == ExitCode.UNKNOWN
+    assert result.stderr == message + "\n"
+    assert result.stdout == ""
+
+
+def test_bad_config_value_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("targets:\n  - url: https://www.corp.example/\n    timeouts: {tls: -1}\n")
+    result = probe("check", "--config", str(path))
+    assert result.returncode == ExitCode.UNKNOWN
+    assert result.stderr == f"probe: {path}: targets[0].timeouts.tls: must be greater than 0 (got -1)\n"
+
+
+def test_unloadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    result = probe("check", "https://www.corp.example/", "--resolver", "127.0.0.1", "--ca-file", str(bad))
+    assert result.returncode == ExitCode.UNKNOWN
+    assert (
+        result.stderr
+        == f"probe: --ca-file: {bad}: not a PEM certificate bundle (no certificate or crl found)\n"
+    )
+
+
+def test_demo_command_runs_the_lab() -> None:
+    result = probe("demo", "--json")
+    assert result.returncode == ExitCode.OK, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    target = document["targets"][0]
+    assert target["status"] == "ok"
+    assert target["backends"]["counts"] == {"web-1": 4, "web-2": 4}
+    assert [a["address"] for a in target["addresses"]] == ["127.0.10.1", "127.0.10.2"]
