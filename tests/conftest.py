@@ -7,6 +7,7 @@ to connect or send elsewhere fail loudly before a packet leaves.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import itertools
 import socket
 from collections.abc import Iterator
@@ -108,3 +109,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoLab]:
 def dns(lab: Lab) -> Any:
     """A DNS server on the session lab that tests add their own names to."""
     return lab.start_dns("127.0.53.2")
+
+
+@pytest.fixture(autouse=True)
+def _reset_probe_logging() -> Iterator[None]:
+    """``probe.cli.main`` configures the ``probe`` logger; undo it so caplog sees records."""
+    yield
+    logger = logging.getLogger("probe")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
