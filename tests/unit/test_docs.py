@@ -1,0 +1,43 @@
+"""The README and the example config stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from probe.config import TargetConfig, Timeouts, load_config
+from probe.reasons import Reason
+
+REPO = Path(__file__).resolve().parents[2]
+README = (REPO / "README.md").read_text()
+EXAMPLE = REPO / "config" / "probe.example.yaml"
+
+
+def test_readme_documents_every_reason_code_with_its_stage_and_severity() -> None:
+    rows = re.findall(r"^\| `([a-z_]+)` \| ([a-z]+) \| (critical|warning) \| (.+) \|$", README, re.M)
+    documented = {code: (stage, severity, text) for code, stage, severity, text in rows}
+    expected = {r.value: (r.stage.value, r.severity.value, r.summary) for r in Reason}
+    assert documented == expected
+
+
+def test_readme_config_table_names_every_setting() -> None:
+    fields = set(TargetConfig.model_fields) - {"hostname", "port", "path", "timeouts"}
+    for field in fields:
+        assert f"| `{field}` |" in README, field
+    for field in Timeouts.model_fields:
+        assert f"| `timeouts.{field}` |" in README, field
+
+
+def test_example_config_is_valid_and_shows_every_setting() -> None:
+    config = load_config(EXAMPLE)
+    assert [t.name for t in config.targets] == ["www", "admin", "legacy-lab"]
+    text = EXAMPLE.read_text()
+    for field in set(TargetConfig.model_fields) - {"hostname", "port", "path"}:
+        assert re.search(rf"^\s*(- )?#?\s*{field}:", text, re.M), field
+
+
+def test_readme_quickstart_gives_the_two_commands() -> None:
+    quickstart = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    assert "./dev demo" in quickstart and "./dev test" in quickstart
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "./dev test" in ci
