@@ -9,6 +9,7 @@ the answer are followed and re-queried when they end without data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 from collections.abc import Sequence
@@ -21,6 +22,10 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
+
+with contextlib.suppress(ImportError):
+    # dnspython loads its asyncio backend on the first query; load it before any is timed.
+    import dns._asyncio_backend
 
 from probe.config import ConfigError, IPNetwork, TargetConfig
 from probe.deadline import Deadline

@@ -10,6 +10,7 @@ never read past ``max_body_bytes`` and a whole request, body included, is bounde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 import time
@@ -20,6 +21,13 @@ from typing import Any
 import httpx
 
 from probe import __version__
+
+with contextlib.suppress(ImportError):
+    # httpx imports its network backend and HTTP/1.1 machinery on the first request;
+    # import them now so that the first measured request of a run is not slowed by it.
+    import anyio._backends._asyncio  # noqa: F401
+    import httpcore._async.http11  # noqa: F401
+
 from probe.config import TargetConfig
 from probe.deadline import Deadline
 from probe.reasons import Reason
