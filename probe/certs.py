@@ -150,9 +150,8 @@ def explain_hostname_mismatch(leaf: CertInfo, hostname: str) -> str:
     names = leaf.dns_names + leaf.ip_addresses
     if not leaf.dns_names and leaf.common_name and hostname_matches(leaf.common_name, hostname):
         return (
-            f"certificate names {hostname} only in its subject CN and has no "
-            "subjectAltName; browsers and Go ignore the CN (RFC 6125 §6.4.4), so "
-            "probe does too"
+            f"certificate names {hostname} only in its subject CN and has no DNS name in a "
+            "subjectAltName; browsers and Go ignore the CN (RFC 6125 §6.4.4), so probe does too"
         )
     for name in leaf.dns_names:
         if "*" in name and not hostname_matches(name, hostname) and _loose_wildcard(name, hostname):
@@ -162,12 +161,33 @@ def explain_hostname_mismatch(leaf: CertInfo, hostname: str) -> str:
             )
     if not names:
         return f"certificate has no subjectAltName, so it is valid for no name, not {hostname}"
-    return f"certificate is valid for {', '.join(names)}, not {hostname}"
+    hint = ""
+    if any(_one_label_short(name, hostname) for name in leaf.dns_names):
+        hint = " (a wildcard covers exactly one label)"
+    return f"certificate is valid for {', '.join(names)}, not {hostname}{hint}"
 
 
 def _loose_wildcard(pattern: str, hostname: str) -> bool:
-    """Whether a permissive matcher would accept ``pattern`` (for explanations only)."""
-    return fnmatch.fnmatch(hostname.lower(), pattern.lower())
+    """Whether a label-by-label glob accepts ``pattern`` where RFC 6125 does not.
+
+    True for the forms browsers reject but lax matchers take: partial wildcards such as
+    ``w*.corp.example``, a wildcard that is not the left-most label, or one over too few
+    labels (``*.example``). For explanations only.
+    """
+    pattern_labels = pattern.lower().rstrip(".").split(".")
+    host_labels = hostname.lower().rstrip(".").split(".")
+    if len(pattern_labels) != len(host_labels):
+        return False
+    return all(fnmatch.fnmatchcase(h, p) for p, h in zip(pattern_labels, host_labels, strict=True))
+
+
+def _one_label_short(pattern: str, hostname: str) -> bool:
+    """``*.corp.example`` against ``a.b.corp.example``: the wildcard would need two labels."""
+    if not pattern.startswith("*."):
+        return False
+    return hostname.lower().rstrip(".").endswith("." + pattern[2:].lower()) and not hostname_matches(
+        pattern, hostname
+    )
 
 
 # --------------------------------------------------------------------------- chains
@@ -280,8 +300,8 @@ def _role(cert: CertInfo, chain: tuple[CertInfo, ...]) -> str:
 
 def common_name_of(rfc4514: str) -> str:
     """The CN value of an RFC 4514 name string, or the whole string when it has none."""
-    for part in rfc4514.split(","):
-        key, _, value = part.partition("=")
-        if key.strip().upper() == "CN":
-            return value.strip()
-    return rfc4514
+    try:
+        names = x509.Name.from_rfc4514_string(rfc4514).get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return rfc4514
+    return str(names[0].value) if names else rfc4514

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import idna
 import yaml
 from pydantic import (
     BaseModel,
@@ -26,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from probe._text import plural
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -116,7 +119,10 @@ def parse_network(text: str) -> IPNetwork:
 
 
 def normalize_hostname(text: str) -> str:
-    """Lower-case a DNS name and drop one trailing dot; IDNs become A-labels (IDNA 2008-ish).
+    """Lower-case a DNS name and drop one trailing dot; IDNs become A-labels.
+
+    Internationalized names are converted with IDNA 2008 and UTS #46 mapping, as browsers
+    do (``straße.example`` → ``xn--strae-oqa.example``).
 
     Raises:
         ValueError: not a syntactically valid DNS name.
@@ -125,8 +131,8 @@ def normalize_hostname(text: str) -> str:
     if name.endswith("."):
         name = name[:-1]
     try:
-        name = name.encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        name = name.lower() if name.isascii() else idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError:
         raise ValueError(f"{text!r} is not a valid DNS name") from None
     labels = name.split(".")
     if not name or len(name) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
@@ -172,7 +178,7 @@ def _compile_regex(value: Any) -> re.Pattern[str]:
 
 
 def _tls_version(value: Any) -> str:
-    text = f"{value:.1f}" if isinstance(value, float) else str(value).strip()
+    text = str(value).strip()  # YAML reads 1.3 as a float; str(1.3) == "1.3"
     if text not in ("1.0", "1.1", "1.2", "1.3"):
         raise ValueError(f"{value!r} is not one of 1.0, 1.1, 1.2, 1.3")
     return text
@@ -236,7 +242,9 @@ class HeaderValue(_Frozen):
 
 
 def _header_value(value: Any) -> Any:
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
+        raise ValueError("must be a string, or {value: ..., secret: true}")
+    if isinstance(value, str | int | float):
         return {"value": str(value)}
     return value
 
@@ -299,11 +307,22 @@ class _TargetFields(_Frozen):
             return {}
         if not isinstance(value, Mapping):
             raise ValueError("must be a mapping of header name to value")
+        seen: dict[str, str] = {}
         for name in value:
             if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
                 raise ValueError(f"{name!r} is not a valid header name")
             if name.lower() == "host":
                 raise ValueError("Host is always the URL's hostname and cannot be set")
+            if name.lower() in seen:
+                raise ValueError(f"{seen[name.lower()]!r} and {name!r} are the same header")
+            seen[name.lower()] = name
+        return value
+
+    @field_validator("ca_file", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError("must be the path of a PEM file")
         return value
 
 
@@ -331,9 +350,11 @@ class TargetConfig(_TargetFields):
         if parts.username is not None or parts.password is not None:
             raise ValueError("must not contain user:password (use headers)")
         try:
-            parts.port  # noqa: B018 - raises ValueError for a bad port
+            port = parts.port
         except ValueError:
-            raise ValueError(f"{value!r} has an invalid port") from None
+            port = 0
+        if port == 0:
+            raise ValueError(f"{value!r} has an invalid port")
         host = parts.hostname or ""
         try:
             ipaddress.ip_address(host)
@@ -402,8 +423,8 @@ class TargetConfig(_TargetFields):
         """Whether a request header's value must never be shown."""
         if name.lower() in ALWAYS_SECRET_HEADERS:
             return True
-        value = self.headers.get(name)
-        return value is not None and value.secret
+        wanted = name.lower()
+        return any(key.lower() == wanted and value.secret for key, value in self.headers.items())
 
 
 class Config(_Frozen):
@@ -496,6 +517,11 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("must be a mapping of target settings", where=where, field="defaults")
+    for key in ("name", "url"):
+        if key in defaults:
+            raise ConfigError(
+                f"set '{key}' per target, not in defaults", where=where, field=f"defaults.{key}"
+            )
     try:
         _TargetFields.model_validate(defaults)
     except ValidationError as exc:
@@ -510,11 +536,6 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
         loc: tuple[str | int, ...] = ("targets", index)
         if not isinstance(raw, Mapping):
             raise ConfigError("must be a mapping with at least 'url'", where=where, field=_path(loc))
-        for key in ("name", "url"):
-            if key in defaults:
-                raise ConfigError(
-                    f"set '{key}' per target, not in defaults", where=where, field=f"defaults.{key}"
-                )
         try:
             targets.append(TargetConfig.model_validate(_merge(defaults, raw)))
         except ValidationError as exc:
@@ -557,12 +578,13 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     """Target settings over defaults; ``timeouts`` and ``headers`` merge key by key."""
     merged = dict(base)
     for key, value in override.items():
-        if (
-            key in ("timeouts", "headers")
-            and isinstance(value, Mapping)
-            and isinstance(merged.get(key), Mapping)
-        ):
-            merged[key] = {**merged[key], **value}
+        below = merged.get(key)
+        if key == "timeouts" and isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[key] = {**below, **value}
+        elif key == "headers" and isinstance(value, Mapping) and isinstance(below, Mapping):
+            # Header names are case-insensitive: the target's spelling replaces the default's.
+            names = {str(name).lower() for name in value}
+            merged[key] = {**{k: v for k, v in below.items() if str(k).lower() not in names}, **value}
         else:
             merged[key] = value
     return merged
@@ -656,7 +678,7 @@ def _first_error(
             message += f" (got {_short(error.get('input'))})"
     else:
         message = error["msg"][:1].lower() + error["msg"][1:]
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    more = f" (and {plural(len(errors) - 1, 'more problem')})" if len(errors) > 1 else ""
     return ConfigError(f"{message}{more}", where=where, field=_path(full))
 
 

@@ -213,7 +213,9 @@ def _compare_alias(
     addresses: tuple[IPAddress, ...],
     hostname: str,
 ) -> tuple[AliasResult, Failure | None]:
-    alias_addresses = tuple(dict.fromkeys(a for lk in lookups for a, _ in lk.answers))
+    alias_addresses = tuple(
+        sorted({a for lk in lookups for a, _ in lk.answers}, key=lambda a: (a.version, a))
+    )
     resolved = bool(alias_addresses)
     matches = resolved and set(alias_addresses) == set(addresses)
     result = AliasResult(alias_name, alias_addresses, resolved, matches)

@@ -28,6 +28,8 @@ with contextlib.suppress(ImportError):
     import anyio._backends._asyncio  # noqa: F401
     import httpcore._async.http11  # noqa: F401
 
+from probe._text import plural
+from probe.certs import classify_verify_error
 from probe.config import TargetConfig
 from probe.deadline import Deadline
 from probe.reasons import Reason
@@ -155,7 +157,7 @@ async def _attempt(
     except httpx.TimeoutException:
         failure = _timeout_failure(events, limit, deadline, address)
     except httpx.HTTPError as exc:
-        reason, detail = classify_http_error(exc)
+        reason, detail = classify_http_error(exc, target.hostname, time.time())
         failure = Failure(reason, detail, address)
     end = time.monotonic()
     phases = _phases(events, start, end if status is not None else None)
@@ -217,20 +219,34 @@ def _timeout_failure(
     )
 
 
-def classify_http_error(exc: httpx.HTTPError) -> tuple[Reason, str]:
+def classify_http_error(
+    exc: httpx.HTTPError, hostname: str | None = None, now: float | None = None
+) -> tuple[Reason, str]:
     """Map an httpx exception (not a timeout) to a reason and a sentence.
 
     Chosen by exception type and, for connect errors, by the underlying ``OSError`` or
-    ``ssl.SSLError``.
+    ``ssl.SSLError`` found along the cause chain.
+
+    Args:
+        exc: the exception.
+        hostname: the name verified, for certificate messages.
+        now: Unix time, for certificate messages.
     """
-    cause = exc.__cause__ or exc.__context__
     if isinstance(exc, httpx.ConnectError):
+        # httpx wraps httpcore's error, which wraps anyio's, which wraps the real one.
+        cause = _root_cause(exc, (ssl.SSLError, ConnectionRefusedError))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return classify_verify_error(
+                cause.verify_code, cause.verify_message or str(cause), (), hostname or "", now or 0.0
+            )
         if isinstance(cause, ssl.SSLError):
-            reason, detail = classify_tls_error(cause)
-            return reason, detail
-        if isinstance(cause, OSError):
+            return classify_tls_error(cause)
+        if isinstance(cause, ConnectionRefusedError):
             return classify_connect_error(cause)
-        return Reason.TCP_ERROR, f"connect failed: {exc}"
+        deepest = _root_cause(exc, (OSError,))
+        if isinstance(deepest, OSError):
+            return classify_connect_error(deepest)
+        return Reason.TCP_ERROR, f"connect failed: {_short(exc)}"
     if isinstance(exc, httpx.RemoteProtocolError):
         return Reason.HTTP_PROTOCOL_ERROR, f"invalid HTTP response: {_short(exc)}"
     if isinstance(exc, httpx.ReadError | httpx.WriteError):
@@ -238,6 +254,18 @@ def classify_http_error(exc: httpx.HTTPError) -> tuple[Reason, str]:
     if isinstance(exc, httpx.DecodingError):
         return Reason.HTTP_PROTOCOL_ERROR, f"the response cannot be decoded: {_short(exc)}"
     return Reason.HTTP_PROTOCOL_ERROR, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _root_cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``kinds`` along ``__cause__``/``__context__`` (cycle-safe)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _short(exc: BaseException) -> str:
@@ -299,7 +327,7 @@ def judge_response(
             failures.append(
                 Failure(
                     Reason.HTTP_BODY_MISMATCH,
-                    f"body does not match {target.body_regex.pattern!r}",
+                    f"body does not match '{target.body_regex.pattern}'",
                     address,
                 )
             )
@@ -309,13 +337,21 @@ def judge_response(
         if rule.header is not None:
             value = headers.get(rule.header)
             backend = _clean_backend(value) if value else None
-            missing = f"no {rule.header} header in the response"
+            missing = (
+                f"no {rule.header} header in the response"
+                if value is None
+                else f"the {rule.header} header is empty"
+            )
         else:
             assert rule.body_regex is not None
             text = text if text is not None else body.decode("utf-8", "replace")
             match = rule.body_regex.search(text)
             backend = _clean_backend(match.group(1)) if match and match.group(1) else None
-            missing = f"body does not match the backend pattern {rule.body_regex.pattern!r}"
+            missing = (
+                f"body does not match the backend pattern '{rule.body_regex.pattern}'"
+                if match is None
+                else f"the backend pattern '{rule.body_regex.pattern}' captured an empty name"
+            )
         if backend is None:
             failures.append(Failure(Reason.BACKEND_UNIDENTIFIED, missing, address))
     return backend, tuple(failures)
@@ -340,6 +376,6 @@ def summarise(attempts: tuple[HttpAttempt, ...], address: IPAddress) -> tuple[Fa
         if total > 1:
             detail = f"{len(failures)} of {total} requests: {detail}"
             if len(details) > 1:
-                detail += f" (and {len(details) - 1} other variants)"
+                detail += f" (and {plural(len(details) - 1, 'other variant')})"
         summary.append(Failure(reason, detail, address))
     return tuple(summary)

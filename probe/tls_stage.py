@@ -226,7 +226,7 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
     message text.
     """
     if isinstance(exc, ssl.SSLError):
-        code = exc.reason or ""
+        code = getattr(exc, "reason", None) or ""
         if code in _VERSION_REASONS:
             return Reason.TLS_VERSION_BELOW_MINIMUM, (
                 f"no TLS version in common: the server offers none at or above the minimum "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from probe._text import plural
 from probe.certs import describe_age, format_time, label_of
 from probe.config import TargetConfig
 from probe.reasons import Reason, Status
@@ -67,13 +68,16 @@ def expiry_warnings(addresses: tuple[AddressResult, ...], warning_days: float, n
             continue
         soonest = min(chain, key=lambda c: c.not_after_timestamp)
         left = soonest.not_after_timestamp - now
-        if 0 <= left < warning_days * DAY:
+        if left < warning_days * DAY:
             role = "leaf" if soonest is chain[0] else "certificate"
+            # Only without verification can a chain in use have expired already.
+            verb, off = ("expires", "") if left >= 0 else ("expired", "verification is off; ")
             warnings.append(
                 Failure(
                     Reason.CERT_EXPIRING_SOON,
-                    f"{role} '{label_of(soonest)}' expires on {format_time(soonest.not_after_timestamp)} "
-                    f"({describe_age(soonest.not_after_timestamp, now)}; warning at {warning_days:g} days)",
+                    f"{role} '{label_of(soonest)}' {verb} on {format_time(soonest.not_after_timestamp)} "
+                    f"({describe_age(soonest.not_after_timestamp, now)}; {off}"
+                    f"warning at {warning_days:g} days)",
                     result.address,
                 )
             )
@@ -134,7 +138,7 @@ def backend_findings(addresses: tuple[AddressResult, ...], target: TargetConfig)
                 findings.append(
                     Failure(
                         Reason.BACKEND_UNEXPECTED,
-                        f"backend {name} answered {counts[name]} requests but is not in "
+                        f"backend {name} answered {plural(counts[name], 'request')} but is not in "
                         f"expect_backends ({', '.join(names)})",
                     )
                 )

@@ -7,8 +7,8 @@ to connect or send elsewhere fail loudly before a packet leaves.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import itertools
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path

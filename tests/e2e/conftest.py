@@ -1,0 +1,369 @@
+"""Fixtures of the end-to-end tests: real dnsmasq and HAProxy in front of lab backends.
+
+The scene, on loopback only (127.0.0.0/8):
+
+* dnsmasq on 127.0.53.30 (session): ``www.corp.example`` and the "ALB's own name" both
+  resolve to 127.0.30.1 and 127.0.30.2; authoritative for those zones, no upstream.
+* HAProxy (one per test): TLS termination with a fresh root → intermediate → leaf chain,
+  ``bind`` on 127.0.30.1 and 127.0.30.2 (same port), ``balance roundrobin`` over two lab
+  backends web-1 (127.0.31.1) and web-2 (127.0.31.2) that name themselves in
+  ``X-Backend``.
+
+Without haproxy or dnsmasq the tests are skipped, unless ``PROBE_REQUIRE_E2E=1`` (CI),
+which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from probe.lab import Backend, Lab, Pki
+from probe.lab.pki import Issued
+
+HOSTNAME = "www.corp.example"
+ALB_NAME = "internal-e2e-alb-1.eu-west-1.elb.example"
+LB_ADDRESSES = ("127.0.30.1", "127.0.30.2")
+LB_NETWORK = "127.0.30.0/24"
+BACKENDS = (("web-1", "127.0.31.1"), ("web-2", "127.0.31.2"))
+DNS_ADDRESS = "127.0.53.30"
+DNS_TTL = 60
+PKI_LABEL = "probe e2e"
+
+#: Bound on waiting for HAProxy or dnsmasq to come up (seconds).
+START_TIMEOUT = 10.0
+#: Attempts with a new port when another process took the port between choice and bind.
+_PORT_ATTEMPTS = 5
+_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")  # not on PATH for non-root users on Debian
+
+
+# --------------------------------------------------------------------------- tools
+
+
+@dataclass(frozen=True)
+class Binaries:
+    haproxy: str
+    dnsmasq: str
+
+
+def _find(name: str) -> str | None:
+    search = os.pathsep.join([os.environ.get("PATH", ""), *_SBIN])
+    return shutil.which(name, path=search)
+
+
+@pytest.fixture(scope="session")
+def binaries() -> Binaries:
+    """The haproxy and dnsmasq executables; skip (or fail with PROBE_REQUIRE_E2E=1) without them."""
+    found = {name: _find(name) for name in ("haproxy", "dnsmasq")}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        message = (
+            f"end-to-end tests need {' and '.join(missing)} (not on PATH nor in {', '.join(_SBIN)}); "
+            "on Debian/Ubuntu: apt-get install haproxy dnsmasq-base"
+        )
+        if os.environ.get("PROBE_REQUIRE_E2E") == "1":
+            pytest.fail(f"{message} — PROBE_REQUIRE_E2E=1 forbids skipping them", pytrace=False)
+        pytest.skip(message)
+    return Binaries(haproxy=found["haproxy"] or "", dnsmasq=found["dnsmasq"] or "")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Process:
+    """A foreground server process whose stdout and stderr go to a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, config: str = "") -> None:
+        self.name = name
+        self.argv = argv
+        self.config = config
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            )
+        except BaseException:
+            self._log.close()
+            raise
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self, limit: int = 6000) -> str:
+        """The end of the process's output, for failure messages."""
+        text = self.log_path.read_text(errors="replace")
+        return text if len(text) <= limit else "…" + text[-limit:]
+
+    def describe(self) -> str:
+        state = "running" if self.running else f"exited with {self.proc.returncode}"
+        config = f"--- config ---\n{self.config}" if self.config else ""
+        return f"{self.name} ({state}): {' '.join(self.argv)}\n{config}--- output ---\n{self.output()}"
+
+    def stop(self) -> None:
+        """Terminate (then kill) the process and wait for it; idempotent."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def start_server(
+    name: str,
+    launch: Callable[[int, int], Process],
+    ready: Callable[[int], bool],
+    addresses: tuple[str, ...],
+    kinds: tuple[socket.SocketKind, ...],
+) -> tuple[Process, int]:
+    """Start a server on a free port and wait until ``ready(port)``; fail clearly if it does not.
+
+    Args:
+        name: for messages.
+        launch: ``launch(port, attempt)`` starts the process.
+        ready: polled every 20 ms for at most ``START_TIMEOUT`` seconds.
+        addresses: the addresses the server binds; the port must be free on all of them.
+        kinds: the socket types it binds (TCP and/or UDP).
+
+    Returns:
+        ``(process, port)``. A port taken by someone else meanwhile means another attempt.
+    """
+    for attempt in range(_PORT_ATTEMPTS):
+        port = free_port(addresses, kinds)
+        process = launch(port, attempt)
+        limit = time.monotonic() + START_TIMEOUT
+        while process.running and not ready(port):
+            if time.monotonic() > limit:
+                process.stop()
+                why = f"{name} not ready within {START_TIMEOUT:g}s"
+                pytest.fail(f"{why}\n{process.describe()}", pytrace=False)
+            time.sleep(0.02)
+        if process.running:
+            return process, port
+        process.stop()
+        output = process.output()
+        if "Address already in use" not in output and "cannot bind socket" not in output:
+            pytest.fail(f"{name} did not start\n{process.describe()}", pytrace=False)
+    pytest.fail(f"{name}: no free port in {_PORT_ATTEMPTS} attempts\n{process.describe()}", pytrace=False)
+
+
+def free_port(addresses: tuple[str, ...], kinds: tuple[socket.SocketKind, ...]) -> int:
+    """A port that is free on every address for every socket kind (TCP and/or UDP)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kinds[0]) as first:
+            first.bind((addresses[0], 0))
+            port: int = first.getsockname()[1]
+            try:
+                for address in addresses:
+                    for kind in kinds:
+                        if (address, kind) == (addresses[0], kinds[0]):
+                            continue
+                        with socket.socket(socket.AF_INET, kind) as other:
+                            other.bind((address, port))
+            except OSError:
+                continue
+        return port
+    raise OSError(f"no port free on all of {', '.join(addresses)}")
+
+
+# --------------------------------------------------------------------------- PKI
+
+
+@dataclass(frozen=True)
+class E2ePki:
+    pki: Pki
+    leaf: Issued
+    ca_file: Path
+    haproxy_pem: Path
+
+
+@pytest.fixture(scope="session")
+def e2e_pki(tmp_path_factory: pytest.TempPathFactory) -> E2ePki:
+    """Root → intermediate → leaf for www.corp.example; the CA file and HAProxy's ``crt`` PEM."""
+    directory = tmp_path_factory.mktemp("e2e-pki")
+    pki = Pki.create(PKI_LABEL)
+    leaf = pki.leaf(HOSTNAME)
+    ca_file = pki.write_ca(directory / "root.pem")
+    # HAProxy's crt format: the leaf, the chain above it (without the root), the key.
+    haproxy_pem = directory / "www.corp.example.pem"
+    haproxy_pem.write_bytes(leaf.chain_pem() + leaf.key_pem)
+    haproxy_pem.chmod(0o600)
+    return E2ePki(pki=pki, leaf=leaf, ca_file=ca_file, haproxy_pem=haproxy_pem)
+
+
+# --------------------------------------------------------------------------- dnsmasq
+
+
+@dataclass(frozen=True)
+class Dnsmasq:
+    address: str
+    port: int
+    process: Process
+
+    @property
+    def where(self) -> str:
+        """``IP:port``, as probe reports a resolver."""
+        return f"{self.address}:{self.port}"
+
+
+def _dnsmasq_argv(binary: str, port: int) -> list[str]:
+    records = [f"--host-record={name},{address}" for name in (HOSTNAME, ALB_NAME) for address in LB_ADDRESSES]
+    return [
+        binary,
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",  # ignore /etc/dnsmasq.conf and /etc/dnsmasq.d
+        "--no-resolv",  # no upstream from /etc/resolv.conf; and no --server: never forwards
+        "--no-hosts",
+        "--bind-interfaces",
+        f"--listen-address={DNS_ADDRESS}",
+        f"--port={port}",
+        # As root dnsmasq would drop to "nobody"; "root" means "stay who you are". A non-root
+        # dnsmasq never changes user, so the option is harmless there.
+        "--user=root",
+        "--pid-file=",  # no pid file
+        "--log-facility=-",  # log to stderr
+        "--log-queries",
+        # Authoritative for these zones like a private hosted zone: NXDOMAIN for unknown
+        # names and NOERROR/empty for AAAA (without --local dnsmasq answers REFUSED).
+        "--local=/corp.example/",
+        "--local=/elb.example/",
+        f"--local-ttl={DNS_TTL}",
+        *records,
+    ]
+
+
+def _answers(address: str, port: int) -> set[str] | None:
+    query = dns.message.make_query(HOSTNAME, "A")
+    try:
+        response = dns.query.udp(query, address, port=port, timeout=0.2)
+    except (dns.exception.Timeout, OSError):
+        return None
+    if response.rcode() != dns.rcode.NOERROR:
+        return None
+    return {item.to_text() for rrset in response.answer for item in rrset}
+
+
+@pytest.fixture(scope="session")
+def dnsmasq(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dnsmasq]:
+    """A real dnsmasq on 127.0.53.30 answering www.corp.example and the ALB name."""
+    directory = tmp_path_factory.mktemp("e2e-dnsmasq")
+
+    def launch(port: int, attempt: int) -> Process:
+        return Process("dnsmasq", _dnsmasq_argv(binaries.dnsmasq, port), directory / f"dnsmasq-{attempt}.log")
+
+    def ready(port: int) -> bool:
+        return _answers(DNS_ADDRESS, port) == set(LB_ADDRESSES)
+
+    process, port = start_server(
+        "dnsmasq", launch, ready, (DNS_ADDRESS,), (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+    )
+    try:
+        yield Dnsmasq(DNS_ADDRESS, port, process)
+    finally:
+        process.stop()
+
+
+# --------------------------------------------------------------------------- HAProxy
+
+
+@dataclass
+class LoadBalancer:
+    """One HAProxy with its two lab backends."""
+
+    lab: Lab
+    backends: dict[str, Backend]
+    port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"https://{HOSTNAME}:{self.port}/"
+
+    def log_lines(self, count: int, timeout: float = 5.0) -> list[str]:
+        """HAProxy's request log lines, once ``count`` of them are written (bounded wait)."""
+        limit = time.monotonic() + timeout
+        while True:
+            output = self.process.output(limit=10**6)
+            lines = [line for line in output.splitlines() if " web/" in line]  # "backend web"
+            if len(lines) >= count or time.monotonic() > limit:
+                return lines
+            time.sleep(0.02)
+
+
+def haproxy_config(port: int, pem: Path, backends: dict[str, Backend]) -> str:
+    binds = "\n".join(f"    bind {address}:{port} ssl crt {pem} alpn h2,http/1.1" for address in LB_ADDRESSES)
+    servers = "\n".join(f"    server {name} {b.address}:{b.port}" for name, b in backends.items())
+    # No "check" on the servers: HAProxy never marks one down, so a dead backend keeps its
+    # round-robin turns and each of them becomes a 503. "retries 0": with the default of 3,
+    # HAProxy waits min(timeout connect, 1s) before each retry of a refused connection,
+    # which turns every 503 into a 3-second wait (retries would go to the same dead server
+    # anyway, as there is no "option redispatch").
+    return f"""\
+global
+    log stderr format short local0 info
+
+defaults
+    mode http
+    log global
+    option httplog
+    option dontlognull
+    retries 0
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+
+frontend www
+{binds}
+    default_backend web
+
+backend web
+    balance roundrobin
+{servers}
+"""
+
+
+def _accepts(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def load_balancer(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterator[LoadBalancer]:
+    """Fresh lab backends web-1 and web-2 behind a fresh HAProxy on 127.0.30.1-2."""
+    with Lab() as lab:
+        backends = {name: lab.start_backend(name, address) for name, address in BACKENDS}
+
+        def launch(port: int, attempt: int) -> Process:
+            config = haproxy_config(port, e2e_pki.haproxy_pem, backends)
+            config_path = tmp_path / f"haproxy-{attempt}.cfg"
+            config_path.write_text(config)
+            argv = [binaries.haproxy, "-db", "-f", str(config_path)]  # -db: foreground
+            return Process("HAProxy", argv, tmp_path / f"haproxy-{attempt}.log", config)
+
+        def ready(port: int) -> bool:
+            return all(_accepts(address, port) for address in LB_ADDRESSES)
+
+        process, port = start_server("HAProxy", launch, ready, LB_ADDRESSES, (socket.SOCK_STREAM,))
+        try:
+            yield LoadBalancer(lab=lab, backends=backends, port=port, process=process)
+        finally:
+            process.stop()
