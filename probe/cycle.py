@@ -146,6 +146,7 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         status=status,
         expected_backends=target.expected_backend_names,
         expected_backend_count=target.expected_backend_count,
+        insecure_skip_verify=target.insecure_skip_verify,
     )
 
 

@@ -297,6 +297,7 @@ class TargetResult:
         status: the verdict: the worst severity among ``failures``.
         expected_backends: the names in ``expect_backends`` (empty when a count or unset).
         expected_backend_count: how many backends should answer, ``None`` when unset.
+        insecure_skip_verify: certificate verification was off for this target.
     """
 
     name: str
@@ -311,6 +312,7 @@ class TargetResult:
     status: Status
     expected_backends: tuple[str, ...] = ()
     expected_backend_count: int | None = None
+    insecure_skip_verify: bool = False
 
     @property
     def backend_counts(self) -> dict[str, int]:

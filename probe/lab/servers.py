@@ -67,6 +67,9 @@ class _Server:
             except OSError:
                 return
             conn.setblocking(False)
+            # asyncio sets TCP_NODELAY only when the socket's proto is IPPROTO_TCP, which an
+            # accept()ed socket does not report; without it Nagle and delayed ACKs add 40 ms.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.connections += 1
             self._sockets.add(conn)
             task = asyncio.create_task(self._connection(conn))
