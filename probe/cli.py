@@ -1,4 +1,4 @@
-"""Command line: ``probe check``, ``probe demo``.
+"""Command line: ``probe check``, ``probe run``, ``probe demo``.
 
 The only place where exceptions become exit codes: bad input prints one line
 ``probe: <what is wrong>`` on stderr and exits 3 (UNKNOWN); a check exits with its
@@ -13,14 +13,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from probe import __version__, log
-from probe.config import Config, ConfigError, build_config, load_config
+from probe import __version__, daemon, log
+from probe.config import DEFAULT_LISTEN, Config, ConfigError, build_config, load_config, parse_listen
 from probe.cycle import TargetPlan, plan, run_cycle
 from probe.reasons import ExitCode
 from probe.report import overall_status, render_json, render_text
 from probe.results import TargetResult
+from probe.sdnotify import Notifier
 
 
 class UsageError(Exception):
@@ -90,11 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     adhoc.add_argument("--timeout", metavar="SECONDS", type=float, help="overall deadline (default 25)")
     _output_options(check)
 
+    run = commands.add_parser(
+        "run",
+        help="run as a daemon: probe every interval, serve Prometheus metrics",
+        description="Probe every target every interval and serve /metrics, /-/healthy, /-/ready "
+        "and a status page. SIGHUP reloads the config; SIGTERM stops.",
+    )
+    run.add_argument("--config", metavar="FILE", required=True, help="YAML config file")
+    run.add_argument("--listen", metavar="HOST:PORT", help="endpoint address (default: the config's listen)")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
     demo = commands.add_parser(
         "demo",
-        help="start the embedded loopback lab and check it",
+        help="start the embedded loopback lab, check it, then keep probing it with metrics",
         description="Start a DNS server, two TLS load-balancer nodes and two backends on "
-        "127.0.0.0/8, then run the check against them.",
+        "127.0.0.0/8, run the check against them and print the report; then keep probing "
+        "the lab as `probe run` does, with the metrics endpoint up, until interrupted.",
+    )
+    demo.add_argument("--once", action="store_true", help="exit after the first report")
+    demo.add_argument(
+        "--listen", metavar="HOST:PORT", default=DEFAULT_LISTEN, help=f"default {DEFAULT_LISTEN}"
     )
     _output_options(demo)
     return parser
@@ -123,18 +141,23 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("give a command: check or demo (see 'probe --help')")
+            raise UsageError("give a command: check, run or demo (see 'probe --help')")
         log.setup(args.log_level)
         if args.command == "check":
             return _check(args, stdout)
         if args.command == "demo":
             return _demo(args, stdout)
+        if args.command == "run":
+            return daemon.start(Path(args.config), listen=args.listen)
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
     except (UsageError, ConfigError) as exc:
         if args is not None and getattr(args, "debug", False):
             raise
         print(f"probe: {exc}", file=sys.stderr)
         return ExitCode.UNKNOWN
+    except daemon.StartupError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
         return ExitCode.UNKNOWN
@@ -152,12 +175,16 @@ def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 
 def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
-    results = asyncio.run(_run_all(plans))
+    return _report(asyncio.run(_run_all(plans)), args, stdout)
+
+
+def _report(results: Sequence[TargetResult], args: argparse.Namespace, stdout: IO[str]) -> int:
     now = time.time()
     if args.json:
         render_json(results, stdout, now)
     else:
         render_text(results, stdout, now, color=_use_color(args.color, stdout))
+    stdout.flush()
     return ExitCode.from_status(overall_status(results))
 
 
@@ -259,12 +286,29 @@ def _flag_message(exc: ConfigError) -> str:
 def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
     from probe.lab import DemoLab
 
+    try:
+        parse_listen(args.listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen: {exc}") from None
     with DemoLab() as lab:
-        plans = plan(build_config(lab.config_data(), where="demo"))
+        config = build_config({**lab.config_data(interval=10), "listen": args.listen}, where="demo")
+        plans = plan(config)
         if not args.json:
             stdout.write(
                 f"probe demo: lab on loopback — DNS {lab.dns_server.where}, nodes "
                 f"{', '.join(lab.node_addresses)} port {lab.port}, backends "
                 f"{', '.join(f'{n} {a}' for n, a in lab.backend_addresses)}\n\n"
             )
-        return _run_and_report(plans, args, stdout)
+        results = asyncio.run(_run_all(plans))
+        code = _report(results, args, stdout)
+        if args.once:
+            return code
+        if not args.json:
+            stdout.write(
+                f"\nprobe demo: probing the lab every 10 s; metrics at http://{args.listen}/metrics, "
+                "status page at /. Ctrl-C to stop.\n"
+            )
+            stdout.flush()
+        running = daemon.Daemon(config, plans, Notifier(), initial_results=results)
+        asyncio.run(running.run())
+        return code

@@ -1,0 +1,163 @@
+"""``probe run``: the scheduler, the HTTP endpoint, signals and systemd notifications.
+
+``SIGHUP`` reloads the configuration (a bad one is refused with a log line and the
+running targets go on); ``SIGTERM`` and ``SIGINT`` stop in-flight cycles within a bound
+and end the process with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from probe.config import Config, ConfigError, load_config, parse_listen
+from probe.cycle import TargetPlan, plan
+from probe.metrics import ProbeCollector
+from probe.results import TargetResult
+from probe.scheduler import Scheduler, status_line
+from probe.sdnotify import Notifier
+from probe.store import ResultStore
+from probe.web import WebServer, make_app
+
+log = logging.getLogger("probe.daemon")
+
+
+class StartupError(Exception):
+    """The daemon cannot start for a reason other than bad configuration (e.g. port in use)."""
+
+
+class Daemon:
+    """One run of the daemon.
+
+    Args:
+        config: the loaded configuration.
+        plans: its prepared targets.
+        notifier: systemd notifications.
+        listen: ``host:port`` to serve on (overrides ``config.listen``).
+        config_path: the file to re-read on ``SIGHUP``; ``None`` disables reloading.
+        initial_results: results to start with (the demo's first check).
+        clock: Unix time.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        plans: Sequence[TargetPlan],
+        notifier: Notifier,
+        listen: str | None = None,
+        config_path: Path | None = None,
+        initial_results: Sequence[TargetResult] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._listen = listen or config.listen
+        self._config_path = config_path
+        self._notifier = notifier
+        self._clock = clock
+        self.store = ResultStore([p.target.name for p in plans], clock())
+        for result in initial_results:
+            self.store.record(result)
+        self.scheduler = Scheduler(plans, self.store, notifier, clock=clock)
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[bool]] = set()
+        self.address: tuple[str, int] | None = None
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Serve until a stop signal (or ``stop``); returns the exit status (0).
+
+        Raises:
+            StartupError: the endpoint cannot listen.
+        """
+        loop = asyncio.get_running_loop()
+        stop = stop or asyncio.Event()
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(ProbeCollector(self.store))
+        host, port = parse_listen(self._listen)
+        web = WebServer(host, port, make_app(registry, self.store))
+        try:
+            self.address = web.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {self._listen}: {exc.strerror or exc}") from None
+        shown = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
+        log.info(
+            "serving metrics",
+            extra={
+                "url": f"http://{shown}:{self.address[1]}/metrics",
+                "targets": len(self.scheduler.targets),
+            },
+        )
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self._notifier.ready(status_line((), len(self.scheduler.targets)))
+        try:
+            await self.scheduler.run(stop)
+        finally:
+            log.info("stopping")
+            self._notifier.stopping()
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+            for task in self._background:
+                task.cancel()
+            web.stop()
+            self._notifier.close()
+        return 0
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file; returns whether the new one was applied."""
+        async with self._reload_lock:
+            if self._config_path is None:
+                log.warning("reload requested, but there is no configuration file to read")
+                return False
+            self._notifier.reloading()
+            try:
+                config = await asyncio.to_thread(load_config, self._config_path)
+                plans = await asyncio.to_thread(plan, config)
+            except ConfigError as exc:
+                log.error("reload refused; the running configuration stays", extra={"error": str(exc)})
+                self.store.reload_failed()
+                self._notifier.reloaded(f"reload refused: {exc}"[:200])
+                return False
+            if config.listen != self._config.listen:
+                log.warning(
+                    "listen changed; it takes effect at the next restart",
+                    extra={"listen": config.listen, "serving": self._listen},
+                )
+            self._config = config
+            await self.scheduler.apply(plans)
+            self._notifier.reloaded(status_line(self.store.snapshot().targets.values(), len(plans)))
+            return True
+
+
+def start(
+    config_path: Path,
+    listen: str | None = None,
+    notifier: Notifier | None = None,
+) -> int:
+    """Load the configuration and run the daemon until it is stopped.
+
+    Raises:
+        ConfigError: the configuration is invalid (before anything starts).
+        StartupError: the endpoint cannot listen.
+    """
+    config = load_config(config_path)
+    plans = plan(config)
+    if listen is not None:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="--listen") from None
+    daemon = Daemon(config, plans, notifier or Notifier(), listen=listen, config_path=config_path)
+    return asyncio.run(daemon.run())

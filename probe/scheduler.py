@@ -1,0 +1,198 @@
+"""The daemon's scheduler: one asyncio loop per target, every ``interval`` seconds.
+
+Each target starts at a random phase offset within its interval (so targets do not fire
+together) and its cycles never overlap. Results go to the store; state changes are
+logged at info, each cycle at debug. The watchdog is pinged from this loop only while
+no cycle is stuck past its deadline, so a hung scheduler gets restarted by systemd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from probe.cycle import BACKSTOP_GRACE, TargetPlan, run_cycle
+from probe.reasons import Status
+from probe.results import TargetResult
+from probe.sdnotify import Notifier
+from probe.store import ResultStore, TargetState
+
+log = logging.getLogger("probe.scheduler")
+
+#: How long in-flight cycles may take to stop on shutdown or reload (seconds).
+STOP_GRACE = 3.0
+
+#: Extra time past a cycle's deadline before the watchdog considers it stuck (seconds).
+STUCK_AFTER = 5.0
+
+
+class Scheduler:
+    """Runs every target's cycles and keeps the store up to date.
+
+    Args:
+        plans: the prepared targets.
+        store: where results go.
+        notifier: systemd notifications (may be disabled).
+        rng: source of the phase offsets.
+        clock: Unix time, for the store's reload timestamps.
+    """
+
+    def __init__(
+        self,
+        plans: Sequence[TargetPlan],
+        store: ResultStore,
+        notifier: Notifier,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._plans = {p.target.name: p for p in plans}
+        self._store = store
+        self._notifier = notifier
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._in_flight: dict[str, float] = {}
+        self._status_line = ""
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Names of the scheduled targets."""
+        return tuple(self._plans)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then stop in-flight cycles within ``STOP_GRACE``."""
+        for plan in self._plans.values():
+            self._start(plan)
+        watchdog = asyncio.create_task(self._watchdog()) if self._notifier.watchdog_seconds else None
+        try:
+            await stop.wait()
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            await self._cancel(list(self._tasks))
+
+    async def apply(self, plans: Sequence[TargetPlan]) -> None:
+        """Switch to a new set of targets (after a successful reload).
+
+        Targets whose configuration is unchanged keep running undisturbed; changed and
+        removed ones are stopped (removed ones also disappear from the store), new and
+        changed ones start at a fresh phase offset.
+        """
+        new = {p.target.name: p for p in plans}
+        stale = [
+            name for name, old in self._plans.items() if name not in new or new[name].target != old.target
+        ]
+        await self._cancel(stale)
+        kept = {name: self._plans[name] for name in self._plans if name not in stale}
+        self._plans = {name: kept.get(name, plan) for name, plan in new.items()}
+        self._store.configure(list(self._plans), self._clock())
+        for name, plan in self._plans.items():
+            if name not in self._tasks:
+                self._start(plan)
+        log.info(
+            "configuration applied",
+            extra={"targets": len(self._plans), "restarted": ",".join(sorted(set(stale) & set(new)))},
+        )
+
+    def _start(self, plan: TargetPlan) -> None:
+        offset = self._rng.uniform(0, plan.target.interval)
+        task = asyncio.create_task(self._loop(plan, offset), name=f"target {plan.target.name}")
+        self._tasks[plan.target.name] = task
+
+    async def _cancel(self, names: Sequence[str]) -> None:
+        tasks = [self._tasks.pop(name) for name in names if name in self._tasks]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            if pending:
+                log.warning("cycles did not stop in time", extra={"count": len(pending)})
+        for name in names:
+            self._in_flight.pop(name, None)
+
+    async def _loop(self, plan: TargetPlan, offset: float) -> None:
+        name = plan.target.name
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(offset)
+        while True:
+            started = loop.time()
+            self._in_flight[name] = started
+            try:
+                result = await run_cycle(plan)
+            finally:
+                self._in_flight.pop(name, None)
+            self._record(result)
+            await asyncio.sleep(max(0.0, started + plan.target.interval - loop.time()))
+
+    def _record(self, result: TargetResult) -> None:
+        previous = self._store.record(result)
+        reasons = ",".join(r.value for r in result.reasons)
+        log.debug(
+            "cycle done",
+            extra={
+                "target": result.name,
+                "status": result.status.value,
+                "duration_seconds": round(result.duration_seconds, 3),
+                "reasons": reasons,
+            },
+        )
+        before = previous.result if previous else None
+        if before is None or before.status is not result.status or before.reasons != result.reasons:
+            level = logging.INFO if before is not None or result.status is not Status.OK else logging.DEBUG
+            log.log(
+                level,
+                "target status changed" if before is not None else "first result",
+                extra={
+                    "target": result.name,
+                    "previous": before.status.value if before else "none",
+                    "status": result.status.value,
+                    "reasons": reasons,
+                },
+            )
+        self._update_status()
+
+    def _update_status(self) -> None:
+        line = status_line(self._store.snapshot().targets.values(), len(self._plans))
+        if line != self._status_line:
+            self._status_line = line
+            self._notifier.status(line)
+
+    async def _watchdog(self) -> None:
+        period = (self._notifier.watchdog_seconds or 0) / 2
+        loop = asyncio.get_running_loop()
+        while True:
+            stuck = [
+                name
+                for name, started in self._in_flight.items()
+                if name in self._plans
+                and loop.time() - started
+                > self._plans[name].target.timeouts.deadline + BACKSTOP_GRACE + STUCK_AFTER
+            ]
+            dead = [name for name, task in self._tasks.items() if task.done()]
+            if stuck or dead:
+                log.error(
+                    "not pinging the watchdog",
+                    extra={"stuck": ",".join(stuck), "stopped": ",".join(dead)},
+                )
+            else:
+                self._notifier.watchdog()
+            await asyncio.sleep(period)
+
+
+def status_line(states: Iterable[TargetState], configured: int) -> str:
+    """``"3 targets: 2 ok, 1 critical (www: backend_missing)"`` for ``systemctl status``."""
+    results = [s.result for s in states]
+    counts = {status: sum(r.status is status for r in results) for status in Status}
+    parts = [f"{n} {status.value}" for status, n in counts.items() if n]
+    waiting = configured - len(results)
+    if waiting > 0:
+        parts.append(f"{waiting} waiting for a first cycle")
+    line = f"{configured} targets: {', '.join(parts) or 'none probed yet'}"
+    bad = [r for r in results if r.status is not Status.OK]
+    if bad:
+        worst = max(bad, key=lambda r: r.status.rank)
+        line += f" ({worst.name}: {','.join(r.value for r in worst.reasons)})"
+    return line[:200]

@@ -1,0 +1,178 @@
+"""The HTTP endpoint of ``probe run``: ``/metrics``, ``/-/healthy``, ``/-/ready`` and ``/``.
+
+A small threaded WSGI server from the standard library, as prometheus_client's own
+``start_http_server`` uses; ``/metrics`` is prometheus_client's WSGI app (OpenMetrics
+content negotiation, gzip, ``name[]`` filtering). Handlers only read the store's
+snapshot, so a scrape never waits on a probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from probe import __version__
+from probe.store import ResultStore
+
+log = logging.getLogger("probe.web")
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+#: Seconds a client may take to send its request before the connection is dropped.
+CLIENT_TIMEOUT = 10.0
+
+
+def make_app(registry: CollectorRegistry, store: ResultStore) -> WsgiApp:
+    """The WSGI application serving metrics, health, readiness and the status page."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            return _reply(
+                start_response, "405 Method Not Allowed", b"only GET and HEAD\n", [("Allow", "GET, HEAD")]
+            )
+        if path == "/metrics":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/-/healthy":
+            return _reply(start_response, "200 OK", b"OK\n")
+        if path == "/-/ready":
+            snapshot = store.snapshot()
+            if snapshot.ready:
+                return _reply(start_response, "200 OK", b"ready\n")
+            waiting = [n for n in snapshot.configured if n not in snapshot.targets]
+            body = f"not ready: waiting for the first cycle of {', '.join(waiting)}\n".encode()
+            return _reply(start_response, "503 Service Unavailable", body)
+        if path == "/":
+            return _reply(start_response, "200 OK", status_page(store).encode(), content_type="text/html")
+        return _reply(start_response, "404 Not Found", b"not found; see /metrics\n")
+
+    return app
+
+
+def status_page(store: ResultStore) -> str:
+    """A small HTML page: the targets, their verdicts and reasons, links to the endpoints."""
+    snapshot = store.snapshot()
+    rows = []
+    for name in snapshot.configured:
+        state = snapshot.targets.get(name)
+        if state is None:
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>waiting</td><td></td><td></td></tr>")
+            continue
+        result = state.result
+        reasons = "<br>".join(
+            html.escape(f"{f.reason.value}{' ' + str(f.address) if f.address else ''}: {f.detail}")
+            for f in result.failures
+        )
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td class='{result.status.value}'>"
+            f"{result.status.value}</td><td>{html.escape(result.url)}</td><td>{reasons}</td></tr>"
+        )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>probe</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:4px 10px;text-align:left;"
+        "vertical-align:top}.ok{color:#080}.warning{color:#a60}.critical{color:#c00}</style>"
+        f"</head><body><h1>probe {html.escape(__version__)}</h1>"
+        "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
+        "<a href='/-/ready'>Readiness</a></p>"
+        "<table><tr><th>target</th><th>status</th><th>url</th><th>findings</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>\n"
+    )
+
+
+def _reply(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    headers: list[tuple[str, str]] | None = None,
+    content_type: str = "text/plain",
+) -> Iterable[bytes]:
+    start_response(
+        status,
+        [
+            ("Content-Type", f"{content_type}; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            *(headers or []),
+        ],
+    )
+    return [body]
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = CLIENT_TIMEOUT  # a slow or silent client loses its connection
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("request", extra={"client": self.address_string(), "line": format % args})
+
+    def handle(self) -> None:
+        # A client that goes away or fails TLS must not disturb the server.
+        with contextlib.suppress(OSError, ssl.SSLError):
+            super().handle()
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("client error", extra={"client": str(client_address)})
+
+
+class WebServer:
+    """The endpoint, serving from its own threads until :meth:`stop`.
+
+    Args:
+        host: address to listen on (IPv6 without brackets).
+        port: port (0 picks one).
+        app: the WSGI application.
+    """
+
+    def __init__(self, host: str, port: int, app: WsgiApp) -> None:
+        self._host = host
+        self._port = port
+        self._app = app
+        self._server: _ThreadingServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> tuple[str, int]:
+        """Bind and start serving.
+
+        Returns:
+            The ``(host, port)`` bound.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        server_class = type(
+            "_Server",
+            (_ThreadingServer,),
+            {"address_family": socket.AF_INET6 if ":" in self._host else socket.AF_INET},
+        )
+        server = server_class((self._host, self._port), _Handler)
+        server.set_app(self._app)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="probe-web", daemon=True)
+        self._thread.start()
+        host, port = server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
