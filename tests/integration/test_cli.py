@@ -127,7 +127,7 @@ def test_config_file_and_target_selection(demo: DemoLab, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "probe: give a command: check or demo (see 'probe --help')"),
+        ([], "probe: give a command: check, run or demo (see 'probe --help')"),
         (["check"], "probe: give a URL to check or --config FILE (see 'probe check --help')"),
         (["check", "--bogus"], "probe: unrecognized arguments: --bogus (see 'probe --help')"),
         (
@@ -184,7 +184,7 @@ def test_unloadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_demo_command_runs_the_lab() -> None:
-    result = probe("demo", "--json")
+    result = probe("demo", "--once", "--json")
     assert result.returncode == ExitCode.OK, result.stderr
     document: dict[str, Any] = json.loads(result.stdout)
     target = document["targets"][0]
