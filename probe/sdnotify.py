@@ -40,13 +40,20 @@ class Notifier:
         return self._address is not None
 
     def send(self, *fields: str) -> None:
-        """Send ``KEY=value`` lines in one datagram; failures are logged, never raised."""
+        """Send ``KEY=value`` lines in one datagram; failures are logged, never raised.
+
+        The socket is non-blocking: a receiver that does not read (its queue full) costs
+        a dropped notification, never a stalled event loop.
+        """
         if self._address is None:
             return
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._socket.setblocking(False)
             self._socket.sendto("\n".join(fields).encode(), self._address)
+        except BlockingIOError:
+            log.warning("the service manager's notify queue is full; notification dropped")
         except OSError as exc:
             log.warning("cannot notify the service manager", extra={"error": str(exc)})
 

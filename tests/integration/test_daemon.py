@@ -1,0 +1,201 @@
+"""``probe run`` as a subprocess against the loopback lab: notify, metrics, reload, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from probe.lab import DemoLab
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Daemon:
+    def __init__(
+        self, process: subprocess.Popen[str], port: int, notify: socket.socket, config: Path
+    ) -> None:
+        self.process = process
+        self.base = f"http://127.0.0.1:{port}"
+        self.notify = notify
+        self.config = config
+        self.datagrams: list[str] = []
+        self.stderr_path: Path | None = None
+        self.stopped = False
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=2, trust_env=False)
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = self.get("/metrics").text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.samples().get((name, tuple(sorted(labels.items()))))
+
+    def listen(self) -> None:
+        """Read notifications continuously, as systemd does."""
+
+        def read() -> None:
+            self.notify.settimeout(0.2)
+            while not self.stopped:
+                try:
+                    self.datagrams.append(self.notify.recv(4096).decode())
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def wait_datagram(self, field: str, timeout: float) -> str:
+        def found() -> str | None:
+            return next((d for d in list(self.datagrams) if field in d.split("\n")), None)
+
+        return str(wait_for(found, timeout, f"a {field} notification"))
+
+
+def config_text(demo: DemoLab, port: int, **overrides: Any) -> str:
+    target = demo.target(interval=1, **overrides)
+    target["timeouts"] = {"dns": 0.5, "connect": 0.5, "tls": 0.5, "http": 0.5, "deadline": 1}
+    return yaml.safe_dump({"listen": f"127.0.0.1:{port}", "targets": [target]})
+
+
+@pytest.fixture
+def daemon(demo: DemoLab, tmp_path: Path) -> Iterator[Daemon]:
+    port = free_port()
+    config = tmp_path / "probe.yaml"
+    config.write_text(config_text(demo, port))
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
+    log_file = (tmp_path / "stderr.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "probe", "run", "--config", str(config), "--log-level", "info"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+        text=True,
+    )
+    running = Daemon(process, port, notify, config)
+    running.listen()
+    running.stderr_path = tmp_path / "stderr.log"
+    try:
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            print((tmp_path / "stderr.log").read_text())
+        process.wait(timeout=10)
+        log_file.close()
+        running.stopped = True
+        notify.close()
+
+
+def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
+    ready = daemon.wait_datagram("READY=1", timeout=10)
+    assert any(line.startswith("STATUS=1 targets") for line in ready.split("\n"))
+    daemon.wait_datagram("WATCHDOG=1", timeout=5)
+
+    wait_for(lambda: daemon.get("/-/ready").status_code == 200, 10, "/-/ready")
+    assert daemon.get("/-/healthy").status_code == 200
+    assert daemon.value("probe_success", target="demo") == 1
+    assert daemon.value("probe_backend_up", target="demo", backend="web-1") == 1
+    assert daemon.value("probe_tls_version_info", target="demo", address="127.0.10.1", version="TLSv1.3") == 1
+    assert daemon.value("probe_config_last_reload_successful") == 1
+    assert "demo" in daemon.get("/").text
+
+    # A broken config is refused: the old target keeps running and the failure shows.
+    daemon.config.write_text("targets: [{url: 'http://not-https.example/'}]\n")
+    cycles = daemon.value("probe_cycles_total", target="demo") or 0
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.value("probe_config_last_reload_successful") == 0, 5, "a refused reload")
+    wait_for(lambda: (daemon.value("probe_cycles_total", target="demo") or 0) > cycles + 1, 5, "more cycles")
+    assert daemon.process.poll() is None
+
+    # A good config replaces the target: the old one's series disappear.
+    daemon.config.write_text(config_text(demo, int(daemon.base.rsplit(":", 1)[1]), name="demo-2"))
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.value("probe_config_last_reload_successful") == 1, 5, "a good reload")
+    wait_for(lambda: daemon.value("probe_success", target="demo-2") == 1, 5, "the new target")
+    assert not [key for key in daemon.samples() if ("target", "demo") in key[1]]
+
+    start = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=10) == 0
+    assert time.monotonic() - start < 5
+    daemon.wait_datagram("STOPPING=1", timeout=2)
+    assert daemon.stderr_path is not None
+    stderr = daemon.stderr_path.read_text()
+    assert 'msg="reload refused; the running configuration stays"' in stderr
+    assert "targets[0].url: 'http://not-https.example/' must be an https:// URL" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_bad_config_exits_3_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "probe.yaml"
+    config.write_text("targets: [{url: 'https://www.corp.example/', timeouts: {dns: 0}}]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "probe", "run", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert result.stderr == f"probe: {config}: targets[0].timeouts.dns: must be greater than 0 (got 0)\n"
+
+
+def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path, demo: DemoLab) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "probe.yaml"
+        config.write_text(config_text(demo, port))
+        result = subprocess.run(
+            [sys.executable, "-m", "probe", "run", "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.endswith(f"probe: cannot listen on 127.0.0.1:{port}: Address already in use\n")
