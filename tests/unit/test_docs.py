@@ -41,3 +41,14 @@ def test_readme_quickstart_gives_the_two_commands() -> None:
     assert "./dev demo" in quickstart and "./dev test" in quickstart
     ci = (REPO / ".ci" / "run").read_text()
     assert "./dev test" in ci
+
+
+def test_readme_documents_every_metric() -> None:
+    from probe.metrics import SPECS
+
+    rows = re.findall(r"^\| `(probe_[a-z_]+)` \| ([a-z]+) \| (.+?) \| (.+) \|$", README, re.M)
+    documented = {name: (kind, labels, text) for name, kind, labels, text in rows}
+    expected = {
+        s.name: (s.kind, ", ".join(f"`{label}`" for label in s.labels) or "—", s.help) for s in SPECS
+    }
+    assert documented == expected
