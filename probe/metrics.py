@@ -72,7 +72,12 @@ SPECS: tuple[Spec, ...] = (
         _TA,
         "Earliest not-after in the verified chain, Unix time (absent when not verified).",
     ),
-    Spec("probe_tls_version_info", "info", (*_TA, "version"), "TLS version negotiated with the address."),
+    Spec(
+        "probe_tls_version_info",
+        "info",
+        (*_TA, "version"),
+        "TLS version negotiated with the address, as blackbox_exporter names it (TLS 1.3).",
+    ),
     Spec(
         "probe_ssl_last_chain_info",
         "info",
@@ -93,7 +98,7 @@ SPECS: tuple[Spec, ...] = (
         "probe_failure_info",
         "info",
         (*_T, "stage", "reason", "severity", "address"),
-        "One series per finding of the last cycle (address empty when not per address).",
+        "One series per distinct finding of the last cycle (address empty when not per address).",
     ),
     Spec("probe_address_success", "gauge", _TA, "1 if the address's own verdict was not critical."),
     Spec("probe_tcp_connect_seconds", "gauge", _TA, "TCP connect time of the TLS stage, in seconds."),
@@ -236,16 +241,15 @@ def _render_target(out: _Families, state: TargetState) -> None:
     out.counter("probe_cycles_total", t, state.cycles)
     for reason, count in sorted(state.failures_total.items()):
         out.counter("probe_failures_total", (*t, reason), count)
-    for failure in result.failures:
+    # Two findings can share every label (e.g. two missing backends): one series each set.
+    findings = {
+        (f.stage.value, f.reason.value, f.severity.value, str(f.address) if f.address is not None else "")
+        for f in result.failures
+    }
+    for stage, reason, severity, where in sorted(findings):
         out.info(
             "probe_failure_info",
-            {
-                "target": result.name,
-                "stage": failure.stage.value,
-                "reason": failure.reason.value,
-                "severity": failure.severity.value,
-                "address": str(failure.address) if failure.address is not None else "",
-            },
+            {"target": result.name, "stage": stage, "reason": reason, "severity": severity, "address": where},
         )
     out.gauge("probe_tls_insecure_skip_verify", t, 1 if result.insecure_skip_verify else 0)
     answers = result.dns.answers
@@ -283,7 +287,7 @@ def _render_address(out: _Families, result: TargetResult, address: AddressResult
         out.gauge("probe_tls_handshake_seconds", ta, tls.handshake_seconds)
     labels = {"target": ta[0], "address": ta[1]}
     if tls.version:
-        out.info("probe_tls_version_info", {**labels, "version": tls.version})
+        out.info("probe_tls_version_info", {**labels, "version": blackbox_tls_version(tls.version)})
     if tls.chain and not result.insecure_skip_verify:
         out.gauge("probe_tls_verified", ta, 1 if tls.verified else 0)
     if tls.earliest_expiry_timestamp is not None:
@@ -313,6 +317,13 @@ def _render_address(out: _Families, result: TargetResult, address: AddressResult
             per_phase.setdefault(phase, []).append(seconds)
     for phase, values in per_phase.items():
         out.gauge("probe_http_duration_seconds", (*ta, phase), sum(values) / len(values))
+
+
+def blackbox_tls_version(openssl_name: str) -> str:
+    """OpenSSL's ``TLSv1.3`` as blackbox_exporter's ``TLS 1.3`` (``TLSv1`` → ``TLS 1.0``)."""
+    if openssl_name == "TLSv1":
+        return "TLS 1.0"
+    return openssl_name.replace("TLSv", "TLS ", 1) if openssl_name.startswith("TLSv") else openssl_name
 
 
 def address_set_hash(addresses: Iterable[str]) -> int:

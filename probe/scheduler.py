@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from probe._text import plural
 from probe.cycle import BACKSTOP_GRACE, TargetPlan, run_cycle
 from probe.reasons import Status
 from probe.results import TargetResult
@@ -86,10 +87,11 @@ class Scheduler:
             name for name, old in self._plans.items() if name not in new or new[name].target != old.target
         ]
         await self._cancel(stale)
-        kept = {name: self._plans[name] for name in self._plans if name not in stale}
-        self._plans = {name: kept.get(name, plan) for name, plan in new.items()}
-        self._store.configure(list(self._plans), self._clock())
-        for name, plan in self._plans.items():
+        # Unchanged targets keep their loop and take the new plan at their next cycle, so a
+        # CA bundle replaced under the same path is picked up by a reload.
+        self._plans = new
+        self._store.configure(list(new), self._clock(), reset=stale)
+        for name, plan in new.items():
             if name not in self._tasks:
                 self._start(plan)
         log.info(
@@ -118,6 +120,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(offset)
         while True:
+            plan = self._plans.get(name, plan)
             started = loop.time()
             self._in_flight[name] = started
             try:
@@ -190,7 +193,7 @@ def status_line(states: Iterable[TargetState], configured: int) -> str:
     waiting = configured - len(results)
     if waiting > 0:
         parts.append(f"{waiting} waiting for a first cycle")
-    line = f"{configured} targets: {', '.join(parts) or 'none probed yet'}"
+    line = f"{plural(configured, 'target')}: {', '.join(parts) or 'none probed yet'}"
     bad = [r for r in results if r.status is not Status.OK]
     if bad:
         worst = max(bad, key=lambda r: r.status.rank)

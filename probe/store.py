@@ -171,17 +171,22 @@ class ResultStore:
         self._swap(lambda s: replace(s, targets=MappingProxyType({**s.targets, result.name: state})))
         return previous
 
-    def configure(self, names: Sequence[str], now: float) -> None:
-        """After a successful reload: keep the states of targets still configured."""
+    def configure(self, names: Sequence[str], now: float, reset: Iterable[str] = ()) -> None:
+        """After a successful reload: keep the states of unchanged targets still configured.
+
+        Args:
+            names: the configured target names, in config order.
+            now: Unix time of the reload.
+            reset: targets whose settings changed: their state starts afresh.
+        """
         names = tuple(names)
-        self._swap(
-            lambda s: Snapshot(
-                MappingProxyType({n: st for n, st in s.targets.items() if n in names}),
-                names,
-                True,
-                now,
-            )
-        )
+        dropped = set(reset)
+
+        def change(s: Snapshot) -> Snapshot:
+            kept = {n: st for n, st in s.targets.items() if n in names and n not in dropped}
+            return Snapshot(MappingProxyType(kept), names, True, now)
+
+        self._swap(change)
 
     def reload_failed(self) -> None:
         """Record a refused reload; the running config and results stay."""

@@ -32,18 +32,27 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 #: Seconds a client may take to send its request before the connection is dropped.
 CLIENT_TIMEOUT = 10.0
 
+#: Connections served at once; more are closed immediately.
+MAX_CONNECTIONS = 32
+
 
 def make_app(registry: CollectorRegistry, store: ResultStore) -> WsgiApp:
     """The WSGI application serving metrics, health, readiness and the status page."""
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
             return _reply(
                 start_response, "405 Method Not Allowed", b"only GET and HEAD\n", [("Allow", "GET, HEAD")]
             )
+        body = route({**environ, "REQUEST_METHOD": "GET"}, start_response)
+        if method == "HEAD":
+            return [b""]  # the same headers (Content-Length included), no body
+        return body
+
+    def route(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
         if path == "/metrics":
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         if path == "/-/healthy":
@@ -127,6 +136,26 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # A bounded number of connections at once: beyond it, new ones are closed at once,
+        # so a flood of slow clients cannot exhaust threads or memory.
+        if not self._slots.acquire(blocking=False):
+            log.warning("too many connections; one refused", extra={"client": str(client_address[0])})
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("client error", extra={"client": str(client_address)})
@@ -165,7 +194,9 @@ class WebServer:
         server = server_class((self._host, self._port), _Handler)
         server.set_app(self._app)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="probe-web", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="probe-web", daemon=True
+        )
         self._thread.start()
         host, port = server.server_address[:2]
         return str(host), int(port)

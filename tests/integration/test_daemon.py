@@ -129,14 +129,14 @@ def daemon(demo: DemoLab, tmp_path: Path) -> Iterator[Daemon]:
 
 def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
     ready = daemon.wait_datagram("READY=1", timeout=10)
-    assert any(line.startswith("STATUS=1 targets") for line in ready.split("\n"))
+    assert any(line.startswith("STATUS=1 target: ") for line in ready.split("\n"))
     daemon.wait_datagram("WATCHDOG=1", timeout=5)
 
     wait_for(lambda: daemon.get("/-/ready").status_code == 200, 10, "/-/ready")
     assert daemon.get("/-/healthy").status_code == 200
     assert daemon.value("probe_success", target="demo") == 1
     assert daemon.value("probe_backend_up", target="demo", backend="web-1") == 1
-    assert daemon.value("probe_tls_version_info", target="demo", address="127.0.10.1", version="TLSv1.3") == 1
+    assert daemon.value("probe_tls_version_info", target="demo", address="127.0.10.1", version="TLS 1.3") == 1
     assert daemon.value("probe_config_last_reload_successful") == 1
     assert "demo" in daemon.get("/").text
 

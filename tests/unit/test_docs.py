@@ -48,7 +48,5 @@ def test_readme_documents_every_metric() -> None:
 
     rows = re.findall(r"^\| `(probe_[a-z_]+)` \| ([a-z]+) \| (.+?) \| (.+) \|$", README, re.M)
     documented = {name: (kind, labels, text) for name, kind, labels, text in rows}
-    expected = {
-        s.name: (s.kind, ", ".join(f"`{label}`" for label in s.labels) or "—", s.help) for s in SPECS
-    }
+    expected = {s.name: (s.kind, ", ".join(f"`{label}`" for label in s.labels) or "—", s.help) for s in SPECS}
     assert documented == expected
