@@ -674,7 +674,7 @@ def _first_error(
     elif kind in _MESSAGES:
         ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()}
         message = _MESSAGES[kind].format(**ctx)
-        if kind != "missing":
+        if kind != "missing" and "headers" not in loc:  # header values may be secrets
             message += f" (got {_short(error.get('input'))})"
     else:
         message = error["msg"][:1].lower() + error["msg"][1:]

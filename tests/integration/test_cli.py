@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -191,3 +195,37 @@ def test_demo_command_runs_the_lab() -> None:
     assert target["status"] == "ok"
     assert target["backends"]["counts"] == {"web-1": 4, "web-2": 4}
     assert [a["address"] for a in target["addresses"]] == ["127.0.10.1", "127.0.10.2"]
+
+
+def test_demo_keeps_probing_with_the_metrics_endpoint_up() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "probe", "demo", "--listen", f"127.0.0.1:{port}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        text = ""
+        while time.monotonic() < deadline and 'probe_success{target="demo"} 1.0' not in text:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False, timeout=1).text
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert 'probe_success{target="demo"} 1.0' in text
+        assert httpx.get(f"http://127.0.0.1:{port}/-/ready", trust_env=False).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    assert "Status: OK (1 ok)" in stdout
+    assert f"metrics at http://127.0.0.1:{port}/metrics" in stdout
