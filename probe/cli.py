@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", metavar="FILE", required=True, help="YAML config file")
     run.add_argument("--listen", metavar="HOST:PORT", help="endpoint address (default: the config's listen)")
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web config: TLS and basic auth for the endpoint",
+    )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
@@ -148,7 +154,8 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         if args.command == "demo":
             return _demo(args, stdout)
         if args.command == "run":
-            return daemon.start(Path(args.config), listen=args.listen)
+            web_config = Path(args.web_config_file) if args.web_config_file else None
+            return daemon.start(Path(args.config), listen=args.listen, web_config_path=web_config)
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
     except (UsageError, ConfigError) as exc:
         if args is not None and getattr(args, "debug", False):

@@ -24,6 +24,7 @@ from probe.scheduler import Scheduler, status_line
 from probe.sdnotify import Notifier
 from probe.store import ResultStore
 from probe.web import WebServer, make_app
+from probe.webconfig import BasicAuth, WebConfig, describe, load_web_config, server_context
 
 log = logging.getLogger("probe.daemon")
 
@@ -43,6 +44,7 @@ class Daemon:
         config_path: the file to re-read on ``SIGHUP``; ``None`` disables reloading.
         initial_results: results to start with (the demo's first check).
         clock: Unix time.
+        web_config: TLS and basic auth for the endpoint.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Daemon:
         config_path: Path | None = None,
         initial_results: Sequence[TargetResult] = (),
         clock: Callable[[], float] = time.time,
+        web_config: WebConfig | None = None,
     ) -> None:
         self._config = config
         self._listen = listen or config.listen
@@ -64,6 +67,7 @@ class Daemon:
         for result in initial_results:
             self.store.record(result)
         self.scheduler = Scheduler(plans, self.store, notifier, clock=clock)
+        self._web_config = web_config or WebConfig()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[bool]] = set()
         self.address: tuple[str, int] | None = None
@@ -79,17 +83,25 @@ class Daemon:
         registry = CollectorRegistry(auto_describe=True)
         registry.register(ProbeCollector(self.store))
         host, port = parse_listen(self._listen)
-        web = WebServer(host, port, make_app(registry, self.store))
+        tls = self._web_config.tls_server_config
+        web = WebServer(
+            host,
+            port,
+            make_app(registry, self.store, BasicAuth(self._web_config.basic_auth_users)),
+            ssl_context=server_context(tls) if tls else None,
+        )
         try:
             self.address = web.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {self._listen}: {exc.strerror or exc}") from None
         shown = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
+        scheme = "https" if tls else "http"
         log.info(
             "serving metrics",
             extra={
-                "url": f"http://{shown}:{self.address[1]}/metrics",
+                "url": f"{scheme}://{shown}:{self.address[1]}/metrics",
                 "targets": len(self.scheduler.targets),
+                "security": describe(self._web_config),
             },
         )
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -145,19 +157,23 @@ def start(
     config_path: Path,
     listen: str | None = None,
     notifier: Notifier | None = None,
+    web_config_path: Path | None = None,
 ) -> int:
     """Load the configuration and run the daemon until it is stopped.
 
     Raises:
-        ConfigError: the configuration is invalid (before anything starts).
+        ConfigError: the configuration or web config is invalid (before anything starts).
         StartupError: the endpoint cannot listen.
     """
     config = load_config(config_path)
     plans = plan(config)
+    web_config = load_web_config(web_config_path) if web_config_path else None
     if listen is not None:
         try:
             parse_listen(listen)
         except ValueError as exc:
             raise ConfigError(str(exc), field="--listen") from None
-    daemon = Daemon(config, plans, notifier or Notifier(), listen=listen, config_path=config_path)
+    daemon = Daemon(
+        config, plans, notifier or Notifier(), listen=listen, config_path=config_path, web_config=web_config
+    )
     return asyncio.run(daemon.run())

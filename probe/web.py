@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from probe import __version__
 from probe.store import ResultStore
+from probe.webconfig import BasicAuth
 
 log = logging.getLogger("probe.web")
 
@@ -36,11 +37,24 @@ CLIENT_TIMEOUT = 10.0
 MAX_CONNECTIONS = 32
 
 
-def make_app(registry: CollectorRegistry, store: ResultStore) -> WsgiApp:
-    """The WSGI application serving metrics, health, readiness and the status page."""
+def make_app(registry: CollectorRegistry, store: ResultStore, auth: BasicAuth | None = None) -> WsgiApp:
+    """The WSGI application serving metrics, health, readiness and the status page.
+
+    Args:
+        registry: the registry holding the probe collector.
+        store: the daemon's store (for readiness and the status page).
+        auth: basic auth users; when set, every path needs valid credentials.
+    """
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if auth is not None and auth.enabled and not auth.check(environ.get("HTTP_AUTHORIZATION")):
+            return _reply(
+                start_response,
+                "401 Unauthorized",
+                b"unauthorized\n",
+                [("WWW-Authenticate", 'Basic realm="probe", charset="UTF-8"')],
+            )
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
             return _reply(
@@ -137,6 +151,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
     block_on_close = False
     request_queue_size = 64
+    ssl_context: ssl.SSLContext | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -157,6 +172,26 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
         finally:
             self._slots.release()
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        context = self.ssl_context
+        if context is None:
+            super().finish_request(request, client_address)
+            return
+        # The handshake runs in this connection's thread, bounded like the request.
+        request.settimeout(CLIENT_TIMEOUT)
+        try:
+            tls = context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            log.debug(
+                "TLS handshake with a client failed",
+                extra={"client": str(client_address[0]), "error": str(exc)},
+            )
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("client error", extra={"client": str(client_address)})
 
@@ -168,12 +203,14 @@ class WebServer:
         host: address to listen on (IPv6 without brackets).
         port: port (0 picks one).
         app: the WSGI application.
+        ssl_context: serve HTTPS with this server context (from a web config file).
     """
 
-    def __init__(self, host: str, port: int, app: WsgiApp) -> None:
+    def __init__(self, host: str, port: int, app: WsgiApp, ssl_context: ssl.SSLContext | None = None) -> None:
         self._host = host
         self._port = port
         self._app = app
+        self._ssl_context = ssl_context
         self._server: _ThreadingServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -193,6 +230,7 @@ class WebServer:
         )
         server = server_class((self._host, self._port), _Handler)
         server.set_app(self._app)
+        server.ssl_context = self._ssl_context
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="probe-web", daemon=True

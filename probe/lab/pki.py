@@ -97,6 +97,7 @@ def issue(
     days: float = 90,
     key_type: KeyType = "ec-p256",
     key: PrivateKey | None = None,
+    client: bool = False,
 ) -> Issued:
     """Issue a certificate; self-signed when ``issuer`` is ``None``.
 
@@ -111,6 +112,7 @@ def issue(
         days: validity length in days when ``not_after`` is not given.
         key_type: kind of the new key when ``key`` is not given.
         key: reuse this private key (e.g. for a cross-signed CA).
+        client: a TLS client certificate (extended key usage clientAuth, not serverAuth).
 
     Returns:
         The certificate, its key and its issuers.
@@ -153,7 +155,10 @@ def issue(
         )
     if not ca:
         builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
         )
     if dns_names or ip_addresses:
         names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]

@@ -1,0 +1,177 @@
+"""The endpoint locked down with an exporter-toolkit web config: TLS, client certs, basic auth."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from probe.config import ConfigError
+from probe.lab import Pki
+from probe.lab.pki import issue
+from probe.metrics import ProbeCollector
+from probe.store import ResultStore
+from probe.web import WebServer, make_app
+from probe.webconfig import BasicAuth, load_web_config, server_context
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("web")
+    server_pki = Pki.create("endpoint")
+    server = issue("127.0.0.1", server_pki.intermediate, ip_addresses=("127.0.0.1",))
+    server_crt, server_key = server.write(folder, "server")
+    clients = Pki.create("scrapers")
+    client = issue("prometheus", clients.intermediate, client=True)
+    client_crt, client_key = client.write(folder, "client")
+    stranger = issue("stranger", Pki.create("strangers").intermediate, client=True)
+    stranger_crt, stranger_key = stranger.write(folder, "stranger")
+    client_ca = folder / "client-ca.pem"
+    client_ca.write_bytes(clients.root.cert_pem + clients.intermediate.cert_pem)
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    config = folder / "web.yml"
+    config.write_text(
+        "tls_server_config:\n"
+        f"  cert_file: {server_crt}\n"
+        f"  key_file: {server_key}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        f"  client_ca_file: {client_ca}\n"
+        "basic_auth_users:\n"
+        f"  prometheus: '{hashed}'\n"
+    )
+    return {
+        "config": config,
+        "ca": server_pki.write_ca(folder / "server-ca.pem"),
+        "client_crt": client_crt,
+        "client_key": client_key,
+        "stranger_crt": stranger_crt,
+        "stranger_key": stranger_key,
+        "folder": folder,
+    }
+
+
+@pytest.fixture(scope="module")
+def endpoint(files: dict[str, Path]) -> Iterator[str]:
+    config = load_web_config(files["config"])
+    assert config.tls_server_config is not None
+    store = ResultStore(["www"], time.time())
+    registry = CollectorRegistry()
+    registry.register(ProbeCollector(store))
+    app = make_app(registry, store, BasicAuth(config.basic_auth_users))
+    server = WebServer("127.0.0.1", 0, app, ssl_context=server_context(config.tls_server_config))
+    host, port = server.start()
+    yield f"https://{host}:{port}"
+    server.stop()
+
+
+def client(files: dict[str, Path], cert: str | None = "client", **kwargs: Any) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(files["ca"]))
+    if cert:
+        context.load_cert_chain(files[f"{cert}_crt"], files[f"{cert}_key"])
+    return httpx.Client(verify=context, trust_env=False, timeout=5, **kwargs)
+
+
+def test_scraper_with_certificate_and_password_gets_metrics(endpoint: str, files: dict[str, Path]) -> None:
+    with client(files, auth=("prometheus", PASSWORD)) as scraper:
+        response = scraper.get(endpoint + "/metrics")
+        again = scraper.get(endpoint + "/-/healthy")  # second check comes from the cache
+    assert response.status_code == 200
+    assert "probe_targets 1.0" in response.text
+    assert again.status_code == 200
+
+
+def test_wrong_or_missing_password_is_401(endpoint: str, files: dict[str, Path]) -> None:
+    with client(files, auth=("prometheus", "wrong")) as scraper:
+        wrong = scraper.get(endpoint + "/metrics")
+    with client(files) as scraper:
+        missing = scraper.get(endpoint + "/metrics")
+    with client(files, auth=("nobody", PASSWORD)) as scraper:
+        unknown = scraper.get(endpoint + "/-/ready")
+    for response in (wrong, missing, unknown):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Basic")
+        assert "probe_" not in response.text
+
+
+def test_client_without_certificate_is_refused(endpoint: str, files: dict[str, Path]) -> None:
+    with client(files, cert=None, auth=("prometheus", PASSWORD)) as scraper, pytest.raises(httpx.HTTPError):
+        scraper.get(endpoint + "/metrics")
+
+
+def test_client_with_a_certificate_from_another_ca_is_refused(endpoint: str, files: dict[str, Path]) -> None:
+    with (
+        client(files, cert="stranger", auth=("prometheus", PASSWORD)) as scraper,
+        pytest.raises(httpx.HTTPError),
+    ):
+        scraper.get(endpoint + "/metrics")
+
+
+def test_plain_http_to_the_tls_endpoint_gets_nothing_and_the_server_goes_on(
+    endpoint: str, files: dict[str, Path]
+) -> None:
+    plain = endpoint.replace("https://", "http://")
+    with httpx.Client(trust_env=False, timeout=5) as scraper, pytest.raises(httpx.HTTPError):
+        scraper.get(plain + "/metrics")
+    with client(files, auth=("prometheus", PASSWORD)) as scraper:
+        assert scraper.get(endpoint + "/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tls_server_config: {cert_file: a}\n", "tls_server_config.key_file: Field required"),
+        (
+            "basic_auth_users: {u: plain}\n",
+            "basic_auth_users: the password of 'u' must be a bcrypt hash ($2y$...)",
+        ),
+        ("http_server_config: {http2: true}\n", "http_server_config: unknown or unsupported key"),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAnyClientCert}\n",
+            "tls_server_config.client_auth_type: RequireAnyClientCert (accepting client certificates "
+            "without verifying them) is not supported; use one of NoClientCert, VerifyClientCertIfGiven, "
+            "RequireAndVerifyClientCert",
+        ),
+        (
+            "tls_server_config: {cert_file: /nonexistent.crt, key_file: /nonexistent.key}\n",
+            "tls_server_config.cert_file: cannot load the certificate and key: No such file or directory",
+        ),
+    ],
+)
+def test_bad_web_config_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_daemon_refuses_a_bad_web_config_with_exit_3(tmp_path: Path) -> None:
+    config = tmp_path / "probe.yaml"
+    config.write_text("targets: [{url: 'https://www.corp.example/', resolvers: [127.0.0.1]}]\n")
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users: {u: plain}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "probe", "run", "--config", str(config), "--web.config.file", str(web)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert (
+        result.stderr
+        == f"probe: {web}: basic_auth_users: the password of 'u' must be a bcrypt hash ($2y$...)\n"
+    )
