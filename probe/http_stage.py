@@ -159,12 +159,31 @@ async def _attempt(
     except httpx.HTTPError as exc:
         reason, detail = classify_http_error(exc, target.hostname, time.time())
         failure = Failure(reason, detail, address)
+    except ssl.SSLError as exc:
+        # httpcore does not wrap TLS errors raised while reading a response (e.g. the
+        # TLS 1.3 alert of a server that requires a client certificate).
+        reason, detail = classify_tls_error(exc)
+        failure = Failure(reason, detail, address)
+    except OSError as exc:
+        failure = Failure(
+            Reason.HTTP_PROTOCOL_ERROR,
+            f"connection error during the response: {exc.strerror or exc}",
+            address,
+        )
     end = time.monotonic()
     phases = _phases(events, start, end if status is not None else None)
     if failure is not None:
         return HttpAttempt(status, version, None, len(body), truncated, phases, end - start, (failure,))
     assert status is not None and response_headers is not None
     backend, failures = judge_response(status, response_headers, bytes(body), target, address)
+    if truncated:
+        # Like blackbox_exporter's body_size_limit: an oversized body fails the probe.
+        oversized = Failure(
+            Reason.HTTP_PROTOCOL_ERROR,
+            f"the body is larger than max_body_bytes ({target.max_body_bytes} bytes); not read further",
+            address,
+        )
+        failures = (*failures, oversized)
     return HttpAttempt(status, version, backend, len(body), truncated, phases, end - start, failures)
 
 
@@ -250,6 +269,11 @@ def classify_http_error(
     if isinstance(exc, httpx.RemoteProtocolError):
         return Reason.HTTP_PROTOCOL_ERROR, f"invalid HTTP response: {_short(exc)}"
     if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        # TLS 1.3 servers that require a client certificate say so only after the
+        # handshake, with an alert that arrives on the first read.
+        alert = _root_cause(exc, (ssl.SSLError,))
+        if isinstance(alert, ssl.SSLError):
+            return classify_tls_error(alert)
         return Reason.HTTP_PROTOCOL_ERROR, "the connection closed before the response was complete"
     if isinstance(exc, httpx.DecodingError):
         return Reason.HTTP_PROTOCOL_ERROR, f"the response cannot be decoded: {_short(exc)}"

@@ -98,6 +98,7 @@ class Lab:
         max_version: str | None = None,
         tls: bool = True,
         workdir: Path | None = None,
+        client_ca: Path | None = None,
     ) -> TlsNode:
         """Start a TLS node sending ``cert`` (its chain without root, or ``chain_pem``)."""
         _require_loopback(address)
@@ -116,6 +117,7 @@ class Lab:
             min_version=min_version,
             max_version=max_version,
             tls=tls,
+            client_ca=client_ca,
         )
         return self._start(node)
 

@@ -160,6 +160,7 @@ class TlsNode(_Server):
         handler: instead of relaying, serve each TLS connection with this coroutine.
         min_version / max_version: TLS versions offered (``"1.2"``, ``"1.3"`` …).
         tls: ``False`` serves plain TCP (e.g. HTTP on the HTTPS port).
+        client_ca: require a client certificate issued by this CA (PEM file).
     """
 
     def __init__(
@@ -173,8 +174,10 @@ class TlsNode(_Server):
         min_version: str | None = None,
         max_version: str | None = None,
         tls: bool = True,
+        client_ca: Path | None = None,
     ) -> None:
         super().__init__(address, port)
+        self.client_ca = client_ca
         self.cert_file = cert_file
         self.key_file = key_file
         self.backends = list(backends)
@@ -200,6 +203,9 @@ class TlsNode(_Server):
         assert self.cert_file is not None and self.key_file is not None
         context.load_cert_chain(self.cert_file, self.key_file)
         context.set_alpn_protocols(["http/1.1"])
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=self.client_ca)
 
         def record_sni(_obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
             self.sni_names.append(name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from probe.reasons import Reason, Status
@@ -91,50 +90,3 @@ def test_request_carries_host_sni_and_no_proxy(scene: Any, monkeypatch: Any) -> 
     assert head.startswith("get / http/1.1")
     # One handshake by the TLS stage, one per request; every one with SNI = hostname.
     assert s.nodes[0].sni_names == [s.hostname] * 3
-
-
-def test_slow_response_is_an_http_timeout(scene: Any) -> None:
-    body = b"late"
-    s = scene(handler=responder(ok_head(body, "X-Backend: slow\r\n"), body, delay=5), backends=())
-    target = {**s.target, "requests_per_address": 1}
-    target["timeouts"] = {"dns": 1, "connect": 1, "tls": 1, "http": 0.4, "deadline": 5}
-    start = time.monotonic()
-    result = run(target)
-    assert reasons(result) == {Reason.HTTP_TIMEOUT.value}
-    assert "waiting for the response headers" in result.failures[0].detail
-    assert time.monotonic() - start < 2
-
-
-def test_trickled_body_is_bounded_by_the_http_timeout(scene: Any) -> None:
-    async def trickle(reader: Any, writer: Any) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Backend: slow\r\n\r\n")
-        await writer.drain()
-        for _ in range(1000):
-            writer.write(b"x")
-            await writer.drain()
-            await asyncio.sleep(0.05)  # each byte well within any per-read timeout
-
-    s = scene(handler=trickle, backends=())
-    target = {**s.target, "requests_per_address": 1}
-    target["timeouts"] = {"dns": 1, "connect": 1, "tls": 1, "http": 0.5, "deadline": 5}
-    start = time.monotonic()
-    result = run(target)
-    assert reasons(result) == {Reason.HTTP_TIMEOUT.value}
-    assert "waiting for the end of the body" in result.failures[0].detail
-    assert time.monotonic() - start < 2
-
-
-def test_garbage_instead_of_http_is_a_protocol_error(scene: Any) -> None:
-    s = scene(handler=responder(b"this is not HTTP at all\r\n\r\n"), backends=())
-    result = run({**s.target, "requests_per_address": 1})
-    assert reasons(result) == {Reason.HTTP_PROTOCOL_ERROR.value}
-
-
-def test_body_is_never_read_past_max_body_bytes(scene: Any) -> None:
-    body = b"y" * 200_000
-    s = scene(handler=responder(ok_head(body, "X-Backend: big\r\n"), body), backends=())
-    result = run({**s.target, "requests_per_address": 1, "max_body_bytes": 1000})
-    attempt = result.addresses[0].attempts[0]
-    assert attempt.body_bytes == 1000 and attempt.body_truncated
-    assert result.status is Status.OK

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import itertools
@@ -91,30 +90,6 @@ def test_connect_timeout(full_backlog: tuple[str, int], dns: Any) -> None:
     )
     assert reasons(result) == {Reason.TCP_TIMEOUT.value}
     assert result.duration_seconds < 1.5
-
-
-def test_handshake_timeout(scene: Any) -> None:
-    async def silent(reader: Any, writer: Any) -> None:
-        await asyncio.sleep(30)
-
-    s = scene(handler=silent, tls=False, backends=())
-    target = {**s.target, "timeouts": {"dns": 1, "connect": 1, "tls": 0.3, "http": 1, "deadline": 5}}
-    result = run(target)
-    assert reasons(result) == {Reason.TLS_HANDSHAKE_TIMEOUT.value}
-    assert only(result).tls.connected
-    assert result.duration_seconds < 1.5
-
-
-def test_plain_http_on_the_tls_port_is_a_failed_handshake(scene: Any) -> None:
-    async def http(reader: Any, writer: Any) -> None:
-        await reader.read(1024)
-        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-
-    s = scene(handler=http, tls=False, backends=())
-    result = run(s.target)
-    assert reasons(result) == {Reason.TLS_HANDSHAKE_FAILED.value}
-    assert "did not answer with TLS" in result.failures[0].detail
 
 
 def test_version_below_minimum(scene: Any) -> None:
