@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,3 +219,29 @@ def test_alias_that_does_not_resolve_is_a_mismatch(dns: DnsServer, alias_pair: t
     result = resolve(dns, host, expect_same_addresses_as=alias)
     assert codes(result) == {Reason.DNS_ALIAS_MISMATCH.value}
     assert "NXDOMAIN" in result.failures[0].detail
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_mixed_families_with_an_unreachable_aaaa(dns: DnsServer, scene: Any) -> None:
+    s = scene()
+    dns.set(s.hostname, ("A", s.nodes[0].address), ("AAAA", "::1"))  # nothing listens on ::1 there
+    target = {**s.target, "expect_networks": ["127.0.0.0/8", "::1/128"]}
+
+    ipv4_only = run(target)  # the default family: the AAAA answer is not even asked for
+    assert ipv4_only.status is Status.OK, ipv4_only.failures
+    assert [q.qtype for q in ipv4_only.dns.queries] == ["A"]
+
+    both = run({**target, "ip_family": "both"})
+    assert both.status is Status.CRITICAL
+    by_address = {str(a.address): a for a in both.addresses}
+    assert by_address[s.nodes[0].address].status is Status.OK
+    assert {f.reason for f in by_address["::1"].failures} == {Reason.TCP_REFUSED}
