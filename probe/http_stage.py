@@ -38,7 +38,6 @@ from probe.tls_stage import classify_connect_error, classify_tls_error
 
 USER_AGENT = f"probe/{__version__}"
 _MAX_BACKEND_NAME = 64
-_OUTER_GRACE = 0.2
 _PRINTABLE = re.compile(r"[^\x21-\x7e]+")
 
 
@@ -120,17 +119,23 @@ async def _attempt(
     deadline: Deadline,
 ) -> HttpAttempt:
     events: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    limit = deadline.clip(target.timeouts.http)
+    # The whole request is bounded by `limit`, but in two parts. Connecting (TCP and
+    # TLS) is bounded by httpx's own connect timeout, half the limit each: httpcore
+    # leaks the socket when it is cancelled inside a handshake, so nothing cancels it
+    # there. Once the request is being sent, an asyncio timeout bounds the rest, headers
+    # and body, as a whole (a trickling server never trips a per-read timeout);
+    # httpcore closes the connection properly when cancelled there.
+    inner = _clipped_timeouts(target, limit)
+    bound = asyncio.timeout(None)
 
     async def trace(name: str, info: Mapping[str, Any]) -> None:
         events.setdefault(name, time.monotonic())
+        if name == "http11.send_request_headers.started":
+            bound.reschedule(loop.time() + max(0.0, limit - (time.monotonic() - start)))
 
-    start = time.monotonic()
-    limit = deadline.clip(target.timeouts.http)
-    # httpx's own timeouts end each phase no later than the limit; the asyncio timeout
-    # just after them bounds the whole request (a trickling body never trips a per-read
-    # timeout). httpcore leaks the socket when cancelled inside a TLS handshake, so its
-    # own timeouts must fire first there.
-    inner = _clipped_timeouts(target, limit)
     status: int | None = None
     version: str | None = None
     response_headers: httpx.Headers | None = None
@@ -138,20 +143,22 @@ async def _attempt(
     truncated = False
     failure: Failure | None = None
     try:
-        async with asyncio.timeout(limit + _OUTER_GRACE):
-            async with client.stream(
+        async with (
+            bound,
+            client.stream(
                 "GET",
                 url,
                 headers=headers,
                 timeout=inner,
                 extensions={"sni_hostname": target.hostname, "trace": trace},
-            ) as response:
-                status, version, response_headers = (
-                    response.status_code,
-                    response.http_version,
-                    response.headers,
-                )
-                body, truncated = await _read_capped(response, target.max_body_bytes)
+            ) as response,
+        ):
+            status, version, response_headers = (
+                response.status_code,
+                response.http_version,
+                response.headers,
+            )
+            body, truncated = await _read_capped(response, target.max_body_bytes)
     except TimeoutError:
         failure = _timeout_failure(events, limit, deadline, address)
     except httpx.TimeoutException:
@@ -190,7 +197,7 @@ async def _attempt(
 def _clipped_timeouts(target: TargetConfig, limit: float) -> httpx.Timeout:
     timeouts = target.timeouts
     return httpx.Timeout(
-        connect=min(max(timeouts.connect, timeouts.tls), limit),
+        connect=min(max(timeouts.connect, timeouts.tls), limit / 2),
         read=min(timeouts.http, limit),
         write=min(timeouts.http, limit),
         pool=min(timeouts.http, limit),

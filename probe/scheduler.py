@@ -56,6 +56,7 @@ class Scheduler:
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[str, float] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self._status_line = ""
 
     @property
@@ -105,14 +106,26 @@ class Scheduler:
         self._tasks[plan.target.name] = task
 
     async def _cancel(self, names: Sequence[str]) -> None:
-        tasks = [self._tasks.pop(name) for name in names if name in self._tasks]
-        for task in tasks:
-            task.cancel()
+        """Stop the named targets' loops: a cycle in flight may finish within ``STOP_GRACE``.
+
+        Letting a cycle end by itself closes its connections properly; only one still
+        running after the grace is cancelled.
+        """
+        tasks = {name: self._tasks.pop(name) for name in names if name in self._tasks}
+        for name, task in tasks.items():
+            if name in self._in_flight:
+                self._retiring.add(task)
+            else:
+                task.cancel()  # between cycles: nothing to finish
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            _, pending = await asyncio.wait(tasks.values(), timeout=STOP_GRACE)
+            for task in pending:
+                task.cancel()
             if pending:
-                log.warning("cycles did not stop in time", extra={"count": len(pending)})
-        for name in names:
+                log.warning("cycles did not finish in time and were cancelled", extra={"count": len(pending)})
+                await asyncio.wait(pending, timeout=1)
+        for name, task in tasks.items():
+            self._retiring.discard(task)
             self._in_flight.pop(name, None)
 
     async def _loop(self, plan: TargetPlan, offset: float) -> None:
@@ -127,6 +140,8 @@ class Scheduler:
                 result = await run_cycle(plan)
             finally:
                 self._in_flight.pop(name, None)
+            if asyncio.current_task() in self._retiring:
+                return  # stopped or reconfigured while this cycle ran
             self._record(result)
             await asyncio.sleep(max(0.0, started + plan.target.interval - loop.time()))
 
