@@ -48,6 +48,9 @@ _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class ConfigError(Exception):
     """Bad configuration or arguments; ``str()`` is the one-line message for the user.
 
@@ -61,7 +64,9 @@ class ConfigError(Exception):
         self.message = message
         self.where = where
         self.field = field
-        super().__init__(": ".join(part for part in (where, field, message) if part))
+        text = ": ".join(part for part in (where, field, message) if part)
+        # One line, whatever the input held: control characters are shown escaped.
+        super().__init__(_CONTROL.sub(lambda m: repr(m.group())[1:-1], text))
 
 
 class _Frozen(BaseModel):
@@ -494,7 +499,32 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         raise ConfigError(_yaml_problem(exc), where=where) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", where=where) from None
+    if _too_big(data, MAX_VALUES):
+        raise ConfigError(
+            f"the document holds more than {MAX_VALUES} values once YAML aliases are expanded",
+            where=where,
+        )
     return build_config(data, path)
+
+
+#: A config holds a few hundred values; more means an alias bomb or a mistake.
+MAX_VALUES = 100_000
+
+
+def _too_big(data: Any, budget: int) -> bool:
+    """Whether ``data`` has more than ``budget`` values, counting shared ones each time."""
+    stack = [data]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return True
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def build_config(data: Any, path: Path | None = None, where: str | None = None) -> Config:
@@ -598,8 +628,10 @@ def _path(loc: tuple[str | int, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        else:
+        elif re.fullmatch(r"[A-Za-z0-9_:-]+", str(part)):
             text += f".{part}" if text else str(part)
+        else:
+            text += f"[{str(part)!r}]"  # a key with dots, spaces or stranger characters
     return text
 
 
@@ -653,17 +685,27 @@ _MESSAGES = {
 }
 
 
+_SCHEMA_TAG = re.compile(
+    r"^(function-(after|before|wrap|plain)|lax-or-strict|json-or-python|is-instance|chain|nullable|"
+    r"tagged-union|union|model|dataclass)(\[.*\])?$|^(int|str|float|bool|tuple\[str, \.\.\.\])$"
+)
+
+
 def _first_error(
     where: str, prefix: tuple[str | int, ...], exc: ValidationError, model: type[BaseModel]
 ) -> ConfigError:
     errors = exc.errors(include_url=False)
     error = errors[0]
-    loc = tuple(part for part in error["loc"] if part not in ("function-after", "function-before"))
-    # Drop pydantic's union-member tags such as 'int' or 'tuple[str, ...]' from the path.
-    loc = tuple(p for p in loc if isinstance(p, int) or (" " not in p and "[" not in p))
-    full = prefix + loc
     kind = error["type"]
-    if kind == "extra_forbidden":
+    # Drop the tags pydantic puts in a path for its own schema steps (validators, unions);
+    # an unknown key is always the last part, whatever it is called.
+    head, last = error["loc"][:-1], error["loc"][-1:]
+    loc = tuple(p for p in head if isinstance(p, int) or not _SCHEMA_TAG.match(p))
+    loc += tuple(
+        p for p in last if kind == "extra_forbidden" or isinstance(p, int) or not _SCHEMA_TAG.match(p)
+    )
+    full = prefix + loc
+    if kind == "extra_forbidden" and loc:
         message = f"unknown key{_suggest(loc[-1], _fields_at(model, loc[:-1]))}"
     elif kind == "value_error":
         message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
