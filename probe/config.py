@@ -699,8 +699,8 @@ def _first_error(
     kind = error["type"]
     # Drop the tags pydantic puts in a path for its own schema steps (validators, unions);
     # an unknown key is always the last part, whatever it is called.
-    head, last = error["loc"][:-1], error["loc"][-1:]
-    loc = tuple(p for p in head if isinstance(p, int) or not _SCHEMA_TAG.match(p))
+    inner, last = error["loc"][:-1], error["loc"][-1:]
+    loc = tuple(p for p in inner if isinstance(p, int) or not _SCHEMA_TAG.match(p))
     loc += tuple(
         p for p in last if kind == "extra_forbidden" or isinstance(p, int) or not _SCHEMA_TAG.match(p)
     )
