@@ -28,7 +28,12 @@ def resolve(server: DnsServer | list[str], hostname: str, **fields: Any) -> DnsR
     resolvers = server if isinstance(server, list) else [server.where]
     fields.setdefault("expect_networks", ["127.0.0.0/8"])
     target = make_target(url=f"https://{hostname}/", resolvers=resolvers, **fields)
-    return asyncio.run(dns_stage.resolve(target, target.resolvers or (), Deadline.after(5)))
+    result = asyncio.run(dns_stage.resolve(target, target.resolvers or (), Deadline.after(5)))
+    # Every DNS fault ends within its bound: one timeout per resolver asked, per link of a
+    # CNAME chain followed (at most two here), plus an allowance for a loaded machine.
+    bound = target.timeouts.dns * len(resolvers) * (1 + len(result.cname_chain)) + 0.5
+    assert result.lookup_seconds <= bound, (result.lookup_seconds, bound)
+    return result
 
 
 def codes(result: DnsResult) -> set[str]:
