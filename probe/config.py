@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from probe._text import plural
+from probe._text import plural, shown
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -76,34 +76,53 @@ class _Frozen(BaseModel):
 # --------------------------------------------------------------------------- value parsers
 
 
+def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
+    """Split ``host``, ``host:port`` or ``[IPv6]:port``; the host must be an IP address.
+
+    Args:
+        text: the text.
+        default_port: the port when none is given; ``None`` makes the port required.
+
+    Raises:
+        ValueError: not an IP address with an optional (or required) valid port.
+    """
+    original = text
+    if not isinstance(text, str):
+        raise ValueError(f"{shown(original)} is not an address")
+    host, port_text = text, None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{shown(original)} is not IP, IP:port or [IPv6]:port")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"{shown(original)} has no valid port (1-65535) after ':'")
+        port = int(port_text)
+    elif default_port is None:
+        raise ValueError(f"{shown(original)} needs a port, as in 127.0.0.1:9798")
+    else:
+        port = default_port
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        with_port = "" if port_text is None else " with a port"
+        raise ValueError(f"{shown(original)} is not an IP address{with_port}") from None
+    return str(address), port
+
+
 def parse_resolver(text: str) -> tuple[str, int]:
     """Parse ``IP``, ``IP:port`` or ``[IPv6]:port`` into ``(ip, port)``; port defaults to 53.
 
     Raises:
-        ValueError: the text is not an IP address with an optional port.
+        ValueError: not an IP address with an optional port.
     """
-    text = str(text).strip()
-    host, port = text, 53
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not IP, IP:port or [IPv6]:port")
-        if rest:
-            port = _parse_port(rest[1:], text)
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        port = _parse_port(port_text, text)
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an IP address (resolvers are given by address)") from None
-    return str(address), port
-
-
-def _parse_port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"{whole!r} has an invalid port {text!r}")
-    return int(text)
+        return split_host_port(str(text).strip(), 53)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (resolvers are given by address)") from None
 
 
 def parse_network(text: str) -> IPNetwork:
@@ -119,8 +138,8 @@ def parse_network(text: str) -> IPNetwork:
         try:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ValueError(f"{text!r} is not a CIDR network such as 10.0.0.0/8") from None
-        raise ValueError(f"{text!r} has host bits set; did you mean {loose}?") from None
+            raise ValueError(f"{shown(text)} is not a CIDR network such as 10.0.0.0/8") from None
+        raise ValueError(f"{shown(text)} has host bits set; did you mean {loose}?") from None
 
 
 def normalize_hostname(text: str) -> str:
@@ -138,10 +157,10 @@ def normalize_hostname(text: str) -> str:
     try:
         name = name.lower() if name.isascii() else idna.encode(name, uts46=True).decode("ascii")
     except idna.IDNAError:
-        raise ValueError(f"{text!r} is not a valid DNS name") from None
+        raise ValueError(f"{shown(text)} is not a valid DNS name") from None
     labels = name.split(".")
     if not name or len(name) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
-        raise ValueError(f"{text!r} is not a valid DNS name")
+        raise ValueError(f"{shown(text)} is not a valid DNS name")
     return name
 
 
@@ -185,7 +204,7 @@ def _compile_regex(value: Any) -> re.Pattern[str]:
 def _tls_version(value: Any) -> str:
     text = str(value).strip()  # YAML reads 1.3 as a float; str(1.3) == "1.3"
     if text not in ("1.0", "1.1", "1.2", "1.3"):
-        raise ValueError(f"{value!r} is not one of 1.0, 1.1, 1.2, 1.3")
+        raise ValueError(f"{shown(value)} is not one of 1.0, 1.1, 1.2, 1.3")
     return text
 
 
@@ -240,18 +259,35 @@ class BackendConfig(_Frozen):
 
 
 class HeaderValue(_Frozen):
-    """A request header value; ``secret`` ones are never logged or reported."""
+    """A request header value; ``secret`` ones are shown as ``(secret)`` in reports.
+
+    The value must be printable ASCII without leading or trailing white space (an RFC 9110
+    field value as every HTTP/1.1 client can send it); the message never repeats it.
+    """
 
     value: str
     secret: bool = False
 
+    @field_validator("value")
+    @classmethod
+    def _field_value(cls, value: str) -> str:
+        if value and not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(
+                "must be printable ASCII without line breaks or leading/trailing spaces "
+                "(the value is not shown here)"
+            )
+        return value
+
 
 def _header_value(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
-        raise ValueError("must be a string, or {value: ..., secret: true}")
-    if isinstance(value, str | int | float):
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
         return {"value": str(value)}
-    return value
+    if isinstance(value, Mapping):
+        return value
+    raise ValueError("must be a string, or {value: ..., secret: true}")
+
+
+_FIELD_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 
 
 class _TargetFields(_Frozen):
@@ -351,7 +387,7 @@ class TargetConfig(_TargetFields):
             raise ValueError("must be a URL such as https://www.corp.example/health")
         parts = urlsplit(value.strip())
         if parts.scheme.lower() != "https":
-            raise ValueError(f"{value!r} must be an https:// URL")
+            raise ValueError(f"{shown(value)} must be an https:// URL")
         if parts.username is not None or parts.password is not None:
             raise ValueError("must not contain user:password (use headers)")
         try:
@@ -359,14 +395,14 @@ class TargetConfig(_TargetFields):
         except ValueError:
             port = 0
         if port == 0:
-            raise ValueError(f"{value!r} has an invalid port")
+            raise ValueError(f"{shown(value)} has an invalid port")
         host = parts.hostname or ""
         try:
             ipaddress.ip_address(host)
         except ValueError:
             pass
         else:
-            raise ValueError(f"{value!r} names an IP address; probe needs a DNS name")
+            raise ValueError(f"{shown(value)} names an IP address; probe needs a DNS name")
         normalize_hostname(host)
         return value.strip()
 
@@ -590,18 +626,18 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
 
 
 def parse_listen(value: Any) -> tuple[str, int]:
-    """Parse ``host:port`` or ``[IPv6]:port`` for the metrics endpoint.
+    """Parse the endpoint address: ``IP:port`` or ``[IPv6]:port``.
+
+    ``0.0.0.0`` or ``[::]`` listen on every interface; the address must be given, so
+    exposing the endpoint is always a visible choice.
 
     Raises:
-        ValueError: not an address with a port.
+        ValueError: not an IP address with a port.
     """
-    if not isinstance(value, str) or ":" not in value:
-        raise ValueError(f"{value!r} must be host:port, e.g. {DEFAULT_LISTEN}")
-    host, _, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{value!r} has an invalid port")
-    return host, int(port)
+    try:
+        return split_host_port(value, None)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (0.0.0.0:9798 listens on all interfaces)") from None
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -725,8 +761,7 @@ def _first_error(
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shown(value)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
