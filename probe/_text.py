@@ -29,7 +29,7 @@ def shorten(text: str, limit: int = 120) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters escaped (``\\x1b`` …), safe to print to a terminal."""
+    r"""``text`` with control characters escaped (ESC as ``\x1b`` …): safe to print."""
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 

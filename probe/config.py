@@ -495,7 +495,7 @@ class Config(_Frozen):
                 f"targets: {', '.join(by_name)}",
                 where=str(self.path or "config"),
             )
-        return self.model_copy(update={"targets": tuple(by_name[n] for n in names)})
+        return self.model_copy(update={"targets": tuple(by_name[n] for n in dict.fromkeys(names))})
 
 
 # --------------------------------------------------------------------------- loading
@@ -515,10 +515,16 @@ def load_config(path: str | Path) -> Config:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"cannot read config: {reason}", where=str(path)) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"larger than {MAX_CONFIG_BYTES // 1024} KiB; is it the right file?", where=str(path)
+        )
     return parse_config(text, path)
 
 
@@ -545,6 +551,9 @@ def parse_config(text: str, path: Path | None = None) -> Config:
 
 #: A config holds a few hundred values; more means an alias bomb or a mistake.
 MAX_VALUES = 100_000
+
+#: Config files larger than this are refused before parsing (bytes).
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def _too_big(data: Any, budget: int) -> bool:
@@ -603,7 +612,7 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
         if not isinstance(raw, Mapping):
             raise ConfigError("must be a mapping with at least 'url'", where=where, field=_path(loc))
         try:
-            targets.append(TargetConfig.model_validate(_merge(defaults, raw)))
+            targets.append(TargetConfig.model_validate(_relative_to(path, _merge(defaults, raw))))
         except ValidationError as exc:
             raise _first_error(where, loc, exc, TargetConfig) from None
         except RecursionError:
@@ -634,10 +643,20 @@ def parse_listen(value: Any) -> tuple[str, int]:
     Raises:
         ValueError: not an IP address with a port.
     """
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} must be IP:port, as in {DEFAULT_LISTEN}")
     try:
         return split_host_port(value, None)
     except ValueError as exc:
         raise ValueError(f"{exc} (0.0.0.0:9798 listens on all interfaces)") from None
+
+
+def _relative_to(path: Path | None, target: dict[str, Any]) -> dict[str, Any]:
+    """A relative ``ca_file`` names a file next to the config file, not in the working folder."""
+    ca_file = target.get("ca_file")
+    if path is not None and isinstance(ca_file, str) and ca_file.strip() and not Path(ca_file).is_absolute():
+        return {**target, "ca_file": str(path.parent / ca_file)}
+    return target
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -772,14 +791,19 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"invalid YAML: {problem}"
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader (libyaml's when present) that rejects duplicate keys.
+
+    PyYAML keeps the last of two equal keys silently; a config with ``url`` twice is a
+    mistake worth one line. Keys brought in by a merge (``<<: *base``) may be overridden.
+    """
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    loader.flatten_mapping(node)
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen
@@ -789,7 +813,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
                 None, None, "a mapping key must be a plain value", key_node.start_mark
             ) from None
         if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {shown(key)}", key_node.start_mark
+            )
+    loader.flatten_mapping(node)
     return loader.construct_mapping(node, deep=deep)
 
 

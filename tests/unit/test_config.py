@@ -261,11 +261,20 @@ def test_parse_resolver(text: str, expected: tuple[str, int]) -> None:
     ("text", "message"),
     [
         ("ns1.corp.example", "'ns1.corp.example' is not an IP address (resolvers are given by address)"),
-        ("10.0.0.53:0", "'10.0.0.53:0' has an invalid port '0'"),
-        ("10.0.0.53:dns", "'10.0.0.53:dns' has an invalid port 'dns'"),
-        ("[fd00::53]:65536", "'[fd00::53]:65536' has an invalid port '65536'"),
-        ("[fd00::53]53", "'[fd00::53]53' is not IP, IP:port or [IPv6]:port"),
-        ("[fd00::53", "'[fd00::53' is not IP, IP:port or [IPv6]:port"),
+        (
+            "10.0.0.53:0",
+            "'10.0.0.53:0' has no valid port (1-65535) after ':' (resolvers are given by address)",
+        ),
+        (
+            "10.0.0.53:dns",
+            "'10.0.0.53:dns' has no valid port (1-65535) after ':' (resolvers are given by address)",
+        ),
+        (
+            "[fd00::53]:65536",
+            "'[fd00::53]:65536' has no valid port (1-65535) after ':' (resolvers are given by address)",
+        ),
+        ("[fd00::53]53", "'[fd00::53]53' is not IP, IP:port or [IPv6]:port (resolvers are given by address)"),
+        ("[fd00::53", "'[fd00::53' is not IP, IP:port or [IPv6]:port (resolvers are given by address)"),
     ],
 )
 def test_parse_resolver_rejects(text: str, message: str) -> None:
@@ -301,3 +310,39 @@ def test_ca_file_must_be_a_path() -> None:
 def test_internationalized_hostname_uses_idna_2008() -> None:
     config = parse_config("targets: [{url: 'https://straße.corp.example/'}]")
     assert config.targets[0].hostname == "xn--strae-oqa.corp.example"
+
+
+def test_relative_ca_file_is_next_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "probe.yaml").write_text(
+        "targets: [{url: 'https://a.corp.example/', ca_file: certs/ca.pem}]\n"
+    )
+    assert load_config(tmp_path / "probe.yaml").targets[0].ca_file == tmp_path / "certs" / "ca.pem"
+
+
+def test_merge_keys_may_override(tmp_path: Path) -> None:
+    config = parse_config(
+        "targets:\n"
+        "  - &base {name: a, url: 'https://a.corp.example/', requests_per_address: 2}\n"
+        "  - <<: *base\n"
+        "    name: b\n"
+    )
+    assert [(t.name, t.requests_per_address) for t in config.targets] == [("a", 2), ("b", 2)]
+
+
+def test_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("# padding\n" * 200_000)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: larger than 1024 KiB; is it the right file?"
+
+
+def test_listen_needs_an_ip_and_a_port() -> None:
+    for listen, message in [
+        (":9798", "':9798' is not an IP address with a port"),
+        ("::1", "'::1' needs a port, as in 127.0.0.1:9798"),
+        ("localhost:9798", "'localhost:9798' is not an IP address with a port"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            parse_config(f"listen: '{listen}'\ntargets: [{{url: 'https://a.corp.example/'}}]")
+        assert str(caught.value) == f"config: listen: {message} (0.0.0.0:9798 listens on all interfaces)"
