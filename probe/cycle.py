@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probe import dns_stage, http_stage, tls_stage
+from probe._text import shorten
 from probe.config import Config, ConfigError, TargetConfig
 from probe.deadline import Deadline
 from probe.reasons import Reason
@@ -33,6 +34,9 @@ log = logging.getLogger("probe.cycle")
 
 #: How long past its deadline a cycle may run before the backstop cancels it (seconds).
 BACKSTOP_GRACE = 0.5
+
+#: Addresses of one target probed at the same time (an ALB has one per zone).
+MAX_CONCURRENT_ADDRESSES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +73,15 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
         if key not in contexts:
             try:
                 contexts[key] = tls_stage.build_contexts(*key)
-            except ConfigError as exc:
-                raise ConfigError(exc.message, where=where, field=f"targets[{index}].ca_file") from None
+            except ValueError as exc:
+                raise ConfigError(str(exc), where=where, field=f"targets[{index}].ca_file") from None
         resolvers = target.resolvers
         if resolvers is None:
             if system is None:
                 try:
                     system = dns_stage.system_resolvers()
-                except ConfigError as exc:
-                    raise ConfigError(exc.message, where=where, field=f"targets[{index}].resolvers") from None
+                except LookupError as exc:
+                    raise ConfigError(str(exc), where=where, field=f"targets[{index}].resolvers") from None
             resolvers = system
         plans.append(TargetPlan(target, tuple(resolvers), contexts[key]))
     return tuple(plans)
@@ -103,9 +107,10 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
     try:
         async with asyncio.timeout(target.timeouts.deadline + BACKSTOP_GRACE):
             dns_result = await dns_stage.resolve(target, plan.resolvers, deadline)
+            slots = asyncio.Semaphore(MAX_CONCURRENT_ADDRESSES)
             async with asyncio.TaskGroup() as group:
                 for address in dns_result.probe_addresses:
-                    group.create_task(_probe_into(done, address, plan, deadline, clock))
+                    group.create_task(_probe_into(done, slots, address, plan, deadline, clock))
     except TimeoutError:
         extra.append(
             Failure(
@@ -114,14 +119,7 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
             )
         )
     except Exception as exc:
-        log.exception("internal error in the cycle of target %s", target.name)
-        first = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) else exc
-        extra.append(
-            Failure(
-                Reason.INTERNAL_ERROR,
-                f"bug in probe: {type(first).__name__}: {first} (traceback in the log)",
-            )
-        )
+        extra.append(_bug(exc, target.name))
     if dns_result is None:
         dns_result = DnsResult(target.hostname, (), (), None, None, (), time.monotonic() - start, None, ())
     unfinished = extra[0] if extra else Failure(Reason.CYCLE_DEADLINE_EXCEEDED, "not probed")
@@ -130,7 +128,7 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         for address in dns_result.probe_addresses
     )
     failures, status = evaluate(dns_result, addresses, target, clock())
-    if extra:
+    if extra and len(done) == len(addresses):  # otherwise the unfinished addresses carry it
         failures = (*failures, *extra)
         status = status_of(failures)
     return TargetResult(
@@ -147,6 +145,10 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         expected_backends=target.expected_backend_names,
         expected_backend_count=target.expected_backend_count,
         insecure_skip_verify=target.insecure_skip_verify,
+        request_headers=tuple(
+            (name, "(secret)" if target.is_secret_header(name) else value.value)
+            for name, value in target.headers.items()
+        ),
     )
 
 
@@ -163,25 +165,49 @@ async def probe_address(
     certificate failed, and the TLS finding says why.
     """
     target = plan.target
-    tls = await tls_stage.handshake(
-        address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
-    )
+    try:
+        tls = await tls_stage.handshake(
+            address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
+        )
+    except Exception as exc:
+        return _unfinished(address, target.port, _bug(exc, target.name, address))
     attempts: tuple[HttpAttempt, ...] = ()
+    bugs: tuple[Failure, ...] = ()
     if tls.connected and not tls.failures:
-        async with http_stage.build_client(target, plan.contexts.http) as client:
-            attempts = await http_stage.request_rounds(client, address, target, deadline)
-    failures = tls.failures + http_stage.summarise(attempts, address)
+        try:
+            async with http_stage.build_client(target, plan.contexts.http) as client:
+                attempts = await http_stage.request_rounds(client, address, target, deadline)
+        except Exception as exc:  # the TLS facts gathered so far are kept
+            bugs = (_bug(exc, target.name, address),)
+    failures = tls.failures + http_stage.summarise(attempts, address) + bugs
     return AddressResult(address, tls, attempts, failures, status_of(failures))
+
+
+def _bug(exc: Exception, target: str, address: IPAddress | None = None) -> Failure:
+    """Log a bug with its traceback and turn it into an ``internal_error`` finding."""
+    log.error(
+        "internal error",
+        exc_info=exc,
+        extra={"target": target, "address": str(address) if address is not None else ""},
+    )
+    first = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) else exc
+    return Failure(
+        Reason.INTERNAL_ERROR,
+        f"bug in probe: {type(first).__name__}: {shorten(str(first))} (traceback in the log)",
+        address,
+    )
 
 
 async def _probe_into(
     done: dict[IPAddress, AddressResult],
+    slots: asyncio.Semaphore,
     address: IPAddress,
     plan: TargetPlan,
     deadline: Deadline,
     clock: Callable[[], float],
 ) -> None:
-    done[address] = await probe_address(address, plan, deadline, clock)
+    async with slots:
+        done[address] = await probe_address(address, plan, deadline, clock)
 
 
 def _unfinished(address: IPAddress, port: int, why: Failure) -> AddressResult:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from probe._text import host_port
 from probe.config import Config, ConfigError, load_config, parse_listen
 from probe.cycle import TargetPlan, plan
 from probe.metrics import ProbeCollector
@@ -94,12 +95,11 @@ class Daemon:
             self.address = web.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {self._listen}: {exc.strerror or exc}") from None
-        shown = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
         scheme = "https" if tls else "http"
         log.info(
             "serving metrics",
             extra={
-                "url": f"{scheme}://{shown}:{self.address[1]}/metrics",
+                "url": f"{scheme}://{host_port(*self.address)}/metrics",
                 "targets": len(self.scheduler.targets),
                 "security": describe(self._web_config),
             },

@@ -27,7 +27,8 @@ with contextlib.suppress(ImportError):
     # dnspython loads its asyncio backend on the first query; load it before any is timed.
     import dns._asyncio_backend
 
-from probe.config import ConfigError, IPNetwork, TargetConfig
+from probe._text import host_port
+from probe.config import IPNetwork, TargetConfig
 from probe.deadline import Deadline
 from probe.reasons import Reason
 from probe.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
@@ -54,22 +55,21 @@ def system_resolvers() -> tuple[Resolver, ...]:
     """The resolvers of the system configuration (``/etc/resolv.conf``).
 
     Raises:
-        ConfigError: no resolver is configured.
+        LookupError: no resolver is configured.
     """
     try:
         resolver = dns.resolver.Resolver(configure=True)
     except dns.resolver.NoResolverConfiguration:
-        raise ConfigError("no 'resolvers' configured and /etc/resolv.conf lists none") from None
+        raise LookupError("no 'resolvers' configured and /etc/resolv.conf lists none") from None
     servers = tuple((str(ns), resolver.port) for ns in resolver.nameservers)
     if not servers:
-        raise ConfigError("no 'resolvers' configured and /etc/resolv.conf lists none")
+        raise LookupError("no 'resolvers' configured and /etc/resolv.conf lists none")
     return servers
 
 
 def format_resolver(resolver: Resolver) -> str:
     """``IP:port``, with IPv6 in brackets."""
-    ip, port = resolver
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    return host_port(*resolver)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ with contextlib.suppress(ImportError):
     import anyio._backends._asyncio  # noqa: F401
     import httpcore._async.http11  # noqa: F401
 
-from probe._text import plural
+from probe._text import host_port, plural, shorten
 from probe.certs import classify_verify_error
 from probe.config import TargetConfig
 from probe.deadline import Deadline
@@ -68,8 +68,7 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
 
 def request_url(address: IPAddress, target: TargetConfig) -> str:
     """The URL to request: the address in place of the hostname."""
-    host = f"[{address}]" if address.version == 6 else str(address)
-    return f"https://{host}:{target.port}{target.path}"
+    return f"https://{host_port(str(address), target.port)}{target.path}"
 
 
 def request_headers(target: TargetConfig) -> dict[str, str]:
@@ -300,8 +299,7 @@ def _root_cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> B
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
+    return shorten(str(exc) or type(exc).__name__)
 
 
 def _phases(events: Mapping[str, float], start: float, end: float | None) -> PhaseTimes:

@@ -10,8 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import IO, Any
 
+from probe._text import printable
 from probe.certs import common_name_of, describe_age, format_time, label_of
-from probe.reasons import Status
+from probe.reasons import Reason, Status
 from probe.results import (
     AddressResult,
     CertInfo,
@@ -61,6 +62,8 @@ def _target(result: TargetResult) -> dict[str, Any]:
         "hostname": result.hostname,
         "port": result.port,
         "status": result.status.value,
+        "insecure_skip_verify": result.insecure_skip_verify,
+        "request_headers": dict(result.request_headers),
         "started_timestamp": round(result.started_timestamp, 3),
         "duration_seconds": _sec(result.duration_seconds),
         "failures": [_failure(f) for f in result.failures],
@@ -173,7 +176,12 @@ def _attempt(attempt: HttpAttempt) -> dict[str, Any]:
         "body_bytes": attempt.body_bytes,
         "body_truncated": attempt.body_truncated,
         "duration_seconds": _sec(attempt.duration_seconds),
-        "phases": {name: _sec(value) for name, value in attempt.phases.items()},
+        "phases": {
+            "connect": _sec(attempt.phases.connect),
+            "tls": _sec(attempt.phases.tls),
+            "processing": _sec(attempt.phases.processing),
+            "transfer": _sec(attempt.phases.transfer),
+        },
         "failures": [_failure(f) for f in attempt.failures],
     }
 
@@ -237,6 +245,9 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
     ttl_text = f", TTL {ttl}s" if ttl is not None else ""
     timing = paint.dim(f"({source}{ttl_text}, {_ms(dns.lookup_seconds)})")
     w(f"  DNS      {dns.name}{via} → {answers or '(none)'}  {timing}\n")
+    if result.request_headers:
+        sent = ", ".join(f"{name}: {printable(value)}" for name, value in result.request_headers)
+        w(f"  request  {sent}\n")
     if dns.alias is not None:
         alias = dns.alias
         if alias.matches:
@@ -255,14 +266,15 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
             w(f"  chain as sent by {chain_source.address}:\n")
             for depth, cert in enumerate(chain_source.tls.chain):
                 w(
-                    f"    {depth}  {label_of(cert)}  ← {common_name_of(cert.issuer)}  "
+                    f"    {depth}  {printable(label_of(cert))}  ← {printable(common_name_of(cert.issuer))}  "
                     f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
                 )
             if chain_source.tls.verified_chain:
                 expiry = chain_source.tls.verified_chain_expiry_timestamp
                 assert expiry is not None
+                anchor = printable(label_of(chain_source.tls.verified_chain[-1]))
                 w(
-                    f"    verified up to {label_of(chain_source.tls.verified_chain[-1])}; chain expires "
+                    f"    verified up to {anchor}; chain expires "
                     f"{format_time(expiry)} ({describe_age(expiry, now)})\n"
                 )
     counts = result.backend_counts
@@ -285,7 +297,7 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
             where = f" {failure.address}" if failure.address is not None else ""
             w(
                 f"    {paint.status(failure.severity, failure.severity.value):<8} "
-                f"{failure.reason.value}{where}: {failure.detail}\n"
+                f"{failure.reason.value}{where}: {printable(failure.detail)}\n"
             )
 
 
@@ -300,7 +312,7 @@ def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Pai
         handshake = "-"
     leaf = tls.leaf
     if leaf is not None:
-        names = ", ".join(leaf.dns_names[:3]) or f"CN={leaf.common_name}"
+        names = printable(", ".join(leaf.dns_names[:3]) or f"CN={leaf.common_name}")
         more = f" +{len(leaf.dns_names) - 3}" if len(leaf.dns_names) > 3 else ""
         trust = "verified" if tls.verified else "NOT verified"
         cert = (
@@ -312,9 +324,17 @@ def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Pai
     verdict = paint.status(result.status, f"{result.status.value:<9}")
     out.write(f"  {result.address!s:<18} {connect:>8} {handshake:>16}  {verdict} {cert}\n")
     if result.attempts:
-        statuses = " ".join(str(a.status_code) if a.status_code else "ERR" for a in result.attempts)
+        statuses = " ".join(_attempt_label(a) for a in result.attempts)
         mean = sum(a.duration_seconds for a in result.attempts) / len(result.attempts)
         out.write(f"  {'':<18} {'http':>8} {statuses:>16}  {paint.dim(f'mean {_ms(mean)} per request')}\n")
+
+
+def _attempt_label(attempt: HttpAttempt) -> str:
+    """The status code, or ``ERR`` when the response did not arrive whole."""
+    broken = {Reason.HTTP_PROTOCOL_ERROR, Reason.HTTP_TIMEOUT}
+    if attempt.status_code is None or any(f.reason in broken for f in attempt.failures):
+        return "ERR"
+    return str(attempt.status_code)
 
 
 def _ms(seconds: float | None) -> str:

@@ -298,6 +298,7 @@ class TargetResult:
         expected_backends: the names in ``expect_backends`` (empty when a count or unset).
         expected_backend_count: how many backends should answer, ``None`` when unset.
         insecure_skip_verify: certificate verification was off for this target.
+        request_headers: the configured request headers, secret values as ``(secret)``.
     """
 
     name: str
@@ -313,6 +314,7 @@ class TargetResult:
     expected_backends: tuple[str, ...] = ()
     expected_backend_count: int | None = None
     insecure_skip_verify: bool = False
+    request_headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def backend_counts(self) -> dict[str, int]:

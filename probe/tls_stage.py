@@ -10,6 +10,7 @@ sent, so an expired or mismatched certificate still shows its names and dates.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 import warnings
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probe.certs import cert_info, classify_verify_error
-from probe.config import ConfigError, Timeouts
+from probe.config import Timeouts
 from probe.deadline import Deadline
 from probe.reasons import Reason
 from probe.results import CertInfo, Failure, IPAddress, TlsResult
@@ -77,15 +78,22 @@ def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool
         min_tls_version: ``"1.0"`` … ``"1.3"``.
         skip_verify: build non-verifying contexts (``insecure_skip_verify``).
 
+    OpenSSL 3 refuses TLS 1.0 and 1.1 at its default security level, and so does curl; the
+    verifying contexts keep that level whatever ``min_tls_version`` says, so a verdict
+    never rests on weaker crypto than curl accepts. Only ``any_version``, which learns
+    which version an old server speaks, lowers it.
+
     Raises:
-        ConfigError: ``ca_file`` cannot be read or holds no certificate (message without
-            the file/field prefix; the caller adds it).
+        ValueError: ``ca_file`` cannot be read or holds no certificate (a message without
+            the file or field; the caller adds them).
     """
 
-    def make(verify: bool, alpn: list[str], minimum: str = min_tls_version) -> ssl.SSLContext:
+    def make(
+        verify: bool, alpn: list[str], minimum: str = min_tls_version, legacy: bool = False
+    ) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if minimum in ("1.0", "1.1"):
-            context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses them otherwise
+        if legacy:
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS < 1.2 otherwise
         with warnings.catch_warnings():
             # Python deprecates TLS 1.0/1.1; probing for them is deliberate.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -103,14 +111,15 @@ def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool
             try:
                 context.load_verify_locations(cafile=str(ca_file))
             except FileNotFoundError:
-                raise ConfigError(f"{ca_file}: no such file") from None
+                raise ValueError(f"{ca_file}: no such file") from None
             except ssl.SSLError as exc:
                 why = (exc.reason or str(exc)).lower().replace("_", " ")
-                raise ConfigError(f"{ca_file}: not a PEM certificate bundle ({why})") from None
+                raise ValueError(f"{ca_file}: not a PEM certificate bundle ({why})") from None
             except OSError as exc:
-                raise ConfigError(f"{ca_file}: cannot read: {exc.strerror or exc}") from None
-            if not context.get_ca_certs():
-                raise ConfigError(f"{ca_file}: holds no CA certificate")
+                raise ValueError(f"{ca_file}: cannot read: {exc.strerror or exc}") from None
+            # Any certificate is a trust anchor, a pinned self-signed leaf too (as for curl).
+            if not context.cert_store_stats()["x509"]:
+                raise ValueError(f"{ca_file}: holds no certificate")
         return context
 
     verify_context = make(not skip_verify, ["h2", "http/1.1"])
@@ -118,7 +127,7 @@ def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool
         verify=verify_context,
         http=make(not skip_verify, ["http/1.1"]),
         inspect=make(False, ["h2", "http/1.1"]),
-        any_version=make(False, ["h2", "http/1.1"], minimum="1.0"),
+        any_version=make(False, ["h2", "http/1.1"], minimum="1.0", legacy=True),
         min_version=_VERSIONS[min_tls_version],
         skip_verify=skip_verify,
     )
@@ -249,10 +258,15 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
 
 
 def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
-    """Map a TCP connect failure to a reason and a sentence."""
+    """Map a TCP connect failure to a reason and a sentence.
+
+    asyncio puts its own text in ``strerror`` ("Connect call failed …"); the errno says
+    what happened (no route, network unreachable …).
+    """
     if isinstance(exc, ConnectionRefusedError):
         return Reason.TCP_REFUSED, "connection refused"
-    return Reason.TCP_ERROR, f"connect failed: {exc.strerror or exc}"
+    why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return Reason.TCP_ERROR, f"connect failed: {why}"
 
 
 def peer_chain(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[bytes, ...]:
