@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +18,15 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from probe import __version__, daemon, log
-from probe.config import DEFAULT_LISTEN, Config, ConfigError, build_config, load_config, parse_listen
+from probe.config import (
+    DEFAULT_LISTEN,
+    Config,
+    ConfigError,
+    Timeouts,
+    build_config,
+    load_config,
+    parse_listen,
+)
 from probe.cycle import TargetPlan, plan, run_cycle
 from probe.reasons import ExitCode
 from probe.report import overall_status, render_json, render_text
@@ -54,7 +63,11 @@ _FLAG_FOR_FIELD = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``probe`` command."""
-    parser = _Parser(prog="probe", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="probe",
+        description="End-to-end checks of an HTTPS service behind an internal load balancer: "
+        "DNS, TLS at every address, and the backend round-robin.",
+    )
     parser.add_argument("--version", action="version", version=f"probe {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -90,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     adhoc.add_argument("--min-tls-version", choices=("1.0", "1.1", "1.2", "1.3"), help="default 1.2")
     adhoc.add_argument("--header", metavar="NAME:VALUE", action="append", help="request header (repeatable)")
     adhoc.add_argument("--timeout", metavar="SECONDS", type=float, help="overall deadline (default 25)")
+    adhoc.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="do not verify the certificate or the name (like curl -k); the facts are still shown",
+    )
     _output_options(check)
 
     run = commands.add_parser(
@@ -168,6 +187,10 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
         return ExitCode.UNKNOWN
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.UNKNOWN
 
 
 def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
@@ -221,6 +244,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
             ("--min-tls-version", args.min_tls_version),
             ("--header", args.header),
             ("--timeout", args.timeout),
+            ("--insecure", args.insecure),
         )
         if value is not None
     ]
@@ -245,7 +269,10 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         target["expect_same_addresses_as"] = args.expect_same_addresses_as
     if args.expect_backends is not None:
         text = args.expect_backends.strip()
-        target["expect_backends"] = int(text) if text.isdigit() else [n for n in text.split(",") if n]
+        try:
+            target["expect_backends"] = int(text)
+        except ValueError:
+            target["expect_backends"] = [n.strip() for n in text.split(",") if n.strip()]
     if args.backend_header:
         target["backend"] = {"header": args.backend_header}
     if args.backend_regex:
@@ -266,6 +293,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         target["headers"] = headers
     if args.timeout is not None:
         target["timeouts"] = _timeouts_within(args.timeout)
+    if args.insecure:
+        target["insecure_skip_verify"] = True
     try:
         return build_config({"targets": [target]}, where="arguments")
     except ConfigError as exc:
@@ -273,11 +302,11 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _timeouts_within(deadline: float) -> dict[str, float]:
-    """Stage timeouts that fit an ad hoc ``--timeout`` deadline."""
+    """Stage timeouts that fit an ad hoc ``--timeout`` deadline (the defaults, shortened)."""
     if deadline <= 0:
         raise UsageError(f"--timeout: must be greater than 0 (got {deadline:g})")
-    defaults = {"dns": 2.0, "connect": 3.0, "tls": 5.0, "http": 5.0}
-    return {"deadline": deadline, **{k: min(v, deadline) for k, v in defaults.items()}}
+    stages = Timeouts().model_dump(exclude={"deadline"})
+    return {"deadline": deadline, **{name: min(value, deadline) for name, value in stages.items()}}
 
 
 def _flag_message(exc: ConfigError) -> str:
@@ -290,13 +319,26 @@ def _flag_message(exc: ConfigError) -> str:
     return f"{flag}: {exc.message}"
 
 
+def _can_listen(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe_socket:
+        probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe_socket.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
     from probe.lab import DemoLab
 
     try:
-        parse_listen(args.listen)
+        host, port = parse_listen(args.listen)
     except ValueError as exc:
         raise UsageError(f"--listen: {exc}") from None
+    if not args.once and not _can_listen(host, port):
+        raise UsageError(f"--listen: {args.listen} is in use; give another HOST:PORT, or --once")
     with DemoLab() as lab:
         config = build_config({**lab.config_data(interval=10), "listen": args.listen}, where="demo")
         plans = plan(config)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from probe._text import host_port
+from probe._text import host_port, shorten
 from probe.config import Config, ConfigError, load_config, parse_listen
 from probe.cycle import TargetPlan, plan
 from probe.metrics import ProbeCollector
@@ -137,10 +137,17 @@ class Daemon:
             try:
                 config = await asyncio.to_thread(load_config, self._config_path)
                 plans = await asyncio.to_thread(plan, config)
-            except ConfigError as exc:
-                log.error("reload refused; the running configuration stays", extra={"error": str(exc)})
+            except Exception as exc:  # a bad file, or anything else: the running config stays
+                if isinstance(exc, ConfigError):
+                    why = str(exc)
+                    log.error("reload refused; the running configuration stays", extra={"error": why})
+                else:
+                    why = f"{type(exc).__name__}: {shorten(str(exc))}"
+                    log.error(
+                        "reload failed; the running configuration stays", exc_info=exc, extra={"error": why}
+                    )
                 self.store.reload_failed()
-                self._notifier.reloaded(f"reload refused: {exc}"[:200])
+                self._notifier.reloaded(f"reload refused: {why}"[:200])
                 return False
             if config.listen != self._config.listen:
                 log.warning(

@@ -31,10 +31,10 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 #: Seconds a client may take to send its request before the connection is dropped.
-CLIENT_TIMEOUT = 10.0
+CLIENT_TIMEOUT = 5.0
 
 #: Connections served at once; more are closed immediately.
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 64
 
 
 def make_app(registry: CollectorRegistry, store: ResultStore, auth: BasicAuth | None = None) -> WsgiApp:

@@ -229,3 +229,56 @@ def test_demo_keeps_probing_with_the_metrics_endpoint_up() -> None:
     assert process.returncode == 0
     assert "Status: OK (1 ok)" in stdout
     assert f"metrics at http://127.0.0.1:{port}/metrics" in stdout
+
+
+def test_secret_header_value_never_appears_in_the_output(demo: DemoLab) -> None:
+    code, out = check(*adhoc_args(demo), "--header", "Authorization: Bearer s3cr3t-t0ken", "--json")
+    assert code == ExitCode.OK
+    assert "s3cr3t-t0ken" not in out
+    assert json.loads(out)["targets"][0]["request_headers"] == {"Authorization": "(secret)"}
+
+
+def test_header_value_with_a_line_break_is_refused_without_echoing_it(demo: DemoLab) -> None:
+    result = probe(
+        "check", demo.url, "--resolver", demo.dns_server.where, "--header", "Authorization: Bearer x\r\ny"
+    )
+    assert result.returncode == ExitCode.UNKNOWN
+    assert result.stderr == (
+        "probe: --header: must be printable ASCII without line breaks or leading/trailing spaces "
+        "(the value is not shown here)\n"
+    )
+
+
+def test_insecure_flag_probes_a_server_with_an_untrusted_certificate(demo: DemoLab) -> None:
+    args = [a for a in adhoc_args(demo) if a != str(demo.ca_file) and a != "--ca-file"]
+    code, out = check(*args, "--json")
+    assert code == ExitCode.CRITICAL  # the system store does not know the lab's root
+    code, out = check(*args, "--insecure", "--json")
+    document = json.loads(out)["targets"][0]
+    assert code == ExitCode.OK
+    assert document["insecure_skip_verify"] is True
+    assert document["addresses"][0]["tls"]["verified"] is False
+    assert document["backends"]["counts"] == {"web-1": 4, "web-2": 4}
+
+
+def test_negative_backend_count_is_refused() -> None:
+    result = probe(
+        "check", "https://www.corp.example/", "--backend-header", "X-Backend", "--expect-backends", "-2"
+    )
+    assert result.returncode == ExitCode.UNKNOWN
+    assert result.stderr == "probe: --expect-backends: must be at least 1 (got -2)\n"
+
+
+def test_output_closed_early_ends_quietly() -> None:
+    result = subprocess.run(
+        f"set -o pipefail; {sys.executable} -m probe demo --once | head -1",
+        shell=True,
+        executable="/bin/bash",
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.startswith("probe demo: lab on loopback")
+    assert "Traceback" not in result.stderr

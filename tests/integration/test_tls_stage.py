@@ -212,3 +212,14 @@ def test_verdict_equals_curl(scene: Any, pki: Pki, ca_file: Path, case: str) -> 
         check=False,
     )
     assert only(result).tls.verified is (curl.returncode == 0), curl.stderr
+
+
+def test_pinned_self_signed_leaf_in_ca_file_verifies_as_with_curl(scene: Any, tmp_path: Path) -> None:
+    host = f"cert-{next(_N)}.corp.example"
+    pinned = issue(host, None, dns_names=(host,))
+    pin = tmp_path / "pin.pem"
+    pin.write_bytes(pinned.cert_pem)
+    s = scene(hostname=host, cert=pinned)
+    result = run({**s.target, "ca_file": str(pin)})
+    assert result.status is Status.OK, result.failures
+    assert only(result).tls.verified

@@ -269,7 +269,7 @@ def test_a_silent_client_does_not_block_a_scrape(served: Served) -> None:
 
 
 def test_a_silent_client_loses_its_connection(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The real limit is CLIENT_TIMEOUT (10 s); the handler class carries it.
+    # The real limit is CLIENT_TIMEOUT; the handler class carries it.
     assert web._Handler.timeout == web.CLIENT_TIMEOUT
     monkeypatch.setattr(web._Handler, "timeout", 0.2)
     with socket.create_connection((served.host, served.port), timeout=5) as conn:
