@@ -1,14 +1,19 @@
-"""Helpers for building targets and running cycles in tests."""
+"""Helpers for building targets, running cycles and running the ``probe`` command in tests."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from probe.config import TargetConfig, build_config
 from probe.cycle import TargetPlan, plan, run_cycle
 from probe.results import TargetResult
 
+REPO = Path(__file__).resolve().parents[1]
 FAST = {"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 5}
 
 
@@ -37,3 +42,26 @@ def run(target: TargetPlan | dict[str, Any]) -> TargetResult:
 def reasons(result: TargetResult) -> set[str]:
     """The reason codes of a result, as strings."""
     return {f.reason.value for f in result.failures}
+
+
+def environment_without_proxies() -> dict[str, str]:
+    """The test's environment without proxy settings: tests only talk to loopback."""
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def probe_cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m probe ARGS`` from the repository, output captured as text; any exit status is returned.
+
+    The environment is ``env``, by default the test's own without proxy settings.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "probe", *args],
+        cwd=REPO,
+        env=environment_without_proxies() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -18,9 +18,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pytest
 
 from probe.lab import Backend, Lab, Pki
 from probe.lab.pki import Issued
+from tests.e2e._procs import Process, require_programs, start_server
 
 HOSTNAME = "www.corp.example"
 ALB_NAME = "internal-e2e-alb-1.eu-west-1.elb.example"
@@ -42,10 +42,6 @@ DNS_ADDRESS = "127.0.53.30"
 DNS_TTL = 60
 PKI_LABEL = "probe e2e"
 
-#: Bound on waiting for HAProxy or dnsmasq to come up (seconds).
-START_TIMEOUT = 10.0
-#: Attempts with a new port when another process took the port between choice and bind.
-_PORT_ATTEMPTS = 5
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")  # not on PATH for non-root users on Debian
 
 
@@ -66,120 +62,12 @@ def _find(name: str) -> str | None:
 @pytest.fixture(scope="session")
 def binaries() -> Binaries:
     """The haproxy and dnsmasq executables; skip (or fail with PROBE_REQUIRE_E2E=1) without them."""
-    found = {name: _find(name) for name in ("haproxy", "dnsmasq")}
-    missing = [name for name, path in found.items() if path is None]
-    if missing:
-        message = (
-            f"end-to-end tests need {' and '.join(missing)} (not on PATH nor in {', '.join(_SBIN)}); "
-            "on Debian/Ubuntu: apt-get install haproxy dnsmasq-base"
-        )
-        if os.environ.get("PROBE_REQUIRE_E2E") == "1":
-            pytest.fail(f"{message} — PROBE_REQUIRE_E2E=1 forbids skipping them", pytrace=False)
-        pytest.skip(message)
-    return Binaries(haproxy=found["haproxy"] or "", dnsmasq=found["dnsmasq"] or "")
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class Process:
-    """A foreground server process whose stdout and stderr go to a log file."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, config: str = "") -> None:
-        self.name = name
-        self.argv = argv
-        self.config = config
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        try:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-            )
-        except BaseException:
-            self._log.close()
-            raise
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self, limit: int = 6000) -> str:
-        """The end of the process's output, for failure messages."""
-        text = self.log_path.read_text(errors="replace")
-        return text if len(text) <= limit else "…" + text[-limit:]
-
-    def describe(self) -> str:
-        state = "running" if self.running else f"exited with {self.proc.returncode}"
-        config = f"--- config ---\n{self.config}" if self.config else ""
-        return f"{self.name} ({state}): {' '.join(self.argv)}\n{config}--- output ---\n{self.output()}"
-
-    def stop(self) -> None:
-        """Terminate (then kill) the process and wait for it; idempotent."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-
-def start_server(
-    name: str,
-    launch: Callable[[int, int], Process],
-    ready: Callable[[int], bool],
-    addresses: tuple[str, ...],
-    kinds: tuple[socket.SocketKind, ...],
-) -> tuple[Process, int]:
-    """Start a server on a free port and wait until ``ready(port)``; fail clearly if it does not.
-
-    Args:
-        name: for messages.
-        launch: ``launch(port, attempt)`` starts the process.
-        ready: polled every 20 ms for at most ``START_TIMEOUT`` seconds.
-        addresses: the addresses the server binds; the port must be free on all of them.
-        kinds: the socket types it binds (TCP and/or UDP).
-
-    Returns:
-        ``(process, port)``. A port taken by someone else meanwhile means another attempt.
-    """
-    for attempt in range(_PORT_ATTEMPTS):
-        port = free_port(addresses, kinds)
-        process = launch(port, attempt)
-        limit = time.monotonic() + START_TIMEOUT
-        while process.running and not ready(port):
-            if time.monotonic() > limit:
-                process.stop()
-                why = f"{name} not ready within {START_TIMEOUT:g}s"
-                pytest.fail(f"{why}\n{process.describe()}", pytrace=False)
-            time.sleep(0.02)
-        if process.running:
-            return process, port
-        process.stop()
-        output = process.output()
-        if "Address already in use" not in output and "cannot bind socket" not in output:
-            pytest.fail(f"{name} did not start\n{process.describe()}", pytrace=False)
-    pytest.fail(f"{name}: no free port in {_PORT_ATTEMPTS} attempts\n{process.describe()}", pytrace=False)
-
-
-def free_port(addresses: tuple[str, ...], kinds: tuple[socket.SocketKind, ...]) -> int:
-    """A port that is free on every address for every socket kind (TCP and/or UDP)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kinds[0]) as first:
-            first.bind((addresses[0], 0))
-            port: int = first.getsockname()[1]
-            try:
-                for address in addresses:
-                    for kind in kinds:
-                        if (address, kind) == (addresses[0], kinds[0]):
-                            continue
-                        with socket.socket(socket.AF_INET, kind) as other:
-                            other.bind((address, port))
-            except OSError:
-                continue
-        return port
-    raise OSError(f"no port free on all of {', '.join(addresses)}")
+    message = (
+        f"end-to-end tests need {{missing}} (not on PATH nor in {', '.join(_SBIN)}); "
+        "on Debian/Ubuntu: apt-get install haproxy dnsmasq-base"
+    )
+    found = require_programs(("haproxy", "dnsmasq"), message, find=_find)
+    return Binaries(haproxy=found["haproxy"], dnsmasq=found["dnsmasq"])
 
 
 # --------------------------------------------------------------------------- PKI

@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from tests.e2e.conftest import (
     E2ePki,
     LoadBalancer,
 )
+from tests.helpers import probe_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -75,8 +74,8 @@ def _environment() -> dict[str, str]:
 
 
 def run_probe(lb: LoadBalancer, resolver: Dnsmasq, pki: E2ePki) -> ProbeRun:
-    argv = [
-        sys.executable, "-m", "probe", "check", lb.url,
+    args = [
+        "check", lb.url,
         "--resolver", resolver.where,
         "--ca-file", str(pki.ca_file),
         "--expect-network", LB_NETWORK,
@@ -85,9 +84,7 @@ def run_probe(lb: LoadBalancer, resolver: Dnsmasq, pki: E2ePki) -> ProbeRun:
         "--expect-backends", "web-1,web-2",
         "--json",
     ]  # fmt: skip
-    done = subprocess.run(
-        argv, cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=60, check=False
-    )
+    done = probe_cli(*args, env=_environment())
     context = f"{lb.process.describe()}\n{resolver.process.describe()}"
     try:
         doc = json.loads(done.stdout)

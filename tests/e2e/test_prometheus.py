@@ -18,8 +18,6 @@ import json
 import math
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +38,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from probe.lab import DemoLab
 from probe.metrics import SPECS, Spec
 from probe.scheduler import STOP_GRACE
-from tests.e2e.conftest import free_port
+from tests.e2e._procs import Process, require_programs, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +61,6 @@ READY_TIMEOUT = 15.0
 SCRAPE_TIMEOUT = 25.0
 #: Bound on the daemon's exit after SIGTERM: in-flight cycles get STOP_GRACE seconds.
 STOP_TIMEOUT = STOP_GRACE + 5.0
-_PORT_ATTEMPTS = 5
 
 # urllib without the environment's proxies: everything here is on loopback.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -81,17 +78,11 @@ class Tools:
 @pytest.fixture(scope="module")
 def tools() -> Tools:
     """The prometheus and promtool executables; skip (or fail with PROBE_REQUIRE_E2E=1) without them."""
-    found = {name: shutil.which(name) for name in ("prometheus", "promtool")}
-    missing = [name for name, path in found.items() if path is None]
-    if missing:
-        message = (
-            f"Prometheus end-to-end tests need {' and '.join(missing)} on PATH; "
-            "on Debian/Ubuntu: apt-get install prometheus"
-        )
-        if os.environ.get("PROBE_REQUIRE_E2E") == "1":
-            pytest.fail(f"{message} — PROBE_REQUIRE_E2E=1 forbids skipping them", pytrace=False)
-        pytest.skip(message)
-    return Tools(prometheus=found["prometheus"] or "", promtool=found["promtool"] or "")
+    found = require_programs(
+        ("prometheus", "promtool"),
+        "Prometheus end-to-end tests need {missing} on PATH; on Debian/Ubuntu: apt-get install prometheus",
+    )
+    return Tools(prometheus=found["prometheus"], promtool=found["promtool"])
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -133,86 +124,31 @@ def _environment() -> dict[str, str]:
     return env
 
 
-class Server:
-    """A foreground process whose stdout and stderr go to a log file."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, config: str) -> None:
-        self.name = name
-        self.argv = argv
-        self.config = config
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        try:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=REPO_ROOT,
-                env=_environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-            )
-        except BaseException:
-            self._log.close()
-            raise
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self, limit: int = 6000) -> str:
-        text = self.log_path.read_text(errors="replace")
-        return text if len(text) <= limit else "…" + text[-limit:]
-
-    def describe(self) -> str:
-        state = "running" if self.running else f"exited with {self.proc.returncode}"
-        return (
-            f"{self.name} ({state}): {' '.join(self.argv)}\n--- config ---\n{self.config}"
-            f"--- output ---\n{self.output()}"
-        )
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the status after SIGTERM.
-
-        ``None`` means it had to be killed. Idempotent.
-        """
-        code: int | None = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return code
+def _server(name: str, argv: list[str], log_path: Path, config: str) -> Process:
+    """A server run from the repository in the test's environment; ``stop`` gives it ``STOP_TIMEOUT``."""
+    return Process(name, argv, log_path, config, cwd=REPO_ROOT, env=_environment(), stop_timeout=STOP_TIMEOUT)
 
 
 def _start(
     name: str,
-    launch: Callable[[int, int], Server],
+    launch: Callable[[int, int], Process],
     ready_url: Callable[[int], str],
-) -> tuple[Server, int]:
+) -> tuple[Process, int]:
     """Start a server on a free loopback port, and wait (bounded) until ``ready_url`` answers 200."""
-    for attempt in range(_PORT_ATTEMPTS):
-        port = free_port((LOOPBACK,), (socket.SOCK_STREAM,))
-        server = launch(port, attempt)
-        limit = time.monotonic() + READY_TIMEOUT
-        while server.running and _status(ready_url(port)) != 200:
-            if time.monotonic() > limit:
-                server.stop()
-                pytest.fail(f"{name} not ready within {READY_TIMEOUT:g}s\n{server.describe()}", pytrace=False)
-            time.sleep(0.05)
-        if server.running:
-            return server, port
-        server.stop()
-        if "address already in use" not in server.output().lower():  # else: the port was taken meanwhile
-            pytest.fail(f"{name} did not start\n{server.describe()}", pytrace=False)
-    pytest.fail(f"{name}: no free port in {_PORT_ATTEMPTS} attempts\n{server.describe()}", pytrace=False)
+    return start_server(
+        name,
+        launch,
+        lambda port: _status(ready_url(port)) == 200,
+        (LOOPBACK,),
+        (socket.SOCK_STREAM,),
+        timeout=READY_TIMEOUT,
+        poll=0.05,
+    )
 
 
 @dataclass
 class Daemon:
-    server: Server
+    server: Process
     port: int
 
     @property
@@ -223,12 +159,12 @@ class Daemon:
 def start_daemon(directory: Path, targets: list[dict[str, Any]]) -> Daemon:
     """``probe run`` with these targets on a free port, once ``/-/ready`` says 200 (first cycles done)."""
 
-    def launch(port: int, attempt: int) -> Server:
+    def launch(port: int, attempt: int) -> Process:
         config = yaml.safe_dump({"listen": f"{LOOPBACK}:{port}", "targets": targets}, sort_keys=False)
         path = directory / f"probe-{attempt}.yaml"
         path.write_text(config)
         argv = [sys.executable, "-m", "probe", "run", "--config", str(path)]
-        return Server("probe run", argv, directory / f"probe-{attempt}.log", config)
+        return _server("probe run", argv, directory / f"probe-{attempt}.log", config)
 
     server, port = _start("probe run", launch, lambda port: f"http://{LOOPBACK}:{port}/-/ready")
     return Daemon(server, port)
@@ -236,7 +172,7 @@ def start_daemon(directory: Path, targets: list[dict[str, Any]]) -> Daemon:
 
 @dataclass
 class Prometheus:
-    server: Server
+    server: Process
     port: int
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -295,7 +231,7 @@ scrape_configs:
     )
     assert check.returncode == 0, check.stdout + check.stderr
 
-    def launch(port: int, attempt: int) -> Server:
+    def launch(port: int, attempt: int) -> Process:
         argv = [
             tools.prometheus,
             f"--config.file={config_path}",
@@ -303,7 +239,7 @@ scrape_configs:
             f"--web.listen-address={LOOPBACK}:{port}",
             "--log.level=warn",  # quiet: anything it logs is worth reading
         ]
-        return Server("prometheus", argv, directory / f"prometheus-{attempt}.log", config)
+        return _server("prometheus", argv, directory / f"prometheus-{attempt}.log", config)
 
     server, port = _start("prometheus", launch, lambda port: f"http://{LOOPBACK}:{port}/-/ready")
     return Prometheus(server, port)

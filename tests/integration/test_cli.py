@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -20,21 +19,7 @@ import yaml
 from probe.cli import main
 from probe.lab import DemoLab
 from probe.reasons import ExitCode
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def probe(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    return subprocess.run(
-        [sys.executable, "-m", "probe", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+from tests.helpers import REPO, environment_without_proxies, probe_cli
 
 
 def check(*args: str) -> tuple[int, str]:
@@ -162,7 +147,7 @@ def test_config_file_and_target_selection(demo: DemoLab, tmp_path: Path) -> None
     ],
 )
 def test_bad_input_is_one_line_and_exit_3(args: list[str], message: str) -> None:
-    result = probe(*args)
+    result = probe_cli(*args)
     assert result.returncode == ExitCode.UNKNOWN
     assert result.stderr == message + "\n"
     assert result.stdout == ""
@@ -171,7 +156,7 @@ def test_bad_input_is_one_line_and_exit_3(args: list[str], message: str) -> None
 def test_bad_config_value_is_one_line_and_exit_3(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("targets:\n  - url: https://www.corp.example/\n    timeouts: {tls: -1}\n")
-    result = probe("check", "--config", str(path))
+    result = probe_cli("check", "--config", str(path))
     assert result.returncode == ExitCode.UNKNOWN
     assert result.stderr == f"probe: {path}: targets[0].timeouts.tls: must be greater than 0 (got -1)\n"
 
@@ -179,7 +164,7 @@ def test_bad_config_value_is_one_line_and_exit_3(tmp_path: Path) -> None:
 def test_unloadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
-    result = probe("check", "https://www.corp.example/", "--resolver", "127.0.0.1", "--ca-file", str(bad))
+    result = probe_cli("check", "https://www.corp.example/", "--resolver", "127.0.0.1", "--ca-file", str(bad))
     assert result.returncode == ExitCode.UNKNOWN
     assert (
         result.stderr
@@ -188,7 +173,7 @@ def test_unloadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_demo_command_runs_the_lab() -> None:
-    result = probe("demo", "--once", "--json")
+    result = probe_cli("demo", "--once", "--json")
     assert result.returncode == ExitCode.OK, result.stderr
     document: dict[str, Any] = json.loads(result.stdout)
     target = document["targets"][0]
@@ -201,11 +186,10 @@ def test_demo_keeps_probing_with_the_metrics_endpoint_up() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     process = subprocess.Popen(
         [sys.executable, "-m", "probe", "demo", "--listen", f"127.0.0.1:{port}"],
         cwd=REPO,
-        env=env,
+        env=environment_without_proxies(),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -239,7 +223,7 @@ def test_secret_header_value_never_appears_in_the_output(demo: DemoLab) -> None:
 
 
 def test_header_value_with_a_line_break_is_refused_without_echoing_it(demo: DemoLab) -> None:
-    result = probe(
+    result = probe_cli(
         "check", demo.url, "--resolver", demo.dns_server.where, "--header", "Authorization: Bearer x\r\ny"
     )
     assert result.returncode == ExitCode.UNKNOWN
@@ -262,7 +246,7 @@ def test_insecure_flag_probes_a_server_with_an_untrusted_certificate(demo: DemoL
 
 
 def test_negative_backend_count_is_refused() -> None:
-    result = probe(
+    result = probe_cli(
         "check", "https://www.corp.example/", "--backend-header", "X-Backend", "--expect-backends", "-2"
     )
     assert result.returncode == ExitCode.UNKNOWN

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -19,8 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe.lab import DemoLab
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, environment_without_proxies, probe_cli
 
 
 def free_port() -> int:
@@ -101,7 +99,7 @@ def daemon(demo: DemoLab, tmp_path: Path) -> Iterator[Daemon]:
     notify_path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env = environment_without_proxies()
     env.update(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
     log_file = (tmp_path / "stderr.log").open("w")
     process = subprocess.Popen(
@@ -170,14 +168,7 @@ def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
 def test_bad_config_exits_3_with_one_line(tmp_path: Path) -> None:
     config = tmp_path / "probe.yaml"
     config.write_text("targets: [{url: 'https://www.corp.example/', timeouts: {dns: 0}}]\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "probe", "run", "--config", str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = probe_cli("run", "--config", str(config), timeout=30)
     assert result.returncode == 3
     assert result.stderr == f"probe: {config}: targets[0].timeouts.dns: must be greater than 0 (got 0)\n"
 
@@ -189,13 +180,6 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path, demo: DemoLab) -> No
         port = busy.getsockname()[1]
         config = tmp_path / "probe.yaml"
         config.write_text(config_text(demo, port))
-        result = subprocess.run(
-            [sys.executable, "-m", "probe", "run", "--config", str(config)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = probe_cli("run", "--config", str(config), timeout=30)
     assert result.returncode == 1
     assert result.stderr.endswith(f"probe: cannot listen on 127.0.0.1:{port}: Address already in use\n")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,8 @@ from probe.metrics import ProbeCollector
 from probe.store import ResultStore
 from probe.web import WebServer, make_app
 from probe.webconfig import BasicAuth, load_web_config, server_context
+from tests.helpers import probe_cli
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 
 
@@ -162,14 +160,7 @@ def test_daemon_refuses_a_bad_web_config_with_exit_3(tmp_path: Path) -> None:
     config.write_text("targets: [{url: 'https://www.corp.example/', resolvers: [127.0.0.1]}]\n")
     web = tmp_path / "web.yml"
     web.write_text("basic_auth_users: {u: plain}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "probe", "run", "--config", str(config), "--web.config.file", str(web)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = probe_cli("run", "--config", str(config), "--web.config.file", str(web), timeout=30)
     assert result.returncode == 3
     assert (
         result.stderr

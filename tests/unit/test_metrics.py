@@ -7,6 +7,7 @@ import platform
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,7 +24,6 @@ from probe.results import (
     AddressResult,
     AliasResult,
     CertInfo,
-    DnsAnswer,
     DnsResult,
     Failure,
     HttpAttempt,
@@ -33,10 +33,10 @@ from probe.results import (
     TlsResult,
 )
 from probe.store import BUCKETS, STALE_AFTER_CYCLES, ResultStore
+from tests import builders
+from tests.builders import DAY, NOW
 from tests.helpers import make_target
 
-DAY = 86400.0
-NOW = 1_780_000_000.0
 A1 = ipaddress.ip_address("10.0.0.1")
 A2 = ipaddress.ip_address("10.0.0.2")
 A6 = ipaddress.ip_address("fd00::1")
@@ -52,29 +52,16 @@ SPEC = {spec.name: spec for spec in SPECS}
 
 # --------------------------------------------------------------------------- builders
 
-
-def cert(
-    cn: str, not_after: float, *, issuer: str = "Corp Intermediate CA", serial: str = "0a1b"
-) -> CertInfo:
-    return CertInfo(
-        subject=f"CN={cn}",
-        issuer=f"CN={issuer}",
-        serial=serial,
-        not_before_timestamp=NOW - 100 * DAY,
-        not_after_timestamp=not_after,
-        sha256_fingerprint=(cn.encode().hex() * 8)[:64],
-        dns_names=(cn, f"alt.{cn}") if "." in cn else (),
-        ip_addresses=("10.0.0.1",) if "." in cn else (),
-        common_name=cn,
-        is_ca="." not in cn,
-        key="EC P-256",
-        signature_algorithm="ecdsa-with-SHA256",
-    )
-
-
-LEAF = cert("www.corp.example", NOW + 60 * DAY, serial="1f")
-INTERMEDIATE = cert("Corp Intermediate CA", NOW + 400 * DAY, issuer="Corp Root CA")
-ROOT = cert("Corp Root CA", NOW + 3000 * DAY, issuer="Corp Root CA")
+SERIAL = "0a1b"  # of the CA certificates
+LEAF = builders.cert(
+    "www.corp.example",
+    NOW + 60 * DAY,
+    serial="1f",
+    dns_names=("www.corp.example", "alt.www.corp.example"),
+    ip_addresses=("10.0.0.1",),
+)
+INTERMEDIATE = builders.cert("Corp Intermediate CA", NOW + 400 * DAY, issuer="Corp Root CA", serial=SERIAL)
+ROOT = builders.cert("Corp Root CA", NOW + 3000 * DAY, issuer="Corp Root CA", serial=SERIAL)
 
 
 def tls(
@@ -84,26 +71,22 @@ def tls(
     verified: bool = True,
     failures: tuple[Failure, ...] = (),
 ) -> TlsResult:
-    return TlsResult(
-        address=ip,
-        port=443,
-        connect_seconds=0.0011,
-        handshake_seconds=0.0042,
-        version="TLS 1.3",
-        cipher="TLS_AES_128_GCM_SHA256",
-        alpn="http/1.1",
+    return builders.tls_result(
+        ip,
+        chain,
+        (*chain, ROOT) if verified else (),
         verified=verified,
         verify_code=None if verified else 19,
         verify_message=None if verified else "self-signed certificate in certificate chain",
-        chain=chain,
-        verified_chain=(*chain, ROOT) if verified else (),
+        connect_seconds=0.0011,
+        handshake_seconds=0.0042,
+        version="TLS 1.3",
         failures=failures,
     )
 
 
 def refused_tls(ip: IPAddress) -> TlsResult:
-    failure = Failure(Reason.TCP_REFUSED, "connection refused (port 443)", ip)
-    return TlsResult(ip, 443, None, None, None, None, None, False, None, None, (), (), (failure,))
+    return builders.unconnected_tls(ip, Failure(Reason.TCP_REFUSED, "connection refused (port 443)", ip))
 
 
 PHASES = PhaseTimes(connect=0.001, tls=0.004, processing=0.01, transfer=0.0005)
@@ -115,16 +98,7 @@ def attempt(
     phases: PhaseTimes = PHASES,
     failures: tuple[Failure, ...] = (),
 ) -> HttpAttempt:
-    return HttpAttempt(
-        status_code=status,
-        http_version="HTTP/1.1" if status is not None else None,
-        backend=backend,
-        body_bytes=2,
-        body_truncated=False,
-        phases=phases,
-        duration_seconds=0.02,
-        failures=failures,
-    )
+    return builders.http_attempt(backend, status=status, phases=phases, duration=0.02, failures=failures)
 
 
 def address(
@@ -133,13 +107,11 @@ def address(
     *,
     tls_result: TlsResult | None = None,
 ) -> AddressResult:
+    """``ip`` with one answered request, or none when the handshake failed."""
     tls_result = tls_result or tls(ip)
     if attempts is None:
         attempts = [attempt()] if tls_result.connected and not tls_result.failures else []
-    failures = tls_result.failures + tuple(f for a in attempts for f in a.failures)
-    return AddressResult(
-        ip, tls_result, tuple(attempts), failures, Status.worst(f.severity for f in failures)
-    )
+    return builders.address_result(ip, tls_result, attempts)
 
 
 def served(ip: IPAddress, *backends: str) -> AddressResult:
@@ -147,24 +119,9 @@ def served(ip: IPAddress, *backends: str) -> AddressResult:
 
 
 def dns(
-    answers: Sequence[IPAddress] = (A1, A2),
-    *,
-    unexpected: Sequence[IPAddress] = (),
-    lookup_seconds: float = 0.0042,
-    alias: AliasResult | None = None,
-    failures: tuple[Failure, ...] = (),
+    answers: Sequence[IPAddress] = (A1, A2), *, lookup_seconds: float = 0.0042, **fields: Any
 ) -> DnsResult:
-    return DnsResult(
-        name="www.corp.example",
-        answers=tuple(DnsAnswer(a, 60, a not in unexpected) for a in answers),
-        cname_chain=(),
-        resolver="10.0.0.53:53",
-        rcode="NOERROR",
-        queries=(),
-        lookup_seconds=lookup_seconds,
-        alias=alias,
-        failures=failures,
-    )
+    return builders.dns_result(answers, lookup_seconds=lookup_seconds, **fields)
 
 
 def result(
@@ -172,34 +129,17 @@ def result(
     addresses: Sequence[AddressResult] | None = None,
     *,
     dns_result: DnsResult | None = None,
-    extra: Sequence[Failure] = (),
-    status: Status | None = None,
     duration: float = 0.25,
-    expected_backends: tuple[str, ...] = (),
-    expected_backend_count: int | None = None,
     insecure: bool = False,
+    **fields: Any,
 ) -> TargetResult:
+    """``name`` answered on A1 and A2 unless ``addresses`` are given."""
     if addresses is None:
         addresses = [address(A1), address(A2)]
     if dns_result is None:
         dns_result = dns([a.address for a in addresses])
-    failures = (*dns_result.failures, *(f for a in addresses for f in a.failures), *extra)
-    return TargetResult(
-        name=name,
-        url=f"https://{name}.corp.example/",
-        hostname=f"{name}.corp.example",
-        port=443,
-        started_timestamp=NOW,
-        duration_seconds=duration,
-        dns=dns_result,
-        addresses=tuple(addresses),
-        failures=failures,
-        status=status or Status.worst(f.severity for f in failures),
-        expected_backends=expected_backends,
-        expected_backend_count=(
-            expected_backend_count if expected_backend_count is not None else len(expected_backends) or None
-        ),
-        insecure_skip_verify=insecure,
+    return builders.target_result(
+        name, addresses, dns=dns_result, duration=duration, insecure_skip_verify=insecure, **fields
     )
 
 
@@ -311,7 +251,9 @@ def test_http_duration_of_a_phase_that_did_not_happen_is_absent() -> None:
 
 
 def test_earliest_cert_expiry_is_over_the_chain_as_sent() -> None:
-    short_intermediate = cert("Corp Intermediate CA", NOW + 5 * DAY, issuer="Corp Root CA")
+    short_intermediate = builders.cert(
+        "Corp Intermediate CA", NOW + 5 * DAY, issuer="Corp Root CA", serial=SERIAL
+    )
     a1 = address(A1, tls_result=tls(A1, (LEAF, short_intermediate)))
     s = scrape(result(addresses=[a1, address(A2)]))
     assert s.value("probe_ssl_earliest_cert_expiry", target="www", address="10.0.0.1") == NOW + 5 * DAY
@@ -319,7 +261,7 @@ def test_earliest_cert_expiry_is_over_the_chain_as_sent() -> None:
 
 
 def test_last_chain_expiry_is_over_the_verified_chain() -> None:
-    short_root = cert("Corp Root CA", NOW + 20 * DAY, issuer="Corp Root CA")
+    short_root = builders.cert("Corp Root CA", NOW + 20 * DAY, issuer="Corp Root CA", serial=SERIAL)
     verified = replace(tls(A1), verified_chain=(LEAF, INTERMEDIATE, short_root))
     s = scrape(result(addresses=[address(A1, tls_result=verified)]))
     assert (

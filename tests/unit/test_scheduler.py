@@ -16,30 +16,20 @@ import pytest
 from probe import scheduler as scheduler_module
 from probe.cycle import TargetPlan
 from probe.reasons import Reason, Status
-from probe.results import DnsResult, Failure, TargetResult
+from probe.results import Failure, TargetResult
 from probe.scheduler import Scheduler, status_line
 from probe.sdnotify import Notifier
 from probe.store import ResultStore, Snapshot, TargetState, accumulate
+from tests.builders import NOW, dns_result, target_result
 from tests.helpers import make_plan
 
-NOW = 1_780_000_000.0
 INTERVAL = 0.5
 
 
 def result(name: str, *reasons: Reason, started: float = NOW, duration: float = 0.1) -> TargetResult:
-    failures = tuple(Failure(r, r.summary) for r in reasons)
-    return TargetResult(
-        name=name,
-        url=f"https://{name}.corp.example/",
-        hostname=f"{name}.corp.example",
-        port=443,
-        started_timestamp=started,
-        duration_seconds=duration,
-        dns=DnsResult(f"{name}.corp.example", (), (), None, None, (), 0.001, None, ()),
-        addresses=(),
-        failures=failures,
-        status=Status.worst(f.severity for f in failures),
-    )
+    dns = dns_result(name=f"{name}.corp.example", resolver=None, rcode=None)
+    failures = [Failure(r, r.summary) for r in reasons]
+    return target_result(name, dns=dns, failures=failures, started=started, duration=duration)
 
 
 def states(*results: TargetResult) -> list[TargetState]:

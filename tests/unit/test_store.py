@@ -7,18 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from probe.reasons import Reason, Status
-from probe.results import (
-    AddressResult,
-    DnsAnswer,
-    DnsResult,
-    Failure,
-    HttpAttempt,
-    IPAddress,
-    PhaseTimes,
-    TargetResult,
-    TlsResult,
-)
+from probe.reasons import Reason
+from probe.results import AddressResult, Failure, HttpAttempt, IPAddress, PhaseTimes, TargetResult
 from probe.store import (
     BUCKETS,
     MAX_BACKEND_SERIES,
@@ -29,8 +19,8 @@ from probe.store import (
     TargetState,
     accumulate,
 )
+from tests.builders import NOW, address_result, dns_result, http_attempt, target_result, tls_result
 
-NOW = 1_780_000_000.0
 A1 = ipaddress.ip_address("10.0.0.1")
 A2 = ipaddress.ip_address("10.0.0.2")
 
@@ -38,27 +28,14 @@ A2 = ipaddress.ip_address("10.0.0.2")
 # --------------------------------------------------------------------------- builders
 
 
-def attempt(backend: str | None = None, phases: PhaseTimes | None = None) -> HttpAttempt:
-    return HttpAttempt(
-        status_code=200,
-        http_version="HTTP/1.1",
-        backend=backend,
-        body_bytes=2,
-        body_truncated=False,
-        phases=phases or PhaseTimes(),
-        duration_seconds=0.01,
-        failures=(),
-    )
-
-
 def address(ip: IPAddress, attempts: Sequence[HttpAttempt] = ()) -> AddressResult:
-    tls = TlsResult(ip, 443, 0.001, 0.002, "TLSv1.3", None, None, True, None, None, (), (), ())
-    return AddressResult(ip, tls, tuple(attempts), (), Status.OK)
+    tls = tls_result(ip, verified=True, cipher=None, alpn=None)
+    return address_result(ip, tls, attempts)
 
 
 def served(ip: IPAddress, *backends: str) -> AddressResult:
     """An address whose requests were answered by ``backends`` (one request each)."""
-    return address(ip, [attempt(b) for b in backends])
+    return address(ip, [http_attempt(b) for b in backends])
 
 
 def result(
@@ -67,29 +44,8 @@ def result(
     failures: Sequence[Failure] = (),
     lookup_seconds: float = 0.004,
 ) -> TargetResult:
-    dns = DnsResult(
-        name="www.corp.example",
-        answers=tuple(DnsAnswer(a.address, 60, True) for a in addresses),
-        cname_chain=(),
-        resolver="10.0.0.53:53",
-        rcode="NOERROR",
-        queries=(),
-        lookup_seconds=lookup_seconds,
-        alias=None,
-        failures=(),
-    )
-    return TargetResult(
-        name=name,
-        url=f"https://{name}.corp.example/",
-        hostname=f"{name}.corp.example",
-        port=443,
-        started_timestamp=NOW,
-        duration_seconds=0.1,
-        dns=dns,
-        addresses=tuple(addresses),
-        failures=tuple(failures),
-        status=Status.worst(f.severity for f in failures),
-    )
+    dns = dns_result([a.address for a in addresses], lookup_seconds=lookup_seconds)
+    return target_result(name, addresses, dns=dns, failures=failures)
 
 
 def run_cycles(results: Sequence[TargetResult], state: TargetState | None = None) -> TargetState:
@@ -152,7 +108,7 @@ def test_backend_tallies_per_address_and_backend_across_cycles() -> None:
 
 
 def test_unidentified_responses_are_not_tallied() -> None:
-    state = accumulate(None, result(addresses=[served(A1, "web-1"), address(A2, [attempt(None)] * 3)]))
+    state = accumulate(None, result(addresses=[served(A1, "web-1"), address(A2, [http_attempt(None)] * 3)]))
     assert requests(state) == {("10.0.0.1", "web-1"): 1}
 
 
@@ -204,8 +160,8 @@ def test_phase_histograms_across_cycles() -> None:
         PhaseTimes(connect=0.001, tls=0.02, processing=0.003, transfer=None),
         PhaseTimes(connect=0.003, tls=None, processing=20.0, transfer=0.0001),
     ]
-    first = result(addresses=[address(A1, [attempt(phases=p) for p in phases])], lookup_seconds=0.004)
-    second = result(addresses=[address(A1, [attempt(phases=phases[0])])], lookup_seconds=0.3)
+    first = result(addresses=[address(A1, [http_attempt(phases=p) for p in phases])], lookup_seconds=0.004)
+    second = result(addresses=[address(A1, [http_attempt(phases=phases[0])])], lookup_seconds=0.3)
     state = run_cycles([first, second])
 
     def at(bound: float) -> int:

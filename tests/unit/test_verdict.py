@@ -9,17 +9,7 @@ from typing import Any
 import pytest
 
 from probe.reasons import Reason, Status
-from probe.results import (
-    AddressResult,
-    CertInfo,
-    DnsAnswer,
-    DnsResult,
-    Failure,
-    HttpAttempt,
-    IPAddress,
-    PhaseTimes,
-    TlsResult,
-)
+from probe.results import AddressResult, CertInfo, DnsResult, Failure, IPAddress, TlsResult
 from probe.verdict import (
     DAY,
     backend_findings,
@@ -28,6 +18,7 @@ from probe.verdict import (
     expiry_warnings,
     status_of,
 )
+from tests import builders
 from tests.helpers import make_target
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
@@ -37,23 +28,9 @@ A3 = ipaddress.ip_address("10.0.0.3")
 URL = "https://www.corp.example/"
 
 
-def cert(
-    cn: str, not_after: float, *, issuer: str = "Corp Intermediate CA", fingerprint: str = ""
-) -> CertInfo:
-    return CertInfo(
-        subject=f"CN={cn}",
-        issuer=f"CN={issuer}",
-        serial="1",
-        not_before_timestamp=NOW - 100 * DAY,
-        not_after_timestamp=not_after,
-        sha256_fingerprint=fingerprint or (cn.encode().hex() * 8)[:64],
-        dns_names=(cn,) if "." in cn else (),
-        ip_addresses=(),
-        common_name=cn,
-        is_ca="." not in cn,
-        key="EC P-256",
-        signature_algorithm="ecdsa-with-SHA256",
-    )
+def cert(cn: str, not_after: float, **fields: Any) -> CertInfo:
+    """A certificate issued 100 days before this module's ``NOW``."""
+    return builders.cert(cn, not_after, not_before=NOW - 100 * DAY, **fields)
 
 
 LEAF = cert("www.corp.example", NOW + 60 * DAY)
@@ -67,36 +44,10 @@ def tls(
     verified_chain: tuple[CertInfo, ...] | None = None,
     failures: tuple[Failure, ...] = (),
 ) -> TlsResult:
+    """Verified up to ROOT unless there are failures or ``verified_chain`` says otherwise."""
     if verified_chain is None:
         verified_chain = (*chain, ROOT) if not failures else ()
-    return TlsResult(
-        address=address,
-        port=443,
-        connect_seconds=0.001,
-        handshake_seconds=0.002,
-        version="TLSv1.3",
-        cipher="TLS_AES_128_GCM_SHA256",
-        alpn="http/1.1",
-        verified=bool(verified_chain),
-        verify_code=None,
-        verify_message=None,
-        chain=chain,
-        verified_chain=verified_chain,
-        failures=failures,
-    )
-
-
-def attempt(backend: str | None, failures: tuple[Failure, ...] = ()) -> HttpAttempt:
-    return HttpAttempt(
-        status_code=200,
-        http_version="HTTP/1.1",
-        backend=backend,
-        body_bytes=2,
-        body_truncated=False,
-        phases=PhaseTimes(),
-        duration_seconds=0.01,
-        failures=failures,
-    )
+    return builders.tls_result(address, chain, verified_chain, failures=failures)
 
 
 def address(
@@ -106,13 +57,8 @@ def address(
     tls_result: TlsResult | None = None,
     failures: tuple[Failure, ...] = (),
 ) -> AddressResult:
-    return AddressResult(
-        address=ip,
-        tls=tls_result or tls(ip),
-        attempts=tuple(attempt(b) for b in backends or []),
-        failures=failures,
-        status=status_of(failures),
-    )
+    attempts = [builders.http_attempt(b) for b in backends or []]
+    return builders.address_result(ip, tls_result or tls(ip), attempts, failures=failures)
 
 
 def served(**counts: int) -> list[str | None]:
@@ -121,17 +67,7 @@ def served(**counts: int) -> list[str | None]:
 
 
 def dns_result(failures: tuple[Failure, ...] = ()) -> DnsResult:
-    return DnsResult(
-        name="www.corp.example",
-        answers=(DnsAnswer(A1, 60, True), DnsAnswer(A2, 60, True)),
-        cname_chain=(),
-        resolver="10.0.0.53:53",
-        rcode="NOERROR",
-        queries=(),
-        lookup_seconds=0.001,
-        alias=None,
-        failures=failures,
-    )
+    return builders.dns_result((A1, A2), failures=failures)
 
 
 def backend_target(**fields: Any) -> Any:
@@ -394,7 +330,7 @@ def test_different_leaves() -> None:
 
 def test_addresses_without_a_certificate_are_not_compared() -> None:
     refused = Failure(Reason.TCP_REFUSED, "connection refused (port 443)", A2)
-    no_tls = TlsResult(A2, 443, None, None, None, None, None, False, None, None, (), (), (refused,))
+    no_tls = builders.unconnected_tls(A2, refused)
     assert certificate_differences((address(A1), address(A2, tls_result=no_tls, failures=(refused,)))) == []
 
 
