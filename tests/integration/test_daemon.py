@@ -85,7 +85,13 @@ class Daemon:
         return str(wait_for(found, timeout, f"a {field} notification"))
 
 
+SECRET = "Bearer daemon-s3cr3t"
+
+
 def config_text(demo: DemoLab, port: int, **overrides: Any) -> str:
+    overrides.setdefault(
+        "headers", {"Authorization": SECRET, "X-Token": {"value": "t0ken-value", "secret": True}}
+    )
     target = demo.target(interval=1, **overrides)
     target["timeouts"] = {"dns": 0.5, "connect": 0.5, "tls": 0.5, "http": 0.5, "deadline": 1}
     return yaml.safe_dump({"listen": f"127.0.0.1:{port}", "targets": [target]})
@@ -137,6 +143,8 @@ def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
     assert daemon.value("probe_tls_version_info", target="demo", address="127.0.10.1", version="TLS 1.3") == 1
     assert daemon.value("probe_config_last_reload_successful") == 1
     assert "demo" in daemon.get("/").text
+    for page in ("/metrics", "/"):
+        assert "s3cr3t" not in daemon.get(page).text and "t0ken-value" not in daemon.get(page).text
 
     # A broken config is refused: the old target keeps running and the failure shows.
     daemon.config.write_text("targets: [{url: 'http://not-https.example/'}]\n")
@@ -163,6 +171,8 @@ def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
     assert 'msg="reload refused; the running configuration stays"' in stderr
     assert "targets[0].url: 'http://not-https.example/' must be an https:// URL" in stderr
     assert "Traceback" not in stderr
+    for secret in (SECRET, "t0ken-value"):  # header values appear in no log line
+        assert secret not in stderr
 
 
 def test_bad_config_exits_3_with_one_line(tmp_path: Path) -> None:
