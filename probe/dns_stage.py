@@ -325,14 +325,8 @@ async def _ask(
                 response, tcp = await dns.asyncquery.udp_with_fallback(
                     query, resolver[0], port=resolver[1], timeout=limit
                 )
-        except (TimeoutError, dns.exception.Timeout):
-            error, detail = Reason.DNS_TIMEOUT, f"no answer within {limit:.3g}s"
-        except dns.exception.DNSException as exc:
-            error, detail = Reason.DNS_MALFORMED, f"malformed response: {type(exc).__name__}"
-        except OSError as exc:
-            error, detail = Reason.DNS_ERROR, f"cannot query: {exc.strerror or exc}"
-        except ValueError as exc:  # dnspython raises ValueError for some wire garbage
-            error, detail = Reason.DNS_MALFORMED, f"malformed response: {exc}"
+        except (TimeoutError, dns.exception.DNSException, OSError, ValueError) as exc:
+            error, detail = classify_dns_error(exc, limit)
         else:
             error, detail = classify_rcode(response.rcode())
         elapsed = time.monotonic() - start
@@ -341,6 +335,32 @@ async def _ask(
         if error is None:
             return response, where, asked
     return None, None, asked
+
+
+def classify_dns_error(exc: BaseException, limit: float) -> tuple[Reason, str]:
+    """Map an exception from one query to one resolver to a reason and a sentence.
+
+    Chosen by exception type only (dnspython's exceptions are structured), most specific
+    first: a timeout (asyncio's or dnspython's), any other dnspython error or a
+    ``ValueError`` from wire parsing (garbage, or an answer to another question), and
+    socket errors.
+
+    Args:
+        exc: the exception raised by the query.
+        limit: the time the query was allowed (seconds), for the timeout sentence.
+
+    Returns:
+        ``(reason, detail)``.
+    """
+    if isinstance(exc, TimeoutError | dns.exception.Timeout):
+        return Reason.DNS_TIMEOUT, f"no answer within {limit:.3g}s"
+    if isinstance(exc, dns.exception.DNSException):
+        return Reason.DNS_MALFORMED, f"malformed response: {type(exc).__name__}"
+    if isinstance(exc, OSError):
+        return Reason.DNS_ERROR, f"cannot query: {exc.strerror or exc}"
+    if isinstance(exc, ValueError):  # dnspython raises ValueError for some wire garbage
+        return Reason.DNS_MALFORMED, f"malformed response: {exc}"
+    return Reason.DNS_ERROR, f"cannot query: {type(exc).__name__}: {exc}"
 
 
 def classify_rcode(rcode: dns.rcode.Rcode) -> tuple[Reason | None, str]:

@@ -6,6 +6,8 @@ import errno
 import ipaddress
 import ssl
 
+import dns.exception
+import dns.message
 import dns.rcode
 import httpcore
 import httpx
@@ -13,7 +15,7 @@ import pytest
 
 from probe import __version__
 from probe.config import PRIVATE_NETWORKS, TargetConfig, parse_network
-from probe.dns_stage import address_expected, classify_rcode
+from probe.dns_stage import address_expected, classify_dns_error, classify_rcode
 from probe.http_stage import (
     classify_http_error,
     judge_response,
@@ -46,6 +48,25 @@ A1 = ipaddress.ip_address("10.0.0.1")
 )
 def test_classify_rcode(rcode: dns.rcode.Rcode, expected: tuple[Reason | None, str]) -> None:
     assert classify_rcode(rcode) == expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (TimeoutError(), (Reason.DNS_TIMEOUT, "no answer within 2s")),
+        (dns.exception.Timeout(), (Reason.DNS_TIMEOUT, "no answer within 2s")),
+        (dns.message.ShortHeader(), (Reason.DNS_MALFORMED, "malformed response: ShortHeader")),
+        (dns.exception.FormError(), (Reason.DNS_MALFORMED, "malformed response: FormError")),
+        (ValueError("bad label"), (Reason.DNS_MALFORMED, "malformed response: bad label")),
+        (
+            OSError(errno.ENETUNREACH, "Network is unreachable"),
+            (Reason.DNS_ERROR, "cannot query: Network is unreachable"),
+        ),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), (Reason.DNS_ERROR, "cannot query: refused")),
+    ],
+)
+def test_classify_dns_error(exc: BaseException, expected: tuple[Reason, str]) -> None:
+    assert classify_dns_error(exc, 2.0) == expected
 
 
 @pytest.mark.parametrize(
