@@ -285,7 +285,8 @@ def test_expired_root_is_named(dated: dict[str, CertInfo]) -> None:
 def test_expired_without_an_expired_certificate_in_view(dated: dict[str, CertInfo]) -> None:
     assert classify(10, (dated["leaf"],), "certificate has expired") == (
         Reason.CERT_EXPIRED,
-        "a certificate in the chain has expired (certificate has expired); probe's clock: 2026-06-01 12:00 UTC",
+        "a certificate in the chain has expired (certificate has expired); "
+        "probe's clock: 2026-06-01 12:00 UTC",
     )
 
 
