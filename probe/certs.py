@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -162,8 +163,11 @@ def explain_hostname_mismatch(leaf: CertInfo, hostname: str) -> str:
     if not names:
         return f"certificate has no subjectAltName, so it is valid for no name, not {hostname}"
     hint = ""
-    if any(_one_label_short(name, hostname) for name in leaf.dns_names):
-        hint = " (a wildcard covers exactly one label)"
+    apex = next((name for name in leaf.dns_names if _wildcard_over_apex(name, hostname)), None)
+    if apex is not None:
+        hint = f" ({apex} covers names below {hostname} but never {hostname} itself: RFC 6125 §6.4.3)"
+    elif any(_one_label_short(name, hostname) for name in leaf.dns_names):
+        hint = " (a wildcard covers exactly one label, RFC 6125 §6.4.3)"
     return f"certificate is valid for {', '.join(names)}, not {hostname}{hint}"
 
 
@@ -179,6 +183,11 @@ def _loose_wildcard(pattern: str, hostname: str) -> bool:
     if len(pattern_labels) != len(host_labels):
         return False
     return all(fnmatch.fnmatchcase(h, p) for p, h in zip(pattern_labels, host_labels, strict=True))
+
+
+def _wildcard_over_apex(pattern: str, hostname: str) -> bool:
+    """``*.corp.example`` against ``corp.example``: a wildcard never covers the apex."""
+    return pattern.startswith("*.") and pattern[2:].lower().rstrip(".") == hostname.lower().rstrip(".")
 
 
 def _one_label_short(pattern: str, hostname: str) -> bool:
@@ -214,7 +223,12 @@ def path_from_leaf(chain: tuple[CertInfo, ...]) -> tuple[CertInfo, ...]:
 
 
 def classify_verify_error(
-    code: int | None, message: str, chain: tuple[CertInfo, ...], hostname: str, now: float
+    code: int | None,
+    message: str,
+    chain: tuple[CertInfo, ...],
+    hostname: str,
+    now: float,
+    anchors: tuple[CertInfo, ...] = (),
 ) -> tuple[Reason, str]:
     """Turn an OpenSSL verification failure into a reason code and a plain sentence.
 
@@ -224,12 +238,20 @@ def classify_verify_error(
     a CA (a lone leaf), the intermediate is missing (``cert_chain_incomplete``); when it
     ends at a CA whose issuer is unknown, the root is not trusted (``cert_untrusted``).
 
+    For an expired or not yet valid certificate the detail names it (role, name, depth in
+    the path from the leaf at 0, and the date) and gives the probe's own clock, since a
+    wrong clock is a common cause of both. OpenSSL checks the dates of the trust anchor
+    too; when it is the anchor that is out of date (it comes from the trust store and was
+    not sent), it is found in ``anchors`` by the issuer name at the top of the path as
+    sent.
+
     Args:
         code: ``SSLCertVerificationError.verify_code``.
         message: ``SSLCertVerificationError.verify_message``.
         chain: the certificates as sent, leaf first (may be empty).
         hostname: the name that was checked.
         now: the current Unix time.
+        anchors: the trust anchors of the context (``ca_file`` or the system store).
 
     Returns:
         ``(reason, detail)``.
@@ -239,26 +261,25 @@ def classify_verify_error(
         if leaf is None:
             return Reason.CERT_HOSTNAME_MISMATCH, f"certificate is not valid for {hostname}"
         return Reason.CERT_HOSTNAME_MISMATCH, explain_hostname_mismatch(leaf, hostname)
+    clock = f"probe's clock: {format_time(now)}"
     if code == X509_V_ERR_CERT_HAS_EXPIRED:
-        expired = [c for c in chain if c.not_after_timestamp < now]
-        if expired:
-            cert = expired[0]
+        found = _out_of_date(chain, anchors, lambda c: c.not_after_timestamp < now)
+        if found is not None:
+            cert, where = found
             return Reason.CERT_EXPIRED, (
-                f"{_role(cert, chain)} '{label_of(cert)}' expired on "
-                f"{format_time(cert.not_after_timestamp)} "
-                f"({describe_age(cert.not_after_timestamp, now)})"
+                f"{where} expired on {format_time(cert.not_after_timestamp)} "
+                f"({describe_age(cert.not_after_timestamp, now)}); {clock}"
             )
-        return Reason.CERT_EXPIRED, f"a certificate in the chain has expired ({message})"
+        return Reason.CERT_EXPIRED, f"a certificate in the chain has expired ({message}); {clock}"
     if code == X509_V_ERR_CERT_NOT_YET_VALID:
-        future = [c for c in chain if c.not_before_timestamp > now]
-        if future:
-            cert = future[0]
+        found = _out_of_date(chain, anchors, lambda c: c.not_before_timestamp > now)
+        if found is not None:
+            cert, where = found
             return Reason.CERT_NOT_YET_VALID, (
-                f"{_role(cert, chain)} '{label_of(cert)}' is valid only from "
-                f"{format_time(cert.not_before_timestamp)} "
-                f"({describe_age(cert.not_before_timestamp, now)}); check the clocks"
+                f"{where} is valid only from {format_time(cert.not_before_timestamp)} "
+                f"({describe_age(cert.not_before_timestamp, now)}); {clock}; check the clocks"
             )
-        return Reason.CERT_NOT_YET_VALID, f"a certificate is not valid yet ({message})"
+        return Reason.CERT_NOT_YET_VALID, f"a certificate is not valid yet ({message}); {clock}"
     if code == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
         name = f" '{label_of(leaf)}'" if leaf else ""
         return Reason.CERT_SELF_SIGNED, (
@@ -290,6 +311,32 @@ def classify_verify_error(
             "trust store (an unknown root, or an intermediate missing above it)"
         )
     return Reason.CERT_UNTRUSTED, f"certificate verification failed: {message} (code {code})"
+
+
+def _out_of_date(
+    chain: tuple[CertInfo, ...], anchors: tuple[CertInfo, ...], bad: Callable[[CertInfo], bool]
+) -> tuple[CertInfo, str] | None:
+    """The certificate OpenSSL found out of date and how to name it, ``None`` if not in view.
+
+    Looks at the certificates as sent (those on the path from the leaf first), then at the
+    trust anchor that issued the top of that path.
+    """
+    path = path_from_leaf(chain)
+    for cert in (*path, *(c for c in chain if c not in path)):
+        if bad(cert):
+            depth = f"depth {path.index(cert)}" if cert in path else "sent but not on the path"
+            return cert, f"{_role(cert, chain)} '{label_of(cert)}' ({depth})"
+    if not path or path[-1].self_issued:
+        return None
+    issuer = path[-1].issuer
+    anchor = next((a for a in anchors if a.subject == issuer and bad(a)), None)
+    if anchor is None:
+        return None
+    role = "root" if anchor.self_issued else "intermediate"
+    return anchor, (
+        f"{role} '{label_of(anchor)}' (depth {len(path)}, a trust anchor from the trust store, "
+        "not sent by the server)"
+    )
 
 
 def _role(cert: CertInfo, chain: tuple[CertInfo, ...]) -> str:

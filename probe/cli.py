@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -188,9 +189,15 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         print("probe: interrupted", file=sys.stderr)
         return ExitCode.UNKNOWN
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly, as other command-line tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader went away before a verdict existed: stop quietly.
+        _stdout_to_devnull()
         return ExitCode.UNKNOWN
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):  # io.UnsupportedOperation: no real fd
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
@@ -209,13 +216,23 @@ def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdou
 
 
 def _report(results: Sequence[TargetResult], args: argparse.Namespace, stdout: IO[str]) -> int:
+    """Print the report; the exit code is the verdict's, also when the reader went away.
+
+    ``probe check … | head -1`` closes the pipe early; the check still happened and its
+    verdict stands, so the exit code stays 0, 1 or 2 (as ``grep -q`` users and
+    ``set -o pipefail`` expect), and nothing is printed on stderr.
+    """
+    code = ExitCode.from_status(overall_status(results))
     now = time.time()
-    if args.json:
-        render_json(results, stdout, now)
-    else:
-        render_text(results, stdout, now, color=_use_color(args.color, stdout))
-    stdout.flush()
-    return ExitCode.from_status(overall_status(results))
+    try:
+        if args.json:
+            render_json(results, stdout, now)
+        else:
+            render_text(results, stdout, now, color=_use_color(args.color, stdout))
+        stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+    return code
 
 
 async def _run_all(plans: Sequence[TargetPlan]) -> list[TargetResult]:

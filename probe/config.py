@@ -146,10 +146,11 @@ def normalize_hostname(text: str) -> str:
     """Lower-case a DNS name and drop one trailing dot; IDNs become A-labels.
 
     Internationalized names are converted with IDNA 2008 and UTS #46 mapping, as browsers
-    do (``straße.example`` → ``xn--strae-oqa.example``).
+    do (``straße.example`` → ``xn--strae-oqa.example``). A label that starts with ``xn--``
+    must be a valid A-label (RFC 5891 §5.4): ``xn--zz.x.test`` is refused.
 
     Raises:
-        ValueError: not a syntactically valid DNS name.
+        ValueError: not a syntactically valid DNS name, or a malformed A-label.
     """
     name = str(text).strip()
     if name.endswith("."):
@@ -161,7 +162,25 @@ def normalize_hostname(text: str) -> str:
     labels = name.split(".")
     if not name or len(name) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
         raise ValueError(f"{shown(text)} is not a valid DNS name")
+    for label in labels:
+        if label.startswith("xn--") and not _valid_a_label(label):
+            raise ValueError(
+                f"{shown(text)} is not a valid DNS name: {label!r} is not a valid A-label "
+                "(IDNA 2008, RFC 5891 §5.4)"
+            )
     return name
+
+
+def _valid_a_label(label: str) -> bool:
+    """Whether an ``xn--`` label decodes to a valid IDNA 2008 U-label that encodes back to it.
+
+    Browsers and IDNA 2008 libraries refuse such a name (RFC 5891 §5.4); a resolver would
+    look it up as plain ASCII, so a typo would probe a name no client can use.
+    """
+    try:
+        return idna.alabel(idna.ulabel(label)).decode("ascii") == label
+    except (idna.IDNAError, UnicodeError):
+        return False
 
 
 def _parse_status_codes(value: Any) -> tuple[tuple[int, int], ...]:

@@ -28,7 +28,7 @@ from probe.results import (
     TargetResult,
     TlsResult,
 )
-from probe.verdict import evaluate, status_of
+from probe.verdict import evaluate, status_of, with_cycle_findings
 
 log = logging.getLogger("probe.cycle")
 
@@ -128,6 +128,7 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         for address in dns_result.probe_addresses
     )
     failures, status = evaluate(dns_result, addresses, target, clock())
+    addresses = with_cycle_findings(addresses, failures)
     if extra and len(done) == len(addresses):  # otherwise the unfinished addresses carry it
         failures = (*failures, *extra)
         status = status_of(failures)
@@ -149,7 +150,19 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
             (name, "(secret)" if target.is_secret_header(name) else value.value)
             for name, value in target.headers.items()
         ),
+        backend_rule=_backend_rule(target),
+        reuse_connections=target.reuse_connections,
     )
+
+
+def _backend_rule(target: TargetConfig) -> tuple[str, str] | None:
+    """The backend rule as ``(kind, value)`` for the result, ``None`` without one."""
+    if target.backend is None:
+        return None
+    if target.backend.header is not None:
+        return ("header", target.backend.header)
+    assert target.backend.body_regex is not None
+    return ("body_regex", target.backend.body_regex.pattern)
 
 
 async def probe_address(

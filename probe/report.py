@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import IO, Any
 
-from probe._text import printable
+from probe._text import plural, printable
 from probe.certs import common_name_of, describe_age, format_time, label_of
 from probe.reasons import Reason, Status
 from probe.results import (
@@ -45,6 +45,7 @@ def to_json(results: Sequence[TargetResult], now: float) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "status": overall_status(results).value,
         "generated_timestamp": round(now, 3),
+        "certificates_verified": not any(r.insecure_skip_verify for r in results),
         "targets": [_target(r) for r in results],
     }
 
@@ -63,6 +64,8 @@ def _target(result: TargetResult) -> dict[str, Any]:
         "port": result.port,
         "status": result.status.value,
         "insecure_skip_verify": result.insecure_skip_verify,
+        "reuse_connections": result.reuse_connections,
+        "notes": target_notes(result),
         "request_headers": dict(result.request_headers),
         "started_timestamp": round(result.started_timestamp, 3),
         "duration_seconds": _sec(result.duration_seconds),
@@ -74,8 +77,33 @@ def _target(result: TargetResult) -> dict[str, Any]:
             "expected": list(result.expected_backends),
             "expected_count": result.expected_backend_count,
             "seen_count": len(result.backend_counts),
+            "rule": None if result.backend_rule is None else dict([result.backend_rule]),
+            "requests": result.request_count,
+            "responses": result.response_count,
+            "identified": sum(result.backend_counts.values()),
         },
     }
+
+
+def target_notes(result: TargetResult) -> list[str]:
+    """Plain sentences about how a target was probed that change what its verdict means.
+
+    Shown under the target in the text report and as ``notes`` in the JSON document:
+    verification turned off (``insecure_skip_verify``) and requests that shared a
+    connection (``reuse_connections``).
+    """
+    notes = []
+    if result.insecure_skip_verify:
+        notes.append(
+            "certificates were NOT verified (insecure_skip_verify): the verdict says nothing "
+            "about whether a client would trust them"
+        )
+    if result.reuse_connections:
+        notes.append(
+            "requests to each address shared one connection (reuse_connections): a balancer "
+            "that balances per connection sends them all to one backend"
+        )
+    return notes
 
 
 def _failure(failure: Failure) -> dict[str, Any]:
@@ -135,6 +163,7 @@ def _tls(tls: TlsResult) -> dict[str, Any]:
     return {
         "port": tls.port,
         "connected": tls.connected,
+        "handshake": tls.handshake_outcome,
         "connect_seconds": _sec(tls.connect_seconds),
         "handshake_seconds": _sec(tls.handshake_seconds),
         "version": tls.version,
@@ -226,15 +255,22 @@ def render_text(results: Sequence[TargetResult], stream: IO[str], now: float, *,
     status = overall_status(results)
     counts = {s: sum(r.status is s for r in results) for s in Status}
     summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-    stream.write(f"{paint.bold('Status:')} {paint.status(status)} ({summary})\n")
+    unverified = [r.name for r in results if r.insecure_skip_verify]
+    caveat = ""
+    if unverified:
+        caveat = f"; certificates NOT verified for {', '.join(unverified)} (insecure_skip_verify)"
+    stream.write(f"{paint.bold('Status:')} {paint.status(status)} ({summary}{caveat})\n")
 
 
 def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Painter) -> None:
     w = out.write
+    caveat = ", certificates NOT verified" if result.insecure_skip_verify else ""
     w(
-        f"{paint.bold(result.name)}  {result.url}  {paint.status(result.status)}  "
+        f"{paint.bold(result.name)}  {result.url}  {paint.status(result.status)}{caveat}  "
         f"{paint.dim(f'({_ms(result.duration_seconds)})')}\n"
     )
+    for note in target_notes(result):
+        w(f"  note     {note}\n")
     dns = result.dns
     answers = ", ".join(
         str(a.address) + ("" if a.expected else " (unexpected, not probed)") for a in dns.answers
@@ -261,36 +297,8 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
         w(f"  {'ADDRESS':<18} {'CONNECT':>8} {'TLS':>16}  {'VERDICT':<9} CERTIFICATE\n")
         for address in result.addresses:
             _render_address(address, out, now, paint)
-        chain_source = next((a for a in result.addresses if a.tls.chain), None)
-        if chain_source is not None:
-            w(f"  chain as sent by {chain_source.address}:\n")
-            for depth, cert in enumerate(chain_source.tls.chain):
-                w(
-                    f"    {depth}  {printable(label_of(cert))}  ← {printable(common_name_of(cert.issuer))}  "
-                    f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
-                )
-            if chain_source.tls.verified_chain:
-                expiry = chain_source.tls.verified_chain_expiry_timestamp
-                assert expiry is not None
-                anchor = printable(label_of(chain_source.tls.verified_chain[-1]))
-                w(
-                    f"    verified up to {anchor}; chain expires "
-                    f"{format_time(expiry)} ({describe_age(expiry, now)})\n"
-                )
-    counts = result.backend_counts
-    if counts or result.expected_backend_count:
-        total = sum(counts.values())
-        seen = "  ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none identified"
-        expected = ""
-        if result.expected_backends:
-            expected = f"  (expected {', '.join(result.expected_backends)})"
-        elif result.expected_backend_count:
-            expected = f"  (expected {result.expected_backend_count})"
-        w(f"  backends {seen}  {paint.dim(f'of {total} responses')}{expected}\n")
-        for address in result.addresses:
-            if address.backend_counts:
-                per = ", ".join(f"{n} {c}" for n, c in sorted(address.backend_counts.items()))
-                w(f"    {address.address}: {per}\n")
+        _render_chains(result.addresses, out, now, paint)
+    _render_backends(result, out, paint)
     if result.failures:
         w("  failures\n")
         for failure in result.failures:
@@ -301,20 +309,82 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
             )
 
 
+def _render_chains(addresses: Sequence[AddressResult], out: IO[str], now: float, paint: _Painter) -> None:
+    """The chain as sent, once per distinct chain: addresses that send the same one share it."""
+    shown: dict[tuple[str, ...], list[AddressResult]] = {}
+    for address in addresses:
+        if address.tls.chain:
+            shown.setdefault(tuple(c.sha256_fingerprint for c in address.tls.chain), []).append(address)
+    for group in shown.values():
+        first = group[0]
+        also = (
+            f" (and {', '.join(str(a.address) for a in group[1:])})"
+            if len(group) > 1 and len(shown) > 1
+            else ""
+        )
+        out.write(f"  chain as sent by {first.address}{also}:\n")
+        for depth, cert in enumerate(first.tls.chain):
+            out.write(
+                f"    {depth}  {printable(label_of(cert))}  ← {printable(common_name_of(cert.issuer))}  "
+                f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
+            )
+        if first.tls.verified_chain:
+            expiry = first.tls.verified_chain_expiry_timestamp
+            assert expiry is not None
+            anchor = printable(label_of(first.tls.verified_chain[-1]))
+            out.write(
+                f"    verified up to {anchor}; chain expires "
+                f"{format_time(expiry)} ({describe_age(expiry, now)})\n"
+            )
+
+
+def _render_backends(result: TargetResult, out: IO[str], paint: _Painter) -> None:
+    """Which backends answered, out of how many responses, and by which rule."""
+    requests, responses = result.request_count, result.response_count
+    count = plural(responses, "response")
+    if responses != requests:
+        count += f" to {plural(requests, 'request')}"
+    if result.backend_rule is None:
+        if requests:
+            out.write(
+                "  backends not identified: no backend rule configured (backend.header or "
+                f"backend.body_regex)  {paint.dim(count)}\n"
+            )
+        return
+    counts = result.backend_counts
+    identified = sum(counts.values())
+    seen = "  ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none identified"
+    if counts and identified < responses:
+        seen += f"  ({responses - identified} not identified)"
+    kind, value = result.backend_rule
+    rule = f"by header {value}" if kind == "header" else "by body_regex"
+    expected = ""
+    if result.expected_backends:
+        expected = f"  (expected {', '.join(result.expected_backends)})"
+    elif result.expected_backend_count:
+        expected = f"  (expected {result.expected_backend_count})"
+    out.write(f"  backends {seen}  {paint.dim(f'of {count}, {rule}')}{expected}\n")
+    for address in result.addresses:
+        if address.backend_counts:
+            per = ", ".join(f"{n} {c}" for n, c in sorted(address.backend_counts.items()))
+            out.write(f"    {address.address}: {per}\n")
+
+
 def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Painter) -> None:
     tls = result.tls
     connect = _ms(tls.connect_seconds) if tls.connected else "failed"
+    outcome = tls.handshake_outcome
     if tls.version:
         handshake = f"{tls.version} {_ms(tls.handshake_seconds)}"
-    elif tls.connected:
-        handshake = "failed"
     else:
-        handshake = "-"
+        handshake = _HANDSHAKE_WORDS.get(outcome, "failed")
     leaf = tls.leaf
     if leaf is not None:
         names = printable(", ".join(leaf.dns_names[:3]) or f"CN={leaf.common_name}")
         more = f" +{len(leaf.dns_names) - 3}" if len(leaf.dns_names) > 3 else ""
-        trust = "verified" if tls.verified else "NOT verified"
+        trust = {"verified": "verified", "unverified": "NOT verified (insecure_skip_verify)"}.get(
+            outcome, "NOT verified"
+        )
         cert = (
             f"{names}{more}; expires {format_time(leaf.not_after_timestamp)} "
             f"({describe_age(leaf.not_after_timestamp, now)}); {trust}"
@@ -327,6 +397,16 @@ def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Pai
         statuses = " ".join(_attempt_label(a) for a in result.attempts)
         mean = sum(a.duration_seconds for a in result.attempts) / len(result.attempts)
         out.write(f"  {'':<18} {'http':>8} {statuses:>16}  {paint.dim(f'mean {_ms(mean)} per request')}\n")
+
+
+#: The TLS column when no handshake completed: a certificate refused after the server
+#: spoke TLS is not the same fault as a handshake that failed or timed out.
+_HANDSHAKE_WORDS = {
+    "verify_failed": "not verified",
+    "timeout": "timed out",
+    "failed": "failed",
+    "not_attempted": "-",
+}
 
 
 def _attempt_label(attempt: HttpAttempt) -> str:

@@ -205,6 +205,27 @@ class TlsResult:
         """Earliest not-after within the verified chain (Unix time); ``None`` if unverified."""
         return min((c.not_after_timestamp for c in self.verified_chain), default=None)
 
+    @property
+    def handshake_outcome(self) -> str:
+        """What became of the handshake, one word.
+
+        ``"verified"``: completed and the certificate verified. ``"unverified"``: completed
+        with verification off (``insecure_skip_verify``). ``"verify_failed"``: the server
+        spoke TLS but its certificate was refused (``verify_code`` says why), so the
+        handshake was aborted. ``"timeout"``: did not complete in time. ``"failed"``: any
+        other handshake failure. ``"not_attempted"``: no TCP connection.
+        """
+        if not self.connected:
+            return "not_attempted"
+        if self.version is not None:
+            return "verified" if self.verified else "unverified"
+        if self.verify_code is not None:
+            return "verify_failed"
+        timeouts = {Reason.TLS_HANDSHAKE_TIMEOUT, Reason.CYCLE_DEADLINE_EXCEEDED}
+        if any(f.reason in timeouts for f in self.failures):
+            return "timeout"
+        return "failed"
+
 
 @dataclass(frozen=True, slots=True)
 class PhaseTimes:
@@ -299,6 +320,11 @@ class TargetResult:
         expected_backend_count: how many backends should answer, ``None`` when unset.
         insecure_skip_verify: certificate verification was off for this target.
         request_headers: the configured request headers, secret values as ``(secret)``.
+        backend_rule: how backends are identified, ``("header", name)`` or
+            ``("body_regex", pattern)``; ``None`` when no rule is configured.
+        reuse_connections: the requests to an address shared one connection
+            (``reuse_connections``), so a balancer that balances per connection sends them
+            all to one backend.
     """
 
     name: str
@@ -315,6 +341,8 @@ class TargetResult:
     expected_backend_count: int | None = None
     insecure_skip_verify: bool = False
     request_headers: tuple[tuple[str, str], ...] = ()
+    backend_rule: tuple[str, str] | None = None
+    reuse_connections: bool = False
 
     @property
     def backend_counts(self) -> dict[str, int]:
@@ -323,6 +351,16 @@ class TargetResult:
         for address in self.addresses:
             total.update(address.backend_counts)
         return dict(total.most_common())
+
+    @property
+    def response_count(self) -> int:
+        """Responses received (a status line arrived) over all addresses."""
+        return sum(a.status_code is not None for r in self.addresses for a in r.attempts)
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent over all addresses."""
+        return sum(len(r.attempts) for r in self.addresses)
 
     @property
     def reasons(self) -> tuple[Reason, ...]:

@@ -60,6 +60,8 @@ class TlsContexts:
             server speaks when the handshake at ``min_tls_version`` failed.
         skip_verify: verification is off (``insecure_skip_verify``); ``verify`` and
             ``http`` then do not verify either.
+        anchors: the trust anchors of ``verify``, parsed once, to name an expired or not
+            yet valid anchor (which the server does not send).
     """
 
     verify: ssl.SSLContext
@@ -68,6 +70,7 @@ class TlsContexts:
     any_version: ssl.SSLContext
     min_version: ssl.TLSVersion
     skip_verify: bool
+    anchors: tuple[CertInfo, ...] = ()
 
 
 def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool = False) -> TlsContexts:
@@ -130,6 +133,7 @@ def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool
         any_version=make(False, ["h2", "http/1.1"], minimum="1.0", legacy=True),
         min_version=_VERSIONS[min_tls_version],
         skip_verify=skip_verify,
+        anchors=() if skip_verify else _anchors(verify_context),
     )
 
 
@@ -169,7 +173,7 @@ async def handshake(
         writer.transport.abort()
         chain = await _inspect_chain(address, port, hostname, contexts, timeouts, deadline)
         reason, detail = classify_verify_error(
-            exc.verify_code, exc.verify_message or str(exc), chain, hostname, clock()
+            exc.verify_code, exc.verify_message or str(exc), chain, hostname, clock(), contexts.anchors
         )
         return _result(
             address,
@@ -279,6 +283,13 @@ def peer_chain(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[bytes, ...
     method = getattr(ssl_object, name, None) or getattr(ssl_object._sslobj, name)  # type: ignore[attr-defined]
     certs = method() or []
     return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in certs)  # type: ignore[attr-defined]
+
+
+def _anchors(context: ssl.SSLContext) -> tuple[CertInfo, ...]:
+    """The context's trust anchors that parse; library warnings about them are not shown."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _parse_chain(tuple(context.get_ca_certs(binary_form=True)))
 
 
 def _parse_chain(ders: tuple[bytes, ...]) -> tuple[CertInfo, ...]:

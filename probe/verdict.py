@@ -7,6 +7,7 @@ socket.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from probe._text import plural
 from probe.certs import describe_age, format_time, label_of
@@ -48,6 +49,38 @@ def evaluate(
     failures.extend(certificate_differences(addresses))
     failures.extend(backend_findings(addresses, target))
     return tuple(failures), status_of(failures)
+
+
+def with_cycle_findings(
+    addresses: tuple[AddressResult, ...], failures: tuple[Failure, ...]
+) -> tuple[AddressResult, ...]:
+    """The addresses with the cycle's cross-address findings about them, and their status again.
+
+    :func:`evaluate` finds some things only by looking at every address (an expiring chain,
+    leaves that differ); an address row must carry them too, so that its status is
+    ``warning`` and not ``ok``. A finding with that address is added to it; a
+    ``cert_differs_between_addresses`` finding (about no single address) is added to every
+    address that sent a leaf, naming the address. Backend and cycle findings concern the
+    target as a whole and stay there.
+
+    Args:
+        addresses: the per-address results as the stages returned them.
+        failures: every finding of the cycle (from :func:`evaluate`).
+
+    Returns:
+        The addresses in the same order; unchanged ones are the same objects.
+    """
+    differs = [f for f in failures if f.reason is Reason.CERT_DIFFERS_BETWEEN_ADDRESSES and f.address is None]
+    updated = []
+    for result in addresses:
+        extra = [f for f in failures if f.address == result.address and f not in result.failures]
+        if result.tls.leaf is not None:
+            extra.extend(Failure(f.reason, f.detail, result.address) for f in differs)
+        if extra:
+            found = (*result.failures, *extra)
+            result = replace(result, failures=found, status=status_of(found))
+        updated.append(result)
+    return tuple(updated)
 
 
 def expiry_warnings(addresses: tuple[AddressResult, ...], warning_days: float, now: float) -> list[Failure]:

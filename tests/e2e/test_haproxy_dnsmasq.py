@@ -204,6 +204,10 @@ def test_two_addresses_two_backends_all_ok(
         "expected": ["web-1", "web-2"],
         "expected_count": 2,
         "seen_count": 2,
+        "rule": {"header": "X-Backend"},
+        "requests": 8,
+        "responses": 8,
+        "identified": 8,
     }
     # Cross-checks from the other side: HAProxy's log and the backends' own counters.
     assert served(load_balancer, 8) == {("web-1", "200", "----"): 4, ("web-2", "200", "----"): 4}
@@ -245,6 +249,10 @@ def test_dead_backend_without_health_checks_gives_503s_and_backend_missing(
         "expected": ["web-1", "web-2"],
         "expected_count": 2,
         "seen_count": 1,
+        "rule": {"header": "X-Backend"},
+        "requests": 8,
+        "responses": 8,  # the 503s are responses too, and named no backend
+        "identified": 4,
     }
 
     attempts = [a for address in target["addresses"] for a in address["http"]]

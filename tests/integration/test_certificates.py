@@ -75,7 +75,12 @@ def test_extra_expired_cross_signed_certificate_does_not_count(scene: Any, pki: 
     [
         ("*.wild.corp.example", "www.wild.corp.example", None, ""),
         ("*.wild.corp.example", "a.b.wild.corp.example", Reason.CERT_HOSTNAME_MISMATCH, "exactly one label"),
-        ("*.wild.corp.example", "wild.corp.example", Reason.CERT_HOSTNAME_MISMATCH, "not wild.corp.example"),
+        (
+            "*.wild.corp.example",
+            "wild.corp.example",
+            Reason.CERT_HOSTNAME_MISMATCH,
+            "covers names below wild.corp.example but never wild.corp.example itself: RFC 6125 §6.4.3",
+        ),
         ("w*.wild.corp.example", "www.wild.corp.example", Reason.CERT_HOSTNAME_MISMATCH, "RFC 6125"),
         ("*.example", "corp.example", Reason.CERT_HOSTNAME_MISMATCH, "RFC 6125"),
     ],

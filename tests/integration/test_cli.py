@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -251,6 +253,92 @@ def test_negative_backend_count_is_refused() -> None:
     )
     assert result.returncode == ExitCode.UNKNOWN
     assert result.stderr == "probe: --expect-backends: must be at least 1 (got -2)\n"
+
+
+PIPE_SIZE = 4096  # the smallest pipe Linux allows; every report below is larger
+
+
+def run_into_a_pipe_closed_after_the_first_line(*args: str) -> tuple[int, str, bytes]:
+    """Run ``python -m probe ARGS`` writing into a 4 KiB pipe whose reader closes after one line.
+
+    The report is larger than the pipe, so probe is still writing when the reader goes
+    away and its next write fails with EPIPE (as with ``| head -1``).
+
+    Returns:
+        ``(exit code, stderr, the line read)``.
+    """
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    assert fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) == PIPE_SIZE
+    process = subprocess.Popen(
+        [sys.executable, "-m", "probe", *args],
+        cwd=REPO,
+        env=environment_without_proxies(),
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(write_end)
+    line = b""
+    try:
+        while not line.endswith(b"\n"):
+            byte = os.read(read_end, 1)
+            assert byte, "probe wrote no line"
+            line += byte
+    finally:
+        os.close(read_end)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stderr, line
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({}, ExitCode.OK),
+        ({"cert_expiry_warning_days": 3650}, ExitCode.WARNING),
+        ({"expect_backends": ["web-1", "web-2", "web-3"]}, ExitCode.CRITICAL),
+    ],
+    ids=["ok", "warning", "critical"],
+)
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_output_closed_early_exits_with_the_verdict(
+    demo: DemoLab, tmp_path: Path, fields: dict[str, Any], code: ExitCode, output: str
+) -> None:
+    # Ten targets on the demo lab, without backend checks unless asked: each verdict is fixed.
+    base = {"backend": None, "expect_backends": None, "expect_same_addresses_as": None, **fields}
+    if base["expect_backends"]:
+        base["backend"] = {"header": "X-Backend"}
+    targets = [demo.target(name=f"t{i}", **base) for i in range(10)]
+    path = tmp_path / "probe.yaml"
+    path.write_text(
+        yaml.safe_dump({"targets": [{k: v for k, v in t.items() if v is not None} for t in targets]})
+    )
+    json_flag = ["--json"] if output == "json" else []
+    complete = probe_cli("check", "--config", str(path), *json_flag)
+    assert complete.returncode == code, complete.stdout
+    assert len(complete.stdout.encode()) > 2 * PIPE_SIZE
+
+    start = time.monotonic()
+    returncode, stderr, line = run_into_a_pipe_closed_after_the_first_line(
+        "check", "--config", str(path), *json_flag
+    )
+    assert returncode == code
+    assert stderr == ""
+    if output == "json":
+        assert line == b"{\n"
+    else:
+        assert line.decode().startswith(f"t0  {demo.url}  {code.name}  (")
+    assert time.monotonic() - start < 30
+
+
+def test_demo_output_closed_early_exits_with_the_verdict() -> None:
+    returncode, stderr, line = run_into_a_pipe_closed_after_the_first_line("demo", "--once", "--json")
+    assert (returncode, stderr, line) == (ExitCode.OK, "", b"{\n")
 
 
 def test_output_closed_early_ends_quietly() -> None:

@@ -213,7 +213,15 @@ def test_explain_valid_wildcard_one_label_too_deep() -> None:
     leaf = info(issue("x", dns_names=("*.corp.example",)))
     assert explain_hostname_mismatch(leaf, "a.www.corp.example") == (
         "certificate is valid for *.corp.example, not a.www.corp.example "
-        "(a wildcard covers exactly one label)"
+        "(a wildcard covers exactly one label, RFC 6125 §6.4.3)"
+    )
+
+
+def test_explain_wildcard_never_covers_the_apex() -> None:
+    leaf = info(issue("x", dns_names=("*.corp.example", "www.corp.example")))
+    assert explain_hostname_mismatch(leaf, "corp.example") == (
+        "certificate is valid for *.corp.example, www.corp.example, not corp.example "
+        "(*.corp.example covers names below corp.example but never corp.example itself: RFC 6125 §6.4.3)"
     )
 
 
@@ -250,7 +258,8 @@ def test_expired_intermediate_is_named(dated: dict[str, CertInfo]) -> None:
     chain = (dated["leaf_under_expired"], dated["expired_intermediate"])
     assert classify(10, chain, "certificate has expired") == (
         Reason.CERT_EXPIRED,
-        "intermediate 'Corp Old Intermediate CA' expired on 2026-05-20 08:30 UTC (12 days ago)",
+        "intermediate 'Corp Old Intermediate CA' (depth 1) expired on 2026-05-20 08:30 UTC (12 days ago); "
+        "probe's clock: 2026-06-01 12:00 UTC",
     )
 
 
@@ -258,7 +267,8 @@ def test_expired_leaf_is_named(dated: dict[str, CertInfo]) -> None:
     chain = (dated["expired_leaf"], dated["intermediate"])
     assert classify(10, chain) == (
         Reason.CERT_EXPIRED,
-        "leaf 'www.corp.example' expired on 2026-05-29 12:00 UTC (3 days ago)",
+        "leaf 'www.corp.example' (depth 0) expired on 2026-05-29 12:00 UTC (3 days ago); "
+        "probe's clock: 2026-06-01 12:00 UTC",
     )
 
 
@@ -267,14 +277,52 @@ def test_expired_root_is_named(dated: dict[str, CertInfo]) -> None:
     chain = (dated["leaf"], dated["intermediate"], old_root)
     assert classify(10, chain) == (
         Reason.CERT_EXPIRED,
-        "root 'Corp Root CA' expired on 2026-06-01 09:00 UTC (3 hours ago)",
+        "root 'Corp Root CA' (depth 2) expired on 2026-06-01 09:00 UTC (3 hours ago); "
+        "probe's clock: 2026-06-01 12:00 UTC",
     )
 
 
 def test_expired_without_an_expired_certificate_in_view(dated: dict[str, CertInfo]) -> None:
     assert classify(10, (dated["leaf"],), "certificate has expired") == (
         Reason.CERT_EXPIRED,
-        "a certificate in the chain has expired (certificate has expired)",
+        "a certificate in the chain has expired (certificate has expired); "
+        "probe's clock: 2026-06-01 12:00 UTC",
+    )
+
+
+def test_expired_trust_anchor_not_sent_is_found_among_the_anchors(dated: dict[str, CertInfo]) -> None:
+    old_root = replace(dated["root"], not_after_timestamp=at(2026, 5, 31, 12, 0).timestamp())
+    chain = (dated["leaf"], dated["intermediate"])
+    anchors = (dated["other_root"], old_root)
+    assert classify_verify_error(10, "certificate has expired", chain, HOST, NOW, anchors) == (
+        Reason.CERT_EXPIRED,
+        "root 'Corp Root CA' (depth 2, a trust anchor from the trust store, not sent by the server) "
+        "expired on 2026-05-31 12:00 UTC (24 hours ago); probe's clock: 2026-06-01 12:00 UTC",
+    )
+    # A valid anchor of that name is not blamed.
+    assert classify_verify_error(10, "x", chain, HOST, NOW, (dated["root"],))[1].startswith(
+        "a certificate in the chain has expired (x)"
+    )
+
+
+def test_not_yet_valid_trust_anchor_is_named(dated: dict[str, CertInfo]) -> None:
+    future_root = replace(dated["root"], not_before_timestamp=at(2026, 6, 2, 12, 0).timestamp())
+    chain = (dated["leaf"], dated["intermediate"])
+    reason, detail = classify_verify_error(9, "x", chain, HOST, NOW, (future_root,))
+    assert reason is Reason.CERT_NOT_YET_VALID
+    assert detail == (
+        "root 'Corp Root CA' (depth 2, a trust anchor from the trust store, not sent by the server) "
+        "is valid only from 2026-06-02 12:00 UTC (in 24 hours); probe's clock: 2026-06-01 12:00 UTC; "
+        "check the clocks"
+    )
+
+
+def test_expired_certificate_sent_off_the_path_is_named_last(dated: dict[str, CertInfo]) -> None:
+    chain = (dated["expired_leaf"], dated["expired_intermediate"], dated["intermediate"])
+    assert classify(10, chain)[1].startswith("leaf 'www.corp.example' (depth 0) expired")
+    chain = (dated["leaf"], dated["expired_intermediate"], dated["intermediate"])
+    assert classify(10, chain)[1].startswith(
+        "intermediate 'Corp Old Intermediate CA' (sent but not on the path) expired"
     )
 
 
@@ -282,11 +330,12 @@ def test_not_yet_valid(dated: dict[str, CertInfo]) -> None:
     chain = (dated["future_leaf"], dated["intermediate"])
     assert classify(9, chain) == (
         Reason.CERT_NOT_YET_VALID,
-        "leaf 'www.corp.example' is valid only from 2026-06-04 06:15 UTC (in 3 days); check the clocks",
+        "leaf 'www.corp.example' (depth 0) is valid only from 2026-06-04 06:15 UTC (in 3 days); "
+        "probe's clock: 2026-06-01 12:00 UTC; check the clocks",
     )
     assert classify(9, (), "certificate is not yet valid") == (
         Reason.CERT_NOT_YET_VALID,
-        "a certificate is not valid yet (certificate is not yet valid)",
+        "a certificate is not valid yet (certificate is not yet valid); probe's clock: 2026-06-01 12:00 UTC",
     )
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from ipaddress import ip_address
+from typing import Any
 
 from probe.reasons import Reason
 from probe.report import render_text, to_json
-from probe.results import CertInfo, Failure, HttpAttempt, PhaseTimes, TargetResult
+from probe.results import CertInfo, Failure, HttpAttempt, PhaseTimes, TargetResult, TlsResult
 from tests.builders import (
     DAY,
     NOW,
@@ -83,3 +85,144 @@ def test_attempt_that_broke_mid_body_shows_err_and_every_phase_key_in_json() -> 
     assert "ERR 200" in text_of(target)
     phases = json.loads(json.dumps(to_json([target], NOW)))["targets"][0]["addresses"][0]["http"][0]["phases"]
     assert phases == {"connect": 0.001, "tls": 0.002, "processing": None, "transfer": None}
+
+
+# --------------------------------------------------------------------------- what happened
+
+A2 = ip_address("10.0.1.18")
+A3 = ip_address("10.0.1.19")
+LEAF = leaf_cert("www.corp.example")
+
+
+def two_addresses(**fields: Any) -> TargetResult:
+    """Two verified addresses answering 4 requests each; ``fields`` replace TargetResult fields."""
+    rows = [
+        address_result(ip, tls_result(ip, (LEAF,), (LEAF,)), [http_attempt(b) for b in backends])
+        for ip, backends in ((A1, ["web-1", "web-2"] * 2), (A2, [None] * 4))
+    ]
+    return replace(target_result(addresses=rows), **fields)
+
+
+def document_of(target: TargetResult) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(json.dumps(to_json([target], NOW)))
+    return document
+
+
+def row_of(text: str, ip: object) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"  {ip} "))
+
+
+def test_address_row_with_a_warning_shows_warning() -> None:
+    warned = Failure(Reason.CERT_EXPIRING_SOON, "leaf 'www.corp.example' expires on …", A1)
+    tls = tls_result(A1, (LEAF,), (LEAF,))
+    target = target_result(
+        addresses=[
+            address_result(A1, tls, failures=(warned,)),
+            address_result(A2, tls_result(A2, (LEAF,), (LEAF,))),
+        ]
+    )
+    text = text_of(target)
+    assert "  warning   www.corp.example" in row_of(text, A1)
+    assert "  ok        www.corp.example" in row_of(text, A2)
+    assert [a["status"] for a in document_of(target)["targets"][0]["addresses"]] == ["warning", "ok"]
+
+
+def test_no_backend_rule_says_so_with_the_response_count() -> None:
+    target = two_addresses()
+    text = text_of(target)
+    assert (
+        "  backends not identified: no backend rule configured (backend.header or backend.body_regex)"
+        "  8 responses\n" in text
+    )
+    backends = document_of(target)["targets"][0]["backends"]
+    assert backends["rule"] is None
+    assert (backends["requests"], backends["responses"], backends["identified"]) == (8, 8, 4)
+
+
+def test_backend_rule_counts_every_response_and_the_unidentified_ones() -> None:
+    target = two_addresses(backend_rule=("header", "X-Backend"), expected_backends=("web-1", "web-2"))
+    text = text_of(target)
+    assert (
+        "  backends web-1 2  web-2 2  (4 not identified)  of 8 responses, by header X-Backend"
+        "  (expected web-1, web-2)\n" in text
+    )
+    assert document_of(target)["targets"][0]["backends"]["rule"] == {"header": "X-Backend"}
+
+
+def test_nothing_identified_still_counts_the_responses() -> None:
+    rows = [
+        address_result(
+            A1, tls_result(A1, (LEAF,), (LEAF,)), [http_attempt(None)] * 3 + [http_attempt(status=None)]
+        )
+    ]
+    target = replace(target_result(addresses=rows), backend_rule=("body_regex", r"served by (\S+)"))
+    assert "  backends none identified  of 3 responses to 4 requests, by body_regex\n" in text_of(target)
+
+
+def test_tls_column_tells_a_refused_certificate_from_a_failed_handshake() -> None:
+    refused = Failure(Reason.CERT_HOSTNAME_MISMATCH, "certificate is valid for other.corp.example", A1)
+    broken = Failure(Reason.TLS_HANDSHAKE_FAILED, "the server closed the connection during the handshake", A2)
+    slow = Failure(Reason.TLS_HANDSHAKE_TIMEOUT, "TLS handshake did not complete within 5s", A2)
+
+    def unfinished(ip: Any, failure: Failure, **fields: Any) -> TlsResult:
+        return replace(tls_result(ip, failures=(failure,)), version=None, cipher=None, alpn=None, **fields)
+
+    cases = [
+        (unfinished(A1, refused, verify_code=62, chain=(LEAF,)), "not verified", "verify_failed"),
+        (unfinished(A2, broken), "failed", "failed"),
+        (unfinished(A2, slow), "timed out", "timeout"),
+        (tls_result(A1, (LEAF,), (LEAF,)), "TLSv1.3 2 ms", "verified"),
+        (tls_result(A1, (LEAF,), verified=False), "TLSv1.3 2 ms", "unverified"),
+    ]
+    for tls, column, outcome in cases:
+        target = target_result(addresses=[address_result(tls.address, tls)])
+        row = row_of(text_of(target), tls.address)
+        assert row.split("  ok  ")[0].split("  critical  ")[0].rstrip().endswith(column), row
+        assert document_of(target)["targets"][0]["addresses"][0]["tls"]["handshake"] == outcome
+    refused_row = row_of(text_of(target_result(addresses=[address_result(A1, cases[0][0])])), A1)
+    assert refused_row.endswith("NOT verified")
+
+
+def test_insecure_says_plainly_that_certificates_were_not_verified() -> None:
+    target = two_addresses(insecure_skip_verify=True)
+    text = text_of(target)
+    assert text.startswith("www  https://www.corp.example/  OK, certificates NOT verified  (100 ms)\n")
+    assert (
+        "  note     certificates were NOT verified (insecure_skip_verify): the verdict says nothing" in text
+    )
+    assert text.rstrip().endswith(
+        "Status: OK (1 ok; certificates NOT verified for www (insecure_skip_verify))"
+    )
+    document = document_of(target)
+    assert document["certificates_verified"] is False
+    assert document["targets"][0]["notes"][0].startswith("certificates were NOT verified")
+    verified = document_of(two_addresses())
+    assert verified["certificates_verified"] is True and verified["targets"][0]["notes"] == []
+
+
+def test_reused_connections_are_said() -> None:
+    target = two_addresses(reuse_connections=True)
+    assert (
+        "  note     requests to each address shared one connection (reuse_connections): a balancer "
+        "that balances per connection sends them all to one backend\n" in text_of(target)
+    )
+    document = document_of(target)["targets"][0]
+    assert document["reuse_connections"] is True and "reuse_connections" in document["notes"][0]
+
+
+def test_every_distinct_chain_is_shown() -> None:
+    other = replace(LEAF, sha256_fingerprint="cd" * 32, serial="2f", not_after_timestamp=NOW + 5 * DAY)
+    intermediate = cert("Corp Intermediate CA", NOW + 400 * DAY, issuer="Corp Root CA")
+    rows = [
+        address_result(A1, tls_result(A1, (LEAF, intermediate), (LEAF, intermediate))),
+        address_result(A2, tls_result(A2, (other, intermediate), (other, intermediate))),
+        address_result(A3, tls_result(A3, (LEAF, intermediate), (LEAF, intermediate))),
+    ]
+    text = text_of(target_result(addresses=rows))
+    assert f"  chain as sent by {A1} (and {A3}):\n" in text
+    assert f"  chain as sent by {A2}:\n" in text
+    second = text.split(f"by {A2}:\n")[1]
+    assert second.startswith("    0  www.corp.example  ← Corp Intermediate CA  expires 2026-06-02 20:26 UTC")
+    assert "chain expires 2026-06-02 20:26 UTC (in 5 days)" in second
+    one = text_of(target_result(addresses=rows[:1] + rows[2:]))
+    assert f"  chain as sent by {A1}:\n" in one and "(and" not in one

@@ -17,6 +17,7 @@ from probe.verdict import (
     evaluate,
     expiry_warnings,
     status_of,
+    with_cycle_findings,
 )
 from tests import builders
 from tests.helpers import make_target
@@ -380,3 +381,44 @@ def test_status_of() -> None:
     critical = Failure(Reason.TCP_REFUSED, "refused", A1)
     assert status_of([warning]) is Status.WARNING
     assert status_of([warning, critical, warning]) is Status.CRITICAL
+
+
+def test_address_rows_carry_the_cross_address_warnings() -> None:
+    soon = cert("www.corp.example", NOW + 5 * DAY)
+    addresses = (address(A1, tls_result=tls(A1, (soon, INTERMEDIATE))), address(A2))
+    failures, status = evaluate(dns_result(), addresses, make_target(url=URL), NOW)
+    assert status is Status.WARNING
+    assert [a.status for a in addresses] == [Status.OK, Status.OK]  # as the stages returned them
+
+    rows = with_cycle_findings(addresses, failures)
+
+    assert [r.status for r in rows] == [Status.WARNING, Status.OK]
+    assert [f.reason for f in rows[0].failures] == [Reason.CERT_EXPIRING_SOON]
+    assert rows[0].failures[0].address == A1
+    assert rows[1] is addresses[1]
+
+
+def test_differing_leaves_mark_every_address_that_sent_one() -> None:
+    other = cert("www.corp.example", NOW + 90 * DAY, fingerprint="cd" * 32)
+    silent = builders.address_result(
+        A3, builders.unconnected_tls(A3, Failure(Reason.TCP_REFUSED, "refused", A3))
+    )
+    addresses = (address(A1), address(A2, tls_result=tls(A2, (other, INTERMEDIATE))), silent)
+    failures, _ = evaluate(dns_result(), addresses, make_target(url=URL), NOW)
+
+    rows = with_cycle_findings(addresses, failures)
+
+    assert [r.status for r in rows] == [Status.WARNING, Status.WARNING, Status.CRITICAL]
+    for row in rows[:2]:
+        differs = [f for f in row.failures if f.reason is Reason.CERT_DIFFERS_BETWEEN_ADDRESSES]
+        assert len(differs) == 1 and differs[0].address == row.address
+        assert differs[0].detail.startswith("2 different leaf certificates")
+    assert [f.reason for f in rows[2].failures] == [Reason.TCP_REFUSED]
+
+
+def test_target_wide_findings_stay_with_the_target() -> None:
+    addresses = (address(A1, served(web_1=4)), address(A2, served(web_1=4)))
+    target = backend_target(expect_backends=["web-1", "web-2"])
+    failures, status = evaluate(dns_result(), addresses, target, NOW)
+    assert status is Status.CRITICAL and [f.reason for f in failures] == [Reason.BACKEND_MISSING]
+    assert with_cycle_findings(addresses, failures) == addresses
