@@ -18,6 +18,7 @@ class Stage(StrEnum):
     TCP = "tcp"
     TLS = "tls"
     CERT = "cert"
+    OCSP = "ocsp"
     HTTP = "http"
     BACKEND = "backend"
     CYCLE = "cycle"
@@ -214,17 +215,17 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         "The addresses of one name serve different leaf certificates (e.g. a rotation half done).",
     ),
     Reason.OCSP_REVOKED: (
-        Stage.CERT,
+        Stage.OCSP,
         _C,
         "The server stapled an OCSP response saying its certificate is revoked (ocsp: staple).",
     ),
     Reason.OCSP_STALE: (
-        Stage.CERT,
+        Stage.OCSP,
         _W,
         "The stapled OCSP response is past its nextUpdate or not valid yet (ocsp: staple).",
     ),
     Reason.OCSP_INVALID: (
-        Stage.CERT,
+        Stage.OCSP,
         _C,
         "The stapled OCSP response cannot vouch for the certificate: malformed, not successful, "
         "status unknown, badly signed or for another certificate (ocsp: staple).",

@@ -131,7 +131,7 @@ class StaplingServer:
         chain.write_bytes(issuer.cert_pem)
         self.address, self.port = address, 8443
         argv = [OPENSSL or "openssl", "s_server", "-accept", f"{address}:{self.port}", "-cert", str(cert)]
-        argv += ["-key", str(key), "-cert_chain", str(chain), "-www", "-quiet", "-naccept", "1000"]
+        argv += ["-key", str(key), "-cert_chain", str(chain), "-www", "-quiet"]
         if status_file is not None:
             argv += ["-status_file", str(status_file)]
         self.log = (workdir / f"server{n}.log").open("wb")
