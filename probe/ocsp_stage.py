@@ -26,6 +26,7 @@ asked to check it (``curl --cert-status``); each finding's detail says so.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -130,7 +131,8 @@ async def staple(
     except TimeoutError:
         return OcspResult(False, error=f"no TCP connection for the stapling handshake within {limit:.3g}s")
     except OSError as exc:
-        return OcspResult(False, error=f"connect for the stapling handshake failed: {exc.strerror or exc}")
+        why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        return OcspResult(False, error=f"connect for the stapling handshake failed: {why}")
     staples: list[bytes] = []
     connection = SSL.Connection(context, None)
     connection.set_app_data(staples)

@@ -306,6 +306,21 @@ def test_staple_signed_by_a_stranger_is_invalid(stapling: Any, pki: Pki, tmp_pat
     assert result.addresses[0].ocsp.signature_valid is False and elapsed < BOUND
 
 
+def test_insecure_skip_verify_still_judges_the_staple_with_the_issuer_as_sent(
+    stapling: Any, pki: Pki, tmp_path: Path
+) -> None:
+    """No trust store knows the test CA: the issuer comes from the chain the server sent."""
+    target, _ = stapling(
+        lambda leaf: openssl_ocsp(tmp_path, leaf, pki.intermediate, revoked=REVOKED_AT),
+        ca_file=None,
+        insecure_skip_verify=True,
+    )
+    result, elapsed = timed_run(target)
+
+    assert reasons(result) == {"ocsp_revoked"} and result.insecure_skip_verify
+    assert result.addresses[0].ocsp.signature_valid is True and elapsed < BOUND
+
+
 def test_ocsp_off_asks_for_nothing(stapling: Any, pki: Pki, tmp_path: Path) -> None:
     target, _ = stapling(
         lambda leaf: openssl_ocsp(tmp_path, leaf, pki.intermediate, revoked=REVOKED_AT), ocsp="off"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from ipaddress import ip_address
 
+from probe.certs import format_time
 from probe.reasons import Reason
 from probe.report import render_text, to_json
-from probe.results import CertInfo, Failure, HttpAttempt, PhaseTimes, TargetResult
+from probe.results import CertInfo, Failure, HttpAttempt, OcspResult, PhaseTimes, TargetResult
 from tests.builders import (
     DAY,
     NOW,
@@ -83,3 +85,73 @@ def test_attempt_that_broke_mid_body_shows_err_and_every_phase_key_in_json() -> 
     assert "ERR 200" in text_of(target)
     phases = json.loads(json.dumps(to_json([target], NOW)))["targets"][0]["addresses"][0]["http"][0]["phases"]
     assert phases == {"connect": 0.001, "tls": 0.002, "processing": None, "transfer": None}
+
+
+# --------------------------------------------------------------------------- OCSP stapling
+
+
+def stapled(ocsp: OcspResult | None) -> TargetResult:
+    target = result(leaf_cert("www.corp.example"))
+    return replace(target, addresses=tuple(replace(a, ocsp=ocsp) for a in target.addresses))
+
+
+GOOD = OcspResult(
+    stapled=True,
+    handshake_seconds=0.0016,
+    response_status="successful",
+    cert_status="good",
+    serial="1f",
+    responder="CN=Corp Intermediate CA",
+    produced_at_timestamp=NOW - 3600,
+    this_update_timestamp=NOW - 3600,
+    next_update_timestamp=NOW + 3 * DAY,
+    signature_valid=True,
+)
+
+
+def ocsp_line(target: TargetResult) -> str:
+    [line] = [line for line in text_of(target).splitlines() if line.split()[:1] == ["ocsp"]]
+    return " ".join(line.split()[1:])
+
+
+def test_ocsp_lines_say_status_dates_or_why_there_is_none() -> None:
+    revoked = replace(
+        GOOD, cert_status="revoked", revocation_timestamp=NOW - 20 * DAY, revocation_reason="superseded"
+    )
+    next_update = format_time(NOW + 3 * DAY)
+    assert ocsp_line(stapled(GOOD)) == f"good; next update {next_update} (in 3 days)"
+    assert ocsp_line(stapled(revoked)).startswith(f"revoked on {format_time(NOW - 20 * DAY)} (superseded); ")
+    assert ocsp_line(stapled(OcspResult(stapled=False))) == "no staple (the server sent no OCSP response)"
+    assert ocsp_line(stapled(replace(GOOD, next_update_timestamp=None, signature_valid=None))) == (
+        "good; no next update; signature not checked (issuer unknown)"
+    )
+    assert ocsp_line(stapled(replace(GOOD, signature_valid=False))).endswith("; signature NOT valid")
+    unusable = OcspResult(stapled=True, response_status="tryLater")
+    assert ocsp_line(stapled(unusable)) == "unusable staple (tryLater)"
+    failed = OcspResult(stapled=False, error="the stapling handshake did not complete within 5s")
+    assert ocsp_line(stapled(failed)) == "not checked: the stapling handshake did not complete within 5s"
+
+
+def test_no_ocsp_line_or_object_when_off() -> None:
+    target = stapled(None)
+    assert not [line for line in text_of(target).splitlines() if line.split()[:1] == ["ocsp"]]
+    assert to_json([target], NOW)["targets"][0]["addresses"][0]["ocsp"] is None
+
+
+def test_ocsp_json_fields() -> None:
+    document = json.loads(json.dumps(to_json([stapled(GOOD)], NOW)))
+    assert document["targets"][0]["addresses"][0]["ocsp"] == {
+        "stapled": True,
+        "handshake_seconds": 0.0016,
+        "response_status": "successful",
+        "cert_status": "good",
+        "serial": "1f",
+        "responder": "CN=Corp Intermediate CA",
+        "produced_at_timestamp": NOW - 3600,
+        "this_update_timestamp": NOW - 3600,
+        "next_update_timestamp": NOW + 3 * DAY,
+        "revocation_timestamp": None,
+        "revocation_reason": None,
+        "signature_valid": True,
+        "error": None,
+    }
