@@ -59,6 +59,7 @@ _FLAG_FOR_FIELD = {
     "timeouts": "--timeout",
     "headers": "--header",
     "insecure_skip_verify": "--insecure",
+    "ocsp": "--ocsp",
 }
 
 
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="do not verify the certificate or the name (like curl -k); the facts are still shown",
+    )
+    adhoc.add_argument(
+        "--ocsp",
+        choices=("off", "staple"),
+        help="staple: ask each address for its stapled OCSP response (a second handshake; default off)",
     )
     _output_options(check)
 
@@ -262,6 +268,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
             ("--header", args.header),
             ("--timeout", args.timeout),
             ("--insecure", args.insecure),
+            ("--ocsp", args.ocsp),
         )
         if value is not None
     ]
@@ -312,6 +319,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         target["timeouts"] = _timeouts_within(args.timeout)
     if args.insecure:
         target["insecure_skip_verify"] = True
+    if args.ocsp:
+        target["ocsp"] = args.ocsp
     try:
         return build_config({"targets": [target]}, where="arguments")
     except ConfigError as exc:

@@ -330,6 +330,8 @@ class _TargetFields(_Frozen):
     headers: dict[str, Annotated[HeaderValue, BeforeValidator(_header_value)]] = Field(default_factory=dict)
     max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
     timeouts: Timeouts = Timeouts()
+    #: ``staple``: ask for a stapled OCSP response on a second handshake per address.
+    ocsp: Literal["off", "staple"] = "off"
 
     @field_validator("resolvers", "expect_networks", mode="before")
     @classmethod

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from probe import dns_stage, http_stage, tls_stage
+from OpenSSL import SSL
+
+from probe import dns_stage, http_stage, ocsp_stage, tls_stage
 from probe._text import shorten
 from probe.config import Config, ConfigError, TargetConfig
 from probe.deadline import Deadline
@@ -25,6 +27,7 @@ from probe.results import (
     Failure,
     HttpAttempt,
     IPAddress,
+    OcspResult,
     TargetResult,
     TlsResult,
 )
@@ -47,11 +50,13 @@ class TargetPlan:
         target: the target's configuration.
         resolvers: ``(ip, port)`` pairs to ask, in order.
         contexts: SSL contexts, shared by targets with the same trust configuration.
+        ocsp: the pyOpenSSL context of the stapling handshake, ``None`` unless ``ocsp: staple``.
     """
 
     target: TargetConfig
     resolvers: tuple[tuple[str, int], ...]
     contexts: tls_stage.TlsContexts
+    ocsp: SSL.Context | None = None
 
 
 def plan(config: Config) -> tuple[TargetPlan, ...]:
@@ -66,6 +71,7 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
     """
     where = str(config.path) if config.path else "config"
     contexts: dict[tuple[Path | None, str, bool], tls_stage.TlsContexts] = {}
+    ocsp_contexts: dict[tuple[Path | None, str], SSL.Context] = {}
     system: tuple[tuple[str, int], ...] | None = None
     plans = []
     for index, target in enumerate(config.targets):
@@ -75,6 +81,15 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                 contexts[key] = tls_stage.build_contexts(*key)
             except ValueError as exc:
                 raise ConfigError(str(exc), where=where, field=f"targets[{index}].ca_file") from None
+        ocsp_context = None
+        if target.ocsp == "staple":
+            ocsp_key = (target.ca_file, target.min_tls_version)
+            if ocsp_key not in ocsp_contexts:
+                try:
+                    ocsp_contexts[ocsp_key] = ocsp_stage.build_context(*ocsp_key)
+                except ValueError as exc:
+                    raise ConfigError(str(exc), where=where, field=f"targets[{index}].ca_file") from None
+            ocsp_context = ocsp_contexts[ocsp_key]
         resolvers = target.resolvers
         if resolvers is None:
             if system is None:
@@ -83,7 +98,7 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                 except LookupError as exc:
                     raise ConfigError(str(exc), where=where, field=f"targets[{index}].resolvers") from None
             resolvers = system
-        plans.append(TargetPlan(target, tuple(resolvers), contexts[key]))
+        plans.append(TargetPlan(target, tuple(resolvers), contexts[key], ocsp_context))
     return tuple(plans)
 
 
@@ -171,11 +186,12 @@ async def probe_address(
     deadline: Deadline,
     clock: Callable[[], float] = time.time,
 ) -> AddressResult:
-    """TLS and then HTTP at one address.
+    """TLS, the stapled OCSP response (with ``ocsp: staple``), then HTTP at one address.
 
     HTTP requests are sent only after a handshake that verified (or with
     ``insecure_skip_verify``): like curl, probe does not talk HTTP to a server whose
-    certificate failed, and the TLS finding says why.
+    certificate failed, and the TLS finding says why. The stapling handshake follows the
+    same rule.
     """
     target = plan.target
     try:
@@ -186,14 +202,23 @@ async def probe_address(
         return _unfinished(address, target.port, _bug(exc, target.name, address))
     attempts: tuple[HttpAttempt, ...] = ()
     bugs: tuple[Failure, ...] = ()
+    ocsp: OcspResult | None = None
+    if tls.connected and not tls.failures and plan.ocsp is not None:
+        try:
+            ocsp = await ocsp_stage.staple(
+                address, target.port, target.hostname, plan.ocsp, target.timeouts, deadline, clock
+            )
+        except Exception as exc:  # the TLS facts gathered so far are kept
+            bugs = (_bug(exc, target.name, address),)
     if tls.connected and not tls.failures:
         try:
             async with http_stage.build_client(target, plan.contexts.http) as client:
                 attempts = await http_stage.request_rounds(client, address, target, deadline)
         except Exception as exc:  # the TLS facts gathered so far are kept
-            bugs = (_bug(exc, target.name, address),)
-    failures = tls.failures + http_stage.summarise(attempts, address) + bugs
-    return AddressResult(address, tls, attempts, failures, status_of(failures))
+            bugs = (*bugs, _bug(exc, target.name, address))
+    ocsp_failures = ocsp.failures if ocsp is not None else ()
+    failures = tls.failures + ocsp_failures + http_stage.summarise(attempts, address) + bugs
+    return AddressResult(address, tls, attempts, failures, status_of(failures), ocsp)
 
 
 def _bug(exc: Exception, target: str, address: IPAddress | None = None) -> Failure:

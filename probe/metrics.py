@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from probe import __version__
 from probe.reasons import Status
-from probe.results import AddressResult, TargetResult
+from probe.results import AddressResult, OcspResult, TargetResult
 from probe.store import BUCKETS, ResultStore, Snapshot, TargetState
 
 Kind = Literal["gauge", "counter", "histogram", "info"]
@@ -148,6 +148,43 @@ SPECS: tuple[Spec, ...] = (
         "histogram",
         (*_T, "phase"),
         "Latency per phase (resolve, connect, tls, processing, transfer) across cycles, in seconds.",
+    ),
+    # ssl_exporter's ssl_ocsp_response_* with probe_ names and units (ocsp: staple only)
+    Spec(
+        "probe_ssl_ocsp_response_stapled",
+        "gauge",
+        _TA,
+        "1 if the address stapled an OCSP response to its handshake, 0 if not (ocsp: staple).",
+    ),
+    Spec(
+        "probe_ssl_ocsp_response_status",
+        "gauge",
+        _TA,
+        "Certificate status in the stapled OCSP response: 0 good, 1 revoked, 2 unknown.",
+    ),
+    Spec(
+        "probe_ssl_ocsp_response_produced_at_timestamp_seconds",
+        "gauge",
+        _TA,
+        "producedAt of the stapled OCSP response, Unix time.",
+    ),
+    Spec(
+        "probe_ssl_ocsp_response_this_update_timestamp_seconds",
+        "gauge",
+        _TA,
+        "thisUpdate of the stapled OCSP response, Unix time.",
+    ),
+    Spec(
+        "probe_ssl_ocsp_response_next_update_timestamp_seconds",
+        "gauge",
+        _TA,
+        "nextUpdate of the stapled OCSP response, Unix time (absent when it has none).",
+    ),
+    Spec(
+        "probe_ssl_ocsp_response_revoked_at_timestamp_seconds",
+        "gauge",
+        _TA,
+        "revocationTime in the stapled OCSP response, Unix time (only when revoked).",
     ),
     Spec("probe_targets", "gauge", (), "Configured targets."),
     Spec(
@@ -307,6 +344,8 @@ def _render_address(out: _Families, result: TargetResult, address: AddressResult
                 "serialnumber": leaf.serial,
             },
         )
+    if address.ocsp is not None:
+        _render_ocsp(out, ta, address.ocsp)
     answered = [a.status_code for a in address.attempts if a.status_code is not None]
     if answered:
         out.gauge("probe_http_status_code", ta, answered[-1])
@@ -317,6 +356,26 @@ def _render_address(out: _Families, result: TargetResult, address: AddressResult
             per_phase.setdefault(phase, []).append(seconds)
     for phase, values in per_phase.items():
         out.gauge("probe_http_duration_seconds", (*ta, phase), sum(values) / len(values))
+
+
+_OCSP_STATUS_VALUE = {"good": 0, "revoked": 1, "unknown": 2}
+
+
+def _render_ocsp(out: _Families, ta: tuple[str, str], ocsp: OcspResult) -> None:
+    """ssl_exporter's OCSP gauges; a value that is unknown is an absent series."""
+    if ocsp.error is not None:
+        return  # the stapling handshake failed: whether the server staples is unknown
+    out.gauge("probe_ssl_ocsp_response_stapled", ta, 1 if ocsp.stapled else 0)
+    if ocsp.cert_status in _OCSP_STATUS_VALUE:
+        out.gauge("probe_ssl_ocsp_response_status", ta, _OCSP_STATUS_VALUE[ocsp.cert_status])
+    for name, value in (
+        ("produced_at", ocsp.produced_at_timestamp),
+        ("this_update", ocsp.this_update_timestamp),
+        ("next_update", ocsp.next_update_timestamp),
+        ("revoked_at", ocsp.revocation_timestamp),
+    ):
+        if value is not None:
+            out.gauge(f"probe_ssl_ocsp_response_{name}_timestamp_seconds", ta, value)
 
 
 def blackbox_tls_version(openssl_name: str) -> str:

@@ -18,6 +18,7 @@ class Stage(StrEnum):
     TCP = "tcp"
     TLS = "tls"
     CERT = "cert"
+    OCSP = "ocsp"
     HTTP = "http"
     BACKEND = "backend"
     CYCLE = "cycle"
@@ -86,6 +87,9 @@ class Reason(StrEnum):
     CERT_CHAIN_INCOMPLETE = "cert_chain_incomplete"
     CERT_EXPIRING_SOON = "cert_expiring_soon"
     CERT_DIFFERS_BETWEEN_ADDRESSES = "cert_differs_between_addresses"
+    OCSP_REVOKED = "ocsp_revoked"
+    OCSP_STALE = "ocsp_stale"
+    OCSP_INVALID = "ocsp_invalid"
     HTTP_TIMEOUT = "http_timeout"
     HTTP_STATUS = "http_status"
     HTTP_BODY_MISMATCH = "http_body_mismatch"
@@ -209,6 +213,22 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.CERT,
         _W,
         "The addresses of one name serve different leaf certificates (e.g. a rotation half done).",
+    ),
+    Reason.OCSP_REVOKED: (
+        Stage.OCSP,
+        _C,
+        "The server stapled an OCSP response saying its certificate is revoked (ocsp: staple).",
+    ),
+    Reason.OCSP_STALE: (
+        Stage.OCSP,
+        _W,
+        "The stapled OCSP response is past its nextUpdate or not valid yet (ocsp: staple).",
+    ),
+    Reason.OCSP_INVALID: (
+        Stage.OCSP,
+        _C,
+        "The stapled OCSP response cannot vouch for the certificate: malformed, not successful, "
+        "status unknown, badly signed or for another certificate (ocsp: staple).",
     ),
     Reason.HTTP_TIMEOUT: (
         Stage.HTTP,

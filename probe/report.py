@@ -19,6 +19,7 @@ from probe.results import (
     DnsResult,
     Failure,
     HttpAttempt,
+    OcspResult,
     TargetResult,
     TlsResult,
 )
@@ -156,6 +157,25 @@ def _address(result: AddressResult) -> dict[str, Any]:
         "http": [_attempt(a) for a in result.attempts],
         "backend_counts": result.backend_counts,
         "failures": [_failure(f) for f in result.failures],
+        "ocsp": _ocsp(result.ocsp) if result.ocsp is not None else None,
+    }
+
+
+def _ocsp(ocsp: OcspResult) -> dict[str, Any]:
+    return {
+        "stapled": ocsp.stapled,
+        "handshake_seconds": _sec(ocsp.handshake_seconds),
+        "response_status": ocsp.response_status,
+        "cert_status": ocsp.cert_status,
+        "serial": ocsp.serial,
+        "responder": ocsp.responder,
+        "produced_at_timestamp": ocsp.produced_at_timestamp,
+        "this_update_timestamp": ocsp.this_update_timestamp,
+        "next_update_timestamp": ocsp.next_update_timestamp,
+        "revocation_timestamp": ocsp.revocation_timestamp,
+        "revocation_reason": ocsp.revocation_reason,
+        "signature_valid": ocsp.signature_valid,
+        "error": ocsp.error,
     }
 
 
@@ -397,6 +417,32 @@ def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Pai
         statuses = " ".join(_attempt_label(a) for a in result.attempts)
         mean = sum(a.duration_seconds for a in result.attempts) / len(result.attempts)
         out.write(f"  {'':<18} {'http':>8} {statuses:>16}  {paint.dim(f'mean {_ms(mean)} per request')}\n")
+    if result.ocsp is not None:
+        out.write(f"  {'':<18} {'ocsp':>8} {ocsp_summary(result.ocsp, now)}\n")
+
+
+def ocsp_summary(ocsp: OcspResult, now: float) -> str:
+    """One line about a stapled OCSP response: its status and dates, or why there is none."""
+    if ocsp.error is not None:
+        return f"not checked: {printable(ocsp.error)}"
+    if not ocsp.stapled:
+        return "no staple (the server sent no OCSP response)"
+    if ocsp.cert_status is None:
+        return f"unusable staple ({ocsp.response_status or 'not parsable'})"
+    parts = [ocsp.cert_status]
+    if ocsp.revocation_timestamp is not None:
+        reason = f" ({ocsp.revocation_reason})" if ocsp.revocation_reason else ""
+        parts = [f"revoked on {format_time(ocsp.revocation_timestamp)}{reason}"]
+    if ocsp.next_update_timestamp is not None:
+        ts = ocsp.next_update_timestamp
+        parts.append(f"next update {format_time(ts)} ({describe_age(ts, now)})")
+    else:
+        parts.append("no next update")
+    if ocsp.signature_valid is None:
+        parts.append("signature not checked (issuer unknown)")
+    elif not ocsp.signature_valid:
+        parts.append("signature NOT valid")
+    return "; ".join(parts)
 
 
 #: The TLS column when no handshake completed: a certificate refused after the server

@@ -278,6 +278,50 @@ class HttpAttempt:
 
 
 @dataclass(frozen=True, slots=True)
+class OcspResult:
+    """The OCSP response a server stapled to its handshake (``ocsp: staple``), as probe read it.
+
+    Asked for with the TLS ``status_request`` extension (RFC 6066 §8) on a second handshake;
+    the response is judged by RFC 6960 (see ``probe.ocsp_stage``).
+
+    Attributes:
+        stapled: the server sent a response; ``False`` is a fact, not a finding.
+        handshake_seconds: TCP connect plus handshake of the second handshake, ``None`` when
+            it did not complete.
+        response_status: the response status, e.g. ``"successful"``, ``"try_later"``;
+            ``None`` without a parsable staple.
+        cert_status: ``"good"``, ``"revoked"`` or ``"unknown"`` from the response for the
+            server's certificate; ``None`` when there is none.
+        serial: the serial number the response is about, lowercase hex.
+        responder: who signed it: an RFC 4514 name or ``"key sha1:HEX"``.
+        produced_at_timestamp: producedAt, Unix time.
+        this_update_timestamp: thisUpdate, Unix time.
+        next_update_timestamp: nextUpdate, Unix time; ``None`` when the response has none.
+        revocation_timestamp: revocationTime, Unix time (revoked only).
+        revocation_reason: the CRLReason name (RFC 5280 §5.3.1), e.g. ``"keyCompromise"``.
+        signature_valid: the signature verified against the issuer or a responder it
+            authorised; ``None`` when not checked (no issuer known, or no response).
+        error: why no staple could be asked for (the second handshake failed), else ``None``.
+        failures: ``ocsp_revoked``, ``ocsp_stale`` and ``ocsp_invalid`` findings.
+    """
+
+    stapled: bool
+    handshake_seconds: float | None = None
+    response_status: str | None = None
+    cert_status: str | None = None
+    serial: str | None = None
+    responder: str | None = None
+    produced_at_timestamp: float | None = None
+    this_update_timestamp: float | None = None
+    next_update_timestamp: float | None = None
+    revocation_timestamp: float | None = None
+    revocation_reason: str | None = None
+    signature_valid: bool | None = None
+    error: str | None = None
+    failures: tuple[Failure, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AddressResult:
     """Everything probed at one address of the target.
 
@@ -287,6 +331,8 @@ class AddressResult:
         attempts: the HTTP requests, in order (empty when TCP or TLS failed).
         failures: this address's findings (TLS and summarised HTTP ones).
         status: the verdict for this address alone.
+        ocsp: the stapled OCSP response, ``None`` unless ``ocsp: staple`` and the handshake
+            completed without a finding.
     """
 
     address: IPAddress
@@ -294,6 +340,7 @@ class AddressResult:
     attempts: tuple[HttpAttempt, ...]
     failures: tuple[Failure, ...]
     status: Status
+    ocsp: OcspResult | None = None
 
     @property
     def backend_counts(self) -> dict[str, int]:

@@ -28,6 +28,7 @@ from probe.results import (
     Failure,
     HttpAttempt,
     IPAddress,
+    OcspResult,
     PhaseTimes,
     TargetResult,
     TlsResult,
@@ -631,13 +632,74 @@ def test_a_backend_seen_once_is_up_only_in_that_cycle() -> None:
     assert s.value("probe_backend_requests_total", target="www", address="10.0.0.1", backend="web-9") == 1
 
 
+# --------------------------------------------------------------------------- OCSP stapling
+
+REVOKED_STAPLE = OcspResult(
+    stapled=True,
+    handshake_seconds=0.004,
+    response_status="successful",
+    cert_status="revoked",
+    serial="1f",
+    responder="CN=Corp Intermediate CA",
+    produced_at_timestamp=NOW - 3600,
+    this_update_timestamp=NOW - 3600,
+    next_update_timestamp=NOW + 6 * DAY,
+    revocation_timestamp=NOW - 10 * DAY,
+    revocation_reason="keyCompromise",
+    signature_valid=True,
+    failures=(Failure(Reason.OCSP_REVOKED, "revoked", A1),),
+)
+
+
+def stapled(ocsp: OcspResult | None) -> Scrape:
+    return scrape(result(addresses=[replace(served(A1, "web-1"), ocsp=ocsp)]))
+
+
+def test_ocsp_revoked_staple_as_ssl_exporter_reports_it() -> None:
+    s = stapled(REVOKED_STAPLE)
+    where = {"target": "www", "address": "10.0.0.1"}
+    assert s.value("probe_ssl_ocsp_response_stapled", **where) == 1
+    assert s.value("probe_ssl_ocsp_response_status", **where) == 1
+    assert s.value("probe_ssl_ocsp_response_produced_at_timestamp_seconds", **where) == NOW - 3600
+    assert s.value("probe_ssl_ocsp_response_this_update_timestamp_seconds", **where) == NOW - 3600
+    assert s.value("probe_ssl_ocsp_response_next_update_timestamp_seconds", **where) == NOW + 6 * DAY
+    assert s.value("probe_ssl_ocsp_response_revoked_at_timestamp_seconds", **where) == NOW - 10 * DAY
+
+
+@pytest.mark.parametrize(("status", "value"), [("good", 0), ("revoked", 1), ("unknown", 2)])
+def test_ocsp_status_values(status: str, value: int) -> None:
+    s = stapled(replace(REVOKED_STAPLE, cert_status=status))
+    assert s.value("probe_ssl_ocsp_response_status", target="www", address="10.0.0.1") == value
+
+
+def test_ocsp_no_staple_is_zero_and_no_dates() -> None:
+    s = stapled(OcspResult(stapled=False, handshake_seconds=0.004))
+    assert s.value("probe_ssl_ocsp_response_stapled", target="www", address="10.0.0.1") == 0
+    assert [n for n in s.with_label("address", "10.0.0.1") if "ocsp" in n] == [
+        "probe_ssl_ocsp_response_stapled"
+    ]
+
+
+def test_ocsp_series_absent_when_off_or_when_the_stapling_handshake_failed() -> None:
+    for ocsp in (None, OcspResult(stapled=False, error="the stapling handshake failed: reset")):
+        assert not [n for n in stapled(ocsp).with_label("address", "10.0.0.1") if "ocsp" in n]
+
+
+def test_ocsp_good_staple_without_next_update_has_no_next_update_series() -> None:
+    good = replace(REVOKED_STAPLE, cert_status="good", revocation_timestamp=None, next_update_timestamp=None)
+    names = stapled(good).with_label("address", "10.0.0.1")
+    assert "probe_ssl_ocsp_response_this_update_timestamp_seconds" in names
+    assert "probe_ssl_ocsp_response_next_update_timestamp_seconds" not in names
+    assert "probe_ssl_ocsp_response_revoked_at_timestamp_seconds" not in names
+
+
 # --------------------------------------------------------------------------- exposition and specs
 
 
 def rich_result(name: str = "www") -> TargetResult:
     """A result that makes every family show at least one series."""
     untrusted = Failure(Reason.CERT_UNTRUSTED, "untrusted root", A2)
-    a1 = served(A1, "web-1", "web-2")
+    a1 = replace(served(A1, "web-1", "web-2"), ocsp=REVOKED_STAPLE)
     a2 = address(A2, [], tls_result=tls(A2, verified=False, failures=(untrusted,)))
     a6 = served(A6, "web-1")
     return result(

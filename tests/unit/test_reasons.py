@@ -10,6 +10,7 @@ WARNINGS = {
     Reason.DNS_RESOLVER_FAILOVER,
     Reason.CERT_EXPIRING_SOON,
     Reason.CERT_DIFFERS_BETWEEN_ADDRESSES,
+    Reason.OCSP_STALE,
     Reason.BACKEND_UNEXPECTED,
     Reason.BACKEND_IMBALANCE,
 }
@@ -37,7 +38,7 @@ def test_which_reasons_are_only_warnings() -> None:
 
 def test_reason_codes_are_unique_lowercase_strings() -> None:
     values = [r.value for r in Reason]
-    assert len(values) == len(set(values)) == 35
+    assert len(values) == len(set(values)) == 38
     assert all(v == v.lower() and " " not in v for v in values)
     assert Reason("cert_chain_incomplete") is Reason.CERT_CHAIN_INCOMPLETE
 

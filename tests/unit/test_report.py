@@ -8,9 +8,10 @@ from dataclasses import replace
 from ipaddress import ip_address
 from typing import Any
 
+from probe.certs import format_time
 from probe.reasons import Reason
 from probe.report import render_text, to_json
-from probe.results import CertInfo, Failure, HttpAttempt, PhaseTimes, TargetResult, TlsResult
+from probe.results import CertInfo, Failure, HttpAttempt, OcspResult, PhaseTimes, TargetResult, TlsResult
 from tests.builders import (
     DAY,
     NOW,
@@ -226,3 +227,73 @@ def test_every_distinct_chain_is_shown() -> None:
     assert "chain expires 2026-06-02 20:26 UTC (in 5 days)" in second
     one = text_of(target_result(addresses=rows[:1] + rows[2:]))
     assert f"  chain as sent by {A1}:\n" in one and "(and" not in one
+
+
+# --------------------------------------------------------------------------- OCSP stapling
+
+
+def stapled(ocsp: OcspResult | None) -> TargetResult:
+    target = result(leaf_cert("www.corp.example"))
+    return replace(target, addresses=tuple(replace(a, ocsp=ocsp) for a in target.addresses))
+
+
+GOOD = OcspResult(
+    stapled=True,
+    handshake_seconds=0.0016,
+    response_status="successful",
+    cert_status="good",
+    serial="1f",
+    responder="CN=Corp Intermediate CA",
+    produced_at_timestamp=NOW - 3600,
+    this_update_timestamp=NOW - 3600,
+    next_update_timestamp=NOW + 3 * DAY,
+    signature_valid=True,
+)
+
+
+def ocsp_line(target: TargetResult) -> str:
+    [line] = [line for line in text_of(target).splitlines() if line.split()[:1] == ["ocsp"]]
+    return " ".join(line.split()[1:])
+
+
+def test_ocsp_lines_say_status_dates_or_why_there_is_none() -> None:
+    revoked = replace(
+        GOOD, cert_status="revoked", revocation_timestamp=NOW - 20 * DAY, revocation_reason="superseded"
+    )
+    next_update = format_time(NOW + 3 * DAY)
+    assert ocsp_line(stapled(GOOD)) == f"good; next update {next_update} (in 3 days)"
+    assert ocsp_line(stapled(revoked)).startswith(f"revoked on {format_time(NOW - 20 * DAY)} (superseded); ")
+    assert ocsp_line(stapled(OcspResult(stapled=False))) == "no staple (the server sent no OCSP response)"
+    assert ocsp_line(stapled(replace(GOOD, next_update_timestamp=None, signature_valid=None))) == (
+        "good; no next update; signature not checked (issuer unknown)"
+    )
+    assert ocsp_line(stapled(replace(GOOD, signature_valid=False))).endswith("; signature NOT valid")
+    unusable = OcspResult(stapled=True, response_status="tryLater")
+    assert ocsp_line(stapled(unusable)) == "unusable staple (tryLater)"
+    failed = OcspResult(stapled=False, error="the stapling handshake did not complete within 5s")
+    assert ocsp_line(stapled(failed)) == "not checked: the stapling handshake did not complete within 5s"
+
+
+def test_no_ocsp_line_or_object_when_off() -> None:
+    target = stapled(None)
+    assert not [line for line in text_of(target).splitlines() if line.split()[:1] == ["ocsp"]]
+    assert to_json([target], NOW)["targets"][0]["addresses"][0]["ocsp"] is None
+
+
+def test_ocsp_json_fields() -> None:
+    document = json.loads(json.dumps(to_json([stapled(GOOD)], NOW)))
+    assert document["targets"][0]["addresses"][0]["ocsp"] == {
+        "stapled": True,
+        "handshake_seconds": 0.0016,
+        "response_status": "successful",
+        "cert_status": "good",
+        "serial": "1f",
+        "responder": "CN=Corp Intermediate CA",
+        "produced_at_timestamp": NOW - 3600,
+        "this_update_timestamp": NOW - 3600,
+        "next_update_timestamp": NOW + 3 * DAY,
+        "revocation_timestamp": None,
+        "revocation_reason": None,
+        "signature_valid": True,
+        "error": None,
+    }
