@@ -18,7 +18,7 @@ from probe import dns_stage, http_stage, tls_stage
 from probe._text import shorten
 from probe.config import Config, ConfigError, TargetConfig
 from probe.deadline import Deadline
-from probe.reasons import Reason
+from probe.reasons import Reason, Status
 from probe.results import (
     AddressResult,
     DnsResult,
@@ -173,7 +173,7 @@ async def probe_address(
         return _unfinished(address, target.port, _bug(exc, target.name, address))
     attempts: tuple[HttpAttempt, ...] = ()
     bugs: tuple[Failure, ...] = ()
-    if tls.connected and not tls.failures:
+    if tls.connected and status_of(tls.failures) is not Status.CRITICAL:  # warnings do not stop HTTP
         try:
             async with http_stage.build_client(target, plan.contexts.http) as client:
                 attempts = await http_stage.request_rounds(client, address, target, deadline)
