@@ -268,6 +268,6 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
     Reason.CERT_UNPARSED: (
         Stage.CERT,
         _W,
-        "probe's X.509 parser refused a certificate OpenSSL accepted; its facts come from OpenSSL's decode.",
+        "The X.509 parser (cryptography) refused a certificate OpenSSL accepts; its facts come from OpenSSL.",
     ),
 }

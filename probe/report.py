@@ -165,6 +165,8 @@ def _cert(cert: CertInfo) -> dict[str, Any]:
         "is_ca": cert.is_ca,
         "key": cert.key,
         "signature_algorithm": cert.signature_algorithm,
+        "notes": list(cert.notes),
+        "parse_error": cert.parse_error,
     }
 
 
@@ -269,6 +271,12 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
                     f"    {depth}  {printable(label_of(cert))}  ← {printable(common_name_of(cert.issuer))}  "
                     f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
                 )
+                if cert.parse_error is not None:
+                    w(
+                        f"       facts from OpenSSL's decode (cryptography refused it: {printable(cert.parse_error)})\n"
+                    )
+                for note in cert.notes:
+                    w(f"       note: {printable(note)}\n")
             if chain_source.tls.verified_chain:
                 expiry = chain_source.tls.verified_chain_expiry_timestamp
                 assert expiry is not None
