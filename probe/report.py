@@ -272,9 +272,8 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
                     f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
                 )
                 if cert.parse_error is not None:
-                    w(
-                        f"       facts from OpenSSL's decode (cryptography refused it: {printable(cert.parse_error)})\n"
-                    )
+                    refused = printable(cert.parse_error)
+                    w(f"       facts from OpenSSL's decode (cryptography refused it: {refused})\n")
                 for note in cert.notes:
                     w(f"       note: {printable(note)}\n")
             if chain_source.tls.verified_chain:

@@ -38,6 +38,8 @@ _VERSIONS = {
     "1.3": ssl.TLSVersion.TLSv1_3,
 }
 
+_SETTING = {version: setting for setting, version in _VERSIONS.items()}
+
 # ssl.SSLError.reason values (OpenSSL reason codes) meaning "no common protocol version".
 _VERSION_REASONS = frozenset(
     {
@@ -361,7 +363,7 @@ def negotiation_findings(
             Failure(
                 Reason.TLS_VERSION_DEPRECATED,
                 f"negotiated {version}, deprecated by RFC 8996; probe spoke it because "
-                f"min_tls_version is {_version_name(min_version)} (OpenSSL security level 0, "
+                f"min_tls_version is {_SETTING[min_version]} (OpenSSL security level 0, "
                 "as curl --tlsv1.0 --ciphers DEFAULT@SECLEVEL=0); curl at its defaults refuses it",
                 address,
             )

@@ -28,7 +28,8 @@ def evaluate(
     """All findings of a cycle and its status.
 
     Adds to the stage findings: ``internal_error`` for a handshake that completed without
-    certificate facts (see :func:`missing_certificate_facts`), ``cert_differs_between_addresses``, ``cert_expiring_soon``
+    certificate facts (see :func:`missing_certificate_facts`),
+    ``cert_differs_between_addresses``, ``cert_expiring_soon``
     (from the verified chain's earliest expiry, as blackbox_exporter's
     ``probe_ssl_last_chain_expiry_timestamp_seconds``), and the backend checks
     ``backend_missing``, ``backend_unexpected`` and ``backend_imbalance``.

@@ -209,7 +209,11 @@ def test_printable_string_intermediate_keeps_the_leaf_and_warns_of_its_expiry(
         "Odd Intermediate CA",
         "probe test Root CA",
     ]
-    assert tls.leaf is not None and tls.leaf.parse_error and tls.leaf.issuer == "CN=Odd Intermediate CA,O=Corp_IT Ops!"
+    assert (
+        tls.leaf is not None
+        and tls.leaf.parse_error
+        and tls.leaf.issuer == "CN=Odd Intermediate CA,O=Corp_IT Ops!"
+    )
     assert [a.status_code for a in result.addresses[0].attempts] == [200, 200, 200, 200]
     # Metrics carry the leaf's facts, not the root's date.
     store = ResultStore([result.name], time.time())
@@ -223,8 +227,21 @@ def test_printable_string_intermediate_keeps_the_leaf_and_warns_of_its_expiry(
     node = s.nodes[0]
     if shutil.which("curl"):
         curl = subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "--noproxy", "*", "--max-time", "5", "--cacert", str(ca_file)]
-            + ["--resolve", f"{name}:{node.port}:{node.address}", f"https://{name}:{node.port}/"],
+            [
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "5",
+                "--cacert",
+                str(ca_file),
+                "--resolve",
+                f"{name}:{node.port}:{node.address}",
+                f"https://{name}:{node.port}/",
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -253,7 +270,9 @@ def test_explicitly_encoded_default_in_the_leaf_keeps_its_facts(scene: Any, pki:
     # basicConstraints marked "critical FALSE" explicitly: BER allows it, DER (X.690 §11.5)
     # does not; OpenSSL accepts it, cryptography refuses it (EncodedDefault).
     name = fresh_name()
-    leaf, chain = served_leaf(pki, name, {bytes.fromhex("0603551d130101ff"): bytes.fromhex("0603551d13010100")})
+    leaf, chain = served_leaf(
+        pki, name, {bytes.fromhex("0603551d130101ff"): bytes.fromhex("0603551d13010100")}
+    )
     s = scene(hostname=name, cert=leaf, chain_pem=chain)
     result = run(s.target)
 
