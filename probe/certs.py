@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-from collections.abc import Callable
+import ipaddress
+import ssl
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -33,6 +38,12 @@ _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 def cert_info(der: bytes) -> CertInfo:
     """Extract the facts probe reports from one DER-encoded certificate.
 
+    Warnings ``cryptography`` emits while parsing (e.g. ``CryptographyDeprecationWarning``
+    for a negative serial number) never reach the terminal: they become ``notes`` on the
+    result, with the rule they cite (e.g. "serial number is negative (RFC 5280
+    §4.1.2.2)"). Python's warning filters are process-wide, so this briefly changes them
+    (probe parses on one thread).
+
     Args:
         der: the certificate in DER encoding.
 
@@ -40,8 +51,28 @@ def cert_info(der: bytes) -> CertInfo:
         The certificate's facts; times as Unix time (seconds).
 
     Raises:
-        ValueError: ``der`` is not a parseable X.509 certificate.
+        ValueError: ``der`` is not a certificate ``cryptography`` can parse, at load or
+            when an extension is read (the message is the parser's complaint).
     """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            info = _cert_info(der)
+        except ValueError:
+            raise
+        except Exception as exc:  # DuplicateExtension, UnsupportedGeneralNameType …
+            raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    notes = list(info.notes)
+    for warning in caught:
+        text = f"{warning.category.__name__}: {warning.message}"
+        if info.notes and "serial" in str(warning.message).lower():
+            continue  # the serial note above says it, with the rule
+        if text not in notes:
+            notes.append(text)
+    return replace(info, notes=tuple(notes))
+
+
+def _cert_info(der: bytes) -> CertInfo:
     cert = x509.load_der_x509_certificate(der)
     dns_names: tuple[str, ...] = ()
     ip_addresses: tuple[str, ...] = ()
@@ -61,10 +92,11 @@ def cert_info(der: bytes) -> CertInfo:
         signature = cert.signature_algorithm_oid._name
     except Exception:  # pragma: no cover - exotic OIDs
         signature = cert.signature_algorithm_oid.dotted_string
+    serial = cert.serial_number
     return CertInfo(
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
-        serial=format(cert.serial_number, "x"),
+        serial=format(serial, "x"),
         not_before_timestamp=cert.not_valid_before_utc.timestamp(),
         not_after_timestamp=cert.not_valid_after_utc.timestamp(),
         sha256_fingerprint=hashlib.sha256(der).hexdigest(),
@@ -74,7 +106,121 @@ def cert_info(der: bytes) -> CertInfo:
         is_ca=is_ca,
         key=describe_key(cert),
         signature_algorithm=signature,
+        notes=serial_notes(serial),
     )
+
+
+def serial_notes(serial: int) -> tuple[str, ...]:
+    """Notes on a serial number RFC 5280 §4.1.2.2 forbids (it must be positive)."""
+    if serial < 0:
+        return ("serial number is negative (RFC 5280 §4.1.2.2 requires a positive integer)",)
+    if serial == 0:
+        return ("serial number is zero (RFC 5280 §4.1.2.2 requires a positive integer)",)
+    return ()
+
+
+def cert_info_from_openssl(
+    der: bytes, decoded: Mapping[str, Any], parse_error: str, *, is_ca: bool
+) -> CertInfo:
+    """Facts of a certificate ``cryptography`` refused, from OpenSSL's own decode of it.
+
+    OpenSSL (and so curl and the handshake) accepts some encodings ``cryptography`` 45+
+    refuses, e.g. a subject ``O=Corp_IT Ops!`` encoded as a PrintableString (which may
+    not hold ``_`` or ``!``, X.680) or an explicitly encoded DEFAULT value (X.690 DER
+    §11.5). ``decoded`` is OpenSSL's view as Python's ``ssl`` gives it
+    (``_ssl.Certificate.get_info()``, the shape of ``SSLSocket.getpeercert()``):
+    ``subject``/``issuer`` as tuples of RDNs of ``(long name, value)`` pairs,
+    ``notBefore``/``notAfter`` as ``"Jun  1 12:00:00 2026 GMT"``, ``serialNumber`` in hex
+    and ``subjectAltName`` as ``(type, value)`` pairs.
+
+    Args:
+        der: the certificate in DER (for the fingerprint).
+        decoded: OpenSSL's decode.
+        parse_error: the parser's complaint, kept in ``parse_error``.
+        is_ca: whether to treat it as a CA; OpenSSL's decode does not say (the caller
+            infers it from the certificate's place in the chain).
+
+    Returns:
+        The facts; ``key`` and ``signature_algorithm`` are ``"unknown"``.
+
+    Raises:
+        ValueError: ``decoded`` lacks the validity dates.
+    """
+    subject = decoded.get("subject", ())
+    issuer = decoded.get("issuer", ())
+    sans = tuple(decoded.get("subjectAltName", ()))
+    try:
+        not_before = float(ssl.cert_time_to_seconds(decoded["notBefore"]))
+        not_after = float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"OpenSSL's decode has no usable validity: {exc}") from None
+    serial_text = str(decoded.get("serialNumber", "0"))
+    try:
+        serial = int(serial_text, 16)
+    except ValueError:
+        serial = 0
+    ip_addresses = []
+    for kind, value in sans:
+        if kind == "IP Address":
+            try:
+                ip_addresses.append(str(ipaddress.ip_address(str(value).strip())))
+            except ValueError:
+                ip_addresses.append(str(value).strip())
+    common_names = [value for rdn in subject for name, value in rdn if name == "commonName"]
+    return CertInfo(
+        subject=_rfc4514(subject),
+        issuer=_rfc4514(issuer),
+        serial=format(serial, "x"),
+        not_before_timestamp=not_before,
+        not_after_timestamp=not_after,
+        sha256_fingerprint=hashlib.sha256(der).hexdigest(),
+        dns_names=tuple(str(value) for kind, value in sans if kind == "DNS"),
+        ip_addresses=tuple(ip_addresses),
+        common_name=str(common_names[0]) if common_names else None,
+        is_ca=is_ca,
+        key="unknown",
+        signature_algorithm="unknown",
+        notes=serial_notes(serial),
+        parse_error=parse_error,
+    )
+
+
+def _rfc4514(rdns: Any) -> str:
+    """OpenSSL's decoded name as the RFC 4514 string ``cryptography`` would print.
+
+    The same text as :func:`cert_info`'s, so issuer and subject names still chain (see
+    :func:`path_from_leaf`) when one certificate came from each parser.
+    """
+    relative = []
+    for rdn in rdns:
+        attributes = []
+        for name, value in rdn:
+            try:
+                oid = x509.ObjectIdentifier(_oid_of(str(name)))
+                attributes.append(x509.NameAttribute(oid, str(value)))
+            except ValueError:  # unknown name, or a value NameAttribute refuses
+                return ",".join(
+                    "+".join(f"{n}={_escape(str(v))}" for n, v in r) for r in reversed(tuple(rdns))
+                )
+        relative.append(x509.RelativeDistinguishedName(attributes))
+    return x509.Name(relative).rfc4514_string()
+
+
+def _oid_of(name: str) -> str:
+    """The dotted OID of an attribute as OpenSSL names it (long name, or already dotted)."""
+    if all(part.isdigit() for part in name.split(".")):
+        return name
+    return ssl._ASN1Object.fromname(name).oid
+
+
+def _escape(value: str) -> str:
+    """Escape a value as RFC 4514 §2.4 asks."""
+    out = "".join("\\" + c if c in '\\"+,;<>' else c for c in value)
+    if out.startswith(("#", " ")):
+        out = "\\" + out
+    if out.endswith(" ") and len(out) > 1:
+        out = out[:-1] + "\\ "
+    return out
 
 
 def describe_key(cert: x509.Certificate) -> str:
@@ -336,6 +482,16 @@ def _out_of_date(
     return anchor, (
         f"{role} '{label_of(anchor)}' (depth {len(path)}, a trust anchor from the trust store, "
         "not sent by the server)"
+    )
+
+
+def explain_unparsed(cert: CertInfo, chain: tuple[CertInfo, ...]) -> str:
+    """A sentence naming a certificate ``cryptography`` refused and the parser's complaint."""
+    return (
+        f"{_role(cert, chain)} '{label_of(cert)}' (subject {cert.subject or '(empty)'}; issuer "
+        f"{cert.issuer or '(empty)'}) could not be parsed by cryptography: {cert.parse_error}. "
+        "OpenSSL, curl and browsers decode it; its names, dates and serial here are OpenSSL's "
+        "(key and signature algorithm unknown)"
     )
 
 

@@ -20,7 +20,7 @@ from probe import dns_stage, http_stage, ocsp_stage, tls_stage
 from probe._text import shorten
 from probe.config import Config, ConfigError, TargetConfig
 from probe.deadline import Deadline
-from probe.reasons import Reason
+from probe.reasons import Reason, Status
 from probe.results import (
     AddressResult,
     DnsResult,
@@ -203,14 +203,16 @@ async def probe_address(
     attempts: tuple[HttpAttempt, ...] = ()
     bugs: tuple[Failure, ...] = ()
     ocsp: OcspResult | None = None
-    if tls.connected and not tls.failures and plan.ocsp is not None:
+    # Warnings (a weak cipher, a deprecated version) do not stop HTTP or OCSP; critical ones do.
+    usable = tls.connected and status_of(tls.failures) is not Status.CRITICAL
+    if usable and plan.ocsp is not None:
         try:
             ocsp = await ocsp_stage.staple(
                 address, target.port, target.hostname, plan.ocsp, target.timeouts, deadline, clock
             )
         except Exception as exc:  # the TLS facts gathered so far are kept
             bugs = (_bug(exc, target.name, address),)
-    if tls.connected and not tls.failures:
+    if usable:
         try:
             async with http_stage.build_client(target, plan.contexts.http) as client:
                 attempts = await http_stage.request_rounds(client, address, target, deadline)

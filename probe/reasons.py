@@ -100,6 +100,9 @@ class Reason(StrEnum):
     BACKEND_IMBALANCE = "backend_imbalance"
     CYCLE_DEADLINE_EXCEEDED = "cycle_deadline_exceeded"
     INTERNAL_ERROR = "internal_error"
+    TLS_WEAK_CIPHER = "tls_weak_cipher"
+    TLS_VERSION_DEPRECATED = "tls_version_deprecated"
+    CERT_UNPARSED = "cert_unparsed"
 
     @property
     def stage(self) -> Stage:
@@ -271,5 +274,20 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.CYCLE,
         _C,
         "A bug in probe; the traceback is logged and the process goes on.",
+    ),
+    Reason.TLS_WEAK_CIPHER: (
+        Stage.TLS,
+        _W,
+        "The negotiated cipher suite lacks forward secrecy or uses CBC with SHA-1 or 3DES (RFC 9325).",
+    ),
+    Reason.TLS_VERSION_DEPRECATED: (
+        Stage.TLS,
+        _W,
+        "TLS 1.0 or 1.1 was negotiated (allowed by a lowered min_tls_version); RFC 8996 deprecates both.",
+    ),
+    Reason.CERT_UNPARSED: (
+        Stage.CERT,
+        _W,
+        "The X.509 parser (cryptography) refused a certificate OpenSSL accepts; its facts come from OpenSSL.",
     ),
 }

@@ -214,6 +214,8 @@ def _cert(cert: CertInfo) -> dict[str, Any]:
         "is_ca": cert.is_ca,
         "key": cert.key,
         "signature_algorithm": cert.signature_algorithm,
+        "notes": list(cert.notes),
+        "parse_error": cert.parse_error,
     }
 
 
@@ -348,6 +350,11 @@ def _render_chains(addresses: Sequence[AddressResult], out: IO[str], now: float,
                 f"    {depth}  {printable(label_of(cert))}  ← {printable(common_name_of(cert.issuer))}  "
                 f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
             )
+            if cert.parse_error is not None:
+                refused = printable(cert.parse_error)
+                out.write(f"       facts from OpenSSL's decode (cryptography refused it: {refused})\n")
+            for note in cert.notes:
+                out.write(f"       note: {printable(note)}\n")
         if first.tls.verified_chain:
             expiry = first.tls.verified_chain_expiry_timestamp
             assert expiry is not None

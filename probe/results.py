@@ -130,6 +130,12 @@ class CertInfo:
         is_ca: basicConstraints CA is true.
         key: the public key kind and size, e.g. ``"RSA 2048"``, ``"EC P-256"``, ``"Ed25519"``.
         signature_algorithm: e.g. ``"sha256WithRSAEncryption"``.
+        notes: true facts about the encoding that clients tolerate but standards forbid,
+            e.g. ``"serial number is negative (RFC 5280 §4.1.2.2)"``; empty when none.
+        parse_error: why probe's X.509 parser (cryptography) refused the certificate;
+            the facts then come from OpenSSL's decode (``key`` and
+            ``signature_algorithm`` are ``"unknown"``, ``is_ca`` is inferred from the
+            certificate's place in the chain). ``None`` when it parsed.
     """
 
     subject: str
@@ -144,6 +150,8 @@ class CertInfo:
     is_ca: bool
     key: str
     signature_algorithm: str
+    notes: tuple[str, ...] = ()
+    parse_error: str | None = None
 
     @property
     def self_issued(self) -> bool:

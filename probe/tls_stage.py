@@ -5,20 +5,27 @@ Verification is OpenSSL's, through Python's ``ssl``, configured as curl configur
 browsers and Go: the subject CN is never used as a hostname (RFC 6125 §6.4.4). When
 verification fails, a second handshake without verification obtains the certificates as
 sent, so an expired or mismatched certificate still shows its names and dates.
+
+Every context offers OpenSSL's default cipher list, as curl does, not Python's narrower
+one; a weak suite a server picks is a warning (``tls_weak_cipher``), never a handshake
+failure curl would not have. A certificate ``cryptography`` cannot parse is described from
+OpenSSL's own decode of it (``cert_unparsed``), so certificate facts never vanish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from probe.certs import cert_info, classify_verify_error
+from probe.certs import cert_info, cert_info_from_openssl, classify_verify_error, explain_unparsed
 from probe.config import Timeouts
 from probe.deadline import Deadline
 from probe.reasons import Reason
@@ -30,6 +37,8 @@ _VERSIONS = {
     "1.2": ssl.TLSVersion.TLSv1_2,
     "1.3": ssl.TLSVersion.TLSv1_3,
 }
+
+_SETTING = {version: setting for setting, version in _VERSIONS.items()}
 
 # ssl.SSLError.reason values (OpenSSL reason codes) meaning "no common protocol version".
 _VERSION_REASONS = frozenset(
@@ -46,6 +55,24 @@ _NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "H
 _CLIENT_CERT_REASONS = frozenset(
     {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "PEER_DID_NOT_RETURN_A_CERTIFICATE"}
 )
+
+
+#: OpenSSL's own default cipher list: what curl and ``openssl s_client`` offer.
+CURL_CIPHERS = "DEFAULT"
+#: The same at security level 0, the only level at which OpenSSL 3 speaks TLS 1.0 and 1.1.
+LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
+
+# Key exchanges without forward secrecy (RFC 9325 §4.1: SHOULD NOT negotiate static RSA).
+_NO_FORWARD_SECRECY = frozenset({"kx-rsa", "kx-psk", "kx-rsa-psk"})
+# TLS versions RFC 8996 deprecates, as ssl.SSLObject.version() names them.
+_DEPRECATED_VERSIONS = frozenset({"TLSv1", "TLSv1.1"})
+
+
+class PeerCertificate(NamedTuple):
+    """One certificate the peer presented: its DER and OpenSSL's decode of it."""
+
+    der: bytes
+    decoded: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +108,32 @@ def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool
         min_tls_version: ``"1.0"`` … ``"1.3"``.
         skip_verify: build non-verifying contexts (``insecure_skip_verify``).
 
-    OpenSSL 3 refuses TLS 1.0 and 1.1 at its default security level, and so does curl; the
-    verifying contexts keep that level whatever ``min_tls_version`` says, so a verdict
-    never rests on weaker crypto than curl accepts. Only ``any_version``, which learns
-    which version an old server speaks, lowers it.
+    Every context offers OpenSSL's default cipher list (``DEFAULT``, at the security level
+    of the system's OpenSSL configuration), the list curl and ``openssl s_client`` offer,
+    instead of Python's narrower one (which leaves out, e.g., the RSA key-exchange suites
+    that older load-balancer policies still serve). TLS 1.3 suites are OpenSSL's too.
+
+    OpenSSL 3 refuses TLS 1.0 and 1.1 at its default security level, and so does curl. With
+    ``min_tls_version`` 1.2 or 1.3 (the default) every context keeps that level, so the
+    verdict never rests on weaker crypto than curl accepts. When the user lowers the floor
+    to 1.0 or 1.1, probe must really be able to speak that version: ``verify``, ``http``
+    and ``inspect`` then use security level 0 (``DEFAULT:@SECLEVEL=0``, what
+    ``curl --tlsv1.0 --ciphers DEFAULT@SECLEVEL=0`` does), and a handshake at TLS 1.0/1.1 is
+    reported as ``tls_version_deprecated`` (RFC 8996). ``any_version``, which only learns
+    which version an old server speaks, always uses level 0.
 
     Raises:
         ValueError: ``ca_file`` cannot be read or holds no certificate (a message without
             the file or field; the caller adds them).
     """
+    lowered = _VERSIONS[min_tls_version] < ssl.TLSVersion.TLSv1_2
 
     def make(
-        verify: bool, alpn: list[str], minimum: str = min_tls_version, legacy: bool = False
+        verify: bool, alpn: list[str], minimum: str = min_tls_version, legacy: bool = lowered
     ) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if legacy:
-            context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS < 1.2 otherwise
+        # OpenSSL's defaults, as curl offers; level 0 because OpenSSL 3 refuses TLS < 1.2 otherwise.
+        context.set_ciphers(LEGACY_CIPHERS if legacy else CURL_CIPHERS)
         with warnings.catch_warnings():
             # Python deprecates TLS 1.0/1.1; probing for them is deliberate.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -182,7 +219,7 @@ async def handshake(
             verify_code=exc.verify_code,
             verify_message=exc.verify_message,
             chain=chain,
-            failures=(Failure(reason, detail, address),),
+            failures=(Failure(reason, detail, address), *unparsed_findings(chain, (), address)),
         )
     except TimeoutError:
         writer.transport.abort()
@@ -213,20 +250,29 @@ async def handshake(
     handshake_seconds = time.monotonic() - start
     ssl_object = writer.get_extra_info("ssl_object")
     try:
-        chain = _parse_chain(peer_chain(ssl_object, verified=False))
-        verified_chain = () if contexts.skip_verify else _parse_chain(peer_chain(ssl_object, verified=True))
+        chain = _parse_chain(peer_certificates(ssl_object, verified=False))
+        verified_chain = (
+            () if contexts.skip_verify else _parse_chain(peer_certificates(ssl_object, verified=True))
+        )
         cipher = ssl_object.cipher()
+        version = ssl_object.version()
+        cipher_name = cipher[0] if cipher else None
+        findings = (
+            *negotiation_findings(version, cipher_name, contexts.min_version, address),
+            *unparsed_findings(chain, verified_chain, address),
+        )
         return _result(
             address,
             port,
             connect_seconds=connect_seconds,
             handshake_seconds=handshake_seconds,
-            version=ssl_object.version(),
-            cipher=cipher[0] if cipher else None,
+            version=version,
+            cipher=cipher_name,
             alpn=ssl_object.selected_alpn_protocol(),
             verified=not contexts.skip_verify,
             chain=chain,
             verified_chain=verified_chain,
+            failures=findings,
         )
     finally:
         writer.transport.abort()
@@ -273,32 +319,149 @@ def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
     return Reason.TCP_ERROR, f"connect failed: {why}"
 
 
-def peer_chain(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[bytes, ...]:
-    """The peer's certificates in DER, leaf first: as sent, or as verified.
+def peer_certificates(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[PeerCertificate, ...]:
+    """The peer's certificates, leaf first, as sent or as verified: DER and OpenSSL's decode.
 
-    Uses the public ``get_unverified_chain`` / ``get_verified_chain`` (Python 3.13+) and
-    the same methods of the private ``_sslobj`` on 3.11 and 3.12.
+    The decode is OpenSSL's view of each certificate (``_ssl.Certificate.get_info()``, the
+    shape of ``getpeercert()``), available also for certificates ``cryptography`` refuses.
+    Uses the ``get_unverified_chain`` / ``get_verified_chain`` methods of the low-level
+    ``_sslobj`` (Python 3.10+), which return certificate objects; Python 3.13's public
+    methods return DER only and are the fallback (then without a decode).
     """
     name = "get_verified_chain" if verified else "get_unverified_chain"
-    method = getattr(ssl_object, name, None) or getattr(ssl_object._sslobj, name)  # type: ignore[attr-defined]
-    certs = method() or []
-    return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in certs)  # type: ignore[attr-defined]
+    low_level = getattr(ssl_object, "_sslobj", None)
+    method = getattr(low_level, name, None) or getattr(ssl_object, name)
+    certificates = []
+    for cert in method() or []:
+        if isinstance(cert, bytes):
+            certificates.append(PeerCertificate(cert, {}))
+        else:
+            certificates.append(PeerCertificate(cert.public_bytes(ssl._ssl.ENCODING_DER), cert.get_info()))  # type: ignore[attr-defined]
+    return tuple(certificates)
 
 
 def _anchors(context: ssl.SSLContext) -> tuple[CertInfo, ...]:
-    """The context's trust anchors that parse; library warnings about them are not shown."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _parse_chain(tuple(context.get_ca_certs(binary_form=True)))
-
-
-def _parse_chain(ders: tuple[bytes, ...]) -> tuple[CertInfo, ...]:
+    """The context's trust anchors that ``cryptography`` parses (to name an out-of-date one)."""
     infos = []
-    for der in ders:
+    for der in context.get_ca_certs(binary_form=True):
         try:
             infos.append(cert_info(der))
         except ValueError:
             continue
+    return tuple(infos)
+
+
+def peer_chain(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[bytes, ...]:
+    """The peer's certificates in DER, leaf first: as sent, or as verified."""
+    return tuple(cert.der for cert in peer_certificates(ssl_object, verified=verified))
+
+
+def negotiation_findings(
+    version: str | None, cipher: str | None, min_version: ssl.TLSVersion, address: IPAddress
+) -> tuple[Failure, ...]:
+    """Warnings about what a completed handshake negotiated.
+
+    ``tls_version_deprecated`` for TLS 1.0 or 1.1 (RFC 8996), which a handshake reaches
+    only when ``min_tls_version`` was lowered; ``tls_weak_cipher`` for a suite RFC 9325
+    (BCP 195) advises against (see :func:`cipher_weaknesses`). curl and ``openssl
+    s_client`` complete such handshakes silently; probe completes them too and says so.
+
+    Args:
+        version: the negotiated version as ``ssl`` names it (``"TLSv1"`` … ``"TLSv1.3"``).
+        cipher: the negotiated suite's OpenSSL name.
+        min_version: the target's floor.
+        address: the address, for the findings.
+    """
+    findings = []
+    if version in _DEPRECATED_VERSIONS:
+        findings.append(
+            Failure(
+                Reason.TLS_VERSION_DEPRECATED,
+                f"negotiated {version}, deprecated by RFC 8996; probe spoke it because "
+                f"min_tls_version is {_SETTING[min_version]} (OpenSSL security level 0, "
+                "as curl --tlsv1.0 --ciphers DEFAULT@SECLEVEL=0); curl at its defaults refuses it",
+                address,
+            )
+        )
+    details = _cipher_table().get(cipher or "")
+    weaknesses = cipher_weaknesses(details) if details else ()
+    if weaknesses:
+        findings.append(
+            Failure(
+                Reason.TLS_WEAK_CIPHER,
+                f"negotiated {cipher} ({version}): {'; '.join(weaknesses)}; curl and openssl "
+                "s_client accept it too",
+                address,
+            )
+        )
+    return tuple(findings)
+
+
+def cipher_weaknesses(details: Mapping[str, Any]) -> tuple[str, ...]:
+    """What RFC 9325 (BCP 195) holds against a cipher suite, from OpenSSL's description.
+
+    Args:
+        details: one entry of ``SSLContext.get_ciphers()`` (``kea``, ``symmetric``,
+            ``digest``, ``aead``, ``strength_bits``).
+
+    Returns:
+        Plain phrases, empty for a suite without known weakness: static RSA (or PSK) key
+        exchange without forward secrecy (§4.1), 3DES (§4.1, Sweet32) and RC4 (RFC 7465),
+        CBC with HMAC-SHA-1 (§4.2 recommends only AEAD suites), fewer than 128 bits.
+    """
+    weaknesses = []
+    kea = str(details.get("kea") or "")
+    symmetric = str(details.get("symmetric") or "")
+    if kea in _NO_FORWARD_SECRECY:
+        exchange = kea.removeprefix("kx-").upper()
+        weaknesses.append(f"no forward secrecy ({exchange} key exchange; RFC 9325 §4.1)")
+    if symmetric.startswith("des-ede3"):
+        weaknesses.append("3DES, 64-bit blocks (Sweet32; RFC 9325 §4.1)")
+    elif symmetric.startswith("rc4"):
+        weaknesses.append("RC4 (RFC 7465 forbids it)")
+    elif not details.get("aead") and "cbc" in symmetric and details.get("digest") == "sha1":
+        weaknesses.append("CBC with HMAC-SHA1, not an AEAD suite (RFC 9325 §4.2)")
+    bits = details.get("strength_bits")
+    if isinstance(bits, int) and 0 < bits < 128:
+        weaknesses.append(f"{bits}-bit encryption")
+    return tuple(weaknesses)
+
+
+@functools.cache
+def _cipher_table() -> dict[str, dict[str, Any]]:
+    """OpenSSL's description of every cipher suite it knows, by name."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    return {c["name"]: dict(c) for c in context.get_ciphers()}
+
+
+def unparsed_findings(
+    chain: tuple[CertInfo, ...], verified_chain: tuple[CertInfo, ...], address: IPAddress
+) -> tuple[Failure, ...]:
+    """One ``cert_unparsed`` warning per certificate whose facts came from OpenSSL's decode."""
+    seen: set[str] = set()
+    findings = []
+    for cert in (*chain, *verified_chain):
+        if cert.parse_error is None or cert.sha256_fingerprint in seen:
+            continue
+        seen.add(cert.sha256_fingerprint)
+        findings.append(
+            Failure(Reason.CERT_UNPARSED, explain_unparsed(cert, chain or verified_chain), address)
+        )
+    return tuple(findings)
+
+
+def _parse_chain(certificates: tuple[PeerCertificate, ...]) -> tuple[CertInfo, ...]:
+    """Facts of each certificate: ``cryptography``'s, else OpenSSL's decode (never dropped)."""
+    infos = []
+    for index, cert in enumerate(certificates):
+        try:
+            infos.append(cert_info(cert.der))
+        except ValueError as exc:
+            try:
+                infos.append(cert_info_from_openssl(cert.der, cert.decoded, str(exc), is_ca=index > 0))
+            except ValueError:
+                continue  # no decode (Python 3.13 public API only): the invariant in verdict reports it
     return tuple(infos)
 
 
@@ -365,7 +528,7 @@ async def _inspect_chain(
     try:
         async with asyncio.timeout(deadline.clip(timeouts.tls)):
             await writer.start_tls(contexts.inspect, server_hostname=hostname)
-        return _parse_chain(peer_chain(writer.get_extra_info("ssl_object"), verified=False))
+        return _parse_chain(peer_certificates(writer.get_extra_info("ssl_object"), verified=False))
     except (TimeoutError, ssl.SSLError, OSError, EOFError):
         return ()
     finally:

@@ -28,7 +28,9 @@ def evaluate(
 ) -> tuple[tuple[Failure, ...], Status]:
     """All findings of a cycle and its status.
 
-    Adds to the stage findings: ``cert_differs_between_addresses``, ``cert_expiring_soon``
+    Adds to the stage findings: ``internal_error`` for a handshake that completed without
+    certificate facts (see :func:`missing_certificate_facts`),
+    ``cert_differs_between_addresses``, ``cert_expiring_soon``
     (from the verified chain's earliest expiry, as blackbox_exporter's
     ``probe_ssl_last_chain_expiry_timestamp_seconds``), and the backend checks
     ``backend_missing``, ``backend_unexpected`` and ``backend_imbalance``.
@@ -45,6 +47,7 @@ def evaluate(
     failures = [*dns.failures]
     for address in addresses:
         failures.extend(address.failures)
+    failures.extend(missing_certificate_facts(addresses))
     failures.extend(expiry_warnings(addresses, target.cert_expiry_warning_days, now))
     failures.extend(certificate_differences(addresses))
     failures.extend(backend_findings(addresses, target))
@@ -83,6 +86,37 @@ def with_cycle_findings(
     return tuple(updated)
 
 
+def missing_certificate_facts(addresses: tuple[AddressResult, ...]) -> list[Failure]:
+    """The invariant that makes "OK with no certificate facts" impossible.
+
+    A handshake that completed and verified must have yielded a leaf, a leaf expiry and
+    (unless verification is off) a verified chain with its expiry; so must one that
+    completed without verification (``insecure_skip_verify``). When it did not, facts were
+    lost (a bug in probe, or a Python that hides OpenSSL's decode), and that is reported
+    as ``internal_error`` rather than letting the address pass.
+    """
+    findings = []
+    for result in addresses:
+        tls = result.tls
+        if tls.version is None or status_of(tls.failures) is Status.CRITICAL:
+            continue  # no completed handshake: the failure already says why
+        lost = []
+        if tls.leaf is None or tls.earliest_expiry_timestamp is None:
+            lost.append("no leaf certificate or expiry")
+        if tls.verified and tls.verified_chain_expiry_timestamp is None:
+            lost.append("no verified chain expiry")
+        if lost:
+            findings.append(
+                Failure(
+                    Reason.INTERNAL_ERROR,
+                    f"the handshake completed ({tls.version}) but probe obtained {' and '.join(lost)}; "
+                    "certificate facts were lost (a bug in probe)",
+                    result.address,
+                )
+            )
+    return findings
+
+
 def expiry_warnings(addresses: tuple[AddressResult, ...], warning_days: float, now: float) -> list[Failure]:
     """``cert_expiring_soon`` for each address whose chain expires within ``warning_days``.
 
@@ -95,7 +129,7 @@ def expiry_warnings(addresses: tuple[AddressResult, ...], warning_days: float, n
         tls = result.tls
         if tls.verified_chain:
             chain = tls.verified_chain
-        elif not tls.failures and tls.chain:
+        elif status_of(tls.failures) is not Status.CRITICAL and tls.chain:
             chain = tls.chain
         else:
             continue

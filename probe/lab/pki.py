@@ -7,6 +7,7 @@ valid, wrong name, self-signed, other root, CN only).
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-4096", "ed25519"]
@@ -98,6 +99,8 @@ def issue(
     key_type: KeyType = "ec-p256",
     key: PrivateKey | None = None,
     client: bool = False,
+    subject_extra: tuple[x509.NameAttribute[str], ...] = (),
+    serial: int | None = None,
 ) -> Issued:
     """Issue a certificate; self-signed when ``issuer`` is ``None``.
 
@@ -113,6 +116,8 @@ def issue(
         key_type: kind of the new key when ``key`` is not given.
         key: reuse this private key (e.g. for a cross-signed CA).
         client: a TLS client certificate (extended key usage clientAuth, not serverAuth).
+        subject_extra: attributes put before the CN in the subject (e.g. an ``O``).
+        serial: the serial number (default: random, positive).
 
     Returns:
         The certificate, its key and its issuers.
@@ -121,14 +126,15 @@ def issue(
     now = datetime.now(UTC)
     start = not_before or now - timedelta(hours=1)
     end = not_after or start + timedelta(days=days)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
+    cn = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
+    subject = x509.Name([*subject_extra, *cn])
     signer_key = issuer.key if issuer else key
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer.cert.subject if issuer else subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
@@ -193,3 +199,66 @@ class Pki:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.root.cert_pem)
         return path
+
+
+def resign(cert: x509.Certificate, signer: PrivateKey, patches: dict[bytes, bytes]) -> bytes:
+    """Replace byte strings inside a certificate's to-be-signed part and sign it again.
+
+    For certificates ``cryptography`` refuses to build but OpenSSL accepts: build one with
+    a same-length placeholder, then patch it (an invalid PrintableString, a negative
+    serial number, a non-ASCII dNSName). Each replacement has the length of what it
+    replaces, so no DER length changes. Signs with SHA-256 (ECDSA or RSA PKCS#1 v1.5) or
+    Ed25519, as :func:`issue` does.
+
+    Args:
+        cert: the certificate built with placeholders.
+        signer: its issuer's private key (its own when self-signed).
+        patches: ``{placeholder: replacement}``, each placeholder present in the TBS part.
+
+    Returns:
+        The new certificate in DER (it may not load with ``cryptography``).
+
+    Raises:
+        ValueError: a placeholder is absent or a replacement changes the length.
+    """
+    der = cert.public_bytes(serialization.Encoding.DER)
+    tbs = cert.tbs_certificate_bytes
+    end = der.index(tbs) + len(tbs)
+    algorithm = der[end : _tlv_end(der, end)]
+    for old, new in patches.items():
+        if len(old) != len(new) or old not in tbs:
+            raise ValueError(f"cannot patch {old!r} into {new!r}")
+        tbs = tbs.replace(old, new)
+    if isinstance(signer, ec.EllipticCurvePrivateKey):
+        signature = signer.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(signer, rsa.RSAPrivateKey):
+        signature = signer.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        signature = signer.sign(tbs)
+    return _tlv(0x30, tbs + algorithm + _tlv(0x03, b"\x00" + signature))
+
+
+def der_to_pem(der: bytes) -> bytes:
+    """One DER certificate as PEM text (without parsing it)."""
+    body = base64.encodebytes(der).replace(b"\n", b"")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + body
+
+
+def _tlv_end(data: bytes, start: int) -> int:
+    """Index just past the DER element starting at ``start``."""
+    size = data[start + 1]
+    position = start + 2
+    if size & 0x80:
+        count = size & 0x7F
+        size = int.from_bytes(data[position : position + count], "big")
+        position += count
+    return position + size

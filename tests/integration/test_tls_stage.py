@@ -8,6 +8,7 @@ import itertools
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,166 @@ def test_pinned_self_signed_leaf_in_ca_file_verifies_as_with_curl(scene: Any, tm
     result = run({**s.target, "ca_file": str(pin)})
     assert result.status is Status.OK, result.failures
     assert only(result).tls.verified
+
+
+# --------------------------------------------------------------------------- openssl s_server
+# Servers Python's ssl cannot play: RSA key exchange only, TLS 1.0/1.1 only. Each is a real
+# `openssl s_server -www` on its own 127.x address, sending the session PKI's chain.
+
+
+@pytest.fixture
+def openssl_server(new_ip: Any, pki: Pki, dns: Any, ca_file: Path, tmp_path: Path) -> Iterator[Any]:
+    """``openssl_server(*s_server_args, key_type=...)`` → ``(target fields, address, port, host)``."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, key_type: str = "ec-p256") -> tuple[dict[str, Any], str, int, str]:
+        host = f"ossl-{next(_N)}.corp.example"
+        address = new_ip()
+        leaf = pki.leaf(host, key_type=key_type)
+        cert, key = leaf.write(tmp_path, host, chain=leaf.cert_pem)
+        chain = tmp_path / f"{host}.chain.pem"
+        chain.write_bytes(pki.intermediate.cert_pem)
+        with socket.socket() as probe_port:
+            probe_port.bind((address, 0))
+            port = probe_port.getsockname()[1]
+        process = subprocess.Popen(
+            [
+                "openssl",
+                "s_server",
+                "-accept",
+                f"{address}:{port}",
+                "-cert",
+                str(cert),
+                "-key",
+                str(key),
+                "-cert_chain",
+                str(chain),
+                "-www",
+                "-quiet",
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((address, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail(f"openssl s_server {' '.join(args)} did not start")
+                time.sleep(0.05)
+        dns.set(host, ("A", address))
+        target = {
+            "url": f"https://{host}:{port}/",
+            "resolvers": [dns.where],
+            "expect_networks": ["127.0.0.0/8"],
+            "ca_file": str(ca_file),
+        }
+        return target, address, port, host
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def curl_ok(ca_file: Path, host: str, address: str, port: int, *extra: str) -> bool:
+    """Whether curl (OpenSSL defaults, or ``extra`` options) completes a verified GET."""
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    done = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "5",
+            "--cacert",
+            str(ca_file),
+            "--resolve",
+            f"{host}:{port}:{address}",
+            *extra,
+            f"https://{host}:{port}/",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("cipher", "weakness"),
+    [
+        ("AES128-GCM-SHA256", "no forward secrecy (RSA key exchange"),  # older ALB/ELB policies
+        ("AES256-SHA", "no forward secrecy (RSA key exchange"),  # and CBC with SHA-1
+        ("ECDHE-RSA-AES128-SHA", "CBC with HMAC-SHA1"),  # forward secret, but not AEAD
+    ],
+)
+def test_rsa_and_cbc_only_servers_succeed_like_curl_with_a_weak_cipher_warning(
+    openssl_server: Any, ca_file: Path, cipher: str, weakness: str
+) -> None:
+    target, address, port, host = openssl_server("-tls1_2", "-cipher", cipher, key_type="rsa-2048")
+    result = run(target)
+    tls = only(result).tls
+
+    assert curl_ok(ca_file, host, address, port)  # what a real client concludes
+    assert result.status is Status.WARNING, result.failures
+    assert reasons(result) == {Reason.TLS_WEAK_CIPHER.value}
+    detail = result.failures[0].detail
+    assert cipher in detail and weakness in detail and "TLSv1.2" in detail
+    assert tls.verified and tls.version == "TLSv1.2" and tls.cipher == cipher
+    assert tls.leaf is not None and tls.leaf.common_name == host
+    assert [a.status_code for a in only(result).attempts] == [200, 200, 200, 200]
+    assert result.duration_seconds < 3
+
+
+def test_modern_tls12_suite_gives_no_warning(openssl_server: Any) -> None:
+    target, *_ = openssl_server("-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256", key_type="rsa-2048")
+    result = run(target)
+    assert result.status is Status.OK, result.failures
+    assert only(result).tls.cipher == "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+@pytest.mark.parametrize(
+    ("flag", "version", "floor"), [("-tls1", "TLSv1", "1.0"), ("-tls1_1", "TLSv1.1", "1.1")]
+)
+def test_old_tls_spoken_on_purpose_is_a_deprecation_warning(
+    openssl_server: Any, ca_file: Path, flag: str, version: str, floor: str
+) -> None:
+    target, address, port, host = openssl_server(flag, "-cipher", "DEFAULT:@SECLEVEL=0")
+    result = run({**target, "min_tls_version": floor})
+    tls = only(result).tls
+
+    assert result.status is Status.WARNING, result.failures
+    assert Reason.TLS_VERSION_DEPRECATED.value in reasons(result)
+    assert reasons(result) <= {Reason.TLS_VERSION_DEPRECATED.value, Reason.TLS_WEAK_CIPHER.value}
+    deprecated = next(f for f in result.failures if f.reason is Reason.TLS_VERSION_DEPRECATED)
+    assert f"negotiated {version}" in deprecated.detail and "RFC 8996" in deprecated.detail
+    assert f"min_tls_version is {floor}" in deprecated.detail
+    assert tls.verified and tls.version == version and tls.leaf is not None
+    assert [a.status_code for a in only(result).attempts] == [200, 200, 200, 200]  # HTTP speaks it too
+    assert result.duration_seconds < 3
+    # curl needs the same lowered security level to speak it; at its defaults it refuses.
+    assert not curl_ok(ca_file, host, address, port, f"--tlsv{floor}")
+    assert curl_ok(ca_file, host, address, port, f"--tlsv{floor}", "--ciphers", "DEFAULT@SECLEVEL=0")
+
+
+@pytest.mark.parametrize(("flag", "version"), [("-tls1", "TLSv1"), ("-tls1_1", "TLSv1.1")])
+def test_old_tls_at_the_default_floor_names_the_version(openssl_server: Any, flag: str, version: str) -> None:
+    target, *_ = openssl_server(flag, "-cipher", "DEFAULT:@SECLEVEL=0")
+    result = run(target)
+    assert result.status is Status.CRITICAL
+    assert reasons(result) == {Reason.TLS_VERSION_BELOW_MINIMUM.value}
+    assert f"speaks only {version}," in result.failures[0].detail
+    assert "below the minimum TLSv1.2" in result.failures[0].detail
+    assert only(result).attempts == ()
+    assert result.duration_seconds < 3

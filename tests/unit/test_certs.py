@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
 
 from probe.certs import (
     cert_info,
+    cert_info_from_openssl,
     classify_verify_error,
     common_name_of,
     explain_hostname_mismatch,
+    explain_unparsed,
     hostname_matches,
     path_from_leaf,
 )
-from probe.lab.pki import Issued, KeyType, Pki, issue
+from probe.lab.pki import Issued, KeyType, Pki, der_to_pem, issue, resign
 from probe.reasons import Reason
 from probe.results import CertInfo
 
@@ -419,3 +427,80 @@ def test_issuer_name_with_an_escaped_comma() -> None:
     reason, detail = classify(20, (leaf,))
     assert reason is Reason.CERT_CHAIN_INCOMPLETE
     assert detail.startswith("the issuer 'Acme, Inc. Root CA' of leaf 'www.corp.example' was not sent")
+
+
+# --------------------------------------------------------------------------- odd encodings
+
+
+def test_negative_serial_becomes_a_note_and_no_warning_escapes(pki: Pki) -> None:
+    # pytest turns warnings into errors here: a CryptographyDeprecationWarning that
+    # escaped cert_info would fail this test.
+    leaf = issue(HOST, pki.intermediate, dns_names=(HOST,), serial=0x0123456789ABCDEF)
+    patched = resign(
+        leaf.cert,
+        pki.intermediate.key,
+        {bytes.fromhex("0123456789abcdef"): bytes.fromhex("f123456789abcdef")},
+    )
+    facts = cert_info(patched)
+    assert facts.serial.startswith("-")
+    assert facts.notes == ("serial number is negative (RFC 5280 §4.1.2.2 requires a positive integer)",)
+    assert facts.parse_error is None
+
+
+def test_a_well_formed_certificate_has_no_notes(pki: Pki) -> None:
+    assert info(pki.leaf(HOST)).notes == ()
+
+
+def test_printable_string_violation_is_refused_with_the_parsers_complaint(pki: Pki) -> None:
+    odd = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Corp-IT Ops.", _type=_ASN1Type.PrintableString)
+    intermediate = issue("Odd CA", pki.root, ca=True, subject_extra=(odd,))
+    patched = resign(intermediate.cert, pki.root.key, {b"Corp-IT Ops.": b"Corp_IT Ops!"})
+    with pytest.raises(ValueError, match="PrintableString"):
+        cert_info(patched)
+
+
+def openssl_decode(der_bytes: bytes, tmp_path: Path) -> dict[str, Any]:
+    """OpenSSL's decode of a certificate, as the handshake's ``get_info()`` gives it."""
+    path = tmp_path / "cert.pem"
+    path.write_bytes(der_to_pem(der_bytes))
+    return ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined,no-any-return]
+
+
+def test_openssl_decode_gives_the_same_facts_as_cryptography(pki: Pki, tmp_path: Path) -> None:
+    odd = x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'Corp, "IT" + Ops')  # needs RFC 4514 escapes
+    unit = x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, " edge#")
+    leaf = issue(
+        HOST, pki.intermediate, dns_names=(HOST, "*.corp.example"), ip_addresses=("10.0.0.1", "fd00::1")
+    )
+    ca = issue("Odd CA", pki.root, ca=True, subject_extra=(odd, unit))
+    for issued, is_ca in ((leaf, False), (ca, True), (pki.root, True)):
+        raw = der(issued)
+        parsed = cert_info(raw)
+        decoded = cert_info_from_openssl(raw, openssl_decode(raw, tmp_path), "complaint", is_ca=is_ca)
+        assert decoded == replace(
+            parsed, key="unknown", signature_algorithm="unknown", parse_error="complaint"
+        )
+
+
+def test_openssl_decode_notes_a_negative_serial_too(pki: Pki, tmp_path: Path) -> None:
+    leaf = issue(HOST, pki.intermediate, dns_names=(HOST,), serial=0x0123456789ABCDEF)
+    raw = resign(
+        leaf.cert,
+        pki.intermediate.key,
+        {bytes.fromhex("0123456789abcdef"): bytes.fromhex("f123456789abcdef")},
+    )
+    facts = cert_info_from_openssl(raw, openssl_decode(raw, tmp_path), "x", is_ca=False)
+    assert facts.serial == cert_info(raw).serial and facts.notes[0].startswith("serial number is negative")
+
+
+def test_openssl_decode_without_dates_is_refused() -> None:
+    with pytest.raises(ValueError, match="validity"):
+        cert_info_from_openssl(b"x", {"subject": ()}, "x", is_ca=False)
+
+
+def test_explain_unparsed_names_the_certificate_and_the_complaint(pki: Pki, tmp_path: Path) -> None:
+    raw = der(pki.leaf(HOST))
+    leaf = cert_info_from_openssl(raw, openssl_decode(raw, tmp_path), "ParseError { kind: X }", is_ca=False)
+    text = explain_unparsed(leaf, (leaf,))
+    assert text.startswith(f"leaf '{HOST}' (subject CN={HOST}; issuer CN=unit Intermediate CA)")
+    assert "ParseError { kind: X }" in text and "OpenSSL" in text

@@ -422,3 +422,46 @@ def test_target_wide_findings_stay_with_the_target() -> None:
     failures, status = evaluate(dns_result(), addresses, target, NOW)
     assert status is Status.CRITICAL and [f.reason for f in failures] == [Reason.BACKEND_MISSING]
     assert with_cycle_findings(addresses, failures) == addresses
+
+
+# --------------------------------------------------------------------------- certificate facts
+
+
+def test_a_completed_handshake_without_a_leaf_is_never_ok() -> None:
+    lost = builders.tls_result(A1, (), (ROOT,), verified=True)  # the leaf vanished
+    findings, status = evaluate(dns_result(), (address(A1, tls_result=lost),), make_target(url=URL), NOW)
+    assert status is Status.CRITICAL
+    assert [(f.reason, f.address) for f in findings] == [(Reason.INTERNAL_ERROR, A1)]
+    assert "no leaf certificate or expiry" in findings[0].detail and "TLSv1.3" in findings[0].detail
+
+
+def test_a_verified_handshake_without_a_verified_chain_is_never_ok() -> None:
+    lost = builders.tls_result(A1, (LEAF, INTERMEDIATE), (), verified=True)
+    findings, status = evaluate(dns_result(), (address(A1, tls_result=lost),), make_target(url=URL), NOW)
+    assert status is Status.CRITICAL
+    assert [f.reason for f in findings] == [Reason.INTERNAL_ERROR]
+    assert "no verified chain expiry" in findings[0].detail
+
+
+@pytest.mark.parametrize(
+    "tls_result",
+    [
+        builders.tls_result(A1, (LEAF, INTERMEDIATE), (LEAF, INTERMEDIATE, ROOT)),  # verified
+        builders.tls_result(A1, (LEAF,), (), verified=False),  # insecure_skip_verify
+        builders.unconnected_tls(A1, Failure(Reason.TCP_REFUSED, "connection refused", A1)),
+        builders.tls_result(
+            A1, (), (), verified=False, version="TLSv1.2", failures=(Failure(Reason.CERT_UNTRUSTED, "x", A1),)
+        ),
+    ],
+    ids=["verified", "skip-verify", "refused", "failed"],
+)
+def test_complete_facts_or_a_failure_that_says_why_are_not_flagged(tls_result: TlsResult) -> None:
+    findings, _ = evaluate(dns_result(), (address(A1, tls_result=tls_result),), make_target(url=URL), NOW)
+    assert Reason.INTERNAL_ERROR not in {f.reason for f in findings}
+
+
+def test_warnings_at_the_tls_stage_do_not_hide_the_expiry_without_verification() -> None:
+    leaf = cert("www.corp.example", NOW + 2 * DAY)
+    weak = Failure(Reason.TLS_WEAK_CIPHER, "negotiated AES128-GCM-SHA256", A1)
+    result = address(A1, tls_result=builders.tls_result(A1, (leaf,), (), verified=False, failures=(weak,)))
+    assert [w.reason for w in expiry_warnings((result,), 30, NOW)] == [Reason.CERT_EXPIRING_SOON]
