@@ -96,6 +96,9 @@ class Reason(StrEnum):
     BACKEND_IMBALANCE = "backend_imbalance"
     CYCLE_DEADLINE_EXCEEDED = "cycle_deadline_exceeded"
     INTERNAL_ERROR = "internal_error"
+    HTTP_BODY_TOO_LARGE = "http_body_too_large"
+    HTTP_CLOCK_SKEW = "http_clock_skew"
+    TLS_ALPN_MISMATCH = "tls_alpn_mismatch"
 
     @property
     def stage(self) -> Stage:
@@ -220,7 +223,7 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
     Reason.HTTP_PROTOCOL_ERROR: (
         Stage.HTTP,
         _C,
-        "The response is malformed, truncated or oversized (not valid HTTP/1.1).",
+        "The response is malformed or ends early (not valid HTTP/1.1 or HTTP/2).",
     ),
     Reason.BACKEND_UNIDENTIFIED: (
         Stage.BACKEND,
@@ -251,5 +254,20 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.CYCLE,
         _C,
         "A bug in probe; the traceback is logged and the process goes on.",
+    ),
+    Reason.HTTP_BODY_TOO_LARGE: (
+        Stage.HTTP,
+        _C,
+        "A response body is larger than body_size_limit (from Content-Length, or counted while read).",
+    ),
+    Reason.HTTP_CLOCK_SKEW: (
+        Stage.HTTP,
+        _W,
+        "A response's Date header differs from this machine's clock by more than 60 seconds.",
+    ),
+    Reason.TLS_ALPN_MISMATCH: (
+        Stage.TLS,
+        _C,
+        "The server accepts none of the HTTP versions offered in ALPN (see http_version).",
     ),
 }

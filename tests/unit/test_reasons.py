@@ -12,6 +12,7 @@ WARNINGS = {
     Reason.CERT_DIFFERS_BETWEEN_ADDRESSES,
     Reason.BACKEND_UNEXPECTED,
     Reason.BACKEND_IMBALANCE,
+    Reason.HTTP_CLOCK_SKEW,
 }
 
 
@@ -37,7 +38,7 @@ def test_which_reasons_are_only_warnings() -> None:
 
 def test_reason_codes_are_unique_lowercase_strings() -> None:
     values = [r.value for r in Reason]
-    assert len(values) == len(set(values)) == 35
+    assert len(values) == len(set(values)) == 38
     assert all(v == v.lower() and " " not in v for v in values)
     assert Reason("cert_chain_incomplete") is Reason.CERT_CHAIN_INCOMPLETE
 
