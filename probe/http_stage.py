@@ -41,7 +41,7 @@ with contextlib.suppress(ImportError):
     import httpcore._async.http11  # noqa: F401
 
 from probe._text import host_port, plural, shorten
-from probe.certs import classify_verify_error, describe_age
+from probe.certs import classify_verify_error
 from probe.config import TargetConfig
 from probe.deadline import Deadline
 from probe.reasons import Reason
@@ -462,7 +462,8 @@ def redirect_location(
     elif host == target.hostname and (port or 443) == target.port:
         note = "same host"
     else:
-        note = f"another host: {shorten(_PRINTABLE.sub('_', host_port(host or '', port or 443)), 80)}"
+        where = host_port(host or "", port) if port and port != 443 else host or ""
+        note = f"another host: {shorten(_PRINTABLE.sub('_', where), 80)}"
     if len(values) > 1:
         note += f"; {len(values)} different Location headers, the first is shown"
     return url, note
@@ -715,8 +716,7 @@ def clock_skew(attempts: tuple[HttpAttempt, ...], address: IPAddress) -> tuple[F
     if abs(skew) <= CLOCK_SKEW_LIMIT:
         return ()
     side = "ahead of" if skew > 0 else "behind"
-    seconds = abs(skew)
-    amount = f"{seconds:.0f} seconds" if seconds < 120 else describe_age(seconds, 0).removeprefix("in ")
+    amount = _duration(abs(skew))
     return (
         Failure(
             Reason.HTTP_CLOCK_SKEW,
@@ -726,6 +726,16 @@ def clock_skew(attempts: tuple[HttpAttempt, ...], address: IPAddress) -> tuple[F
             address,
         ),
     )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 86400:.0f} days"
 
 
 def _utc(timestamp: float) -> str:

@@ -279,7 +279,9 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
             )
         if code in _CLIENT_CERT_REASONS:
             return Reason.TLS_HANDSHAKE_FAILED, "the server requires a client certificate"
-        if code in _ALPN_REASONS:
+        # Python 3.11's table of OpenSSL reason codes lacks this alert (reason is None);
+        # then OpenSSL's own text for alert 120 is the only trace of it.
+        if code in _ALPN_REASONS or (not code and "alert no application protocol" in str(exc)):
             return Reason.TLS_ALPN_MISMATCH, (
                 "the server accepts none of the HTTP versions offered in ALPN "
                 "(alert no_application_protocol); see http_version"
