@@ -201,6 +201,7 @@ class TlsNode(_Server):
         self.max_version = max_version
         self.tls = tls
         self.sni_names: list[str | None] = []
+        self.alpn_selected: list[str | None] = []
         self._next = itertools.cycle(range(max(len(self.backends), 1)))
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -240,6 +241,7 @@ class TlsNode(_Server):
             return
         tls = _ServerTls(reader, writer, self._context)
         await asyncio.wait_for(tls.handshake(), 10)
+        self.alpn_selected.append(tls.selected_alpn_protocol())
         app_reader = asyncio.StreamReader()
         pump = asyncio.create_task(tls.pump(app_reader))
         try:
@@ -418,6 +420,10 @@ class _ServerTls:
             return
         finally:
             app_reader.feed_eof()
+
+    def selected_alpn_protocol(self) -> str | None:
+        """The ALPN protocol agreed in the handshake, ``None`` when none."""
+        return self._ssl.selected_alpn_protocol()
 
     def write(self, data: bytes) -> None:
         """Encrypt and send ``data``."""
