@@ -58,6 +58,7 @@ _FLAG_FOR_FIELD = {
     "timeouts": "--timeout",
     "headers": "--header",
     "insecure_skip_verify": "--insecure",
+    "http_version": "--http-version",
 }
 
 
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     adhoc.add_argument("--requests", metavar="N", type=_int, help="requests per address (default 4)")
     adhoc.add_argument("--ip-family", choices=("ipv4", "ipv6", "both"), help="address family (default ipv4)")
     adhoc.add_argument("--min-tls-version", choices=("1.0", "1.1", "1.2", "1.3"), help="default 1.2")
+    adhoc.add_argument(
+        "--http-version",
+        choices=("auto", "1.1", "2"),
+        help="HTTP versions offered in ALPN by the handshake and the requests (default auto: h2, http/1.1)",
+    )
     adhoc.add_argument("--header", metavar="NAME:VALUE", action="append", help="request header (repeatable)")
     adhoc.add_argument("--timeout", metavar="SECONDS", type=float, help="overall deadline (default 25)")
     adhoc.add_argument(
@@ -245,6 +251,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
             ("--header", args.header),
             ("--timeout", args.timeout),
             ("--insecure", args.insecure),
+            ("--http-version", args.http_version),
         )
         if value is not None
     ]
@@ -295,6 +302,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         target["timeouts"] = _timeouts_within(args.timeout)
     if args.insecure:
         target["insecure_skip_verify"] = True
+    if args.http_version:
+        target["http_version"] = args.http_version
     try:
         return build_config({"targets": [target]}, where="arguments")
     except ConfigError as exc:
