@@ -447,7 +447,8 @@ def redirect_location(
     values = _distinct(_values(headers, "location", split_commas=False) or [])
     if not values:
         return None, None
-    base = f"https://{host_port(target.hostname, target.port)}{target.path}"
+    authority = target.hostname if target.port == 443 else host_port(target.hostname, target.port)
+    base = f"https://{authority}{target.path}"
     try:
         url = urljoin(base, values[0].strip())
         parts = urlsplit(url)
