@@ -60,6 +60,7 @@ _FLAG_FOR_FIELD = {
     "headers": "--header",
     "insecure_skip_verify": "--insecure",
     "ocsp": "--ocsp",
+    "http_version": "--http-version",
 }
 
 
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     adhoc.add_argument("--requests", metavar="N", type=_int, help="requests per address (default 4)")
     adhoc.add_argument("--ip-family", choices=("ipv4", "ipv6", "both"), help="address family (default ipv4)")
     adhoc.add_argument("--min-tls-version", choices=("1.0", "1.1", "1.2", "1.3"), help="default 1.2")
+    adhoc.add_argument(
+        "--http-version",
+        choices=("auto", "1.1", "2"),
+        help="HTTP versions offered in ALPN by the handshake and the requests (default auto: h2, http/1.1)",
+    )
     adhoc.add_argument("--header", metavar="NAME:VALUE", action="append", help="request header (repeatable)")
     adhoc.add_argument("--timeout", metavar="SECONDS", type=float, help="overall deadline (default 25)")
     adhoc.add_argument(
@@ -269,6 +275,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
             ("--timeout", args.timeout),
             ("--insecure", args.insecure),
             ("--ocsp", args.ocsp),
+            ("--http-version", args.http_version),
         )
         if value is not None
     ]
@@ -321,6 +328,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         target["insecure_skip_verify"] = True
     if args.ocsp:
         target["ocsp"] = args.ocsp
+    if args.http_version:
+        target["http_version"] = args.http_version
     try:
         return build_config({"targets": [target]}, where="arguments")
     except ConfigError as exc:

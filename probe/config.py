@@ -227,6 +227,13 @@ def _tls_version(value: Any) -> str:
     return text
 
 
+def _http_version(value: Any) -> str:
+    text = str(value).strip().lower()  # YAML reads 1.1 as a float and 2 as an int
+    if isinstance(value, bool) or text not in ("auto", "1.1", "2"):
+        raise ValueError(f"{shown(value)} is not one of auto, 1.1, 2")
+    return text
+
+
 def _string_list(value: Any) -> list[Any]:
     if isinstance(value, str):
         return [value]
@@ -241,6 +248,7 @@ Network = Annotated[IPNetwork, BeforeValidator(parse_network)]
 Hostname = Annotated[str, BeforeValidator(normalize_hostname)]
 StatusCodes = Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_status_codes)]
 TlsVersion = Annotated[str, BeforeValidator(_tls_version)]
+HttpVersion = Annotated[str, BeforeValidator(_http_version)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 
 
@@ -332,6 +340,11 @@ class _TargetFields(_Frozen):
     timeouts: Timeouts = Timeouts()
     #: ``staple``: ask for a stapled OCSP response on a second handshake per address.
     ocsp: Literal["off", "staple"] = "off"
+    # A body larger than this fails with http_body_too_large (blackbox_exporter's
+    # body_size_limit); None: any size is fine and only max_body_bytes of it is read.
+    body_size_limit: Annotated[int, Field(ge=1, le=1 << 40)] | None = None
+    # ALPN of both the TLS stage and the HTTP requests: auto (h2, http/1.1), 1.1 or 2.
+    http_version: HttpVersion = "auto"
 
     @field_validator("resolvers", "expect_networks", mode="before")
     @classmethod

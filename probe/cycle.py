@@ -63,19 +63,19 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
     """Prepare every target of ``config``: resolvers and SSL contexts.
 
     Contexts are built once per distinct ``(ca_file, min_tls_version,
-    insecure_skip_verify)``; loading the system trust store costs tens of milliseconds,
+    insecure_skip_verify, http_version)``; loading the system trust store costs tens of milliseconds,
     so it must not happen per probe.
 
     Raises:
         ConfigError: a ``ca_file`` cannot be loaded, or no resolver is configured.
     """
     where = str(config.path) if config.path else "config"
-    contexts: dict[tuple[Path | None, str, bool], tls_stage.TlsContexts] = {}
+    contexts: dict[tuple[Path | None, str, bool, str], tls_stage.TlsContexts] = {}
     ocsp_contexts: dict[tuple[Path | None, str], SSL.Context] = {}
     system: tuple[tuple[str, int], ...] | None = None
     plans = []
     for index, target in enumerate(config.targets):
-        key = (target.ca_file, target.min_tls_version, target.insecure_skip_verify)
+        key = (target.ca_file, target.min_tls_version, target.insecure_skip_verify, target.http_version)
         if key not in contexts:
             try:
                 contexts[key] = tls_stage.build_contexts(*key)

@@ -2,21 +2,32 @@
 
 Each request goes on a new connection unless ``reuse_connections`` is set, so a load
 balancer that balances per connection shows every backend (cloudprober's reasoning).
-Proxies from the environment are never used, redirects are not followed, bodies are
-never read past ``max_body_bytes`` and a whole request, body included, is bounded by
-``timeouts.http``.
+Every request is what a brand-new client sends: no cookies (a stickiness cookie such as
+AWSALB would pin every request to one backend), no credentials, nothing learned from an
+earlier response. Proxies from the environment are never used, redirects are not
+followed, bodies are never read past ``max_body_bytes`` (the rest is left unread and the
+connection closed; the part read is judged), gzip and deflate bodies are decoded with the
+same cap, and a whole request, body included, is bounded by ``timeouts.http``. HTTP/2 is
+spoken when the server selects it in ALPN (``http_version``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import http.cookiejar
 import re
 import ssl
 import time
+import urllib.request
+import zlib
 from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -26,6 +37,7 @@ with contextlib.suppress(ImportError):
     # httpx imports its network backend and HTTP/1.1 machinery on the first request;
     # import them now so that the first measured request of a run is not slowed by it.
     import anyio._backends._asyncio  # noqa: F401
+    import httpcore._async.http2
     import httpcore._async.http11  # noqa: F401
 
 from probe._text import host_port, plural, shorten
@@ -38,14 +50,46 @@ from probe.tls_stage import classify_connect_error, classify_tls_error
 
 USER_AGENT = f"probe/{__version__}"
 _MAX_BACKEND_NAME = 64
+_MAX_COOKIES = 16
+_MAX_LOCATION = 200
+#: Largest difference between a response's Date and this machine's clock that is fine (seconds).
+CLOCK_SKEW_LIMIT = 60.0
 _PRINTABLE = re.compile(r"[^\x21-\x7e]+")
+_PRINTABLE_SPACE = re.compile(r"[^\x20-\x7e]+")
+# httpcore names its trace events http11.* or http2.*; probe reads them as http.*.
+_HTTP_EVENT = re.compile(r"^http(11|2)\.")
+_GZIP = frozenset({"gzip", "x-gzip"})
+
+
+class _NoCookies(http.cookiejar.CookiePolicy):
+    """A cookie policy that neither keeps nor sends any cookie."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = False
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: urllib.request.Request) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: urllib.request.Request) -> bool:
+        return False
 
 
 def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncClient:
     """An httpx client for one target and cycle: no proxies, no redirects, explicit timeouts.
 
+    The client keeps no cookies and has no credentials, so every request is what a new
+    client sends. ``http_version`` picks HTTP/1.1, HTTP/2 or (``auto``) whichever the
+    server selects in ALPN; the ALPN list itself is the one pinned on ``context``.
+
     Args:
-        target: the target (timeouts, reuse_connections).
+        target: the target (timeouts, reuse_connections, http_version).
         context: the SSL context for the requests (verifying unless insecure).
     """
     timeouts = target.timeouts
@@ -53,7 +97,9 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
         verify=context,
         trust_env=False,
         follow_redirects=False,
-        http2=False,
+        cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
+        http1=target.http_version != "2",
+        http2=target.http_version != "1.1",
         timeout=httpx.Timeout(
             connect=max(timeouts.connect, timeouts.tls),
             read=timeouts.http,
@@ -78,7 +124,7 @@ def request_headers(target: TargetConfig) -> dict[str, str]:
         "Host": host,
         "User-Agent": USER_AGENT,
         "Accept": "*/*",
-        # Bodies are matched as sent; no decompression means memory stays bounded.
+        # Ask for the body as is; a server that compresses anyway is decoded, capped.
         "Accept-Encoding": "identity",
     }
     headers.update({name: value.value for name, value in target.headers.items()})
@@ -124,22 +170,26 @@ async def _attempt(
     # The whole request is bounded by `limit`, but in two parts. Connecting (TCP and
     # TLS) is bounded by httpx's own connect timeout, half the limit each: httpcore
     # leaks the socket when it is cancelled inside a handshake, so nothing cancels it
-    # there. Once the request is being sent, an asyncio timeout bounds the rest, headers
-    # and body, as a whole (a trickling server never trips a per-read timeout);
-    # httpcore closes the connection properly when cancelled there.
+    # there. Once HTTP starts (the HTTP/2 preface or the HTTP/1.1 request), an asyncio
+    # timeout bounds the rest, headers and body, as a whole (a trickling server never
+    # trips a per-read timeout); httpcore closes the connection properly when cancelled
+    # there.
     inner = _clipped_timeouts(target, limit)
     bound = asyncio.timeout(None)
 
     async def trace(name: str, info: Mapping[str, Any]) -> None:
-        events.setdefault(name, time.monotonic())
-        if name == "http11.send_request_headers.started":
+        name = _HTTP_EVENT.sub("http.", name)
+        if name in events:
+            return
+        events[name] = time.monotonic()
+        if name in ("http.send_connection_init.started", "http.send_request_headers.started"):
             bound.reschedule(loop.time() + max(0.0, limit - (time.monotonic() - start)))
 
     status: int | None = None
     version: str | None = None
     response_headers: httpx.Headers | None = None
-    body = bytearray()
-    truncated = False
+    received: float | None = None
+    body = _Body()
     failure: Failure | None = None
     try:
         async with (
@@ -157,7 +207,8 @@ async def _attempt(
                 response.http_version,
                 response.headers,
             )
-            body, truncated = await _read_capped(response, target.max_body_bytes)
+            received = time.time()
+            await _read_body(response, target.max_body_bytes, target.body_size_limit, body)
     except TimeoutError:
         failure = _timeout_failure(events, limit, deadline, address)
     except httpx.TimeoutException:
@@ -178,19 +229,38 @@ async def _attempt(
         )
     end = time.monotonic()
     phases = _phases(events, start, end if status is not None else None)
+    facts: dict[str, Any] = {}
+    if response_headers is not None:
+        facts = {
+            "cookies_set": cookie_names(response_headers),
+            "location": redirect_location(status or 0, response_headers, target)[0],
+            "content_encoding": ", ".join(content_codings(response_headers)) or None,
+            "date_timestamp": response_date(response_headers),
+            "received_timestamp": received,
+        }
+    raw = bytes(body.raw)
     if failure is not None:
-        return HttpAttempt(status, version, None, len(body), truncated, phases, end - start, (failure,))
-    assert status is not None and response_headers is not None
-    backend, failures = judge_response(status, response_headers, bytes(body), target, address)
-    if truncated:
-        # Like blackbox_exporter's body_size_limit: an oversized body fails the probe.
-        oversized = Failure(
-            Reason.HTTP_PROTOCOL_ERROR,
-            f"the body is larger than max_body_bytes ({target.max_body_bytes} bytes); not read further",
-            address,
+        return HttpAttempt(
+            status, version, None, len(raw), body.truncated, phases, end - start, (failure,), **facts
         )
-        failures = (*failures, oversized)
-    return HttpAttempt(status, version, backend, len(body), truncated, phases, end - start, failures)
+    assert status is not None and response_headers is not None
+    decoded, cut, undecodable = decode_body(raw, content_codings(response_headers), target.max_body_bytes)
+    backend, failures = judge_response(
+        status, response_headers, decoded, target, address, undecodable=undecodable
+    )
+    if body.too_large is not None:
+        failures = (*failures, Failure(Reason.HTTP_BODY_TOO_LARGE, body.too_large, address))
+    return HttpAttempt(
+        status,
+        version,
+        backend,
+        len(raw),
+        body.truncated or cut,
+        phases,
+        end - start,
+        failures,
+        **facts,
+    )
 
 
 def _clipped_timeouts(target: TargetConfig, limit: float) -> httpx.Timeout:
@@ -203,18 +273,201 @@ def _clipped_timeouts(target: TargetConfig, limit: float) -> httpx.Timeout:
     )
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytearray, bool]:
-    """Read at most ``limit`` bytes of the body; ``True`` when more was on offer."""
-    body = bytearray()
-    if limit == 0:
-        return body, False
+class _Body:
+    """What was read of one body: the bytes kept, whether more was sent, a size finding."""
+
+    __slots__ = ("raw", "too_large", "truncated")
+
+    def __init__(self) -> None:
+        self.raw = bytearray()
+        self.truncated = False
+        self.too_large: str | None = None
+
+
+async def _read_body(response: httpx.Response, cap: int, size_limit: int | None, body: _Body) -> None:
+    """Read the body as sent, keeping at most ``cap`` bytes, into ``body``.
+
+    Without ``size_limit`` reading stops once more than ``cap`` bytes arrived (the
+    connection is then closed, unread). With it, a ``Content-Length`` above the limit is
+    a finding at once; without a ``Content-Length`` the bytes past ``cap`` are read and
+    discarded until the body ends or passes the limit. Memory stays within ``cap`` plus
+    one read (64 KiB) whatever the server sends.
+    """
+    declared = _content_length(response.headers)
+    counting = False
+    if size_limit is not None:
+        if declared is not None and declared > size_limit:
+            body.too_large = f"Content-Length is {declared} bytes, over body_size_limit ({size_limit} bytes)"
+        elif declared is None:
+            counting = True
+    if cap == 0 and not counting:
+        return
+    seen = 0
     async for chunk in response.aiter_raw():
-        room = limit - len(body)
-        if len(chunk) > room:
-            body += chunk[:room]
-            return body, True
-        body += chunk
-    return body, False
+        seen += len(chunk)
+        room = cap - len(body.raw)
+        if room > 0:
+            body.raw += chunk[:room]
+        if seen > cap:
+            body.truncated = True
+            if not counting:
+                return
+        if counting and size_limit is not None and seen > size_limit:
+            body.too_large = (
+                f"the body (no Content-Length) went past body_size_limit ({size_limit} bytes); "
+                "reading stopped there"
+            )
+            return
+
+
+def _content_length(headers: httpx.Headers) -> int | None:
+    value = headers.get("content-length")
+    if value is None or not value.strip().isdigit():
+        return None  # h11 and h2 refuse invalid or conflicting lengths before this
+    return int(value)
+
+
+def decode_body(raw: bytes, codings: tuple[str, ...], cap: int) -> tuple[bytes, bool, str | None]:
+    """Undo the content codings of a body (RFC 9110 §8.4), never producing more than ``cap`` bytes.
+
+    gzip (``x-gzip``) and deflate (zlib-wrapped, or raw as some servers send it) are
+    decoded with zlib's output limit, so a small compressed body that expands to gigabytes
+    (a decompression bomb) yields ``cap`` bytes and stops. A body cut at the read cap
+    decodes as far as it goes.
+
+    Args:
+        raw: the body as read.
+        codings: the codings in the order applied (``Content-Encoding`` order), lower case.
+        cap: the most bytes to produce (``max_body_bytes``).
+
+    Returns:
+        ``(body, cut, problem)``: the decoded body (``raw`` itself when nothing is to be
+        decoded or decoding is impossible), whether decoding stopped at ``cap``, and a
+        sentence such as ``"body is br-encoded"`` when the body cannot be decoded
+        (``None`` when it could).
+    """
+    data = raw
+    cut = False
+    for coding in reversed(codings):
+        if coding in _GZIP:
+            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            decoder = zlib.decompressobj(zlib.MAX_WBITS if _zlib_header(data) else -zlib.MAX_WBITS)
+        else:
+            return raw, False, f"body is {printable_token(coding)}-encoded, which probe cannot decode"
+        if cap == 0:
+            return b"", bool(data), None
+        try:
+            out = decoder.decompress(data, cap)
+        except zlib.error as exc:
+            return raw, False, f"body is {coding}-encoded but does not decode ({exc})"
+        cut = cut or bool(decoder.unconsumed_tail)
+        data = out
+    return data, cut, None
+
+
+def _zlib_header(data: bytes) -> bool:
+    """Whether ``data`` starts with a zlib header (RFC 1950), as deflate is meant to."""
+    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+
+
+def printable_token(text: str) -> str:
+    """A header token cut to 32 printable characters, for details."""
+    return _PRINTABLE.sub("_", text)[:32]
+
+
+def _distinct(values: list[str]) -> list[str]:
+    """Values stripped, empty ones dropped, repeats dropped (first seen first)."""
+    return list(dict.fromkeys(v.strip() for v in values if v.strip()))
+
+
+def _values(
+    headers: httpx.Headers | Mapping[str, str], name: str, split_commas: bool = True
+) -> list[str] | None:
+    """Every value of a header field, ``None`` when absent (repeated fields are lists, RFC 9110 §5.3)."""
+    if isinstance(headers, httpx.Headers):
+        if name not in headers:
+            return None
+        return headers.get_list(name, split_commas=split_commas)
+    value = headers.get(name)
+    if value is None:
+        return None
+    return value.split(",") if split_commas else [value]
+
+
+def content_codings(headers: httpx.Headers | Mapping[str, str]) -> tuple[str, ...]:
+    """The response's content codings in the order applied, lower case, identity left out."""
+    return tuple(c.lower() for c in _distinct_keep_order(_values(headers, "content-encoding") or []))
+
+
+def _distinct_keep_order(values: list[str]) -> list[str]:
+    # Codings may legitimately repeat (gzip applied twice); only blanks and identity go.
+    return [v.strip() for v in values if v.strip() and v.strip().lower() != "identity"]
+
+
+def cookie_names(headers: httpx.Headers | Mapping[str, str]) -> tuple[str, ...]:
+    """Names of the cookies set by ``Set-Cookie`` fields (never their values), at most 16."""
+    names = []
+    for field in _values(headers, "set-cookie", split_commas=False) or []:
+        name = field.split(";", 1)[0].split("=", 1)[0].strip()
+        cleaned = _PRINTABLE.sub("_", name)[:_MAX_BACKEND_NAME]
+        if cleaned:
+            names.append(cleaned)
+    return tuple(dict.fromkeys(names))[:_MAX_COOKIES]
+
+
+def response_date(headers: httpx.Headers | Mapping[str, str]) -> float | None:
+    """The ``Date`` header as Unix time; ``None`` when absent, unreadable or given twice differently."""
+    values = _distinct(_values(headers, "date", split_commas=False) or [])
+    if len(values) != 1:
+        return None
+    try:
+        when = parsedate_to_datetime(values[0])
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" or an obsolete zone: RFC 9110 says GMT
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def redirect_location(
+    status: int, headers: httpx.Headers | Mapping[str, str], target: TargetConfig
+) -> tuple[str | None, str | None]:
+    """The ``Location`` of a redirect (3xx) as an absolute URL, and a note on where it points.
+
+    The note says whether it stays on the same host, goes to another one, or downgrades
+    to ``http://`` (RFC 9110 §10.2.2: a relative reference is resolved against the
+    request URL, whose host is the target's hostname).
+
+    Returns:
+        ``(url, note)``, both ``None`` for other statuses or without a Location.
+    """
+    if not 300 <= status <= 399:
+        return None, None
+    values = _distinct(_values(headers, "location", split_commas=False) or [])
+    if not values:
+        return None, None
+    authority = target.hostname if target.port == 443 else host_port(target.hostname, target.port)
+    base = f"https://{authority}{target.path}"
+    try:
+        url = urljoin(base, values[0].strip())
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return _PRINTABLE_SPACE.sub("_", values[0])[:_MAX_LOCATION], "not a valid URL"
+    url = _PRINTABLE_SPACE.sub("_", url)[:_MAX_LOCATION]
+    if parts.scheme.lower() == "http":
+        note = "a downgrade to http://"
+    elif parts.scheme.lower() != "https":
+        note = f"to a {printable_token(parts.scheme)}: URL"
+    elif host == target.hostname and (port or 443) == target.port:
+        note = "same host"
+    else:
+        where = host_port(host or "", port) if port and port != 443 else host or ""
+        note = f"another host: {shorten(_PRINTABLE.sub('_', where), 80)}"
+    if len(values) > 1:
+        note += f"; {len(values)} different Location headers, the first is shown"
+    return url, note
 
 
 def _timeout_failure(
@@ -226,22 +479,24 @@ def _timeout_failure(
             f"the {deadline.seconds:g}s cycle deadline passed during a request",
             address,
         )
-    if (
-        "connection.connect_tcp.complete" not in events
-        and "http11.send_request_headers.started" not in events
-    ):
+    if "connection.connect_tcp.complete" not in events and not _http_started(events):
         return Failure(Reason.TCP_TIMEOUT, f"no TCP connection within {limit:.3g}s", address)
     if "connection.start_tls.started" in events and "connection.start_tls.complete" not in events:
         return Failure(
             Reason.TLS_HANDSHAKE_TIMEOUT, f"TLS handshake did not complete within {limit:.3g}s", address
         )
-    if "http11.receive_response_headers.complete" not in events:
+    if "http.receive_response_headers.complete" not in events:
         waiting = "the response headers"
     else:
         waiting = "the end of the body"
     return Failure(
         Reason.HTTP_TIMEOUT, f"no complete response within {limit:.3g}s (waiting for {waiting})", address
     )
+
+
+def _http_started(events: Mapping[str, float]) -> float | None:
+    """When HTTP began on the connection: the HTTP/2 preface or the HTTP/1.1 request."""
+    return events.get("http.send_connection_init.started") or events.get("http.send_request_headers.started")
 
 
 def classify_http_error(
@@ -311,9 +566,9 @@ def _phases(events: Mapping[str, float], start: float, end: float | None) -> Pha
     ready = (
         events.get("connection.start_tls.complete")
         or events.get("connection.connect_tcp.complete")
-        or events.get("http11.send_request_headers.started")
+        or _http_started(events)
     )
-    first_byte = events.get("http11.receive_response_headers.complete")
+    first_byte = events.get("http.receive_response_headers.complete")
     processing = first_byte - ready if ready is not None and first_byte is not None else None
     transfer = end - first_byte if end is not None and first_byte is not None else None
     return PhaseTimes(
@@ -330,15 +585,23 @@ def judge_response(
     body: bytes,
     target: TargetConfig,
     address: IPAddress | None = None,
+    *,
+    undecodable: str | None = None,
 ) -> tuple[str | None, tuple[Failure, ...]]:
     """Identify the backend and check one response against the target's rules.
+
+    A header field sent more than once (RFC 9110 §5.3) counts once when its values are
+    the same; different backend values are a finding naming them, never a made-up name.
+    The body is read as text in the charset of its ``Content-Type`` (UTF-8 when none).
 
     Args:
         status: the status code.
         headers: the response headers (case-insensitive lookups for ``httpx.Headers``).
-        body: the body as read (at most ``max_body_bytes``).
+        body: the body as read and decoded (at most ``max_body_bytes``).
         target: valid_status_codes, body_regex and backend rules.
         address: the address, for the failures.
+        undecodable: why the body could not be decoded (e.g. ``"body is br-encoded, …"``);
+            body rules then say so instead of reporting a mismatch.
 
     Returns:
         ``(backend name or None, failures)``. Backend names are cut to 64 printable
@@ -346,13 +609,18 @@ def judge_response(
     """
     failures = []
     if not target.status_accepted(status):
-        failures.append(
-            Failure(Reason.HTTP_STATUS, f"status {status} (expected {target.status_codes_text()})", address)
-        )
+        detail = f"status {status} (expected {target.status_codes_text()})"
+        location, note = redirect_location(status, headers, target)
+        if location is not None:
+            detail += f"; Location: {location} ({note})"
+        failures.append(Failure(Reason.HTTP_STATUS, detail, address))
     text: str | None = None
     if target.body_regex is not None:
-        text = body.decode("utf-8", "replace")
-        if not target.body_regex.search(text):
+        text = _text(body, headers)
+        if undecodable is not None:
+            detail = f"{undecodable}; not matched against '{target.body_regex.pattern}'"
+            failures.append(Failure(Reason.HTTP_BODY_MISMATCH, detail, address))
+        elif not target.body_regex.search(text):
             failures.append(
                 Failure(
                     Reason.HTTP_BODY_MISMATCH,
@@ -364,26 +632,45 @@ def judge_response(
     rule = target.backend
     if rule is not None:
         if rule.header is not None:
-            value = headers.get(rule.header)
-            backend = _clean_backend(value) if value else None
-            missing = (
-                f"no {rule.header} header in the response"
-                if value is None
-                else f"the {rule.header} header is empty"
-            )
+            values = _values(headers, rule.header)
+            names = list(dict.fromkeys(filter(None, (_clean_backend(v) for v in values or []))))
+            backend = names[0] if len(names) == 1 else None
+            if values is None:
+                missing = f"no {rule.header} header in the response"
+            elif not names:
+                missing = f"the {rule.header} header is empty"
+            else:
+                shown_names = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
+                missing = f"the {rule.header} header has {len(names)} different values: {shown_names}"
         else:
             assert rule.body_regex is not None
-            text = text if text is not None else body.decode("utf-8", "replace")
-            match = rule.body_regex.search(text)
+            text = text if text is not None else _text(body, headers)
+            match = None if undecodable is not None else rule.body_regex.search(text)
             backend = _clean_backend(match.group(1)) if match and match.group(1) else None
-            missing = (
-                f"body does not match the backend pattern '{rule.body_regex.pattern}'"
-                if match is None
-                else f"the backend pattern '{rule.body_regex.pattern}' captured an empty name"
-            )
+            if undecodable is not None:
+                missing = (
+                    f"{undecodable}; not matched against the backend pattern '{rule.body_regex.pattern}'"
+                )
+            elif match is None:
+                missing = f"body does not match the backend pattern '{rule.body_regex.pattern}'"
+            else:
+                missing = f"the backend pattern '{rule.body_regex.pattern}' captured an empty name"
         if backend is None:
             failures.append(Failure(Reason.BACKEND_UNIDENTIFIED, missing, address))
     return backend, tuple(failures)
+
+
+def _text(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> str:
+    """The body as text in its declared charset (UTF-8 when none or unknown), errors replaced."""
+    charset = "utf-8"
+    content_type = (_values(headers, "content-type", split_commas=False) or [""])[0]
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            wanted = value.strip().strip('"')
+            with contextlib.suppress(LookupError, ValueError):
+                charset = codecs.lookup(wanted).name
+    return body.decode(charset, "replace")
 
 
 def _clean_backend(value: str) -> str | None:
@@ -392,7 +679,10 @@ def _clean_backend(value: str) -> str | None:
 
 
 def summarise(attempts: tuple[HttpAttempt, ...], address: IPAddress) -> tuple[Failure, ...]:
-    """One failure per reason over an address's requests: ``"3 of 4 requests: status 503"``."""
+    """One failure per reason over an address's requests: ``"3 of 4 requests: status 503"``.
+
+    Adds :func:`clock_skew` over the responses' ``Date`` headers.
+    """
     by_reason: dict[Reason, list[Failure]] = {}
     for attempt in attempts:
         for failure in attempt.failures:
@@ -407,4 +697,47 @@ def summarise(attempts: tuple[HttpAttempt, ...], address: IPAddress) -> tuple[Fa
             if len(details) > 1:
                 detail += f" (and {plural(len(details) - 1, 'other variant')})"
         summary.append(Failure(reason, detail, address))
-    return tuple(summary)
+    skew = clock_skew(attempts, address)
+    return (*summary, *skew)
+
+
+def clock_skew(attempts: tuple[HttpAttempt, ...], address: IPAddress) -> tuple[Failure, ...]:
+    """A warning when the server's ``Date`` is more than 60 s off this machine's clock.
+
+    Judged on the last response with a ``Date`` (RFC 9110 §6.6.1; one-second resolution).
+    Either clock may be the wrong one; a wrong clock on the probing machine is a common
+    cause of ``cert_not_yet_valid`` and ``cert_expired``.
+    """
+    dated = [a for a in attempts if a.date_timestamp is not None and a.received_timestamp is not None]
+    if not dated:
+        return ()
+    last = dated[-1]
+    assert last.date_timestamp is not None and last.received_timestamp is not None
+    skew = last.date_timestamp - last.received_timestamp
+    if abs(skew) <= CLOCK_SKEW_LIMIT:
+        return ()
+    side = "ahead of" if skew > 0 else "behind"
+    amount = _duration(abs(skew))
+    return (
+        Failure(
+            Reason.HTTP_CLOCK_SKEW,
+            f"the server's clock is {amount} {side} this machine's: its Date header says "
+            f"{_utc(last.date_timestamp)}, this machine's clock said {_utc(last.received_timestamp)} "
+            "(a wrong clock here makes certificates look expired or not yet valid)",
+            address,
+        ),
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 86400:.0f} days"
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))

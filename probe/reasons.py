@@ -103,6 +103,9 @@ class Reason(StrEnum):
     TLS_WEAK_CIPHER = "tls_weak_cipher"
     TLS_VERSION_DEPRECATED = "tls_version_deprecated"
     CERT_UNPARSED = "cert_unparsed"
+    HTTP_BODY_TOO_LARGE = "http_body_too_large"
+    HTTP_CLOCK_SKEW = "http_clock_skew"
+    TLS_ALPN_MISMATCH = "tls_alpn_mismatch"
 
     @property
     def stage(self) -> Stage:
@@ -243,7 +246,7 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
     Reason.HTTP_PROTOCOL_ERROR: (
         Stage.HTTP,
         _C,
-        "The response is malformed, truncated or oversized (not valid HTTP/1.1).",
+        "The response is malformed or ends early (not valid HTTP/1.1 or HTTP/2).",
     ),
     Reason.BACKEND_UNIDENTIFIED: (
         Stage.BACKEND,
@@ -289,5 +292,20 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.CERT,
         _W,
         "The X.509 parser (cryptography) refused a certificate OpenSSL accepts; its facts come from OpenSSL.",
+    ),
+    Reason.HTTP_BODY_TOO_LARGE: (
+        Stage.HTTP,
+        _C,
+        "A response body is larger than body_size_limit (from Content-Length, or counted while read).",
+    ),
+    Reason.HTTP_CLOCK_SKEW: (
+        Stage.HTTP,
+        _W,
+        "A response's Date header differs from this machine's clock by more than 60 seconds.",
+    ),
+    Reason.TLS_ALPN_MISMATCH: (
+        Stage.TLS,
+        _C,
+        "The server accepts none of the HTTP versions offered in ALPN (see http_version).",
     ),
 }

@@ -83,6 +83,7 @@ def _target(result: TargetResult) -> dict[str, Any]:
             "responses": result.response_count,
             "identified": sum(result.backend_counts.values()),
         },
+        "cookies": {"set": list(result.cookies_set), "note": result.cookie_note},
     }
 
 
@@ -234,6 +235,11 @@ def _attempt(attempt: HttpAttempt) -> dict[str, Any]:
             "transfer": _sec(attempt.phases.transfer),
         },
         "failures": [_failure(f) for f in attempt.failures],
+        "cookies_set": list(attempt.cookies_set),
+        "location": attempt.location,
+        "content_encoding": attempt.content_encoding,
+        "date_timestamp": attempt.date_timestamp,
+        "received_timestamp": attempt.received_timestamp,
     }
 
 
@@ -321,6 +327,8 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
             _render_address(address, out, now, paint)
         _render_chains(result.addresses, out, now, paint)
     _render_backends(result, out, paint)
+    if result.cookie_note:
+        out.write(f"  cookies  {printable(result.cookie_note)}\n")
     if result.failures:
         w("  failures\n")
         for failure in result.failures:
@@ -423,7 +431,8 @@ def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Pai
     if result.attempts:
         statuses = " ".join(_attempt_label(a) for a in result.attempts)
         mean = sum(a.duration_seconds for a in result.attempts) / len(result.attempts)
-        out.write(f"  {'':<18} {'http':>8} {statuses:>16}  {paint.dim(f'mean {_ms(mean)} per request')}\n")
+        notes = [f"mean {_ms(mean)} per request", *_http_notes(result.attempts)]
+        out.write(f"  {'':<18} {'http':>8} {statuses:>16}  {paint.dim('; '.join(notes))}\n")
     if result.ocsp is not None:
         out.write(f"  {'':<18} {'ocsp':>8} {ocsp_summary(result.ocsp, now)}\n")
 
@@ -460,6 +469,20 @@ _HANDSHAKE_WORDS = {
     "failed": "failed",
     "not_attempted": "-",
 }
+
+
+def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
+    """Facts about an address's responses worth a word: HTTP version, cut or encoded bodies."""
+    notes: list[str] = []
+    versions = sorted({a.http_version for a in attempts if a.http_version and a.http_version != "HTTP/1.1"})
+    notes.extend(printable(v) for v in versions)
+    cut = [a.body_bytes for a in attempts if a.body_truncated]
+    if cut:
+        notes.append(f"{'bodies' if len(cut) > 1 else 'body'} cut at {max(cut)} bytes")
+    encodings = sorted({a.content_encoding for a in attempts if a.content_encoding})
+    if encodings:
+        notes.append(f"{printable(', '.join(encodings))}-encoded though identity was asked for")
+    return notes
 
 
 def _attempt_label(attempt: HttpAttempt) -> str:

@@ -268,11 +268,22 @@ class HttpAttempt:
         status_code: the response status, ``None`` when no response arrived.
         http_version: e.g. ``"HTTP/1.1"``.
         backend: the backend that answered, ``None`` when unknown.
-        body_bytes: body bytes read (at most ``max_body_bytes``).
-        body_truncated: the body was longer than ``max_body_bytes`` and was not read past it.
+        body_bytes: body bytes read from the connection, as sent (at most ``max_body_bytes``).
+        body_truncated: the body (as sent, or once decoded) was longer than
+            ``max_body_bytes``; only that much was read and judged, and the connection
+            was closed.
         phases: phase times.
         duration_seconds: the whole request, body included.
         failures: findings for this request.
+        cookies_set: names of the cookies the response set (``Set-Cookie``), in order,
+            never their values; no request ever sends them back.
+        location: the ``Location`` header of a redirect (3xx) as an absolute URL, ``None``
+            when there is none.
+        content_encoding: the ``Content-Encoding`` the server used (lower case, e.g.
+            ``"gzip"``), ``None`` for identity. gzip and deflate are decoded before matching.
+        date_timestamp: the response's ``Date`` header, Unix time; ``None`` when absent
+            or unreadable.
+        received_timestamp: this machine's clock when the response headers arrived, Unix time.
     """
 
     status_code: int | None
@@ -283,6 +294,11 @@ class HttpAttempt:
     phases: PhaseTimes
     duration_seconds: float
     failures: tuple[Failure, ...]
+    cookies_set: tuple[str, ...] = ()
+    location: str | None = None
+    content_encoding: str | None = None
+    date_timestamp: float | None = None
+    received_timestamp: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +434,53 @@ class TargetResult:
         return sum(len(r.attempts) for r in self.addresses)
 
     @property
+    def cookies_set(self) -> tuple[str, ...]:
+        """Names of the cookies any response set, in order of first appearance."""
+        return tuple(
+            dict.fromkeys(
+                name
+                for address in self.addresses
+                for attempt in address.attempts
+                for name in attempt.cookies_set
+            )
+        )
+
+    @property
+    def cookie_note(self) -> str | None:
+        """A sentence about the cookies the responses set, ``None`` when none did.
+
+        Known load-balancer stickiness cookies (AWS ALB/CLB, HAProxy) are named as such:
+        every request was sent without them, as a new client sends it.
+        """
+        return cookie_note(self.cookies_set)
+
+    @property
     def reasons(self) -> tuple[Reason, ...]:
         """The distinct reason codes among the failures, in order of first appearance."""
         return tuple(dict.fromkeys(f.reason for f in self.failures))
+
+
+#: Cookies that load balancers set to pin a client to one backend (AWS ALB and CLB, HAProxy).
+STICKINESS_COOKIES = frozenset({"AWSALB", "AWSALBCORS", "AWSALBTG", "AWSALBTGCORS", "AWSELB", "SERVERID"})
+
+
+def cookie_note(names: tuple[str, ...]) -> str | None:
+    """Say which cookies responses set, stickiness cookies first; ``None`` when none.
+
+    Example: ``"the load balancer sets a stickiness cookie (AWSALB); requests were sent
+    without it"``.
+    """
+    if not names:
+        return None
+    sticky = [n for n in names if n.upper() in STICKINESS_COOKIES]
+    other = [n for n in names if n.upper() not in STICKINESS_COOKIES]
+    parts = []
+    if sticky:
+        kind = "a stickiness cookie" if len(sticky) == 1 else "stickiness cookies"
+        parts.append(f"the load balancer sets {kind} ({', '.join(sticky)})")
+    if other:
+        parts.append(
+            f"the application sets {'a cookie' if len(other) == 1 else 'cookies'} ({', '.join(other)})"
+        )
+    pronoun = "it" if len(names) == 1 else "them"
+    return f"{'; '.join(parts)}; requests were sent without {pronoun}"

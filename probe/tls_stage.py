@@ -20,7 +20,7 @@ import os
 import ssl
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,6 +55,28 @@ _NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "H
 _CLIENT_CERT_REASONS = frozenset(
     {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "PEER_DID_NOT_RETURN_A_CERTIFICATE"}
 )
+# The server accepts none of the ALPN protocols offered.
+_ALPN_REASONS = frozenset({"TLSV1_ALERT_NO_APPLICATION_PROTOCOL", "NO_APPLICATION_PROTOCOL"})
+
+#: ALPN protocols offered for each ``http_version``, in curl's order of preference.
+ALPN = {"auto": ("h2", "http/1.1"), "1.1": ("http/1.1",), "2": ("h2",)}
+
+
+class PinnedAlpnContext(ssl.SSLContext):
+    """An ``SSLContext`` whose ALPN list, once set, stays as it is.
+
+    httpcore sets its own ALPN list (``http/1.1`` first, and ``http/1.1`` even for
+    HTTP/2 only) on the context of every connection it opens; pinning the list keeps the
+    HTTP requests offering exactly what the TLS stage offered.
+    """
+
+    _alpn_pinned = False
+
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        """Set the list the first time; later calls are ignored."""
+        if not self._alpn_pinned:
+            super().set_alpn_protocols(alpn_protocols)
+            self._alpn_pinned = True
 
 
 #: OpenSSL's own default cipher list: what curl and ``openssl s_client`` offer.
@@ -80,8 +102,9 @@ class TlsContexts:
     """The SSL contexts of one trust configuration, built once and reused every cycle.
 
     Attributes:
-        verify: for the TLS stage's handshake (ALPN ``h2``, ``http/1.1`` like curl).
-        http: for the HTTP stage (httpcore sets its own ALPN on it).
+        verify: for the TLS stage's handshake (ALPN from ``http_version``; ``h2``,
+            ``http/1.1`` like curl by default).
+        http: for the HTTP stage: the same ALPN list, pinned against httpcore's changes.
         inspect: no verification, to read the certificates as sent after a failure.
         any_version: no verification and every TLS version, to learn which version a
             server speaks when the handshake at ``min_tls_version`` failed.
@@ -98,15 +121,20 @@ class TlsContexts:
     min_version: ssl.TLSVersion
     skip_verify: bool
     anchors: tuple[CertInfo, ...] = ()
+    alpn: tuple[str, ...] = ALPN["auto"]
 
 
-def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool = False) -> TlsContexts:
+def build_contexts(
+    ca_file: Path | None, min_tls_version: str, skip_verify: bool = False, http_version: str = "auto"
+) -> TlsContexts:
     """Build the contexts for a trust configuration.
 
     Args:
         ca_file: PEM bundle of trust anchors; ``None`` for the system store.
         min_tls_version: ``"1.0"`` … ``"1.3"``.
         skip_verify: build non-verifying contexts (``insecure_skip_verify``).
+        http_version: ``"auto"``, ``"1.1"`` or ``"2"``: the ALPN list (RFC 7301) of both
+            the TLS stage and the HTTP requests, see :data:`ALPN`.
 
     Every context offers OpenSSL's default cipher list (``DEFAULT``, at the security level
     of the system's OpenSSL configuration), the list curl and ``openssl s_client`` offer,
@@ -131,7 +159,7 @@ def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool
     def make(
         verify: bool, alpn: list[str], minimum: str = min_tls_version, legacy: bool = lowered
     ) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context = PinnedAlpnContext(ssl.PROTOCOL_TLS_CLIENT)
         # OpenSSL's defaults, as curl offers; level 0 because OpenSSL 3 refuses TLS < 1.2 otherwise.
         context.set_ciphers(LEGACY_CIPHERS if legacy else CURL_CIPHERS)
         with warnings.catch_warnings():
@@ -162,15 +190,17 @@ def build_contexts(ca_file: Path | None, min_tls_version: str, skip_verify: bool
                 raise ValueError(f"{ca_file}: holds no certificate")
         return context
 
-    verify_context = make(not skip_verify, ["h2", "http/1.1"])
+    alpn = ALPN[http_version]
+    verify_context = make(not skip_verify, list(alpn))
     return TlsContexts(
         verify=verify_context,
-        http=make(not skip_verify, ["http/1.1"]),
+        http=make(not skip_verify, list(alpn)),
         inspect=make(False, ["h2", "http/1.1"]),
         any_version=make(False, ["h2", "http/1.1"], minimum="1.0", legacy=True),
         min_version=_VERSIONS[min_tls_version],
         skip_verify=skip_verify,
         anchors=() if skip_verify else _anchors(verify_context),
+        alpn=alpn,
     )
 
 
@@ -257,7 +287,9 @@ async def handshake(
         cipher = ssl_object.cipher()
         version = ssl_object.version()
         cipher_name = cipher[0] if cipher else None
+        alpn = ssl_object.selected_alpn_protocol()
         findings = (
+            *alpn_failures(alpn, contexts.alpn, address),
             *negotiation_findings(version, cipher_name, contexts.min_version, address),
             *unparsed_findings(chain, verified_chain, address),
         )
@@ -268,7 +300,7 @@ async def handshake(
             handshake_seconds=handshake_seconds,
             version=version,
             cipher=cipher_name,
-            alpn=ssl_object.selected_alpn_protocol(),
+            alpn=alpn,
             verified=not contexts.skip_verify,
             chain=chain,
             verified_chain=verified_chain,
@@ -297,6 +329,13 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
             )
         if code in _CLIENT_CERT_REASONS:
             return Reason.TLS_HANDSHAKE_FAILED, "the server requires a client certificate"
+        # Python 3.11's table of OpenSSL reason codes lacks this alert (reason is None);
+        # then OpenSSL's own text for alert 120 is the only trace of it.
+        if code in _ALPN_REASONS or (not code and "alert no application protocol" in str(exc)):
+            return Reason.TLS_ALPN_MISMATCH, (
+                "the server accepts none of the HTTP versions offered in ALPN "
+                "(alert no_application_protocol); see http_version"
+            )
         if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
             return Reason.TLS_HANDSHAKE_FAILED, "the server closed the connection during the handshake"
         return Reason.TLS_HANDSHAKE_FAILED, f"handshake failed: {code.lower().replace('_', ' ') or exc}"
@@ -305,6 +344,30 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, EOFError | ConnectionError):
         return Reason.TLS_HANDSHAKE_FAILED, "the server closed the connection during the handshake"
     return Reason.TLS_HANDSHAKE_FAILED, f"handshake failed: {type(exc).__name__}: {exc}"
+
+
+def alpn_failures(selected: str | None, offered: tuple[str, ...], address: IPAddress) -> tuple[Failure, ...]:
+    """The finding when a completed handshake did not agree on a usable HTTP version.
+
+    A server that selects no ALPN protocol speaks HTTP/1.1 to clients that offered it
+    (RFC 7301 §3.2, as curl assumes). When only ``h2`` was offered (``http_version: 2``),
+    that is a mismatch: the server offered no h2.
+
+    Args:
+        selected: the protocol the server selected, ``None`` when none.
+        offered: the protocols probe offered, in order.
+        address: the address, for the finding.
+    """
+    if selected is None and "http/1.1" not in offered:
+        return (
+            Failure(
+                Reason.TLS_ALPN_MISMATCH,
+                f"http_version is 2 but the server offered no h2 in ALPN (probe offered "
+                f"{', '.join(offered)}; the server selected none): it speaks HTTP/1.1 only",
+                address,
+            ),
+        )
+    return ()
 
 
 def classify_connect_error(exc: OSError) -> tuple[Reason, str]:

@@ -99,6 +99,8 @@ class Lab:
         tls: bool = True,
         workdir: Path | None = None,
         client_ca: Path | None = None,
+        alpn: Sequence[str] = ("http/1.1",),
+        sticky_cookie: str | None = None,
     ) -> TlsNode:
         """Start a TLS node sending ``cert`` (its chain without root, or ``chain_pem``)."""
         _require_loopback(address)
@@ -118,6 +120,8 @@ class Lab:
             max_version=max_version,
             tls=tls,
             client_ca=client_ca,
+            alpn=alpn,
+            sticky_cookie=sticky_cookie,
         )
         return self._start(node)
 

@@ -3,7 +3,8 @@
 A :class:`TlsNode` terminates TLS like an ALB node and relays each connection to the next
 backend, round-robin (the lab balances per connection; probe opens a new connection per
 request by default, so that is per request too). A node can instead run a custom handler
-to play a broken or hostile server.
+to play a broken or hostile server, pin clients with a stickiness cookie as an ALB target
+group with stickiness does, or speak HTTP/2 (:func:`http2_responder`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import ssl
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -161,6 +167,11 @@ class TlsNode(_Server):
         min_version / max_version: TLS versions offered (``"1.2"``, ``"1.3"`` …).
         tls: ``False`` serves plain TCP (e.g. HTTP on the HTTPS port).
         client_ca: require a client certificate issued by this CA (PEM file).
+        alpn: the ALPN protocols the node accepts, in its order of preference (a client
+            offering none of them gets no protocol selected).
+        sticky_cookie: like an ALB target group with stickiness: every response sets
+            this cookie (and ``<name>CORS``) to the backend's name, and a request carrying
+            it goes to that backend; one without it goes round-robin.
     """
 
     def __init__(
@@ -175,8 +186,12 @@ class TlsNode(_Server):
         max_version: str | None = None,
         tls: bool = True,
         client_ca: Path | None = None,
+        alpn: Sequence[str] = ("http/1.1",),
+        sticky_cookie: str | None = None,
     ) -> None:
         super().__init__(address, port)
+        self.alpn = list(alpn)
+        self.sticky_cookie = sticky_cookie
         self.client_ca = client_ca
         self.cert_file = cert_file
         self.key_file = key_file
@@ -186,6 +201,7 @@ class TlsNode(_Server):
         self.max_version = max_version
         self.tls = tls
         self.sni_names: list[str | None] = []
+        self.alpn_selected: list[str | None] = []
         self._next = itertools.cycle(range(max(len(self.backends), 1)))
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -202,7 +218,7 @@ class TlsNode(_Server):
                 context.maximum_version = _TLS_VERSIONS[self.max_version]
         assert self.cert_file is not None and self.key_file is not None
         context.load_cert_chain(self.cert_file, self.key_file)
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(self.alpn)
         if self.client_ca is not None:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(cafile=self.client_ca)
@@ -225,6 +241,7 @@ class TlsNode(_Server):
             return
         tls = _ServerTls(reader, writer, self._context)
         await asyncio.wait_for(tls.handshake(), 10)
+        self.alpn_selected.append(tls.selected_alpn_protocol())
         app_reader = asyncio.StreamReader()
         pump = asyncio.create_task(tls.pump(app_reader))
         try:
@@ -239,6 +256,9 @@ class TlsNode(_Server):
             return
         if not self.backends:
             return
+        if self.sticky_cookie is not None:
+            await self._serve_sticky(reader, writer, self.sticky_cookie)
+            return
         backend = self.backends[next(self._next)]
         try:
             upstream_reader, upstream_writer = await asyncio.wait_for(
@@ -252,6 +272,83 @@ class TlsNode(_Server):
             await _splice(reader, writer, upstream_reader, upstream_writer)
         finally:
             upstream_writer.close()
+
+    async def _serve_sticky(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cookie: str
+    ) -> None:
+        """Route one request by its stickiness cookie and set the cookie on the response."""
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        backend = None
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() != "cookie":
+                continue
+            for pair in value.split(";"):
+                key, _, chosen = pair.strip().partition("=")
+                if key == cookie:
+                    backend = next((b for b in self.backends if b.name == chosen), None)
+        if backend is None:
+            backend = self.backends[next(self._next)]
+        upstream_reader, upstream_writer = await asyncio.wait_for(
+            asyncio.open_connection(backend.address, backend.port), 5
+        )
+        try:
+            upstream_writer.write(head)
+            await upstream_writer.drain()
+            response_head = await asyncio.wait_for(upstream_reader.readuntil(b"\r\n\r\n"), 10)
+            status_line, _, rest = response_head.partition(b"\r\n")
+            cookies = (
+                f"Set-Cookie: {cookie}={backend.name}; Path=/\r\n"
+                f"Set-Cookie: {cookie}CORS={backend.name}; Path=/; SameSite=None; Secure\r\n"
+            ).encode()
+            writer.write(status_line + b"\r\n" + cookies + rest)
+            await writer.drain()
+            await _splice(reader, writer, upstream_reader, upstream_writer)
+        finally:
+            upstream_writer.close()
+
+
+def http2_responder(names: Sequence[str]) -> Handler:
+    """A node handler that speaks HTTP/2 (the ``h2`` package) and answers every request itself.
+
+    Each request (stream) is answered by the next name, round-robin, as a backend would:
+    ``x-backend: NAME`` and the body ``served by NAME``. Use it on a node whose ``alpn``
+    is ``("h2",)``; a client that speaks anything but HTTP/2 gets a GOAWAY.
+    """
+    turn = itertools.cycle(names)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        await writer.drain()
+        while data := await asyncio.wait_for(reader.read(65536), 30):
+            try:
+                events = conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                writer.write(conn.data_to_send())
+                await writer.drain()
+                return
+            for event in events:
+                if isinstance(event, h2.events.RequestReceived):
+                    name = next(turn)
+                    body = f"served by {name}\n".encode()
+                    conn.send_headers(
+                        event.stream_id,
+                        [
+                            (":status", "200"),
+                            ("content-type", "text/plain; charset=utf-8"),
+                            ("content-length", str(len(body))),
+                            ("x-backend", name),
+                        ],
+                    )
+                    conn.send_data(event.stream_id, body, end_stream=True)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return
+            writer.write(conn.data_to_send())
+            await writer.drain()
+
+    return handle
 
 
 class _ServerTls:
@@ -323,6 +420,10 @@ class _ServerTls:
             return
         finally:
             app_reader.feed_eof()
+
+    def selected_alpn_protocol(self) -> str | None:
+        """The ALPN protocol agreed in the handshake, ``None`` when none."""
+        return self._ssl.selected_alpn_protocol()
 
     def write(self, data: bytes) -> None:
         """Encrypt and send ``data``."""

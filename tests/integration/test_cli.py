@@ -354,3 +354,21 @@ def test_output_closed_early_ends_quietly() -> None:
     )
     assert result.stdout.startswith("probe demo: lab on loopback")
     assert "Traceback" not in result.stderr
+
+
+def test_http_version_flag_sets_the_alpn_of_both_stages(demo: DemoLab) -> None:
+    code, out = check(*adhoc_args(demo), "--http-version", "1.1", "--json")
+    document = json.loads(out)["targets"][0]
+    assert code == ExitCode.OK
+    assert {a["tls"]["alpn"] for a in document["addresses"]} == {"http/1.1"}
+    code, out = check(*adhoc_args(demo), "--http-version", "2", "--json")
+    document = json.loads(out)["targets"][0]
+    assert code == ExitCode.CRITICAL  # the demo nodes speak HTTP/1.1 only
+    assert {f["reason"] for f in document["failures"]} == {"tls_alpn_mismatch"}
+    assert "offered no h2" in document["failures"][0]["detail"]
+
+
+def test_http_version_flag_refuses_other_versions() -> None:
+    result = probe_cli("check", "https://www.corp.example/", "--http-version", "3")
+    assert result.returncode == ExitCode.UNKNOWN
+    assert result.stderr.count("\n") == 1 and "--http-version" in result.stderr

@@ -43,6 +43,8 @@ KEYS = [
     "min_tls_version",
     "requests_per_address",
     "insecure_skip_verify",
+    "body_size_limit",
+    "http_version",
 ]
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

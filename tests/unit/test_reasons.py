@@ -16,6 +16,7 @@ WARNINGS = {
     Reason.TLS_WEAK_CIPHER,
     Reason.TLS_VERSION_DEPRECATED,
     Reason.CERT_UNPARSED,
+    Reason.HTTP_CLOCK_SKEW,
 }
 
 
