@@ -36,3 +36,28 @@ def printable(text: str) -> str:
 def host_port(host: str, port: int) -> str:
     """``host:port``, with an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def openssl_words(exc: BaseException) -> str:
+    """OpenSSL's reason for a TLS error, in words: ``"sslv3 alert handshake failure"``.
+
+    Takes ``ssl.SSLError`` (its ``reason`` code, e.g. ``SSLV3_ALERT_HANDSHAKE_FAILURE``) and
+    pyOpenSSL's ``SSL.Error`` (the reason of the last ``(lib, func, reason)`` entry of its
+    error queue, or the text of a ``SysCallError``); for any other error the OS's text, else
+    the exception's own text, cut to 120 characters. The one place where probe turns
+    OpenSSL's reasons into words.
+    """
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason.lower().replace("_", " ")
+    args = exc.args
+    queue = args[0] if args else None
+    if isinstance(queue, list) and queue:
+        last = queue[-1]
+        if isinstance(last, tuple) and last and isinstance(last[-1], str) and last[-1]:
+            return last[-1]
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if len(args) == 2 and isinstance(args[1], str) and args[1]:  # pyOpenSSL's SysCallError(errno, text)
+        return args[1]
+    return shorten(str(exc)) or type(exc).__name__

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from probe.reasons import Reason
+
 
 @dataclass(frozen=True, slots=True)
 class Deadline:
@@ -35,3 +37,12 @@ class Deadline:
     def expired(self) -> bool:
         """Whether the deadline has passed (within a millisecond)."""
         return self.remaining() <= 0.001
+
+    def timeout_reason(self, own: Reason) -> Reason:
+        """Which timeout fired: the stage's ``own`` reason, or the cycle's deadline.
+
+        A stage clips its own timeout to the deadline; when the deadline has passed, it is
+        the cycle's deadline that cut the stage short (``cycle_deadline_exceeded``), not the
+        stage's timeout. The one place that decides this, for every stage.
+        """
+        return Reason.CYCLE_DEADLINE_EXCEEDED if self.expired else own

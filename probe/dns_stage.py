@@ -48,6 +48,7 @@ _FAILURE_PRIORITY = (
     Reason.DNS_MALFORMED,
     Reason.DNS_ERROR,
     Reason.DNS_TIMEOUT,
+    Reason.CYCLE_DEADLINE_EXCEEDED,
 )
 
 
@@ -327,6 +328,8 @@ async def _ask(
                 )
         except (TimeoutError, dns.exception.DNSException, OSError, ValueError) as exc:
             error, detail = classify_dns_error(exc, limit)
+            if error is Reason.DNS_TIMEOUT:
+                error = deadline.timeout_reason(error)
         else:
             error, detail = classify_rcode(response.rcode())
         elapsed = time.monotonic() - start

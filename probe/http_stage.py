@@ -473,25 +473,25 @@ def redirect_location(
 def _timeout_failure(
     events: Mapping[str, float], limit: float, deadline: Deadline, address: IPAddress
 ) -> Failure:
-    if deadline.expired:
-        return Failure(
+    """The finding for a request that ran out of time, named after the phase it was in."""
+    if "connection.connect_tcp.complete" not in events and not _http_started(events):
+        reason, detail = Reason.TCP_TIMEOUT, f"no TCP connection within {limit:.3g}s"
+    elif "connection.start_tls.started" in events and "connection.start_tls.complete" not in events:
+        reason, detail = Reason.TLS_HANDSHAKE_TIMEOUT, f"TLS handshake did not complete within {limit:.3g}s"
+    else:
+        waiting = (
+            "the response headers"
+            if "http.receive_response_headers.complete" not in events
+            else "the end of the body"
+        )
+        reason = Reason.HTTP_TIMEOUT
+        detail = f"no complete response within {limit:.3g}s (waiting for {waiting})"
+    if deadline.timeout_reason(reason) is Reason.CYCLE_DEADLINE_EXCEEDED:
+        reason, detail = (
             Reason.CYCLE_DEADLINE_EXCEEDED,
             f"the {deadline.seconds:g}s cycle deadline passed during a request",
-            address,
         )
-    if "connection.connect_tcp.complete" not in events and not _http_started(events):
-        return Failure(Reason.TCP_TIMEOUT, f"no TCP connection within {limit:.3g}s", address)
-    if "connection.start_tls.started" in events and "connection.start_tls.complete" not in events:
-        return Failure(
-            Reason.TLS_HANDSHAKE_TIMEOUT, f"TLS handshake did not complete within {limit:.3g}s", address
-        )
-    if "http.receive_response_headers.complete" not in events:
-        waiting = "the response headers"
-    else:
-        waiting = "the end of the body"
-    return Failure(
-        Reason.HTTP_TIMEOUT, f"no complete response within {limit:.3g}s (waiting for {waiting})", address
-    )
+    return Failure(reason, detail, address)
 
 
 def _http_started(events: Mapping[str, float]) -> float | None:

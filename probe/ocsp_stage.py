@@ -40,7 +40,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 from OpenSSL import SSL, crypto
 
-from probe._text import shorten
+from probe._text import openssl_words, shorten
 from probe.certs import describe_age, format_time
 from probe.config import Timeouts
 from probe.deadline import Deadline
@@ -91,7 +91,7 @@ def build_context(ca_file: Path | None, min_tls_version: str) -> SSL.Context:
         else:
             context.load_verify_locations(str(ca_file))
     except SSL.Error as exc:
-        raise ValueError(f"cannot load the trust anchors for OCSP stapling: {_openssl_words(exc)}") from None
+        raise ValueError(f"cannot load the trust anchors for OCSP stapling: {openssl_words(exc)}") from None
     store = context.get_cert_store()
     if store is not None:
         store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
@@ -151,7 +151,7 @@ async def staple(
     except TimeoutError:
         return OcspResult(False, error=f"the stapling handshake did not complete within {limit:.3g}s")
     except (SSL.Error, OSError, EOFError) as exc:
-        return OcspResult(False, error=f"the stapling handshake failed: {_openssl_words(exc)}")
+        return OcspResult(False, error=f"the stapling handshake failed: {openssl_words(exc)}")
     except ValueError as exc:  # cryptography refused a certificate of the chain
         return OcspResult(False, error=f"a certificate could not be parsed: {shorten(str(exc))}")
     finally:
@@ -315,19 +315,6 @@ async def _flush(connection: SSL.Connection, writer: asyncio.StreamWriter) -> No
             break
         writer.write(chunk)
     await writer.drain()
-
-
-def _openssl_words(exc: BaseException) -> str:
-    """OpenSSL's reason for a pyOpenSSL error (``"sslv3 alert handshake failure"``), else the text."""
-    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
-        last = exc.args[0][-1]
-        if isinstance(last, tuple) and last and isinstance(last[-1], str) and last[-1]:
-            return last[-1]
-    if isinstance(exc, SSL.SysCallError) and len(exc.args) == 2:
-        return str(exc.args[1])
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return shorten(str(exc)) or type(exc).__name__
 
 
 def _status_name(status: ocsp.OCSPResponseStatus) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from probe._text import openssl_words
 from probe.certs import cert_info, cert_info_from_openssl, classify_verify_error, explain_unparsed
 from probe.config import Timeouts
 from probe.deadline import Deadline
@@ -181,7 +182,7 @@ def build_contexts(
             except FileNotFoundError:
                 raise ValueError(f"{ca_file}: no such file") from None
             except ssl.SSLError as exc:
-                why = (exc.reason or str(exc)).lower().replace("_", " ")
+                why = openssl_words(exc)
                 raise ValueError(f"{ca_file}: not a PEM certificate bundle ({why})") from None
             except OSError as exc:
                 raise ValueError(f"{ca_file}: cannot read: {exc.strerror or exc}") from None
@@ -253,7 +254,7 @@ async def handshake(
         )
     except TimeoutError:
         writer.transport.abort()
-        reason = Reason.CYCLE_DEADLINE_EXCEEDED if deadline.expired else Reason.TLS_HANDSHAKE_TIMEOUT
+        reason = deadline.timeout_reason(Reason.TLS_HANDSHAKE_TIMEOUT)
         return _result(
             address,
             port,
@@ -321,7 +322,7 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
         if code in _VERSION_REASONS:
             return Reason.TLS_VERSION_BELOW_MINIMUM, (
                 f"no TLS version in common: the server offers none at or above the minimum "
-                f"(OpenSSL: {code.lower().replace('_', ' ')})"
+                f"(OpenSSL: {openssl_words(exc)})"
             )
         if code in _NOT_TLS_REASONS:
             return Reason.TLS_HANDSHAKE_FAILED, (
@@ -338,7 +339,7 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
             )
         if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
             return Reason.TLS_HANDSHAKE_FAILED, "the server closed the connection during the handshake"
-        return Reason.TLS_HANDSHAKE_FAILED, f"handshake failed: {code.lower().replace('_', ' ') or exc}"
+        return Reason.TLS_HANDSHAKE_FAILED, f"handshake failed: {openssl_words(exc)}"
     if isinstance(exc, ConnectionResetError):
         return Reason.TLS_HANDSHAKE_FAILED, "the server reset the connection during the handshake"
     if isinstance(exc, EOFError | ConnectionError):
@@ -537,7 +538,7 @@ async def _connect(
         async with asyncio.timeout(limit):
             reader, writer = await asyncio.open_connection(str(address), port)
     except TimeoutError:
-        reason = Reason.CYCLE_DEADLINE_EXCEEDED if deadline.expired else Reason.TCP_TIMEOUT
+        reason = deadline.timeout_reason(Reason.TCP_TIMEOUT)
         return Failure(reason, f"no TCP connection to port {port} within {limit:.3g}s", address)
     except OSError as exc:
         reason, detail = classify_connect_error(exc)

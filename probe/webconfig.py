@@ -31,6 +31,7 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from probe._text import openssl_words
 from probe.config import ConfigError
 
 _VERSIONS = {
@@ -168,8 +169,8 @@ def server_context(tls: TlsServerConfig, where: str = "web config") -> ssl.SSLCo
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return exc.reason.lower().replace("_", " ")
+    if isinstance(exc, ssl.SSLError):
+        return openssl_words(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return str(exc)

@@ -133,6 +133,20 @@ def test_timeout(lab: Lab) -> None:
     assert result.queries[0].duration_seconds == pytest.approx(0.3, abs=0.15)
 
 
+def test_a_silent_resolver_cut_by_the_cycle_deadline_blames_the_deadline(lab: Lab) -> None:
+    silent = lab.start_dns("127.0.53.6")
+    silent.default = Behaviour.DROP
+    target = make_target(url=f"https://{name()}/", resolvers=[silent.where], timeouts={"dns": 2})
+    try:
+        result = asyncio.run(dns_stage.resolve(target, target.resolvers or (), Deadline.after(0.3)))
+    finally:
+        lab.stop(silent)
+    # The query's own 2 s timeout never fired: the cycle's 0.3 s deadline cut it short.
+    assert codes(result) == {Reason.CYCLE_DEADLINE_EXCEEDED.value}
+    assert result.queries[0].error is Reason.CYCLE_DEADLINE_EXCEEDED
+    assert result.lookup_seconds < 1.0
+
+
 def test_other_rcode_is_a_dns_error(dns: DnsServer) -> None:
     host = name()
     dns.behave(host, Behaviour.NOTIMP)
