@@ -14,7 +14,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -44,24 +45,172 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-# Ad hoc options and the config fields they fill, for error messages.
-_FLAG_FOR_FIELD = {
-    "url": "URL",
-    "resolvers": "--resolver",
-    "expect_networks": "--expect-network",
-    "expect_same_addresses_as": "--expect-same-addresses-as",
-    "ca_file": "--ca-file",
-    "expect_backends": "--expect-backends",
-    "backend": "--backend-header/--backend-regex",
-    "requests_per_address": "--requests",
-    "ip_family": "--ip-family",
-    "min_tls_version": "--min-tls-version",
-    "timeouts": "--timeout",
-    "headers": "--header",
-    "insecure_skip_verify": "--insecure",
-    "ocsp": "--ocsp",
-    "http_version": "--http-version",
-}
+@dataclass(frozen=True, slots=True)
+class _AdHoc:
+    """One ad hoc option of ``probe check URL``: its flag, the target field it fills, and how.
+
+    Attributes:
+        flag: the option, e.g. ``--resolver``.
+        field: the target config field it sets.
+        help: the help text.
+        metavar: the value's name in the help.
+        repeat: the option may be given several times (a list).
+        choices: the allowed values.
+        parse: argparse ``type`` for the value as typed.
+        convert: turns the parsed value into the config field's value.
+        exclusive: options with the same name here exclude each other.
+        switch: a flag without a value (``store_true``).
+    """
+
+    flag: str
+    field: str
+    help: str
+    metavar: str | None = None
+    repeat: bool = False
+    choices: tuple[str, ...] | None = None
+    parse: Callable[[str], Any] | None = None
+    convert: Callable[[Any], Any] | None = None
+    exclusive: str | None = None
+    switch: bool = False
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+def _expect_backends(text: str) -> int | list[str]:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _headers(items: list[str]) -> dict[str, str]:
+    headers = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header: {item!r} must be NAME:VALUE")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _timeouts_within(deadline: float) -> dict[str, float]:
+    """Stage timeouts that fit an ad hoc ``--timeout`` deadline (the defaults, shortened)."""
+    if deadline <= 0:
+        raise UsageError(f"--timeout: must be greater than 0 (got {deadline:g})")
+    stages = Timeouts().model_dump(exclude={"deadline"})
+    return {"deadline": deadline, **{name: min(value, deadline) for name, value in stages.items()}}
+
+
+#: Every ad hoc option, in help order: the parser, the "cannot be combined with --config"
+#: check, the target built from the arguments and the flag named in error messages all
+#: come from this one table (as httpie's CLI definition does).
+_ADHOC = (
+    _AdHoc("--resolver", "resolvers", "resolver to ask (repeatable)", "IP[:PORT]", repeat=True),
+    _AdHoc("--ca-file", "ca_file", "PEM bundle to trust instead of the system store", "FILE"),
+    _AdHoc(
+        "--expect-network", "expect_networks", "expected network of answers (repeatable)", "CIDR", repeat=True
+    ),
+    _AdHoc(
+        "--expect-same-addresses-as",
+        "expect_same_addresses_as",
+        "name that must resolve to the same addresses",
+        "NAME",
+    ),
+    _AdHoc(
+        "--expect-backends",
+        "expect_backends",
+        "count or comma-separated names of backends",
+        "N|A,B",
+        convert=_expect_backends,
+    ),
+    _AdHoc(
+        "--backend-header",
+        "backend",
+        "response header naming the backend",
+        "NAME",
+        convert=lambda v: {"header": v},
+        exclusive="backend",
+    ),
+    _AdHoc(
+        "--backend-regex",
+        "backend",
+        "body regex whose first group names the backend",
+        "RE",
+        convert=lambda v: {"body_regex": v},
+        exclusive="backend",
+    ),
+    _AdHoc("--requests", "requests_per_address", "requests per address (default 4)", "N", parse=_int),
+    _AdHoc("--ip-family", "ip_family", "address family (default ipv4)", choices=("ipv4", "ipv6", "both")),
+    _AdHoc("--min-tls-version", "min_tls_version", "default 1.2", choices=("1.0", "1.1", "1.2", "1.3")),
+    _AdHoc(
+        "--http-version",
+        "http_version",
+        "HTTP versions offered in ALPN by the handshake and the requests (default auto: h2, http/1.1)",
+        choices=("auto", "1.1", "2"),
+    ),
+    _AdHoc("--header", "headers", "request header (repeatable)", "NAME:VALUE", repeat=True, convert=_headers),
+    _AdHoc(
+        "--timeout",
+        "timeouts",
+        "overall deadline (default 25)",
+        "SECONDS",
+        parse=float,
+        convert=_timeouts_within,
+    ),
+    _AdHoc(
+        "--insecure",
+        "insecure_skip_verify",
+        "do not verify the certificate or the name (like curl -k); the facts are still shown",
+        switch=True,
+    ),
+    _AdHoc(
+        "--ocsp",
+        "ocsp",
+        "staple: ask each address for its stapled OCSP response (a second handshake; default off)",
+        choices=("off", "staple"),
+    ),
+)
+
+
+def _add_adhoc_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ad hoc target options (with URL)")
+    exclusive: dict[str, Any] = {}
+    for option in _ADHOC:
+        into = group
+        if option.exclusive is not None:
+            if option.exclusive not in exclusive:
+                exclusive[option.exclusive] = group.add_mutually_exclusive_group()
+            into = exclusive[option.exclusive]
+        if option.switch:
+            into.add_argument(option.flag, action="store_true", default=None, help=option.help)
+            continue
+        extra: dict[str, Any] = {"type": option.parse} if option.parse else {}
+        into.add_argument(
+            option.flag,
+            metavar=option.metavar,
+            action="append" if option.repeat else "store",
+            choices=option.choices,
+            help=option.help,
+            **extra,
+        )
+
+
+def _flag_for_field(field: str) -> str | None:
+    """The option(s) that fill a target field, for error messages: ``--backend-header/--backend-regex``."""
+    if field == "url":
+        return "URL"
+    return "/".join(o.flag for o in _ADHOC if o.field == field) or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,44 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--target", metavar="NAME", action="append", default=[], help="only this target (repeatable)"
     )
-    adhoc = check.add_argument_group("ad hoc target options (with URL)")
-    adhoc.add_argument(
-        "--resolver", metavar="IP[:PORT]", action="append", help="resolver to ask (repeatable)"
-    )
-    adhoc.add_argument("--ca-file", metavar="FILE", help="PEM bundle to trust instead of the system store")
-    adhoc.add_argument(
-        "--expect-network", metavar="CIDR", action="append", help="expected network of answers (repeatable)"
-    )
-    adhoc.add_argument(
-        "--expect-same-addresses-as", metavar="NAME", help="name that must resolve to the same addresses"
-    )
-    adhoc.add_argument(
-        "--expect-backends", metavar="N|A,B", help="count or comma-separated names of backends"
-    )
-    who = adhoc.add_mutually_exclusive_group()
-    who.add_argument("--backend-header", metavar="NAME", help="response header naming the backend")
-    who.add_argument("--backend-regex", metavar="RE", help="body regex whose first group names the backend")
-    adhoc.add_argument("--requests", metavar="N", type=_int, help="requests per address (default 4)")
-    adhoc.add_argument("--ip-family", choices=("ipv4", "ipv6", "both"), help="address family (default ipv4)")
-    adhoc.add_argument("--min-tls-version", choices=("1.0", "1.1", "1.2", "1.3"), help="default 1.2")
-    adhoc.add_argument(
-        "--http-version",
-        choices=("auto", "1.1", "2"),
-        help="HTTP versions offered in ALPN by the handshake and the requests (default auto: h2, http/1.1)",
-    )
-    adhoc.add_argument("--header", metavar="NAME:VALUE", action="append", help="request header (repeatable)")
-    adhoc.add_argument("--timeout", metavar="SECONDS", type=float, help="overall deadline (default 25)")
-    adhoc.add_argument(
-        "--insecure",
-        action="store_true",
-        default=None,
-        help="do not verify the certificate or the name (like curl -k); the facts are still shown",
-    )
-    adhoc.add_argument(
-        "--ocsp",
-        choices=("off", "staple"),
-        help="staple: ask each address for its stapled OCSP response (a second handshake; default off)",
-    )
+    _add_adhoc_options(check)
     _output_options(check)
 
     run = commands.add_parser(
@@ -163,13 +275,6 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> int:
@@ -258,30 +363,10 @@ def _use_color(choice: str, stream: IO[str]) -> bool:
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
-    adhoc_given = [
-        flag
-        for flag, value in (
-            ("--resolver", args.resolver),
-            ("--ca-file", args.ca_file),
-            ("--expect-network", args.expect_network),
-            ("--expect-same-addresses-as", args.expect_same_addresses_as),
-            ("--expect-backends", args.expect_backends),
-            ("--backend-header", args.backend_header),
-            ("--backend-regex", args.backend_regex),
-            ("--requests", args.requests),
-            ("--ip-family", args.ip_family),
-            ("--min-tls-version", args.min_tls_version),
-            ("--header", args.header),
-            ("--timeout", args.timeout),
-            ("--insecure", args.insecure),
-            ("--ocsp", args.ocsp),
-            ("--http-version", args.http_version),
-        )
-        if value is not None
-    ]
+    given = [option for option in _ADHOC if getattr(args, option.dest) is not None]
     if args.config:
-        if args.url or adhoc_given:
-            extra = args.url or adhoc_given[0]
+        if args.url or given:
+            extra = args.url or given[0].flag
             raise UsageError(f"{extra} cannot be combined with --config (put it in the config file)")
         config = load_config(args.config)
         return config.select(args.target) if args.target else config
@@ -290,65 +375,20 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     if not args.url:
         raise UsageError("give a URL to check or --config FILE (see 'probe check --help')")
     target: dict[str, Any] = {"url": args.url}
-    if args.resolver:
-        target["resolvers"] = args.resolver
-    if args.ca_file:
-        target["ca_file"] = args.ca_file
-    if args.expect_network:
-        target["expect_networks"] = args.expect_network
-    if args.expect_same_addresses_as:
-        target["expect_same_addresses_as"] = args.expect_same_addresses_as
-    if args.expect_backends is not None:
-        text = args.expect_backends.strip()
-        try:
-            target["expect_backends"] = int(text)
-        except ValueError:
-            target["expect_backends"] = [n.strip() for n in text.split(",") if n.strip()]
-    if args.backend_header:
-        target["backend"] = {"header": args.backend_header}
-    if args.backend_regex:
-        target["backend"] = {"body_regex": args.backend_regex}
-    if args.requests is not None:
-        target["requests_per_address"] = args.requests
-    if args.ip_family:
-        target["ip_family"] = args.ip_family
-    if args.min_tls_version:
-        target["min_tls_version"] = args.min_tls_version
-    if args.header:
-        headers = {}
-        for item in args.header:
-            name, sep, value = item.partition(":")
-            if not sep or not name.strip():
-                raise UsageError(f"--header: {item!r} must be NAME:VALUE")
-            headers[name.strip()] = value.strip()
-        target["headers"] = headers
-    if args.timeout is not None:
-        target["timeouts"] = _timeouts_within(args.timeout)
-    if args.insecure:
-        target["insecure_skip_verify"] = True
-    if args.ocsp:
-        target["ocsp"] = args.ocsp
-    if args.http_version:
-        target["http_version"] = args.http_version
+    for option in given:
+        value = getattr(args, option.dest)
+        target[option.field] = option.convert(value) if option.convert else value
     try:
         return build_config({"targets": [target]}, where="arguments")
     except ConfigError as exc:
         raise UsageError(_flag_message(exc)) from None
 
 
-def _timeouts_within(deadline: float) -> dict[str, float]:
-    """Stage timeouts that fit an ad hoc ``--timeout`` deadline (the defaults, shortened)."""
-    if deadline <= 0:
-        raise UsageError(f"--timeout: must be greater than 0 (got {deadline:g})")
-    stages = Timeouts().model_dump(exclude={"deadline"})
-    return {"deadline": deadline, **{name: min(value, deadline) for name, value in stages.items()}}
-
-
 def _flag_message(exc: ConfigError) -> str:
     field = exc.field or ""
     head = field.removeprefix("targets[0]").lstrip(".")
     name = head.split(".")[0].split("[")[0]
-    flag = _FLAG_FOR_FIELD.get(name)
+    flag = _flag_for_field(name)
     if flag is None:
         return f"{head or 'arguments'}: {exc.message}"
     return f"{flag}: {exc.message}"

@@ -1,0 +1,89 @@
+"""The ad hoc options of ``probe check``: one table drives the parser, the target and messages."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+import pytest
+
+from probe import cli
+
+# A value for each option, and the target field value it must produce.
+SAMPLES = {
+    "--resolver": (["127.0.53.1:5353"], "resolvers", ("127.0.53.1", 5353)),
+    "--ca-file": (None, "ca_file", None),
+    "--expect-network": (["127.0.0.0/8"], "expect_networks", None),
+    "--expect-same-addresses-as": ("alb.corp.example", "expect_same_addresses_as", "alb.corp.example"),
+    "--expect-backends": ("web-1, web-2", "expect_backends", ("web-1", "web-2")),
+    "--backend-header": ("X-Backend", "backend", None),
+    "--backend-regex": (r"served by (\S+)", "backend", None),
+    "--requests": ("7", "requests_per_address", 7),
+    "--ip-family": ("both", "ip_family", "both"),
+    "--min-tls-version": ("1.3", "min_tls_version", "1.3"),
+    "--http-version": ("2", "http_version", "2"),
+    "--header": (["X-Probe: 1"], "headers", None),
+    "--timeout": ("4", "timeouts", None),
+    "--insecure": (True, "insecure_skip_verify", True),
+    "--ocsp": ("staple", "ocsp", "staple"),
+}
+
+
+def test_every_option_of_the_table_is_in_the_help() -> None:
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit) as done:
+        cli.build_parser().parse_args(["check", "--help"])
+    assert done.value.code == 0
+    for option in cli._ADHOC:
+        assert option.flag in out.getvalue()
+    assert {o.flag for o in cli._ADHOC} == set(SAMPLES)  # a new option needs a sample here
+
+
+def argv_for(flag: str) -> list[str]:
+    value = SAMPLES[flag][0]
+    if value is True:
+        return [flag]
+    if isinstance(value, list):
+        return [part for item in value for part in (flag, item)]
+    return [flag, value]
+
+
+@pytest.mark.parametrize("flag", [f for f in SAMPLES if f != "--ca-file"])
+def test_each_option_fills_its_target_field(flag: str) -> None:
+    extra = ["--backend-header", "X-Backend"] if flag == "--expect-backends" else []
+    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", *argv_for(flag), *extra])
+    target = cli._config_from_args(args).targets[0]
+    _, field, expected = SAMPLES[flag]
+    if expected is not None:
+        value = getattr(target, field)
+        if field == "resolvers":
+            value = value[0]
+        assert value == expected
+    if flag == "--backend-header":
+        assert target.backend is not None and target.backend.header == "X-Backend"
+    if flag == "--header":
+        assert target.headers["X-Probe"].value == "1"
+    if flag == "--timeout":
+        assert target.timeouts.deadline == 4 and target.timeouts.tls == 4
+
+
+@pytest.mark.parametrize("flag", list(SAMPLES))
+def test_each_option_is_refused_with_config(flag: str) -> None:
+    argv = argv_for(flag) if SAMPLES[flag][0] is not None else [flag, "ca.pem"]
+    args = cli.build_parser().parse_args(["check", "--config", "probe.yaml", *argv])
+    with pytest.raises(cli.UsageError, match=f"^{flag} cannot be combined with --config"):
+        cli._config_from_args(args)
+
+
+def test_backend_header_and_regex_exclude_each_other() -> None:
+    with pytest.raises(cli.UsageError, match="not allowed with argument --backend-header"):
+        cli.build_parser().parse_args(
+            ["check", "https://a.corp.example/", "--backend-header", "X", "--backend-regex", "(x)"]
+        )
+
+
+def test_errors_name_the_option_that_filled_the_field() -> None:
+    assert cli._flag_for_field("backend") == "--backend-header/--backend-regex"
+    assert cli._flag_for_field("requests_per_address") == "--requests"
+    assert cli._flag_for_field("url") == "URL"
+    assert cli._flag_for_field("listen") is None
