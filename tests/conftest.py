@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import logging
+import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,17 @@ def pytest_configure(config: pytest.Config) -> None:
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
     socket.socket.sendto = _guarded_sendto  # type: ignore[method-assign,assignment]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """With ``PROBE_REQUIRE_E2E=1`` (CI) a skipped test fails: a missing tool (openssl, curl,
+    haproxy …) must not quietly turn a real-server test into nothing."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("PROBE_REQUIRE_E2E") == "1" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped ({report.longrepr}) — PROBE_REQUIRE_E2E=1 forbids skipping"
 
 
 # --------------------------------------------------------------------------- fixtures
