@@ -234,6 +234,22 @@ def _http_version(value: Any) -> str:
     return text
 
 
+def _not_bool(value: Any) -> Any:
+    # pydantic takes true as the number 1: a 1-byte limit nobody meant.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number (got {shown(value)})")
+    return value
+
+
+def _ocsp_mode(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted off/no/false as False: that is the documented "off".
+    if value is False:
+        return "off"
+    if value is True:
+        raise ValueError("must be one of 'off' or 'staple' (got true: YAML reads on/yes/true as true)")
+    return value
+
+
 def _string_list(value: Any) -> list[Any]:
     if isinstance(value, str):
         return [value]
@@ -336,13 +352,13 @@ class _TargetFields(_Frozen):
     valid_status_codes: StatusCodes = ((200, 299),)
     body_regex: Regex | None = None
     headers: dict[str, Annotated[HeaderValue, BeforeValidator(_header_value)]] = Field(default_factory=dict)
-    max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
+    max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024), BeforeValidator(_not_bool)] = 64 * 1024
     timeouts: Timeouts = Timeouts()
     #: ``staple``: ask for a stapled OCSP response on a second handshake per address.
-    ocsp: Literal["off", "staple"] = "off"
+    ocsp: Annotated[Literal["off", "staple"], BeforeValidator(_ocsp_mode)] = "off"
     # A body larger than this fails with http_body_too_large (blackbox_exporter's
     # body_size_limit); None: any size is fine and only max_body_bytes of it is read.
-    body_size_limit: Annotated[int, Field(ge=1, le=1 << 40)] | None = None
+    body_size_limit: Annotated[int, Field(ge=1, le=1 << 40), BeforeValidator(_not_bool)] | None = None
     # ALPN of both the TLS stage and the HTTP requests: auto (h2, http/1.1), 1.1 or 2.
     http_version: HttpVersion = "auto"
 

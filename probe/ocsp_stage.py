@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 from OpenSSL import SSL, crypto
@@ -143,11 +145,7 @@ async def staple(
     try:
         async with asyncio.timeout(limit):
             await _handshake(connection, reader, writer)
-        leaf = connection.get_peer_certificate(as_cryptography=True)
-        candidates = [
-            *(connection.get_verified_chain(as_cryptography=True) or [])[1:],
-            *(connection.get_peer_cert_chain(as_cryptography=True) or [])[1:],
-        ]
+        leaf, candidates = _peer_certificates(connection)
     except TimeoutError:
         return OcspResult(False, error=f"the stapling handshake did not complete within {limit:.3g}s")
     except (SSL.Error, OSError, EOFError) as exc:
@@ -261,6 +259,26 @@ def read_staple(
             )
         )
     return OcspResult(stapled=True, failures=tuple(failures), **facts)
+
+
+def _peer_certificates(connection: SSL.Connection) -> tuple[x509.Certificate | None, list[x509.Certificate]]:
+    """The leaf and the issuer candidates (verified chain, then as sent), as ``cryptography`` objects.
+
+    ``cryptography`` warns (``CryptographyDeprecationWarning``) when it loads a certificate
+    with a negative or zero serial number; the TLS stage already records that as a note
+    on the certificate, so the warning is silenced here rather than printed on stderr.
+
+    Raises:
+        ValueError: ``cryptography`` refuses a certificate of the chain.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        leaf = connection.get_peer_certificate(as_cryptography=True)
+        candidates = [
+            *(connection.get_verified_chain(as_cryptography=True) or [])[1:],
+            *(connection.get_peer_cert_chain(as_cryptography=True) or [])[1:],
+        ]
+    return leaf, candidates
 
 
 def find_issuer(leaf: x509.Certificate, candidates: Iterable[x509.Certificate]) -> x509.Certificate | None:

@@ -334,3 +334,34 @@ def test_odd_serial_is_ok_with_a_note_and_nothing_on_stderr(
     assert leaf_json["parse_error"] is None
     assert leaf_json["not_after_timestamp"] == leaf.cert.not_valid_after_utc.timestamp()
     assert document["targets"][0]["duration_seconds"] < 3
+
+
+def test_odd_serial_with_ocsp_stapling_prints_nothing_on_stderr(
+    scene: Any, pki: Pki, ca_file: Path, dns: Any
+) -> None:
+    # The stapling handshake loads the leaf with cryptography a second time (pyOpenSSL's
+    # as_cryptography); its CryptographyDeprecationWarning must not reach the terminal.
+    name = fresh_name()
+    leaf, chain = served_leaf(
+        pki,
+        name,
+        {bytes.fromhex("0123456789abcdef"): bytes.fromhex("f123456789abcdef")},
+        serial=0x0123456789ABCDEF,
+    )
+    s = scene(hostname=name, cert=leaf, chain_pem=chain)
+    common = ["check", s.target["url"], "--resolver", dns.where, "--ca-file", str(ca_file)]
+    common += ["--expect-network", "127.0.0.0/8", "--ocsp", "staple"]
+
+    text = probe_cli(*common, "--color", "never")
+    assert text.stderr == ""
+    assert text.returncode == 0, text.stdout
+    assert "Status: OK" in text.stdout and "note: serial number is negative" in text.stdout
+    assert "ocsp no staple (the server sent no OCSP response)" in text.stdout
+
+    as_json = probe_cli(*common, "--json")
+    assert as_json.stderr == ""
+    document = json.loads(as_json.stdout)
+    address = document["targets"][0]["addresses"][0]
+    assert document["status"] == "ok"
+    assert address["ocsp"]["stapled"] is False and address["ocsp"]["error"] is None
+    assert document["targets"][0]["duration_seconds"] < 3

@@ -277,3 +277,51 @@ def test_malformed_a_label_on_the_command_line_is_one_line_and_exit_3(
     assert time.monotonic() - start < 1  # refused before any query is sent
     assert code == ExitCode.UNKNOWN and out.getvalue() == ""
     assert capsys.readouterr().err == message
+
+
+def _json_keys(
+    value: Any, skip: frozenset[str] = frozenset({"counts", "backend_counts", "request_headers"})
+) -> set[str]:
+    """Every object key in a JSON document, except inside maps keyed by data (backend names, headers)."""
+    keys: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            keys.add(key)
+            if key not in skip:
+                keys |= _json_keys(item, skip)
+    elif isinstance(value, list):
+        for item in value:
+            keys |= _json_keys(item, skip)
+    return keys
+
+
+def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any) -> None:
+    # The JSON section of the README was merged by hand from four branches; it must name
+    # every key the document has, and no key it does not have.
+    s = scene(nodes=2)
+    hostname = s.target["url"].split("/")[2].split(":")[0]
+    code, out, seconds = check(
+        s,
+        "--json",
+        "--ocsp",
+        "staple",
+        "--backend-header",
+        "X-Backend",
+        "--expect-backends",
+        "3",
+        "--expect-same-addresses-as",
+        hostname,
+    )
+    assert code == ExitCode.CRITICAL and seconds < LIMIT
+    document = json.loads(out)
+    assert document["targets"][0]["addresses"][0]["ocsp"] is not None
+    assert document["targets"][0]["failures"] and document["targets"][0]["addresses"][0]["http"]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## JSON document\n", 1)[1].split("\n## ", 1)[0].split("```")[1]
+    without_comments = "\n".join(line.split("#", 1)[0] for line in section.splitlines())
+    documented = set(re.findall(r'"([a-z_0-9]+)"', without_comments))
+    # Quoted words of the section that are values or keys of the other shapes, not keys seen here.
+    values = {"ok", "warning", "critical", "verified", "unverified", "verify_failed", "timeout"}
+    values |= {"failed", "not_attempted", "gzip", "1", "body_regex", "header", "X-Backend"}
+    assert _json_keys(document) - documented == set()
+    assert documented - _json_keys(document) - values == set()

@@ -149,6 +149,18 @@ def test_min_tls_version_from_a_yaml_float(good: Config) -> None:
     assert api.min_tls_version == "1.2"
 
 
+def test_ocsp_off_unquoted_is_off() -> None:
+    # YAML 1.1 reads an unquoted off (and no, false) as a boolean; it is the documented value.
+    config = parse_config(
+        "targets:\n"
+        "  - {name: a, url: 'https://a.corp.example/', ocsp: off}\n"
+        "  - {name: b, url: 'https://b.corp.example/', ocsp: 'off'}\n"
+        "  - {name: c, url: 'https://c.corp.example/', ocsp: staple}\n"
+        "defaults: {ocsp: no}\n"
+    )
+    assert [t.ocsp for t in config.targets] == ["off", "off", "staple"]
+
+
 def test_resolvers_and_networks(good: Config) -> None:
     www, _ = good.targets
     assert www.resolvers == (("10.0.0.53", 53), ("10.0.1.53", 5353), ("fd00::53", 53))
