@@ -235,9 +235,9 @@ def _http_version(value: Any) -> str:
 
 
 def _not_bool(value: Any) -> Any:
-    # pydantic takes true as the number 1: a 1-byte limit nobody meant.
+    # pydantic takes true as the number 1 (a 1-byte limit, one request): nothing anyone meant.
     if isinstance(value, bool):
-        raise ValueError(f"must be a whole number (got {shown(value)})")
+        raise ValueError(f"must be a number, not yes/no (got {shown(value)})")
     return value
 
 
@@ -344,8 +344,8 @@ class _TargetFields(_Frozen):
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
     min_tls_version: TlsVersion = "1.2"
-    cert_expiry_warning_days: Annotated[float, Field(ge=0, le=3650)] = 30.0
-    requests_per_address: Annotated[int, Field(ge=1, le=100)] = 4
+    cert_expiry_warning_days: Annotated[float, Field(ge=0, le=3650), BeforeValidator(_not_bool)] = 30.0
+    requests_per_address: Annotated[int, Field(ge=1, le=100), BeforeValidator(_not_bool)] = 4
     reuse_connections: bool = False
     backend: BackendConfig | None = None
     expect_backends: int | tuple[str, ...] | None = None

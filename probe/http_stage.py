@@ -359,9 +359,15 @@ def decode_body(raw: bytes, codings: tuple[str, ...], cap: int) -> tuple[bytes, 
             return b"", bool(data), None
         try:
             out = decoder.decompress(data, cap)
+            # gzip allows several members one after another (RFC 1952 §2.2), as gzip(1) and
+            # curl decode them; each member gets the room the earlier ones left.
+            while coding in _GZIP and decoder.eof and decoder.unused_data and len(out) < cap:
+                rest = decoder.unused_data
+                decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                out += decoder.decompress(rest, cap - len(out))
         except zlib.error as exc:
             return raw, False, f"body is {coding}-encoded but does not decode ({exc})"
-        cut = cut or bool(decoder.unconsumed_tail)
+        cut = cut or bool(decoder.unconsumed_tail) or (len(out) >= cap and bool(decoder.unused_data))
         data = out
     return data, cut, None
 

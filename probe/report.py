@@ -472,7 +472,8 @@ _HANDSHAKE_WORDS = {
 
 
 def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
-    """Facts about an address's responses worth a word: HTTP version, cut or encoded bodies."""
+    """Facts about an address's responses worth a word: HTTP version, cut or encoded bodies,
+    and where accepted redirects pointed (a refused one is in its ``http_status`` finding)."""
     notes: list[str] = []
     versions = sorted({a.http_version for a in attempts if a.http_version and a.http_version != "HTTP/1.1"})
     notes.extend(printable(v) for v in versions)
@@ -482,6 +483,9 @@ def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
     encodings = sorted({a.content_encoding for a in attempts if a.content_encoding})
     if encodings:
         notes.append(f"{printable(', '.join(encodings))}-encoded though identity was asked for")
+    accepted = sorted({a.location for a in attempts if a.location and not a.failures})
+    if accepted:
+        notes.append(f"redirects to {printable(', '.join(accepted))}")
     return notes
 
 

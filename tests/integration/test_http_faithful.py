@@ -396,6 +396,15 @@ def test_a_redirect_records_where_it_pointed(scene: Any, location: str, note: st
     assert elapsed < LIMITS["http"] + SLACK
 
 
+def test_an_accepted_redirect_shows_where_it_pointed_in_the_report(scene: Any) -> None:
+    s = scene(backends=())
+    s.nodes[0].handler = answer("HTTP/1.1 302 Found\r\nLocation: /login\r\nX-Backend: web-1")
+    result, elapsed = timed({**s.target, "valid_status_codes": ["2xx", "302"]}, requests=2)
+    assert result.status is Status.OK, result.failures
+    assert f"redirects to https://{s.hostname}:{s.port}/login" in text_of(result)
+    assert elapsed < 2 * LIMITS["http"] + SLACK
+
+
 def test_a_server_clock_two_hours_ahead_is_a_warning_with_both_times(scene: Any) -> None:
     ahead = formatdate(time.time() + 7200, usegmt=True)
     s = scene(handler=answer(f"HTTP/1.1 200 OK\r\nDate: {ahead}\r\nX-Backend: web-1", b"ok"), backends=())

@@ -53,6 +53,17 @@ def test_stacked_codings_are_undone_in_reverse_order() -> None:
     assert decode_body(twice, ("deflate", "gzip"), CAP) == (b"inner", False, None)
 
 
+def test_every_gzip_member_is_decoded_as_gzip_and_curl_do() -> None:
+    two = gzip.compress(b"<html>") + gzip.compress(b"served by web-2</html>")
+    assert decode_body(two, ("gzip",), CAP) == (b"<html>served by web-2</html>", False, None)
+
+
+def test_gzip_members_share_the_cap() -> None:
+    many = b"".join(gzip.compress(b"a" * 1000) for _ in range(10))
+    body, cut, problem = decode_body(many, ("gzip",), 2500)
+    assert (len(body), cut, problem) == (2500, True, None)
+
+
 def test_a_body_cut_at_the_read_cap_decodes_as_far_as_it_goes() -> None:
     whole = gzip.compress(bytes(range(256)) * 4000)
     body, _, problem = decode_body(whole[: len(whole) // 2], ("gzip",), CAP)
