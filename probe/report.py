@@ -472,8 +472,11 @@ _HANDSHAKE_WORDS = {
 
 
 def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
-    """Facts about an address's responses worth a word: HTTP version, cut or encoded bodies,
-    and where accepted redirects pointed (a refused one is in its ``http_status`` finding)."""
+    """Facts about an address's responses worth a word.
+
+    The HTTP version, cut or encoded bodies, and where accepted redirects pointed (a
+    refused one is in its ``http_status`` finding).
+    """
     notes: list[str] = []
     versions = sorted({a.http_version for a in attempts if a.http_version and a.http_version != "HTTP/1.1"})
     notes.extend(printable(v) for v in versions)
