@@ -62,7 +62,7 @@ def changes(document: dict[str, Any]) -> list[tuple[str | None, str, str]]:
 
 @pytest.fixture
 def restart(lab: Lab, tmp_path: Path) -> Iterator[Any]:
-    """``restart(scene, index, cert)``: stop node ``index`` (unless stopped) and start it again, same address and port."""
+    """``restart(scene, index, cert)``: stop node ``index`` (unless stopped), start it again in place."""
     started: list[TlsNode] = []
 
     def run(scene: Scene, index: int, cert: Issued, *, stopped: bool = False) -> TlsNode:
@@ -82,7 +82,9 @@ def restart(lab: Lab, tmp_path: Path) -> Iterator[Any]:
             continue
 
 
-def test_an_unchanged_service_shows_no_changes_and_the_file_holds_the_facts(scene: Any, tmp_path: Path) -> None:
+def test_an_unchanged_service_shows_no_changes_and_the_file_holds_the_facts(
+    scene: Any, tmp_path: Path
+) -> None:
     s = scene(nodes=2)
     path = tmp_path / "before.json"
     document = saved(s, path)
@@ -122,12 +124,13 @@ def test_a_certificate_renewed_by_the_same_issuer_is_neutral(
 
     code, out, elapsed = check(*adhoc(s), "--baseline", str(path))
 
-    print(out)
     assert code == ExitCode.OK and elapsed < TIME_BOUND
     assert ": 2 neutral\n" in out
     lines = [line for line in out.splitlines() if line.startswith("  neutral")]
     assert [line.split()[2] for line in lines] == [n.address for n in s.nodes]
-    assert all("certificate renewed by the same issuer (probe test Intermediate CA); expires " in x for x in lines)
+    assert all(
+        "certificate renewed by the same issuer (probe test Intermediate CA); expires " in x for x in lines
+    )
     code, document = compare_json(s, path)
     assert changes(document) == [(n.address, "certificate", "neutral") for n in s.nodes]
 
@@ -180,7 +183,9 @@ def test_a_stopped_node_is_a_status_regression_and_its_return_an_improvement(
     saved(s, path)
     lab.stop(s.nodes[1])
 
-    code, out, elapsed = check(*adhoc(s), "--baseline", str(path), "--save-baseline", str(tmp_path / "during.json"))
+    code, out, elapsed = check(
+        *adhoc(s), "--baseline", str(path), "--save-baseline", str(tmp_path / "during.json")
+    )
 
     assert code == ExitCode.CRITICAL and elapsed < TIME_BOUND
     assert f"{s.hostname} {s.nodes[1].address}  status ok → critical (tcp_refused)" in out
@@ -266,7 +271,10 @@ def _refused(scene: Scene, path: Path, capsys: pytest.CaptureFixture[str]) -> st
     ("content", "message"),
     [
         ('{"format_version": 1, "saved_timestamp": 17800', "not valid JSON (Expecting"),
-        ("targets:\n  - www\n", "not valid JSON (Expecting value at line 1 column 1): corrupt, truncated or not a baseline file"),
+        (
+            "targets:\n  - www\n",
+            "not valid JSON (Expecting value at line 1 column 1): corrupt, truncated or not a baseline file",
+        ),
         ("", "empty file, not a probe baseline"),
         ('{"schema_version": 1, "targets": []}', "not a probe baseline (no format_version)"),
         (
@@ -289,7 +297,9 @@ def test_an_unusable_baseline_is_refused_with_one_line(
     assert message in _refused(s, path, capsys)
 
 
-def test_a_truncated_saved_baseline_is_refused(scene: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_truncated_saved_baseline_is_refused(
+    scene: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     s = scene(nodes=1)
     path = tmp_path / "baseline.json"
     text = json.dumps(saved(s, path), indent=2)
@@ -317,7 +327,9 @@ def test_a_baseline_of_the_same_name_at_another_url_is_refused(
     document["targets"][0]["url"] = s.target["url"] + "health"
     path.write_text(json.dumps(document))
     err = _refused(s, path, capsys)
-    assert f"baseline of another target: {s.hostname} was {s.target['url']}health, now {s.target['url']}" in err
+    assert (
+        f"baseline of another target: {s.hostname} was {s.target['url']}health, now {s.target['url']}" in err
+    )
 
 
 def test_a_missing_baseline_and_an_unwritable_save_path_are_refused_before_probing(
@@ -329,4 +341,5 @@ def test_a_missing_baseline_and_an_unwritable_save_path_are_refused_before_probi
     code, out, _ = check(*adhoc(s), "--save-baseline", str(tmp_path / "no" / "such" / "dir.json"))
     err = capsys.readouterr().err
     assert code == ExitCode.UNKNOWN and out == "" and s.nodes[0].connections == 0
-    assert err == f"probe: {tmp_path}/no/such/dir.json: cannot save the baseline: directory {tmp_path}/no/such does not exist\n"
+    where = tmp_path / "no" / "such"
+    assert err == f"probe: {where}/dir.json: cannot save the baseline: directory {where} does not exist\n"
