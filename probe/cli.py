@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from probe import __version__, daemon, log
+from probe import __version__, baseline, daemon, log
 from probe.config import (
     DEFAULT_LISTEN,
     Config,
@@ -31,7 +31,7 @@ from probe.config import (
 )
 from probe.cycle import TargetPlan, plan, run_cycle
 from probe.reasons import ExitCode
-from probe.report import overall_status, render_json, render_text
+from probe.report import overall_status, render_baseline, render_json, render_text
 from probe.results import TargetResult
 from probe.sdnotify import Notifier
 
@@ -233,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--target", metavar="NAME", action="append", default=[], help="only this target (repeatable)"
     )
+    check.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="compare with a baseline saved earlier and print what changed; a regression "
+        "makes the exit code at least 1",
+    )
+    check.add_argument(
+        "--save-baseline",
+        metavar="FILE",
+        help="save the addresses, certificates, TLS facts, backends and statuses as a baseline "
+        "(after comparing, when --baseline is given too)",
+    )
     _add_adhoc_options(check)
     _output_options(check)
 
@@ -294,7 +306,7 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
             web_config = Path(args.web_config_file) if args.web_config_file else None
             return daemon.start(Path(args.config), listen=args.listen, web_config_path=web_config)
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, baseline.BaselineError) as exc:
         if args is not None and getattr(args, "debug", False):
             raise
         print(f"probe: {exc}", file=sys.stderr)
@@ -329,23 +341,52 @@ def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 
 def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
-    return _report(asyncio.run(_run_all(plans)), args, stdout)
+    before = _read_baseline(plans, args.baseline)
+    if args.save_baseline:
+        baseline.check_writable(args.save_baseline)
+    results = asyncio.run(_run_all(plans))
+    comparison = None if before is None else baseline.compare(before, results, args.baseline)
+    code = _report(results, args, stdout, comparison)
+    if args.save_baseline:
+        baseline.save(args.save_baseline, baseline.snapshot(results, time.time()))
+    return code
 
 
-def _report(results: Sequence[TargetResult], args: argparse.Namespace, stdout: IO[str]) -> int:
+def _read_baseline(plans: Sequence[TargetPlan], path: str | None) -> baseline.Baseline | None:
+    """The ``--baseline`` file, refused before anything is probed when it cannot be used."""
+    if path is None:
+        return None
+    before = baseline.load(path)
+    baseline.match(before, [(p.target.name, p.target.url) for p in plans], path)
+    return before
+
+
+def _report(
+    results: Sequence[TargetResult],
+    args: argparse.Namespace,
+    stdout: IO[str],
+    comparison: baseline.Comparison | None = None,
+) -> int:
     """Print the report; the exit code is the verdict's, also when the reader went away.
 
     ``probe check … | head -1`` closes the pipe early; the check still happened and its
     verdict stands, so the exit code stays 0, 1 or 2 (as ``grep -q`` users and
-    ``set -o pipefail`` expect), and nothing is printed on stderr.
+    ``set -o pipefail`` expect), and nothing is printed on stderr. A regression since the
+    baseline (``comparison``) makes the exit code at least 1.
     """
     code = ExitCode.from_status(overall_status(results))
+    if comparison is not None and comparison.regressed:
+        code = max(code, ExitCode.WARNING)
     now = time.time()
     try:
         if args.json:
-            render_json(results, stdout, now)
+            render_json(results, stdout, now, baseline=comparison)
         else:
-            render_text(results, stdout, now, color=_use_color(args.color, stdout))
+            color = _use_color(args.color, stdout)
+            render_text(results, stdout, now, color=color)
+            if comparison is not None:
+                stdout.write("\n")
+                render_baseline(comparison, stdout, color=color)
         stdout.flush()
     except BrokenPipeError:
         _stdout_to_devnull()

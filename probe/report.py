@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from probe._text import plural, printable
+from probe.baseline import Comparison, Impact
 from probe.certs import common_name_of, describe_age, format_time, label_of
 from probe.reasons import Reason, Status
 from probe.results import (
@@ -35,12 +36,16 @@ def overall_status(results: Sequence[TargetResult]) -> Status:
 # --------------------------------------------------------------------------- JSON
 
 
-def to_json(results: Sequence[TargetResult], now: float) -> dict[str, Any]:
+def to_json(
+    results: Sequence[TargetResult], now: float, *, baseline: Comparison | None = None
+) -> dict[str, Any]:
     """The JSON document of a check (a plain dict, ready for ``json.dumps``).
 
     Args:
         results: one result per target.
         now: Unix time of the report.
+        baseline: the comparison with a baseline file (``--baseline``); the ``baseline``
+            member is ``null`` without one.
     """
     return {
         "schema_version": SCHEMA_VERSION,
@@ -48,13 +53,39 @@ def to_json(results: Sequence[TargetResult], now: float) -> dict[str, Any]:
         "generated_timestamp": round(now, 3),
         "certificates_verified": not any(r.insecure_skip_verify for r in results),
         "targets": [_target(r) for r in results],
+        "baseline": None if baseline is None else baseline_json(baseline),
     }
 
 
-def render_json(results: Sequence[TargetResult], stream: IO[str], now: float) -> None:
+def render_json(
+    results: Sequence[TargetResult], stream: IO[str], now: float, *, baseline: Comparison | None = None
+) -> None:
     """Write the JSON document, indented, followed by a newline."""
-    json.dump(to_json(results, now), stream, indent=2)
+    json.dump(to_json(results, now, baseline=baseline), stream, indent=2)
     stream.write("\n")
+
+
+def baseline_json(comparison: Comparison) -> dict[str, Any]:
+    """The ``baseline`` member of the JSON document: the file, when it was saved, counts, changes."""
+    return {
+        "file": comparison.path,
+        "saved_timestamp": comparison.saved_timestamp,
+        "regressions": comparison.count(Impact.REGRESSION),
+        "improvements": comparison.count(Impact.IMPROVEMENT),
+        "neutral": comparison.count(Impact.NEUTRAL),
+        "changes": [
+            {
+                "target": c.target,
+                "address": None if c.address is None else str(c.address),
+                "aspect": c.aspect.value,
+                "impact": c.impact.value,
+                "before": c.before,
+                "after": c.after,
+                "detail": c.detail,
+            }
+            for c in comparison.changes
+        ],
+    }
 
 
 def _target(result: TargetResult) -> dict[str, Any]:
@@ -288,6 +319,42 @@ def render_text(results: Sequence[TargetResult], stream: IO[str], now: float, *,
     if unverified:
         caveat = f"; certificates NOT verified for {', '.join(unverified)} (insecure_skip_verify)"
     stream.write(f"{paint.bold('Status:')} {paint.status(status)} ({summary}{caveat})\n")
+
+
+_IMPACT_STATUS = {Impact.NEUTRAL: None, Impact.IMPROVEMENT: Status.OK, Impact.REGRESSION: Status.WARNING}
+
+
+def render_baseline(comparison: Comparison, stream: IO[str], *, color: bool = False) -> None:
+    """Write what changed since a baseline: a heading with the counts, then one line per change.
+
+    Example::
+
+        Baseline before.json (saved 2026-06-01 10:41 UTC): 1 regression, 1 neutral
+          regression   www 10.0.2.31  status ok → critical (tcp_timeout)
+          neutral      www 10.0.3.31  certificate renewed by the same issuer (…); expires …
+
+    Args:
+        comparison: the comparison with the baseline file.
+        stream: where to write.
+        color: use ANSI colours (only when writing to a terminal).
+    """
+    paint = _Painter(color)
+    counts = [
+        plural(comparison.count(impact), impact.value, "neutral" if impact is Impact.NEUTRAL else None)
+        for impact in (Impact.REGRESSION, Impact.IMPROVEMENT, Impact.NEUTRAL)
+        if comparison.count(impact)
+    ]
+    saved = format_time(comparison.saved_timestamp)
+    heading = f"Baseline {printable(comparison.path)} (saved {saved}):"
+    stream.write(f"{paint.bold(heading)} {', '.join(counts) or 'no changes'}\n")
+    for change in comparison.changes:
+        status = _IMPACT_STATUS[change.impact]
+        label = f"{change.impact.value:<12}"
+        label = paint.status(status, label) if status is not None else label
+        where = change.target + (f" {change.address}" if change.address is not None else "")
+        stream.write(f"  {label} {printable(where)}  {printable(change.detail)}\n")
+    if comparison.regressed:
+        stream.write("  a regression since the baseline makes the exit code at least 1\n")
 
 
 def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Painter) -> None:

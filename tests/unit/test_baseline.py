@@ -1,0 +1,478 @@
+"""The baseline file and the classification of changes, with hand-built results."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probe import baseline
+from probe.baseline import Aspect, Baseline, BaselineError, Change, Comparison, Impact
+from probe.reasons import Reason, Status
+from probe.report import render_baseline, to_json
+from probe.results import Failure, TargetResult
+from tests.builders import (
+    DAY,
+    NOW,
+    address_result,
+    cert,
+    dns_result,
+    http_attempt,
+    target_result,
+    tls_result,
+    unconnected_tls,
+)
+
+A, B, C = ip_address("10.0.2.31"), ip_address("10.0.3.31"), ip_address("10.0.4.31")
+LEAF = cert("www.corp.example", NOW + 60 * DAY, fingerprint="aa" * 32)
+INTERMEDIATE = cert("Corp Intermediate CA", NOW + 900 * DAY, issuer="Corp Root CA")
+
+
+def healthy(
+    *,
+    leaf: Any = LEAF,
+    version: str = "TLSv1.3",
+    alpn: str | None = "h2",
+    backends: tuple[tuple[str, ...], ...] = (("web-1", "web-2"), ("web-1", "web-2")),
+    addresses: tuple[Any, ...] = (A, B),
+    name: str = "www",
+) -> TargetResult:
+    results = [
+        address_result(
+            ip,
+            tls_result(ip, (leaf, INTERMEDIATE), (leaf, INTERMEDIATE), version=version, alpn=alpn),
+            [http_attempt(b) for b in seen],
+        )
+        for ip, seen in zip(addresses, backends, strict=True)
+    ]
+    return target_result(name, results)
+
+
+def refused(ip: Any) -> Any:
+    failure = Failure(Reason.TCP_REFUSED, "connection refused", ip)
+    return address_result(ip, unconnected_tls(ip, failure))
+
+
+def saved(*results: TargetResult) -> Baseline:
+    return baseline.parse(json.dumps(baseline.snapshot(results, NOW - DAY)), "before.json")
+
+
+def found(before: Baseline, *results: TargetResult) -> list[tuple[Any, Aspect, Impact]]:
+    return [(c.address, c.aspect, c.impact) for c in baseline.compare(before, results).changes]
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def test_snapshot_holds_what_matters_across_a_change() -> None:
+    failing = target_result(
+        "www",
+        [address_result(A, tls_result(A, (LEAF,), (LEAF,)), [http_attempt("web-1")]), refused(B)],
+        dns=dns_result([A, B, C], unexpected=[C]),
+    )
+    document = baseline.snapshot([failing], NOW)
+
+    assert document["format_version"] == baseline.FORMAT_VERSION == 1
+    assert document["saved_timestamp"] == NOW and document["generator"].startswith("probe ")
+    [target] = document["targets"]
+    assert target["name"] == "www" and target["url"] == "https://www.corp.example/"
+    assert target["status"] == "critical" and target["reasons"] == ["tcp_refused"]
+    assert target["addresses"] == ["10.0.2.31", "10.0.3.31", "10.0.4.31"]  # the whole answer
+    assert target["backends"] == ["web-1"]
+    assert list(target["per_address"]) == ["10.0.2.31", "10.0.3.31"]  # the probed ones
+    assert target["per_address"]["10.0.2.31"] == {
+        "status": "ok",
+        "reasons": [],
+        "tls_version": "TLSv1.3",
+        "alpn": "http/1.1",
+        "leaf": {
+            "sha256_fingerprint": "aa" * 32,
+            "subject": "CN=www.corp.example",
+            "issuer": "CN=Corp Intermediate CA",
+            "not_after_timestamp": NOW + 60 * DAY,
+        },
+        "backends": ["web-1"],
+    }
+    down = target["per_address"]["10.0.3.31"]
+    assert down["leaf"] is None and down["tls_version"] is None and down["status"] == "critical"
+    assert down["reasons"] == ["tcp_refused"]
+
+
+def test_an_address_probed_without_being_in_the_answer_is_in_the_set() -> None:
+    pinned = target_result("www", [refused(A)], dns=dns_result([]))
+    assert baseline.snapshot([pinned], NOW)["targets"][0]["addresses"] == ["10.0.2.31"]
+
+
+def test_the_same_results_compare_without_changes() -> None:
+    result = healthy()
+    comparison = baseline.compare(saved(result), [result], "before.json")
+    assert comparison.changes == () and not comparison.regressed
+    assert comparison.path == "before.json" and comparison.saved_timestamp == NOW - DAY
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def test_a_worse_status_is_a_regression_and_names_the_new_reasons() -> None:
+    before = saved(healthy())
+    now = target_result(
+        "www", [address_result(A, healthy().addresses[0].tls, [http_attempt("web-1")]), refused(B)]
+    )
+    changes = baseline.compare(before, [now]).changes
+    target = next(c for c in changes if c.aspect is Aspect.STATUS and c.address is None)
+    assert target == Change(
+        "www", None, Aspect.STATUS, Impact.REGRESSION, "ok", "critical", "status ok → critical (tcp_refused)"
+    )
+    address = next(c for c in changes if c.aspect is Aspect.STATUS and c.address == B)
+    assert address.impact is Impact.REGRESSION and address.detail == "status ok → critical (tcp_refused)"
+    # B answered nothing: its backends are not reported as lost there, it shows as a status change
+    assert (B, Aspect.BACKEND, Impact.REGRESSION) not in found(before, now)
+
+
+def test_a_better_status_is_an_improvement_and_names_what_cleared() -> None:
+    before = saved(target_result("www", [refused(A)]))
+    changes = baseline.compare(before, [healthy(addresses=(A,), backends=(("web-1",),))]).changes
+    status = [c for c in changes if c.aspect is Aspect.STATUS]
+    assert [(c.address, c.impact, c.detail) for c in status] == [
+        (None, Impact.IMPROVEMENT, "status critical → ok (tcp_refused cleared)"),
+        (A, Impact.IMPROVEMENT, "status critical → ok (tcp_refused cleared)"),
+    ]
+    assert (None, Aspect.BACKEND, Impact.IMPROVEMENT) in found(
+        before, healthy(addresses=(A,), backends=(("web-1",),))
+    )
+
+
+def test_an_address_gone_is_a_regression_and_a_new_one_neutral() -> None:
+    before = saved(healthy())
+    now = healthy(addresses=(A, C))
+    changes = baseline.compare(before, [now]).changes
+    assert [(c.address, c.aspect, c.impact, c.detail) for c in changes] == [
+        (B, Aspect.ADDRESS, Impact.REGRESSION, "gone from the answer (now: 10.0.2.31, 10.0.4.31)"),
+        (C, Aspect.ADDRESS, Impact.NEUTRAL, "new in the answer"),
+    ]
+
+
+def test_a_backend_gone_everywhere_is_one_target_regression_and_a_new_one_an_improvement() -> None:
+    before = saved(healthy())
+    now = healthy(backends=(("web-1", "web-3"), ("web-1", "web-3")))
+    changes = baseline.compare(before, [now]).changes
+    assert [(c.address, c.aspect, c.impact, c.detail) for c in changes] == [
+        (None, Aspect.BACKEND, Impact.REGRESSION, "backend web-2 no longer answers (seen now: web-1, web-3)"),
+        (None, Aspect.BACKEND, Impact.IMPROVEMENT, "backend web-3 answers now"),
+    ]
+
+
+def test_a_backend_that_no_longer_answers_via_one_address_is_a_regression_there() -> None:
+    before = saved(healthy())
+    now = healthy(backends=(("web-1", "web-1"), ("web-1", "web-2")))  # e.g. cross-zone balancing off
+    changes = baseline.compare(before, [now]).changes
+    assert [(c.address, c.aspect, c.impact) for c in changes] == [(A, Aspect.BACKEND, Impact.REGRESSION)]
+    assert (
+        changes[0].detail == "backend web-2 no longer answers via this address (it still answers via others)"
+    )
+
+
+RENEWED = cert("www.corp.example", NOW + 150 * DAY, fingerprint="bb" * 32)
+
+
+@pytest.mark.parametrize(
+    ("new", "impact", "words"),
+    [
+        (RENEWED, Impact.NEUTRAL, "certificate renewed by the same issuer (Corp Intermediate CA); expires "),
+        (
+            cert("www.corp.example", NOW + 60 * DAY, fingerprint="bb" * 32),
+            Impact.NEUTRAL,
+            "certificate replaced by the same issuer (Corp Intermediate CA); same expiry",
+        ),
+        (
+            cert("www.corp.example", NOW + 20 * DAY, fingerprint="bb" * 32),
+            Impact.REGRESSION,
+            "certificate replaced by the same issuer (Corp Intermediate CA); expires earlier: ",
+        ),
+        (
+            cert("www.corp.example", NOW + 150 * DAY, fingerprint="bb" * 32, issuer="Other CA"),
+            Impact.REGRESSION,
+            "certificate renewed by a new issuer Other CA (was Corp Intermediate CA): clients that trust "
+            "or pin only the old CA will refuse it; expires ",
+        ),
+    ],
+    ids=["renewed", "reissued", "earlier", "new-issuer"],
+)
+def test_a_new_leaf_is_classified_by_issuer_and_expiry(new: Any, impact: Impact, words: str) -> None:
+    before = saved(healthy())
+    changes = baseline.compare(before, [healthy(leaf=new)]).changes
+    assert [(c.address, c.aspect, c.impact) for c in changes] == [
+        (A, Aspect.CERTIFICATE, impact),
+        (B, Aspect.CERTIFICATE, impact),
+    ]
+    assert changes[0].detail.startswith(words)
+    assert changes[0].before is not None and changes[0].before.startswith(
+        "aaaaaaaaaaaaaaaa… Corp Intermediate CA"
+    )
+    assert changes[0].after is not None and changes[0].after.startswith("bbbbbbbbbbbbbbbb…")
+
+
+def test_another_intermediate_of_the_same_organization_is_neutral() -> None:
+    """ACM renews from whichever of its intermediates (Amazon RSA 2048 M01 … M04) it uses now."""
+    old = cert("www.corp.example", NOW + 60 * DAY, fingerprint="aa" * 32)
+    old = type(old)(**{**_fields(old), "issuer": "CN=Amazon RSA 2048 M02,O=Amazon,C=US"})
+    new = type(old)(
+        **{
+            **_fields(old),
+            "issuer": "CN=Amazon RSA 2048 M03,O=Amazon,C=US",
+            "sha256_fingerprint": "bb" * 32,
+            "not_after_timestamp": NOW + 395 * DAY,
+        }
+    )
+    [change] = baseline.compare(
+        saved(healthy(leaf=old)), [healthy(leaf=new, addresses=(A,), backends=(("web-1", "web-2"),))]
+    ).changes[1:]
+    assert change.impact is Impact.NEUTRAL
+    assert (
+        "by Amazon RSA 2048 M03, another CA of the same organization (Amazon; was Amazon RSA 2048 M02)"
+        in change.detail
+    )
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__slots__}
+
+
+def test_a_lower_tls_version_is_a_regression_a_higher_one_an_improvement_alpn_neutral() -> None:
+    before = saved(healthy(version="TLSv1.2", alpn="h2"))
+    assert found(before, healthy(version="TLSv1.3", alpn="h2")) == [
+        (A, Aspect.TLS_VERSION, Impact.IMPROVEMENT),
+        (B, Aspect.TLS_VERSION, Impact.IMPROVEMENT),
+    ]
+    assert found(before, healthy(version="TLSv1.1", alpn="h2")) == [
+        (A, Aspect.TLS_VERSION, Impact.REGRESSION),
+        (B, Aspect.TLS_VERSION, Impact.REGRESSION),
+    ]
+    changes = baseline.compare(before, [healthy(version="TLSv1.2", alpn=None)]).changes
+    assert (changes[0].aspect, changes[0].impact, changes[0].detail) == (
+        Aspect.ALPN,
+        Impact.NEUTRAL,
+        "ALPN h2 → (none)",
+    )
+
+
+def test_a_handshake_that_fails_now_is_not_compared_for_certificate_or_version() -> None:
+    before = saved(healthy())
+    now = target_result("www", [refused(A), refused(B)])
+    aspects = {c.aspect for c in baseline.compare(before, [now]).changes}
+    assert aspects == {Aspect.STATUS, Aspect.BACKEND}
+
+
+def test_a_target_not_in_the_baseline_is_neutral_and_baseline_targets_not_checked_are_ignored() -> None:
+    before = saved(healthy(name="www"), healthy(name="admin"))
+    comparison = baseline.compare(before, [healthy(name="www"), healthy(name="api")])
+    assert [(c.target, c.aspect, c.impact, c.after) for c in comparison.changes] == [
+        ("api", Aspect.TARGET, Impact.NEUTRAL, "https://api.corp.example/")
+    ]
+
+
+def test_comparison_counts_and_regressed() -> None:
+    change = Change("www", None, Aspect.BACKEND, Impact.REGRESSION, "web-2", None, "gone")
+    comparison = Comparison(
+        "b.json", NOW, (change, Change("www", A, Aspect.ADDRESS, Impact.NEUTRAL, None, "x", "new"))
+    )
+    assert comparison.count(Impact.REGRESSION) == 1 and comparison.count(Impact.IMPROVEMENT) == 0
+    assert comparison.regressed
+    assert not Comparison("b.json", NOW, ()).regressed
+
+
+# --------------------------------------------------------------------------- matching targets
+
+
+def test_match_accepts_a_baseline_holding_one_of_the_targets() -> None:
+    before = saved(healthy(name="www"))
+    baseline.match(
+        before, [("www", "https://www.corp.example/"), ("api", "https://api.corp.example/")], "b.json"
+    )
+
+
+def test_match_refuses_a_name_saved_with_another_url() -> None:
+    with pytest.raises(BaselineError) as caught:
+        baseline.match(saved(healthy()), [("www", "https://www.corp.example:8443/")], "b.json")
+    assert str(caught.value) == (
+        "b.json: baseline of another target: www was https://www.corp.example/, now https://www.corp.example:8443/"
+    )
+
+
+def test_match_refuses_a_baseline_of_other_targets() -> None:
+    with pytest.raises(BaselineError) as caught:
+        baseline.match(saved(healthy(name="admin")), [("www", "https://www.corp.example/")], "b.json")
+    assert str(caught.value) == (
+        "b.json: baseline of another target: it holds admin (https://admin.corp.example/), "
+        "not www (https://www.corp.example/)"
+    )
+
+
+# --------------------------------------------------------------------------- reading and writing
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (b"\xff\xfe{", "not a probe baseline (not UTF-8 text)"),
+        ("   \n", "empty file, not a probe baseline"),
+        (
+            '{"format_version": 1,',
+            "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 22)",
+        ),
+        ("[1, 2]", "not a probe baseline (no format_version)"),
+        ('{"format_version": true}', "not a probe baseline (format_version True)"),
+        ('{"format_version": 0}', "not a probe baseline (format_version 0)"),
+        ('{"format_version": "1"}', "not a probe baseline (format_version '1')"),
+        ('{"format_version": 7}', "written in baseline format_version 7 by a newer probe"),
+        ('{"format_version": 1, "saved_timestamp": 1}', "corrupt baseline: targets: Field required"),
+    ],
+)
+def test_parse_refuses_with_one_line(text: str | bytes, problem: str) -> None:
+    with pytest.raises(BaselineError) as caught:
+        baseline.parse(text, "b.json")
+    assert str(caught.value).startswith(f"b.json: {problem}")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        (
+            ("addresses", 0),
+            "10.0.2.999",
+            "corrupt baseline: targets[0].addresses[0]: value is not a valid IPv4 or IPv6 address",
+        ),
+        (
+            ("status",),
+            "fine",
+            "corrupt baseline: targets[0].status: Input should be 'ok', 'warning' or 'critical'",
+        ),
+        (
+            ("per_address", "10.0.2.31", "leaf", "not_after_timestamp"),
+            "soon",
+            "corrupt baseline: targets[0].per_address.10.0.2.31.leaf.not_after_timestamp",
+        ),
+    ],
+)
+def test_parse_names_the_broken_field(path: tuple[Any, ...], value: Any, problem: str) -> None:
+    document = baseline.snapshot([healthy()], NOW)
+    node = document["targets"][0]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(BaselineError) as caught:
+        baseline.parse(json.dumps(document), "b.json")
+    assert str(caught.value).startswith(f"b.json: {problem}")
+
+
+def test_parse_ignores_fields_it_does_not_know() -> None:
+    document = baseline.snapshot([healthy()], NOW)
+    document["comment"] = "before the 443 listener"
+    document["targets"][0]["zone"] = "eu-west-1a"
+    assert baseline.parse(json.dumps(document), "b.json").targets[0].name == "www"
+
+
+def test_save_replaces_the_file_atomically_and_load_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text("old")
+    document = baseline.snapshot([healthy()], NOW)
+
+    baseline.save(path, document)
+
+    assert json.loads(path.read_text()) == document
+    assert os.listdir(tmp_path) == ["baseline.json"]  # no temporary file left behind
+    assert baseline.load(path).targets[0].per_address["10.0.2.31"].leaf is not None
+
+
+def test_save_into_a_missing_directory_fails_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(BaselineError) as caught:
+        baseline.save(tmp_path / "gone" / "b.json", {"format_version": 1})
+    assert (
+        str(caught.value) == f"{tmp_path}/gone/b.json: cannot save the baseline (No such file or directory)"
+    )
+
+
+def test_load_and_check_writable_refuse_bad_paths(tmp_path: Path) -> None:
+    with pytest.raises(BaselineError, match=r"no such file$"):
+        baseline.load(tmp_path / "missing.json")
+    with pytest.raises(BaselineError, match=r"is a directory, not a baseline file$"):
+        baseline.load(tmp_path)
+    with pytest.raises(BaselineError, match=r"is a directory; give a file name"):
+        baseline.check_writable(tmp_path)
+    with pytest.raises(BaselineError, match=r"directory .*/nope does not exist$"):
+        baseline.check_writable(tmp_path / "nope" / "b.json")
+    baseline.check_writable(tmp_path / "b.json")
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_the_text_section_lists_changes_with_their_impact() -> None:
+    comparison = Comparison(
+        "before.json",
+        NOW,
+        (
+            Change(
+                "www",
+                B,
+                Aspect.STATUS,
+                Impact.REGRESSION,
+                "ok",
+                "critical",
+                "status ok → critical (tcp_timeout)",
+            ),
+            Change(
+                "www", None, Aspect.BACKEND, Impact.IMPROVEMENT, None, "web-3", "backend web-3 answers now"
+            ),
+            Change("www", C, Aspect.ADDRESS, Impact.NEUTRAL, None, "10.0.4.31", "new in the answer"),
+        ),
+    )
+    out = io.StringIO()
+    render_baseline(comparison, out)
+    assert out.getvalue() == (
+        "Baseline before.json (saved 2026-05-28 20:26 UTC): 1 regression, 1 improvement, 1 neutral\n"
+        "  regression   www 10.0.3.31  status ok → critical (tcp_timeout)\n"
+        "  improvement  www  backend web-3 answers now\n"
+        "  neutral      www 10.0.4.31  new in the answer\n"
+        "  a regression since the baseline makes the exit code at least 1\n"
+    )
+    coloured = io.StringIO()
+    render_baseline(comparison, coloured, color=True)
+    assert "\033[33mregression  \033[0m" in coloured.getvalue()
+
+
+def test_the_text_section_says_no_changes() -> None:
+    out = io.StringIO()
+    render_baseline(Comparison("b.json", NOW, ()), out)
+    assert out.getvalue() == "Baseline b.json (saved 2026-05-28 20:26 UTC): no changes\n"
+
+
+def test_the_json_document_carries_the_diff() -> None:
+    assert to_json([healthy()], NOW)["baseline"] is None
+    change = Change("www", B, Aspect.STATUS, Impact.REGRESSION, "ok", "critical", "status ok → critical")
+    document = to_json([healthy()], NOW, baseline=Comparison("b.json", NOW - DAY, (change,)))
+    assert document["baseline"] == {
+        "file": "b.json",
+        "saved_timestamp": NOW - DAY,
+        "regressions": 1,
+        "improvements": 0,
+        "neutral": 0,
+        "changes": [
+            {
+                "target": "www",
+                "address": "10.0.3.31",
+                "aspect": "status",
+                "impact": "regression",
+                "before": "ok",
+                "after": "critical",
+                "detail": "status ok → critical",
+            }
+        ],
+    }
+    assert Status.OK.value == document["status"]
