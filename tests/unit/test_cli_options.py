@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 from contextlib import redirect_stdout
 
 import pytest
 
 from probe import cli
 
+A1, A2 = ipaddress.ip_address("127.0.10.1"), ipaddress.ip_address("127.0.10.2")
+
 # A value for each option, and the target field value it must produce.
 SAMPLES = {
     "--resolver": (["127.0.53.1:5353"], "resolvers", ("127.0.53.1", 5353)),
+    "--resolve": (["www.corp.example:443:127.0.10.1,127.0.10.2"], "addresses", (A1, A2)),
+    "--server-name": ("www.corp.example", "server_name", "www.corp.example"),
     "--ca-file": (None, "ca_file", None),
     "--expect-network": (["127.0.0.0/8"], "expect_networks", None),
     "--expect-same-addresses-as": ("alb.corp.example", "expect_same_addresses_as", "alb.corp.example"),
@@ -51,7 +56,9 @@ def argv_for(flag: str) -> list[str]:
 @pytest.mark.parametrize("flag", [f for f in SAMPLES if f != "--ca-file"])
 def test_each_option_fills_its_target_field(flag: str) -> None:
     extra = ["--backend-header", "X-Backend"] if flag == "--expect-backends" else []
-    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", *argv_for(flag), *extra])
+    # --server-name is for a URL whose host is an IP address.
+    url = "https://127.0.10.1/" if flag == "--server-name" else "https://www.corp.example/"
+    args = cli.build_parser().parse_args(["check", url, *argv_for(flag), *extra])
     target = cli._config_from_args(args).targets[0]
     _, field, expected = SAMPLES[flag]
     if expected is not None:
