@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import socket
 import sys
@@ -18,8 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
+from urllib.parse import urlsplit
 
 from probe import __version__, baseline, daemon, log
+from probe._text import host_port
 from probe.config import (
     DEFAULT_LISTEN,
     Config,
@@ -27,7 +30,9 @@ from probe.config import (
     Timeouts,
     build_config,
     load_config,
+    normalize_hostname,
     parse_listen,
+    url_ip_literal,
 )
 from probe.cycle import TargetPlan, plan, run_cycle
 from probe.reasons import ExitCode
@@ -60,6 +65,8 @@ class _AdHoc:
         convert: turns the parsed value into the config field's value.
         exclusive: options with the same name here exclude each other.
         switch: a flag without a value (``store_true``).
+        convert_with_url: like ``convert``, but also given the URL (used instead of it).
+        pins: the option pins the addresses; the target's ``pinned_by`` names the flag.
     """
 
     flag: str
@@ -72,6 +79,8 @@ class _AdHoc:
     convert: Callable[[Any], Any] | None = None
     exclusive: str | None = None
     switch: bool = False
+    convert_with_url: Callable[[Any, str], Any] | None = None
+    pins: bool = False
 
     @property
     def dest(self) -> str:
@@ -97,6 +106,55 @@ def _headers(items: list[str]) -> dict[str, str]:
     return headers
 
 
+def _resolve_entries(items: list[str], url: str) -> list[str]:
+    """Addresses from ``--resolve NAME:PORT:ADDR[,ADDR…]`` entries (curl's syntax and meaning).
+
+    Each entry must name the URL's host and port: curl ignores an entry that does not match
+    and resolves the name after all; probe refuses it, so a typo cannot turn a pinned check
+    into a DNS one. IPv6 addresses may be bracketed (``[fd00::1]``); entries for the same
+    name add up, each address once.
+
+    Raises:
+        UsageError: an entry is malformed, holds something that is not an IP address, or
+            names another host or port than the URL.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        wanted: tuple[str, int] | None = (
+            host if url_ip_literal(url) is not None else normalize_hostname(host),
+            parts.port or 443,
+        )
+    except ValueError:
+        wanted = None  # a bad URL is reported as such by the config check that follows
+    addresses: list[str] = []
+    for item in items:
+        name, sep1, rest = item.strip().partition(":")
+        port, sep2, listed = rest.partition(":")
+        if not (sep1 and sep2 and name and listed) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--resolve: {item!r} must be NAME:PORT:ADDR[,ADDR...], as for curl")
+        for text in listed.split(","):
+            bare = text.strip().removeprefix("[").removesuffix("]")
+            try:
+                address = str(ipaddress.ip_address(bare))
+            except ValueError:
+                raise UsageError(f"--resolve: {text.strip()!r} in {item!r} is not an IP address") from None
+            if address not in addresses:
+                addresses.append(address)
+        if wanted is None:
+            continue
+        try:
+            entry = (normalize_hostname(name), int(port))
+        except ValueError:
+            entry = (name, int(port))
+        if entry != wanted:
+            raise UsageError(
+                f"--resolve: {item!r} is for {host_port(*entry)}, but the URL is for "
+                f"{host_port(*wanted)}; curl would ignore this entry silently, probe refuses it"
+            )
+    return addresses
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -120,6 +178,22 @@ _ADHOC = (
     _AdHoc("--ca-file", "ca_file", "PEM bundle to trust instead of the system store", "FILE"),
     _AdHoc(
         "--expect-network", "expect_networks", "expected network of answers (repeatable)", "CIDR", repeat=True
+    ),
+    _AdHoc(
+        "--resolve",
+        "addresses",
+        "probe the URL's name at these addresses, with no DNS query for it (as curl; repeatable)",
+        "NAME:PORT:ADDR[,ADDR...]",
+        repeat=True,
+        convert_with_url=_resolve_entries,
+        pins=True,
+    ),
+    _AdHoc(
+        "--server-name",
+        "server_name",
+        "with an IP-address URL: the name for SNI, Host and the certificate (no DNS query)",
+        "NAME",
+        pins=True,
     ),
     _AdHoc(
         "--expect-same-addresses-as",
@@ -418,11 +492,21 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     target: dict[str, Any] = {"url": args.url}
     for option in given:
         value = getattr(args, option.dest)
-        target[option.field] = option.convert(value) if option.convert else value
+        if option.convert_with_url is not None:
+            value = option.convert_with_url(value, args.url)
+        elif option.convert is not None:
+            value = option.convert(value)
+        target[option.field] = value
     try:
-        return build_config({"targets": [target]}, where="arguments")
+        config = build_config({"targets": [target]}, where="arguments")
     except ConfigError as exc:
         raise UsageError(_flag_message(exc)) from None
+    pinning = [option.flag for option in given if option.pins]
+    if not pinning:
+        return config
+    # The report names the flag that pinned the addresses, not the config key it fills.
+    pinned = config.targets[0].model_copy(update={"pinned_by": pinning[0]})
+    return config.model_copy(update={"targets": (pinned,)})
 
 
 def _flag_message(exc: ConfigError) -> str:

@@ -250,6 +250,33 @@ def _ocsp_mode(value: Any) -> Any:
     return value
 
 
+def _addresses(value: Any) -> tuple[IPAddress, ...]:
+    """Parse pinned addresses: a non-empty list of distinct IPv4 or IPv6 addresses."""
+    items = _string_list(value)
+    if not items:
+        raise ValueError("must list at least one IP address (leave it out to resolve the name)")
+    addresses: list[IPAddress] = []
+    for item in items:
+        try:
+            address = ipaddress.ip_address(str(item).strip()) if isinstance(item, str) else None
+        except ValueError:
+            address = None
+        if address is None:
+            raise ValueError(f"{shown(item)} is not an IP address")
+        if address in addresses:
+            raise ValueError(f"lists {address} twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def url_ip_literal(url: str) -> IPAddress | None:
+    """The IP address a URL's host names (``https://10.0.0.1/``, ``https://[fd00::1]/``), else ``None``."""
+    try:
+        return ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return None
+
+
 def _string_list(value: Any) -> list[Any]:
     if isinstance(value, str):
         return [value]
@@ -266,6 +293,7 @@ StatusCodes = Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_stat
 TlsVersion = Annotated[str, BeforeValidator(_tls_version)]
 HttpVersion = Annotated[str, BeforeValidator(_http_version)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 # --------------------------------------------------------------------------- models
@@ -421,7 +449,14 @@ class TargetConfig(_TargetFields):
     """One probed URL and everything about how to judge it.
 
     Attributes beyond the settings: ``hostname`` (normalized), ``port`` and ``path`` are
-    derived from ``url``.
+    derived from ``url``; ``hostname`` is ``server_name`` when the URL names an IP address.
+
+    Pinned addresses (no DNS query for the name, as curl's ``--resolve``): ``addresses``
+    lists them for a URL with a DNS name; a URL whose host is an IP address is pinned to
+    that address and needs ``server_name``, the name sent in SNI and Host and verified in
+    the certificate (blackbox_exporter's ``tls_config.server_name``). ``pinned_by`` says
+    which setting pinned them (``addresses`` or ``server_name``; the command line puts
+    its flag there), ``None`` when the name is resolved by DNS; it cannot be set in a file.
     """
 
     name: str = ""
@@ -429,6 +464,9 @@ class TargetConfig(_TargetFields):
     hostname: str = ""
     port: int = 443
     path: str = "/"
+    addresses: Annotated[tuple[IPAddress, ...], BeforeValidator(_addresses)] | None = None
+    server_name: Hostname | None = None
+    pinned_by: str | None = None
 
     @field_validator("url", mode="before")
     @classmethod
@@ -446,14 +484,8 @@ class TargetConfig(_TargetFields):
             port = 0
         if port == 0:
             raise ValueError(f"{shown(value)} has an invalid port")
-        host = parts.hostname or ""
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            pass
-        else:
-            raise ValueError(f"{shown(value)} names an IP address; probe needs a DNS name")
-        normalize_hostname(host)
+        if url_ip_literal(value.strip()) is None:  # an IP address needs server_name (checked below)
+            normalize_hostname(parts.hostname or "")
         return value.strip()
 
     @model_validator(mode="before")
@@ -464,12 +496,40 @@ class TargetConfig(_TargetFields):
         for key in ("hostname", "port", "path"):
             if key in data:
                 raise ValueError(f"'{key}' is taken from 'url' and cannot be set")
+        if "pinned_by" in data:
+            raise ValueError("'pinned_by' is set by probe from addresses or server_name and cannot be set")
         return data
 
     @model_validator(mode="after")
     def _check(self) -> TargetConfig:
         parts = urlsplit(self.url)
-        object.__setattr__(self, "hostname", normalize_hostname(parts.hostname or ""))
+        literal = url_ip_literal(self.url)
+        if literal is not None:
+            if self.server_name is None:
+                raise ValueError(
+                    f"url: {shown(self.url)} names an IP address: give the name to verify with "
+                    "server_name (--server-name NAME), or put the DNS name in the URL and pin "
+                    "the address with addresses (--resolve NAME:PORT:ADDR)"
+                )
+            # pinned_by is None on the first validation only (Config validates targets again).
+            if self.addresses is not None and self.pinned_by is None:
+                raise ValueError(
+                    f"addresses: cannot be combined with an IP-address URL ({literal} is the "
+                    "address probed); put the DNS name in the URL to pin other addresses"
+                )
+            object.__setattr__(self, "hostname", self.server_name)
+            object.__setattr__(self, "addresses", (literal,))
+            if self.pinned_by is None:
+                object.__setattr__(self, "pinned_by", "server_name")
+        else:
+            if self.server_name is not None:
+                raise ValueError(
+                    "server_name: only for a URL whose host is an IP address; the URL's DNS "
+                    "name is the server name (pin its addresses with addresses / --resolve)"
+                )
+            object.__setattr__(self, "hostname", normalize_hostname(parts.hostname or ""))
+            if self.addresses is not None and self.pinned_by is None:
+                object.__setattr__(self, "pinned_by", "addresses")
         object.__setattr__(self, "port", parts.port or 443)
         path = parts.path or "/"
         object.__setattr__(self, "path", f"{path}?{parts.query}" if parts.query else path)
@@ -642,7 +702,7 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("must be a mapping of target settings", where=where, field="defaults")
-    for key in ("name", "url"):
+    for key in ("name", "url", "addresses", "server_name"):
         if key in defaults:
             raise ConfigError(
                 f"set '{key}' per target, not in defaults", where=where, field=f"defaults.{key}"
@@ -765,7 +825,7 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
         )
     if current is None or not hasattr(current, "model_fields"):
         return []
-    return [f for f in current.model_fields if f not in ("hostname", "port", "path")]
+    return [f for f in current.model_fields if f not in ("hostname", "port", "path", "pinned_by")]
 
 
 _MESSAGES = {

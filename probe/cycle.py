@@ -66,6 +66,8 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
     insecure_skip_verify, http_version)``; loading the system trust store costs tens of milliseconds,
     so it must not happen per probe.
 
+    A pinned target without ``expect_same_addresses_as`` resolves nothing and gets no resolvers.
+
     Raises:
         ConfigError: a ``ca_file`` cannot be loaded, or no resolver is configured.
     """
@@ -91,7 +93,9 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                     raise ConfigError(str(exc), where=where, field=f"targets[{index}].ca_file") from None
             ocsp_context = ocsp_contexts[ocsp_key]
         resolvers = target.resolvers
-        if resolvers is None:
+        if target.pinned_by is not None and target.expect_same_addresses_as is None:
+            resolvers = ()  # nothing to resolve: no resolver needed, none read from resolv.conf
+        elif resolvers is None:
             if system is None:
                 try:
                     system = dns_stage.system_resolvers()
@@ -136,7 +140,9 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
     except Exception as exc:
         extra.append(_bug(exc, target.name))
     if dns_result is None:
-        dns_result = DnsResult(target.hostname, (), (), None, None, (), time.monotonic() - start, None, ())
+        dns_result = DnsResult(
+            target.hostname, (), (), None, None, (), time.monotonic() - start, None, (), target.pinned_by
+        )
     unfinished = extra[0] if extra else Failure(Reason.CYCLE_DEADLINE_EXCEEDED, "not probed")
     addresses = tuple(
         done.get(address) or _unfinished(address, target.port, unfinished)

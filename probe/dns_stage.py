@@ -89,6 +89,11 @@ class _Lookup:
 async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline: Deadline) -> DnsResult:
     """Resolve ``target.hostname`` (and its alias name, if configured) and judge the answers.
 
+    A pinned target (``addresses``, ``--resolve``, an IP URL with ``server_name``) sends no
+    query for its name: the pinned addresses are the answers, judged against
+    ``expect_networks`` like resolved ones, and compared with the alias name's answer
+    when ``expect_same_addresses_as`` is set (the alias is still resolved).
+
     Args:
         target: the target's configuration (hostname, ip_family, expect_networks,
             expect_same_addresses_as, timeouts.dns).
@@ -102,14 +107,22 @@ async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline:
     start = time.monotonic()
     qtypes = _FAMILIES[target.ip_family]
     timeout = target.timeouts.dns
-    main = [_lookup(target.hostname, q, resolvers, timeout, deadline) for q in qtypes]
+    pinned = target.addresses if target.pinned_by is not None else None
+    names = [] if pinned is not None else [target.hostname]
     alias_name = target.expect_same_addresses_as
-    alias = [_lookup(alias_name, q, resolvers, timeout, deadline) for q in qtypes] if alias_name else []
-    lookups = await asyncio.gather(*main, *alias)
-    main_lookups, alias_lookups = lookups[: len(main)], lookups[len(main) :]
+    if alias_name:
+        names.append(alias_name)
+    lookups = await asyncio.gather(
+        *(_lookup(name, q, resolvers, timeout, deadline) for name in names for q in qtypes)
+    )
+    main_lookups = [] if pinned is not None else lookups[: len(qtypes)]
+    alias_lookups = lookups[len(qtypes) :] if pinned is None else lookups
 
     failures: list[Failure] = []
-    answers = _answers(main_lookups, target.expect_networks)
+    if pinned is not None:
+        answers = pinned_answers(pinned, target.expect_networks)
+    else:
+        answers = _answers(main_lookups, target.expect_networks)
     if not answers:
         failures.append(_no_address_failure(target.hostname, main_lookups))
     else:
@@ -122,34 +135,51 @@ async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline:
     failures.extend(_failover_warnings(main_lookups))
     for answer in answers:
         if not answer.expected:
+            where = (
+                f"{target.hostname} is pinned to {answer.address} (with {target.pinned_by})"
+                if pinned is not None
+                else f"{target.hostname} resolves to {answer.address}"
+            )
             failures.append(
                 Failure(
                     Reason.DNS_UNEXPECTED_ADDRESS,
-                    f"{target.hostname} resolves to {answer.address}, outside the expected "
-                    f"networks ({_networks_text(target.expect_networks)}); not connected to",
+                    f"{where}, outside the expected networks "
+                    f"({_networks_text(target.expect_networks)}); not connected to",
                     answer.address,
                 )
             )
     alias_result = None
     if alias_name:
         alias_result, alias_failure = _compare_alias(
-            alias_name, alias_lookups, tuple(a.address for a in answers), target.hostname
+            alias_name, alias_lookups, tuple(a.address for a in answers), target.hostname, target.pinned_by
         )
         if alias_failure is not None and answers:
             failures.append(alias_failure)
-    used = next((lk for lk in main_lookups if lk.resolver is not None), main_lookups[0])
+    # The answer used is the name's; for a pinned name, the alias's (if it was looked up).
+    asked = main_lookups if pinned is None else alias_lookups
+    used = next((lk for lk in asked if lk.resolver is not None), asked[0] if asked else None)
     chain = tuple(dict.fromkeys(name for lk in main_lookups for name in lk.cname_chain))
     return DnsResult(
         name=target.hostname,
         answers=answers,
         cname_chain=chain,
-        resolver=used.resolver,
-        rcode=used.rcode,
+        resolver=used.resolver if used is not None else None,
+        rcode=used.rcode if used is not None else None,
         queries=tuple(q for lk in lookups for q in lk.queries),
         lookup_seconds=time.monotonic() - start,
         alias=alias_result,
         failures=tuple(failures),
+        pinned_by=target.pinned_by,
     )
+
+
+def pinned_answers(addresses: Sequence[IPAddress], networks: Sequence[IPNetwork]) -> tuple[DnsAnswer, ...]:
+    """Pinned addresses as answers without a TTL, each judged against ``networks``.
+
+    Sorted as resolved answers are (IPv4 first), so reports are stable; duplicates dropped.
+    """
+    unique = sorted(set(addresses), key=lambda a: (a.version, a))
+    return tuple(DnsAnswer(address, None, address_expected(address, networks)) for address in unique)
 
 
 def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple[DnsAnswer, ...]:
@@ -213,6 +243,7 @@ def _compare_alias(
     lookups: Sequence[_Lookup],
     addresses: tuple[IPAddress, ...],
     hostname: str,
+    pinned_by: str | None = None,
 ) -> tuple[AliasResult, Failure | None]:
     alias_addresses = tuple(
         sorted({a for lk in lookups for a, _ in lk.answers}, key=lambda a: (a.version, a))
@@ -228,15 +259,20 @@ def _compare_alias(
         return result, Failure(Reason.DNS_ALIAS_MISMATCH, f"cannot compare with {alias_name}: {why}")
     only_name = sorted(set(addresses) - set(alias_addresses), key=str)
     only_alias = sorted(set(alias_addresses) - set(addresses), key=str)
+    ours = hostname if pinned_by is None else "the pinned set"
     parts = []
     if only_name:
-        parts.append(f"only {hostname} has {', '.join(map(str, only_name))}")
+        parts.append(f"only {ours} has {', '.join(map(str, only_name))}")
     if only_alias:
         parts.append(f"only {alias_name} has {', '.join(map(str, only_alias))}")
-    return result, Failure(
-        Reason.DNS_ALIAS_MISMATCH,
-        f"{hostname} and {alias_name} resolve to different addresses: {'; '.join(parts)}",
-    )
+    if pinned_by is not None:
+        head = (
+            f"the addresses pinned for {hostname} (with {pinned_by}) differ from "
+            f"those {alias_name} resolves to"
+        )
+    else:
+        head = f"{hostname} and {alias_name} resolve to different addresses"
+    return result, Failure(Reason.DNS_ALIAS_MISMATCH, f"{head}: {'; '.join(parts)}")
 
 
 # --------------------------------------------------------------------------- lookups

@@ -50,7 +50,12 @@ SPECS: tuple[Spec, ...] = (
     # blackbox_exporter names and meanings
     Spec("probe_success", "gauge", _T, "1 if the last cycle's verdict was ok or warning, 0 if critical."),
     Spec("probe_duration_seconds", "gauge", _T, "Duration of the last cycle in seconds."),
-    Spec("probe_dns_lookup_time_seconds", "gauge", _T, "DNS stage duration of the last cycle in seconds."),
+    Spec(
+        "probe_dns_lookup_time_seconds",
+        "gauge",
+        _T,
+        "DNS stage duration of the last cycle in seconds (absent when the addresses are pinned).",
+    ),
     Spec("probe_ip_protocol", "gauge", _TA, "IP protocol of the address: 4 or 6."),
     Spec("probe_http_status_code", "gauge", _TA, "Status code of the last response from the address."),
     Spec(
@@ -58,7 +63,7 @@ SPECS: tuple[Spec, ...] = (
         "gauge",
         (*_TA, "phase"),
         "Mean duration per HTTP phase over the last cycle's requests to the address, in seconds "
-        "(phase resolve is the DNS lookup).",
+        "(phase resolve is the DNS lookup, absent when the addresses are pinned).",
     ),
     Spec(
         "probe_ssl_earliest_cert_expiry",
@@ -128,6 +133,13 @@ SPECS: tuple[Spec, ...] = (
         "gauge",
         _T,
         "1 if the name resolved to the same addresses as expect_same_addresses_as, else 0.",
+    ),
+    Spec(
+        "probe_dns_pinned",
+        "gauge",
+        _T,
+        "1 if the addresses were pinned (addresses, --resolve, an IP URL with server_name): "
+        "no DNS query for the name; else 0.",
     ),
     Spec("probe_backends_seen", "gauge", _T, "Distinct backends that answered in the last cycle."),
     Spec("probe_backends_expected", "gauge", _T, "Backends expected (expect_backends)."),
@@ -273,7 +285,8 @@ def _render_target(out: _Families, state: TargetState) -> None:
     out.gauge("probe_success", t, 0 if result.status is Status.CRITICAL else 1)
     out.gauge("probe_status", t, _STATUS_VALUE[result.status])
     out.gauge("probe_duration_seconds", t, result.duration_seconds)
-    out.gauge("probe_dns_lookup_time_seconds", t, result.dns.lookup_seconds)
+    if not result.dns.pinned:  # no lookup happened: no lookup time
+        out.gauge("probe_dns_lookup_time_seconds", t, result.dns.lookup_seconds)
     out.gauge("probe_last_cycle_timestamp_seconds", t, result.started_timestamp + result.duration_seconds)
     out.counter("probe_cycles_total", t, state.cycles)
     for reason, count in sorted(state.failures_total.items()):
@@ -290,6 +303,7 @@ def _render_target(out: _Families, state: TargetState) -> None:
         )
     out.gauge("probe_tls_insecure_skip_verify", t, 1 if result.insecure_skip_verify else 0)
     answers = result.dns.answers
+    out.gauge("probe_dns_pinned", t, 1 if result.dns.pinned else 0)
     out.gauge("probe_dns_answers", t, len(answers))
     out.gauge("probe_dns_unexpected_answers", t, sum(not a.expected for a in answers))
     if answers:
@@ -349,7 +363,8 @@ def _render_address(out: _Families, result: TargetResult, address: AddressResult
     answered = [a.status_code for a in address.attempts if a.status_code is not None]
     if answered:
         out.gauge("probe_http_status_code", ta, answered[-1])
-    out.gauge("probe_http_duration_seconds", (*ta, "resolve"), result.dns.lookup_seconds)
+    if not result.dns.pinned:
+        out.gauge("probe_http_duration_seconds", (*ta, "resolve"), result.dns.lookup_seconds)
     per_phase: dict[str, list[float]] = {}
     for attempt in address.attempts:
         for phase, seconds in attempt.phases.items():

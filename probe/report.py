@@ -157,6 +157,8 @@ def _dns(dns: DnsResult) -> dict[str, Any]:
         "lookup_seconds": _sec(dns.lookup_seconds),
         "cname_chain": list(dns.cname_chain),
         "answers": [{"address": str(a.address), "ttl": a.ttl, "expected": a.expected} for a in dns.answers],
+        "pinned": dns.pinned,
+        "pinned_by": dns.pinned_by,
         "queries": [
             {
                 "resolver": q.resolver,
@@ -357,6 +359,16 @@ def render_baseline(comparison: Comparison, stream: IO[str], *, color: bool = Fa
         stream.write("  a regression since the baseline makes the exit code at least 1\n")
 
 
+def pinned_text(dns: DnsResult) -> str:
+    """How the addresses of a pinned name were given, e.g. ``pinned with --resolve``.
+
+    An IP-address URL says ``the URL's address, server name from --server-name``.
+    """
+    if dns.pinned_by in ("server_name", "--server-name"):
+        return f"the URL's address, server name from {dns.pinned_by}"
+    return f"pinned with {dns.pinned_by}"
+
+
 def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Painter) -> None:
     w = out.write
     caveat = ", certificates NOT verified" if result.insecure_skip_verify else ""
@@ -371,10 +383,13 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
         str(a.address) + ("" if a.expected else " (unexpected, not probed)") for a in dns.answers
     )
     via = f" via {' → '.join(dns.cname_chain)}" if dns.cname_chain else ""
-    source = f"{dns.rcode} from {dns.resolver}" if dns.resolver else "no answer"
-    ttl = min((a.ttl for a in dns.answers), default=None)
-    ttl_text = f", TTL {ttl}s" if ttl is not None else ""
-    timing = paint.dim(f"({source}{ttl_text}, {_ms(dns.lookup_seconds)})")
+    if dns.pinned:
+        timing = paint.dim(f"({pinned_text(dns)}; no DNS query)")
+    else:
+        source = f"{dns.rcode} from {dns.resolver}" if dns.resolver else "no answer"
+        ttl = min((a.ttl for a in dns.answers if a.ttl is not None), default=None)
+        ttl_text = f", TTL {ttl}s" if ttl is not None else ""
+        timing = paint.dim(f"({source}{ttl_text}, {_ms(dns.lookup_seconds)})")
     w(f"  DNS      {dns.name}{via} → {answers or '(none)'}  {timing}\n")
     if result.request_headers:
         sent = ", ".join(f"{name}: {printable(value)}" for name, value in result.request_headers)

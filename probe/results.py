@@ -64,10 +64,13 @@ class DnsQuery:
 
 @dataclass(frozen=True, slots=True)
 class DnsAnswer:
-    """One address in the answer, with its TTL (seconds) and whether it may be probed."""
+    """One address in the answer, with its TTL (seconds) and whether it may be probed.
+
+    ``ttl`` is ``None`` for a pinned address (no DNS answer, so no TTL).
+    """
 
     address: IPAddress
-    ttl: int
+    ttl: int | None
     expected: bool
 
 
@@ -95,6 +98,11 @@ class DnsResult:
         lookup_seconds: wall time of the whole stage.
         alias: the alias comparison, ``None`` when not configured.
         failures: DNS findings.
+        pinned_by: the setting that pinned the addresses instead of a DNS query for
+            ``name`` (``"addresses"``, ``"--resolve"``, ``"server_name"`` or
+            ``"--server-name"``), ``None`` when ``name`` was resolved. Pinned answers have
+            no TTL; ``queries``, ``resolver`` and ``lookup_seconds`` then concern only the
+            alias name of ``expect_same_addresses_as``, if any.
     """
 
     name: str
@@ -106,6 +114,12 @@ class DnsResult:
     lookup_seconds: float
     alias: AliasResult | None
     failures: tuple[Failure, ...]
+    pinned_by: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """The addresses were given (``--resolve``, ``addresses``, an IP URL), not resolved."""
+        return self.pinned_by is not None
 
     @property
     def probe_addresses(self) -> tuple[IPAddress, ...]:

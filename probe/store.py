@@ -111,7 +111,8 @@ def accumulate(previous: TargetState | None, result: TargetResult) -> TargetStat
 
 
 def _phase_values(result: TargetResult) -> dict[str, list[float]]:
-    values: dict[str, list[float]] = {"resolve": [result.dns.lookup_seconds]}
+    # A pinned name is not looked up: no resolve phase to observe.
+    values: dict[str, list[float]] = {} if result.dns.pinned else {"resolve": [result.dns.lookup_seconds]}
     for address in result.addresses:
         for attempt in address.attempts:
             for phase, seconds in attempt.phases.items():

@@ -295,14 +295,21 @@ def _json_keys(
     return keys
 
 
-def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any) -> None:
-    # The JSON section of the README was merged by hand from four branches; it must name
+def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any, tmp_path: Path) -> None:
+    # The JSON section of the README was merged by hand from several branches; it must name
     # every key the document has, and no key it does not have.
     s = scene(nodes=2)
     hostname = s.target["url"].split("/")[2].split(":")[0]
+    before = tmp_path / "before.json"
+    assert check(s, "--json", "--save-baseline", str(before))[0] == ExitCode.OK
+    saved = json.loads(before.read_text())
+    saved["targets"][0]["status"] = "ok" if saved["targets"][0]["status"] != "ok" else "warning"
+    before.write_text(json.dumps(saved))  # a change, so that a change's keys are in the document
     code, out, seconds = check(
         s,
         "--json",
+        "--baseline",
+        str(before),
         "--ocsp",
         "staple",
         "--backend-header",
@@ -316,6 +323,7 @@ def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any) 
     document = json.loads(out)
     assert document["targets"][0]["addresses"][0]["ocsp"] is not None
     assert document["targets"][0]["failures"] and document["targets"][0]["addresses"][0]["http"]
+    assert document["baseline"]["changes"]
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("\n## JSON document\n", 1)[1].split("\n## ", 1)[0].split("```")[1]
     without_comments = "\n".join(line.split("#", 1)[0] for line in section.splitlines())
@@ -323,5 +331,8 @@ def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any) 
     # Quoted words of the section that are values or keys of the other shapes, not keys seen here.
     values = {"ok", "warning", "critical", "verified", "unverified", "verify_failed", "timeout"}
     values |= {"failed", "not_attempted", "gzip", "1", "body_regex", "header", "X-Backend"}
+    values |= {"target", "status", "address", "backend", "certificate", "tls_version", "alpn"}  # aspects
+    values |= {"neutral", "improvement", "regression"}  # impacts (also "neutral": n)
+    values |= {"www", "server_name"}  # a target name; a pinned_by value
     assert _json_keys(document) - documented == set()
     assert documented - _json_keys(document) - values == set()

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 from contextlib import redirect_stdout
 
 import pytest
 
 from probe import cli
+from probe.config import TargetConfig
+
+A1, A2 = ipaddress.ip_address("127.0.10.1"), ipaddress.ip_address("127.0.10.2")
 
 # A value for each option, and the target field value it must produce.
 SAMPLES = {
     "--resolver": (["127.0.53.1:5353"], "resolvers", ("127.0.53.1", 5353)),
+    "--resolve": (["www.corp.example:443:127.0.10.1,127.0.10.2"], "addresses", (A1, A2)),
+    "--server-name": ("www.corp.example", "server_name", "www.corp.example"),
     "--ca-file": (None, "ca_file", None),
     "--expect-network": (["127.0.0.0/8"], "expect_networks", None),
     "--expect-same-addresses-as": ("alb.corp.example", "expect_same_addresses_as", "alb.corp.example"),
@@ -51,7 +57,9 @@ def argv_for(flag: str) -> list[str]:
 @pytest.mark.parametrize("flag", [f for f in SAMPLES if f != "--ca-file"])
 def test_each_option_fills_its_target_field(flag: str) -> None:
     extra = ["--backend-header", "X-Backend"] if flag == "--expect-backends" else []
-    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", *argv_for(flag), *extra])
+    # --server-name is for a URL whose host is an IP address.
+    url = "https://127.0.10.1/" if flag == "--server-name" else "https://www.corp.example/"
+    args = cli.build_parser().parse_args(["check", url, *argv_for(flag), *extra])
     target = cli._config_from_args(args).targets[0]
     _, field, expected = SAMPLES[flag]
     if expected is not None:
@@ -87,3 +95,54 @@ def test_errors_name_the_option_that_filled_the_field() -> None:
     assert cli._flag_for_field("requests_per_address") == "--requests"
     assert cli._flag_for_field("url") == "URL"
     assert cli._flag_for_field("listen") is None
+
+
+# --------------------------------------------------------------------------- --resolve
+
+
+def adhoc(*argv: str) -> TargetConfig:
+    args = cli.build_parser().parse_args(["check", *argv])
+    return cli._config_from_args(args).targets[0]
+
+
+def test_resolve_entries_add_up_each_address_once_and_name_the_flag() -> None:
+    target = adhoc(
+        "https://WWW.corp.example.:8443/",
+        "--resolve",
+        "www.corp.example:8443:127.0.10.2,[::1]",
+        "--resolve",
+        "www.CORP.example.:8443:127.0.10.1,127.0.10.2",
+    )
+    assert target.addresses == (A2, ipaddress.ip_address("::1"), A1)
+    assert target.pinned_by == "--resolve"
+
+
+def test_resolve_default_port_is_443() -> None:
+    target = adhoc("https://www.corp.example/", "--resolve", "www.corp.example:443:127.0.10.1")
+    assert target.port == 443 and target.addresses == (A1,)
+
+
+def test_server_name_names_the_flag() -> None:
+    target = adhoc("https://127.0.10.1/", "--server-name", "www.corp.example")
+    assert target.pinned_by == "--server-name" and target.hostname == "www.corp.example"
+
+
+def test_server_name_with_a_dns_url_is_refused() -> None:
+    with pytest.raises(cli.UsageError, match=r"^--server-name: only for a URL whose host is an IP address"):
+        adhoc("https://www.corp.example/", "--server-name", "www.corp.example")
+
+
+def test_resolve_with_an_ip_url_is_refused() -> None:
+    with pytest.raises(cli.UsageError, match=r"^--resolve: cannot be combined with an IP-address URL"):
+        adhoc(
+            "https://127.0.10.1/",
+            "--server-name",
+            "www.corp.example",
+            "--resolve",
+            "127.0.10.1:443:127.0.10.2",
+        )
+
+
+def test_resolve_with_a_bad_url_reports_the_url() -> None:
+    with pytest.raises(cli.UsageError, match=r"^URL: 'https://www.corp.example:0/' has an invalid port"):
+        adhoc("https://www.corp.example:0/", "--resolve", "www.corp.example:443:127.0.10.1")

@@ -358,3 +358,43 @@ def test_listen_needs_an_ip_and_a_port() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config(f"listen: '{listen}'\ntargets: [{{url: 'https://a.corp.example/'}}]")
         assert str(caught.value) == f"config: listen: {message} (0.0.0.0:9798 listens on all interfaces)"
+
+
+# --------------------------------------------------------------------------- pinned addresses
+
+
+def test_addresses_pin_the_name() -> None:
+    config = parse_config(
+        "targets:\n  - url: https://www.corp.example:8443/health\n"
+        "    addresses: [10.0.2.31, 'fd00::5', 10.0.1.17]\n"
+    )
+    target = config.targets[0]
+    assert target.hostname == "www.corp.example" and target.port == 8443 and target.name == "www.corp.example"
+    assert target.addresses == tuple(ipaddress.ip_address(a) for a in ("10.0.2.31", "fd00::5", "10.0.1.17"))
+    assert target.pinned_by == "addresses" and target.server_name is None
+
+
+def test_a_resolved_target_is_not_pinned() -> None:
+    target = parse_config("targets:\n  - url: https://www.corp.example/\n").targets[0]
+    assert target.addresses is None and target.pinned_by is None
+
+
+def test_ip_literal_url_with_server_name() -> None:
+    config = parse_config(
+        "targets:\n  - url: https://[fd00::1]:8443/health\n    server_name: WWW.Corp.Example.\n"
+    )
+    target = config.targets[0]
+    assert target.hostname == "www.corp.example" and target.name == "www.corp.example"
+    assert target.port == 8443 and target.path == "/health"
+    assert target.addresses == (ipaddress.ip_address("fd00::1"),)
+    assert target.pinned_by == "server_name"
+    assert target.url == "https://[fd00::1]:8443/health"
+
+
+def test_pinned_target_survives_revalidation() -> None:
+    """Config validates its targets again; the derived pin must not turn into an error."""
+    target = parse_config(
+        "targets:\n  - url: https://10.0.1.17/\n    server_name: www.corp.example\n"
+    ).targets[0]
+    again = Config(targets=(target,)).targets[0]
+    assert again.addresses == (ipaddress.ip_address("10.0.1.17"),) and again.pinned_by == "server_name"

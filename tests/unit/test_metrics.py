@@ -781,3 +781,26 @@ def test_backend_name_from_a_body_regex_is_cut_too() -> None:
     target = make_target(url="https://www.corp.example/", backend={"body_regex": "node=(\\S+)"})
     backend, _ = judge_response(200, {}, b"node=" + b"n" * 10_000, target, A1)
     assert backend == "n" * 64
+
+
+# --------------------------------------------------------------------------- pinned addresses
+
+
+def test_pinned_addresses_have_no_lookup_time_and_say_pinned() -> None:
+    pinned = replace(dns([A1], lookup_seconds=0.0001, resolver=None, rcode=None), pinned_by="--resolve")
+    s = scrape(result(addresses=[address(A1)], dns_result=pinned))
+
+    assert s.value("probe_dns_pinned", target="www") == 1
+    assert s.value("probe_dns_lookup_time_seconds", target="www") is None
+    assert s.named("probe_dns_lookup_time_seconds") == []
+    assert "resolve" not in {x.labels["phase"] for x in s.named("probe_http_duration_seconds")}
+    assert "connect" in {x.labels["phase"] for x in s.named("probe_http_duration_seconds")}
+    assert "resolve" not in {x.labels["phase"] for x in s.named("probe_phase_duration_seconds_count")}
+    assert s.value("probe_dns_answers", target="www") == 1
+    assert s.value("probe_success", target="www") == 1
+
+
+def test_resolved_addresses_are_not_pinned() -> None:
+    s = scrape(result(dns_result=dns(lookup_seconds=0.0125)))
+    assert s.value("probe_dns_pinned", target="www") == 0
+    assert s.value("probe_dns_lookup_time_seconds", target="www") == 0.0125

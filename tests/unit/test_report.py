@@ -297,3 +297,32 @@ def test_ocsp_json_fields() -> None:
         "signature_valid": True,
         "error": None,
     }
+
+
+def test_pinned_dns_line_and_json() -> None:
+    leaf = leaf_cert("www.corp.example")
+    plain = result(leaf)
+    pinned_dns = replace(
+        dns_result([A1], resolver=None, rcode=None),
+        answers=(replace(plain.dns.answers[0], ttl=None),),
+        pinned_by="--resolve",
+    )
+    pinned = replace(plain, dns=pinned_dns)
+    text = text_of(pinned)
+    assert "  DNS      www.corp.example → 10.0.1.17  (pinned with --resolve; no DNS query)\n" in text
+    assert "TTL" not in text
+    document = to_json([pinned], NOW)["targets"][0]["dns"]
+    assert document["pinned"] is True and document["pinned_by"] == "--resolve"
+    assert document["answers"] == [{"address": "10.0.1.17", "ttl": None, "expected": True}]
+
+
+def test_ip_url_dns_line_names_the_server_name_setting() -> None:
+    plain = result(leaf_cert("www.corp.example"))
+    pinned = replace(plain, dns=replace(plain.dns, pinned_by="server_name"))
+    assert "(the URL's address, server name from server_name; no DNS query)" in text_of(pinned)
+
+
+def test_resolved_dns_is_not_pinned_in_json() -> None:
+    document = to_json([result(leaf_cert("www.corp.example"))], NOW)["targets"][0]["dns"]
+    assert document["pinned"] is False and document["pinned_by"] is None
+    assert document["answers"][0]["ttl"] == 60
