@@ -83,11 +83,13 @@ def unrecognized(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
     """
     text = f"unrecognized arguments: {' '.join(extras)}"
     flags = [e.split("=", 1)[0] for e in extras if e.startswith("-")]
-    known = [flag for action in parser._actions for flag in action.option_strings]
+    # Compared without the dashes, which every option shares and which would make
+    # --bogus look like --ocsp.
+    known = {flag.lstrip("-"): flag for action in parser._actions for flag in action.option_strings}
     for flag in flags:
-        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(flag.lstrip("-"), list(known), n=1, cutoff=0.7)
         if close:
-            return f"{text}; did you mean {close[0]}?"
+            return f"{text}; did you mean {known[close[0]]}?"
     return text
 
 

@@ -153,7 +153,10 @@ def test_http_status_hint_follows_each_status_code(
     tmp_path: Path, lab: Lab, dns: DnsServer, pki: Pki, ca_file: Path, new_ip: Any
 ) -> None:
     name = "status-hint.corp.example"
-    backends = [lab.start_backend("web-1", new_ip(), status=503), lab.start_backend("web-2", new_ip(), status=502)]
+    backends = [
+        lab.start_backend("web-1", new_ip(), status=503),
+        lab.start_backend("web-2", new_ip(), status=502),
+    ]
     node = lab.start_node(new_ip(), cert=pki.leaf(name), backends=backends, workdir=tmp_path)
     try:
         dns.set(name, ("A", node.address))
@@ -195,10 +198,14 @@ def test_backend_missing_hint_and_platform_override(tmp_path: Path, demo: DemoLa
 
     # --platform on the command line wins over the file's.
     _, out, _ = check(tmp_path, target, "--platform", "generic")
-    assert hint_line(out, Reason.BACKEND_MISSING) == f"hint: {HINTS[Reason.BACKEND_MISSING][Platform.GENERIC]}"
+    assert (
+        hint_line(out, Reason.BACKEND_MISSING) == f"hint: {HINTS[Reason.BACKEND_MISSING][Platform.GENERIC]}"
+    )
 
 
-def test_hints_never_reach_metric_labels(lab: Lab, dns: DnsServer, pki: Pki, ca_file: Path, new_ip: Any) -> None:
+def test_hints_never_reach_metric_labels(
+    lab: Lab, dns: DnsServer, pki: Pki, ca_file: Path, new_ip: Any
+) -> None:
     name = "metrics-only.corp.example"
     backend = lab.start_backend("web-1", new_ip(), status=503)
     node = lab.start_node(new_ip(), cert=pki.leaf(name), backends=[backend])

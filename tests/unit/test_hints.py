@@ -14,7 +14,9 @@ AWS, GENERIC = Platform.AWS, Platform.GENERIC
 HERE = ip_address("10.0.2.31")
 
 
-def hint(reason: Reason, platform: Platform = AWS, codes: tuple[int, ...] = (), address: str = "10.0.2.31") -> str:
+def hint(
+    reason: Reason, platform: Platform = AWS, codes: tuple[int, ...] = (), address: str = "10.0.2.31"
+) -> str:
     text = hint_for(Failure(reason, "detail", ip_address(address)), platform, codes)
     assert text is not None
     return text
@@ -88,7 +90,11 @@ def test_unexpected_public_address_points_at_an_internet_facing_load_balancer() 
     ("code", "words", "classic"),
     [
         (502, ["ALB 502", "closed the connection", "TLS"], "Classic Load Balancer means the same"),
-        (503, ["ALB 503", "no registered targets"], "Classic Load Balancer also answers 503 when no instance"),
+        (
+            503,
+            ["ALB 503", "no registered targets"],
+            "Classic Load Balancer also answers 503 when no instance",
+        ),
         (504, ["ALB 504", "idle timeout"], "Classic Load Balancer means the same"),
         (460, ["ALB 460", "client closed the connection"], "Classic Load Balancer has no 460"),
         (463, ["ALB 463", "X-Forwarded-For", "30"], "Classic Load Balancer has no 463"),
