@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import ipaddress
 import os
+import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from probe import __version__, baseline, daemon, log
@@ -35,10 +37,13 @@ from probe.config import (
     url_ip_literal,
 )
 from probe.cycle import TargetPlan, plan, run_cycle
-from probe.reasons import ExitCode
+from probe.reasons import ExitCode, Platform
 from probe.report import overall_status, render_baseline, render_json, render_text
 from probe.results import TargetResult
 from probe.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from probe.lab import DemoLab
 
 
 class UsageError(Exception):
@@ -46,8 +51,51 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at the help of the (sub)command in use.
+
+    ``commands`` holds the subcommands' parsers (set on the top-level parser only), so an
+    unknown option is reported against the subcommand it was given to, with the closest
+    option it knows: ``unrecognized arguments: --resolvers; did you mean --resolver?
+    (see 'probe check --help')``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self.commands:
+            where = self.commands.get(getattr(parsed, "command", None) or "", self)
+            raise UsageError(f"{unrecognized(where, extras)} (see '{where.prog} --help')")
+        return parsed, extras
+
+
+def unrecognized(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """``unrecognized arguments: …`` with the known option closest to the first unknown one.
+
+    Args:
+        parser: the (sub)command's parser the arguments were given to.
+        extras: the arguments it did not recognise, as typed.
+
+    Returns:
+        E.g. ``"unrecognized arguments: --resolvers; did you mean --resolver?"``.
+    """
+    text = f"unrecognized arguments: {' '.join(extras)}"
+    flags = [e.split("=", 1)[0] for e in extras if e.startswith("-")]
+    # Compared without the dashes, which every option shares and which would make
+    # --bogus look like --ocsp.
+    known = {flag.lstrip("-"): flag for action in parser._actions for flag in action.option_strings}
+    for flag in flags:
+        close = difflib.get_close_matches(flag.lstrip("-"), list(known), n=1, cutoff=0.7)
+        if close:
+            return f"{text}; did you mean {known[close[0]]}?"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +335,7 @@ def _flag_for_field(field: str) -> str | None:
     return "/".join(o.flag for o in _ADHOC if o.field == field) or None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     """The argument parser of the ``probe`` command."""
     parser = _Parser(
         prog="probe",
@@ -318,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="save the addresses, certificates, TLS facts, backends and statuses as a baseline "
         "(after comparing, when --baseline is given too)",
+    )
+    check.add_argument(
+        "--platform",
+        choices=tuple(p.value for p in Platform),
+        help="words of the hints under each finding: generic (default) or aws (ELB, Route 53, "
+        "ACM); also with --config, where it overrides the targets' platform",
     )
     _add_adhoc_options(check)
     _output_options(check)
@@ -351,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", metavar="HOST:PORT", default=DEFAULT_LISTEN, help=f"default {DEFAULT_LISTEN}"
     )
     _output_options(demo)
+    parser.commands = {"check": check, "run": run, "demo": demo}
     return parser
 
 
@@ -387,7 +442,7 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         return ExitCode.UNKNOWN
     except daemon.StartupError as exc:
         print(f"probe: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.LISTEN_FAILED
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
         return ExitCode.UNKNOWN
@@ -484,12 +539,18 @@ def _config_from_args(args: argparse.Namespace) -> Config:
             extra = args.url or given[0].flag
             raise UsageError(f"{extra} cannot be combined with --config (put it in the config file)")
         config = load_config(args.config)
-        return config.select(args.target) if args.target else config
+        config = config.select(args.target) if args.target else config
+        if args.platform is not None:  # the command line overrides the file
+            targets = tuple(t.model_copy(update={"platform": args.platform}) for t in config.targets)
+            config = config.model_copy(update={"targets": targets})
+        return config
     if args.target:
         raise UsageError("--target needs --config")
     if not args.url:
         raise UsageError("give a URL to check or --config FILE (see 'probe check --help')")
     target: dict[str, Any] = {"url": args.url}
+    if args.platform is not None:
+        target["platform"] = args.platform
     for option in given:
         value = getattr(args, option.dest)
         if option.convert_with_url is not None:
@@ -530,6 +591,25 @@ def _can_listen(host: str, port: int) -> bool:
     return True
 
 
+def demo_command(lab: DemoLab) -> str:
+    """The ``probe check`` command line, ready to paste, that checks the running demo lab.
+
+    It names the lab's resolver (on loopback, so the system resolver is never asked),
+    root CA file, expected network, alias and backend rule, so the check verifies the
+    certificates (no ``--insecure``) and comes out ok while the lab runs. The program is
+    the one this process was started as (``.venv/bin/probe``), else ``python -m probe``.
+    """
+    target = lab.target()
+    program = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "probe" else None
+    words = [program] if program else [sys.executable, "-m", "probe"]
+    words += ["check", lab.url, "--resolver", lab.dns_server.where, "--ca-file", str(lab.ca_file)]
+    for network in target["expect_networks"]:
+        words += ["--expect-network", network]
+    words += ["--expect-same-addresses-as", lab.alias, "--backend-header", target["backend"]["header"]]
+    words += ["--expect-backends", ",".join(target["expect_backends"])]
+    return shlex.join(words)
+
+
 def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
     from probe.lab import DemoLab
 
@@ -538,15 +618,18 @@ def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
     except ValueError as exc:
         raise UsageError(f"--listen: {exc}") from None
     if not args.once and not _can_listen(host, port):
-        raise UsageError(f"--listen: {args.listen} is in use; give another HOST:PORT, or --once")
+        raise daemon.StartupError(f"cannot listen on {args.listen}: in use; give another --listen, or --once")
     with DemoLab() as lab:
         config = build_config({**lab.config_data(interval=10), "listen": args.listen}, where="demo")
         plans = plan(config)
+        header = lab.target()["backend"]["header"]
         if not args.json:
             stdout.write(
                 f"probe demo: lab on loopback — DNS {lab.dns_server.where}, nodes "
                 f"{', '.join(lab.node_addresses)} port {lab.port}, backends "
-                f"{', '.join(f'{n} {a}' for n, a in lab.backend_addresses)}\n\n"
+                f"{', '.join(f'{n} {a}' for n, a in lab.backend_addresses)}\n"
+                f"probe demo: root CA {lab.ca_file}; the backends name themselves in the "
+                f"{header} response header\n\n"
             )
         results = asyncio.run(_run_all(plans))
         code = _report(results, args, stdout)
@@ -556,6 +639,8 @@ def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
             stdout.write(
                 f"\nprobe demo: probing the lab every 10 s; metrics at http://{args.listen}/metrics, "
                 "status page at /. Ctrl-C to stop.\n"
+                "probe demo: to check the lab by hand while the demo runs, from another terminal:\n"
+                f"  {demo_command(lab)}\n"
             )
             stdout.flush()
         running = daemon.Daemon(config, plans, Notifier(), initial_results=results)

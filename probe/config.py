@@ -389,6 +389,8 @@ class _TargetFields(_Frozen):
     body_size_limit: Annotated[int, Field(ge=1, le=1 << 40), BeforeValidator(_not_bool)] | None = None
     # ALPN of both the TLS stage and the HTTP requests: auto (h2, http/1.1), 1.1 or 2.
     http_version: HttpVersion = "auto"
+    # Whose words the findings' hints use (probe.hints): generic, or aws (ELB, Route 53, ACM).
+    platform: Literal["generic", "aws"] = "generic"
 
     @field_validator("resolvers", "expect_networks", mode="before")
     @classmethod

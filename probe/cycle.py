@@ -20,7 +20,7 @@ from probe import dns_stage, http_stage, ocsp_stage, tls_stage
 from probe._text import shorten
 from probe.config import Config, ConfigError, TargetConfig
 from probe.deadline import Deadline
-from probe.reasons import Reason, Status
+from probe.reasons import Platform, Reason, Status
 from probe.results import (
     AddressResult,
     DnsResult,
@@ -173,6 +173,7 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         ),
         backend_rule=_backend_rule(target),
         reuse_connections=target.reuse_connections,
+        platform=Platform(target.platform),
     )
 
 

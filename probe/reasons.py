@@ -46,17 +46,39 @@ _STATUS_RANK = {Status.OK: 0, Status.WARNING: 1, Status.CRITICAL: 2}
 
 
 class ExitCode(IntEnum):
-    """Process exit status, following the monitoring-plugin convention."""
+    """Process exit status, following the monitoring-plugin convention (0-3).
+
+    ``LISTEN_FAILED`` (4) is the daemon's own (``probe run``, ``probe demo``): its endpoint
+    cannot listen (port in use, address not on this host, no permission). It is the first
+    value the monitoring-plugin convention leaves free, so it never reads as a verdict
+    (1 would say "warning") nor as bad configuration (3, which systemd is told not to
+    restart on); a port still held by a stopping process is worth a restart. It stays
+    clear of the BSD ``sysexits.h`` range (64-78), systemd's own codes (200 and up) and the
+    shell's (126 and up).
+    """
 
     OK = 0
     WARNING = 1
     CRITICAL = 2
     UNKNOWN = 3
+    LISTEN_FAILED = 4
 
     @classmethod
     def from_status(cls, status: Status) -> ExitCode:
         """Map a verdict to its exit code (ok 0, warning 1, critical 2)."""
         return cls(status.rank)
+
+
+class Platform(StrEnum):
+    """Whose words the hints use: the console the person probing works in.
+
+    ``generic`` speaks of listeners, firewalls and backends; ``aws`` of Elastic Load
+    Balancing (ALB, Classic Load Balancer), security groups, target groups, Route 53 and
+    ACM. The hint texts are in :mod:`probe.hints`.
+    """
+
+    GENERIC = "generic"
+    AWS = "aws"
 
 
 class Reason(StrEnum):

@@ -13,7 +13,8 @@ from typing import IO, Any
 from probe._text import plural, printable
 from probe.baseline import Comparison, Impact
 from probe.certs import common_name_of, describe_age, format_time, label_of
-from probe.reasons import Reason, Status
+from probe.hints import failure_hint
+from probe.reasons import Platform, Reason, Status
 from probe.results import (
     AddressResult,
     CertInfo,
@@ -101,9 +102,9 @@ def _target(result: TargetResult) -> dict[str, Any]:
         "request_headers": dict(result.request_headers),
         "started_timestamp": round(result.started_timestamp, 3),
         "duration_seconds": _sec(result.duration_seconds),
-        "failures": [_failure(f) for f in result.failures],
+        "failures": [_failure(f, result) for f in result.failures],
         "dns": _dns(result.dns),
-        "addresses": [_address(a) for a in result.addresses],
+        "addresses": [_address(a, result) for a in result.addresses],
         "backends": {
             "counts": result.backend_counts,
             "expected": list(result.expected_backends),
@@ -115,6 +116,7 @@ def _target(result: TargetResult) -> dict[str, Any]:
             "identified": sum(result.backend_counts.values()),
         },
         "cookies": {"set": list(result.cookies_set), "note": result.cookie_note},
+        "platform": result.platform.value,
     }
 
 
@@ -139,13 +141,14 @@ def target_notes(result: TargetResult) -> list[str]:
     return notes
 
 
-def _failure(failure: Failure) -> dict[str, Any]:
+def _failure(failure: Failure, result: TargetResult, attempt: HttpAttempt | None = None) -> dict[str, Any]:
     return {
         "stage": failure.stage.value,
         "address": str(failure.address) if failure.address is not None else None,
         "reason": failure.reason.value,
         "severity": failure.severity.value,
         "detail": failure.detail,
+        "hint": failure_hint(result, failure, attempt),
     }
 
 
@@ -183,14 +186,14 @@ def _dns(dns: DnsResult) -> dict[str, Any]:
     }
 
 
-def _address(result: AddressResult) -> dict[str, Any]:
+def _address(result: AddressResult, target: TargetResult) -> dict[str, Any]:
     return {
         "address": str(result.address),
         "status": result.status.value,
         "tls": _tls(result.tls),
-        "http": [_attempt(a) for a in result.attempts],
+        "http": [_attempt(a, target) for a in result.attempts],
         "backend_counts": result.backend_counts,
-        "failures": [_failure(f) for f in result.failures],
+        "failures": [_failure(f, target) for f in result.failures],
         "ocsp": _ocsp(result.ocsp) if result.ocsp is not None else None,
     }
 
@@ -253,7 +256,7 @@ def _cert(cert: CertInfo) -> dict[str, Any]:
     }
 
 
-def _attempt(attempt: HttpAttempt) -> dict[str, Any]:
+def _attempt(attempt: HttpAttempt, target: TargetResult) -> dict[str, Any]:
     return {
         "status_code": attempt.status_code,
         "http_version": attempt.http_version,
@@ -267,7 +270,7 @@ def _attempt(attempt: HttpAttempt) -> dict[str, Any]:
             "processing": _sec(attempt.phases.processing),
             "transfer": _sec(attempt.phases.transfer),
         },
-        "failures": [_failure(f) for f in attempt.failures],
+        "failures": [_failure(f, target, attempt) for f in attempt.failures],
         "cookies_set": list(attempt.cookies_set),
         "location": attempt.location,
         "content_encoding": attempt.content_encoding,
@@ -419,6 +422,9 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
                 f"    {paint.status(failure.severity, failure.severity.value):<8} "
                 f"{failure.reason.value}{where}: {printable(failure.detail)}\n"
             )
+            hint = failure_hint(result, failure)
+            if hint is not None:
+                w(f"    {'':<8} {paint.dim(_hint_label(result.platform))} {hint}\n")
 
 
 def _render_chains(addresses: Sequence[AddressResult], out: IO[str], now: float, paint: _Painter) -> None:
@@ -580,6 +586,11 @@ def _attempt_label(attempt: HttpAttempt) -> str:
     if attempt.status_code is None or any(f.reason in broken for f in attempt.failures):
         return "ERR"
     return str(attempt.status_code)
+
+
+def _hint_label(platform: Platform) -> str:
+    """``hint:`` for the generic words, ``hint (aws):`` when a platform's are used."""
+    return "hint:" if platform is Platform.GENERIC else f"hint ({platform.value}):"
 
 
 def _ms(seconds: float | None) -> str:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from probe.reasons import Reason, Stage, Status
+from probe.reasons import Platform, Reason, Stage, Status
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -410,6 +410,8 @@ class TargetResult:
         reuse_connections: the requests to an address shared one connection
             (``reuse_connections``), so a balancer that balances per connection sends them
             all to one backend.
+        platform: whose words the findings' hints use in reports (``probe.hints``); it
+            never changes the verdict.
     """
 
     name: str
@@ -428,6 +430,7 @@ class TargetResult:
     request_headers: tuple[tuple[str, str], ...] = ()
     backend_rule: tuple[str, str] | None = None
     reuse_connections: bool = False
+    platform: Platform = Platform.GENERIC
 
     @property
     def backend_counts(self) -> dict[str, int]:

@@ -84,6 +84,8 @@ class Scheduler:
         changed ones start at a fresh phase offset.
         """
         new = {p.target.name: p for p in plans}
+        added = [name for name in new if name not in self._plans]
+        removed = [name for name in self._plans if name not in new]
         stale = [
             name for name, old in self._plans.items() if name not in new or new[name].target != old.target
         ]
@@ -95,9 +97,16 @@ class Scheduler:
         for name, plan in new.items():
             if name not in self._tasks:
                 self._start(plan)
+        restarted = [name for name in stale if name in new]
+        changes = {"added": added, "removed": removed, "restarted": restarted}
         log.info(
             "configuration applied",
-            extra={"targets": len(self._plans), "restarted": ",".join(sorted(set(stale) & set(new)))},
+            extra={
+                "targets": len(self._plans),
+                # Only the non-empty lists: a line names what changed, never prints key="".
+                **{key: ",".join(names) for key, names in changes.items() if names},
+                "unchanged": len(new) - len(added) - len(restarted),
+            },
         )
 
     def _start(self, plan: TargetPlan) -> None:
@@ -159,9 +168,9 @@ class Scheduler:
         )
         before = previous.result if previous else None
         if before is None or before.status is not result.status or before.reasons != result.reasons:
-            level = logging.INFO if before is not None or result.status is not Status.OK else logging.DEBUG
-            log.log(
-                level,
+            # Every target's first result is logged, ok ones too: the log then shows that
+            # each target (also one added by a reload) has been probed.
+            log.info(
                 "target status changed" if before is not None else "first result",
                 extra={
                     "target": result.name,

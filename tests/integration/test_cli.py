@@ -120,7 +120,7 @@ def test_config_file_and_target_selection(demo: DemoLab, tmp_path: Path) -> None
     [
         ([], "probe: give a command: check, run or demo (see 'probe --help')"),
         (["check"], "probe: give a URL to check or --config FILE (see 'probe check --help')"),
-        (["check", "--bogus"], "probe: unrecognized arguments: --bogus (see 'probe --help')"),
+        (["check", "--bogus"], "probe: unrecognized arguments: --bogus (see 'probe check --help')"),
         (
             ["check", "http://www.corp.example/"],
             "probe: URL: 'http://www.corp.example/' must be an https:// URL",

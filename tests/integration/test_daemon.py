@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe.lab import DemoLab
+from probe.reasons import ExitCode
 from tests.helpers import REPO, environment_without_proxies, probe_cli
 
 
@@ -183,7 +184,7 @@ def test_bad_config_exits_3_with_one_line(tmp_path: Path) -> None:
     assert result.stderr == f"probe: {config}: targets[0].timeouts.dns: must be greater than 0 (got 0)\n"
 
 
-def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path, demo: DemoLab) -> None:
+def test_port_in_use_is_one_line_and_its_own_exit_code(tmp_path: Path, demo: DemoLab) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -191,5 +192,5 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path, demo: DemoLab) -> No
         config = tmp_path / "probe.yaml"
         config.write_text(config_text(demo, port))
         result = probe_cli("run", "--config", str(config), timeout=30)
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.LISTEN_FAILED == 4  # not 1, which means "warning"
     assert result.stderr.endswith(f"probe: cannot listen on 127.0.0.1:{port}: Address already in use\n")

@@ -1,0 +1,377 @@
+"""Hints: the likely causes of each finding, in the words of the platform's console.
+
+One table, next to the reason vocabulary (:mod:`probe.reasons`): every reason code has a
+hint for every :class:`~probe.reasons.Platform`, or is listed in :data:`NO_HINT`. Hints
+are advice, not findings: they appear in the text report (``hint: …`` under a finding)
+and as ``hint`` in the JSON document, never in metric labels or logs, and they never
+change a verdict.
+
+Pure: the hint of a finding depends only on its reason code, its address (public or
+not, for ``dns_unexpected_address``) and, for ``http_status``, the status codes of the
+responses it summarises, which the caller takes from the attempts (never from the
+finding's text).
+
+Sources for the AWS wording: Elastic Load Balancing user guides, "Troubleshoot your
+Application Load Balancers" (HTTP 460, 463, 464, 502, 503, 504) and "Troubleshoot a
+Classic Load Balancer: HTTP errors"; Route 53 "Working with private hosted zones".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from probe.reasons import Platform, Reason
+from probe.results import Failure, HttpAttempt, TargetResult
+
+_G = Platform.GENERIC
+_A = Platform.AWS
+
+#: Reason codes that deliberately carry no hint: their summary and detail say all there is.
+NO_HINT: frozenset[Reason] = frozenset(
+    {
+        Reason.INTERNAL_ERROR,  # a bug in probe: the traceback is in the log
+        Reason.CERT_UNPARSED,  # a fact about probe's parser, not about the service
+    }
+)
+
+#: The hint per reason code and platform.
+HINTS: dict[Reason, dict[Platform, str]] = {
+    Reason.DNS_NXDOMAIN: {
+        _G: "no such record in the zone, a typo in the name, or this host asks a resolver that "
+        "does not see the private zone",
+        _A: "no record for this name in the Route 53 hosted zone, or the private hosted zone is "
+        "not associated with this host's VPC",
+    },
+    Reason.DNS_SERVFAIL: {
+        _G: "the resolver cannot reach the zone's name servers, or DNSSEC validation failed",
+        _A: "the Route 53 Resolver cannot resolve it: a Resolver forwarding rule points at an "
+        "unreachable DNS server, or DNSSEC validation failed",
+    },
+    Reason.DNS_REFUSED: {
+        _G: "the resolver does not serve this host (recursion not allowed from this address)",
+        _A: "the resolver does not serve this host; inside a VPC ask the Route 53 Resolver "
+        "(the VPC CIDR's base address plus two, or 169.254.169.253)",
+    },
+    Reason.DNS_TIMEOUT: {
+        _G: "the resolver is unreachable: a firewall drops port 53 (UDP and TCP), or the "
+        "resolver address is wrong",
+        _A: "the resolver is unreachable: a security group or network ACL drops port 53 to the "
+        "Route 53 Resolver endpoint, or the resolver address is wrong",
+    },
+    Reason.DNS_NO_ANSWER: {
+        _G: "the name exists but has no address record of this family (try --ip-family), or "
+        "another zone than the intended one answered",
+        _A: "no A (or AAAA) record for this name in the hosted zone, or the private hosted zone "
+        "is not associated with this host's VPC and another zone answers",
+    },
+    Reason.DNS_ERROR: {
+        _G: "the resolver is not reachable or answered an unusual error; check --resolver",
+        _A: "the resolver is not reachable or answered an unusual error; inside a VPC the Route "
+        "53 Resolver is at the VPC CIDR's base address plus two",
+    },
+    Reason.DNS_MALFORMED: {
+        _G: "a device between this host and the resolver rewrites DNS, or the resolver address "
+        "is not a DNS server",
+        _A: "a device between this host and the resolver rewrites DNS, or the resolver address "
+        "is not a DNS server (nor a Route 53 Resolver endpoint)",
+    },
+    Reason.DNS_CNAME_LOOP: {
+        _G: "CNAME records point at each other",
+        _A: "CNAME records point at each other; for a load balancer use a Route 53 alias A "
+        "record instead of a CNAME",
+    },
+    Reason.DNS_UNEXPECTED_ADDRESS: {
+        _G: "the record points at a host in another network, or expect_networks lacks this network",
+        _A: "the record points at a load balancer in another VPC, or expect_networks lacks this VPC's CIDR",
+    },
+    Reason.DNS_ALIAS_MISMATCH: {
+        _G: "the name points at another server than expect_same_addresses_as: an old record, or "
+        "the wrong target",
+        _A: "the alias record points at another load balancer; check the Route 53 record's "
+        "alias target (load balancer node addresses change, so alias rather than copy them)",
+    },
+    Reason.DNS_RESOLVER_FAILOVER: {
+        _G: "the first resolver is unreachable or failing; the next one answered",
+        _A: "the first resolver is unreachable or failing (a Route 53 Resolver endpoint's "
+        "security group, or a stopped DNS server); the next one answered",
+    },
+    Reason.TCP_REFUSED: {
+        _G: "nothing listens on this port at this address: no listener, or the service is down",
+        _A: "no listener on this port: add the listener (e.g. HTTPS:443) to the load balancer, "
+        "or the address is not one of its nodes",
+    },
+    Reason.TCP_TIMEOUT: {
+        _G: "a firewall drops the connection, or there is no route to the address",
+        _A: "the load balancer's security group does not allow this port from this host (its "
+        "address or security group), or the route, network ACL, VPC peering or transit "
+        "gateway between the VPCs is missing",
+    },
+    Reason.TCP_ERROR: {
+        _G: "no route to the host or network, or the connection was reset",
+        _A: "no route to the load balancer's subnets: route tables, VPC peering or the transit "
+        "gateway attachment",
+    },
+    Reason.TLS_HANDSHAKE_TIMEOUT: {
+        _G: "the port accepts TCP but does not speak TLS (a plain HTTP listener), or the server "
+        "is overloaded",
+        _A: "the listener on this port may be HTTP, not HTTPS, or the load balancer is overloaded",
+    },
+    Reason.TLS_HANDSHAKE_FAILED: {
+        _G: "the port speaks plain HTTP, or the server accepts none of the offered versions and "
+        "ciphers, or it asks for a client certificate",
+        _A: "the listener is HTTP, not HTTPS; or its security policy (ELBSecurityPolicy-…) "
+        "shares no version or cipher with this host; or mutual TLS is on",
+    },
+    Reason.TLS_VERSION_BELOW_MINIMUM: {
+        _G: "the server offers only old TLS versions; raise its minimum version",
+        _A: "the listener's security policy allows only versions below min_tls_version; choose "
+        "a newer ELBSecurityPolicy-TLS13-… policy",
+    },
+    Reason.CERT_EXPIRED: {
+        _G: "the certificate was not renewed, or the new one was not deployed; or this host's clock is wrong",
+        _A: "an imported certificate expired (ACM renews only the certificates it issued), or "
+        "the listener still uses the old one; or this host's clock is wrong",
+    },
+    Reason.CERT_NOT_YET_VALID: {
+        _G: "this host's clock is behind, or the certificate starts in the future",
+        _A: "this host's clock is behind (chrony and the Amazon Time Sync Service), or an "
+        "imported certificate starts in the future",
+    },
+    Reason.CERT_HOSTNAME_MISMATCH: {
+        _G: "the server sends a certificate for other names: add this name to the certificate, "
+        "or configure a certificate for it (SNI)",
+        _A: "the listener's default certificate does not cover the name; add the certificate "
+        "for this name to the listener's certificate list (SNI), or make it the default",
+    },
+    Reason.CERT_SELF_SIGNED: {
+        _G: "a self-signed certificate: install one from a CA, or trust this one with --ca-file",
+        _A: "an imported self-signed certificate on the listener: request an ACM certificate, or "
+        "trust this one with --ca-file",
+    },
+    Reason.CERT_UNTRUSTED: {
+        _G: "a certificate without its chain, or from a private CA this host does not trust "
+        "(give its root with --ca-file)",
+        _A: "an imported certificate without its chain, or a private CA that this host does not "
+        "trust (give its root with --ca-file)",
+    },
+    Reason.CERT_CHAIN_INCOMPLETE: {
+        _G: "the server does not send the intermediate certificate(s): configure the full chain",
+        _A: "an imported certificate without its chain: re-import it in ACM with the certificate "
+        "chain; or a private CA that this host does not trust",
+    },
+    Reason.CERT_EXPIRING_SOON: {
+        _G: "renew and deploy the certificate before it expires",
+        _A: "ACM renews its own certificates only while the DNS validation record exists and the "
+        "certificate is in use; an imported one must be re-imported",
+    },
+    Reason.CERT_DIFFERS_BETWEEN_ADDRESSES: {
+        _G: "a certificate change is half deployed, or the addresses belong to different servers",
+        _A: "a listener certificate change still propagating to every node, or the name's "
+        "addresses belong to different load balancers",
+    },
+    Reason.OCSP_REVOKED: {
+        _G: "the CA revoked the certificate: replace it",
+        _A: "the CA revoked the certificate: request or import a new one for the listener",
+    },
+    Reason.OCSP_STALE: {
+        _G: "the server staples an old OCSP response: it cannot reach the CA's OCSP responder",
+        _A: "the server staples an old OCSP response: it cannot reach the CA's OCSP responder "
+        "(outbound access from its subnets)",
+    },
+    Reason.OCSP_INVALID: {
+        _G: "the server staples a broken OCSP response, or one for another certificate",
+        _A: "the server staples a broken OCSP response, or one for another certificate (an old "
+        "one kept after the certificate changed)",
+    },
+    Reason.HTTP_TIMEOUT: {
+        _G: "the backend is slow or hangs; compare its response time with timeouts.http",
+        _A: "the target is slow or hangs (the load balancer waits up to its idle timeout, then answers 504)",
+    },
+    Reason.HTTP_STATUS: {
+        _G: "the server answered this status; if it is expected, add it to valid_status_codes",
+        _A: "this status likely comes from the application on the target, not from the load "
+        "balancer (an ALB's own codes are 460, 463, 464, 502, 503 and 504), or from a listener "
+        "rule's fixed-response action",
+    },
+    Reason.HTTP_BODY_MISMATCH: {
+        _G: "another application or an error page answered; check the URL's path and body_regex",
+        _A: "a listener rule with a fixed-response action, or another target group, answered; "
+        "check the listener rules and body_regex",
+    },
+    Reason.HTTP_PROTOCOL_ERROR: {
+        _G: "the server or a device in the path broke the response (closed early, invalid HTTP)",
+        _A: "the target closed the connection mid-response or sent invalid HTTP",
+    },
+    Reason.HTTP_BODY_TOO_LARGE: {
+        _G: "the URL returns more than expected; check its path, or raise body_size_limit",
+        _A: "the URL returns more than expected; check its path and the listener rules, or raise "
+        "body_size_limit",
+    },
+    Reason.HTTP_CLOCK_SKEW: {
+        _G: "this host's clock or the server's is wrong; check NTP on both",
+        _A: "this host's clock or the target's is wrong; use chrony with the Amazon Time Sync "
+        "Service (169.254.169.123)",
+    },
+    Reason.BACKEND_UNIDENTIFIED: {
+        _G: "the backend does not send what the backend rule looks for, or an error page of the "
+        "load balancer answered",
+        _A: "the target does not send the header or body the backend rule looks for, or the load "
+        "balancer itself (an error page or a fixed-response rule) answered",
+    },
+    Reason.BACKEND_MISSING: {
+        _G: "the backend is down or out of the pool, or the balancer keeps this client on other "
+        "backends (stickiness)",
+        _A: "a target is unhealthy or deregistered (the target group's Targets tab), or cross-zone "
+        "load balancing is off and each zone has one target, or stickiness is on",
+    },
+    Reason.BACKEND_UNEXPECTED: {
+        _G: "a new backend was added to the pool, or expect_backends is out of date",
+        _A: "a target registered in the target group that expect_backends does not list",
+    },
+    Reason.BACKEND_IMBALANCE: {
+        _G: "unequal weights, a backend that is slow or just started, or stickiness",
+        _A: "cross-zone load balancing is off with unequal targets per zone, slow start mode, "
+        "stickiness, or the least outstanding requests algorithm",
+    },
+    Reason.CYCLE_DEADLINE_EXCEEDED: {
+        _G: "the stages' timeouts add up to more than timeouts.deadline, or many addresses are slow",
+        _A: "the stages' timeouts add up to more than timeouts.deadline, or many addresses are "
+        "slow (security groups that drop rather than refuse make every connect wait)",
+    },
+    Reason.TLS_WEAK_CIPHER: {
+        _G: "the server prefers an old cipher suite; update its cipher list",
+        _A: "the listener's security policy allows old ciphers; choose a newer "
+        "ELBSecurityPolicy-TLS13-… policy",
+    },
+    Reason.TLS_VERSION_DEPRECATED: {
+        _G: "the server still speaks TLS 1.0 or 1.1; raise its minimum version",
+        _A: "the listener's security policy allows TLS 1.0 or 1.1; choose an "
+        "ELBSecurityPolicy-TLS13-1-2-… policy",
+    },
+    Reason.TLS_ALPN_MISMATCH: {
+        _G: "the server speaks none of the offered HTTP versions; try --http-version 1.1 or 2",
+        _A: "the listener's ALPN policy (HTTP1Only, HTTP2Only …) excludes what probe offers; "
+        "try --http-version 1.1 or 2",
+    },
+}
+
+#: ``dns_unexpected_address`` when the address is public (outside every special range).
+PUBLIC_ADDRESS_HINT: dict[Platform, str] = {
+    _G: "a public address: the record points at an internet-facing service, or a public zone "
+    "answers instead of the private one",
+    _A: "a public address: the record points at an internet-facing load balancer (scheme "
+    "internet-facing, not internal), or the public hosted zone answers because the private "
+    "one is not associated with this VPC",
+}
+
+#: ``http_status`` per status code: the load balancer's own answers.
+STATUS_HINTS: dict[int, dict[Platform, str]] = {
+    460: {
+        _G: "460: a load balancer's log code for a client that closed the connection early",
+        _A: "ALB 460: the client closed the connection before the idle timeout (shown in access "
+        "logs; a client does not normally receive it); the Classic Load Balancer has no 460",
+    },
+    463: {
+        _G: "463: a load balancer refused an X-Forwarded-For header with too many addresses",
+        _A: "ALB 463: the X-Forwarded-For header holds more than 30 addresses (a chain of "
+        "proxies); the Classic Load Balancer has no 463",
+    },
+    464: {
+        _G: "464: the request's protocol does not match what the backend pool expects",
+        _A: "ALB 464: the request's protocol does not match the target group's protocol version "
+        "(HTTP/1.1, HTTP/2, gRPC); try --http-version; the Classic Load Balancer has no 464",
+    },
+    502: {
+        _G: "502: the load balancer got no valid response from the backend: it closed the "
+        "connection, sent invalid HTTP, or the TLS to it failed",
+        _A: "ALB 502: the target closed the connection or sent a malformed response, or the TLS "
+        "to the target failed (HTTPS target group); the Classic Load Balancer means the same",
+    },
+    503: {
+        _G: "503: no backend is available (none registered or healthy), or the service is "
+        "overloaded or in maintenance",
+        _A: "ALB 503: the target group has no registered targets (with all targets unhealthy an "
+        "ALB still routes to them); a Classic Load Balancer also answers 503 when no instance is "
+        "healthy or its surge queue is full",
+    },
+    504: {
+        _G: "504: the load balancer timed out waiting for the backend",
+        _A: "ALB 504: the target did not answer within the idle timeout, or the connection to it "
+        "timed out (the targets' security group does not allow the load balancer); the Classic "
+        "Load Balancer means the same",
+    },
+}
+
+#: ``http_status`` for a redirect (any 3xx not listed in :data:`STATUS_HINTS`).
+REDIRECT_HINT: dict[Platform, str] = {
+    _G: "a redirect: compare Location with the URL (http to https, a trailing slash, another "
+    "host); add the code to valid_status_codes if it is expected",
+    _A: "a redirect, perhaps a listener rule's redirect action: compare Location with the URL; "
+    "add the code to valid_status_codes if it is expected",
+}
+
+
+def hint_for(failure: Failure, platform: Platform, status_codes: Iterable[int] = ()) -> str | None:
+    """The hint for one finding, ``None`` when its reason has none.
+
+    Args:
+        failure: the finding.
+        platform: whose words to use.
+        status_codes: for ``http_status``, the status codes of the responses the finding
+            is about (from the attempts, in any order, repeats allowed); the hint then
+            names the likely cause of each distinct code, lowest first.
+
+    Returns:
+        One line of plain text, without a final full stop.
+    """
+    reason = failure.reason
+    if reason in NO_HINT:
+        return None
+    if reason is Reason.DNS_UNEXPECTED_ADDRESS and failure.address is not None and failure.address.is_global:
+        return PUBLIC_ADDRESS_HINT[platform]
+    if reason is Reason.HTTP_STATUS:
+        return _status_hint(sorted(set(status_codes)), platform)
+    return HINTS[reason][platform]
+
+
+def _status_hint(codes: list[int], platform: Platform) -> str:
+    """The causes of each distinct status code; codes without their own share one sentence."""
+    own = [STATUS_HINTS[code][platform] for code in codes if code in STATUS_HINTS]
+    redirects = [str(c) for c in codes if c not in STATUS_HINTS and 300 <= c <= 399]
+    others = [str(c) for c in codes if c not in STATUS_HINTS and not 300 <= c <= 399]
+    parts = own
+    if redirects:
+        parts.append(f"{', '.join(redirects)}: {REDIRECT_HINT[platform]}")
+    if others:
+        parts.append(f"{', '.join(others)}: {HINTS[Reason.HTTP_STATUS][platform]}")
+    return "; ".join(parts) or HINTS[Reason.HTTP_STATUS][platform]
+
+
+def failure_hint(result: TargetResult, failure: Failure, attempt: HttpAttempt | None = None) -> str | None:
+    """The hint for a finding of ``result``, in the words of ``result.platform``.
+
+    For ``http_status`` the status codes come from the attempts: ``attempt``'s own when the
+    finding belongs to one request, else those of every request to the finding's address
+    that got an unaccepted status.
+
+    Args:
+        result: the target's result (platform and attempts).
+        failure: one of its findings (target, address or attempt level).
+        attempt: the request the finding belongs to, if it is an attempt's own.
+
+    Returns:
+        The hint, ``None`` when the reason has none.
+    """
+    codes: list[int] = []
+    if failure.reason is Reason.HTTP_STATUS:
+        attempts = (
+            [attempt]
+            if attempt is not None
+            else [a for r in result.addresses if r.address == failure.address for a in r.attempts]
+        )
+        codes = [
+            a.status_code
+            for a in attempts
+            if a.status_code is not None and any(f.reason is Reason.HTTP_STATUS for f in a.failures)
+        ]
+    return hint_for(failure, result.platform, codes)
