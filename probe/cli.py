@@ -431,9 +431,10 @@ class _WatchOutput:
     def status(self, watch: Watch, *, probing: bool) -> None:
         if not self.live:
             return
-        width = shutil.get_terminal_size().columns
+        width = 0
         with contextlib.suppress(OSError, ValueError):
             width = os.get_terminal_size(self.stream.fileno()).columns
+        width = width or shutil.get_terminal_size().columns  # a terminal that reports no size: $COLUMNS or 80
         line = status_line(watch, time.time(), width, probing=probing)
         self.stream.write(f"\r\033[K{line}")
         self.stream.flush()
