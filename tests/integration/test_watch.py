@@ -258,13 +258,16 @@ def test_max_time_cuts_a_round_under_way(lab: Lab, new_ip: Any, dns: Any, ca_fil
     assert summary["ended_by"] == "max_time" and summary["rounds"] == 0 and summary["status"] is None
 
 
-def test_ctrl_c_ends_the_watch_with_the_summary_and_the_current_exit_code(scene: Any, lab: Lab) -> None:
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_ends_the_watch_with_the_summary_and_the_current_exit_code(
+    scene: Any, lab: Lab, signal_number: signal.Signals
+) -> None:
     s = scene(nodes=2)
     lab.stop(s.nodes[1])
     watcher = Watcher(*watch_args(s))
     watcher.wait_for(lambda line: f"{s.nodes[1].address} critical (tcp_refused)" in line)
     time.sleep(0.5)
-    watcher.process.send_signal(signal.SIGINT)
+    watcher.process.send_signal(signal_number)
     code, stderr, took = watcher.finish(timeout=10)
 
     assert code == ExitCode.CRITICAL
