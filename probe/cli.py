@@ -12,8 +12,11 @@ import asyncio
 import contextlib
 import difflib
 import ipaddress
+import json
 import os
 import shlex
+import shutil
+import signal
 import socket
 import sys
 import time
@@ -41,6 +44,17 @@ from probe.reasons import ExitCode, Platform
 from probe.report import overall_status, render_baseline, render_json, render_text
 from probe.results import TargetResult
 from probe.sdnotify import Notifier
+from probe.watch import (
+    UNTIL_CHOICES,
+    Change,
+    Summary,
+    Watch,
+    change_json,
+    change_text,
+    status_line,
+    summary_json,
+    summary_text,
+)
 
 if TYPE_CHECKING:
     from probe.lab import DemoLab
@@ -374,6 +388,7 @@ def build_parser() -> _Parser:
         "ACM); also with --config, where it overrides the targets' platform",
     )
     _add_adhoc_options(check)
+    _watch_options(check)
     _output_options(check)
 
     run = commands.add_parser(
@@ -407,6 +422,45 @@ def build_parser() -> _Parser:
     _output_options(demo)
     parser.commands = {"check": check, "run": run, "demo": demo}
     return parser
+
+
+def _seconds_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds greater than 0 (got {text})")
+    return value
+
+
+def _watch_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "watching a change (with a URL or --config)",
+        "Repeat the check and print one line per change of state of an address, then a summary.",
+    )
+    group.add_argument(
+        "--watch", action="store_true", help="repeat the check until --until, --max-time or Ctrl-C"
+    )
+    group.add_argument(
+        "--every",
+        metavar="SECONDS",
+        type=_seconds_value,
+        help=f"from the start of one round to the next (default {DEFAULT_EVERY:g}); "
+        "a round never overlaps the next",
+    )
+    group.add_argument(
+        "--until",
+        choices=UNTIL_CHOICES,
+        help="ok: end at the first all-ok round; stable: after --stable-rounds identical rounds",
+    )
+    group.add_argument(
+        "--stable-rounds",
+        metavar="N",
+        type=_int,
+        help=f"identical rounds in a row that end --until stable (default {DEFAULT_STABLE_ROUNDS})",
+    )
+    group.add_argument("--max-time", metavar="SECONDS", type=_seconds_value, help="bound on the whole watch")
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -459,6 +513,7 @@ def _stdout_to_devnull() -> None:
 
 
 def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
+    _check_watch_options(args)
     config = _config_from_args(args)
     try:
         plans = plan(config)
@@ -466,7 +521,167 @@ def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
         if config.path is None:  # ad hoc: name the option, not a config field
             raise UsageError(_flag_message(exc)) from None
         raise
+    if args.watch:
+        return _watch(plans, args, stdout)
     return _run_and_report(plans, args, stdout)
+
+
+def _check_watch_options(args: argparse.Namespace) -> None:
+    """Refuse watch options that cannot apply: without ``--watch``, or ``--stable-rounds`` alone."""
+    if not args.watch:
+        for flag in ("--every", "--until", "--stable-rounds", "--max-time"):
+            if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None:
+                raise UsageError(f"{flag} needs --watch")
+        return
+    for flag in ("--baseline", "--save-baseline"):
+        if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None:
+            raise UsageError(
+                f"{flag} cannot be combined with --watch (save a baseline with one check before "
+                "the change, watch it land, then compare with one check after)"
+            )
+    if args.stable_rounds is not None:
+        if args.until != "stable":
+            raise UsageError("--stable-rounds needs --until stable")
+        if args.stable_rounds < 2:
+            raise UsageError(f"--stable-rounds: must be at least 2 (got {args.stable_rounds})")
+
+
+# --------------------------------------------------------------------------- --watch
+
+#: Seconds from the start of one watch round to the next, unless --every says otherwise.
+DEFAULT_EVERY = 2.0
+DEFAULT_STABLE_ROUNDS = 3
+_REFRESH_SECONDS = 1.0
+
+
+class _WatchOutput:
+    """Where a watch writes: change lines or JSON lines, and on a terminal the status line."""
+
+    def __init__(self, stream: IO[str], *, json_lines: bool, color: bool, live: bool) -> None:
+        self.stream = stream
+        self.json_lines = json_lines
+        self.color = color
+        self.live = live
+        self._status_shown = False
+
+    def changes(self, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        self.clear_status()
+        for change in changes:
+            if self.json_lines:
+                self.stream.write(json.dumps(change_json(change), ensure_ascii=False) + "\n")
+            else:
+                self.stream.write(change_text(change, color=self.color) + "\n")
+        self.stream.flush()
+
+    def status(self, watch: Watch, *, probing: bool) -> None:
+        if not self.live:
+            return
+        width = 0
+        with contextlib.suppress(OSError, ValueError):
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        width = width or shutil.get_terminal_size().columns  # a terminal that reports no size: $COLUMNS or 80
+        line = status_line(watch, time.time(), width, probing=probing)
+        self.stream.write(f"\r\033[K{line}")
+        self.stream.flush()
+        self._status_shown = True
+
+    def clear_status(self) -> None:
+        if self._status_shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._status_shown = False
+
+    def summary(self, summary: Summary) -> None:
+        self.clear_status()
+        if self.json_lines:
+            self.stream.write(json.dumps(summary_json(summary), ensure_ascii=False) + "\n")
+        else:
+            self.stream.write(summary_text(summary, color=self.color))
+        self.stream.flush()
+
+
+def _watch(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
+    """``probe check --watch``: rounds until ``--until``, ``--max-time`` or Ctrl-C, then a summary.
+
+    The exit code is the last round's verdict (0, 1, 2), 3 when no round completed. Ctrl-C
+    (SIGINT) and SIGTERM end the watch with the summary, never a traceback.
+    """
+    every = args.every if args.every is not None else DEFAULT_EVERY
+    stable = args.stable_rounds if args.stable_rounds is not None else DEFAULT_STABLE_ROUNDS
+    watch = Watch(time.time(), until=args.until, stable_rounds=stable)
+    output = _WatchOutput(
+        stdout,
+        json_lines=args.json,
+        color=not args.json and _use_color(args.color, stdout),
+        live=not args.json and stdout.isatty(),
+    )
+    try:
+        ended_by = asyncio.run(_watch_rounds(plans, watch, output, every, args.max_time))
+        output.summary(watch.summary(time.time(), ended_by))
+    except BrokenPipeError:
+        # The reader went away: stop watching; the verdict so far stands.
+        _stdout_to_devnull()
+    return watch.exit_code
+
+
+async def _watch_rounds(
+    plans: Sequence[TargetPlan], watch: Watch, output: _WatchOutput, every: float, max_time: float | None
+) -> str:
+    """Run rounds until one ends the watch; returns why it ended (see ``probe.watch.ENDED_BY``).
+
+    A round starts ``every`` seconds after the previous one started, or at once when that
+    one took longer; ``max_time`` (seconds) also cuts a round under way.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        loop.add_signal_handler(number, stop.set)
+    ends = None if max_time is None else time.monotonic() + max_time
+    probing = True
+
+    async def refresh() -> None:
+        while True:
+            output.status(watch, probing=probing)
+            await asyncio.sleep(_REFRESH_SECONDS)
+
+    refresher = asyncio.create_task(refresh()) if output.live else None
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        while True:
+            started = time.monotonic()
+            probing = True
+            output.status(watch, probing=True)
+            round_task = asyncio.create_task(_run_all(plans))
+            budget = None if ends is None else max(0.0, ends - time.monotonic())
+            done, _ = await asyncio.wait(
+                {round_task, stopped}, timeout=budget, return_when=asyncio.FIRST_COMPLETED
+            )
+            if round_task not in done:
+                round_task.cancel()
+                await asyncio.gather(round_task, return_exceptions=True)
+                return "interrupted" if stop.is_set() else "max_time"
+            probing = False
+            output.changes(watch.observe(round_task.result()))
+            output.status(watch, probing=False)
+            if watch.until_met:
+                return watch.until or "ok"
+            pause = max(0.0, started + every - time.monotonic())
+            if ends is not None and time.monotonic() + pause >= ends:
+                return "max_time"  # the next round could not start before --max-time
+            await asyncio.wait({stopped}, timeout=pause)
+            if stop.is_set():
+                return "interrupted"
+    finally:
+        for task in (refresher, stopped):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        for number in signals:
+            loop.remove_signal_handler(number)
+        output.clear_status()
 
 
 def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:

@@ -146,3 +146,10 @@ def test_resolve_with_an_ip_url_is_refused() -> None:
 def test_resolve_with_a_bad_url_reports_the_url() -> None:
     with pytest.raises(cli.UsageError, match=r"^URL: 'https://www.corp.example:0/' has an invalid port"):
         adhoc("https://www.corp.example:0/", "--resolve", "www.corp.example:443:127.0.10.1")
+
+
+@pytest.mark.parametrize("flag", ["--baseline", "--save-baseline"])
+def test_baselines_are_refused_with_watch(flag: str) -> None:
+    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, "b.json"])
+    with pytest.raises(cli.UsageError, match=f"^{flag} cannot be combined with --watch"):
+        cli._check_watch_options(args)

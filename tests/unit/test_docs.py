@@ -50,3 +50,15 @@ def test_readme_documents_every_metric() -> None:
     documented = {name: (kind, labels, text) for name, kind, labels, text in rows}
     expected = {s.name: (s.kind, ", ".join(f"`{label}`" for label in s.labels) or "—", s.help) for s in SPECS}
     assert documented == expected
+
+
+def test_readme_documents_every_watch_option() -> None:
+    from probe.cli import build_parser
+
+    section = README.split("### Watching a change: `--watch`", 1)[1].split("\n### ", 1)[0]
+    check = build_parser()._subparsers._group_actions[0].choices["check"]  # type: ignore[union-attr]
+    watch_group = next(g for g in check._action_groups if g.title and g.title.startswith("watching"))
+    flags = [flag for action in watch_group._group_actions for flag in action.option_strings]
+    assert flags == ["--watch", "--every", "--until", "--stable-rounds", "--max-time"]
+    for flag in flags:
+        assert f"`{flag}" in section, flag
