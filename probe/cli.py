@@ -3,6 +3,11 @@
 The only place where exceptions become exit codes: bad input prints one line
 ``probe: <what is wrong>`` on stderr and exits 3 (UNKNOWN); a check exits with its
 verdict (0 ok, 1 warning, 2 critical), as monitoring plugins do.
+
+Each command imports what it needs when it runs: ``probe --help`` loads neither the
+configuration models nor the probe stages, and ``probe check`` never loads the daemon, the
+web server and its config, bcrypt or prometheus_client (nor pyOpenSSL, which only
+``ocsp: staple`` needs).
 """
 
 from __future__ import annotations
@@ -17,23 +22,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from probe import __version__, daemon, log
-from probe.config import (
-    DEFAULT_LISTEN,
-    Config,
-    ConfigError,
-    Timeouts,
-    build_config,
-    load_config,
-    parse_listen,
-)
-from probe.cycle import TargetPlan, plan, run_cycle
+from probe import __version__, log
+from probe._defaults import DEFAULT_LISTEN
 from probe.reasons import ExitCode
-from probe.report import overall_status, render_json, render_text
-from probe.results import TargetResult
-from probe.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from probe.config import Config, ConfigError
+    from probe.cycle import TargetPlan
+    from probe.results import TargetResult
 
 
 class UsageError(Exception):
@@ -106,6 +104,8 @@ def _int(text: str) -> int:
 
 def _timeouts_within(deadline: float) -> dict[str, float]:
     """Stage timeouts that fit an ad hoc ``--timeout`` deadline (the defaults, shortened)."""
+    from probe.config import Timeouts
+
     if deadline <= 0:
         raise UsageError(f"--timeout: must be greater than 0 (got {deadline:g})")
     stages = Timeouts().model_dump(exclude={"deadline"})
@@ -277,6 +277,16 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _input_errors() -> tuple[type[Exception], ...]:
+    """The bad-input errors: ``UsageError``, and ``ConfigError`` once its module is loaded.
+
+    Looked up when an exception is being handled; no ``ConfigError`` can occur before
+    ``probe.config`` is loaded, and ``--help`` (argparse's ``SystemExit``) must not load it.
+    """
+    config = sys.modules.get("probe.config")
+    return (UsageError, config.ConfigError) if config is not None else (UsageError,)
+
+
 def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> int:
     """Run the ``probe`` command; returns the exit code."""
     stdout = stdout or sys.stdout
@@ -291,17 +301,13 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         if args.command == "demo":
             return _demo(args, stdout)
         if args.command == "run":
-            web_config = Path(args.web_config_file) if args.web_config_file else None
-            return daemon.start(Path(args.config), listen=args.listen, web_config_path=web_config)
+            return _run(args)
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
-    except (UsageError, ConfigError) as exc:
+    except _input_errors() as exc:
         if args is not None and getattr(args, "debug", False):
             raise
         print(f"probe: {exc}", file=sys.stderr)
         return ExitCode.UNKNOWN
-    except daemon.StartupError as exc:
-        print(f"probe: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
         return ExitCode.UNKNOWN
@@ -311,6 +317,17 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         return ExitCode.UNKNOWN
 
 
+def _run(args: argparse.Namespace) -> int:
+    from probe import daemon
+
+    web_config = Path(args.web_config_file) if args.web_config_file else None
+    try:
+        return daemon.start(Path(args.config), listen=args.listen, web_config_path=web_config)
+    except daemon.StartupError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return 1
+
+
 def _stdout_to_devnull() -> None:
     """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
     with contextlib.suppress(OSError, ValueError):  # io.UnsupportedOperation: no real fd
@@ -318,6 +335,9 @@ def _stdout_to_devnull() -> None:
 
 
 def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
+    from probe.config import ConfigError
+    from probe.cycle import plan
+
     config = _config_from_args(args)
     try:
         plans = plan(config)
@@ -339,6 +359,8 @@ def _report(results: Sequence[TargetResult], args: argparse.Namespace, stdout: I
     verdict stands, so the exit code stays 0, 1 or 2 (as ``grep -q`` users and
     ``set -o pipefail`` expect), and nothing is printed on stderr.
     """
+    from probe.report import overall_status, render_json, render_text
+
     code = ExitCode.from_status(overall_status(results))
     now = time.time()
     try:
@@ -353,6 +375,8 @@ def _report(results: Sequence[TargetResult], args: argparse.Namespace, stdout: I
 
 
 async def _run_all(plans: Sequence[TargetPlan]) -> list[TargetResult]:
+    from probe.cycle import run_cycle
+
     return list(await asyncio.gather(*(run_cycle(p) for p in plans)))
 
 
@@ -363,6 +387,8 @@ def _use_color(choice: str, stream: IO[str]) -> bool:
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
+    from probe.config import ConfigError, build_config, load_config
+
     given = [option for option in _ADHOC if getattr(args, option.dest) is not None]
     if args.config:
         if args.url or given:
@@ -406,7 +432,11 @@ def _can_listen(host: str, port: int) -> bool:
 
 
 def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
+    from probe import daemon
+    from probe.config import build_config, parse_listen
+    from probe.cycle import plan
     from probe.lab import DemoLab
+    from probe.sdnotify import Notifier
 
     try:
         host, port = parse_listen(args.listen)
@@ -434,5 +464,9 @@ def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
             )
             stdout.flush()
         running = daemon.Daemon(config, plans, Notifier(), initial_results=results)
-        asyncio.run(running.run())
+        try:
+            asyncio.run(running.run())
+        except daemon.StartupError as exc:
+            print(f"probe: {exc}", file=sys.stderr)
+            return 1
         return code

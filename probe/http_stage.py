@@ -148,6 +148,11 @@ class TargetClient:
         self._users = 0
         self._closing = False
 
+    @property
+    def current(self) -> httpx.AsyncClient | None:
+        """The shared client built so far, ``None`` before the first use and after closing."""
+        return self._client
+
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[httpx.AsyncClient]:
         """The client for one address-probe's requests."""
