@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import ssl
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -70,6 +71,77 @@ def cert_info(der: bytes) -> CertInfo:
         if text not in notes:
             notes.append(text)
     return replace(info, notes=tuple(notes))
+
+
+#: How many certificates' facts :class:`FactsCache` keeps (a few per target suffice).
+FACTS_CACHE_SIZE = 512
+
+
+class FactsCache:
+    """Parsed certificate facts by the SHA-256 of the DER, least recently used dropped first.
+
+    A server sends the same chain cycle after cycle; parsing it with ``cryptography`` on
+    every handshake was a fifth of an address-probe's CPU. Both outcomes are kept: the
+    facts ``cryptography`` gave (``notes`` from its warnings included, see
+    :func:`cert_info`), or its complaint together with the facts from OpenSSL's decode
+    (:func:`cert_info_from_openssl`, kept per ``is_ca`` since that decode does not say).
+    A certificate's facts depend on its bytes alone, so an entry never goes stale. Used
+    from the event loop's thread only.
+
+    Args:
+        size: the most certificates kept.
+    """
+
+    def __init__(self, size: int = FACTS_CACHE_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[bytes, bool | None], CertInfo | str] = OrderedDict()
+
+    def facts(self, der: bytes, decoded: Callable[[], Mapping[str, Any]], *, is_ca: bool) -> CertInfo:
+        """The facts of one certificate, parsed once.
+
+        Args:
+            der: the certificate in DER encoding.
+            decoded: returns OpenSSL's decode of it, called only when ``cryptography``
+                refuses the certificate and the fallback is not cached yet.
+            is_ca: for the fallback: whether to treat it as a CA (see
+                :func:`cert_info_from_openssl`).
+
+        Returns:
+            ``cryptography``'s facts, else those from OpenSSL's decode with ``parse_error``.
+
+        Raises:
+            ValueError: neither ``cryptography`` nor OpenSSL's decode gives the facts.
+        """
+        digest = hashlib.sha256(der).digest()
+        parsed = self._get((digest, None))
+        if parsed is None:
+            try:
+                parsed = cert_info(der)
+            except ValueError as exc:
+                parsed = str(exc)
+            self._put((digest, None), parsed)
+        if isinstance(parsed, CertInfo):
+            return parsed
+        fallback = self._get((digest, is_ca))
+        if fallback is None:
+            fallback = cert_info_from_openssl(der, decoded(), parsed, is_ca=is_ca)
+            self._put((digest, is_ca), fallback)
+        assert isinstance(fallback, CertInfo)
+        return fallback
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _get(self, key: tuple[bytes, bool | None]) -> CertInfo | str | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def _put(self, key: tuple[bytes, bool | None], entry: CertInfo | str) -> None:
+        self._entries[key] = entry
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
 
 def _cert_info(der: bytes) -> CertInfo:

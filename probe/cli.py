@@ -3,6 +3,11 @@
 The only place where exceptions become exit codes: bad input prints one line
 ``probe: <what is wrong>`` on stderr and exits 3 (UNKNOWN); a check exits with its
 verdict (0 ok, 1 warning, 2 critical), as monitoring plugins do.
+
+Each command imports what it needs when it runs: ``probe --help`` loads neither the
+configuration models nor the probe stages, and ``probe check`` never loads the daemon, the
+web server and its config, bcrypt or prometheus_client (nor pyOpenSSL, which only
+``ocsp: staple`` needs).
 """
 
 from __future__ import annotations
@@ -26,24 +31,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from probe import __version__, baseline, daemon, log
+from probe import __version__, log
+from probe._defaults import DEFAULT_LISTEN
 from probe._text import host_port
-from probe.config import (
-    DEFAULT_LISTEN,
-    Config,
-    ConfigError,
-    Timeouts,
-    build_config,
-    load_config,
-    normalize_hostname,
-    parse_listen,
-    url_ip_literal,
-)
-from probe.cycle import TargetPlan, plan, run_cycle
 from probe.reasons import ExitCode, Platform
-from probe.report import overall_status, render_baseline, render_json, render_text
-from probe.results import TargetResult
-from probe.sdnotify import Notifier
 from probe.watch import (
     UNTIL_CHOICES,
     Change,
@@ -57,7 +48,11 @@ from probe.watch import (
 )
 
 if TYPE_CHECKING:
+    from probe.baseline import Baseline, Comparison
+    from probe.config import Config, ConfigError
+    from probe.cycle import TargetPlan
     from probe.lab import DemoLab
+    from probe.results import TargetResult
 
 
 class UsageError(Exception):
@@ -180,6 +175,8 @@ def _resolve_entries(items: list[str], url: str) -> list[str]:
         UsageError: an entry is malformed, holds something that is not an IP address, or
             names another host or port than the URL.
     """
+    from probe.config import normalize_hostname, url_ip_literal
+
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -226,6 +223,8 @@ def _int(text: str) -> int:
 
 def _timeouts_within(deadline: float) -> dict[str, float]:
     """Stage timeouts that fit an ad hoc ``--timeout`` deadline (the defaults, shortened)."""
+    from probe.config import Timeouts
+
     if deadline <= 0:
         raise UsageError(f"--timeout: must be greater than 0 (got {deadline:g})")
     stages = Timeouts().model_dump(exclude={"deadline"})
@@ -472,6 +471,22 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _input_errors() -> tuple[type[Exception], ...]:
+    """The bad-input errors: ``UsageError``, and ``ConfigError`` once its module is loaded.
+
+    Looked up when an exception is being handled; no ``ConfigError`` can occur before
+    ``probe.config`` is loaded, and ``--help`` (argparse's ``SystemExit``) must not load it.
+    """
+    errors: list[type[Exception]] = [UsageError]
+    config = sys.modules.get("probe.config")
+    if config is not None:
+        errors.append(config.ConfigError)
+    baseline = sys.modules.get("probe.baseline")
+    if baseline is not None:
+        errors.append(baseline.BaselineError)
+    return tuple(errors)
+
+
 def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> int:
     """Run the ``probe`` command; returns the exit code."""
     stdout = stdout or sys.stdout
@@ -486,17 +501,13 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         if args.command == "demo":
             return _demo(args, stdout)
         if args.command == "run":
-            web_config = Path(args.web_config_file) if args.web_config_file else None
-            return daemon.start(Path(args.config), listen=args.listen, web_config_path=web_config)
+            return _run(args)
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
-    except (UsageError, ConfigError, baseline.BaselineError) as exc:
+    except _input_errors() as exc:
         if args is not None and getattr(args, "debug", False):
             raise
         print(f"probe: {exc}", file=sys.stderr)
         return ExitCode.UNKNOWN
-    except daemon.StartupError as exc:
-        print(f"probe: {exc}", file=sys.stderr)
-        return ExitCode.LISTEN_FAILED
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
         return ExitCode.UNKNOWN
@@ -504,6 +515,17 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         # The reader went away before a verdict existed: stop quietly.
         _stdout_to_devnull()
         return ExitCode.UNKNOWN
+
+
+def _run(args: argparse.Namespace) -> int:
+    from probe import daemon
+
+    web_config = Path(args.web_config_file) if args.web_config_file else None
+    try:
+        return daemon.start(Path(args.config), listen=args.listen, web_config_path=web_config)
+    except daemon.StartupError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return ExitCode.LISTEN_FAILED
 
 
 def _stdout_to_devnull() -> None:
@@ -514,6 +536,9 @@ def _stdout_to_devnull() -> None:
 
 def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
     _check_watch_options(args)
+    from probe.config import ConfigError
+    from probe.cycle import plan
+
     config = _config_from_args(args)
     try:
         plans = plan(config)
@@ -685,6 +710,8 @@ async def _watch_rounds(
 
 
 def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
+    from probe import baseline
+
     before = _read_baseline(plans, args.baseline)
     if args.save_baseline:
         baseline.check_writable(args.save_baseline)
@@ -696,7 +723,9 @@ def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdou
     return code
 
 
-def _read_baseline(plans: Sequence[TargetPlan], path: str | None) -> baseline.Baseline | None:
+def _read_baseline(plans: Sequence[TargetPlan], path: str | None) -> Baseline | None:
+    from probe import baseline
+
     """The ``--baseline`` file, refused before anything is probed when it cannot be used."""
     if path is None:
         return None
@@ -709,7 +738,7 @@ def _report(
     results: Sequence[TargetResult],
     args: argparse.Namespace,
     stdout: IO[str],
-    comparison: baseline.Comparison | None = None,
+    comparison: Comparison | None = None,
 ) -> int:
     """Print the report; the exit code is the verdict's, also when the reader went away.
 
@@ -718,6 +747,8 @@ def _report(
     ``set -o pipefail`` expect), and nothing is printed on stderr. A regression since the
     baseline (``comparison``) makes the exit code at least 1.
     """
+    from probe.report import overall_status, render_json, render_text
+
     code = ExitCode.from_status(overall_status(results))
     if comparison is not None and comparison.regressed:
         code = max(code, ExitCode.WARNING)
@@ -730,6 +761,8 @@ def _report(
             render_text(results, stdout, now, color=color)
             if comparison is not None:
                 stdout.write("\n")
+                from probe.report import render_baseline
+
                 render_baseline(comparison, stdout, color=color)
         stdout.flush()
     except BrokenPipeError:
@@ -738,6 +771,8 @@ def _report(
 
 
 async def _run_all(plans: Sequence[TargetPlan]) -> list[TargetResult]:
+    from probe.cycle import run_cycle
+
     return list(await asyncio.gather(*(run_cycle(p) for p in plans)))
 
 
@@ -748,6 +783,8 @@ def _use_color(choice: str, stream: IO[str]) -> bool:
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
+    from probe.config import ConfigError, build_config, load_config
+
     given = [option for option in _ADHOC if getattr(args, option.dest) is not None]
     if args.config:
         if args.url or given:
@@ -826,14 +863,22 @@ def demo_command(lab: DemoLab) -> str:
 
 
 def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
+    from probe import daemon
+    from probe.config import build_config, parse_listen
+    from probe.cycle import plan
     from probe.lab import DemoLab
+    from probe.sdnotify import Notifier
 
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         raise UsageError(f"--listen: {exc}") from None
     if not args.once and not _can_listen(host, port):
-        raise daemon.StartupError(f"cannot listen on {args.listen}: in use; give another --listen, or --once")
+        print(
+            f"probe: cannot listen on {args.listen}: in use; give another --listen, or --once",
+            file=sys.stderr,
+        )
+        return ExitCode.LISTEN_FAILED
     with DemoLab() as lab:
         config = build_config({**lab.config_data(interval=10), "listen": args.listen}, where="demo")
         plans = plan(config)
@@ -859,5 +904,9 @@ def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
             )
             stdout.flush()
         running = daemon.Daemon(config, plans, Notifier(), initial_results=results)
-        asyncio.run(running.run())
+        try:
+            asyncio.run(running.run())
+        except daemon.StartupError as exc:
+            print(f"probe: {exc}", file=sys.stderr)
+            return ExitCode.LISTEN_FAILED
         return code

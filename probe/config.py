@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from probe import _defaults
 from probe._text import plural, shown
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -42,7 +43,7 @@ PRIVATE_NETWORKS: tuple[IPNetwork, ...] = tuple(
 #: Header names whose values never appear in logs or reports, whatever the config says.
 ALWAYS_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
-DEFAULT_LISTEN = "127.0.0.1:9798"
+DEFAULT_LISTEN = _defaults.DEFAULT_LISTEN
 
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from OpenSSL import SSL
-
-from probe import dns_stage, http_stage, ocsp_stage, tls_stage
+from probe import dns_stage, http_stage, tls_stage
 from probe._text import shorten
 from probe.config import Config, ConfigError, TargetConfig
 from probe.deadline import Deadline
@@ -32,6 +31,9 @@ from probe.results import (
     TlsResult,
 )
 from probe.verdict import evaluate, status_of, with_cycle_findings
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
 
 log = logging.getLogger("probe.cycle")
 
@@ -51,12 +53,21 @@ class TargetPlan:
         resolvers: ``(ip, port)`` pairs to ask, in order.
         contexts: SSL contexts, shared by targets with the same trust configuration.
         ocsp: the pyOpenSSL context of the stapling handshake, ``None`` unless ``ocsp: staple``.
+        http: the target's httpx client, kept across cycles (built from ``contexts.http``
+            when not given); :func:`close_plans` closes it.
     """
 
     target: TargetConfig
     resolvers: tuple[tuple[str, int], ...]
     contexts: tls_stage.TlsContexts
     ocsp: SSL.Context | None = None
+    http: http_stage.TargetClient | None = None
+
+    def http_client(self) -> http_stage.TargetClient:
+        """The target's HTTP client (a new one for a plan built without)."""
+        return (
+            self.http if self.http is not None else http_stage.TargetClient(self.target, self.contexts.http)
+        )
 
 
 def plan(config: Config) -> tuple[TargetPlan, ...]:
@@ -85,6 +96,8 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                 raise ConfigError(str(exc), where=where, field=f"targets[{index}].ca_file") from None
         ocsp_context = None
         if target.ocsp == "staple":
+            from probe import ocsp_stage  # pyOpenSSL: imported only for targets that staple
+
             ocsp_key = (target.ca_file, target.min_tls_version)
             if ocsp_key not in ocsp_contexts:
                 try:
@@ -102,8 +115,16 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                 except LookupError as exc:
                     raise ConfigError(str(exc), where=where, field=f"targets[{index}].resolvers") from None
             resolvers = system
-        plans.append(TargetPlan(target, tuple(resolvers), contexts[key], ocsp_context))
+        http_client = http_stage.TargetClient(target, contexts[key].http)
+        plans.append(TargetPlan(target, tuple(resolvers), contexts[key], ocsp_context, http_client))
     return tuple(plans)
+
+
+async def close_plans(plans: Iterable[TargetPlan]) -> None:
+    """Close the HTTP clients of ``plans`` (each once no address-probe uses it any more)."""
+    for target_plan in plans:
+        if target_plan.http is not None:
+            await target_plan.http.aclose()
 
 
 async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) -> TargetResult:
@@ -193,40 +214,54 @@ async def probe_address(
     deadline: Deadline,
     clock: Callable[[], float] = time.time,
 ) -> AddressResult:
-    """TLS, the stapled OCSP response (with ``ocsp: staple``), then HTTP at one address.
+    """TLS, then HTTP, then the stapled OCSP response (with ``ocsp: staple``) at one address.
 
     HTTP requests are sent only after a handshake that verified (or with
     ``insecure_skip_verify``): like curl, probe does not talk HTTP to a server whose
     certificate failed, and the TLS finding says why. The stapling handshake follows the
-    same rule.
+    same rule. The first request goes over the TLS stage's own connection, so an
+    address-probe costs one TCP connect and one verified handshake (plus one per further
+    request); its ``connect`` and ``tls`` phases are the TLS stage's.
     """
     target = plan.target
     try:
-        tls = await tls_stage.handshake(
+        tls, connection = await tls_stage.handshake_open(
             address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
         )
     except Exception as exc:
         return _unfinished(address, target.port, _bug(exc, target.name, address))
-    attempts: tuple[HttpAttempt, ...] = ()
-    bugs: tuple[Failure, ...] = ()
-    ocsp: OcspResult | None = None
     # Warnings (a weak cipher, a deprecated version) do not stop HTTP or OCSP; critical ones do.
-    usable = tls.connected and status_of(tls.failures) is not Status.CRITICAL
-    if usable and plan.ocsp is not None:
+    if not tls.connected or status_of(tls.failures) is Status.CRITICAL:
+        if connection is not None:
+            connection.close()
+        return AddressResult(address, tls, (), tls.failures, status_of(tls.failures), None)
+    attempts: tuple[HttpAttempt, ...] = ()
+    http_bugs: tuple[Failure, ...] = ()
+    ocsp_bugs: tuple[Failure, ...] = ()
+    ocsp: OcspResult | None = None
+    try:
+        # The first request goes over the TLS stage's connection (one handshake per address).
+        async with plan.http_client().session() as client:
+            attempts = await http_stage.request_rounds(client, address, target, deadline, connection, tls)
+    except Exception as exc:  # the TLS facts gathered so far are kept
+        http_bugs = (_bug(exc, target.name, address),)
+    finally:
+        if connection is not None:
+            connection.close()  # a no-op when a request took it
+    if plan.ocsp is not None:
+        # After HTTP, so that the TLS stage's connection is closed before the stapling
+        # handshake: a server that serves one connection at a time (openssl s_server)
+        # would not answer it while that connection is open.
+        from probe import ocsp_stage
+
         try:
             ocsp = await ocsp_stage.staple(
                 address, target.port, target.hostname, plan.ocsp, target.timeouts, deadline, clock
             )
         except Exception as exc:  # the TLS facts gathered so far are kept
-            bugs = (_bug(exc, target.name, address),)
-    if usable:
-        try:
-            async with http_stage.build_client(target, plan.contexts.http) as client:
-                attempts = await http_stage.request_rounds(client, address, target, deadline)
-        except Exception as exc:  # the TLS facts gathered so far are kept
-            bugs = (*bugs, _bug(exc, target.name, address))
+            ocsp_bugs = (_bug(exc, target.name, address),)
     ocsp_failures = ocsp.failures if ocsp is not None else ()
-    failures = tls.failures + ocsp_failures + http_stage.summarise(attempts, address) + bugs
+    failures = tls.failures + ocsp_failures + http_stage.summarise(attempts, address) + ocsp_bugs + http_bugs
     return AddressResult(address, tls, attempts, failures, status_of(failures), ocsp)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import http.cookiejar
 import re
 import ssl
@@ -23,12 +24,13 @@ import time
 import urllib.request
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from probe import __version__
@@ -38,15 +40,16 @@ with contextlib.suppress(ImportError):
     # import them now so that the first measured request of a run is not slowed by it.
     import anyio._backends._asyncio  # noqa: F401
     import httpcore._async.http2
-    import httpcore._async.http11  # noqa: F401
+    import httpcore._async.http11
 
 from probe._text import host_port, plural, shorten
 from probe.certs import classify_verify_error
 from probe.config import TargetConfig
 from probe.deadline import Deadline
+from probe.http_network import AsyncioBackend, handed_over
 from probe.reasons import Reason
-from probe.results import Failure, HttpAttempt, IPAddress, PhaseTimes
-from probe.tls_stage import classify_connect_error, classify_tls_error
+from probe.results import Failure, HttpAttempt, IPAddress, PhaseTimes, TlsResult
+from probe.tls_stage import OpenConnection, classify_connect_error, classify_tls_error
 
 USER_AGENT = f"probe/{__version__}"
 _MAX_BACKEND_NAME = 64
@@ -82,34 +85,104 @@ class _NoCookies(http.cookiejar.CookiePolicy):
 
 
 def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncClient:
-    """An httpx client for one target and cycle: no proxies, no redirects, explicit timeouts.
+    """An httpx client for one target: no proxies, no redirects, explicit timeouts.
 
     The client keeps no cookies and has no credentials, so every request is what a new
-    client sends. ``http_version`` picks HTTP/1.1, HTTP/2 or (``auto``) whichever the
-    server selects in ALPN; the ALPN list itself is the one pinned on ``context``.
+    client sends; without ``reuse_connections`` it keeps no connection alive either, so
+    one client serves every address and every cycle of the target (see
+    :class:`TargetClient`). ``http_version`` picks HTTP/1.1, HTTP/2 or (``auto``) whichever
+    the server selects in ALPN; the ALPN list itself is the one pinned on ``context``.
+    Connections are made by :class:`probe.http_network.AsyncioBackend` (asyncio's TLS, and
+    the TLS stage's connection for an address's first request).
 
     Args:
         target: the target (timeouts, reuse_connections, http_version).
         context: the SSL context for the requests (verifying unless insecure).
     """
     timeouts = target.timeouts
+    http1, http2 = target.http_version != "2", target.http_version != "1.1"
+    transport = httpx.AsyncHTTPTransport(verify=context, http1=http1, http2=http2, trust_env=False)
+    # httpx takes no network backend; its transport's pool is rebuilt with probe's. The
+    # addresses of a target are probed concurrently (each one request at a time), so the
+    # pool is not limited; the cycle bounds the concurrency.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=context,
+        max_connections=None,
+        max_keepalive_connections=1 if target.reuse_connections else 0,
+        http1=http1,
+        http2=http2,
+        network_backend=AsyncioBackend(),
+    )
     return httpx.AsyncClient(
-        verify=context,
+        transport=transport,
         trust_env=False,
         follow_redirects=False,
         cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
-        http1=target.http_version != "2",
-        http2=target.http_version != "1.1",
         timeout=httpx.Timeout(
             connect=max(timeouts.connect, timeouts.tls),
             read=timeouts.http,
             write=timeouts.http,
             pool=timeouts.http,
         ),
-        limits=httpx.Limits(
-            max_connections=4, max_keepalive_connections=1 if target.reuse_connections else 0
-        ),
     )
+
+
+class TargetClient:
+    """The httpx client of one target, built on first use and kept across cycles.
+
+    Every request still goes on a new connection: without ``reuse_connections`` the pool
+    keeps none alive. With ``reuse_connections`` each address-probe gets a client of its
+    own (closed at its end), so a kept-alive connection never outlives its address-probe.
+    A client belongs to one event loop; a call from another loop builds a new one.
+
+    Args:
+        target: the target.
+        context: the SSL context of the requests.
+    """
+
+    def __init__(self, target: TargetConfig, context: ssl.SSLContext) -> None:
+        self._target = target
+        self._context = context
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._users = 0
+        self._closing = False
+
+    @property
+    def current(self) -> httpx.AsyncClient | None:
+        """The shared client built so far, ``None`` before the first use and after closing."""
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The client for one address-probe's requests."""
+        if self._target.reuse_connections:
+            async with build_client(self._target, self._context) as own:
+                yield own
+            return
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop or self._client.is_closed:
+            self._client, self._loop = build_client(self._target, self._context), loop
+        client = self._client
+        self._users += 1
+        try:
+            yield client
+        finally:
+            self._users -= 1
+            if self._closing and self._users == 0 and client is self._client:
+                await self._close_now()
+
+    async def aclose(self) -> None:
+        """Close the client once no address-probe uses it (on reload and at stop)."""
+        self._closing = True
+        if self._users == 0:
+            await self._close_now()
+
+    async def _close_now(self) -> None:
+        client, self._client = self._client, None
+        self._closing = False
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
 
 
 def request_url(address: IPAddress, target: TargetConfig) -> str:
@@ -132,15 +205,27 @@ def request_headers(target: TargetConfig) -> dict[str, str]:
 
 
 async def request_rounds(
-    client: httpx.AsyncClient, address: IPAddress, target: TargetConfig, deadline: Deadline
+    client: httpx.AsyncClient,
+    address: IPAddress,
+    target: TargetConfig,
+    deadline: Deadline,
+    connection: OpenConnection | None = None,
+    tls: TlsResult | None = None,
 ) -> tuple[HttpAttempt, ...]:
     """Send ``target.requests_per_address`` GET requests to ``address``, one after another.
 
     Args:
-        client: from :func:`build_client`.
+        client: from :func:`build_client` (or :meth:`TargetClient.session`).
         address: the address to send to.
         target: URL path, headers, judgement rules and timeouts.
         deadline: the cycle's deadline; requests not started by then are not sent.
+        connection: the TLS stage's verified connection to ``address``, for the first
+            request (closed once that request is done; the caller closes it when
+            unused). That request's ``connect`` and ``tls`` phases are then the TLS
+            stage's (``tls.connect_seconds`` and ``tls.handshake_seconds``), and its
+            duration includes them, so that it means what it means for a request on a
+            new connection.
+        tls: the TLS stage's result that ``connection`` comes from.
 
     Returns:
         One attempt per request sent; faults are findings inside each attempt.
@@ -148,11 +233,29 @@ async def request_rounds(
     url = request_url(address, target)
     headers = request_headers(target)
     attempts = []
-    for _ in range(target.requests_per_address):
+    for index in range(target.requests_per_address):
         if deadline.expired:
             break
+        if index == 0 and connection is not None:
+            with handed_over(str(address), target.port, connection.reader, connection.writer) as offer:
+                attempt = await _attempt(client, url, headers, address, target, deadline)
+            if offer.taken and tls is not None:
+                attempt = _with_tls_stage_phases(attempt, tls)
+            attempts.append(attempt)
+            continue
         attempts.append(await _attempt(client, url, headers, address, target, deadline))
     return tuple(attempts)
+
+
+def _with_tls_stage_phases(attempt: HttpAttempt, tls: TlsResult) -> HttpAttempt:
+    """An attempt sent over the TLS stage's connection, with that connection's set-up times."""
+    connect, handshake = tls.connect_seconds, tls.handshake_seconds
+    phases = PhaseTimes(connect, handshake, attempt.phases.processing, attempt.phases.transfer)
+    return dataclasses.replace(
+        attempt,
+        phases=phases,
+        duration_seconds=attempt.duration_seconds + (connect or 0.0) + (handshake or 0.0),
+    )
 
 
 async def _attempt(

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from probe._text import plural
-from probe.cycle import BACKSTOP_GRACE, TargetPlan, run_cycle
+from probe.cycle import BACKSTOP_GRACE, TargetPlan, close_plans, run_cycle
 from probe.reasons import Status
 from probe.results import TargetResult
 from probe.sdnotify import Notifier
@@ -75,6 +75,7 @@ class Scheduler:
             if watchdog is not None:
                 watchdog.cancel()
             await self._cancel(list(self._tasks))
+            await close_plans(self._plans.values())
 
     async def apply(self, plans: Sequence[TargetPlan]) -> None:
         """Switch to a new set of targets (after a successful reload).
@@ -92,7 +93,8 @@ class Scheduler:
         await self._cancel(stale)
         # Unchanged targets keep their loop and take the new plan at their next cycle, so a
         # CA bundle replaced under the same path is picked up by a reload.
-        self._plans = new
+        old_plans, self._plans = list(self._plans.values()), new
+        await close_plans(old_plans)  # each client once its in-flight cycle is done with it
         self._store.configure(list(new), self._clock(), reset=stale)
         for name, plan in new.items():
             if name not in self._tasks:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from probe._text import openssl_words
-from probe.certs import cert_info, cert_info_from_openssl, classify_verify_error, explain_unparsed
+from probe.certs import FactsCache, cert_info, classify_verify_error, explain_unparsed
 from probe.config import Timeouts
 from probe.deadline import Deadline
 from probe.reasons import Reason
@@ -205,6 +205,21 @@ def build_contexts(
     )
 
 
+class OpenConnection(NamedTuple):
+    """The TLS stage's connection after a completed handshake, left open for HTTP.
+
+    The first HTTP request of an address-probe goes over it (``probe.http_network``), so
+    an address costs one handshake. Whoever receives it closes it (:meth:`close`).
+    """
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def close(self) -> None:
+        """Close the connection at once."""
+        self.writer.transport.abort()
+
+
 async def handshake(
     address: IPAddress,
     port: int,
@@ -228,10 +243,31 @@ async def handshake(
     Returns:
         The TLS result; TCP, TLS and certificate faults are findings in ``failures``.
     """
+    result, connection = await handshake_open(address, port, hostname, contexts, timeouts, deadline, clock)
+    if connection is not None:
+        connection.close()
+    return result
+
+
+async def handshake_open(
+    address: IPAddress,
+    port: int,
+    hostname: str,
+    contexts: TlsContexts,
+    timeouts: Timeouts,
+    deadline: Deadline,
+    clock: Callable[[], float] = time.time,
+) -> tuple[TlsResult, OpenConnection | None]:
+    """As :func:`handshake`, and leave the connection open when the handshake completed.
+
+    Returns:
+        The TLS result and, when the handshake completed, the open connection (the
+        caller closes it); ``None`` after any failure to connect or to shake hands.
+    """
     connected = await _connect(address, port, timeouts.connect, deadline)
     if isinstance(connected, Failure):
-        return _result(address, port, failures=(connected,))
-    _reader, writer, connect_seconds = connected
+        return _result(address, port, failures=(connected,)), None
+    reader, writer, connect_seconds = connected
     start = time.monotonic()
     limit = deadline.clip(timeouts.tls)
     try:
@@ -251,7 +287,7 @@ async def handshake(
             verify_message=exc.verify_message,
             chain=chain,
             failures=(Failure(reason, detail, address), *unparsed_findings(chain, (), address)),
-        )
+        ), None
     except TimeoutError:
         writer.transport.abort()
         reason = deadline.timeout_reason(Reason.TLS_HANDSHAKE_TIMEOUT)
@@ -260,7 +296,7 @@ async def handshake(
             port,
             connect_seconds=connect_seconds,
             failures=(Failure(reason, f"TLS handshake did not complete within {limit:.3g}s", address),),
-        )
+        ), None
     except (ssl.SSLError, OSError, EOFError) as exc:
         writer.transport.abort()
         reason, detail = classify_tls_error(exc)
@@ -277,14 +313,12 @@ async def handshake(
                 )
         return _result(
             address, port, connect_seconds=connect_seconds, failures=(Failure(reason, detail, address),)
-        )
+        ), None
     handshake_seconds = time.monotonic() - start
     ssl_object = writer.get_extra_info("ssl_object")
     try:
-        chain = _parse_chain(peer_certificates(ssl_object, verified=False))
-        verified_chain = (
-            () if contexts.skip_verify else _parse_chain(peer_certificates(ssl_object, verified=True))
-        )
+        chain = _parse_chain(_peer_chain(ssl_object, verified=False))
+        verified_chain = () if contexts.skip_verify else _parse_chain(_peer_chain(ssl_object, verified=True))
         cipher = ssl_object.cipher()
         version = ssl_object.version()
         cipher_name = cipher[0] if cipher else None
@@ -294,7 +328,7 @@ async def handshake(
             *negotiation_findings(version, cipher_name, contexts.min_version, address),
             *unparsed_findings(chain, verified_chain, address),
         )
-        return _result(
+        result = _result(
             address,
             port,
             connect_seconds=connect_seconds,
@@ -307,8 +341,10 @@ async def handshake(
             verified_chain=verified_chain,
             failures=findings,
         )
-    finally:
+    except BaseException:
         writer.transport.abort()
+        raise
+    return result, OpenConnection(reader, writer)
 
 
 def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
@@ -392,16 +428,23 @@ def peer_certificates(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[Pee
     ``_sslobj`` (Python 3.10+), which return certificate objects; Python 3.13's public
     methods return DER only and are the fallback (then without a decode).
     """
+    return tuple(PeerCertificate(der, decode()) for der, decode in _peer_chain(ssl_object, verified=verified))
+
+
+def _peer_chain(
+    ssl_object: ssl.SSLObject, *, verified: bool
+) -> list[tuple[bytes, Callable[[], dict[str, Any]]]]:
+    """The peer's certificates as DER, each with a function returning OpenSSL's decode."""
     name = "get_verified_chain" if verified else "get_unverified_chain"
     low_level = getattr(ssl_object, "_sslobj", None)
     method = getattr(low_level, name, None) or getattr(ssl_object, name)
-    certificates = []
+    certificates: list[tuple[bytes, Callable[[], dict[str, Any]]]] = []
     for cert in method() or []:
         if isinstance(cert, bytes):
-            certificates.append(PeerCertificate(cert, {}))
+            certificates.append((cert, dict))
         else:
-            certificates.append(PeerCertificate(cert.public_bytes(ssl._ssl.ENCODING_DER), cert.get_info()))  # type: ignore[attr-defined]
-    return tuple(certificates)
+            certificates.append((cert.public_bytes(ssl._ssl.ENCODING_DER), cert.get_info))  # type: ignore[attr-defined]
+    return certificates
 
 
 def _anchors(context: ssl.SSLContext) -> tuple[CertInfo, ...]:
@@ -417,7 +460,7 @@ def _anchors(context: ssl.SSLContext) -> tuple[CertInfo, ...]:
 
 def peer_chain(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[bytes, ...]:
     """The peer's certificates in DER, leaf first: as sent, or as verified."""
-    return tuple(cert.der for cert in peer_certificates(ssl_object, verified=verified))
+    return tuple(der for der, _ in _peer_chain(ssl_object, verified=verified))
 
 
 def negotiation_findings(
@@ -515,17 +558,22 @@ def unparsed_findings(
     return tuple(findings)
 
 
-def _parse_chain(certificates: tuple[PeerCertificate, ...]) -> tuple[CertInfo, ...]:
-    """Facts of each certificate: ``cryptography``'s, else OpenSSL's decode (never dropped)."""
+#: Parsed certificate facts by the DER's SHA-256, shared by every target (see FactsCache).
+_FACTS = FactsCache()
+
+
+def _parse_chain(certificates: list[tuple[bytes, Callable[[], dict[str, Any]]]]) -> tuple[CertInfo, ...]:
+    """Facts of each certificate: ``cryptography``'s, else OpenSSL's decode (never dropped).
+
+    Parsed once per distinct certificate (:class:`probe.certs.FactsCache`); OpenSSL's decode
+    is asked for only when ``cryptography`` refuses a certificate.
+    """
     infos = []
-    for index, cert in enumerate(certificates):
+    for index, (der, decode) in enumerate(certificates):
         try:
-            infos.append(cert_info(cert.der))
-        except ValueError as exc:
-            try:
-                infos.append(cert_info_from_openssl(cert.der, cert.decoded, str(exc), is_ca=index > 0))
-            except ValueError:
-                continue  # no decode (Python 3.13 public API only): the invariant in verdict reports it
+            infos.append(_FACTS.facts(der, decode, is_ca=index > 0))
+        except ValueError:
+            continue  # no decode (Python 3.13 public API only): the invariant in verdict reports it
     return tuple(infos)
 
 
@@ -592,7 +640,7 @@ async def _inspect_chain(
     try:
         async with asyncio.timeout(deadline.clip(timeouts.tls)):
             await writer.start_tls(contexts.inspect, server_hostname=hostname)
-        return _parse_chain(peer_certificates(writer.get_extra_info("ssl_object"), verified=False))
+        return _parse_chain(_peer_chain(writer.get_extra_info("ssl_object"), verified=False))
     except (TimeoutError, ssl.SSLError, OSError, EOFError):
         return ()
     finally:

@@ -1,0 +1,8 @@
+"""Defaults that the command line shows without loading the configuration machinery.
+
+``probe --help`` must start fast: reading them here keeps pydantic and the probe stages
+out of it (``probe.config`` re-exports them).
+"""
+
+#: Where ``probe run`` and ``probe demo`` serve ``/metrics`` unless told otherwise.
+DEFAULT_LISTEN = "127.0.0.1:9798"

@@ -1,0 +1,242 @@
+"""httpcore's network layer on asyncio streams, able to take over the TLS stage's connection.
+
+httpx and httpcore stay probe's HTTP layer; this module only replaces the network backend
+under httpcore's connection pool (``httpcore.AsyncNetworkBackend``), for two reasons:
+
+* **One handshake per address-probe.** The TLS stage's verified connection is handed to
+  the first HTTP request (:func:`handed_over`), so an address costs one TCP connect and
+  one handshake, not two. ``connect_tcp`` returns that connection once, and
+  ``start_tls`` on it returns it as it is: the TLS stage already verified it with an
+  equivalent context (same trust anchors, same ALPN list), and the protocol it selected in
+  ALPN decides HTTP/1.1 or HTTP/2 for the request, as httpcore reads it from the
+  ``ssl_object``. Later requests get new connections as before.
+* **Cheaper connections.** New connections use asyncio's own TLS transport, as the TLS
+  stage does, instead of anyio's ``TLSStream``; anyio hands ``wrap_bio`` to a worker
+  thread for any ``SSLContext`` subclass (probe's contexts pin their ALPN list), which
+  cost a thread round trip per request.
+
+Exceptions are httpcore's, mapped as httpcore's anyio backend maps them (``ConnectError``,
+``ConnectTimeout``, ``ReadError`` …), each raised ``from`` the original ``OSError`` or
+``ssl.SSLError`` so that probe's classifiers find the cause along the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import ssl
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpcore
+
+
+class Offer:
+    """A connection offered to the next request of one task to ``host``:``port``.
+
+    Attributes:
+        host: the address as the request URL spells it (an IP literal, no brackets).
+        port: the TCP port.
+        stream: the connection; ``None`` once a request took it.
+        taken: whether a request took it.
+    """
+
+    __slots__ = ("host", "port", "stream", "taken")
+
+    def __init__(self, host: str, port: int, stream: AsyncioStream) -> None:
+        self.host = host
+        self.port = port
+        self.stream: AsyncioStream | None = stream
+        self.taken = False
+
+    def take(self, host: str, port: int) -> AsyncioStream | None:
+        """The stream, once, if it is for ``host``:``port``."""
+        stream = self.stream
+        if stream is None or host != self.host or port != self.port:
+            return None
+        self.stream, self.taken = None, True
+        return stream
+
+
+# What the next connect_tcp of this task may take over (a holder, so that a copied context
+# sees the same offer taken).
+_OFFER: contextvars.ContextVar[Offer | None] = contextvars.ContextVar("probe_http_offer", default=None)
+
+
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """An httpcore network stream over an asyncio ``StreamReader``/``StreamWriter`` pair.
+
+    Args:
+        reader: the connection's reader.
+        writer: the connection's writer (its transport is TLS once ``start_tls`` ran).
+        handed_over: the connection comes from the TLS stage, already verified:
+            ``start_tls`` returns it unchanged.
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, handed_over: bool = False
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.handed_over = handed_over
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Read up to ``max_bytes``; ``b""`` at the end of the stream.
+
+        Raises:
+            httpcore.ReadTimeout: nothing within ``timeout`` seconds.
+            httpcore.ReadError: the connection failed (e.g. a TLS alert, a reset).
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(str(exc)) from exc
+        except (OSError, ssl.SSLError, EOFError) as exc:
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Write all of ``buffer``.
+
+        Raises:
+            httpcore.WriteTimeout: not sent within ``timeout`` seconds.
+            httpcore.WriteError: the connection failed or is closed.
+        """
+        if not buffer:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                if self._writer.is_closing():
+                    raise ConnectionResetError("the connection is closed")
+                self._writer.write(buffer)
+                await self._writer.drain()
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(str(exc)) from exc
+        except (OSError, ssl.SSLError, EOFError, RuntimeError) as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        """Close the connection at once (no TLS close_notify wait, as for an abandoned probe)."""
+        self._writer.transport.abort()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Complete a TLS handshake over this connection (or nothing, for a handed-over one).
+
+        Raises:
+            httpcore.ConnectTimeout: the handshake did not complete within ``timeout`` seconds.
+            httpcore.ConnectError: the handshake failed (``ssl.SSLError``, reset, EOF).
+        """
+        if self.handed_over:
+            return self
+        try:
+            async with asyncio.timeout(timeout):
+                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except TimeoutError as exc:
+            self._writer.transport.abort()
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except (OSError, ssl.SSLError, EOFError) as exc:
+            self._writer.transport.abort()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            self._writer.transport.abort()
+            raise
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        """``ssl_object``, ``client_addr``, ``server_addr``, ``socket`` or ``is_readable``."""
+        if info == "ssl_object":
+            return self._writer.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        if info == "socket":
+            return self._writer.get_extra_info("socket")
+        if info == "is_readable":
+            # An idle connection is readable only when the server closed it or sent junk.
+            return self._writer.is_closing() or self._reader.at_eof() or bool(self._reader._buffer)  # type: ignore[attr-defined]
+        return None
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend on asyncio streams; takes over a handed-over connection."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """The connection handed over for ``host``:``port`` in this task, else a new one.
+
+        Raises:
+            httpcore.ConnectTimeout: no connection within ``timeout`` seconds.
+            httpcore.ConnectError: the connection failed (refused, unreachable …).
+        """
+        offer = _OFFER.get()
+        handed = offer.take(host, port) if offer is not None else None
+        if handed is not None:
+            return handed
+        try:
+            async with asyncio.timeout(timeout):
+                local = (local_address, 0) if local_address else None
+                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock = writer.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return AsyncioStream(reader, writer)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        """Not used by probe.
+
+        Raises:
+            httpcore.ConnectError: always.
+        """
+        raise httpcore.ConnectError("probe does not connect to Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` (httpcore's retry back-off; probe does not retry)."""
+        await asyncio.sleep(seconds)
+
+
+@contextlib.contextmanager
+def handed_over(
+    host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> Iterator[Offer]:
+    """Offer a verified TLS connection to the next request of this task to ``host``:``port``.
+
+    The offer lasts for the ``with`` block; a connection still not taken at its end (the
+    pool had a kept-alive connection, or no request was sent) is closed then.
+
+    Args:
+        host: the address as the request URL spells it (an IP literal, no brackets).
+        port: the TCP port.
+        reader: the TLS stage's reader.
+        writer: the TLS stage's writer, its transport already TLS.
+
+    Yields:
+        The offer; ``offer.taken`` tells afterwards whether a request took it.
+    """
+    offer = Offer(host, port, AsyncioStream(reader, writer, handed_over=True))
+    token = _OFFER.set(offer)
+    try:
+        yield offer
+    finally:
+        _OFFER.reset(token)
+        if not offer.taken:
+            offer.stream = None
+            writer.transport.abort()
