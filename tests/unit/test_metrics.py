@@ -18,7 +18,7 @@ from prometheus_client.samples import Sample
 
 from probe import __version__
 from probe.http_stage import judge_response
-from probe.metrics import SPECS, ProbeCollector, address_set_hash
+from probe.metrics import SPECS, ProbeCollector, address_set_hash, render_target
 from probe.reasons import Reason, Status
 from probe.results import (
     AddressResult,
@@ -144,9 +144,12 @@ def result(
     )
 
 
-def scrape(*results: TargetResult, configured: Sequence[str] | None = None) -> Scrape:
+def scrape(
+    *results: TargetResult, configured: Sequence[str] | None = None, histograms: bool = True
+) -> Scrape:
+    """A store as the daemon wires it (rendered when recorded), histograms on unless told."""
     names = configured if configured is not None else list(dict.fromkeys(r.name for r in results))
-    store = ResultStore(names, NOW - 3600)
+    store = ResultStore(names, NOW - 3600, render=render_target, histograms=histograms)
     for r in results:
         store.record(r)
     return Scrape(store)

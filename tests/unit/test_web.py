@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe import web
-from probe.metrics import ProbeCollector
+from probe.metrics import render_target
 from probe.reasons import Reason, Status
 from probe.results import DnsResult, Failure, TargetResult
 from probe.store import ResultStore
@@ -60,9 +59,7 @@ class Served:
 
 
 def serve(store: ResultStore, host: str = "127.0.0.1") -> Iterator[Served]:
-    registry = CollectorRegistry()
-    registry.register(ProbeCollector(store))
-    server = WebServer(host, 0, make_app(registry, store))
+    server = WebServer(host, 0, make_app(store))
     bound_host, port = server.start()
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     client = httpx.Client(base_url=f"http://{shown}:{port}", trust_env=False, timeout=5.0)
@@ -76,7 +73,7 @@ def serve(store: ResultStore, host: str = "127.0.0.1") -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def _shared() -> Iterator[Served]:
     # One server for the module: stopping one waits for serve_forever's 0.5 s poll.
-    yield from serve(ResultStore(["www", "api"], NOW))
+    yield from serve(ResultStore(["www", "api"], NOW, render=render_target))
 
 
 @pytest.fixture
@@ -284,7 +281,7 @@ def test_a_silent_client_loses_its_connection(served: Served, monkeypatch: pytes
 
 def test_start_returns_the_bound_port_and_stop_closes_it() -> None:
     store = ResultStore(["www"], NOW)
-    server = WebServer("127.0.0.1", 0, make_app(CollectorRegistry(), store))
+    server = WebServer("127.0.0.1", 0, make_app(store))
     host, port = server.start()
     assert host == "127.0.0.1" and port > 0
     with httpx.Client(trust_env=False, timeout=5) as client:
@@ -310,6 +307,6 @@ def test_start_on_a_port_in_use_raises_oserror() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        server = WebServer("127.0.0.1", taken.getsockname()[1], make_app(CollectorRegistry(), store))
+        server = WebServer("127.0.0.1", taken.getsockname()[1], make_app(store))
         with pytest.raises(OSError):
             server.start()
