@@ -122,6 +122,24 @@ def test_metrics_gzip_when_accepted(served: Served) -> None:
     assert "probe_targets 2.0" in text
 
 
+def test_metrics_gzip_is_the_same_text_with_its_length(served: Served) -> None:
+    served.store.record(result("www"))
+    plain = served.client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    with served.client.stream("GET", "/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-length"] == str(len(raw))
+    assert plain.headers["content-length"] == str(len(plain.content))
+    assert gzip.decompress(raw) == plain.content
+    assert len(raw) < len(plain.content)
+
+
+def test_metrics_in_openmetrics_with_an_odd_version_is_text_not_an_error(served: Served) -> None:
+    response = served.client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=x"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# EOF" not in response.text
+
+
 def test_metrics_name_filter(served: Served) -> None:
     response = served.client.get("/metrics", params={"name[]": "probe_targets"})
     assert [f.name for f in text_string_to_metric_families(response.text)] == ["probe_targets"]
