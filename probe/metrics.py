@@ -168,7 +168,8 @@ SPECS: tuple[Spec, ...] = (
         "probe_phase_duration_seconds",
         "histogram",
         (*_T, "phase"),
-        "Latency per phase (resolve, connect, tls, processing, transfer) across cycles, in seconds.",
+        "Latency per phase (resolve, connect, tls, processing, transfer) across cycles, in seconds "
+        "(only with metrics: {histograms: true}).",
     ),
     # ssl_exporter's ssl_ocsp_response_* with probe_ names and units (ocsp: staple only)
     Spec(
