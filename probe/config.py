@@ -581,6 +581,19 @@ class TargetConfig(_TargetFields):
         return any(key.lower() == wanted and value.secret for key, value in self.headers.items())
 
 
+class MetricsConfig(_Frozen):
+    """The top-level ``metrics`` section: what ``probe run`` exposes beyond the defaults.
+
+    Attributes:
+        histograms: expose ``probe_phase_duration_seconds``, a latency histogram per phase
+            (13 buckets: 80 samples per target). Off by default, so a 2-address target
+            exposes about 40 samples; the per-cycle phase gauges
+            (``probe_http_duration_seconds``) are always there.
+    """
+
+    histograms: bool = False
+
+
 class Config(_Frozen):
     """A whole configuration file.
 
@@ -588,11 +601,13 @@ class Config(_Frozen):
         path: where it was loaded from (``None`` for ad hoc checks).
         listen: ``host:port`` of the metrics endpoint of ``probe run``.
         targets: the targets, names unique.
+        metrics: the ``metrics`` section.
     """
 
     path: Path | None = None
     listen: str = DEFAULT_LISTEN
     targets: tuple[TargetConfig, ...]
+    metrics: MetricsConfig = MetricsConfig()
 
     def select(self, names: list[str]) -> Config:
         """The same config with only the named targets, in the order given.
@@ -613,7 +628,7 @@ class Config(_Frozen):
 
 # --------------------------------------------------------------------------- loading
 
-_TOP_LEVEL_KEYS = ("listen", "defaults", "targets")
+_TOP_LEVEL_KEYS = ("listen", "defaults", "targets", "metrics")
 
 
 def load_config(path: str | Path) -> Config:
@@ -744,7 +759,12 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
         parse_listen(listen)
     except ValueError as exc:
         raise ConfigError(str(exc), where=where, field="listen") from None
-    return Config(path=path, listen=listen, targets=tuple(targets))
+    try:
+        raw_metrics = data.get("metrics")
+        metrics = MetricsConfig.model_validate({} if raw_metrics is None else raw_metrics)
+    except ValidationError as exc:
+        raise _first_error(where, ("metrics",), exc, MetricsConfig) from None
+    return Config(path=path, listen=listen, targets=tuple(targets), metrics=metrics)
 
 
 def parse_listen(value: Any) -> tuple[str, int]:

@@ -14,12 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from probe._text import host_port, shorten
 from probe.config import Config, ConfigError, load_config, parse_listen
 from probe.cycle import TargetPlan, plan
-from probe.metrics import ProbeCollector
+from probe.metrics import render_target
 from probe.results import TargetResult
 from probe.scheduler import Scheduler, status_line
 from probe.sdnotify import Notifier
@@ -64,7 +62,8 @@ class Daemon:
         self._config_path = config_path
         self._notifier = notifier
         self._clock = clock
-        self.store = ResultStore([p.target.name for p in plans], clock())
+        names = [p.target.name for p in plans]
+        self.store = ResultStore(names, clock(), render=render_target, histograms=config.metrics.histograms)
         for result in initial_results:
             self.store.record(result)
         self.scheduler = Scheduler(plans, self.store, notifier, clock=clock)
@@ -81,14 +80,12 @@ class Daemon:
         """
         loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
-        registry = CollectorRegistry(auto_describe=True)
-        registry.register(ProbeCollector(self.store))
         host, port = parse_listen(self._listen)
         tls = self._web_config.tls_server_config
         web = WebServer(
             host,
             port,
-            make_app(registry, self.store, BasicAuth(self._web_config.basic_auth_users)),
+            make_app(self.store, BasicAuth(self._web_config.basic_auth_users)),
             ssl_context=server_context(tls) if tls else None,
         )
         try:
@@ -155,6 +152,7 @@ class Daemon:
                     extra={"listen": config.listen, "serving": self._listen},
                 )
             self._config = config
+            self.store.set_histograms(config.metrics.histograms)
             await self.scheduler.apply(plans)
             self._notifier.reloaded(status_line(self.store.snapshot().targets.values(), len(plans)))
             return True

@@ -1,4 +1,4 @@
-"""Prometheus metrics: a custom collector that renders the store's latest snapshot.
+"""Prometheus metrics: each target rendered once per cycle, a scrape concatenates the text.
 
 Names and meanings follow blackbox_exporter where they match (``probe_success``,
 ``probe_http_duration_seconds``, ``probe_ssl_earliest_cert_expiry`` …) so dashboards and
@@ -6,28 +6,33 @@ alerts carry over; every series has a ``target`` label, per-address series an ``
 label. Values come from the last completed cycle unless the name ends in ``_total`` or is
 a histogram (accumulated since the target was configured). An unknown value is an absent
 series, never a sentinel.
+
+How a scrape stays cheap: when the scheduler records a cycle, the store calls
+:func:`render_target`, which turns the target's state into its sample lines, one byte
+string per family of :data:`SPECS`. The lines are the same in the classic text format
+(0.0.4) and in OpenMetrics 1.0 (labels sorted by name, values as prometheus_client and Go
+print them); only the ``# HELP``/``# TYPE`` headers differ. :func:`exposition` then writes,
+per family, its header once and every target's stored lines, plus the few process-wide
+series (targets, reload status, build info). Per-target rendering is split into one
+function per section (verdict, DNS, backends, phase histograms; per address: the address,
+TLS, certificates, OCSP, HTTP), as ssl_exporter's collectors are.
 """
 
 from __future__ import annotations
 
+import math
 import platform
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
-
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Literal
 
 from probe import __version__
 from probe.reasons import Status
 from probe.results import AddressResult, OcspResult, TargetResult
-from probe.store import BUCKETS, ResultStore, Snapshot, TargetState
+from probe.store import BUCKETS, Exposition, ResultStore, Snapshot, TargetState
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 Kind = Literal["gauge", "counter", "histogram", "info"]
 
@@ -40,6 +45,22 @@ class Spec:
     kind: Kind
     labels: tuple[str, ...]
     help: str
+
+    @property
+    def family(self) -> str:
+        """The family name in OpenMetrics: without a counter's ``_total`` or an info's ``_info``."""
+        if self.kind == "counter":
+            return self.name.removesuffix("_total")
+        if self.kind == "info":
+            return self.name.removesuffix("_info")
+        return self.name
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        """The names its samples carry (a histogram's ``_bucket``, ``_count`` and ``_sum``)."""
+        if self.kind == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_count", f"{self.name}_sum")
+        return (self.name,)
 
 
 _T = ("target",)
@@ -139,7 +160,7 @@ SPECS: tuple[Spec, ...] = (
         "gauge",
         _T,
         "1 if the addresses were pinned (addresses, --resolve, an IP URL with server_name): "
-        "no DNS query for the name; else 0.",
+        "no DNS query for the name; absent for a resolved name.",
     ),
     Spec("probe_backends_seen", "gauge", _T, "Distinct backends that answered in the last cycle."),
     Spec("probe_backends_expected", "gauge", _T, "Backends expected (expect_backends)."),
@@ -159,7 +180,8 @@ SPECS: tuple[Spec, ...] = (
         "probe_phase_duration_seconds",
         "histogram",
         (*_T, "phase"),
-        "Latency per phase (resolve, connect, tls, processing, transfer) across cycles, in seconds.",
+        "Latency per phase (resolve, connect, tls, processing, transfer) across cycles, in seconds "
+        "(only with metrics: {histograms: true}).",
     ),
     # ssl_exporter's ssl_ocsp_response_* with probe_ names and units (ocsp: staple only)
     Spec(
@@ -214,175 +236,285 @@ SPECS: tuple[Spec, ...] = (
     Spec("probe_build_info", "info", ("version", "python_version"), "Version of probe and of Python."),
 )
 
-_STATUS_VALUE = {Status.OK: 0, Status.WARNING: 1, Status.CRITICAL: 2}
+
+# --------------------------------------------------------------------------- headers
+
+#: Position of each family in SPECS, and so in an :data:`~probe.store.Exposition`.
+_INDEX = {spec.name: index for index, spec in enumerate(SPECS)}
 
 
-class ProbeCollector(Collector):
-    """Renders a :class:`ResultStore` snapshot as metric families on each scrape.
+def _text_header(spec: Spec) -> bytes:
+    """``# HELP``/``# TYPE`` in the classic text format: info families are gauges there."""
+    help_text = spec.help.replace("\\", r"\\").replace("\n", r"\n")
+    kind = "gauge" if spec.kind == "info" else spec.kind
+    return f"# HELP {spec.name} {help_text}\n# TYPE {spec.name} {kind}\n".encode()
+
+
+def _openmetrics_header(spec: Spec) -> bytes:
+    """``# HELP``/``# TYPE`` in OpenMetrics: the family name without ``_total``/``_info``."""
+    help_text = spec.help.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return f"# HELP {spec.family} {help_text}\n# TYPE {spec.family} {spec.kind}\n".encode()
+
+
+_TEXT_HEADERS = tuple(_text_header(spec) for spec in SPECS)
+_OPENMETRICS_HEADERS = tuple(_openmetrics_header(spec) for spec in SPECS)
+
+#: Media type of the classic text format, sent unless the client asks for something else.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_ESCAPINGS = ("allow-utf-8", "underscores", "dots", "values")
+
+
+def negotiate(accept: str | None) -> tuple[bool, str]:
+    """Choose the format from an ``Accept`` header, as prometheus_client's ``choose_encoder`` does.
+
+    The first acceptable entry wins (Prometheus lists them in its order of preference):
+    ``application/openmetrics-text`` without a version or at version 1.0.0 or later, or
+    ``text/plain`` at version 1.0.0 or later; otherwise the text format 0.0.4. The
+    ``escaping`` parameter is echoed (``underscores`` by default): probe's metric and label
+    names are valid under every scheme, so the body is the same.
+
+    Returns:
+        ``(openmetrics, content_type)``: whether to send OpenMetrics, and the
+        ``Content-Type`` header value.
+    """
+    for entry in (accept or "").split(","):
+        media, *parameters = (part.strip() for part in entry.split(";"))
+        if media not in ("application/openmetrics-text", "text/plain"):
+            continue
+        params = dict(p.split("=", 1) for p in parameters if "=" in p)
+        version = params.get("version", "")
+        escaping = params.get("escaping", "underscores")
+        escaping = escaping if escaping in _ESCAPINGS else "underscores"
+        if media == "application/openmetrics-text" and not version:
+            return True, "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        if not _at_least_1(version):
+            continue
+        if media == "application/openmetrics-text":
+            return True, f"{media}; version={version}; charset=utf-8; escaping={escaping}"
+        return False, f"{media}; version=1.0.0; charset=utf-8; escaping={escaping}"
+    return False, TEXT_CONTENT_TYPE
+
+
+def _at_least_1(version: str) -> bool:
+    """Whether a dotted version is 1.0.0 or later (``""`` or a non-number is not)."""
+    try:
+        return tuple(int(part) for part in version.split(".")) >= (1, 0, 0)
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- scrape
+
+
+def exposition(snapshot: Snapshot, openmetrics: bool = False, names: Collection[str] | None = None) -> bytes:
+    """The whole ``/metrics`` body for a snapshot, from each target's stored text (pure).
+
+    Every family of :data:`SPECS` appears once, in that order, with its ``# HELP`` and
+    ``# TYPE`` lines, followed by the lines of every target (in config order) and of the
+    process-wide families. A target whose state was recorded without a renderer (tests,
+    embedding) is rendered here.
 
     Args:
-        store: the daemon's store; only :meth:`ResultStore.snapshot` is called.
+        snapshot: the store's snapshot.
+        openmetrics: OpenMetrics 1.0.0 (ending in ``# EOF``) instead of the text format 0.0.4.
+        names: only samples with these names (``name[]`` of the request, as prometheus_client
+            filters); a family without such samples is left out.
+
+    Returns:
+        The UTF-8 body.
     """
-
-    def __init__(self, store: ResultStore) -> None:
-        self._store = store
-
-    def describe(self) -> Iterator[Metric]:
-        """Empty families, so registries know the names without collecting."""
-        return iter(_Families().families.values())
-
-    def collect(self) -> Iterator[Metric]:
-        """Families built from the latest snapshot."""
-        return iter(render(self._store.snapshot()).values())
-
-
-def render(snapshot: Snapshot) -> dict[str, Metric]:
-    """All families for a snapshot, keyed by exposed name (pure)."""
-    out = _Families()
+    rows = []
     for name in snapshot.configured:
         state = snapshot.targets.get(name)
         if state is not None:
-            _render_target(out, state)
-    out.gauge("probe_targets", (), len(snapshot.configured))
-    out.gauge("probe_config_last_reload_successful", (), 1 if snapshot.reload_successful else 0)
-    out.gauge("probe_config_last_reload_success_timestamp_seconds", (), snapshot.reload_success_timestamp)
-    out.info("probe_build_info", {"version": __version__, "python_version": platform.python_version()})
-    return out.families
+            rows.append(state.exposition if state.exposition is not None else render_target(state))
+    rows.append(_process_wide(snapshot))
+    headers = _OPENMETRICS_HEADERS if openmetrics else _TEXT_HEADERS
+    parts: list[bytes] = []
+    if names is None:
+        for header, column in zip(headers, zip(*rows, strict=True), strict=True):
+            parts.append(header)
+            parts.extend(column)
+    else:
+        wanted = set(names)
+        for spec, header, column in zip(SPECS, headers, zip(*rows, strict=True), strict=True):
+            if wanted.isdisjoint(spec.sample_names):
+                continue
+            lines = [
+                line
+                for line in b"".join(column).splitlines(keepends=True)
+                if line.partition(b"{")[0].partition(b" ")[0].decode() in wanted
+            ]
+            if lines:
+                parts.append(header)
+                parts.extend(lines)
+    if openmetrics:
+        parts.append(b"# EOF\n")
+    return b"".join(parts)
 
 
-class _Families:
-    """One empty family per spec, and typed ways to add samples to them."""
-
-    def __init__(self) -> None:
-        self.families: dict[str, Metric] = {spec.name: _family(spec) for spec in SPECS}
-
-    def gauge(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        family = self.families[name]
-        assert isinstance(family, GaugeMetricFamily)
-        family.add_metric(labels, value)
-
-    def counter(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        family = self.families[name]
-        assert isinstance(family, CounterMetricFamily)
-        family.add_metric(labels, value)
-
-    def info(self, name: str, labels: dict[str, str]) -> None:
-        family = self.families[name]
-        assert isinstance(family, InfoMetricFamily)
-        family.add_metric([], labels)
-
-    def histogram(
-        self, name: str, labels: tuple[str, ...], buckets: list[tuple[str, float]], total: float
-    ) -> None:
-        family = self.families[name]
-        assert isinstance(family, HistogramMetricFamily)
-        family.add_metric(labels, buckets, total)
+_BUILD_INFO = {"version": __version__, "python_version": platform.python_version()}
 
 
-def _render_target(out: _Families, state: TargetState) -> None:
+def _process_wide(snapshot: Snapshot) -> Exposition:
+    """The families without a ``target`` label, rendered at each scrape (four lines)."""
+    out = _Lines()
+    out.add("probe_targets", len(snapshot.configured))
+    out.add("probe_config_last_reload_successful", 1 if snapshot.reload_successful else 0)
+    out.add("probe_config_last_reload_success_timestamp_seconds", snapshot.reload_success_timestamp)
+    out.add("probe_build_info", 1, _BUILD_INFO)
+    return out.exposition()
+
+
+# --------------------------------------------------------------------------- per target
+
+_STATUS_VALUE = {Status.OK: 0, Status.WARNING: 1, Status.CRITICAL: 2}
+
+
+def render_target(state: TargetState) -> Exposition:
+    """A target's sample lines, per family of :data:`SPECS` (pure).
+
+    The store calls it once per recorded cycle (the daemon passes it as the store's
+    renderer), so scrapes only concatenate. Counters come from the state's tallies, which
+    only grow while the target stays configured.
+
+    Returns:
+        One UTF-8 byte string per family, ``b""`` where the target has no series.
+    """
+    out = _Lines()
     result = state.result
-    t = (result.name,)
-    out.gauge("probe_success", t, 0 if result.status is Status.CRITICAL else 1)
-    out.gauge("probe_status", t, _STATUS_VALUE[result.status])
-    out.gauge("probe_duration_seconds", t, result.duration_seconds)
-    if not result.dns.pinned:  # no lookup happened: no lookup time
-        out.gauge("probe_dns_lookup_time_seconds", t, result.dns.lookup_seconds)
-    out.gauge("probe_last_cycle_timestamp_seconds", t, result.started_timestamp + result.duration_seconds)
-    out.counter("probe_cycles_total", t, state.cycles)
+    target = {"target": result.name}
+    _verdict_section(out, state, target)
+    _dns_section(out, result, target)
+    _backend_section(out, state, target)
+    _phase_section(out, state, target)
+    for address in result.addresses:
+        where = {"target": result.name, "address": str(address.address)}
+        _address_section(out, address, where)
+        _tls_section(out, result, address, where)
+        _certificate_section(out, result, address, where)
+        if address.ocsp is not None:
+            _ocsp_section(out, address.ocsp, where)
+        _http_section(out, result, address, where)
+    return out.exposition()
+
+
+def _verdict_section(out: _Lines, state: TargetState, target: dict[str, str]) -> None:
+    """Verdict, timing, cycle and failure counters, findings of the last cycle."""
+    result = state.result
+    out.add("probe_success", 0 if result.status is Status.CRITICAL else 1, target)
+    out.add("probe_status", _STATUS_VALUE[result.status], target)
+    out.add("probe_duration_seconds", result.duration_seconds, target)
+    out.add("probe_last_cycle_timestamp_seconds", result.started_timestamp + result.duration_seconds, target)
+    out.add("probe_cycles_total", state.cycles, target)
     for reason, count in sorted(state.failures_total.items()):
-        out.counter("probe_failures_total", (*t, reason), count)
+        out.add("probe_failures_total", count, {**target, "reason": reason})
     # Two findings can share every label (e.g. two missing backends): one series each set.
     findings = {
         (f.stage.value, f.reason.value, f.severity.value, str(f.address) if f.address is not None else "")
         for f in result.failures
     }
     for stage, reason, severity, where in sorted(findings):
-        out.info(
-            "probe_failure_info",
-            {"target": result.name, "stage": stage, "reason": reason, "severity": severity, "address": where},
-        )
-    out.gauge("probe_tls_insecure_skip_verify", t, 1 if result.insecure_skip_verify else 0)
+        labels = {**target, "stage": stage, "reason": reason, "severity": severity, "address": where}
+        out.add("probe_failure_info", 1, labels)
+    out.add("probe_tls_insecure_skip_verify", 1 if result.insecure_skip_verify else 0, target)
+
+
+def _dns_section(out: _Lines, result: TargetResult, target: dict[str, str]) -> None:
+    """The DNS stage: lookup time (none when pinned), answers, the answer set's hash, the alias check."""
+    if not result.dns.pinned:  # no lookup happened: no lookup time
+        out.add("probe_dns_lookup_time_seconds", result.dns.lookup_seconds, target)
     answers = result.dns.answers
-    out.gauge("probe_dns_pinned", t, 1 if result.dns.pinned else 0)
-    out.gauge("probe_dns_answers", t, len(answers))
-    out.gauge("probe_dns_unexpected_answers", t, sum(not a.expected for a in answers))
+    if result.dns.pinned:  # present only for a pinned target: it keeps the default budget
+        out.add("probe_dns_pinned", 1, target)
+    out.add("probe_dns_answers", len(answers), target)
+    out.add("probe_dns_unexpected_answers", sum(not a.expected for a in answers), target)
     if answers:
-        out.gauge("probe_dns_addresses_hash", t, address_set_hash(str(a.address) for a in answers))
+        out.add("probe_dns_addresses_hash", address_set_hash(str(a.address) for a in answers), target)
     if result.dns.alias is not None:
-        out.gauge("probe_dns_alias_match", t, 1 if result.dns.alias.matches else 0)
+        out.add("probe_dns_alias_match", 1 if result.dns.alias.matches else 0, target)
+
+
+def _backend_section(out: _Lines, state: TargetState, target: dict[str, str]) -> None:
+    """Backends seen, expected and up in the last cycle; responses per backend across cycles."""
+    result = state.result
     counts = result.backend_counts
     if result.expected_backend_count is not None or counts:
-        out.gauge("probe_backends_seen", t, len(counts))
+        out.add("probe_backends_seen", len(counts), target)
     if result.expected_backend_count is not None:
-        out.gauge("probe_backends_expected", t, result.expected_backend_count)
+        out.add("probe_backends_expected", result.expected_backend_count, target)
     for backend in sorted(set(result.expected_backends) | set(counts)):
-        out.gauge("probe_backend_up", (*t, backend), 1 if backend in counts else 0)
+        out.add("probe_backend_up", 1 if backend in counts else 0, {**target, "backend": backend})
     for (where, backend), tally in sorted(state.backends.items()):
-        out.counter("probe_backend_requests_total", (*t, where, backend), tally.requests)
+        labels = {**target, "address": where, "backend": backend}
+        out.add("probe_backend_requests_total", tally.requests, labels)
+
+
+_LE = (*(repr(bound) for bound in BUCKETS), "+Inf")
+
+
+def _phase_section(out: _Lines, state: TargetState, target: dict[str, str]) -> None:
+    """Phase latency histograms across cycles (only with ``metrics.histograms``)."""
     for phase, histogram in sorted(state.phases.items()):
-        buckets = [(repr(bound), float(n)) for bound, n in zip(BUCKETS, histogram.counts, strict=True)]
-        buckets.append(("+Inf", float(histogram.count)))
-        out.histogram("probe_phase_duration_seconds", (*t, phase), buckets, histogram.total)
-    for address in result.addresses:
-        _render_address(out, result, address)
+        labels = {**target, "phase": phase}
+        for le, count in zip(_LE, (*histogram.counts, histogram.count), strict=True):
+            out.add("probe_phase_duration_seconds", count, {**labels, "le": le}, "_bucket")
+        out.add("probe_phase_duration_seconds", histogram.count, labels, "_count")
+        out.add("probe_phase_duration_seconds", histogram.total, labels, "_sum")
 
 
-def _render_address(out: _Families, result: TargetResult, address: AddressResult) -> None:
-    ta = (result.name, str(address.address))
+def _address_section(out: _Lines, address: AddressResult, where: dict[str, str]) -> None:
+    """The address itself: IP protocol and its own verdict."""
+    out.add("probe_ip_protocol", address.address.version, where)
+    out.add("probe_address_success", 0 if address.status is Status.CRITICAL else 1, where)
+
+
+def _tls_section(out: _Lines, result: TargetResult, address: AddressResult, where: dict[str, str]) -> None:
+    """The TLS stage: connect and handshake times, version, verification."""
     tls = address.tls
-    out.gauge("probe_ip_protocol", ta, address.address.version)
-    out.gauge("probe_address_success", ta, 0 if address.status is Status.CRITICAL else 1)
     if tls.connect_seconds is not None:
-        out.gauge("probe_tcp_connect_seconds", ta, tls.connect_seconds)
+        out.add("probe_tcp_connect_seconds", tls.connect_seconds, where)
     if tls.handshake_seconds is not None:
-        out.gauge("probe_tls_handshake_seconds", ta, tls.handshake_seconds)
-    labels = {"target": ta[0], "address": ta[1]}
+        out.add("probe_tls_handshake_seconds", tls.handshake_seconds, where)
     if tls.version:
-        out.info("probe_tls_version_info", {**labels, "version": blackbox_tls_version(tls.version)})
+        out.add("probe_tls_version_info", 1, {**where, "version": blackbox_tls_version(tls.version)})
     if tls.chain and not result.insecure_skip_verify:
-        out.gauge("probe_tls_verified", ta, 1 if tls.verified else 0)
+        out.add("probe_tls_verified", 1 if tls.verified else 0, where)
+
+
+def _certificate_section(
+    out: _Lines, result: TargetResult, address: AddressResult, where: dict[str, str]
+) -> None:
+    """Certificate facts: expiry as sent and as verified, the leaf (also when unverified)."""
+    tls = address.tls
     if tls.earliest_expiry_timestamp is not None:
-        out.gauge("probe_ssl_earliest_cert_expiry", ta, tls.earliest_expiry_timestamp)
+        out.add("probe_ssl_earliest_cert_expiry", tls.earliest_expiry_timestamp, where)
     if tls.verified_chain_expiry_timestamp is not None:
-        out.gauge("probe_ssl_last_chain_expiry_timestamp_seconds", ta, tls.verified_chain_expiry_timestamp)
+        out.add("probe_ssl_last_chain_expiry_timestamp_seconds", tls.verified_chain_expiry_timestamp, where)
     leaf = tls.leaf
     if leaf is not None:
-        out.info(
-            "probe_ssl_last_chain_info",
-            {
-                **labels,
-                "fingerprint_sha256": leaf.sha256_fingerprint,
-                "subject": leaf.subject,
-                "issuer": leaf.issuer,
-                "subjectalternative": ",".join(leaf.dns_names + leaf.ip_addresses),
-                "serialnumber": leaf.serial,
-            },
-        )
-    if address.ocsp is not None:
-        _render_ocsp(out, ta, address.ocsp)
-    answered = [a.status_code for a in address.attempts if a.status_code is not None]
-    if answered:
-        out.gauge("probe_http_status_code", ta, answered[-1])
-    if not result.dns.pinned:
-        out.gauge("probe_http_duration_seconds", (*ta, "resolve"), result.dns.lookup_seconds)
-    per_phase: dict[str, list[float]] = {}
-    for attempt in address.attempts:
-        for phase, seconds in attempt.phases.items():
-            per_phase.setdefault(phase, []).append(seconds)
-    for phase, values in per_phase.items():
-        out.gauge("probe_http_duration_seconds", (*ta, phase), sum(values) / len(values))
+        labels = {
+            **where,
+            "fingerprint_sha256": leaf.sha256_fingerprint,
+            "subject": leaf.subject,
+            "issuer": leaf.issuer,
+            "subjectalternative": ",".join(leaf.dns_names + leaf.ip_addresses),
+            "serialnumber": leaf.serial,
+        }
+        out.add("probe_ssl_last_chain_info", 1, labels)
 
 
 _OCSP_STATUS_VALUE = {"good": 0, "revoked": 1, "unknown": 2}
 
 
-def _render_ocsp(out: _Families, ta: tuple[str, str], ocsp: OcspResult) -> None:
+def _ocsp_section(out: _Lines, ocsp: OcspResult, where: dict[str, str]) -> None:
     """ssl_exporter's OCSP gauges; a value that is unknown is an absent series."""
     if ocsp.error is not None:
         return  # the stapling handshake failed: whether the server staples is unknown
-    out.gauge("probe_ssl_ocsp_response_stapled", ta, 1 if ocsp.stapled else 0)
+    out.add("probe_ssl_ocsp_response_stapled", 1 if ocsp.stapled else 0, where)
     if ocsp.cert_status in _OCSP_STATUS_VALUE:
-        out.gauge("probe_ssl_ocsp_response_status", ta, _OCSP_STATUS_VALUE[ocsp.cert_status])
+        out.add("probe_ssl_ocsp_response_status", _OCSP_STATUS_VALUE[ocsp.cert_status], where)
     for name, value in (
         ("produced_at", ocsp.produced_at_timestamp),
         ("this_update", ocsp.this_update_timestamp),
@@ -390,7 +522,72 @@ def _render_ocsp(out: _Families, ta: tuple[str, str], ocsp: OcspResult) -> None:
         ("revoked_at", ocsp.revocation_timestamp),
     ):
         if value is not None:
-            out.gauge(f"probe_ssl_ocsp_response_{name}_timestamp_seconds", ta, value)
+            out.add(f"probe_ssl_ocsp_response_{name}_timestamp_seconds", value, where)
+
+
+def _http_section(out: _Lines, result: TargetResult, address: AddressResult, where: dict[str, str]) -> None:
+    """The HTTP stage: the last status code, the mean duration of each phase."""
+    answered = [a.status_code for a in address.attempts if a.status_code is not None]
+    if answered:
+        out.add("probe_http_status_code", answered[-1], where)
+    if not result.dns.pinned:
+        out.add("probe_http_duration_seconds", result.dns.lookup_seconds, {**where, "phase": "resolve"})
+    per_phase: dict[str, list[float]] = {}
+    for attempt in address.attempts:
+        for phase, seconds in attempt.phases.items():
+            per_phase.setdefault(phase, []).append(seconds)
+    for phase, values in per_phase.items():
+        out.add("probe_http_duration_seconds", sum(values) / len(values), {**where, "phase": phase})
+
+
+# --------------------------------------------------------------------------- lines
+
+
+class _Lines:
+    """Sample lines collected per family, in the exposition syntax both formats share."""
+
+    def __init__(self) -> None:
+        self._lines: list[list[str]] = [[] for _ in SPECS]
+
+    def add(self, name: str, value: float, labels: dict[str, str] | None = None, suffix: str = "") -> None:
+        """One sample of family ``name`` (a histogram's samples carry a ``suffix``)."""
+        if labels:
+            pairs = ",".join(f'{key}="{_escape(labels[key])}"' for key in sorted(labels))
+            self._lines[_INDEX[name]].append(f"{name}{suffix}{{{pairs}}} {go_float(value)}\n")
+        else:
+            self._lines[_INDEX[name]].append(f"{name}{suffix} {go_float(value)}\n")
+
+    def exposition(self) -> Exposition:
+        return tuple("".join(lines).encode() if lines else b"" for lines in self._lines)
+
+
+def _escape(value: str) -> str:
+    """A label value escaped as both formats require: backslash, newline, double quote."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def go_float(value: float) -> str:
+    """A sample value as Go (and prometheus_client) print it: ``1.0``, ``1.78e+09``, ``+Inf``.
+
+    Python's ``repr``, except that large positive values switch to an exponent after six
+    integer digits as Go's ``strconv.FormatFloat(v, 'g', -1, 64)`` does.
+    """
+    value = float(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(value)
+    dot = text.find(".")
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 def blackbox_tls_version(openssl_name: str) -> str:
@@ -408,11 +605,32 @@ def address_set_hash(addresses: Iterable[str]) -> int:
     return value
 
 
-def _family(spec: Spec) -> Metric:
-    if spec.kind == "gauge":
-        return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
-    if spec.kind == "counter":
-        return CounterMetricFamily(spec.name.removesuffix("_total"), spec.help, labels=spec.labels)
-    if spec.kind == "histogram":
-        return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
-    return InfoMetricFamily(spec.name.removesuffix("_info"), spec.help)
+# --------------------------------------------------------------------------- collector
+
+
+class ProbeCollector:
+    """The store's metrics as a prometheus_client collector, for embedding and for tests.
+
+    ``probe run`` does not use it: its endpoint serves :func:`exposition` directly. This
+    adapter parses that same OpenMetrics text, so what it yields is exactly what a scrape
+    shows. prometheus_client is imported only when it is used.
+
+    Args:
+        store: the daemon's store; only :meth:`ResultStore.snapshot` is called.
+    """
+
+    def __init__(self, store: ResultStore) -> None:
+        self._store = store
+
+    def describe(self) -> Iterator[Metric]:
+        """Empty families, so registries know the names without collecting."""
+        from prometheus_client.core import Metric
+
+        return iter([Metric(spec.family, spec.help, spec.kind) for spec in SPECS])
+
+    def collect(self) -> Iterator[Metric]:
+        """Families parsed from the exposition of the latest snapshot."""
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+        text = exposition(self._store.snapshot(), openmetrics=True).decode()
+        return iter(list(text_string_to_metric_families(text)))  # type: ignore[no-untyped-call]

@@ -316,6 +316,11 @@ def render_text(results: Sequence[TargetResult], stream: IO[str], now: float, *,
     for result in results:
         _render_target(result, stream, now, paint)
         stream.write("\n")
+    _render_summary(results, stream, paint)
+
+
+def _render_summary(results: Sequence[TargetResult], out: IO[str], paint: _Painter) -> None:
+    """The last line: the overall status, the count per status, unverified targets."""
     status = overall_status(results)
     counts = {s: sum(r.status is s for r in results) for s in Status}
     summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
@@ -323,7 +328,7 @@ def render_text(results: Sequence[TargetResult], stream: IO[str], now: float, *,
     caveat = ""
     if unverified:
         caveat = f"; certificates NOT verified for {', '.join(unverified)} (insecure_skip_verify)"
-    stream.write(f"{paint.bold('Status:')} {paint.status(status)} ({summary}{caveat})\n")
+    out.write(f"{paint.bold('Status:')} {paint.status(status)} ({summary}{caveat})\n")
 
 
 _IMPACT_STATUS = {Impact.NEUTRAL: None, Impact.IMPROVEMENT: Status.OK, Impact.REGRESSION: Status.WARNING}
@@ -373,6 +378,19 @@ def pinned_text(dns: DnsResult) -> str:
 
 
 def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Painter) -> None:
+    """One target's block, one function per section, in the order the report shows them."""
+    _render_heading(result, out, paint)
+    _render_dns(result, out, paint)
+    _render_request(result, out)
+    _render_alias(result, out)
+    _render_addresses(result, out, now, paint)
+    _render_backends(result, out, paint)
+    _render_cookies(result, out)
+    _render_failures(result, out, paint)
+
+
+def _render_heading(result: TargetResult, out: IO[str], paint: _Painter) -> None:
+    """Name, URL, verdict and duration, then the notes on how the target was probed."""
     w = out.write
     caveat = ", certificates NOT verified" if result.insecure_skip_verify else ""
     w(
@@ -381,6 +399,11 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
     )
     for note in target_notes(result):
         w(f"  note     {note}\n")
+
+
+def _render_dns(result: TargetResult, out: IO[str], paint: _Painter) -> None:
+    """The DNS line: name, CNAME chain, answers, where the answer came from and how fast."""
+    w = out.write
     dns = result.dns
     answers = ", ".join(
         str(a.address) + ("" if a.expected else " (unexpected, not probed)") for a in dns.answers
@@ -394,26 +417,46 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
         ttl_text = f", TTL {ttl}s" if ttl is not None else ""
         timing = paint.dim(f"({source}{ttl_text}, {_ms(dns.lookup_seconds)})")
     w(f"  DNS      {dns.name}{via} → {answers or '(none)'}  {timing}\n")
+
+
+def _render_request(result: TargetResult, out: IO[str]) -> None:
+    """The configured request headers (secret values already shown as ``(secret)``)."""
     if result.request_headers:
         sent = ", ".join(f"{name}: {printable(value)}" for name, value in result.request_headers)
-        w(f"  request  {sent}\n")
-    if dns.alias is not None:
-        alias = dns.alias
+        out.write(f"  request  {sent}\n")
+
+
+def _render_alias(result: TargetResult, out: IO[str]) -> None:
+    """The ``expect_same_addresses_as`` check, when configured."""
+    if result.dns.alias is not None:
+        alias = result.dns.alias
         if alias.matches:
             verdict = "same addresses"
         elif alias.resolved:
             verdict = "DIFFERENT: " + ", ".join(map(str, alias.addresses))
         else:
             verdict = "did not resolve"
-        w(f"  alias    {alias.name}: {verdict}\n")
+        out.write(f"  alias    {alias.name}: {verdict}\n")
+
+
+def _render_addresses(result: TargetResult, out: IO[str], now: float, paint: _Painter) -> None:
+    """The address table (a row per address, its requests and OCSP), then the chains sent."""
     if result.addresses:
-        w(f"  {'ADDRESS':<18} {'CONNECT':>8} {'TLS':>16}  {'VERDICT':<9} CERTIFICATE\n")
+        out.write(f"  {'ADDRESS':<18} {'CONNECT':>8} {'TLS':>16}  {'VERDICT':<9} CERTIFICATE\n")
         for address in result.addresses:
             _render_address(address, out, now, paint)
         _render_chains(result.addresses, out, now, paint)
-    _render_backends(result, out, paint)
+
+
+def _render_cookies(result: TargetResult, out: IO[str]) -> None:
+    """Which cookies the responses set (stickiness cookies named as such)."""
     if result.cookie_note:
         out.write(f"  cookies  {printable(result.cookie_note)}\n")
+
+
+def _render_failures(result: TargetResult, out: IO[str], paint: _Painter) -> None:
+    """Every finding of the cycle: severity, reason code, address, detail."""
+    w = out.write
     if result.failures:
         w("  failures\n")
         for failure in result.failures:

@@ -2,7 +2,10 @@
 
 One writer (the scheduler, on the event loop) and many readers (scrape threads). Every
 state is immutable; :meth:`ResultStore.record` builds the next snapshot and swaps it in
-under a lock held only for the swap, so a scrape never waits on a probe.
+under a lock held only for the swap, so a scrape never waits on a probe. When the store is
+given a renderer (the daemon passes :func:`probe.metrics.render_target`), each target's
+metrics are rendered once, when its cycle is recorded, and kept in its state, so a scrape
+only concatenates stored text.
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ class BackendTally:
     last_cycle: int
 
 
+#: A target's metrics as exposition text: per metric family (in the order of
+#: ``probe.metrics.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
+#: without series. The store keeps it opaque; :mod:`probe.metrics` makes and reads it.
+Exposition = tuple[bytes, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class TargetState:
     """Everything the metrics show about one target.
@@ -67,7 +76,10 @@ class TargetState:
         failures_total: per reason code, the cycles in which it was found.
         backends: per ``(address, backend)``, responses counted across cycles.
         phases: per phase (``resolve``, ``connect``, ``tls``, ``processing``,
-            ``transfer``), the latency histogram across cycles.
+            ``transfer``), the latency histogram across cycles (only with
+            ``metrics.histograms``).
+        exposition: the metrics of this state, rendered when it was recorded (``None``
+            when the store has no renderer).
     """
 
     result: TargetResult
@@ -75,14 +87,25 @@ class TargetState:
     failures_total: Mapping[str, int]
     backends: Mapping[tuple[str, str], BackendTally]
     phases: Mapping[str, Histogram]
+    exposition: Exposition | None = None
 
 
-def accumulate(previous: TargetState | None, result: TargetResult) -> TargetState:
+#: Renders a target's state once per recorded cycle (see :func:`probe.metrics.render_target`).
+Renderer = Callable[[TargetState], Exposition]
+
+
+def accumulate(previous: TargetState | None, result: TargetResult, histograms: bool = False) -> TargetState:
     """The state after ``result``, given the state before it (pure).
 
     Backend series not seen for ``STALE_AFTER_CYCLES`` cycles are dropped, and at most
     ``MAX_BACKEND_SERIES`` are kept, so a server inventing backend names cannot grow the
     metrics without bound.
+
+    Args:
+        previous: the state before, ``None`` for the target's first cycle.
+        result: the cycle just completed.
+        histograms: accumulate the phase latency histograms (``metrics.histograms``);
+            without, ``phases`` stays empty.
     """
     cycles = previous.cycles + 1 if previous else 1
     failures = dict(previous.failures_total) if previous else {}
@@ -98,9 +121,10 @@ def accumulate(previous: TargetState | None, result: TargetResult) -> TargetStat
     if len(fresh) > MAX_BACKEND_SERIES:
         newest = sorted(fresh.items(), key=lambda item: item[1].last_cycle, reverse=True)
         fresh = dict(newest[:MAX_BACKEND_SERIES])
-    phases = dict(previous.phases) if previous else {}
-    for phase, values in _phase_values(result).items():
-        phases[phase] = phases.get(phase, Histogram()).observe(values)
+    phases = dict(previous.phases) if previous and histograms else {}
+    if histograms:
+        for phase, values in _phase_values(result).items():
+            phases[phase] = phases.get(phase, Histogram()).observe(values)
     return TargetState(
         result=result,
         cycles=cycles,
@@ -148,11 +172,23 @@ class ResultStore:
     Args:
         names: the configured target names.
         now: Unix time of the initial config load.
+        render: renders each recorded state's metrics (outside the lock, before the swap),
+            so scrapes only read stored text.
+        histograms: accumulate phase latency histograms (``metrics.histograms``).
     """
 
-    def __init__(self, names: Sequence[str], now: float) -> None:
+    def __init__(
+        self, names: Sequence[str], now: float, render: Renderer | None = None, histograms: bool = False
+    ) -> None:
         self._lock = threading.Lock()
         self._snapshot = Snapshot(MappingProxyType({}), tuple(names), True, now)
+        self._render = render
+        self._histograms = histograms
+
+    @property
+    def histograms(self) -> bool:
+        """Whether phase latency histograms are accumulated."""
+        return self._histograms
 
     def snapshot(self) -> Snapshot:
         """The current snapshot (immutable; never blocks on a probe)."""
@@ -168,7 +204,7 @@ class ResultStore:
         if result.name not in current.configured:
             return None
         previous = current.targets.get(result.name)
-        state = accumulate(previous, result)
+        state = self._rendered(accumulate(previous, result, self._histograms))
         self._swap(lambda s: replace(s, targets=MappingProxyType({**s.targets, result.name: state})))
         return previous
 
@@ -189,9 +225,35 @@ class ResultStore:
 
         self._swap(change)
 
+    def set_histograms(self, enabled: bool) -> None:
+        """Turn the phase latency histograms on or off (a reload changed ``metrics.histograms``).
+
+        Turning them off drops every target's histograms at once; turning them on starts
+        them empty at each target's next cycle. Other tallies are kept.
+        """
+        if enabled == self._histograms:
+            return
+        self._histograms = enabled
+        if enabled:
+            return
+        current = self.snapshot()
+        # Built outside the lock: this thread is the only writer.
+        cleared = {
+            name: self._rendered(replace(state, phases=MappingProxyType({})))
+            for name, state in current.targets.items()
+        }
+        self._swap(
+            lambda s: replace(
+                s, targets=MappingProxyType({name: cleared.get(name, st) for name, st in s.targets.items()})
+            )
+        )
+
     def reload_failed(self) -> None:
         """Record a refused reload; the running config and results stay."""
         self._swap(lambda s: replace(s, reload_successful=False))
+
+    def _rendered(self, state: TargetState) -> TargetState:
+        return state if self._render is None else replace(state, exposition=self._render(state))
 
     def _swap(self, change: Callable[[Snapshot], Snapshot]) -> None:
         with self._lock:

@@ -160,7 +160,9 @@ def start_daemon(directory: Path, targets: list[dict[str, Any]]) -> Daemon:
     """``probe run`` with these targets on a free port, once ``/-/ready`` says 200 (first cycles done)."""
 
     def launch(port: int, attempt: int) -> Process:
-        config = yaml.safe_dump({"listen": f"{LOOPBACK}:{port}", "targets": targets}, sort_keys=False)
+        # Histograms on: the phase latency tests and every family of SPECS need them.
+        document = {"listen": f"{LOOPBACK}:{port}", "metrics": {"histograms": True}, "targets": targets}
+        config = yaml.safe_dump(document, sort_keys=False)
         path = directory / f"probe-{attempt}.yaml"
         path.write_text(config)
         argv = [sys.executable, "-m", "probe", "run", "--config", str(path)]

@@ -89,13 +89,16 @@ class Daemon:
 SECRET = "Bearer daemon-s3cr3t"
 
 
-def config_text(demo: DemoLab, port: int, **overrides: Any) -> str:
+def config_text(demo: DemoLab, port: int, metrics: dict[str, Any] | None = None, **overrides: Any) -> str:
     overrides.setdefault(
         "headers", {"Authorization": SECRET, "X-Token": {"value": "t0ken-value", "secret": True}}
     )
     target = demo.target(interval=1, **overrides)
     target["timeouts"] = {"dns": 0.5, "connect": 0.5, "tls": 0.5, "http": 0.5, "deadline": 1}
-    return yaml.safe_dump({"listen": f"127.0.0.1:{port}", "targets": [target]})
+    document: dict[str, Any] = {"listen": f"127.0.0.1:{port}", "targets": [target]}
+    if metrics is not None:
+        document["metrics"] = metrics
+    return yaml.safe_dump(document)
 
 
 @pytest.fixture
@@ -174,6 +177,37 @@ def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
     assert "Traceback" not in stderr
     for secret in (SECRET, "t0ken-value"):  # header values appear in no log line
         assert secret not in stderr
+
+
+def test_histograms_are_opt_in_and_a_reload_turns_them_on_and_off(daemon: Daemon, demo: DemoLab) -> None:
+    port = int(daemon.base.rsplit(":", 1)[1])
+    daemon.wait_datagram("READY=1", timeout=10)
+    wait_for(lambda: daemon.get("/-/ready").status_code == 200, 10, "/-/ready")
+    text = daemon.get("/metrics").text
+    # Default settings: the family is declared, no series; the per-cycle phase gauges are there.
+    assert "# TYPE probe_phase_duration_seconds histogram\n" in text
+    assert "probe_phase_duration_seconds_" not in text
+    assert daemon.value("probe_http_duration_seconds", target="demo", address="127.0.10.1", phase="tls")
+
+    daemon.config.write_text(config_text(demo, port, metrics={"histograms": True}))
+    cycles = daemon.value("probe_cycles_total", target="demo") or 0
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGHUP)
+    tls_count = {"target": "demo", "phase": "tls"}
+    wait_for(lambda: daemon.value("probe_phase_duration_seconds_count", **tls_count), 5, "a histogram")
+    assert time.monotonic() - started < 5
+    # The target's settings did not change: it kept running and its counters kept counting.
+    assert (daemon.value("probe_cycles_total", target="demo") or 0) >= cycles
+    wait_for(lambda: (daemon.value("probe_phase_duration_seconds_count", **tls_count) or 0) >= 4, 5, "growth")
+    buckets = [s for s in daemon.samples() if s[0] == "probe_phase_duration_seconds_bucket"]
+    assert len(buckets) == 5 * 14  # five phases, 13 bounds and +Inf
+
+    # Off again: the series go at once (at the reload, not at the next cycle).
+    daemon.config.write_text(config_text(demo, port, metrics={"histograms": False}))
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "probe_phase_duration_seconds_" not in daemon.get("/metrics").text, 5, "no histogram")
+    assert daemon.value("probe_config_last_reload_successful") == 1
+    assert (daemon.value("probe_cycles_total", target="demo") or 0) > cycles
 
 
 def test_bad_config_exits_3_with_one_line(tmp_path: Path) -> None:

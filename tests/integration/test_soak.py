@@ -17,12 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from probe.config import build_config
 from probe.cycle import plan
 from probe.lab import Lab, Pki
-from probe.metrics import ProbeCollector
+from probe.metrics import render_target
 from probe.reasons import Reason
 from probe.results import TargetResult
 from probe.scheduler import Scheduler
@@ -139,10 +138,8 @@ def test_scrapes_stay_fast_while_every_target_hangs_in_a_handshake(lab: Lab, new
         }
     )
     plans = plan(config)
-    store = ResultStore([p.target.name for p in plans], time.time())
-    registry = CollectorRegistry()
-    registry.register(ProbeCollector(store))
-    web = WebServer("127.0.0.1", 0, make_app(registry, store))
+    store = ResultStore([p.target.name for p in plans], time.time(), render=render_target)
+    web = WebServer("127.0.0.1", 0, make_app(store))
     host, port = web.start()
 
     async def scrape_while_hanging() -> list[float]:
@@ -185,9 +182,7 @@ def test_bad_requests_do_not_disturb_the_endpoint(path: str, tmp_path: Path) -> 
     import socket
 
     store = ResultStore(["www"], time.time())
-    registry = CollectorRegistry()
-    registry.register(ProbeCollector(store))
-    web = WebServer("127.0.0.1", 0, make_app(registry, store))
+    web = WebServer("127.0.0.1", 0, make_app(store))
     host, port = web.start()
     try:
         silent = [socket.create_connection((host, port)) for _ in range(10)]  # slow clients

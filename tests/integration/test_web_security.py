@@ -11,12 +11,10 @@ from typing import Any
 import bcrypt
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from probe.config import ConfigError
 from probe.lab import Pki
 from probe.lab.pki import issue
-from probe.metrics import ProbeCollector
 from probe.store import ResultStore
 from probe.web import WebServer, make_app
 from probe.webconfig import BasicAuth, load_web_config, server_context
@@ -65,9 +63,7 @@ def endpoint(files: dict[str, Path]) -> Iterator[str]:
     config = load_web_config(files["config"])
     assert config.tls_server_config is not None
     store = ResultStore(["www"], time.time())
-    registry = CollectorRegistry()
-    registry.register(ProbeCollector(store))
-    app = make_app(registry, store, BasicAuth(config.basic_auth_users))
+    app = make_app(store, BasicAuth(config.basic_auth_users))
     server = WebServer("127.0.0.1", 0, app, ssl_context=server_context(config.tls_server_config))
     host, port = server.start()
     yield f"https://{host}:{port}"

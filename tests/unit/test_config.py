@@ -103,6 +103,14 @@ def test_good_targets_and_listen(good: Config) -> None:
     assert [t.name for t in good.targets] == ["www", "api.corp.example"]
 
 
+def test_metrics_histograms_are_opt_in(good: Config) -> None:
+    assert good.metrics.histograms is True
+    plain = parse_config("targets: [{url: 'https://a.corp.example/'}]")
+    assert plain.metrics.histograms is False
+    empty = parse_config("metrics:\ntargets: [{url: 'https://a.corp.example/'}]")
+    assert empty.metrics.histograms is False
+
+
 def test_hostname_is_normalized_and_port_and_path_come_from_the_url(good: Config) -> None:
     www, api = good.targets
     assert www.url == "https://WWW.Corp.Example.:8443/health?full=1"

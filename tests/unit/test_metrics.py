@@ -7,18 +7,32 @@ import platform
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from probe import __version__
 from probe.http_stage import judge_response
-from probe.metrics import SPECS, ProbeCollector, address_set_hash
+from probe.metrics import (
+    SPECS,
+    TEXT_CONTENT_TYPE,
+    ProbeCollector,
+    address_set_hash,
+    exposition,
+    go_float,
+    negotiate,
+    render_target,
+)
 from probe.reasons import Reason, Status
 from probe.results import (
     AddressResult,
@@ -33,7 +47,7 @@ from probe.results import (
     TargetResult,
     TlsResult,
 )
-from probe.store import BUCKETS, STALE_AFTER_CYCLES, ResultStore
+from probe.store import BUCKETS, STALE_AFTER_CYCLES, ResultStore, Snapshot
 from tests import builders
 from tests.builders import DAY, NOW
 from tests.helpers import make_target
@@ -144,9 +158,12 @@ def result(
     )
 
 
-def scrape(*results: TargetResult, configured: Sequence[str] | None = None) -> Scrape:
+def scrape(
+    *results: TargetResult, configured: Sequence[str] | None = None, histograms: bool = True
+) -> Scrape:
+    """A store as the daemon wires it (rendered when recorded), histograms on unless told."""
     names = configured if configured is not None else list(dict.fromkeys(r.name for r in results))
-    store = ResultStore(names, NOW - 3600)
+    store = ResultStore(names, NOW - 3600, render=render_target, histograms=histograms)
     for r in results:
         store.record(r)
     return Scrape(store)
@@ -579,7 +596,10 @@ def test_every_series_has_the_labels_of_its_spec() -> None:
             assert sample.labels["target"] == "www", sample
         if "address" in spec.labels and spec.name != "probe_failure_info":
             assert ipaddress.ip_address(sample.labels["address"]), sample
-    assert seen == set(SPEC)  # the rich result shows every family
+    pinned = rich_result()
+    pinned = replace(pinned, dns=replace(pinned.dns, pinned_by="--resolve"))
+    seen |= {spec_of(family, sample.name) for family, sample in scrape(pinned).samples()}
+    assert seen == set(SPEC)  # the rich result shows every family (pinned: probe_dns_pinned)
 
 
 # --------------------------------------------------------------------------- series disappear
@@ -802,5 +822,138 @@ def test_pinned_addresses_have_no_lookup_time_and_say_pinned() -> None:
 
 def test_resolved_addresses_are_not_pinned() -> None:
     s = scrape(result(dns_result=dns(lookup_seconds=0.0125)))
-    assert s.value("probe_dns_pinned", target="www") == 0
+    assert s.value("probe_dns_pinned", target="www") is None  # present only when pinned
     assert s.value("probe_dns_lookup_time_seconds", target="www") == 0.0125
+
+
+# --------------------------------------------------------------------------- rendered once, scraped as text
+
+
+def sample_lines(body: bytes) -> list[str]:
+    return [line for line in body.decode().splitlines() if line and not line.startswith("#")]
+
+
+def test_default_settings_expose_at_most_40_samples_per_two_address_target() -> None:
+    # As the daemon makes its store with default settings: histograms off; 4 requests per address.
+    store = ResultStore(["www"], NOW, render=render_target)
+    two_addresses = result(addresses=[address(A1, [attempt()] * 4), address(A2, [attempt()] * 4)])
+    for _ in range(3):
+        store.record(two_addresses)
+    samples = sample_lines(exposition(store.snapshot()))
+    per_target = [line for line in samples if 'target="www"' in line]
+    assert 30 <= len(per_target) <= 40, per_target
+    assert not [line for line in samples if line.startswith("probe_phase_duration_seconds")]
+    assert store.snapshot().targets["www"].phases == {}  # not even accumulated
+
+
+def test_histograms_on_add_their_samples() -> None:
+    off = len(sample_lines(exposition(scrape(result(), histograms=False).store.snapshot())))
+    on = len(sample_lines(exposition(scrape(result(), histograms=True).store.snapshot())))
+    # resolve, connect, tls, processing, transfer: 13 buckets, +Inf, _count, _sum each
+    assert on - off == 5 * (len(BUCKETS) + 3)
+
+
+def test_a_scrape_concatenates_the_text_stored_when_the_cycle_was_recorded() -> None:
+    store = scrape(result("www"), result("api")).store
+    snapshot = store.snapshot()
+    www = snapshot.targets["www"]
+    assert www.exposition is not None
+    index = [spec.name for spec in SPECS].index("probe_success")
+    marked = list(www.exposition)
+    marked[index] = b'probe_success{target="www"} 42.0\n'
+    stored = Snapshot(
+        MappingProxyType({**snapshot.targets, "www": replace(www, exposition=tuple(marked))}),
+        snapshot.configured,
+        snapshot.reload_successful,
+        snapshot.reload_success_timestamp,
+    )
+    body = exposition(stored).decode()
+    # What was stored is served as it is (nothing is rendered again), in config order.
+    block = body.split("# TYPE probe_success gauge\n", 1)[1].split("#", 1)[0]
+    assert block == 'probe_success{target="www"} 42.0\nprobe_success{target="api"} 1.0\n'
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_help_and_type_once_per_family_and_each_family_in_one_block(openmetrics: bool) -> None:
+    body = exposition(scrape(rich_result(), result("api"), rich_result("db")).store.snapshot(), openmetrics)
+    lines = body.decode().splitlines()
+    assert sum(line.startswith("# TYPE ") for line in lines) == len(SPECS)
+    assert sum(line.startswith("# HELP ") for line in lines) == len(SPECS)
+    family = {name: i for i, spec in enumerate(SPECS) for name in spec.sample_names}
+    order = [family[line.split("{")[0].split(" ")[0]] for line in lines if not line.startswith("#")]
+    assert order == sorted(order)  # a family's series are never interleaved with another's
+    assert len({line for line in lines if not line.startswith("#")}) == len(order)
+    assert body.endswith(b"# EOF\n") is openmetrics
+
+
+def test_both_formats_carry_the_same_samples() -> None:
+    snapshot = scrape(rich_result(), rich_result(), result("api")).store.snapshot()
+
+    def samples(families: Any) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value) for f in families for s in f.samples}
+
+    text = samples(text_string_to_metric_families(exposition(snapshot).decode()))
+    om = samples(parse_openmetrics(exposition(snapshot, openmetrics=True).decode()))  # type: ignore[no-untyped-call]
+    assert text == om
+    assert len(text) > 100
+
+
+def test_counters_in_the_stored_text_grow_cycle_by_cycle() -> None:
+    store = ResultStore(["www"], NOW, render=render_target)
+    refused = result(addresses=[address(A1), address(A2, tls_result=refused_tls(A2))])
+    seen = []
+    for r in (refused, result(), refused, refused):
+        store.record(r)
+        families = text_string_to_metric_families(exposition(store.snapshot()).decode())
+        values = {(s.name, s.labels.get("reason")): s.value for f in families for s in f.samples}
+        seen.append((values[("probe_cycles_total", None)], values[("probe_failures_total", "tcp_refused")]))
+    assert seen == [(1, 1), (2, 1), (3, 2), (4, 3)]
+
+
+def test_name_filter_keeps_only_the_named_samples() -> None:
+    snapshot = scrape(result()).store.snapshot()
+    body = exposition(snapshot, names=["probe_phase_duration_seconds_count", "probe_cycles_total"]).decode()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    assert set(families) == {"probe_phase_duration_seconds", "probe_cycles"}
+    assert {s.name for s in families["probe_phase_duration_seconds"].samples} == {
+        "probe_phase_duration_seconds_count"
+    }
+    assert exposition(snapshot, names=["no_such_metric"]) == b""
+    assert exposition(snapshot, openmetrics=True, names=[]) == b"# EOF\n"
+
+
+ACCEPT_HEADERS = [
+    None,
+    "",
+    "*/*",
+    "text/plain",
+    "text/plain;version=0.0.4",
+    "text/plain; version=1.0.0",
+    "text/plain; version=1.0.0; escaping=allow-utf-8",
+    "application/openmetrics-text",
+    "application/openmetrics-text; version=1.0.0",
+    "application/openmetrics-text; version=0.0.1",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "application/openmetrics-text; version=1.0.0; escaping=dots",
+    "application/openmetrics-text; version=1.0.0; escaping=bogus",
+    "application/json, text/html",
+]
+
+
+@pytest.mark.parametrize("accept", ACCEPT_HEADERS)
+def test_format_negotiation_as_prometheus_client(accept: str | None) -> None:
+    encoder, content_type = choose_encoder(accept)  # type: ignore[arg-type]
+    assert negotiate(accept) == (getattr(encoder, "func", encoder) is generate_openmetrics, content_type)
+
+
+def test_a_version_that_is_not_a_number_falls_back_to_the_text_format() -> None:
+    # prometheus_client raises TypeError on this one; the endpoint answers in the text format.
+    assert negotiate("application/openmetrics-text; version=abc") == (False, TEXT_CONTENT_TYPE)
+
+
+@given(st.floats() | st.integers(min_value=-(2**53), max_value=2**53))
+def test_values_are_printed_as_prometheus_client_prints_them(value: float) -> None:
+    assert go_float(value) == floatToGoString(value)

@@ -48,9 +48,11 @@ def result(
     return target_result(name, addresses, dns=dns, failures=failures)
 
 
-def run_cycles(results: Sequence[TargetResult], state: TargetState | None = None) -> TargetState:
+def run_cycles(
+    results: Sequence[TargetResult], state: TargetState | None = None, histograms: bool = False
+) -> TargetState:
     for r in results:
-        state = accumulate(state, r)
+        state = accumulate(state, r, histograms)
     assert state is not None
     return state
 
@@ -162,7 +164,7 @@ def test_phase_histograms_across_cycles() -> None:
     ]
     first = result(addresses=[address(A1, [http_attempt(phases=p) for p in phases])], lookup_seconds=0.004)
     second = result(addresses=[address(A1, [http_attempt(phases=phases[0])])], lookup_seconds=0.3)
-    state = run_cycles([first, second])
+    state = run_cycles([first, second], histograms=True)
 
     def at(bound: float) -> int:
         return BUCKETS.index(bound)
@@ -186,8 +188,69 @@ def test_phase_histograms_across_cycles() -> None:
 
 
 def test_phases_that_never_happened_have_no_histogram() -> None:
-    state = accumulate(None, result(addresses=[address(A1)]))  # no HTTP request at all
+    state = accumulate(None, result(addresses=[address(A1)]), histograms=True)  # no HTTP request at all
     assert set(state.phases) == {"resolve"}
+
+
+def test_no_histograms_unless_asked() -> None:
+    served_once = result(addresses=[address(A1, [http_attempt(phases=PhaseTimes(connect=0.001))])])
+    assert run_cycles([served_once] * 2).phases == {}
+    on = run_cycles([served_once] * 2, histograms=True)
+    assert on.phases["connect"].count == 2
+    # Turned off (a reload): the next state has none, the other tallies go on.
+    off = accumulate(on, served_once)
+    assert off.phases == {}
+    assert off.cycles == 3
+
+
+def test_the_store_renders_each_recorded_state_once_outside_scrapes() -> None:
+    rendered: list[int] = []
+
+    def render(state: TargetState) -> tuple[bytes, ...]:
+        rendered.append(state.cycles)
+        return (f"cycle {state.cycles}\n".encode(),)
+
+    store = ResultStore(["www", "api"], NOW, render=render)
+    store.record(result("www"))
+    store.record(result("www"))
+    store.record(result("api"))
+    snapshot = store.snapshot()
+    assert rendered == [1, 2, 1]
+    assert snapshot.targets["www"].exposition == (b"cycle 2\n",)
+    assert snapshot.targets["api"].exposition == (b"cycle 1\n",)
+    for _ in range(3):
+        store.snapshot()  # reading renders nothing
+    assert rendered == [1, 2, 1]
+
+
+def test_without_a_renderer_nothing_is_stored() -> None:
+    store = ResultStore(["www"], NOW)
+    store.record(result("www"))
+    assert store.snapshot().targets["www"].exposition is None
+
+
+def test_turning_histograms_off_drops_them_and_renders_again_at_once() -> None:
+    rendered: list[tuple[int, int]] = []
+
+    def render(state: TargetState) -> tuple[bytes, ...]:
+        rendered.append((state.cycles, len(state.phases)))
+        return (b"",)
+
+    store = ResultStore(["www"], NOW, render=render, histograms=True)
+    assert store.histograms
+    store.record(result("www", addresses=[address(A1, [http_attempt(phases=PhaseTimes(connect=0.001))])]))
+    assert set(store.snapshot().targets["www"].phases) == {"resolve", "connect"}
+    store.set_histograms(True)  # unchanged: nothing happens
+    assert rendered == [(1, 2)]
+    store.set_histograms(False)
+    state = store.snapshot().targets["www"]
+    assert state.phases == {}
+    assert state.cycles == 1
+    assert rendered == [(1, 2), (1, 0)]
+    store.set_histograms(True)  # they start at the next cycle
+    assert store.snapshot().targets["www"].phases == {}
+    store.record(result("www"))
+    assert set(store.snapshot().targets["www"].phases) == {"resolve"}
 
 
 # --------------------------------------------------------------------------- Histogram
@@ -363,10 +426,11 @@ def test_a_snapshot_does_not_change_after_a_record() -> None:
 
 
 def test_accumulate_leaves_the_previous_state_alone() -> None:
-    previous = accumulate(None, result(addresses=[served(A1, "web-1")]))
+    previous = accumulate(None, result(addresses=[served(A1, "web-1")]), histograms=True)
     accumulate(
         previous,
         result(addresses=[served(A1, "web-1", "web-2")], failures=[Failure(Reason.TCP_REFUSED, "x")]),
+        histograms=True,
     )
     assert previous.cycles == 1
     assert dict(previous.failures_total) == {}

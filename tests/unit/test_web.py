@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe import web
-from probe.metrics import ProbeCollector
+from probe.metrics import render_target
 from probe.reasons import Reason, Status
 from probe.results import DnsResult, Failure, TargetResult
 from probe.store import ResultStore
@@ -60,9 +59,7 @@ class Served:
 
 
 def serve(store: ResultStore, host: str = "127.0.0.1") -> Iterator[Served]:
-    registry = CollectorRegistry()
-    registry.register(ProbeCollector(store))
-    server = WebServer(host, 0, make_app(registry, store))
+    server = WebServer(host, 0, make_app(store))
     bound_host, port = server.start()
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     client = httpx.Client(base_url=f"http://{shown}:{port}", trust_env=False, timeout=5.0)
@@ -76,7 +73,7 @@ def serve(store: ResultStore, host: str = "127.0.0.1") -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def _shared() -> Iterator[Served]:
     # One server for the module: stopping one waits for serve_forever's 0.5 s poll.
-    yield from serve(ResultStore(["www", "api"], NOW))
+    yield from serve(ResultStore(["www", "api"], NOW, render=render_target))
 
 
 @pytest.fixture
@@ -123,6 +120,24 @@ def test_metrics_gzip_when_accepted(served: Served) -> None:
     assert response.headers["content-encoding"] == "gzip"
     text = gzip.decompress(raw).decode()
     assert "probe_targets 2.0" in text
+
+
+def test_metrics_gzip_is_the_same_text_with_its_length(served: Served) -> None:
+    served.store.record(result("www"))
+    plain = served.client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    with served.client.stream("GET", "/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-length"] == str(len(raw))
+    assert plain.headers["content-length"] == str(len(plain.content))
+    assert gzip.decompress(raw) == plain.content
+    assert len(raw) < len(plain.content)
+
+
+def test_metrics_in_openmetrics_with_an_odd_version_is_text_not_an_error(served: Served) -> None:
+    response = served.client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=x"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# EOF" not in response.text
 
 
 def test_metrics_name_filter(served: Served) -> None:
@@ -284,7 +299,7 @@ def test_a_silent_client_loses_its_connection(served: Served, monkeypatch: pytes
 
 def test_start_returns_the_bound_port_and_stop_closes_it() -> None:
     store = ResultStore(["www"], NOW)
-    server = WebServer("127.0.0.1", 0, make_app(CollectorRegistry(), store))
+    server = WebServer("127.0.0.1", 0, make_app(store))
     host, port = server.start()
     assert host == "127.0.0.1" and port > 0
     with httpx.Client(trust_env=False, timeout=5) as client:
@@ -310,6 +325,6 @@ def test_start_on_a_port_in_use_raises_oserror() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        server = WebServer("127.0.0.1", taken.getsockname()[1], make_app(CollectorRegistry(), store))
+        server = WebServer("127.0.0.1", taken.getsockname()[1], make_app(store))
         with pytest.raises(OSError):
             server.start()
