@@ -24,10 +24,10 @@ from probe.config import (
     DEFAULT_LISTEN,
     Config,
     ConfigError,
-    Timeouts,
     build_config,
     load_config,
     parse_listen,
+    positive_duration,
 )
 from probe.cycle import TargetPlan, plan, run_cycle
 from probe.reasons import ExitCode
@@ -104,12 +104,20 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
-def _timeouts_within(deadline: float) -> dict[str, float]:
-    """Stage timeouts that fit an ad hoc ``--timeout`` deadline (the defaults, shortened)."""
-    if deadline <= 0:
-        raise UsageError(f"--timeout: must be greater than 0 (got {deadline:g})")
-    stages = Timeouts().model_dump(exclude={"deadline"})
-    return {"deadline": deadline, **{name: min(value, deadline) for name, value in stages.items()}}
+def duration_argument(text: str) -> float:
+    """The argparse ``type`` of a duration option: seconds or a Prometheus duration, > 0, ≤ 1h.
+
+    ``"90"``, ``"1.5"``, ``"500ms"`` and ``"1m30s"`` are accepted (see
+    :func:`probe.config.parse_duration`).
+
+    Raises:
+        argparse.ArgumentTypeError: with the one-line message, e.g. ``'5 sec' is not a
+            duration (e.g. 5s, 500ms, 1m30s, or seconds)``.
+    """
+    try:
+        return positive_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 #: Every ad hoc option, in help order: the parser, the "cannot be combined with --config"
@@ -163,10 +171,10 @@ _ADHOC = (
     _AdHoc(
         "--timeout",
         "timeouts",
-        "overall deadline (default 25)",
-        "SECONDS",
-        parse=float,
-        convert=_timeouts_within,
+        "overall deadline: seconds or a duration such as 500ms or 1m30s (default 25s; "
+        "stage timeouts shrink to fit)",
+        "DURATION",
+        convert=lambda v: {"deadline": v},
     ),
     _AdHoc(
         "--insecure",
@@ -379,7 +387,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         value = getattr(args, option.dest)
         target[option.field] = option.convert(value) if option.convert else value
     try:
-        return build_config({"targets": [target]}, where="arguments")
+        # One check has no interval: the deadline is the default or --timeout alone.
+        return build_config({"targets": [target]}, where="arguments", interval_bound=False)
     except ConfigError as exc:
         raise UsageError(_flag_message(exc)) from None
 

@@ -167,6 +167,7 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         ),
         backend_rule=_backend_rule(target),
         reuse_connections=target.reuse_connections,
+        timeouts_seconds=target.timeouts.as_seconds(),
     )
 
 

@@ -396,6 +396,9 @@ class TargetResult:
         reuse_connections: the requests to an address shared one connection
             (``reuse_connections``), so a balancer that balances per connection sends them
             all to one backend.
+        timeouts_seconds: the effective timeouts the cycle ran with, after unset ones were
+            fitted to the interval and the deadline: ``(name, seconds)`` for ``dns``,
+            ``connect``, ``tls``, ``http`` and ``deadline``; empty when unknown.
     """
 
     name: str
@@ -414,6 +417,7 @@ class TargetResult:
     request_headers: tuple[tuple[str, str], ...] = ()
     backend_rule: tuple[str, str] | None = None
     reuse_connections: bool = False
+    timeouts_seconds: tuple[tuple[str, float], ...] = ()
 
     @property
     def backend_counts(self) -> dict[str, int]:
