@@ -119,5 +119,6 @@ def test_a_bad_duration_is_one_line_and_exit_3(tmp_path: Path, capsys: Any) -> N
     path = config_file(tmp_path, {"url": "https://www.corp.example/", "timeouts": {"tls": "5 sec"}})
     assert main(["check", "--config", path], stdout=io.StringIO()) == ExitCode.UNKNOWN
     assert capsys.readouterr().err == (
-        f"probe: {path}: targets[0].timeouts.tls: '5 sec' is not a duration (e.g. 5s, 500ms, 1m30s, or seconds)\n"
+        f"probe: {path}: targets[0].timeouts.tls: "
+        "'5 sec' is not a duration (e.g. 5s, 500ms, 1m30s, or seconds)\n"
     )
