@@ -221,14 +221,28 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
-def _timeouts_within(deadline: float) -> dict[str, float]:
-    """Stage timeouts that fit an ad hoc ``--timeout`` deadline (the defaults, shortened)."""
-    from probe.config import Timeouts
+def duration_argument(text: str, maximum: float | None = None) -> float:
+    """The argparse ``type`` of a duration option: seconds or a Prometheus duration, > 0.
 
-    if deadline <= 0:
-        raise UsageError(f"--timeout: must be greater than 0 (got {deadline:g})")
-    stages = Timeouts().model_dump(exclude={"deadline"})
-    return {"deadline": deadline, **{name: min(value, deadline) for name, value in stages.items()}}
+    ``"90"``, ``"1.5"``, ``"500ms"`` and ``"1m30s"`` are accepted (see
+    :func:`probe.config.parse_duration`); at most ``maximum`` seconds (default 1h, the
+    limit of every timeout).
+
+    Raises:
+        argparse.ArgumentTypeError: with the one-line message, e.g. ``'5 sec' is not a
+            duration (e.g. 5s, 500ms, 1m30s, or seconds)``.
+    """
+    from probe.config import MAX_DURATION_SECONDS, positive_duration
+
+    try:
+        return positive_duration(text, MAX_DURATION_SECONDS if maximum is None else maximum)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _watch_duration(text: str) -> float:
+    """``--every`` and ``--max-time``: a duration up to a week."""
+    return duration_argument(text, maximum=7 * 86400)
 
 
 #: Every ad hoc option, in help order: the parser, the "cannot be combined with --config"
@@ -298,10 +312,10 @@ _ADHOC = (
     _AdHoc(
         "--timeout",
         "timeouts",
-        "overall deadline (default 25)",
-        "SECONDS",
-        parse=float,
-        convert=_timeouts_within,
+        "overall deadline: seconds or a duration such as 500ms or 1m30s (default 25s; "
+        "stage timeouts shrink to fit)",
+        "DURATION",
+        convert=lambda v: {"deadline": v},
     ),
     _AdHoc(
         "--insecure",
@@ -423,16 +437,6 @@ def build_parser() -> _Parser:
     return parser
 
 
-def _seconds_value(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds greater than 0 (got {text})")
-    return value
-
-
 def _watch_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "watching a change (with a URL or --config)",
@@ -443,8 +447,8 @@ def _watch_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--every",
-        metavar="SECONDS",
-        type=_seconds_value,
+        metavar="DURATION",
+        type=_watch_duration,
         help=f"from the start of one round to the next (default {DEFAULT_EVERY:g}); "
         "a round never overlaps the next",
     )
@@ -459,7 +463,9 @@ def _watch_options(parser: argparse.ArgumentParser) -> None:
         type=_int,
         help=f"identical rounds in a row that end --until stable (default {DEFAULT_STABLE_ROUNDS})",
     )
-    group.add_argument("--max-time", metavar="SECONDS", type=_seconds_value, help="bound on the whole watch")
+    group.add_argument(
+        "--max-time", metavar="DURATION", type=_watch_duration, help="bound on the whole watch (e.g. 10m)"
+    )
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -811,7 +817,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
             value = option.convert(value)
         target[option.field] = value
     try:
-        config = build_config({"targets": [target]}, where="arguments")
+        # One check has no interval: the deadline is the default or --timeout alone.
+        config = build_config({"targets": [target]}, where="arguments", interval_bound=False)
     except ConfigError as exc:
         raise UsageError(_flag_message(exc)) from None
     pinning = [option.flag for option in given if option.pins]

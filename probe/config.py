@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -210,6 +211,87 @@ def _parse_status_codes(value: Any) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+#: Prometheus' duration grammar (``model.ParseDuration`` of prometheus/common): whole
+#: numbers, each unit at most once and in this order, e.g. ``1h30m``, ``1m30s``, ``500ms``.
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+#: Milliseconds per unit of :data:`_DURATION`'s groups (a year is 365 days, as in Prometheus).
+_UNIT_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
+_PLAIN_SECONDS = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_FRACTION_IN_UNIT = re.compile(r"[\d.]*\.\d*(?:ms|[smhdwy])")
+
+#: The accepted forms, as error messages name them.
+DURATION_FORMS = "e.g. 5s, 500ms, 1m30s, or seconds"
+
+#: The longest timeout or interval a config may set (seconds).
+MAX_DURATION_SECONDS = 3600.0
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Prometheus duration string or plain seconds.
+
+    Accepts an int or float (seconds), a string holding plain seconds (``"2.5"``, as
+    typed on a command line), or a Prometheus duration: whole numbers with the units
+    ``y w d h m s ms`` in that order, each at most once (``500ms``, ``5s``, ``1m30s``,
+    ``1h``; prometheus/common ``model.ParseDuration``; a year is 365 days). Fractions
+    inside a unit (``1.5s``) are not Prometheus durations and are refused. The sign and
+    size are not checked here (see :func:`positive_duration`).
+
+    Returns:
+        The duration in seconds.
+
+    Raises:
+        ValueError: anything else, e.g. ``'5 sec' is not a duration (e.g. 5s, 500ms,
+            1m30s, or seconds)``; booleans too.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _PLAIN_SECONDS.fullmatch(text):
+            return float(text)
+        match = _DURATION.fullmatch(text)
+        if text and match:
+            try:
+                millis = sum(int(g) * unit for g, unit in zip(match.groups(), _UNIT_MS, strict=True) if g)
+            except ValueError:  # more digits than int() converts: far too long anyway
+                return float("inf")
+            return millis / 1000
+        if _FRACTION_IN_UNIT.fullmatch(text):
+            raise ValueError(
+                f"{shown(value)} is not a duration ({DURATION_FORMS}): whole numbers per unit, "
+                "as in 1s500ms, or plain seconds such as 1.5"
+            )
+    raise ValueError(f"{shown(value)} is not a duration ({DURATION_FORMS})")
+
+
+def positive_duration(value: Any, maximum: float = MAX_DURATION_SECONDS) -> float:
+    """:func:`parse_duration`, then greater than 0 and at most ``maximum`` seconds.
+
+    Raises:
+        ValueError: not a duration, or out of range, e.g. ``must be greater than 0 (got
+            -1)`` or ``must be at most 1h (got '2h')``.
+    """
+    seconds = parse_duration(value)
+    if not seconds > 0:  # also NaN
+        raise ValueError(f"must be greater than 0 (got {shown(value)})")
+    if seconds > maximum:
+        raise ValueError(f"must be at most {format_duration(maximum)} (got {shown(value)})")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as a Prometheus duration where exact (``90`` → ``1m30s``), else ``2.5s``."""
+    millis = round(seconds * 1000)
+    if seconds <= 0 or abs(millis - seconds * 1000) > 1e-6:
+        return f"{seconds:g}s"
+    parts = []
+    for unit, size in zip(("y", "w", "d", "h", "m", "s", "ms"), _UNIT_MS, strict=True):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
 def _compile_regex(value: Any) -> re.Pattern[str]:
     if isinstance(value, re.Pattern):
         return value
@@ -293,7 +375,8 @@ Hostname = Annotated[str, BeforeValidator(normalize_hostname)]
 StatusCodes = Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_status_codes)]
 TlsVersion = Annotated[str, BeforeValidator(_tls_version)]
 HttpVersion = Annotated[str, BeforeValidator(_http_version)]
-Seconds = Annotated[float, Field(gt=0, le=3600)]
+#: A duration in seconds, given as seconds or a Prometheus duration; > 0 and at most 1h.
+Seconds = Annotated[float, BeforeValidator(positive_duration)]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -305,7 +388,12 @@ class Timeouts(_Frozen):
 
     ``dns`` bounds one query to one resolver (the next resolver is tried after it);
     ``connect`` the TCP connect; ``tls`` the handshake; ``http`` one whole request, body
-    included; ``deadline`` the whole cycle, and must not exceed the target's interval.
+    included; ``deadline`` the whole cycle. Each is given as seconds or a Prometheus
+    duration (``500ms``, ``1m30s``).
+
+    The defaults below are upper bounds that fit themselves, as Prometheus fits an unset
+    ``scrape_timeout`` to the ``scrape_interval``: see :meth:`fitted`. Which fields were
+    set explicitly is ``model_fields_set``, kept through :meth:`fitted`.
     """
 
     dns: Seconds = 2.0
@@ -313,6 +401,62 @@ class Timeouts(_Frozen):
     tls: Seconds = 5.0
     http: Seconds = 5.0
     deadline: Seconds = 25.0
+
+    def fitted(self, interval: float | None, inherited: frozenset[str] = frozenset()) -> Timeouts:
+        """These timeouts with the unset ones fitted to the interval and the deadline.
+
+        An unset ``deadline`` is capped at ``interval`` (Prometheus caps an unset
+        ``scrape_timeout`` at the scrape interval, with no margin: the scheduler never
+        overlaps cycles); an unset stage timeout is capped at the (fitted) deadline. An
+        explicitly set value that does not fit is an error naming both values.
+
+        Args:
+            interval: seconds between cycles, ``None`` when there is none (``probe check
+                URL``): then only the stage timeouts are fitted to the deadline.
+            inherited: the fields set in ``defaults`` rather than in the target, named so
+                in messages.
+
+        Returns:
+            A ``Timeouts`` with the same ``model_fields_set``; fitting it again changes nothing.
+
+        Raises:
+            ValueError: ``timeouts.deadline: 20s is longer than the interval (10s)``, or
+                ``timeouts.tls: 10s is longer than timeouts.deadline (5s, fitted to the
+                interval)``.
+        """
+        explicit = self.model_fields_set
+
+        def source(name: str) -> str:
+            return " (set in defaults)" if name in inherited else ""
+
+        deadline = self.deadline
+        if "deadline" in explicit:
+            if interval is not None and deadline > interval:
+                raise ValueError(
+                    f"timeouts.deadline: {deadline:g}s{source('deadline')} is longer than the "
+                    f"interval ({interval:g}s)"
+                )
+            why = ""
+        elif interval is not None and interval < deadline:
+            deadline, why = interval, ", fitted to the interval"
+        else:
+            why = ", the default"
+        values = {"deadline": deadline}
+        for name in ("dns", "connect", "tls", "http"):
+            value = getattr(self, name)
+            if name not in explicit:
+                value = min(value, deadline)
+            elif value > deadline:
+                raise ValueError(
+                    f"timeouts.{name}: {value:g}s{source(name)} is longer than timeouts.deadline "
+                    f"({deadline:g}s{why})"
+                )
+            values[name] = value
+        return Timeouts.model_construct(_fields_set=set(explicit), **values)
+
+    def as_seconds(self) -> tuple[tuple[str, float], ...]:
+        """``(name, seconds)`` for every timeout, stages first and ``deadline`` last."""
+        return tuple((name, float(getattr(self, name))) for name in type(self).model_fields)
 
 
 class BackendConfig(_Frozen):
@@ -504,7 +648,7 @@ class TargetConfig(_TargetFields):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> TargetConfig:
+    def _check(self, info: ValidationInfo) -> TargetConfig:
         parts = urlsplit(self.url)
         literal = url_ip_literal(self.url)
         if literal is not None:
@@ -544,11 +688,10 @@ class TargetConfig(_TargetFields):
             )
         if self.expect_backends is not None and self.backend is None:
             raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
-        if self.timeouts.deadline > self.interval:
-            raise ValueError(
-                f"timeouts.deadline: {self.timeouts.deadline:g}s is longer than the "
-                f"interval ({self.interval:g}s)"
-            )
+        context = info.context if isinstance(info.context, Mapping) else {}
+        interval = self.interval if context.get("interval_bound", True) else None
+        fitted = self.timeouts.fitted(interval, frozenset(context.get("inherited_timeouts", ())))
+        object.__setattr__(self, "timeouts", fitted)
         if self.ca_file is not None and self.insecure_skip_verify:
             raise ValueError("insecure_skip_verify: cannot be combined with ca_file")
         return self
@@ -700,13 +843,18 @@ def _too_big(data: Any, budget: int) -> bool:
     return False
 
 
-def build_config(data: Any, path: Path | None = None, where: str | None = None) -> Config:
+def build_config(
+    data: Any, path: Path | None = None, where: str | None = None, *, interval_bound: bool = True
+) -> Config:
     """Validate configuration given as plain data (as parsed from YAML).
 
     Args:
         data: the parsed document.
         path: the file it came from, if any.
         where: how to name the source in messages (default: the path, else ``config``).
+        interval_bound: whether ``timeouts.deadline`` must fit in ``interval``; ``False``
+            for ``probe check URL``, which runs once and has no interval (its deadline is
+            then 25 s unless ``--timeout`` says otherwise, up to 1h).
 
     Raises:
         ConfigError: as for :func:`load_config`.
@@ -739,8 +887,13 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
         loc: tuple[str | int, ...] = ("targets", index)
         if not isinstance(raw, Mapping):
             raise ConfigError("must be a mapping with at least 'url'", where=where, field=_path(loc))
+        context = {
+            "interval_bound": interval_bound,
+            "inherited_timeouts": _inherited(defaults.get("timeouts"), raw.get("timeouts")),
+        }
         try:
-            targets.append(TargetConfig.model_validate(_relative_to(path, _merge(defaults, raw))))
+            merged = _relative_to(path, _merge(defaults, raw))
+            targets.append(TargetConfig.model_validate(merged, context=context))
         except ValidationError as exc:
             raise _first_error(where, loc, exc, TargetConfig) from None
         except RecursionError:
@@ -764,7 +917,9 @@ def build_config(data: Any, path: Path | None = None, where: str | None = None) 
         metrics = MetricsConfig.model_validate({} if raw_metrics is None else raw_metrics)
     except ValidationError as exc:
         raise _first_error(where, ("metrics",), exc, MetricsConfig) from None
-    return Config(path=path, listen=listen, targets=tuple(targets), metrics=metrics)
+    # Everything is validated; constructing without validation keeps pydantic from running
+    # the targets' after-validators again without this call's context (interval_bound).
+    return Config.model_construct(path=path, listen=listen, targets=tuple(targets), metrics=metrics)
 
 
 def parse_listen(value: Any) -> tuple[str, int]:
@@ -790,6 +945,14 @@ def _relative_to(path: Path | None, target: dict[str, Any]) -> dict[str, Any]:
     if path is not None and isinstance(ca_file, str) and ca_file.strip() and not Path(ca_file).is_absolute():
         return {**target, "ca_file": str(path.parent / ca_file)}
     return target
+
+
+def _inherited(defaults: Any, own: Any) -> frozenset[str]:
+    """The ``timeouts`` keys a target takes from ``defaults`` (for messages)."""
+    if not isinstance(defaults, Mapping):
+        return frozenset()
+    mine = set(own) if isinstance(own, Mapping) else set()
+    return frozenset(str(key) for key in defaults if key not in mine)
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

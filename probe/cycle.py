@@ -195,6 +195,7 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         backend_rule=_backend_rule(target),
         reuse_connections=target.reuse_connections,
         platform=Platform(target.platform),
+        timeouts_seconds=target.timeouts.as_seconds(),
     )
 
 

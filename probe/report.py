@@ -102,6 +102,7 @@ def _target(result: TargetResult) -> dict[str, Any]:
         "request_headers": dict(result.request_headers),
         "started_timestamp": round(result.started_timestamp, 3),
         "duration_seconds": _sec(result.duration_seconds),
+        "timeouts_seconds": dict(result.timeouts_seconds),
         "failures": [_failure(f, result) for f in result.failures],
         "dns": _dns(result.dns),
         "addresses": [_address(a, result) for a in result.addresses],

@@ -412,6 +412,9 @@ class TargetResult:
             all to one backend.
         platform: whose words the findings' hints use in reports (``probe.hints``); it
             never changes the verdict.
+        timeouts_seconds: the effective timeouts the cycle ran with, after unset ones were
+            fitted to the interval and the deadline: ``(name, seconds)`` for ``dns``,
+            ``connect``, ``tls``, ``http`` and ``deadline``; empty when unknown.
     """
 
     name: str
@@ -431,6 +434,7 @@ class TargetResult:
     backend_rule: tuple[str, str] | None = None
     reuse_connections: bool = False
     platform: Platform = Platform.GENERIC
+    timeouts_seconds: tuple[tuple[str, float], ...] = ()
 
     @property
     def backend_counts(self) -> dict[str, int]:

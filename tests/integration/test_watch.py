@@ -332,8 +332,11 @@ def test_on_a_terminal_a_status_line_is_refreshed_in_place(scene: Any) -> None:
             ["--watch", "--until", "stable", "--stable-rounds", "1"],
             "--stable-rounds: must be at least 2 (got 1)",
         ),
-        (["--watch", "--every", "0"], "argument --every: must be a number of seconds greater than 0 (got 0)"),
-        (["--watch", "--max-time", "soon"], "argument --max-time: 'soon' is not a number of seconds"),
+        (["--watch", "--every", "0"], "argument --every: must be greater than 0 (got '0')"),
+        (
+            ["--watch", "--max-time", "soon"],
+            "argument --max-time: 'soon' is not a duration (e.g. 5s, 500ms, 1m30s, or seconds)",
+        ),
         (
             ["--watch", "--until", "never"],
             "argument --until: invalid choice: 'never' (choose from 'ok', 'stable')",

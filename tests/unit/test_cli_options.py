@@ -153,3 +153,11 @@ def test_baselines_are_refused_with_watch(flag: str) -> None:
     args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, "b.json"])
     with pytest.raises(cli.UsageError, match=f"^{flag} cannot be combined with --watch"):
         cli._check_watch_options(args)
+
+
+@pytest.mark.parametrize(
+    ("flag", "text", "seconds"), [("--every", "1m30s", 90.0), ("--max-time", "2h", 7200.0)]
+)
+def test_watch_durations_take_prometheus_durations(flag: str, text: str, seconds: float) -> None:
+    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, text])
+    assert getattr(args, flag.removeprefix("--").replace("-", "_")) == seconds
