@@ -731,9 +731,7 @@ def main(argv: list[str] | None = None) -> int:
                 say("start-up figures done")
                 report.figures["fidelity_idle"] = idle_fidelity(scene, settings)
                 say("idle timing fidelity done")
-                say(
-                    f"load: {settings.targets} targets every {settings.interval:g} s, window {settings.window:g} s"
-                )
+                say(f"load: {settings.targets} targets every {settings.interval:g} s")
                 report.figures["load"] = load_phase(scene, settings)
                 say("load phase done")
         except BenchError as exc:
