@@ -5,6 +5,7 @@ Nothing here opens a socket or reads a clock; the harness in :mod:`bench.run` pa
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -189,3 +190,37 @@ def format_value(value: float | None, unit: str) -> str:
     if unit == "":
         return f"{value:g}"
     return f"{value:.3g} {unit}"
+
+
+def socket_peers(table: str) -> dict[int, tuple[str, int]]:
+    """Remote ends by socket inode, from ``/proc/net/{tcp,udp,tcp6,udp6}`` (see proc(5)).
+
+    Addresses there are hexadecimal in host byte order per 32-bit word (little-endian on
+    x86 and arm64): ``0100007F:0035`` is 127.0.0.1 port 53. An unconnected socket has the
+    peer ``0.0.0.0`` / ``::`` port 0.
+
+    Returns:
+        ``{inode: (remote_ip, remote_port)}``.
+    """
+    peers = {}
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        address, _, port = fields[2].partition(":")
+        raw = bytes.fromhex(address)
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        peers[int(fields[9])] = (str(ipaddress.ip_address(words)), int(port, 16))
+    return peers
+
+
+def non_loopback(peers: Iterable[tuple[str, int]]) -> set[str]:
+    """The remote addresses that are neither loopback nor unset (``0.0.0.0``, ``::``)."""
+    found = set()
+    for address, _ in peers:
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not (ip.is_loopback or ip.is_unspecified):
+            found.add(address)
+    return found

@@ -17,6 +17,7 @@ Phases, in order (see bench/README.md for what each figure means):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import http.client
 import json
@@ -94,6 +95,65 @@ def proc_cpu(pid: int) -> float:
 def proc_memory(pid: int, key: str) -> int:
     """``VmHWM`` (peak) or ``VmRSS`` of a running process, in bytes."""
     return measure.status_bytes(Path(f"/proc/{pid}/status").read_text(), key)
+
+
+class SocketWatch:
+    """Samples, every ``pause`` seconds, the remote ends of the sockets of some processes.
+
+    The evidence behind "everything stayed on loopback": every TCP and UDP socket the
+    processes hold is looked up in /proc/PID/net/{tcp,udp,tcp6,udp6}. Sampling can miss
+    a socket that lives shorter than ``pause``; bench/README.md says why none is expected.
+    """
+
+    def __init__(self, pids: dict[str, int], pause: float = 0.2) -> None:
+        self.pids = pids
+        self.pause = pause
+        self.peers: dict[str, set[tuple[str, int]]] = {name: set() for name in pids}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="socket-watch", daemon=True)
+
+    def __enter__(self) -> SocketWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.pause):
+            for name, pid in self.pids.items():
+                self.peers[name] |= process_peers(pid)
+            self.samples += 1
+
+    def report(self) -> dict[str, Any]:
+        """Per process: distinct remote addresses seen, and those that are not loopback."""
+        result: dict[str, Any] = {"samples": self.samples}
+        for name, peers in self.peers.items():
+            result[name] = {
+                "remote_addresses": sorted({address for address, _ in peers}),
+                "not_loopback": sorted(measure.non_loopback(peers)),
+            }
+        return result
+
+
+def process_peers(pid: int) -> set[tuple[str, int]]:
+    """The remote ends of the TCP and UDP sockets process ``pid`` holds now."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(int(link[8:-1]))
+        tables = {}
+        for kind in ("tcp", "udp", "tcp6", "udp6"):
+            with contextlib.suppress(OSError):
+                tables.update(measure.socket_peers(Path(f"/proc/{pid}/net/{kind}").read_text()))
+    except OSError:  # the process exited
+        return set()
+    return {tables[inode] for inode in inodes if inode in tables}
 
 
 # --------------------------------------------------------------------------- scraping
@@ -396,7 +456,9 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
     process, port = scene.start_probe("probe-load", config)
     assert scene.blackbox is not None
     driver = BlackboxDriver(scene, rate, settings.slow_interval)
+    watch = SocketWatch({"probe": process.pid, "blackbox": scene.blackbox.pid})
     driver.start()
+    watch.__enter__()
     try:
         ready_seconds = wait_ready(process, port, settings.interval * 2 + 30)
 
@@ -430,6 +492,7 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
         ]
     finally:
         driver.stop()
+        watch.__exit__()
     blackbox_slow = driver.slow[bb_slow_before:] or driver.slow
     fidelity = {"probe": excess(probe_slow), "blackbox": excess(blackbox_slow), "probe_loop_lag_values": lag}
 
@@ -476,7 +539,14 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
         "blackbox_peak_rss_bytes": proc_memory(scene.blackbox.pid, "VmHWM"),
     }
     process.stop()
-    return {"cpu": cpu, "fidelity_load": fidelity, "metrics": metrics, "verdicts": verdicts, "memory": memory}
+    return {
+        "cpu": cpu,
+        "fidelity_load": fidelity,
+        "metrics": metrics,
+        "verdicts": verdicts,
+        "memory": memory,
+        "sockets": watch.report(),
+    }
 
 
 def _window(
@@ -649,6 +719,12 @@ def render_table(report: Report) -> str:
         )
     lag = f["load"]["fidelity_load"]["probe_loop_lag_values"]
     row("event-loop lag exported", fmt(max(lag), "ms") if lag else "not exported")
+    sockets = f["load"]["sockets"]
+    row(
+        f"remote addresses seen ({sockets['samples']} samples)",
+        ", ".join(sockets["probe"]["remote_addresses"]) or "-",
+        ", ".join(sockets["blackbox"]["remote_addresses"]) or "-",
+    )
     v = f["load"]["verdicts"]
     row(
         "verdicts ok",
@@ -682,6 +758,10 @@ def smoke_problems(figures: dict[str, Any], goal_list: list[measure.Goal]) -> li
         )
     if v["blackbox_failed"] or not v["blackbox_probes"]:
         problems.append(f"blackbox_exporter: {v['blackbox_failed']} of {v['blackbox_probes']} probes failed")
+    for tool in ("probe", "blackbox"):
+        outside = figures["load"]["sockets"][tool]["not_loopback"]
+        if outside:
+            problems.append(f"{tool}: sockets to addresses outside loopback: {', '.join(outside)}")
     for label, section in (("idle", figures["fidelity_idle"]), ("load", figures["load"]["fidelity_load"])):
         for tool in ("probe", "blackbox"):
             if not section[tool].get("all_success"):
