@@ -200,7 +200,7 @@ def socket_peers(table: str) -> dict[int, tuple[str, int]]:
     peer ``0.0.0.0`` / ``::`` port 0.
 
     Returns:
-        ``{inode: (remote_ip, remote_port)}``.
+        ``{inode: (remote_ip, remote_port)}``; IPv4-mapped IPv6 peers as IPv4.
     """
     peers = {}
     for line in table.splitlines()[1:]:
@@ -210,7 +210,10 @@ def socket_peers(table: str) -> dict[int, tuple[str, int]]:
         address, _, port = fields[2].partition(":")
         raw = bytes.fromhex(address)
         words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-        peers[int(fields[9])] = (str(ipaddress.ip_address(words)), int(port, 16))
+        ip = ipaddress.ip_address(words)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # an IPv4 peer of a dual-stack socket
+        peers[int(fields[9])] = (str(ip), int(port, 16))
     return peers
 
 
@@ -219,8 +222,6 @@ def non_loopback(peers: Iterable[tuple[str, int]]) -> set[str]:
     found = set()
     for address, _ in peers:
         ip = ipaddress.ip_address(address)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         if not (ip.is_loopback or ip.is_unspecified):
             found.add(address)
     return found
