@@ -256,6 +256,29 @@ def excess(timings: list[Timing]) -> dict[str, Any]:
     }
 
 
+def verdicts(samples: list[measure.Sample]) -> dict[str, Any]:
+    """Targets by verdict (``probe_status``: 0 ok, 1 warning, 2 critical) and by reason found.
+
+    Returns:
+        ``{"ok": n, "warning": n, "critical": n, "slow_ok": bool, "reasons": {reason: targets}}``,
+        the counts without the ``slow`` target.
+    """
+    names = {0.0: "ok", 1.0: "warning", 2.0: "critical"}
+    result: dict[str, Any] = {"ok": 0, "warning": 0, "critical": 0, "slow_ok": False}
+    for s in samples:
+        if s.name == "probe_status" and "target" in s.labels:
+            if s.labels["target"] == "slow":
+                result["slow_ok"] = s.value == 0
+            else:
+                result[names.get(s.value, "critical")] += 1
+    reasons: dict[str, set[str]] = {}
+    for s in samples:
+        if s.name == "probe_failure_info" and s.labels.get("reason"):
+            reasons.setdefault(s.labels["reason"], set()).add(s.labels.get("target", ""))
+    result["reasons"] = {reason: len(targets) for reason, targets in sorted(reasons.items())}
+    return result
+
+
 # --------------------------------------------------------------------------- blackbox driver
 
 
@@ -477,6 +500,7 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
         cpu["rate_per_second_each"] = rate
 
         # -- Timing fidelity under load: both loads go on.
+        memory_window = proc_memory(process.pid, "VmHWM")
         bb_slow_before = len(driver.slow)
         probe_slow, fidelity_scrapes = poll_slow(
             port,
@@ -495,6 +519,8 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
         watch.__exit__()
     blackbox_slow = driver.slow[bb_slow_before:] or driver.slow
     fidelity = {"probe": excess(probe_slow), "blackbox": excess(blackbox_slow), "probe_loop_lag_values": lag}
+    # The first scrape after the window shows the verdicts of the cycles in it.
+    window_verdicts = verdicts(fidelity_scrapes[0].samples) if fidelity_scrapes else verdicts([])
 
     # -- /metrics while probe keeps probing N targets (blackbox's load has stopped).
     cpu_before = proc_cpu(process.pid)
@@ -522,20 +548,17 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
     }
 
     # -- Verdicts and memory.
-    statuses = {
-        s.labels["target"]: s.value for s in last.samples if s.name == "probe_status" and "target" in s.labels
-    }
-    ok = sum(1 for name, value in statuses.items() if value == 0 and name != "slow")
-    verdicts = {
+    verdict = {
         "probe_targets": settings.targets,
-        "probe_ok": ok,
-        "probe_slow_ok": statuses.get("slow") == 0,
+        "probe_after_window": window_verdicts,
+        "probe_after_scrapes": verdicts(last.samples),
         "blackbox_probes": driver.done,
         "blackbox_failed": driver.failed,
     }
     memory = {
-        "probe_peak_rss_bytes": proc_memory(process.pid, "VmHWM"),
-        "probe_rss_bytes": proc_memory(process.pid, "VmRSS"),
+        "probe_peak_rss_bytes": memory_window,
+        "probe_peak_rss_after_scrapes_bytes": proc_memory(process.pid, "VmHWM"),
+        "probe_rss_after_scrapes_bytes": proc_memory(process.pid, "VmRSS"),
         "blackbox_peak_rss_bytes": proc_memory(scene.blackbox.pid, "VmHWM"),
     }
     process.stop()
@@ -543,7 +566,7 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
         "cpu": cpu,
         "fidelity_load": fidelity,
         "metrics": metrics,
-        "verdicts": verdicts,
+        "verdicts": verdict,
         "memory": memory,
         "sockets": watch.report(),
     }
@@ -699,6 +722,7 @@ def render_table(report: Report) -> str:
         fmt(memory["probe_peak_rss_bytes"], "MiB"),
         fmt(memory["blackbox_peak_rss_bytes"], "MiB"),
     )
+    row("peak RSS after the /metrics scrapes", fmt(memory["probe_peak_rss_after_scrapes_bytes"], "MiB"))
     row("peak RSS with only the slow target", fmt(f["fidelity_idle"]["probe_rss_one_target_bytes"], "MiB"))
     row("probe --help (median)", fmt(f["startup"]["help_seconds_median"], "ms"))
     row(
@@ -726,11 +750,20 @@ def render_table(report: Report) -> str:
         ", ".join(sockets["blackbox"]["remote_addresses"]) or "-",
     )
     v = f["load"]["verdicts"]
-    row(
-        "verdicts ok",
-        f"{v['probe_ok']}/{v['probe_targets']} (+slow {'ok' if v['probe_slow_ok'] else 'NOT ok'})",
-        f"{v['blackbox_probes'] - v['blackbox_failed']}/{v['blackbox_probes']}",
-    )
+    for label, key in (
+        ("after the window", "probe_after_window"),
+        ("after the scrapes", "probe_after_scrapes"),
+    ):
+        found = v[key]
+        reasons = ", ".join(f"{reason} {n}" for reason, n in found["reasons"].items())
+        row(
+            f"verdicts ok, {label}",
+            f"{found['ok']}/{v['probe_targets']} (+slow {'ok' if found['slow_ok'] else 'NOT ok'})"
+            + (f"; {reasons}" if reasons else ""),
+            f"{v['blackbox_probes'] - v['blackbox_failed']}/{v['blackbox_probes']}"
+            if key.endswith("window")
+            else "",
+        )
 
     header = ("figure", "probe", "blackbox_exporter", "probe/blackbox")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
