@@ -186,3 +186,21 @@ def test_backend_spec() -> None:
         parse_spec("web=10.0.0.1")
     with pytest.raises(ValueError, match="NAME=IP"):
         parse_spec("web")
+
+
+def test_verdicts_count_targets_by_status_and_reason() -> None:
+    from bench.run import verdicts
+
+    text = """\
+probe_status{target="slow"} 0
+probe_status{target="t0000"} 0
+probe_status{target="t0001"} 2
+probe_status{target="t0002"} 1
+probe_failure_info{target="t0001",stage="http",reason="http_timeout",severity="critical",address="a"} 1
+probe_failure_info{target="t0001",stage="http",reason="http_timeout",severity="critical",address="b"} 1
+probe_failure_info{target="t0002",stage="cert",reason="cert_expiring_soon",severity="warning",address=""} 1
+"""
+    result = verdicts(measure.parse_samples(text))
+    assert (result["ok"], result["warning"], result["critical"], result["slow_ok"]) == (1, 1, 1, True)
+    assert result["reasons"] == {"cert_expiring_soon": 1, "http_timeout": 1}
+    assert verdicts([])["slow_ok"] is False
