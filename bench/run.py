@@ -785,9 +785,11 @@ def smoke_problems(figures: dict[str, Any], goal_list: list[measure.Goal]) -> li
         if not cpu[tool]["address_probes"]:
             problems.append(f"{tool}: no address-probes counted by HAProxy in the window")
     v = figures["load"]["verdicts"]
-    if v["probe_ok"] != v["probe_targets"] or not v["probe_slow_ok"]:
+    found = v["probe_after_window"]
+    if found["ok"] != v["probe_targets"] or not found["slow_ok"]:
         problems.append(
-            f"probe: {v['probe_ok']} of {v['probe_targets']} targets ok, slow ok: {v['probe_slow_ok']}"
+            f"probe: {found['ok']} of {v['probe_targets']} targets ok after the window, "
+            f"slow ok: {found['slow_ok']}, reasons: {found['reasons']}"
         )
     if v["blackbox_failed"] or not v["blackbox_probes"]:
         problems.append(f"blackbox_exporter: {v['blackbox_failed']} of {v['blackbox_probes']} probes failed")
@@ -852,18 +854,24 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     report.meta["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     report.meta["duration_seconds"] = round(time.monotonic() - started, 1)
-    goal_list = goals(report.figures, settings)
-    report.goals = [{**asdict(g), "met": g.met} for g in goal_list]
-    report.problems = smoke_problems(report.figures, goal_list)
-    print(render_table(report))
     path = out or REPO / "bench" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(report), indent=2) + "\n")  # the figures first, whatever follows
+    evaluate(report, settings)
     path.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    print(render_table(report))
     load = " ".join(report.meta["loadavg_end"])
     print(f"\nwritten to {path} ({report.meta['duration_seconds']} s, load average at the end {load})")
     for problem in report.problems:
         print(f"bench: {problem}", file=sys.stderr)
     return 1 if report.problems else 0
+
+
+def evaluate(report: Report, settings: Settings) -> None:
+    """Fill the report's goals and problems from its figures."""
+    goal_list = goals(report.figures, settings)
+    report.goals = [{**asdict(g), "met": g.met} for g in goal_list]
+    report.problems = smoke_problems(report.figures, goal_list)
 
 
 def _sayer(started: float) -> Callable[[str], None]:

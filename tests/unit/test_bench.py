@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,39 @@ probe_failure_info{target="t0002",stage="cert",reason="cert_expiring_soon",sever
     assert (result["ok"], result["warning"], result["critical"], result["slow_ok"]) == (1, 1, 1, True)
     assert result["reasons"] == {"cert_expiring_soon": 1, "http_timeout": 1}
     assert verdicts([])["slow_ok"] is False
+
+
+def _smoke_report() -> tuple[Any, Any]:
+    import json
+
+    from bench.run import Report, Settings
+
+    data = json.loads((Path(__file__).parents[1] / "data" / "bench" / "smoke.json").read_text())
+    return Report(**data), Settings(**data["settings"])
+
+
+def test_a_recorded_smoke_run_renders_with_every_goal_present() -> None:
+    from bench.run import evaluate, render_table
+
+    report, settings = _smoke_report()
+    evaluate(report, settings)
+    assert report.problems == []
+    assert len(report.goals) == 9
+    assert all(goal["value"] is not None for goal in report.goals)
+    table = render_table(report)
+    assert "CPU per address-probe" in table
+    assert "verdicts ok, after the window | 10/10 (+slow ok)" in table.replace("  ", "")
+
+
+def test_a_target_that_is_not_ok_or_a_foreign_socket_is_a_problem() -> None:
+    from bench.run import evaluate
+
+    report, settings = _smoke_report()
+    load = report.figures["load"]
+    load["verdicts"]["probe_after_window"].update(ok=9, critical=1, reasons={"http_timeout": 1})
+    load["sockets"]["blackbox"]["not_loopback"] = ["10.0.0.2"]
+    load["cpu"]["blackbox"]["cpu_seconds_per_address_probe"] = None
+    evaluate(report, settings)
+    assert any("9 of 10 targets ok" in p and "http_timeout" in p for p in report.problems)
+    assert "blackbox: sockets to addresses outside loopback: 10.0.0.2" in report.problems
+    assert "missing figure: CPU per address-probe, probe / blackbox_exporter" in report.problems
