@@ -66,6 +66,7 @@ class Settings:
     scrapes: int = 50
     slow_interval: float = 5.0
     fidelity_samples: int = 6
+    fidelity_scrape_every: float = 15.0
     startup_repeats: int = 5
     smoke: bool = False
 
@@ -79,6 +80,7 @@ class Settings:
             scrapes=5,
             slow_interval=1.0,
             fidelity_samples=2,
+            fidelity_scrape_every=1.0,
             startup_repeats=1,
             smoke=True,
         )
@@ -504,9 +506,9 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
         bb_slow_before = len(driver.slow)
         probe_slow, fidelity_scrapes = poll_slow(
             port,
-            settings.fidelity_samples,
-            settings.slow_interval,
-            settings.slow_interval * (settings.fidelity_samples + 3) + 30,
+            settings.fidelity_samples // 2 or 1,
+            settings.fidelity_scrape_every,
+            settings.fidelity_scrape_every * (settings.fidelity_samples // 2 + 3) + 30,
         )
         lag = [
             s.value
@@ -603,6 +605,7 @@ class Report:
     figures: dict[str, Any] = field(default_factory=dict)
     goals: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
 
 
 def machine() -> dict[str, Any]:
@@ -777,31 +780,40 @@ def render_table(report: Report) -> str:
     return "\n".join(lines)
 
 
-def smoke_problems(figures: dict[str, Any], goal_list: list[measure.Goal]) -> list[str]:
-    """What makes a run unusable: a missing figure, a verdict that is not ok, no address-probes."""
+def check(figures: dict[str, Any], goal_list: list[measure.Goal]) -> tuple[list[str], list[str]]:
+    """What went wrong: ``(problems, findings)``.
+
+    Problems make any run unusable: a missing figure, no address-probes counted, a verdict
+    of blackbox_exporter that is not ok (the lab itself is broken), a socket outside
+    loopback. Findings are probe's verdicts that are not ok (after the CPU window, or a
+    slow-target cycle): a fault of the harness in a smoke run, a result in a full run.
+    """
     problems = [f"missing figure: {goal.name}" for goal in goal_list if goal.value is None]
     cpu = figures["load"]["cpu"]
     for tool in ("probe", "blackbox"):
         if not cpu[tool]["address_probes"]:
             problems.append(f"{tool}: no address-probes counted by HAProxy in the window")
     v = figures["load"]["verdicts"]
-    found = v["probe_after_window"]
-    if found["ok"] != v["probe_targets"] or not found["slow_ok"]:
-        problems.append(
-            f"probe: {found['ok']} of {v['probe_targets']} targets ok after the window, "
-            f"slow ok: {found['slow_ok']}, reasons: {found['reasons']}"
-        )
     if v["blackbox_failed"] or not v["blackbox_probes"]:
         problems.append(f"blackbox_exporter: {v['blackbox_failed']} of {v['blackbox_probes']} probes failed")
     for tool in ("probe", "blackbox"):
         outside = figures["load"]["sockets"][tool]["not_loopback"]
         if outside:
             problems.append(f"{tool}: sockets to addresses outside loopback: {', '.join(outside)}")
+    findings = []
+    found = v["probe_after_window"]
+    if found["ok"] != v["probe_targets"] or not found["slow_ok"]:
+        findings.append(
+            f"probe: {found['ok']} of {v['probe_targets']} targets ok after the window, "
+            f"slow ok: {found['slow_ok']}, reasons: {found['reasons']}"
+        )
     for label, section in (("idle", figures["fidelity_idle"]), ("load", figures["load"]["fidelity_load"])):
         for tool in ("probe", "blackbox"):
             if not section[tool].get("all_success"):
-                problems.append(f"{tool}: a slow-target probe ({label}) failed or none ran")
-    return problems
+                (findings if tool == "probe" else problems).append(
+                    f"{tool}: a slow-target probe ({label}) failed or none ran"
+                )
+    return problems, findings
 
 
 # --------------------------------------------------------------------------- main
@@ -833,7 +845,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; 0 when every figure is present and every verdict ok, else 1."""
+    """Run the benchmark: 0 unless a problem (or, with ``--smoke``, a finding) of :func:`check`."""
     settings, out = parse_args(argv)
     started = time.monotonic()
     report = Report(meta=machine(), settings=asdict(settings))
@@ -862,16 +874,18 @@ def main(argv: list[str] | None = None) -> int:
     print(render_table(report))
     load = " ".join(report.meta["loadavg_end"])
     print(f"\nwritten to {path} ({report.meta['duration_seconds']} s, load average at the end {load})")
+    for finding in report.findings:
+        print(f"bench: finding: {finding}", file=sys.stderr)
     for problem in report.problems:
         print(f"bench: {problem}", file=sys.stderr)
-    return 1 if report.problems else 0
+    return 1 if report.problems or (settings.smoke and report.findings) else 0
 
 
 def evaluate(report: Report, settings: Settings) -> None:
     """Fill the report's goals and problems from its figures."""
     goal_list = goals(report.figures, settings)
     report.goals = [{**asdict(g), "met": g.met} for g in goal_list]
-    report.problems = smoke_problems(report.figures, goal_list)
+    report.problems, report.findings = check(report.figures, goal_list)
 
 
 def _sayer(started: float) -> Callable[[str], None]:

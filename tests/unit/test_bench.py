@@ -221,7 +221,7 @@ def test_a_recorded_smoke_run_renders_with_every_goal_present() -> None:
 
     report, settings = _smoke_report()
     evaluate(report, settings)
-    assert report.problems == []
+    assert report.problems == report.findings == []
     assert len(report.goals) == 9
     assert all(goal["value"] is not None for goal in report.goals)
     table = render_table(report)
@@ -238,6 +238,17 @@ def test_a_target_that_is_not_ok_or_a_foreign_socket_is_a_problem() -> None:
     load["sockets"]["blackbox"]["not_loopback"] = ["10.0.0.2"]
     load["cpu"]["blackbox"]["cpu_seconds_per_address_probe"] = None
     evaluate(report, settings)
-    assert any("9 of 10 targets ok" in p and "http_timeout" in p for p in report.problems)
+    assert any("9 of 10 targets ok" in p and "http_timeout" in p for p in report.findings)
     assert "blackbox: sockets to addresses outside loopback: 10.0.0.2" in report.problems
     assert "missing figure: CPU per address-probe, probe / blackbox_exporter" in report.problems
+
+
+def test_ci_runs_the_smoke_benchmark_and_the_readmes_document_it() -> None:
+    repo = Path(__file__).parents[2]
+    assert "./dev bench --smoke" in (repo / ".ci" / "run").read_text()
+    readme = (repo / "README.md").read_text()
+    performance = readme.split("\n## Performance", 1)[1].split("\n## ", 1)[0]
+    assert "./dev bench" in performance and "nproc" in performance
+    bench_readme = (repo / "bench" / "README.md").read_text()
+    assert "## Lever → what it bought" in bench_readme
+    assert "| baseline" in bench_readme
