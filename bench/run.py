@@ -727,6 +727,9 @@ def render_table(report: Report) -> str:
     )
     row("peak RSS after the /metrics scrapes", fmt(memory["probe_peak_rss_after_scrapes_bytes"], "MiB"))
     row("peak RSS with only the slow target", fmt(f["fidelity_idle"]["probe_rss_one_target_bytes"], "MiB"))
+    one = f["fidelity_idle"]["probe_rss_one_target_bytes"]
+    per_target = (memory["probe_peak_rss_bytes"] - one) / s["targets"]
+    row("memory per target (peak at N − peak at 1) / N", f"{per_target / 1024:.1f} KiB")
     row("probe --help (median)", fmt(f["startup"]["help_seconds_median"], "ms"))
     row(
         "check start → first DNS query (median)",
