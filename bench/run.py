@@ -534,16 +534,20 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
     scrape_cpu = proc_cpu(process.pid) - cpu_before
     background = cpu["probe"]["cpu_seconds"] / wall  # CPU per second of probing alone
     latencies = [s.seconds for s in scrapes]
+    # Size and samples as after the window, while every target is healthy (a failing target
+    # has fewer series, and the scrapes in a row below can make every target fail).
+    healthy = fidelity_scrapes[0] if fidelity_scrapes else last
     per_target = [
-        sum(1 for s in last.samples if s.labels.get("target") == f"t{i:04d}") for i in range(settings.targets)
+        sum(1 for s in healthy.samples if s.labels.get("target") == f"t{i:04d}")
+        for i in range(settings.targets)
     ]
     metrics = {
         "scrapes": len(scrapes),
         "p50_seconds": measure.percentile(latencies, 50),
         "p99_seconds": measure.percentile(latencies, 99),
         "max_seconds": max(latencies),
-        "bytes": len(last.body),
-        "samples": len(last.samples),
+        "bytes": len(healthy.body),
+        "samples": len(healthy.samples),
         "samples_per_target": measure.median(per_target) if per_target else None,
         "cpu_seconds_per_scrape": max(0.0, scrape_cpu - background * scrape_wall) / len(scrapes),
         "blackbox_samples_per_probe": driver.samples_per_probe,
