@@ -176,7 +176,7 @@ def main() -> None:
         assert child.stdout is not None
         lab = json.loads(child.stdout.readline())
         if args.uvloop:
-            import uvloop
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
 
             figures = uvloop.run(_main(args, lab))
         else:

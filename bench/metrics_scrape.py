@@ -55,29 +55,16 @@ def synthetic(index: int, cycle: int = 0) -> TargetResult:
 
 def make_store(names: list[str]) -> ResultStore:
     """A store as the daemon makes it with default settings (rendering when a cycle is recorded)."""
-    try:
-        from probe.metrics import render_target
+    from probe.metrics import render_target
 
-        return ResultStore(names, NOW, render=render_target)
-    except ImportError:  # before issue 9: rendered on each scrape
-        return ResultStore(names, NOW)
+    return ResultStore(names, NOW, render=render_target)
 
 
 def make_server(store: ResultStore) -> Any:
-    """The daemon's endpoint over ``store`` (whatever the current API of probe.web is)."""
+    """The daemon's endpoint over ``store``."""
     from probe import web
 
-    try:
-        app = web.make_app(store)
-    except TypeError:  # before issue 9: a registry with the collector
-        from prometheus_client import CollectorRegistry
-
-        from probe.metrics import ProbeCollector
-
-        registry = CollectorRegistry()
-        registry.register(ProbeCollector(store))
-        app = web.make_app(registry, store)
-    return web.WebServer("127.0.0.1", 0, app)
+    return web.WebServer("127.0.0.1", 0, web.make_app(store))
 
 
 def percentile(values: list[float], q: float) -> float:
