@@ -6,3 +6,6 @@ out of it (``probe.config`` re-exports them).
 
 #: Where ``probe run`` and ``probe demo`` serve ``/metrics`` unless told otherwise.
 DEFAULT_LISTEN = "127.0.0.1:9798"
+
+#: What ``probe check --watch --until`` accepts (``probe.watch`` re-exports it).
+UNTIL_CHOICES = ("ok", "stable")

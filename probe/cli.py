@@ -13,7 +13,6 @@ web server and its config, bcrypt or prometheus_client (nor pyOpenSSL, which onl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import difflib
 import ipaddress
@@ -32,20 +31,9 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from probe import __version__, log
-from probe._defaults import DEFAULT_LISTEN
+from probe._defaults import DEFAULT_LISTEN, UNTIL_CHOICES
 from probe._text import host_port
 from probe.reasons import ExitCode, Platform
-from probe.watch import (
-    UNTIL_CHOICES,
-    Change,
-    Summary,
-    Watch,
-    change_json,
-    change_text,
-    status_line,
-    summary_json,
-    summary_text,
-)
 
 if TYPE_CHECKING:
     from probe.baseline import Baseline, Comparison
@@ -53,6 +41,7 @@ if TYPE_CHECKING:
     from probe.cycle import TargetPlan
     from probe.lab import DemoLab
     from probe.results import TargetResult
+    from probe.watch import Change, Summary, Watch
 
 
 class UsageError(Exception):
@@ -596,6 +585,8 @@ class _WatchOutput:
         self._status_shown = False
 
     def changes(self, changes: Sequence[Change]) -> None:
+        from probe.watch import change_json, change_text
+
         if not changes:
             return
         self.clear_status()
@@ -607,6 +598,8 @@ class _WatchOutput:
         self.stream.flush()
 
     def status(self, watch: Watch, *, probing: bool) -> None:
+        from probe.watch import status_line
+
         if not self.live:
             return
         width = 0
@@ -625,6 +618,8 @@ class _WatchOutput:
             self._status_shown = False
 
     def summary(self, summary: Summary) -> None:
+        from probe.watch import summary_json, summary_text
+
         self.clear_status()
         if self.json_lines:
             self.stream.write(json.dumps(summary_json(summary), ensure_ascii=False) + "\n")
@@ -639,6 +634,10 @@ def _watch(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str
     The exit code is the last round's verdict (0, 1, 2), 3 when no round completed. Ctrl-C
     (SIGINT) and SIGTERM end the watch with the summary, never a traceback.
     """
+    import asyncio
+
+    from probe.watch import Watch
+
     every = args.every if args.every is not None else DEFAULT_EVERY
     stable = args.stable_rounds if args.stable_rounds is not None else DEFAULT_STABLE_ROUNDS
     watch = Watch(time.time(), until=args.until, stable_rounds=stable)
@@ -665,6 +664,8 @@ async def _watch_rounds(
     A round starts ``every`` seconds after the previous one started, or at once when that
     one took longer; ``max_time`` (seconds) also cuts a round under way.
     """
+    import asyncio
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -716,13 +717,19 @@ async def _watch_rounds(
 
 
 def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
-    from probe import baseline
+    import asyncio
 
     before = _read_baseline(plans, args.baseline)
     if args.save_baseline:
+        from probe import baseline
+
         baseline.check_writable(args.save_baseline)
     results = asyncio.run(_run_all(plans))
-    comparison = None if before is None else baseline.compare(before, results, args.baseline)
+    comparison = None
+    if before is not None:
+        from probe import baseline
+
+        comparison = baseline.compare(before, results, args.baseline)
     code = _report(results, args, stdout, comparison)
     if args.save_baseline:
         baseline.save(args.save_baseline, baseline.snapshot(results, time.time()))
@@ -730,11 +737,11 @@ def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdou
 
 
 def _read_baseline(plans: Sequence[TargetPlan], path: str | None) -> Baseline | None:
-    from probe import baseline
-
     """The ``--baseline`` file, refused before anything is probed when it cannot be used."""
     if path is None:
         return None
+    from probe import baseline
+
     before = baseline.load(path)
     baseline.match(before, [(p.target.name, p.target.url) for p in plans], path)
     return before
@@ -777,6 +784,8 @@ def _report(
 
 
 async def _run_all(plans: Sequence[TargetPlan]) -> list[TargetResult]:
+    import asyncio
+
     from probe.cycle import run_cycle
 
     return list(await asyncio.gather(*(run_cycle(p) for p in plans)))
@@ -870,6 +879,8 @@ def demo_command(lab: DemoLab) -> str:
 
 
 def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
+    import asyncio
+
     from probe import daemon
     from probe.config import build_config, parse_listen
     from probe.cycle import plan

@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import idna
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -805,11 +804,15 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     Raises:
         ConfigError: as for :func:`load_config`.
     """
+    import yaml  # PyYAML: only a config file needs it, not ``probe check URL``
+
+    from probe._yaml import StrictLoader, yaml_problem
+
     where = str(path) if path else "config"
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_problem(exc), where=where) from None
+        raise ConfigError(yaml_problem(exc), where=where) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", where=where) from None
     if _too_big(data, MAX_VALUES):
@@ -1077,46 +1080,3 @@ def _first_error(
 
 def _short(value: Any) -> str:
     return shown(value)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {problem}"
-    return f"invalid YAML: {problem}"
-
-
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """A safe loader (libyaml's when present) that rejects duplicate keys.
-
-    PyYAML keeps the last of two equal keys silently; a config with ``url`` twice is a
-    mistake worth one line. Keys brought in by a merge (``<<: *base``) may be overridden.
-    """
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            duplicate = key in seen
-            seen.add(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value", key_node.start_mark
-            ) from None
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {shown(key)}", key_node.start_mark
-            )
-    loader.flatten_mapping(node)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)

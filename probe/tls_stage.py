@@ -21,7 +21,7 @@ import ssl
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -105,14 +105,18 @@ class TlsContexts:
     Attributes:
         verify: for the TLS stage's handshake (ALPN from ``http_version``; ``h2``,
             ``http/1.1`` like curl by default).
-        http: for the HTTP stage: the same ALPN list, pinned against httpcore's changes.
+        http: for the HTTP stage: ``verify`` itself (its ALPN list is pinned against
+            httpcore's changes).
         inspect: no verification, to read the certificates as sent after a failure.
         any_version: no verification and every TLS version, to learn which version a
             server speaks when the handshake at ``min_tls_version`` failed.
         skip_verify: verification is off (``insecure_skip_verify``); ``verify`` and
             ``http`` then do not verify either.
-        anchors: the trust anchors of ``verify``, parsed once, to name an expired or not
-            yet valid anchor (which the server does not send).
+        anchors: the trust anchors of ``verify``, parsed on first use (only a failed
+            verification needs them) and kept, to name an expired or not yet valid anchor
+            (which the server does not send). Parsing the system store costs tens of
+            milliseconds, which ``probe check`` would otherwise spend before its first DNS
+            query.
     """
 
     verify: ssl.SSLContext
@@ -121,8 +125,15 @@ class TlsContexts:
     any_version: ssl.SSLContext
     min_version: ssl.TLSVersion
     skip_verify: bool
-    anchors: tuple[CertInfo, ...] = ()
     alpn: tuple[str, ...] = ALPN["auto"]
+    parsed_anchors: list[tuple[CertInfo, ...]] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def anchors(self) -> tuple[CertInfo, ...]:
+        """The parsed trust anchors of ``verify`` (none when verification is off)."""
+        if not self.parsed_anchors:
+            self.parsed_anchors.append(() if self.skip_verify else _anchors(self.verify))
+        return self.parsed_anchors[0]
 
 
 def build_contexts(
@@ -192,15 +203,16 @@ def build_contexts(
         return context
 
     alpn = ALPN[http_version]
+    # One context for the TLS stage and the HTTP requests: the same settings, its ALPN list
+    # pinned, and the trust store (tens of milliseconds for the system's) loaded once.
     verify_context = make(not skip_verify, list(alpn))
     return TlsContexts(
         verify=verify_context,
-        http=make(not skip_verify, list(alpn)),
+        http=verify_context,
         inspect=make(False, ["h2", "http/1.1"]),
         any_version=make(False, ["h2", "http/1.1"], minimum="1.0", legacy=True),
         min_version=_VERSIONS[min_tls_version],
         skip_verify=skip_verify,
-        anchors=() if skip_verify else _anchors(verify_context),
         alpn=alpn,
     )
 

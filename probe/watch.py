@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
+from probe._defaults import UNTIL_CHOICES  # ``--until``: the first all-ok round, or N identical rounds
 from probe.reasons import ExitCode, Reason, Status
 from probe.results import Failure, IPAddress, TargetResult
 
 #: Version of the JSON lines of ``probe check --watch --json``; fields are only added within it.
 WATCH_SCHEMA_VERSION = 1
-
-#: ``--until`` values: end at the first all-ok round, or after N identical rounds.
-UNTIL_CHOICES = ("ok", "stable")
 
 #: Why a watch ended, as the summary's ``ended_by`` says it.
 ENDED_BY = ("ok", "stable", "max_time", "interrupted")

@@ -40,9 +40,21 @@ NOT_FOR_CHECK = (
     "bcrypt",
     "prometheus_client",
     "OpenSSL",
+    "yaml",  # no config file
 )
 #: Not loaded for ``--help`` either.
-NOT_FOR_HELP = (*NOT_FOR_CHECK, "probe.config", "probe.cycle", "pydantic", "httpx", "cryptography", "dns")
+NOT_FOR_HELP = (
+    *NOT_FOR_CHECK,
+    "probe.config",
+    "probe.cycle",
+    "probe.watch",
+    "probe.results",
+    "pydantic",
+    "httpx",
+    "cryptography",
+    "dns",
+    "asyncio",
+)
 
 
 def loaded(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
