@@ -17,6 +17,7 @@ from pathlib import Path
 from probe._text import host_port, shorten
 from probe.config import Config, ConfigError, load_config, parse_listen
 from probe.cycle import TargetPlan, plan
+from probe.looplag import LoopLag
 from probe.metrics import render_target
 from probe.results import TargetResult
 from probe.scheduler import Scheduler, status_line
@@ -67,6 +68,7 @@ class Daemon:
         for result in initial_results:
             self.store.record(result)
         self.scheduler = Scheduler(plans, self.store, notifier, clock=clock)
+        self.loop_lag = LoopLag()
         self._web_config = web_config or WebConfig()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[bool]] = set()
@@ -85,7 +87,7 @@ class Daemon:
         web = WebServer(
             host,
             port,
-            make_app(self.store, BasicAuth(self._web_config.basic_auth_users)),
+            make_app(self.store, BasicAuth(self._web_config.basic_auth_users), self.loop_lag.seconds),
             ssl_context=server_context(tls) if tls else None,
         )
         try:
@@ -106,9 +108,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._notifier.ready(status_line((), len(self.scheduler.targets)))
+        lag_task = loop.create_task(self.loop_lag.run())
         try:
             await self.scheduler.run(stop)
         finally:
+            lag_task.cancel()
             log.info("stopping")
             self._notifier.stopping()
             for signum in handled:

@@ -234,6 +234,13 @@ SPECS: tuple[Spec, ...] = (
         "When the configuration was last loaded successfully, Unix time.",
     ),
     Spec("probe_build_info", "info", ("version", "python_version"), "Version of probe and of Python."),
+    Spec(
+        "probe_event_loop_lag_seconds",
+        "gauge",
+        (),
+        "Largest lateness of the event loop's 100 ms timer over the last 60 s, in seconds; "
+        "every timing probe reports can be inflated by up to this much.",
+    ),
 )
 
 
@@ -307,7 +314,12 @@ def _at_least_1(version: str) -> bool:
 # --------------------------------------------------------------------------- scrape
 
 
-def exposition(snapshot: Snapshot, openmetrics: bool = False, names: Collection[str] | None = None) -> bytes:
+def exposition(
+    snapshot: Snapshot,
+    openmetrics: bool = False,
+    names: Collection[str] | None = None,
+    loop_lag: float | None = None,
+) -> bytes:
     """The whole ``/metrics`` body for a snapshot, from each target's stored text (pure).
 
     Every family of :data:`SPECS` appears once, in that order, with its ``# HELP`` and
@@ -320,6 +332,7 @@ def exposition(snapshot: Snapshot, openmetrics: bool = False, names: Collection[
         openmetrics: OpenMetrics 1.0.0 (ending in ``# EOF``) instead of the text format 0.0.4.
         names: only samples with these names (``name[]`` of the request, as prometheus_client
             filters); a family without such samples is left out.
+        loop_lag: ``probe_event_loop_lag_seconds`` (seconds), left out when ``None``.
 
     Returns:
         The UTF-8 body.
@@ -329,7 +342,7 @@ def exposition(snapshot: Snapshot, openmetrics: bool = False, names: Collection[
         state = snapshot.targets.get(name)
         if state is not None:
             rows.append(state.exposition if state.exposition is not None else render_target(state))
-    rows.append(_process_wide(snapshot))
+    rows.append(_process_wide(snapshot, loop_lag))
     headers = _OPENMETRICS_HEADERS if openmetrics else _TEXT_HEADERS
     parts: list[bytes] = []
     if names is None:
@@ -357,13 +370,15 @@ def exposition(snapshot: Snapshot, openmetrics: bool = False, names: Collection[
 _BUILD_INFO = {"version": __version__, "python_version": platform.python_version()}
 
 
-def _process_wide(snapshot: Snapshot) -> Exposition:
-    """The families without a ``target`` label, rendered at each scrape (four lines)."""
+def _process_wide(snapshot: Snapshot, loop_lag: float | None = None) -> Exposition:
+    """The families without a ``target`` label, rendered at each scrape (four or five lines)."""
     out = _Lines()
     out.add("probe_targets", len(snapshot.configured))
     out.add("probe_config_last_reload_successful", 1 if snapshot.reload_successful else 0)
     out.add("probe_config_last_reload_success_timestamp_seconds", snapshot.reload_success_timestamp)
     out.add("probe_build_info", 1, _BUILD_INFO)
+    if loop_lag is not None:
+        out.add("probe_event_loop_lag_seconds", loop_lag)
     return out.exposition()
 
 

@@ -43,13 +43,17 @@ MAX_CONNECTIONS = 64
 GZIP_LEVEL = 1
 
 
-def make_app(store: ResultStore, auth: BasicAuth | None = None) -> WsgiApp:
+def make_app(
+    store: ResultStore, auth: BasicAuth | None = None, loop_lag: Callable[[], float | None] | None = None
+) -> WsgiApp:
     """The WSGI application serving metrics, health, readiness and the status page.
 
     Args:
         store: the daemon's store: its snapshot's stored exposition for ``/metrics``, and
             readiness and the status page.
         auth: basic auth users; when set, every path needs valid credentials.
+        loop_lag: the event loop's current lag in seconds (``probe.looplag.LoopLag.seconds``),
+            called from the serving thread at each scrape.
     """
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -90,7 +94,8 @@ def make_app(store: ResultStore, auth: BasicAuth | None = None) -> WsgiApp:
     def metrics(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         openmetrics, content_type = negotiate(environ.get("HTTP_ACCEPT"))
         names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
-        body = exposition(store.snapshot(), openmetrics=openmetrics, names=names)
+        lag = loop_lag() if loop_lag is not None else None
+        body = exposition(store.snapshot(), openmetrics=openmetrics, names=names, loop_lag=lag)
         headers = [("Content-Type", content_type)]
         if _gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)

@@ -228,3 +228,32 @@ def test_port_in_use_is_one_line_and_its_own_exit_code(tmp_path: Path, demo: Dem
         result = probe_cli("run", "--config", str(config), timeout=30)
     assert result.returncode == ExitCode.LISTEN_FAILED == 4  # not 1, which means "warning"
     assert result.stderr.endswith(f"probe: cannot listen on 127.0.0.1:{port}: Address already in use\n")
+
+
+def test_event_loop_lag_is_exported_and_a_stalled_loop_says_so(daemon: Daemon) -> None:
+    daemon.wait_datagram("READY=1", timeout=10)
+    wait_for(lambda: daemon.get("/-/ready").status_code == 200, 10, "/-/ready")
+    wait_for(lambda: daemon.value("probe_event_loop_lag_seconds") is not None, 5, "the lag gauge")
+    quiet = daemon.value("probe_event_loop_lag_seconds")
+    assert quiet is not None and 0 <= quiet < 0.5  # one target: the loop keeps time (a busy CI box aside)
+
+    # Stop the whole process for 0.4 s: its 100 ms timer wakes about 0.3 s late.
+    daemon.process.send_signal(signal.SIGSTOP)
+    time.sleep(0.4)
+    daemon.process.send_signal(signal.SIGCONT)
+    start = time.monotonic()
+    lag = wait_for(
+        lambda: (v := daemon.value("probe_event_loop_lag_seconds")) is not None and v >= 0.25 and v, 5, "lag"
+    )
+    assert 0.25 <= lag < 2
+    assert time.monotonic() - start < 5
+    assert daemon.stderr_path is not None
+    log_path = daemon.stderr_path
+
+    def warned() -> str | None:
+        text = log_path.read_text()
+        return text if "event loop late" in text else None
+
+    stderr = wait_for(warned, 5, "the warning")
+    assert 'msg="event loop late: timings are inflated"' in stderr and "lag_seconds=0." in stderr
+    assert daemon.value("probe_success", target="demo") == 1  # the lag is no finding of the target

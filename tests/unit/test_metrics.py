@@ -61,7 +61,10 @@ GLOBAL = {
     "probe_config_last_reload_successful",
     "probe_config_last_reload_success_timestamp_seconds",
     "probe_build_info",
+    "probe_event_loop_lag_seconds",
 }
+#: Families only the daemon produces (not from results): the event loop's lag.
+DAEMON_ONLY = {"probe_event_loop_lag_seconds"}
 SPEC = {spec.name: spec for spec in SPECS}
 
 
@@ -599,7 +602,7 @@ def test_every_series_has_the_labels_of_its_spec() -> None:
     pinned = rich_result()
     pinned = replace(pinned, dns=replace(pinned.dns, pinned_by="--resolve"))
     seen |= {spec_of(family, sample.name) for family, sample in scrape(pinned).samples()}
-    assert seen == set(SPEC)  # the rich result shows every family (pinned: probe_dns_pinned)
+    assert seen == set(SPEC) - DAEMON_ONLY  # the rich result shows every family (pinned: probe_dns_pinned)
 
 
 # --------------------------------------------------------------------------- series disappear
@@ -957,3 +960,18 @@ def test_a_version_that_is_not_a_number_falls_back_to_the_text_format() -> None:
 @given(st.floats() | st.integers(min_value=-(2**53), max_value=2**53))
 def test_values_are_printed_as_prometheus_client_prints_them(value: float) -> None:
     assert go_float(value) == floatToGoString(value)
+
+
+def test_event_loop_lag_is_one_unlabelled_gauge_when_given() -> None:
+    store = ResultStore(["www"], NOW, render=render_target)
+    store.record(rich_result())
+    without = exposition(store.snapshot()).decode()
+    assert "\nprobe_event_loop_lag_seconds " not in without  # no monitor (check, embedding): no series
+    text = exposition(store.snapshot(), loop_lag=0.0123).decode()
+    assert "# TYPE probe_event_loop_lag_seconds gauge\n" in text
+    assert "\nprobe_event_loop_lag_seconds 0.0123\n" in text
+    assert exposition(store.snapshot(), names=["probe_event_loop_lag_seconds"], loop_lag=0.5).decode() == (
+        "# HELP probe_event_loop_lag_seconds "
+        + SPEC["probe_event_loop_lag_seconds"].help
+        + "\n# TYPE probe_event_loop_lag_seconds gauge\nprobe_event_loop_lag_seconds 0.5\n"
+    )
