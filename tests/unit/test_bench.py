@@ -66,10 +66,14 @@ def test_parse_samples_reads_labels_escapes_and_special_values() -> None:
         measure.parse_samples("probe_targets\n")
 
 
-def test_probe_slow_timings_sum_the_request_phases_without_resolve() -> None:
+def test_probe_slow_timings_compare_one_address_probe_like_blackbox() -> None:
     ended, timings = probe_slow_timings(measure.parse_samples(EXPOSITION))
     assert ended == 1.7e9
-    assert timings == [Timing(total=0.321, request=pytest.approx(0.3075), success=True)]
+    # total: DNS + connect + TLS + the request of one address, as blackbox's probe_duration_seconds;
+    # request: the request phases without resolve; cycle: probe's whole cycle.
+    assert timings == [
+        Timing(total=pytest.approx(0.3085), request=pytest.approx(0.3075), success=True, cycle=0.321)
+    ]
     assert "resolve" not in REQUEST_PHASES
 
 
@@ -91,8 +95,9 @@ probe_success 1
 
 
 def test_excess_is_reported_minus_the_backend_delay() -> None:
-    timings = [Timing(0.310, 0.305, True), Timing(0.330, 0.301, True), Timing(0.320, 0.303, False)]
+    timings = [Timing(0.310, 0.305, True, 0.312), Timing(0.330, 0.301, True), Timing(0.320, 0.303, False)]
     result = excess(timings)
+    assert result["cycle_median"] == pytest.approx(0.012)
     assert result["samples"] == 3
     assert result["total_median"] == pytest.approx(0.020)
     assert result["total_max"] == pytest.approx(0.030)
