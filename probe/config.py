@@ -576,7 +576,11 @@ class DirectBackendConfig(_Frozen):
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: Any) -> Any:
-        if not isinstance(value, str | int) or isinstance(value, bool) or not _BACKEND_NAME.fullmatch(str(value)):
+        if (
+            not isinstance(value, str | int)
+            or isinstance(value, bool)
+            or not _BACKEND_NAME.fullmatch(str(value))
+        ):
             raise ValueError(
                 f"{shown(value)} must be the backend's name as the backend rule reads it "
                 "(1-64 printable characters, no spaces)"
@@ -1120,7 +1124,10 @@ def _relative_to(path: Path | None, target: dict[str, Any]) -> dict[str, Any]:
         target = {**target, "ca_file": str(path.parent / ca_file)}
     direct = target.get("direct_backends")
     if isinstance(direct, list) and any(isinstance(b, Mapping) and "ca_file" in b for b in direct):
-        target = {**target, "direct_backends": [_relative_to(path, dict(b)) if isinstance(b, Mapping) else b for b in direct]}
+        target = {
+            **target,
+            "direct_backends": [_relative_to(path, dict(b)) if isinstance(b, Mapping) else b for b in direct],
+        }
     return target
 
 

@@ -137,7 +137,9 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                     try:
                         system = dns_stage.system_resolvers()
                     except LookupError as exc:
-                        raise ConfigError(str(exc), where=where, field=f"targets[{index}].resolvers") from None
+                        raise ConfigError(
+                            str(exc), where=where, field=f"targets[{index}].resolvers"
+                        ) from None
                 hop_resolvers = tuple(target.resolvers or system or ())
             hop_client = http_stage.TargetClient(hop, contexts[hop_key].http)
             direct_plans.append(TargetPlan(hop, hop_resolvers, contexts[hop_key], None, hop_client))

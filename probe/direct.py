@@ -194,7 +194,9 @@ def correlate(
                 )
         elif cause is not None:
             if known:
-                through = f"{check.name} answers through the load balancer ({counts[check.name]} of {identified})"
+                through = (
+                    f"{check.name} answers through the load balancer ({counts[check.name]} of {identified})"
+                )
             else:
                 through = (
                     f"whether {check.name} answers through the load balancer is unknown "

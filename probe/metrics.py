@@ -596,7 +596,11 @@ def _direct_section(out: _Lines, check: DirectBackendResult, where: dict[str, st
     if tls is None:
         return
     if tls.version:
-        out.add("probe_direct_backend_tls_version_info", 1, {**where, "version": blackbox_tls_version(tls.version)})
+        out.add(
+            "probe_direct_backend_tls_version_info",
+            1,
+            {**where, "version": blackbox_tls_version(tls.version)},
+        )
     if tls.earliest_expiry_timestamp is not None:
         out.add("probe_direct_backend_ssl_earliest_cert_expiry", tls.earliest_expiry_timestamp, where)
     leaf = tls.leaf
