@@ -1,5 +1,7 @@
-"""Pure logic of the direct backend checks (``direct_backends``): the pin, the hop's result,
-and the verdict that correlates the direct view with the view through the load balancer.
+"""Pure logic of the direct backend checks (``direct_backends``).
+
+The pin, the hop's result, and the verdict that correlates the direct view with the view
+through the load balancer.
 
 A direct check runs the ordinary stages (``tls_stage``, ``http_stage``) against a
 backend's own URL; this module only judges what they returned. It reads no clock and
