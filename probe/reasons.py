@@ -360,12 +360,12 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         "balancer is not known to miss it.",
     ),
     Reason.BACKEND_CERT_PIN_MISMATCH: (
-        Stage.CERT,
+        Stage.BACKEND,
         _C,
         "A backend's certificate differs from its fingerprint_sha256 pin (direct check only).",
     ),
     Reason.BACKEND_CERT_EXPIRING_SOON: (
-        Stage.CERT,
+        Stage.BACKEND,
         _W,
         "A backend's own certificate (direct check) expires within "
         "direct_backend_cert_expiry_warning_days, or has expired.",
