@@ -161,3 +161,16 @@ def test_hop_result_warns_before_expiry_and_zero_days_turns_it_off() -> None:
     assert result.answered and result.status is Status.WARNING and result.pin_matches is True
     quiet = settings.model_copy(update={"cert_expiry_warning_days": 0.0})
     assert hop_result(backend, quiet, dns_result([B1]), address, 0.01, NOW).failures == ()
+
+
+def test_alb_https_targets_example_is_valid() -> None:
+    from probe.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "config" / "alb-https-targets.yaml"
+    shop = load_config(example).targets[0]
+    assert [b.name for b in shop.direct_backends] == ["web-1", "web-2"]
+    assert all(b.trust == "fingerprint_sha256" for b in shop.direct_backends)
+    assert (
+        shop.direct_backends[0].fingerprint_sha256
+        == "5e9a07c13bd244186f0ca1972eb8536d41f08c297ae315b6c40d92681fa73e55"
+    )
