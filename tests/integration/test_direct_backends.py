@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +150,13 @@ def test_healthy_farm_pins_match_and_certificate_facts_are_reported(farm: Farm) 
     assert members[1]["pin_matches"] is True and members[1]["http"]["status_code"] == 200
     assert members[1]["tls"]["leaf"]["sha256_fingerprint"] == fingerprint(farm.certs["web-2"])
     json.dumps(document)
+    # The README's JSON section names every key of a member, and its trust values.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## JSON document\n", 1)[1].split("```")[1]
+    member_part = section.split('"direct_backends": [{', 1)[1].split("}]", 1)[0]
+    documented = set(re.findall(r'"([a-z_0-9]+)"', member_part))
+    assert set(members[1]) <= documented
+    assert {"ca_file", "fingerprint_sha256", "insecure_skip_verify"} <= documented
 
 
 def test_pin_that_does_not_match_names_both_fingerprints_and_sends_no_request(farm: Farm) -> None:
