@@ -505,6 +505,127 @@ def _header_value(value: Any) -> Any:
 _FIELD_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 
 
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_BACKEND_NAME = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def _fingerprint(value: Any) -> str:
+    """A SHA-256 fingerprint as lowercase hex: case-insensitive, colons allowed (``AB:CD:…``)."""
+    text = value.strip().lower().replace(":", "") if isinstance(value, str) else ""
+    text = text.removeprefix("sha256=").removeprefix("sha256")
+    if not _FINGERPRINT.fullmatch(text):
+        raise ValueError(
+            f"{shown(value)} is not a SHA-256 fingerprint: 64 hex digits, colons allowed, as "
+            "'openssl x509 -noout -fingerprint -sha256' prints it"
+        )
+    return text
+
+
+def _https_url(value: Any) -> str:
+    """An ``https://`` URL without user:password and with a valid port; the host is checked by the caller."""
+    if not isinstance(value, str):
+        raise ValueError("must be a URL such as https://www.corp.example/health")
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() != "https":
+        raise ValueError(f"{shown(value)} must be an https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain user:password (use headers)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{shown(value)} has an invalid port")
+    if url_ip_literal(value.strip()) is None:
+        normalize_hostname(parts.hostname or "")
+    return value.strip()
+
+
+#: The trust settings of a direct backend, of which exactly one must be given.
+DIRECT_TRUST = ("ca_file", "fingerprint_sha256", "insecure_skip_verify")
+
+
+class DirectBackendConfig(_Frozen):
+    """One backend checked directly, bypassing the load balancer (``direct_backends``).
+
+    There is no default trust: a load balancer such as an ALB does not verify its targets'
+    certificates (usually self-signed), so neither the system store (every self-signed
+    certificate would fail) nor no verification at all (a silent downgrade) is a safe
+    guess; the user says which of ``ca_file``, ``fingerprint_sha256`` (the SHA-256 of the
+    leaf's DER, pinned the way SSH pins host keys) or ``insecure_skip_verify: true``.
+
+    Attributes:
+        name: the backend's name as the target's backend rule identifies it.
+        url: ``https://IP[:port]/path`` or ``https://name[:port]/path``.
+        server_name: for an IP-literal URL, the name sent in SNI and Host (and verified
+            with ``ca_file``); default: the target's hostname, the Host the load balancer
+            forwards. Not with a DNS-name URL (the name is the server name).
+        ca_file: PEM trust anchors for this hop.
+        fingerprint_sha256: pin of the leaf certificate (lowercase hex once loaded).
+        insecure_skip_verify: no verification for this hop (explicit).
+    """
+
+    name: str
+    url: Annotated[str, BeforeValidator(_https_url)]
+    server_name: Hostname | None = None
+    ca_file: Path | None = None
+    fingerprint_sha256: Annotated[str, BeforeValidator(_fingerprint)] | None = None
+    insecure_skip_verify: bool = False
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        if (
+            not isinstance(value, str | int)
+            or isinstance(value, bool)
+            or not _BACKEND_NAME.fullmatch(str(value))
+        ):
+            raise ValueError(
+                f"{shown(value)} must be the backend's name as the backend rule reads it "
+                "(1-64 printable characters, no spaces)"
+            )
+        return str(value)
+
+    @field_validator("ca_file", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError("must be the path of a PEM file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_trust(self) -> DirectBackendConfig:
+        given = [
+            key
+            for key, value in (
+                ("ca_file", self.ca_file),
+                ("fingerprint_sha256", self.fingerprint_sha256),
+                ("insecure_skip_verify", self.insecure_skip_verify or None),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            got = f" (got {' and '.join(given)})" if given else ""
+            raise ValueError(
+                "give exactly one of ca_file, fingerprint_sha256 or insecure_skip_verify: true "
+                f"for this hop{got}; a load balancer does not verify its targets, so probe does "
+                "not guess"
+            )
+        if self.server_name is not None and url_ip_literal(self.url) is None:
+            raise ValueError(
+                "server_name: only for a URL whose host is an IP address; a DNS name in the URL "
+                "is the server name"
+            )
+        return self
+
+    @property
+    def trust(self) -> str:
+        """``"ca_file"``, ``"fingerprint_sha256"`` or ``"insecure_skip_verify"``."""
+        if self.ca_file is not None:
+            return "ca_file"
+        return "fingerprint_sha256" if self.fingerprint_sha256 is not None else "insecure_skip_verify"
+
+
 class _TargetFields(_Frozen):
     """Everything a target may set; also the shape of the top-level ``defaults``."""
 
@@ -535,6 +656,10 @@ class _TargetFields(_Frozen):
     http_version: HttpVersion = "auto"
     # Whose words the findings' hints use (probe.hints): generic, or aws (ELB, Route 53, ACM).
     platform: Literal["generic", "aws"] = "generic"
+    # backend_cert_expiring_soon for a direct backend's certificate; 0 turns it off.
+    direct_backend_cert_expiry_warning_days: Annotated[
+        float, Field(ge=0, le=3650), BeforeValidator(_not_bool)
+    ] = 30.0
 
     @field_validator("resolvers", "expect_networks", mode="before")
     @classmethod
@@ -613,6 +738,8 @@ class TargetConfig(_TargetFields):
     addresses: Annotated[tuple[IPAddress, ...], BeforeValidator(_addresses)] | None = None
     server_name: Hostname | None = None
     pinned_by: str | None = None
+    #: Backends checked directly each cycle, besides through the load balancer.
+    direct_backends: tuple[DirectBackendConfig, ...] = ()
 
     @field_validator("url", mode="before")
     @classmethod
@@ -693,7 +820,53 @@ class TargetConfig(_TargetFields):
         object.__setattr__(self, "timeouts", fitted)
         if self.ca_file is not None and self.insecure_skip_verify:
             raise ValueError("insecure_skip_verify: cannot be combined with ca_file")
+        names = [b.name for b in self.direct_backends]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"direct_backends: lists the backend {name!r} twice")
         return self
+
+    def direct_target(self, backend: DirectBackendConfig) -> TargetConfig:
+        """The settings a direct check of ``backend`` runs with: this target's, for the backend's URL.
+
+        One request (``requests_per_address: 1``, a new connection), no backend
+        expectations, no OCSP, no alias; the backend's trust instead of the target's
+        (a fingerprint pin is a handshake without verification whose leaf is compared
+        afterwards); ``direct_backend_cert_expiry_warning_days`` as the expiry warning.
+        Timeouts, headers, status codes, body rules and the backend rule stay the target's.
+        An IP-literal URL is pinned (no DNS query), its server name defaulting to this
+        target's hostname.
+        """
+        parts = urlsplit(backend.url)
+        literal = url_ip_literal(backend.url)
+        if literal is not None:
+            hostname = backend.server_name or self.hostname
+            addresses: tuple[IPAddress, ...] | None = (literal,)
+            pinned_by: str | None = "direct_backends"
+        else:
+            hostname, addresses, pinned_by = normalize_hostname(parts.hostname or ""), None, None
+        path = parts.path or "/"
+        return self.model_copy(
+            update={
+                "name": f"{self.name}/{backend.name}",
+                "url": backend.url,
+                "hostname": hostname,
+                "port": parts.port or 443,
+                "path": f"{path}?{parts.query}" if parts.query else path,
+                "addresses": addresses,
+                "server_name": backend.server_name,
+                "pinned_by": pinned_by,
+                "ca_file": backend.ca_file,
+                "insecure_skip_verify": backend.ca_file is None,
+                "requests_per_address": 1,
+                "reuse_connections": False,
+                "expect_backends": None,
+                "expect_same_addresses_as": None,
+                "ocsp": "off",
+                "direct_backends": (),
+                "cert_expiry_warning_days": self.direct_backend_cert_expiry_warning_days,
+            }
+        )
 
     @property
     def expected_backend_count(self) -> int | None:
@@ -871,7 +1044,7 @@ def build_config(
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("must be a mapping of target settings", where=where, field="defaults")
-    for key in ("name", "url", "addresses", "server_name"):
+    for key in ("name", "url", "addresses", "server_name", "direct_backends"):
         if key in defaults:
             raise ConfigError(
                 f"set '{key}' per target, not in defaults", where=where, field=f"defaults.{key}"
@@ -943,10 +1116,21 @@ def parse_listen(value: Any) -> tuple[str, int]:
 
 
 def _relative_to(path: Path | None, target: dict[str, Any]) -> dict[str, Any]:
-    """A relative ``ca_file`` names a file next to the config file, not in the working folder."""
+    """A relative ``ca_file`` names a file next to the config file, not in the working folder.
+
+    The same holds for each ``direct_backends`` entry's ``ca_file``.
+    """
+    if path is None:
+        return target
     ca_file = target.get("ca_file")
-    if path is not None and isinstance(ca_file, str) and ca_file.strip() and not Path(ca_file).is_absolute():
-        return {**target, "ca_file": str(path.parent / ca_file)}
+    if isinstance(ca_file, str) and ca_file.strip() and not Path(ca_file).is_absolute():
+        target = {**target, "ca_file": str(path.parent / ca_file)}
+    direct = target.get("direct_backends")
+    if isinstance(direct, list) and any(isinstance(b, Mapping) and "ca_file" in b for b in direct):
+        target = {
+            **target,
+            "direct_backends": [_relative_to(path, dict(b)) if isinstance(b, Mapping) else b for b in direct],
+        }
     return target
 
 

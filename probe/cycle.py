@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probe import dns_stage, http_stage, tls_stage
+from probe import direct, dns_stage, http_stage, tls_stage
 from probe._text import shorten
-from probe.config import Config, ConfigError, TargetConfig
+from probe.config import Config, ConfigError, DirectBackendConfig, TargetConfig
 from probe.deadline import Deadline
 from probe.reasons import Platform, Reason, Status
 from probe.results import (
     AddressResult,
+    DirectBackendResult,
     DnsResult,
     Failure,
     HttpAttempt,
@@ -55,6 +57,8 @@ class TargetPlan:
         ocsp: the pyOpenSSL context of the stapling handshake, ``None`` unless ``ocsp: staple``.
         http: the target's httpx client, kept across cycles (built from ``contexts.http``
             when not given); :func:`close_plans` closes it.
+        direct: one plan per entry of ``direct_backends``, in order: the settings of
+            :meth:`TargetConfig.direct_target` with their own contexts and client.
     """
 
     target: TargetConfig
@@ -62,6 +66,7 @@ class TargetPlan:
     contexts: tls_stage.TlsContexts
     ocsp: SSL.Context | None = None
     http: http_stage.TargetClient | None = None
+    direct: tuple[TargetPlan, ...] = ()
 
     def http_client(self) -> http_stage.TargetClient:
         """The target's HTTP client (a new one for a plan built without)."""
@@ -116,7 +121,33 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                     raise ConfigError(str(exc), where=where, field=f"targets[{index}].resolvers") from None
             resolvers = system
         http_client = http_stage.TargetClient(target, contexts[key].http)
-        plans.append(TargetPlan(target, tuple(resolvers), contexts[key], ocsp_context, http_client))
+        direct_plans = []
+        for number, backend in enumerate(target.direct_backends):
+            hop = target.direct_target(backend)
+            hop_key = (hop.ca_file, hop.min_tls_version, hop.insecure_skip_verify, hop.http_version)
+            if hop_key not in contexts:
+                try:
+                    contexts[hop_key] = tls_stage.build_contexts(*hop_key)
+                except ValueError as exc:
+                    field = f"targets[{index}].direct_backends[{number}].ca_file"
+                    raise ConfigError(str(exc), where=where, field=field) from None
+            hop_resolvers: tuple[tuple[str, int], ...] = ()
+            if hop.pinned_by is None:  # a DNS name in the backend's URL
+                if target.resolvers is None and system is None:
+                    try:
+                        system = dns_stage.system_resolvers()
+                    except LookupError as exc:
+                        raise ConfigError(
+                            str(exc), where=where, field=f"targets[{index}].resolvers"
+                        ) from None
+                hop_resolvers = tuple(target.resolvers or system or ())
+            hop_client = http_stage.TargetClient(hop, contexts[hop_key].http)
+            direct_plans.append(TargetPlan(hop, hop_resolvers, contexts[hop_key], None, hop_client))
+        plans.append(
+            TargetPlan(
+                target, tuple(resolvers), contexts[key], ocsp_context, http_client, tuple(direct_plans)
+            )
+        )
     return tuple(plans)
 
 
@@ -125,6 +156,7 @@ async def close_plans(plans: Iterable[TargetPlan]) -> None:
     for target_plan in plans:
         if target_plan.http is not None:
             await target_plan.http.aclose()
+        await close_plans(target_plan.direct)
 
 
 async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) -> TargetResult:
@@ -143,12 +175,16 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
     deadline = Deadline.after(target.timeouts.deadline)
     dns_result: DnsResult | None = None
     done: dict[IPAddress, AddressResult] = {}
+    checked: dict[int, DirectBackendResult] = {}
     extra: list[Failure] = []
     try:
         async with asyncio.timeout(target.timeouts.deadline + BACKSTOP_GRACE):
-            dns_result = await dns_stage.resolve(target, plan.resolvers, deadline)
-            slots = asyncio.Semaphore(MAX_CONCURRENT_ADDRESSES)
             async with asyncio.TaskGroup() as group:
+                # Direct backend checks run beside the DNS stage and the addresses.
+                for number, hop in enumerate(plan.direct):
+                    group.create_task(_check_into(checked, number, plan, hop, deadline, clock))
+                dns_result = await dns_stage.resolve(target, plan.resolvers, deadline)
+                slots = asyncio.Semaphore(MAX_CONCURRENT_ADDRESSES)
                 for address in dns_result.probe_addresses:
                     group.create_task(_probe_into(done, slots, address, plan, deadline, clock))
     except TimeoutError:
@@ -170,6 +206,13 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         for address in dns_result.probe_addresses
     )
     failures, status = evaluate(dns_result, addresses, target, clock())
+    direct_results = tuple(
+        checked.get(number) or direct.unfinished(backend, hop.target, unfinished)
+        for number, (backend, hop) in enumerate(zip(target.direct_backends, plan.direct, strict=True))
+    )
+    if direct_results:
+        failures = direct.correlate(direct_results, addresses, target, failures)
+        status = status_of(failures)
     addresses = with_cycle_findings(addresses, failures)
     if extra and len(done) == len(addresses):  # otherwise the unfinished addresses carry it
         failures = (*failures, *extra)
@@ -196,6 +239,7 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         reuse_connections=target.reuse_connections,
         platform=Platform(target.platform),
         timeouts_seconds=target.timeouts.as_seconds(),
+        direct_backends=direct_results,
     )
 
 
@@ -214,6 +258,7 @@ async def probe_address(
     plan: TargetPlan,
     deadline: Deadline,
     clock: Callable[[], float] = time.time,
+    tls_check: Callable[[TlsResult], tuple[Failure, ...]] | None = None,
 ) -> AddressResult:
     """TLS, then HTTP, then the stapled OCSP response (with ``ocsp: staple``) at one address.
 
@@ -223,6 +268,9 @@ async def probe_address(
     same rule. The first request goes over the TLS stage's own connection, so an
     address-probe costs one TCP connect and one verified handshake (plus one per further
     request); its ``connect`` and ``tls`` phases are the TLS stage's.
+
+    ``tls_check`` adds findings about a completed handshake before any request is sent
+    (a direct backend's fingerprint pin); a critical one stops the address-probe there.
     """
     target = plan.target
     try:
@@ -231,6 +279,8 @@ async def probe_address(
         )
     except Exception as exc:
         return _unfinished(address, target.port, _bug(exc, target.name, address))
+    if tls_check is not None and tls.version is not None:
+        tls = dataclasses.replace(tls, failures=tls.failures + tls_check(tls))
     # Warnings (a weak cipher, a deprecated version) do not stop HTTP or OCSP; critical ones do.
     if not tls.connected or status_of(tls.failures) is Status.CRITICAL:
         if connection is not None:
@@ -279,6 +329,52 @@ def _bug(exc: Exception, target: str, address: IPAddress | None = None) -> Failu
         f"bug in probe: {type(first).__name__}: {shorten(str(first))} (traceback in the log)",
         address,
     )
+
+
+async def check_direct(
+    backend: DirectBackendConfig,
+    hop: TargetPlan,
+    deadline: Deadline,
+    clock: Callable[[], float] = time.time,
+) -> DirectBackendResult:
+    """Check one backend directly: DNS (none for an IP literal), TCP, TLS, one HTTP request.
+
+    The ordinary stages run with the hop's settings (:meth:`TargetConfig.direct_target`);
+    a fingerprint pin is checked after the handshake, before the request. Only the first
+    address of a DNS-name URL is checked.
+
+    Returns:
+        The hop's result; network faults are findings in it.
+    """
+    start = time.monotonic()
+    dns_result = await dns_stage.resolve(hop.target, hop.resolvers, deadline)
+    address_result = None
+    if dns_result.probe_addresses:
+        address_result = await probe_address(
+            dns_result.probe_addresses[0],
+            hop,
+            deadline,
+            clock,
+            tls_check=lambda tls: direct.pin_findings(tls, backend),
+        )
+    return direct.hop_result(
+        backend, hop.target, dns_result, address_result, time.monotonic() - start, clock()
+    )
+
+
+async def _check_into(
+    checked: dict[int, DirectBackendResult],
+    number: int,
+    plan: TargetPlan,
+    hop: TargetPlan,
+    deadline: Deadline,
+    clock: Callable[[], float],
+) -> None:
+    backend = plan.target.direct_backends[number]
+    try:
+        checked[number] = await check_direct(backend, hop, deadline, clock)
+    except Exception as exc:  # a bug: the other checks and the addresses go on
+        checked[number] = direct.unfinished(backend, hop.target, _bug(exc, plan.target.name))
 
 
 async def _probe_into(

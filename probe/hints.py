@@ -253,6 +253,43 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         _A: "the listener's ALPN policy (HTTP1Only, HTTP2Only …) excludes what probe offers; "
         "try --http-version 1.1 or 2",
     },
+    Reason.BACKEND_DOWN: {
+        _G: "the backend host is stopped, or its service does not listen on the port the balancer "
+        "uses; the balancer has taken it out of the pool",
+        _A: "the EC2 instance is stopped or its service is down; the target group's Targets tab "
+        "shows it unhealthy (its health check reason says why)",
+    },
+    Reason.BACKEND_NOT_IN_ROTATION: {
+        _G: "the backend is not in the balancer's pool, its health check fails (path, port, "
+        "expected status), or a firewall lets this host through but not the balancer",
+        _A: "the instance is not registered in the target group (or in another one), its health "
+        "check path or port fails, or its security group does not allow the load balancer's "
+        "security group on the target port",
+    },
+    Reason.BACKEND_DIRECT_BLOCKED: {
+        _G: "a firewall between this host and the backend drops or refuses the port; clients are "
+        "not affected while the balancer reaches the backend",
+        _A: "the instance's security group allows the load balancer's security group but not this "
+        "host (its address or security group), or a network ACL or route between them is missing",
+    },
+    Reason.BACKEND_DIRECT_FAILED: {
+        _G: "the backend answers this host differently than the balancer: see the direct check's "
+        "finding (certificate, pin, status code)",
+        _A: "the instance answers this host differently than the ALB (which does not verify target "
+        "certificates): see the direct check's finding",
+    },
+    Reason.BACKEND_CERT_PIN_MISMATCH: {
+        _G: "the backend's certificate was regenerated (a rebuilt host, a new image) or another "
+        "host answers at that address; update fingerprint_sha256 once it is expected",
+        _A: "the instance was replaced or its self-signed certificate regenerated (a new AMI or "
+        "launch template), or another instance has that private address; update fingerprint_sha256",
+    },
+    Reason.BACKEND_CERT_EXPIRING_SOON: {
+        _G: "renew the backend's own certificate; the balancer may not check it, but other "
+        "clients and the next deployment will",
+        _A: "renew the instance's certificate (the ALB does not verify it, but other clients "
+        "and the next launch from the same image will fail on it)",
+    },
 }
 
 #: ``dns_unexpected_address`` when the address is public (outside every special range).

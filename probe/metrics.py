@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 from probe import __version__
 from probe.reasons import Status
-from probe.results import AddressResult, OcspResult, TargetResult
+from probe.results import AddressResult, DirectBackendResult, OcspResult, TargetResult
 from probe.store import BUCKETS, Exposition, ResultStore, Snapshot, TargetState
 
 if TYPE_CHECKING:
@@ -219,6 +219,50 @@ SPECS: tuple[Spec, ...] = (
         "gauge",
         _TA,
         "revocationTime in the stapled OCSP response, Unix time (only when revoked).",
+    ),
+    # the direct checks of direct_backends, per backend (present only when configured)
+    Spec(
+        "probe_direct_backend_success",
+        "gauge",
+        (*_T, "backend"),
+        "1 if the backend's direct check (TCP, TLS, one request, bypassing the load balancer) "
+        "passed in the last cycle, 0 if not.",
+    ),
+    Spec(
+        "probe_direct_backend_http_status_code",
+        "gauge",
+        (*_T, "backend"),
+        "Status code of the direct check's request to the backend.",
+    ),
+    Spec(
+        "probe_direct_backend_duration_seconds",
+        "gauge",
+        (*_T, "backend"),
+        "Duration of the backend's direct check in the last cycle, in seconds.",
+    ),
+    Spec(
+        "probe_direct_backend_tls_version_info",
+        "info",
+        (*_T, "backend", "version"),
+        "TLS version negotiated with the backend directly, as blackbox_exporter names it.",
+    ),
+    Spec(
+        "probe_direct_backend_ssl_earliest_cert_expiry",
+        "gauge",
+        (*_T, "backend"),
+        "Earliest not-after among the certificates the backend sent directly, Unix time.",
+    ),
+    Spec(
+        "probe_direct_backend_ssl_last_chain_info",
+        "info",
+        (*_T, "backend", "fingerprint_sha256", "subject", "issuer", "subjectalternative", "serialnumber"),
+        "Leaf certificate the backend sent directly (also when verification or the pin failed).",
+    ),
+    Spec(
+        "probe_direct_backend_cert_pin_match",
+        "gauge",
+        (*_T, "backend"),
+        "1 if the backend's leaf matches its fingerprint_sha256 pin, 0 if not (pinned backends only).",
     ),
     Spec("probe_targets", "gauge", (), "Configured targets."),
     Spec(
@@ -412,6 +456,8 @@ def render_target(state: TargetState) -> Exposition:
         if address.ocsp is not None:
             _ocsp_section(out, address.ocsp, where)
         _http_section(out, result, address, where)
+    for check in result.direct_backends:
+        _direct_section(out, check, {"target": result.name, "backend": check.name[:64]})
     return out.exposition()
 
 
@@ -553,6 +599,38 @@ def _http_section(out: _Lines, result: TargetResult, address: AddressResult, whe
             per_phase.setdefault(phase, []).append(seconds)
     for phase, values in per_phase.items():
         out.add("probe_http_duration_seconds", sum(values) / len(values), {**where, "phase": phase})
+
+
+def _direct_section(out: _Lines, check: DirectBackendResult, where: dict[str, str]) -> None:
+    """A backend's direct check: success, status, duration, TLS version, certificate, pin."""
+    out.add("probe_direct_backend_success", 1 if check.answered else 0, where)
+    if check.attempt is not None and check.attempt.status_code is not None:
+        out.add("probe_direct_backend_http_status_code", check.attempt.status_code, where)
+    out.add("probe_direct_backend_duration_seconds", check.duration_seconds, where)
+    tls = check.tls
+    if tls is None:
+        return
+    if tls.version:
+        out.add(
+            "probe_direct_backend_tls_version_info",
+            1,
+            {**where, "version": blackbox_tls_version(tls.version)},
+        )
+    if tls.earliest_expiry_timestamp is not None:
+        out.add("probe_direct_backend_ssl_earliest_cert_expiry", tls.earliest_expiry_timestamp, where)
+    leaf = tls.leaf
+    if leaf is not None:
+        labels = {
+            **where,
+            "fingerprint_sha256": leaf.sha256_fingerprint,
+            "subject": leaf.subject,
+            "issuer": leaf.issuer,
+            "subjectalternative": ",".join(leaf.dns_names + leaf.ip_addresses),
+            "serialnumber": leaf.serial,
+        }
+        out.add("probe_direct_backend_ssl_last_chain_info", 1, labels)
+    if check.pin_matches is not None:
+        out.add("probe_direct_backend_cert_pin_match", 1 if check.pin_matches else 0, where)
 
 
 # --------------------------------------------------------------------------- lines

@@ -128,6 +128,12 @@ class Reason(StrEnum):
     HTTP_BODY_TOO_LARGE = "http_body_too_large"
     HTTP_CLOCK_SKEW = "http_clock_skew"
     TLS_ALPN_MISMATCH = "tls_alpn_mismatch"
+    BACKEND_DOWN = "backend_down"
+    BACKEND_NOT_IN_ROTATION = "backend_not_in_rotation"
+    BACKEND_DIRECT_BLOCKED = "backend_direct_blocked"
+    BACKEND_DIRECT_FAILED = "backend_direct_failed"
+    BACKEND_CERT_PIN_MISMATCH = "backend_cert_pin_mismatch"
+    BACKEND_CERT_EXPIRING_SOON = "backend_cert_expiring_soon"
 
     @property
     def stage(self) -> Stage:
@@ -329,5 +335,39 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.TLS,
         _C,
         "The server accepts none of the HTTP versions offered in ALPN (see http_version).",
+    ),
+    Reason.BACKEND_DOWN: (
+        Stage.BACKEND,
+        _C,
+        "A backend is missing behind the load balancer and fails its direct check too (direct_backends).",
+    ),
+    Reason.BACKEND_NOT_IN_ROTATION: (
+        Stage.BACKEND,
+        _C,
+        "A backend is missing behind the load balancer but answers its direct check: the balancer "
+        "does not send to it.",
+    ),
+    Reason.BACKEND_DIRECT_BLOCKED: (
+        Stage.BACKEND,
+        _W,
+        "A backend's direct check gets no TCP connection (timeout, refused) while the load balancer "
+        "is not known to miss it: the path from this host is blocked.",
+    ),
+    Reason.BACKEND_DIRECT_FAILED: (
+        Stage.BACKEND,
+        _W,
+        "A backend's direct check fails past TCP (TLS, certificate, pin, HTTP) while the load "
+        "balancer is not known to miss it.",
+    ),
+    Reason.BACKEND_CERT_PIN_MISMATCH: (
+        Stage.BACKEND,
+        _C,
+        "A backend's certificate differs from its fingerprint_sha256 pin (direct check only).",
+    ),
+    Reason.BACKEND_CERT_EXPIRING_SOON: (
+        Stage.BACKEND,
+        _W,
+        "A backend's own certificate (direct check) expires within "
+        "direct_backend_cert_expiry_warning_days, or has expired.",
     ),
 }

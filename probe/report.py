@@ -18,6 +18,7 @@ from probe.reasons import Platform, Reason, Status
 from probe.results import (
     AddressResult,
     CertInfo,
+    DirectBackendResult,
     DnsResult,
     Failure,
     HttpAttempt,
@@ -118,6 +119,25 @@ def _target(result: TargetResult) -> dict[str, Any]:
         },
         "cookies": {"set": list(result.cookies_set), "note": result.cookie_note},
         "platform": result.platform.value,
+        "direct_backends": [_direct(d, result) for d in result.direct_backends],
+    }
+
+
+def _direct(check: DirectBackendResult, target: TargetResult) -> dict[str, Any]:
+    return {
+        "name": check.name,
+        "url": check.url,
+        "server_name": check.server_name,
+        "trust": check.trust,
+        "pinned_fingerprint": check.pinned_fingerprint,
+        "pin_matches": check.pin_matches,
+        "status": check.status.value,
+        "answered": check.answered,
+        "duration_seconds": _sec(check.duration_seconds),
+        "address": None if check.address is None else str(check.address),
+        "tls": None if check.tls is None else _tls(check.tls),
+        "http": None if check.attempt is None else _attempt(check.attempt, target),
+        "failures": [_failure(f, target) for f in check.failures],
     }
 
 
@@ -386,6 +406,7 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
     _render_alias(result, out)
     _render_addresses(result, out, now, paint)
     _render_backends(result, out, paint)
+    _render_direct(result, out, now, paint)
     _render_cookies(result, out)
     _render_failures(result, out, paint)
 
@@ -535,6 +556,51 @@ def _render_backends(result: TargetResult, out: IO[str], paint: _Painter) -> Non
         if address.backend_counts:
             per = ", ".join(f"{n} {c}" for n, c in sorted(address.backend_counts.items()))
             out.write(f"    {address.address}: {per}\n")
+
+
+_TRUST_WORDS = {
+    "ca_file": "verified with ca_file",
+    "fingerprint_sha256": "pinned by SHA-256",
+    "insecure_skip_verify": "NOT verified (insecure_skip_verify)",
+}
+
+
+def _render_direct(result: TargetResult, out: IO[str], now: float, paint: _Painter) -> None:
+    """One block per direct backend: where, verdict of the hop, TLS, certificate, the request."""
+    for check in result.direct_backends:
+        where = f"{check.address}:{check.tls.port}" if check.address is not None and check.tls else check.url
+        verdict = paint.status(check.status, "ok" if check.status is Status.OK else check.status.value)
+        out.write(
+            f"  direct   {check.name}  {printable(where)}  {verdict}  "
+            f"{paint.dim(f'(server name {check.server_name}, {_ms(check.duration_seconds)})')}\n"
+        )
+        tls = check.tls
+        if tls is not None and tls.version:
+            out.write(f"           tls {tls.version}, {printable(tls.cipher or '-')}\n")
+        leaf = tls.leaf if tls is not None else None
+        if leaf is not None:
+            trust = _TRUST_WORDS[check.trust]
+            if check.pin_matches is not None:
+                trust = "pin matches" if check.pin_matches else "pin DOES NOT match"
+            elif check.trust == "ca_file" and not tls.verified:  # type: ignore[union-attr]
+                trust = "NOT verified"
+            out.write(
+                f"           certificate '{printable(label_of(leaf))}' ← "
+                f"{printable(common_name_of(leaf.issuer))}; expires {format_time(leaf.not_after_timestamp)} "
+                f"({describe_age(leaf.not_after_timestamp, now)}); {trust}\n"
+            )
+            out.write(f"           sha256 {leaf.sha256_fingerprint}\n")
+        attempt = check.attempt
+        if attempt is not None:
+            answered_as = f"; answered as {printable(attempt.backend)}" if attempt.backend else ""
+            out.write(
+                f"           http {_attempt_label(attempt)} in {_ms(attempt.duration_seconds)}{answered_as}\n"
+            )
+        for failure in check.failures:
+            out.write(
+                f"           {paint.status(failure.severity, failure.severity.value)} "
+                f"{failure.reason.value}: {printable(failure.detail)}\n"
+            )
 
 
 def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Painter) -> None:

@@ -19,11 +19,16 @@ IPAddress = IPv4Address | IPv6Address
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """One finding: a reason code, the address it concerns (if any) and a plain sentence."""
+    """One finding: a reason code, the address it concerns (if any) and a plain sentence.
+
+    ``backend`` names the backend a per-backend finding is about (``backend_missing`` by
+    name, the ``direct_backends`` findings), ``None`` otherwise.
+    """
 
     reason: Reason
     detail: str
     address: IPAddress | None = None
+    backend: str | None = None
 
     @property
     def stage(self) -> Stage:
@@ -387,6 +392,64 @@ class AddressResult:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectBackendResult:
+    """The direct check of one backend (``direct_backends``): TCP, TLS, one HTTP request.
+
+    The same stages as an address of the target, run against the backend's own URL,
+    bypassing the load balancer. Its findings are the hop's own; the target's verdict
+    carries one correlated finding per backend instead (``backend_down``,
+    ``backend_not_in_rotation``, ``backend_direct_blocked``, ``backend_direct_failed``),
+    plus ``backend_cert_expiring_soon``.
+
+    Attributes:
+        name: the backend's name, as the backend rule identifies it.
+        url: the configured URL (an IP literal is allowed).
+        server_name: the name sent in SNI and Host (and verified with ``ca_file``).
+        trust: how the certificate is trusted: ``"ca_file"``, ``"fingerprint_sha256"`` or
+            ``"insecure_skip_verify"``.
+        pinned_fingerprint: the configured SHA-256 pin (lowercase hex), ``None`` without one.
+        dns: the DNS stage of the URL's host (pinned for an IP literal: no query).
+        address: the address checked, ``None`` when none could be (DNS failed or the
+            address lies outside ``expect_networks``).
+        tls: the connect and handshake, ``None`` when no address was checked.
+        attempt: the one HTTP request, ``None`` when none was sent.
+        failures: the hop's own findings (stage findings and ``backend_cert_pin_mismatch``).
+        status: the hop's own verdict (before correlation with the load balancer's view).
+        duration_seconds: the whole direct check.
+    """
+
+    name: str
+    url: str
+    server_name: str
+    trust: str
+    pinned_fingerprint: str | None
+    dns: DnsResult | None
+    address: IPAddress | None
+    tls: TlsResult | None
+    attempt: HttpAttempt | None
+    failures: tuple[Failure, ...]
+    status: Status
+    duration_seconds: float
+
+    @property
+    def answered(self) -> bool:
+        """The direct check passed: no critical finding of its own."""
+        return self.status is not Status.CRITICAL
+
+    @property
+    def first_critical(self) -> Failure | None:
+        """The first critical finding (what broke the direct check), ``None`` when it passed."""
+        return next((f for f in self.failures if f.severity is Status.CRITICAL), None)
+
+    @property
+    def pin_matches(self) -> bool | None:
+        """Whether the leaf matches the pin; ``None`` without a pin or without a leaf."""
+        if self.pinned_fingerprint is None or self.tls is None or self.tls.leaf is None:
+            return None
+        return self.tls.leaf.sha256_fingerprint == self.pinned_fingerprint
+
+
+@dataclass(frozen=True, slots=True)
 class TargetResult:
     """The result of one cycle for one target.
 
@@ -415,6 +478,8 @@ class TargetResult:
         timeouts_seconds: the effective timeouts the cycle ran with, after unset ones were
             fitted to the interval and the deadline: ``(name, seconds)`` for ``dns``,
             ``connect``, ``tls``, ``http`` and ``deadline``; empty when unknown.
+        direct_backends: the direct checks of ``direct_backends``, in config order; empty
+            when none are configured.
     """
 
     name: str
@@ -435,6 +500,7 @@ class TargetResult:
     reuse_connections: bool = False
     platform: Platform = Platform.GENERIC
     timeouts_seconds: tuple[tuple[str, float], ...] = ()
+    direct_backends: tuple[DirectBackendResult, ...] = ()
 
     @property
     def backend_counts(self) -> dict[str, int]:

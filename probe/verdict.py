@@ -198,6 +198,7 @@ def backend_findings(addresses: tuple[AddressResult, ...], target: TargetConfig)
                         Reason.BACKEND_MISSING,
                         f"backend {name} answered none of the {identified} identified responses "
                         f"(seen: {_seen(counts)})",
+                        backend=name,
                     )
                 )
         for name in counts:

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from probe.lab.dns_server import Behaviour, DnsServer
 from probe.lab.pki import Issued, Pki
-from probe.lab.servers import Backend, Handler, TlsNode
+from probe.lab.servers import Backend, Handler, TlsBackend, TlsNode
 
-__all__ = ["Backend", "Behaviour", "DemoLab", "DnsServer", "Lab", "Pki", "TlsNode"]
+__all__ = ["Backend", "Behaviour", "DemoLab", "DnsServer", "Lab", "Pki", "TlsBackend", "TlsNode"]
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class Lab:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="probe-lab", daemon=True)
-        self._servers: list[DnsServer | Backend | TlsNode] = []
+        self._servers: list[DnsServer | Backend | TlsNode] = []  # TlsBackend is a Backend
 
     def __enter__(self) -> Lab:
         self._thread.start()
@@ -84,6 +84,21 @@ class Lab:
         """Start an identifying HTTP backend."""
         _require_loopback(address)
         return self._start(Backend(name, address, port, status))
+
+    def start_tls_backend(
+        self,
+        name: str,
+        address: str,
+        cert: Issued,
+        port: int = 0,
+        status: int = 200,
+        workdir: Path | None = None,
+    ) -> TlsBackend:
+        """Start a backend that serves HTTPS with ``cert`` (e.g. self-signed, as on an instance)."""
+        _require_loopback(address)
+        directory = workdir or Path(tempfile.mkdtemp(prefix="probe-lab-"))
+        cert_file, key_file = cert.write(directory, f"backend-{name}-{address}-{port}")
+        return self._start(TlsBackend(name, address, port, cert_file, key_file, status))
 
     def start_node(
         self,

@@ -154,6 +154,69 @@ class Backend(_Server):
                 return
 
 
+class TlsBackend(Backend):
+    """A backend that serves HTTPS itself, as an instance behind an ALB with HTTPS targets.
+
+    Usually with a self-signed certificate (``probe.lab.pki.issue(name)``), which the
+    load balancer does not verify. A :class:`TlsNode` relaying to it speaks TLS to it
+    without verification, as an ALB does.
+
+    Args:
+        name: the backend's name (``X-Backend`` and the body).
+        address: loopback address to listen on.
+        port: port (0 picks one).
+        cert_file: PEM certificate (chain) to send.
+        key_file: PEM private key.
+        status: status code of every response.
+    """
+
+    def __init__(
+        self, name: str, address: str, port: int, cert_file: Path, key_file: Path, status: int = 200
+    ) -> None:
+        super().__init__(name, address, port, status)
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.handshakes = 0
+
+    async def start(self) -> None:
+        """Load the certificate, then listen."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        self._context = context
+        await super().start()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Terminate TLS, then answer as the plain backend does."""
+        tls = _ServerTls(reader, writer, self._context)
+        await asyncio.wait_for(tls.handshake(), 10)
+        self.handshakes += 1
+        app_reader = asyncio.StreamReader()
+        pump = asyncio.create_task(tls.pump(app_reader))
+        try:
+            await super().handle(app_reader, tls)  # type: ignore[arg-type]
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+
+def _upstream_tls() -> ssl.SSLContext:
+    """TLS to a backend as an ALB speaks it: no certificate or name verification."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _open_upstream(backend: Backend) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a backend, over TLS without verification when it is a :class:`TlsBackend`."""
+    if isinstance(backend, TlsBackend):
+        return await asyncio.wait_for(
+            asyncio.open_connection(backend.address, backend.port, ssl=_upstream_tls(), server_hostname=""),
+            5,
+        )
+    return await asyncio.wait_for(asyncio.open_connection(backend.address, backend.port), 5)
+
+
 class TlsNode(_Server):
     """A TLS-terminating node that relays each connection to the next backend.
 
@@ -261,9 +324,7 @@ class TlsNode(_Server):
             return
         backend = self.backends[next(self._next)]
         try:
-            upstream_reader, upstream_writer = await asyncio.wait_for(
-                asyncio.open_connection(backend.address, backend.port), 5
-            )
+            upstream_reader, upstream_writer = await _open_upstream(backend)
         except (OSError, TimeoutError):
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()

@@ -38,6 +38,7 @@ from probe.results import (
     AddressResult,
     AliasResult,
     CertInfo,
+    DirectBackendResult,
     DnsResult,
     Failure,
     HttpAttempt,
@@ -725,7 +726,7 @@ def rich_result(name: str = "www") -> TargetResult:
     a1 = replace(served(A1, "web-1", "web-2"), ocsp=REVOKED_STAPLE)
     a2 = address(A2, [], tls_result=tls(A2, verified=False, failures=(untrusted,)))
     a6 = served(A6, "web-1")
-    return result(
+    made = result(
         name,
         addresses=[a1, a2, a6],
         dns_result=dns(
@@ -737,6 +738,22 @@ def rich_result(name: str = "www") -> TargetResult:
         expected_backends=("web-1", "web-2", "web-3"),
         extra=[Failure(Reason.BACKEND_MISSING, "web-3 answered none")],
     )
+    assert a1.tls.leaf is not None
+    hop = DirectBackendResult(
+        name="web-1",
+        url="https://10.0.1.10/health",
+        server_name="www.corp.example",
+        trust="fingerprint_sha256",
+        pinned_fingerprint=a1.tls.leaf.sha256_fingerprint,
+        dns=None,
+        address=a1.address,
+        tls=a1.tls,
+        attempt=a1.attempts[0],
+        failures=(),
+        status=Status.OK,
+        duration_seconds=0.01,
+    )
+    return replace(made, direct_backends=(hop,))
 
 
 def test_text_exposition_parses_and_every_family_is_specified() -> None:

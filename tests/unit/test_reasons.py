@@ -17,6 +17,9 @@ WARNINGS = {
     Reason.TLS_VERSION_DEPRECATED,
     Reason.CERT_UNPARSED,
     Reason.HTTP_CLOCK_SKEW,
+    Reason.BACKEND_DIRECT_BLOCKED,  # clients go through the load balancer
+    Reason.BACKEND_DIRECT_FAILED,
+    Reason.BACKEND_CERT_EXPIRING_SOON,
 }
 
 

@@ -1,0 +1,276 @@
+"""Pure logic of the direct backend checks (``direct_backends``).
+
+The pin, the hop's result, and the verdict that correlates the direct view with the view
+through the load balancer.
+
+A direct check runs the ordinary stages (``tls_stage``, ``http_stage``) against a
+backend's own URL; this module only judges what they returned. It reads no clock and
+opens no socket.
+
+The correlation names the hop that fails, one finding per backend:
+
+=============================  ======================  ==============================
+behind the load balancer       directly                finding
+=============================  ======================  ==============================
+missing                        fails                   ``backend_down`` (critical)
+missing                        answers                 ``backend_not_in_rotation`` (critical)
+seen, or unknown               no TCP connection       ``backend_direct_blocked`` (warning)
+seen, or unknown               fails past TCP          ``backend_direct_failed`` (warning)
+seen, or unknown               answers                 nothing
+=============================  ======================  ==============================
+
+"Unknown" means the load balancer's view cannot tell: no backend rule, or no response
+identified in the cycle (the load balancer's own failure is then reported already). A
+``backend_missing`` finding that a direct check explains is replaced by the correlated
+one, so a backend never gets two contradictory findings.
+"""
+
+from __future__ import annotations
+
+from probe._text import shorten
+from probe.certs import label_of
+from probe.config import DirectBackendConfig, TargetConfig
+from probe.reasons import Reason, Status
+from probe.results import (
+    AddressResult,
+    DirectBackendResult,
+    DnsResult,
+    Failure,
+    TlsResult,
+)
+from probe.verdict import expiry_warnings, missing_certificate_facts, status_of
+
+#: Direct-check failures meaning the backend could not even be reached over TCP.
+_UNREACHED = frozenset({Reason.TCP_TIMEOUT, Reason.TCP_REFUSED, Reason.TCP_ERROR})
+
+
+def colon_hex(fingerprint: str) -> str:
+    """A hex fingerprint as OpenSSL prints it: ``AB:CD:…`` (upper case, colon-separated)."""
+    upper = fingerprint.upper()
+    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
+
+
+def pin_findings(tls: TlsResult, backend: DirectBackendConfig) -> tuple[Failure, ...]:
+    """``backend_cert_pin_mismatch`` when the leaf's SHA-256 (of its DER) is not the pin.
+
+    Checked right after a completed handshake, before any HTTP request (as curl's
+    ``--pinnedpubkey`` aborts before sending); the handshake itself did not verify, as for
+    an SSH host key the pin is the whole trust. Nothing without a pin or a leaf.
+
+    Args:
+        tls: the TLS stage's result at the backend's address.
+        backend: the backend's configuration (``fingerprint_sha256`` in lowercase hex).
+
+    Returns:
+        The finding naming both fingerprints, or ``()``.
+    """
+    pin, leaf = backend.fingerprint_sha256, tls.leaf
+    if pin is None or leaf is None or tls.version is None or leaf.sha256_fingerprint == pin:
+        return ()
+    return (
+        Failure(
+            Reason.BACKEND_CERT_PIN_MISMATCH,
+            f"{backend.name}: the certificate '{label_of(leaf)}' has SHA-256 fingerprint "
+            f"{colon_hex(leaf.sha256_fingerprint)}, not the pinned {colon_hex(pin)}; no request was sent",
+            tls.address,
+            backend.name,
+        ),
+    )
+
+
+def hop_result(
+    backend: DirectBackendConfig,
+    hop: TargetConfig,
+    dns: DnsResult,
+    address: AddressResult | None,
+    duration_seconds: float,
+    now: float,
+) -> DirectBackendResult:
+    """The direct check's result from its stages' results.
+
+    Args:
+        backend: the backend's configuration.
+        hop: the settings the check ran with (:meth:`TargetConfig.direct_target`).
+        dns: the DNS stage (pinned for an IP-literal URL).
+        address: the address-probe of the first address, ``None`` when no address could
+            be probed (the DNS findings say why).
+        duration_seconds: how long the check took.
+        now: Unix time, for the expiry warning.
+
+    Returns:
+        The hop's result: its own findings (stage findings, the pin, a lost-facts
+        ``internal_error`` and ``backend_cert_expiring_soon``) and status.
+    """
+    failures = list(dns.failures)
+    if address is not None:
+        failures.extend(address.failures)
+        failures.extend(missing_certificate_facts((address,)))
+        failures.extend(expiry_findings(backend.name, address, hop.cert_expiry_warning_days, now))
+    elif not failures:
+        failures.append(Failure(Reason.DNS_NO_ANSWER, f"{hop.hostname} gave no address to check"))
+    return DirectBackendResult(
+        name=backend.name,
+        url=backend.url,
+        server_name=hop.hostname,
+        trust=backend.trust,
+        pinned_fingerprint=backend.fingerprint_sha256,
+        dns=dns,
+        address=address.address if address is not None else None,
+        tls=address.tls if address is not None else None,
+        attempt=address.attempts[0] if address is not None and address.attempts else None,
+        failures=tuple(failures),
+        status=status_of(failures),
+        duration_seconds=duration_seconds,
+    )
+
+
+def expiry_findings(name: str, address: AddressResult, warning_days: float, now: float) -> list[Failure]:
+    """``backend_cert_expiring_soon`` for a backend whose certificate expires within ``warning_days``.
+
+    The chain as sent counts when the hop does not verify (a pin, ``insecure_skip_verify``),
+    so an expired self-signed certificate is reported too; 0 days turns the warning off.
+    """
+    if warning_days <= 0:
+        return []
+    return [
+        Failure(Reason.BACKEND_CERT_EXPIRING_SOON, f"{name}: {f.detail}", f.address, name)
+        for f in expiry_warnings((address,), warning_days, now)
+    ]
+
+
+def correlate(
+    direct: tuple[DirectBackendResult, ...],
+    addresses: tuple[AddressResult, ...],
+    target: TargetConfig,
+    failures: tuple[Failure, ...],
+) -> tuple[Failure, ...]:
+    """The cycle's findings with the direct checks correlated in (see the module's table).
+
+    Args:
+        direct: the direct checks, in config order.
+        addresses: the load balancer's addresses (their identified responses).
+        target: the target (its backend rule and ``expect_backends``).
+        failures: the cycle's findings from :func:`probe.verdict.evaluate`.
+
+    Returns:
+        ``failures`` without the ``backend_missing`` findings a direct check explains,
+        followed by one correlated finding per backend that needs one and the
+        ``backend_cert_expiring_soon`` findings.
+    """
+    if not direct:
+        return failures
+    counts: dict[str, int] = {}
+    for result in addresses:
+        for name, count in result.backend_counts.items():
+            counts[name] = counts.get(name, 0) + count
+    identified = sum(counts.values())
+    known = target.backend is not None and identified > 0
+    added: list[Failure] = []
+    explained: set[str] = set()
+    for check in direct:
+        where = _where(check)
+        cause = check.first_critical
+        if known and check.name not in counts:
+            explained.add(check.name)
+            missing = f"none of the {identified} identified responses through the load balancer came from it"
+            if cause is None:
+                added.append(
+                    Failure(
+                        Reason.BACKEND_NOT_IN_ROTATION,
+                        f"{check.name} answers directly ({_answer(check)}{where}) but {missing}: the load "
+                        "balancer does not send to it: check its registration, the health check path, "
+                        "and the security group from the load balancer to the target",
+                        check.address,
+                        check.name,
+                    )
+                )
+            else:
+                added.append(
+                    Failure(
+                        Reason.BACKEND_DOWN,
+                        f"{check.name} does not answer directly either ({cause.reason.value}{where}: "
+                        f"{shorten(cause.detail)}) and {missing}: the instance or its service is down",
+                        check.address,
+                        check.name,
+                    )
+                )
+        elif cause is not None:
+            if known:
+                through = (
+                    f"{check.name} answers through the load balancer ({counts[check.name]} of {identified})"
+                )
+            else:
+                through = (
+                    f"whether {check.name} answers through the load balancer is unknown "
+                    f"({'no backend rule' if target.backend is None else 'no identified response'})"
+                )
+            if cause.reason in _UNREACHED:
+                added.append(
+                    Failure(
+                        Reason.BACKEND_DIRECT_BLOCKED,
+                        f"{through}, but this host gets no connection to it ({cause.reason.value}{where}): "
+                        "the path from this host to the backend is blocked; clients go through the "
+                        "load balancer, so this is a warning",
+                        check.address,
+                        check.name,
+                    )
+                )
+            else:
+                added.append(
+                    Failure(
+                        Reason.BACKEND_DIRECT_FAILED,
+                        f"{through}, but its direct check fails ({cause.reason.value}{where}: "
+                        f"{shorten(cause.detail)}); clients go through the load balancer, which does "
+                        "not verify the backend's certificate, so this is a warning",
+                        check.address,
+                        check.name,
+                    )
+                )
+        added.extend(f for f in check.failures if f.reason is Reason.BACKEND_CERT_EXPIRING_SOON)
+    kept = [f for f in failures if not _explained(f, explained, len(counts), target)]
+    return (*kept, *added)
+
+
+def _explained(failure: Failure, explained: set[str], seen: int, target: TargetConfig) -> bool:
+    """Whether a ``backend_missing`` finding is said better by a correlated finding."""
+    if failure.reason is not Reason.BACKEND_MISSING or not explained:
+        return False
+    if failure.backend is not None:
+        return failure.backend in explained
+    # The count form ("3 backends expected, 2 answered"): explained when the direct checks
+    # account for every backend missing.
+    expected = target.expected_backend_count
+    return expected is not None and seen + len(explained) >= expected
+
+
+def _where(check: DirectBackendResult) -> str:
+    if check.address is None or check.tls is None:
+        return ""
+    host = f"[{check.address}]" if check.address.version == 6 else str(check.address)
+    return f" at {host}:{check.tls.port}"
+
+
+def _answer(check: DirectBackendResult) -> str:
+    attempt = check.attempt
+    if attempt is None or attempt.status_code is None:
+        return "TLS only"
+    return f"status {attempt.status_code}"
+
+
+def unfinished(backend: DirectBackendConfig, hop: TargetConfig, why: Failure) -> DirectBackendResult:
+    """The result of a direct check the cycle could not finish (deadline, or a bug)."""
+    failure = Failure(why.reason, why.detail, None, backend.name)
+    return DirectBackendResult(
+        name=backend.name,
+        url=backend.url,
+        server_name=hop.hostname,
+        trust=backend.trust,
+        pinned_fingerprint=backend.fingerprint_sha256,
+        dns=None,
+        address=None,
+        tls=None,
+        attempt=None,
+        failures=(failure,),
+        status=Status.CRITICAL if failure.severity is Status.CRITICAL else Status.WARNING,
+        duration_seconds=0.0,
+    )
