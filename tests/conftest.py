@@ -6,11 +6,10 @@ to connect or send elsewhere fail loudly before a packet leaves.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import logging
 import os
-import socket
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,50 +17,32 @@ from typing import Any
 import pytest
 
 from probe.lab import DemoLab, Lab, Pki
+from tests.netguard.loopback_guard import install as install_loopback_guard
 
-
-class NonLoopbackConnect(AssertionError):
-    """A test tried to reach an address outside 127.0.0.0/8 and ::1."""
-
-
-def _check_address(address: Any) -> None:
-    if not isinstance(address, tuple):
-        return  # AF_UNIX path or abstract socket
-    host = str(address[0]).split("%")[0]
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise NonLoopbackConnect(f"tests must use IP literals, not {host!r}") from None
-    if not ip.is_loopback and not (
-        isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and ip.ipv4_mapped.is_loopback
-    ):
-        raise NonLoopbackConnect(f"test tried to reach {host}: only loopback is allowed")
-
-
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-_real_sendto = socket.socket.sendto
-
-
-def _guarded_connect(self: socket.socket, address: Any) -> None:
-    _check_address(address)
-    return _real_connect(self, address)
-
-
-def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
-    _check_address(address)
-    return _real_connect_ex(self, address)
-
-
-def _guarded_sendto(self: socket.socket, data: bytes, *args: Any) -> int:
-    _check_address(args[-1])
-    return _real_sendto(self, data, *args)  # type: ignore[call-overload,no-any-return]
+_GUARD_DIR = Path(__file__).resolve().parent / "netguard"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
-    socket.socket.sendto = _guarded_sendto  # type: ignore[method-assign,assignment]
+    install_loopback_guard()
+    # Python subprocesses (python -m probe …) load the same guard through sitecustomize.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_GUARD_DIR), os.environ.get("PYTHONPATH", "")) if p
+    )
+    if "PROBE_NETGUARD_LOG" not in os.environ:
+        handle, path = tempfile.mkstemp(prefix="probe-netguard-", suffix=".log")
+        os.close(handle)
+        os.environ["PROBE_NETGUARD_LOG"] = path
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any process of it (a subprocess too) tried to leave loopback."""
+    log = Path(os.environ.get("PROBE_NETGUARD_LOG", ""))
+    if log.is_file():
+        violations = log.read_text(encoding="utf-8")
+        log.unlink()
+        if violations:
+            print(f"\nNETWORK RULE BROKEN — non-loopback traffic attempted:\n{violations}")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,5 @@
+"""Loaded by every Python subprocess of the tests (``PYTHONPATH``): the loopback-only guard."""
+
+import loopback_guard
+
+loopback_guard.install()
