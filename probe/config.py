@@ -536,6 +536,10 @@ class _TargetFields(_Frozen):
     http_version: HttpVersion = "auto"
     # Whose words the findings' hints use (probe.hints): generic, or aws (ELB, Route 53, ACM).
     platform: Literal["generic", "aws"] = "generic"
+    # How the balancer spreads requests (probe.rotation): when an unseen backend is missing.
+    balancing: Literal["round_robin", "least_outstanding_requests", "weighted_random", "any"] = "round_robin"
+    # false: each address reaches only its own zone's backends (cross-zone load balancing off).
+    cross_zone: bool = True
 
     @field_validator("resolvers", "expect_networks", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probe import dns_stage, http_stage, tls_stage
+from probe import dns_stage, http_stage, rotation, tls_stage
 from probe._text import shorten
 from probe.config import Config, ConfigError, TargetConfig
 from probe.deadline import Deadline
@@ -30,6 +30,7 @@ from probe.results import (
     TargetResult,
     TlsResult,
 )
+from probe.rotation import Rotation
 from probe.verdict import evaluate, status_of, with_cycle_findings
 
 if TYPE_CHECKING:
@@ -127,12 +128,17 @@ async def close_plans(plans: Iterable[TargetPlan]) -> None:
             await target_plan.http.aclose()
 
 
-async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) -> TargetResult:
+async def run_cycle(
+    plan: TargetPlan, clock: Callable[[], float] = time.time, memory: Rotation | None = None
+) -> TargetResult:
     """Probe one target once.
 
     Args:
         plan: the prepared target.
         clock: Unix time (for the start timestamp and certificate dates).
+        memory: the previous cycle's ``rotation`` (the daemon, ``--watch``), so that with
+            ``balancing: weighted_random`` or ``least_outstanding_requests`` responses are
+            counted across cycles; ``None`` for a single check.
 
     Returns:
         The target's result. Never raises (except for cancellation of the caller).
@@ -169,7 +175,16 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         done.get(address) or _unfinished(address, target.port, unfinished)
         for address in dns_result.probe_addresses
     )
-    failures, status = evaluate(dns_result, addresses, target, clock())
+    memory = rotation.fold(
+        memory,
+        addresses,
+        balancing=target.balancing,
+        cross_zone=target.cross_zone,
+        names=target.expected_backend_names,
+        count=target.expected_backend_count if target.backend is not None else None,
+        requests_per_address=target.requests_per_address,
+    )
+    failures, status = evaluate(dns_result, addresses, target, clock(), memory)
     addresses = with_cycle_findings(addresses, failures)
     if extra and len(done) == len(addresses):  # otherwise the unfinished addresses carry it
         failures = (*failures, *extra)
@@ -196,6 +211,9 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         reuse_connections=target.reuse_connections,
         platform=Platform(target.platform),
         timeouts_seconds=target.timeouts.as_seconds(),
+        balancing=target.balancing,
+        cross_zone=target.cross_zone,
+        rotation=memory,
     )
 
 

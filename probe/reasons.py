@@ -128,6 +128,7 @@ class Reason(StrEnum):
     HTTP_BODY_TOO_LARGE = "http_body_too_large"
     HTTP_CLOCK_SKEW = "http_clock_skew"
     TLS_ALPN_MISMATCH = "tls_alpn_mismatch"
+    BACKEND_UNDECIDED = "backend_undecided"
 
     @property
     def stage(self) -> Stage:
@@ -329,5 +330,11 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.TLS,
         _C,
         "The server accepts none of the HTTP versions offered in ALPN (see http_version).",
+    ),
+    Reason.BACKEND_UNDECIDED: (
+        Stage.BACKEND,
+        _W,
+        "An expected backend has not answered yet, but too few responses were counted to call "
+        "it missing under the balancing algorithm (see balancing).",
     ),
 }

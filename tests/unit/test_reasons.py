@@ -17,6 +17,7 @@ WARNINGS = {
     Reason.TLS_VERSION_DEPRECATED,
     Reason.CERT_UNPARSED,
     Reason.HTTP_CLOCK_SKEW,
+    Reason.BACKEND_UNDECIDED,
 }
 
 
