@@ -438,8 +438,10 @@ def _missing_text(rotation: Rotation, name: str, total: str) -> str:
         span = f" ({plural(cycles, 'cycle')})" if not rotation.first else ""
         where = f"none of the last {run} identified responses{span}"
     else:
-        where = "none of the last " + ", ".join(f"{run} at {s.name}" for s, run in runs) + (
-            " identified responses (cross_zone: false: at no address)"
+        where = (
+            "none of the last "
+            + ", ".join(f"{run} at {s.name}" for s, run in runs)
+            + (" identified responses (cross_zone: false: at no address)")
         )
     return (
         f"backend {name} answered {where}; with {rotation.balancing} a healthy backend goes "
