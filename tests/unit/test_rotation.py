@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import math
 import random
 from typing import Any
@@ -346,3 +347,20 @@ def test_failure_type_is_the_public_reason() -> None:
     results = (address(A1, "web-1"),)
     [finding] = backend_findings(results, t, step(None, results, t))
     assert isinstance(finding, Failure) and finding.reason is Reason.BACKEND_UNDECIDED
+
+
+def test_classic_load_balancer_example_config() -> None:
+    from pathlib import Path
+
+    from probe.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "config" / "classic-load-balancer.yaml"
+    [clb] = load_config(path).targets
+    assert clb.expect_same_addresses_as is not None
+    assert re.fullmatch(
+        r"internal-[a-z0-9-]+-\d{10}\.[a-z0-9-]+\.elb\.amazonaws\.com", clb.expect_same_addresses_as
+    )
+    assert (clb.balancing, clb.cross_zone) == ("least_outstanding_requests", False)
+    assert clb.expected_backend_names == ("web-a1", "web-b1")
+    text = path.read_text()
+    assert "cross-zone load balancing may be off" in text.lower().replace("\n#   ", " ").replace("\n# ", " ")
