@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 import math
 import random
+import re
 from typing import Any
 
 import pytest
