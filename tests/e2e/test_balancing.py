@@ -15,6 +15,7 @@ HAProxy frontend per "zone") has its own backend section, ``balance leastconn``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -120,7 +121,7 @@ backend pool-b
 
 @pytest.fixture
 def haproxy(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterator[Any]:
-    """``haproxy(names, render)``: lab backends ``names`` behind an HAProxy from ``render(port, pem, backends)``."""
+    """``haproxy(names, render)``: lab backends ``names`` behind HAProxy, configured by ``render``."""
     with Lab() as lab:
         started: list[Process] = []
 
@@ -179,7 +180,7 @@ def daemon_cycles(plan: TargetPlan, count: int) -> list[TargetResult]:
 
 
 def flips(results: list[TargetResult]) -> int:
-    return sum(a.status is not b.status or reasons(a) != reasons(b) for a, b in zip(results, results[1:]))
+    return sum(a.status is not b.status or reasons(a) != reasons(b) for a, b in itertools.pairwise(results))
 
 
 def explain(results: list[TargetResult], lb: Haproxy) -> str:
