@@ -289,6 +289,12 @@ _ADHOC = (
         exclusive="backend",
     ),
     _AdHoc("--requests", "requests_per_address", "requests per address (default 4)", "N", parse=_int),
+    _AdHoc(
+        "--balancing",
+        "balancing",
+        "the balancer's algorithm: when an unseen backend counts as missing (default round_robin)",
+        choices=("round_robin", "least_outstanding_requests", "weighted_random", "any"),
+    ),
     _AdHoc("--ip-family", "ip_family", "address family (default ipv4)", choices=("ipv4", "ipv6", "both")),
     _AdHoc("--min-tls-version", "min_tls_version", "default 1.2", choices=("1.0", "1.1", "1.2", "1.3")),
     _AdHoc(
@@ -681,12 +687,13 @@ async def _watch_rounds(
 
     refresher = asyncio.create_task(refresh()) if output.live else None
     stopped = asyncio.create_task(stop.wait())
+    previous: list[TargetResult] = []  # the rotation memory goes from round to round
     try:
         while True:
             started = time.monotonic()
             probing = True
             output.status(watch, probing=True)
-            round_task = asyncio.create_task(_run_all(plans))
+            round_task = asyncio.create_task(_run_all(plans, previous))
             budget = None if ends is None else max(0.0, ends - time.monotonic())
             done, _ = await asyncio.wait(
                 {round_task, stopped}, timeout=budget, return_when=asyncio.FIRST_COMPLETED
@@ -696,7 +703,8 @@ async def _watch_rounds(
                 await asyncio.gather(round_task, return_exceptions=True)
                 return "interrupted" if stop.is_set() else "max_time"
             probing = False
-            output.changes(watch.observe(round_task.result()))
+            previous = round_task.result()
+            output.changes(watch.observe(previous))
             output.status(watch, probing=False)
             if watch.until_met:
                 return watch.until or "ok"
@@ -783,12 +791,14 @@ def _report(
     return code
 
 
-async def _run_all(plans: Sequence[TargetPlan]) -> list[TargetResult]:
+async def _run_all(plans: Sequence[TargetPlan], previous: Sequence[TargetResult] = ()) -> list[TargetResult]:
+    """One cycle of every target; ``previous`` results hand on their rotation memory."""
     import asyncio
 
     from probe.cycle import run_cycle
 
-    return list(await asyncio.gather(*(run_cycle(p) for p in plans)))
+    memory = {r.name: r.rotation for r in previous}
+    return list(await asyncio.gather(*(run_cycle(p, memory=memory.get(p.target.name)) for p in plans)))
 
 
 def _use_color(choice: str, stream: IO[str]) -> bool:

@@ -660,6 +660,10 @@ class _TargetFields(_Frozen):
     direct_backend_cert_expiry_warning_days: Annotated[
         float, Field(ge=0, le=3650), BeforeValidator(_not_bool)
     ] = 30.0
+    # How the balancer spreads requests (probe.rotation): when an unseen backend is missing.
+    balancing: Literal["round_robin", "least_outstanding_requests", "weighted_random", "any"] = "round_robin"
+    # false: each address reaches only its own zone's backends (cross-zone load balancing off).
+    cross_zone: bool = True
 
     @field_validator("resolvers", "expect_networks", mode="before")
     @classmethod

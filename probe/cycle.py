@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probe import direct, dns_stage, http_stage, tls_stage
+from probe import direct, dns_stage, http_stage, rotation, tls_stage
 from probe._text import shorten
 from probe.config import Config, ConfigError, DirectBackendConfig, TargetConfig
 from probe.deadline import Deadline
@@ -32,6 +32,7 @@ from probe.results import (
     TargetResult,
     TlsResult,
 )
+from probe.rotation import Rotation
 from probe.verdict import evaluate, status_of, with_cycle_findings
 
 if TYPE_CHECKING:
@@ -159,12 +160,17 @@ async def close_plans(plans: Iterable[TargetPlan]) -> None:
         await close_plans(target_plan.direct)
 
 
-async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) -> TargetResult:
+async def run_cycle(
+    plan: TargetPlan, clock: Callable[[], float] = time.time, memory: Rotation | None = None
+) -> TargetResult:
     """Probe one target once.
 
     Args:
         plan: the prepared target.
         clock: Unix time (for the start timestamp and certificate dates).
+        memory: the previous cycle's ``rotation`` (the daemon, ``--watch``), so that with
+            ``balancing: weighted_random`` or ``least_outstanding_requests`` responses are
+            counted across cycles; ``None`` for a single check.
 
     Returns:
         The target's result. Never raises (except for cancellation of the caller).
@@ -205,7 +211,16 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         done.get(address) or _unfinished(address, target.port, unfinished)
         for address in dns_result.probe_addresses
     )
-    failures, status = evaluate(dns_result, addresses, target, clock())
+    memory = rotation.fold(
+        memory,
+        addresses,
+        balancing=target.balancing,
+        cross_zone=target.cross_zone,
+        names=target.expected_backend_names,
+        count=target.expected_backend_count if target.backend is not None else None,
+        requests_per_address=target.requests_per_address,
+    )
+    failures, status = evaluate(dns_result, addresses, target, clock(), memory)
     direct_results = tuple(
         checked.get(number) or direct.unfinished(backend, hop.target, unfinished)
         for number, (backend, hop) in enumerate(zip(target.direct_backends, plan.direct, strict=True))
@@ -240,6 +255,9 @@ async def run_cycle(plan: TargetPlan, clock: Callable[[], float] = time.time) ->
         platform=Platform(target.platform),
         timeouts_seconds=target.timeouts.as_seconds(),
         direct_backends=direct_results,
+        balancing=target.balancing,
+        cross_zone=target.cross_zone,
+        rotation=memory,
     )
 
 

@@ -233,6 +233,13 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         _A: "cross-zone load balancing is off with unequal targets per zone, slow start mode, "
         "stickiness, or the least outstanding requests algorithm",
     },
+    Reason.BACKEND_UNDECIDED: {
+        _G: "too few responses to tell chance from a missing backend: raise requests_per_address "
+        "(--requests), or let the daemon or --watch count across cycles",
+        _A: "with weighted_random or least outstanding requests a healthy target may go unseen in "
+        "a few requests: raise requests_per_address (--requests), or let the daemon or --watch count "
+        "across cycles; if it stays unseen, check the target group's Targets tab",
+    },
     Reason.CYCLE_DEADLINE_EXCEEDED: {
         _G: "the stages' timeouts add up to more than timeouts.deadline, or many addresses are slow",
         _A: "the stages' timeouts add up to more than timeouts.deadline, or many addresses are "

@@ -168,7 +168,8 @@ SPECS: tuple[Spec, ...] = (
         "probe_backend_up",
         "gauge",
         (*_T, "backend"),
-        "1 if the backend answered in the last cycle; 0 for an expected backend that did not.",
+        "1 if the backend answered in the last cycle; 0 for an expected backend that did not "
+        "(with balancing weighted_random or least_outstanding_requests: 0 only once reported missing).",
     ),
     Spec(
         "probe_backend_requests_total",
@@ -505,8 +506,10 @@ def _backend_section(out: _Lines, state: TargetState, target: dict[str, str]) ->
         out.add("probe_backends_seen", len(counts), target)
     if result.expected_backend_count is not None:
         out.add("probe_backends_expected", result.expected_backend_count, target)
+    memory = result.rotation  # weighted_random, least_outstanding_requests: 0 only once missing
     for backend in sorted(set(result.expected_backends) | set(counts)):
-        out.add("probe_backend_up", 1 if backend in counts else 0, {**target, "backend": backend})
+        up = backend in counts if memory is None else not memory.is_missing(backend)
+        out.add("probe_backend_up", 1 if up else 0, {**target, "backend": backend})
     for (where, backend), tally in sorted(state.backends.items()):
         labels = {**target, "address": where, "backend": backend}
         out.add("probe_backend_requests_total", tally.requests, labels)

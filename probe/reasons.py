@@ -134,6 +134,7 @@ class Reason(StrEnum):
     BACKEND_DIRECT_FAILED = "backend_direct_failed"
     BACKEND_CERT_PIN_MISMATCH = "backend_cert_pin_mismatch"
     BACKEND_CERT_EXPIRING_SOON = "backend_cert_expiring_soon"
+    BACKEND_UNDECIDED = "backend_undecided"
 
     @property
     def stage(self) -> Stage:
@@ -369,5 +370,11 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         _W,
         "A backend's own certificate (direct check) expires within "
         "direct_backend_cert_expiry_warning_days, or has expired.",
+    ),
+    Reason.BACKEND_UNDECIDED: (
+        Stage.BACKEND,
+        _W,
+        "An expected backend has not answered yet, but too few responses were counted to call "
+        "it missing under the balancing algorithm (see balancing).",
     ),
 }

@@ -120,6 +120,7 @@ def _target(result: TargetResult) -> dict[str, Any]:
         "cookies": {"set": list(result.cookies_set), "note": result.cookie_note},
         "platform": result.platform.value,
         "direct_backends": [_direct(d, result) for d in result.direct_backends],
+        "balancing": _balancing(result),
     }
 
 
@@ -141,12 +142,42 @@ def _direct(check: DirectBackendResult, target: TargetResult) -> dict[str, Any]:
     }
 
 
+def _balancing(result: TargetResult) -> dict[str, Any]:
+    """How rotation was judged, and for the counted settings what was counted so far."""
+    memory = result.rotation
+    return {
+        "algorithm": result.balancing,
+        "cross_zone": result.cross_zone,
+        "counted": None
+        if memory is None
+        else {
+            "scopes": [
+                {
+                    "address": s.name or None,
+                    "identified": s.responses,
+                    "cycles": s.evaluations,
+                    "missing_after": s.threshold,
+                    "requests_to_decide": s.decide_requests,
+                }
+                for s in memory.scopes
+            ],
+            "unseen": [
+                {"address": u.scope or None, "backend": u.backend, "identified": u.responses}
+                for u in memory.unseen
+                if u.responses
+            ],
+            "missing": list(memory.missing),
+        },
+    }
+
+
 def target_notes(result: TargetResult) -> list[str]:
     """Plain sentences about how a target was probed that change what its verdict means.
 
     Shown under the target in the text report and as ``notes`` in the JSON document:
-    verification turned off (``insecure_skip_verify``) and requests that shared a
-    connection (``reuse_connections``).
+    verification turned off (``insecure_skip_verify``), requests that shared a
+    connection (``reuse_connections``), a ``balancing`` other than round robin and
+    ``cross_zone: false``.
     """
     notes = []
     if result.insecure_skip_verify:
@@ -159,7 +190,25 @@ def target_notes(result: TargetResult) -> list[str]:
             "requests to each address shared one connection (reuse_connections): a balancer "
             "that balances per connection sends them all to one backend"
         )
+    if result.balancing != "round_robin" and result.backend_rule is not None:
+        notes.append(_BALANCING_NOTES[result.balancing])
+    if not result.cross_zone and result.backend_rule is not None:
+        notes.append(
+            "cross_zone: false: each address reaches only its own zone's backends, so a backend "
+            "missing from one address's set is expected; one missing at every address is not"
+        )
     return notes
+
+
+_BALANCING_NOTES = {
+    "weighted_random": "balancing: weighted_random: a backend unseen in these requests may be "
+    "chance; it is called missing only after enough identified responses (see backend_undecided)",
+    "least_outstanding_requests": "balancing: least_outstanding_requests: sequential requests may "
+    "all go to one idle backend; a backend is called missing only after enough identified "
+    "responses (each backend assumed to get at least half its fair share)",
+    "any": "balancing: any: no assumption about how requests are spread; expected backends that "
+    "did not answer are not reported",
+}
 
 
 def _failure(failure: Failure, result: TargetResult, attempt: HttpAttempt | None = None) -> dict[str, Any]:

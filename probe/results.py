@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING
 
 from probe.reasons import Platform, Reason, Stage, Status
+
+if TYPE_CHECKING:
+    from probe.rotation import Rotation
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -480,6 +484,11 @@ class TargetResult:
             ``connect``, ``tls``, ``http`` and ``deadline``; empty when unknown.
         direct_backends: the direct checks of ``direct_backends``, in config order; empty
             when none are configured.
+        balancing: the target's ``balancing`` (how an unseen backend is judged).
+        cross_zone: ``False`` when each address reaches only its own zone's backends.
+        rotation: with ``weighted_random`` or ``least_outstanding_requests``, the identified
+            responses counted across evaluations (:mod:`probe.rotation`), handed to the
+            next cycle of the daemon or round of ``--watch``; ``None`` otherwise.
     """
 
     name: str
@@ -501,6 +510,9 @@ class TargetResult:
     platform: Platform = Platform.GENERIC
     timeouts_seconds: tuple[tuple[str, float], ...] = ()
     direct_backends: tuple[DirectBackendResult, ...] = ()
+    balancing: str = "round_robin"
+    cross_zone: bool = True
+    rotation: Rotation | None = None
 
     @property
     def backend_counts(self) -> dict[str, int]:

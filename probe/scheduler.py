@@ -147,8 +147,12 @@ class Scheduler:
             plan = self._plans.get(name, plan)
             started = loop.time()
             self._in_flight[name] = started
+            state = self._store.snapshot().targets.get(name)
+            # The rotation memory goes from cycle to cycle (probe.rotation); a changed target
+            # starts afresh, as the store dropped its state.
+            memory = state.result.rotation if state is not None else None
             try:
-                result = await run_cycle(plan)
+                result = await run_cycle(plan, memory=memory)
             finally:
                 self._in_flight.pop(name, None)
             if asyncio.current_task() in self._retiring:

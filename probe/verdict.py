@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from probe import rotation
 from probe._text import plural
 from probe.certs import describe_age, format_time, label_of
 from probe.config import TargetConfig
 from probe.reasons import Reason, Status
 from probe.results import AddressResult, DnsResult, Failure
+from probe.rotation import Rotation
 
 DAY = 86400.0
 
@@ -24,7 +26,11 @@ def status_of(failures: Iterable[Failure]) -> Status:
 
 
 def evaluate(
-    dns: DnsResult, addresses: tuple[AddressResult, ...], target: TargetConfig, now: float
+    dns: DnsResult,
+    addresses: tuple[AddressResult, ...],
+    target: TargetConfig,
+    now: float,
+    memory: Rotation | None = None,
 ) -> tuple[tuple[Failure, ...], Status]:
     """All findings of a cycle and its status.
 
@@ -40,6 +46,8 @@ def evaluate(
         addresses: the per-address results.
         target: the rules (cert_expiry_warning_days, backend, expect_backends).
         now: the current Unix time.
+        memory: the rotation memory after this cycle (:func:`probe.rotation.fold`), for
+            ``balancing: weighted_random`` or ``least_outstanding_requests``.
 
     Returns:
         ``(failures in stage order, status)``.
@@ -50,7 +58,7 @@ def evaluate(
     failures.extend(missing_certificate_facts(addresses))
     failures.extend(expiry_warnings(addresses, target.cert_expiry_warning_days, now))
     failures.extend(certificate_differences(addresses))
-    failures.extend(backend_findings(addresses, target))
+    failures.extend(backend_findings(addresses, target, memory))
     return tuple(failures), status_of(failures)
 
 
@@ -170,13 +178,21 @@ def certificate_differences(addresses: tuple[AddressResult, ...]) -> list[Failur
     ]
 
 
-def backend_findings(addresses: tuple[AddressResult, ...], target: TargetConfig) -> list[Failure]:
+def backend_findings(
+    addresses: tuple[AddressResult, ...], target: TargetConfig, memory: Rotation | None = None
+) -> list[Failure]:
     """Backend checks over all responses of the cycle.
 
-    ``backend_missing``: an expected backend (by name, or by count) answered no request.
+    ``backend_missing``: an expected backend (by name, or by count) answered no request;
+    with ``balancing: weighted_random`` or ``least_outstanding_requests``, none of so many
+    identified responses counted across cycles (``memory``) that a healthy backend would
+    have answered (``backend_undecided`` before that; :mod:`probe.rotation`); never with
+    ``any``.
     ``backend_unexpected``: a backend outside the expected names answered (warning).
     ``backend_imbalance``: a backend that answered got less than half of its fair share,
-    the share being the identified responses divided by the expected (or seen) backends.
+    the share being the identified responses divided by the expected (or seen) backends;
+    per address with ``cross_zone: false``; for the random settings only when the split
+    is also that unlikely by chance; never with ``any``.
     Nothing is judged when no response was identified: the cause is already reported.
     """
     if target.backend is None:
@@ -190,47 +206,85 @@ def backend_findings(addresses: tuple[AddressResult, ...], target: TargetConfig)
         return []
     findings = []
     names = target.expected_backend_names
+    if target.balancing == "round_robin":
+        findings.extend(_round_robin_missing(counts, identified, target))
+    elif memory is not None:
+        findings.extend(rotation.findings(memory, addresses))
+    for name in counts:
+        if names and name not in names:
+            findings.append(
+                Failure(
+                    Reason.BACKEND_UNEXPECTED,
+                    f"backend {name} answered {plural(counts[name], 'request')} but is not in "
+                    f"expect_backends ({', '.join(names)})",
+                )
+            )
+    if target.balancing == "round_robin":
+        findings.extend(_round_robin_imbalance(addresses, counts, target))
+    elif target.balancing in rotation.COUNTED:
+        findings.extend(
+            rotation.imbalance(
+                target.balancing, target.cross_zone, names, target.expected_backend_count, addresses
+            )
+        )
+    return findings
+
+
+def _round_robin_missing(counts: dict[str, int], identified: int, target: TargetConfig) -> list[Failure]:
+    """Every expected backend must answer within the cycle (at some address)."""
+    names = target.expected_backend_names
     if names:
-        for name in names:
-            if name not in counts:
-                findings.append(
-                    Failure(
-                        Reason.BACKEND_MISSING,
-                        f"backend {name} answered none of the {identified} identified responses "
-                        f"(seen: {_seen(counts)})",
-                        backend=name,
-                    )
-                )
-        for name in counts:
-            if name not in names:
-                findings.append(
-                    Failure(
-                        Reason.BACKEND_UNEXPECTED,
-                        f"backend {name} answered {plural(counts[name], 'request')} but is not in "
-                        f"expect_backends ({', '.join(names)})",
-                    )
-                )
-    elif target.expected_backend_count is not None and len(counts) < target.expected_backend_count:
-        findings.append(
+        return [
+            Failure(
+                Reason.BACKEND_MISSING,
+                f"backend {name} answered none of the {identified} identified responses "
+                f"(seen: {_seen(counts)})",
+                backend=name,
+            )
+            for name in names
+            if name not in counts
+        ]
+    if target.expected_backend_count is not None and len(counts) < target.expected_backend_count:
+        return [
             Failure(
                 Reason.BACKEND_MISSING,
                 f"{target.expected_backend_count} backends expected, {len(counts)} answered "
                 f"(seen: {_seen(counts)})",
             )
-        )
-    expected = target.expected_backend_count or len(counts)
-    fair = identified / expected
-    for name, count in counts.items():
-        if names and name not in names:
+        ]
+    return []
+
+
+def _round_robin_imbalance(
+    addresses: tuple[AddressResult, ...], counts: dict[str, int], target: TargetConfig
+) -> list[Failure]:
+    """Less than half the fair share: over all addresses, or per address with ``cross_zone: false``.
+
+    Without cross-zone balancing an address reaches only its zone's backends, so its fair
+    share is its identified responses divided by the backends it reached.
+    """
+    names = target.expected_backend_names
+    if target.cross_zone:
+        scopes = [("", counts, target.expected_backend_count or len(counts))]
+    else:
+        scopes = [(f"at {a.address}, ", a.backend_counts, len(a.backend_counts)) for a in addresses]
+    findings = []
+    for where, seen, expected in scopes:
+        identified = sum(seen.values())
+        if not identified:
             continue
-        if count < fair / 2:
-            findings.append(
-                Failure(
-                    Reason.BACKEND_IMBALANCE,
-                    f"backend {name} answered {count} of {identified} requests; its fair share "
-                    f"is {fair:g} (seen: {_seen(counts)})",
+        fair = identified / expected
+        for name, count in seen.items():
+            if names and name not in names:
+                continue
+            if count < fair / 2:
+                findings.append(
+                    Failure(
+                        Reason.BACKEND_IMBALANCE,
+                        f"{where}backend {name} answered {count} of {identified} requests; its fair "
+                        f"share is {fair:g} (seen: {_seen(seen)})",
+                    )
                 )
-            )
     return findings
 
 

@@ -32,6 +32,7 @@ SAMPLES = {
     "--timeout": ("4", "timeouts", None),
     "--insecure": (True, "insecure_skip_verify", True),
     "--ocsp": ("staple", "ocsp", "staple"),
+    "--balancing": ("weighted_random", "balancing", "weighted_random"),
 }
 
 

@@ -20,6 +20,7 @@ WARNINGS = {
     Reason.BACKEND_DIRECT_BLOCKED,  # clients go through the load balancer
     Reason.BACKEND_DIRECT_FAILED,
     Reason.BACKEND_CERT_EXPIRING_SOON,
+    Reason.BACKEND_UNDECIDED,
 }
 
 

@@ -1,0 +1,487 @@
+"""Rotation judged for the balancing algorithm: when is an unseen backend missing?
+
+Pure: statistics, and a memory of identified responses carried from one evaluation (a
+daemon cycle, a ``--watch`` round) to the next as a frozen value inside the result. No
+clock, no I/O; :func:`fold` is called by ``probe.cycle`` with the previous result's memory
+and :func:`findings` by ``probe.verdict``.
+
+``round_robin`` (the default) needs none of this: every expected backend must answer in
+each cycle, as before. ``any`` makes no claim about the spread, so nothing is missing or
+imbalanced by rotation. For ``weighted_random`` and ``least_outstanding_requests`` a
+healthy backend may go unseen by chance, so probe counts identified responses without a
+backend across evaluations and reports it missing only after so many that a healthy
+backend would have answered but for a chance of at most :data:`ALPHA` per evaluation.
+
+The model (stated in the README): with ``k`` expected backends, each identified response
+comes from backend ``b`` with probability at least ``p``, independently;
+``p = 1/k`` for ``weighted_random`` (equal weights assumed: probe has no weights), and
+``p = 1/(2k)`` for ``least_outstanding_requests`` (a healthy backend is assumed to get at
+least half its fair share over time; from an idle balancer's point of view the choice
+between equally idle targets is up to its tie-breaking). Then ``P(b unseen in n) =
+(1-p)^n``. Union bound over the ``k`` backends:
+
+* one evaluation with fresh memory (``probe check``): a false ``backend_missing`` has
+  probability at most ``k·(1-p)^n``; the threshold ``n`` is the least with
+  ``k·(1-p)^n ≤ α``;
+* continued counting (the daemon, ``--watch``): in an evaluation adding ``r`` responses,
+  a run of ``n`` unseen responses *begins to be reported* with probability at most
+  ``(1 + r·p)·(1-p)^n`` per backend (a run of exactly ``n`` may end at each of the ``r``
+  responses, after a response from ``b``, or at the start); the threshold is the least
+  ``n`` with ``k·(1 + r·p)·(1-p)^n ≤ α``.
+
+Counting is per evaluation: a backend seen in an evaluation has an unseen run of zero
+after it (slightly in favour of the backend, never against it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from probe._text import plural
+from probe.reasons import Reason
+from probe.results import AddressResult, Failure
+
+#: The false-alarm probability allowed per evaluation (one in a million): for the daemon at
+#: a 30 s interval (2,880 evaluations a day) at most one false ``backend_missing`` per
+#: target in about 347 days.
+ALPHA = 1e-6
+
+#: :data:`ALPHA` in words, for findings.
+ALPHA_TEXT = "one in a million"
+
+#: The settings of ``balancing``.
+BALANCING = ("round_robin", "least_outstanding_requests", "weighted_random", "any")
+
+#: The settings judged by counting across evaluations.
+COUNTED = ("least_outstanding_requests", "weighted_random")
+
+#: At most this many backend names are remembered per scope when only a count is expected.
+MAX_TRACKED = 64
+
+#: The highest ``requests_per_address`` (the config's bound), for advice.
+MAX_REQUESTS = 100
+
+
+def share(balancing: str, k: int) -> float:
+    """The least share of identified responses a healthy backend is assumed to get.
+
+    Args:
+        balancing: ``weighted_random`` (``1/k``) or ``least_outstanding_requests``
+            (``1/(2k)``; ``1`` when ``k`` is 1).
+        k: the number of expected backends (at least 1).
+
+    Raises:
+        ValueError: ``balancing`` is not counted, or ``k`` < 1.
+    """
+    if balancing not in COUNTED:
+        raise ValueError(f"balancing {balancing!r} is not judged by counting")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    if k == 1:
+        return 1.0
+    return 1 / k if balancing == "weighted_random" else 1 / (2 * k)
+
+
+def chance_unseen(balancing: str, k: int, n: int) -> float:
+    """Upper bound of the probability that some healthy backend answers none of ``n`` responses.
+
+    ``min(1, k·(1-p)^n)`` with ``p`` from :func:`share`; exact for two backends with
+    ``weighted_random`` (both cannot go unseen): 2 backends, 4 responses → 0.125.
+    """
+    p = share(balancing, k)
+    return min(1.0, k * (1 - p) ** n)
+
+
+def needed(balancing: str, k: int, per_evaluation: int | None = None, alpha: float = ALPHA) -> int:
+    """Identified responses without a backend after which it is reported missing.
+
+    Args:
+        balancing: ``weighted_random`` or ``least_outstanding_requests``.
+        k: the number of expected backends.
+        per_evaluation: ``None`` for one evaluation with fresh memory (``probe check``):
+            the least ``n`` with ``k·(1-p)^n ≤ alpha``; else the responses each evaluation
+            adds (``r``): the least ``n`` with ``k·(1 + r·p)·(1-p)^n ≤ alpha``.
+        alpha: the false-alarm probability allowed per evaluation.
+
+    Returns:
+        At least 1. Two backends, ``weighted_random``, α = 10⁻⁶: 21 for one check, 24
+        when counting 8 responses per cycle.
+    """
+    p = share(balancing, k)
+    if p >= 1:
+        return 1
+    factor = 1.0 if per_evaluation is None else 1 + per_evaluation * p
+    bound = alpha / (k * factor)
+    # The least n with (1-p)^n <= bound; computed, then corrected for rounding.
+    n = max(1, math.ceil(math.log(bound) / math.log(1 - p)))
+    while n > 1 and (1 - p) ** (n - 1) <= bound:
+        n -= 1
+    while (1 - p) ** n > bound:
+        n += 1
+    return n
+
+
+def binomial_cdf(count: int, total: int, p: float) -> float:
+    """``P(X ≤ count)`` for ``X ~ Binomial(total, p)``, summed in log space (no overflow)."""
+    if count >= total or p <= 0:
+        return 1.0
+    if count < 0:
+        return 0.0
+    if p >= 1:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    lg = math.lgamma
+    total_lg = lg(total + 1)
+    return min(
+        1.0,
+        sum(
+            math.exp(total_lg - lg(i + 1) - lg(total - i + 1) + i * log_p + (total - i) * log_q)
+            for i in range(count + 1)
+        ),
+    )
+
+
+def percent(probability: float) -> str:
+    """``"12.5 %"``, ``"0.781 %"``, ``"0.000095 %"``: three significant digits."""
+    return f"{probability * 100:.3g} %"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where responses are counted: all addresses together, or one address (``cross_zone: false``).
+
+    Attributes:
+        name: ``""`` for all addresses together, else the address.
+        addresses: addresses probed in this scope in the last evaluation.
+        responses: identified responses since the memory began.
+        evaluations: evaluations with at least one identified response in this scope.
+        last_responses: identified responses in the last evaluation.
+        threshold: identified responses without a backend after which it is missing here.
+        decide_requests: requests per address a single check needs to decide
+            (``probe check --requests N``).
+    """
+
+    name: str
+    addresses: int
+    responses: int
+    evaluations: int
+    last_responses: int
+    threshold: int
+    decide_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unseen:
+    """How long one backend has not answered in one scope.
+
+    Attributes:
+        scope: the scope's name.
+        backend: the backend's name.
+        responses: identified responses in the scope since it last answered there (since
+            the memory began when it never did).
+        evaluations: evaluations with identified responses since then.
+    """
+
+    scope: str
+    backend: str
+    responses: int
+    evaluations: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """The memory of one target's rotation, carried from one evaluation to the next.
+
+    Attributes:
+        balancing: ``weighted_random`` or ``least_outstanding_requests``.
+        cross_zone: ``False``: counted per address (each reaches only its zone's backends).
+        expected: the number of expected backends (``k``).
+        names: the expected names; empty when only a count is expected.
+        scopes: the scopes of the last evaluation.
+        unseen: per scope and tracked backend, its unseen run.
+        seen: backends that answered at least once since the memory began.
+    """
+
+    balancing: str
+    cross_zone: bool
+    expected: int
+    names: tuple[str, ...]
+    scopes: tuple[Scope, ...]
+    unseen: tuple[Unseen, ...]
+    seen: tuple[str, ...]
+
+    def _runs(self, backend: str) -> list[tuple[Scope, int]]:
+        runs = {(u.scope, u.backend): u.responses for u in self.unseen}
+        return [(s, runs.get((s.name, backend), s.responses)) for s in self.scopes]
+
+    def is_missing(self, backend: str) -> bool:
+        """The backend's unseen run reached the threshold in every scope."""
+        runs = self._runs(backend)
+        return bool(runs) and all(run >= scope.threshold for scope, run in runs)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Expected names reported missing (empty when only a count is expected)."""
+        return tuple(name for name in self.names if self.is_missing(name))
+
+    @property
+    def fresh(self) -> tuple[str, ...]:
+        """Backends (tracked) not missing: they answered within the threshold somewhere."""
+        tracked = dict.fromkeys(u.backend for u in self.unseen)
+        return tuple(b for b in tracked if not self.is_missing(b))
+
+    @property
+    def decided(self) -> bool:
+        """Every scope counted enough responses to decide about a backend never seen."""
+        return bool(self.scopes) and all(s.responses >= s.threshold for s in self.scopes)
+
+    @property
+    def first(self) -> bool:
+        """Every scope is in its first evaluation: this is a single check's memory."""
+        return all(s.evaluations <= 1 for s in self.scopes)
+
+
+def _scopes(addresses: Sequence[AddressResult], cross_zone: bool) -> dict[str, tuple[int, dict[str, int]]]:
+    """Per scope: addresses in it and responses per backend in this evaluation."""
+    if cross_zone:
+        total: dict[str, int] = {}
+        for address in addresses:
+            for name, count in address.backend_counts.items():
+                total[name] = total.get(name, 0) + count
+        return {"": (len(addresses), total)}
+    return {str(a.address): (1, a.backend_counts) for a in addresses}
+
+
+def fold(
+    previous: Rotation | None,
+    addresses: Sequence[AddressResult],
+    *,
+    balancing: str,
+    cross_zone: bool,
+    names: tuple[str, ...],
+    count: int | None,
+    requests_per_address: int,
+) -> Rotation | None:
+    """The memory after this evaluation's responses (pure).
+
+    Args:
+        previous: the memory after the previous evaluation, ``None`` to begin afresh. A
+            memory for other settings (balancing, cross_zone, expected backends) is not
+            continued.
+        addresses: this evaluation's per-address results.
+        balancing: the target's ``balancing``.
+        cross_zone: the target's ``cross_zone``.
+        names: the expected backend names (empty when a count or unset).
+        count: the expected backend count, ``None`` when unset.
+        requests_per_address: the target's requests per address.
+
+    Returns:
+        ``None`` when the setting is not judged by counting or no backend is expected.
+    """
+    if balancing not in COUNTED or not count:
+        return None
+    if previous is not None and (
+        previous.balancing,
+        previous.cross_zone,
+        previous.names,
+        previous.expected,
+    ) != (balancing, cross_zone, names, count):
+        previous = None
+    before_scopes = {s.name: s for s in previous.scopes} if previous else {}
+    before_unseen = {(u.scope, u.backend): u for u in previous.unseen} if previous else {}
+    seen = dict.fromkeys(previous.seen if previous else ())
+    scopes, unseen = [], []
+    for name, (in_scope, counts) in _scopes(addresses, cross_zone).items():
+        identified = sum(counts.values())
+        before = before_scopes.get(name)
+        responses = (before.responses if before else 0) + identified
+        evaluations = (before.evaluations if before else 0) + (1 if identified else 0)
+        per_evaluation = requests_per_address * in_scope
+        first = evaluations <= 1
+        threshold = needed(balancing, count, None if first else per_evaluation)
+        decide = math.ceil(needed(balancing, count) / in_scope)
+        scopes.append(Scope(name, in_scope, responses, evaluations, identified, threshold, decide))
+        tracked: Iterable[str]
+        if names:
+            tracked = names
+        else:
+            earlier = [u.backend for u in before_unseen.values() if u.scope == name]
+            tracked = dict.fromkeys([*earlier, *counts])
+        runs = []
+        for backend in tracked:
+            if counts.get(backend):
+                runs.append(Unseen(name, backend, 0, 0))
+                seen[backend] = None
+                continue
+            old = before_unseen.get((name, backend))
+            if old is not None:
+                base = (old.responses, old.evaluations)
+            else:  # never seen in this scope: unseen since the scope began
+                base = (before.responses, before.evaluations) if before else (0, 0)
+            runs.append(Unseen(name, backend, base[0] + identified, base[1] + (1 if identified else 0)))
+        if not names and len(runs) > MAX_TRACKED:
+            runs = sorted(runs, key=lambda u: u.responses)[:MAX_TRACKED]
+        unseen.extend(runs)
+    kept_seen = tuple(seen)[-MAX_TRACKED:]
+    return Rotation(balancing, cross_zone, count, names, tuple(scopes), tuple(unseen), kept_seen)
+
+
+def findings(rotation: Rotation, addresses: Sequence[AddressResult]) -> list[Failure]:
+    """``backend_missing`` and ``backend_undecided`` from the memory (see :func:`imbalance`).
+
+    Args:
+        rotation: the memory after this evaluation (from :func:`fold`).
+        addresses: this evaluation's per-address results (for the counts in the details).
+
+    Returns:
+        The findings, in the order of the expected names.
+    """
+    found: list[Failure] = []
+    total = _seen_text(_counts(addresses))
+    how = f"with {rotation.balancing}"
+    if rotation.names:
+        for name in rotation.names:
+            if rotation.is_missing(name):
+                found.append(
+                    Failure(Reason.BACKEND_MISSING, _missing_text(rotation, name, total), backend=name)
+                )
+            elif name not in rotation.seen:
+                found.append(Failure(Reason.BACKEND_UNDECIDED, _undecided_text(rotation, name, total)))
+    else:
+        fresh = rotation.fresh
+        if len(fresh) < rotation.expected and rotation.decided:
+            runs = _scope_runs(rotation)
+            found.append(
+                Failure(
+                    Reason.BACKEND_MISSING,
+                    f"{rotation.expected} backends expected, {len(fresh)} answered within the last "
+                    f"{runs} identified responses; {how} a healthy backend goes unseen that long "
+                    f"less than {ALPHA_TEXT} times (seen: {total})",
+                )
+            )
+        elif len(rotation.seen) < rotation.expected and not rotation.decided:
+            found.append(
+                Failure(
+                    Reason.BACKEND_UNDECIDED,
+                    f"{rotation.expected} backends expected, {len(rotation.seen)} seen in "
+                    f"{_responses(rotation)}; {how} this is expected "
+                    f"{_chance(rotation)} of the time; {_advice(rotation)} (seen: {total})",
+                )
+            )
+    return found
+
+
+def imbalance(
+    balancing: str,
+    cross_zone: bool,
+    names: tuple[str, ...],
+    expected: int | None,
+    addresses: Sequence[AddressResult],
+) -> list[Failure]:
+    """``backend_imbalance`` only for a split the algorithm would rarely produce by chance.
+
+    In each scope (all addresses together, or each address with ``cross_zone: false``), a
+    backend that answered gets the finding when it got less than half its fair share of
+    this evaluation's identified responses (the responses divided by the expected backends,
+    or by the backends seen in the scope when none are expected) and a split this uneven or
+    worse has a probability of at most ``ALPHA / k`` under :func:`share` (binomial tail).
+    A backend outside ``names`` is not judged (it is ``backend_unexpected``).
+    """
+    found = []
+    for name, (_, counts) in _scopes(addresses, cross_zone).items():
+        identified = sum(counts.values())
+        if not identified:
+            continue
+        k = expected or len(counts)
+        p = share(balancing, k)
+        where = f"at {name}, " if name else ""
+        fair = identified / k
+        for backend, answered in sorted(counts.items()):
+            if names and backend not in names:
+                continue
+            if answered < fair / 2 and binomial_cdf(answered, identified, p) <= ALPHA / k:
+                found.append(
+                    Failure(
+                        Reason.BACKEND_IMBALANCE,
+                        f"{where}backend {backend} answered {answered} of {identified} requests; its "
+                        f"fair share is {fair:g}, and with {balancing} a split this uneven "
+                        f"happens by chance less than {ALPHA_TEXT} times (seen: {_seen_text(counts)})",
+                    )
+                )
+    return found
+
+
+def _counts(addresses: Sequence[AddressResult]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for address in addresses:
+        for name, count in address.backend_counts.items():
+            total[name] = total.get(name, 0) + count
+    return total
+
+
+def _seen_text(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
+
+
+def _scope_runs(rotation: Rotation) -> str:
+    if rotation.cross_zone:
+        return str(rotation.scopes[0].threshold)
+    return ", ".join(f"{s.threshold} at {s.name}" for s in rotation.scopes)
+
+
+def _missing_text(rotation: Rotation, name: str, total: str) -> str:
+    runs = rotation._runs(name)
+    if rotation.cross_zone:
+        scope, run = runs[0]
+        unseen = {(u.scope, u.backend): u for u in rotation.unseen}.get((scope.name, name))
+        cycles = unseen.evaluations if unseen else scope.evaluations
+        span = f" ({plural(cycles, 'cycle')})" if not rotation.first else ""
+        where = f"none of the last {run} identified responses{span}"
+    else:
+        where = (
+            "none of the last "
+            + ", ".join(f"{run} at {s.name}" for s, run in runs)
+            + (" identified responses (cross_zone: false: at no address)")
+        )
+    return (
+        f"backend {name} answered {where}; with {rotation.balancing} a healthy backend goes "
+        f"unseen that long less than {ALPHA_TEXT} times (seen: {total})"
+    )
+
+
+def _responses(rotation: Rotation) -> str:
+    if rotation.first:
+        counted = ", ".join(str(s.responses) for s in rotation.scopes)
+        where = "" if rotation.cross_zone else " at each address"
+        return f"{counted} identified responses{where}"
+    counted = ", ".join(str(s.responses) for s in rotation.scopes)
+    return f"the {counted} identified responses since probing began"
+
+
+def _chance(rotation: Rotation) -> str:
+    least = min(s.responses for s in rotation.scopes)
+    chance = chance_unseen(rotation.balancing, rotation.expected, least)
+    exact = rotation.balancing == "weighted_random" and rotation.expected == 2
+    return ("" if exact else "up to ") + percent(chance)
+
+
+def _advice(rotation: Rotation) -> str:
+    if rotation.first:
+        decide = max(s.decide_requests for s in rotation.scopes)
+        if decide <= MAX_REQUESTS:
+            return f"use --requests {decide} (requests_per_address) to decide"
+        return (
+            f"one check cannot decide ({decide} requests per address needed): watch it "
+            "(probe check --watch) or let the daemon count across cycles"
+        )
+    threshold = max(s.threshold for s in rotation.scopes)
+    return f"it is reported missing after {threshold} identified responses without it"
+
+
+def _undecided_text(rotation: Rotation, name: str, total: str) -> str:
+    return (
+        f"{name} not seen in {_responses(rotation)}; with {rotation.balancing} this is "
+        f"expected {_chance(rotation)} of the time; {_advice(rotation)} (seen: {total})"
+    )
