@@ -4,8 +4,8 @@
 those rounds into what a person watching wants to read: one :class:`Change` each time the
 state of an address (or of the target level) changes, a one-line status for a terminal,
 and a :class:`Summary` at the end. It is pure: it never probes, never reads a clock (every
-time comes from the results or is passed in) and never writes; ``probe.cli`` runs the
-loop and prints what this module renders.
+time comes from the results or is passed in) and never writes; ``probe.watch_cli`` runs
+the loop and prints what this module renders.
 
 The *state* of an address is its verdict (``ok``, ``warning``, ``critical``) together
 with the distinct reason codes of its findings, so that ``critical`` for ``tcp_refused``
@@ -30,6 +30,12 @@ WATCH_SCHEMA_VERSION = 1
 
 #: ``--until`` values: end at the first all-ok round, or after N identical rounds.
 UNTIL_CHOICES = ("ok", "stable")
+
+#: Seconds from the start of one watch round to the next, unless ``--every`` says otherwise.
+DEFAULT_EVERY = 2.0
+
+#: Identical rounds in a row that end ``--until stable``, unless ``--stable-rounds`` says otherwise.
+DEFAULT_STABLE_ROUNDS = 3
 
 #: Why a watch ended, as the summary's ``ended_by`` says it.
 ENDED_BY = ("ok", "stable", "max_time", "interrupted")
