@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import IO, Any
@@ -97,6 +99,25 @@ class WatchOutput:
         self.stream.flush()
 
 
+def reader_gone(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a pipe (or FIFO) whose reading end has been closed.
+
+    ``probe check --watch | head -1``: ``head`` exits after the first line, but a watch in
+    which nothing changes writes nothing more, so it would never see ``EPIPE``. The write
+    end of a pipe without readers polls as ``POLLERR`` (Linux, the BSDs), which this looks
+    at without writing. Any other stream (a terminal, a file, a socket) is never "gone".
+    """
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked: only POLLERR / POLLHUP / POLLNVAL come back
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation: no real fd
+        return False
+
+
 def run_watch(
     run_round: Round,
     watch: Watch,
@@ -118,8 +139,8 @@ def run_watch(
         max_time: seconds the whole watch may take (it cuts a round under way), or ``None``.
 
     Raises:
-        BrokenPipeError: the reader of the output went away (a write failed); no summary
-            was written.
+        BrokenPipeError: the reader of the output went away (a write failed, or the pipe
+            was seen without readers between rounds); no summary was written.
     """
     ended_by = asyncio.run(_rounds(run_round, watch, output, every, max_time))
     output.summary(watch.summary(time.time(), ended_by))
@@ -147,6 +168,10 @@ async def _rounds(
         nonlocal left
         while True:
             output.status(watch, probing=probing)
+            if reader_gone(output.stream):
+                left = True
+                stop.set()
+                return
             await asyncio.sleep(REFRESH_SECONDS)
 
     refresher = asyncio.create_task(refresh())

@@ -290,6 +290,30 @@ def test_ctrl_c_in_json_mode_ends_with_the_summary_line(scene: Any) -> None:
     assert summary["type"] == "summary" and summary["ended_by"] == "interrupted" and summary["status"] == "ok"
 
 
+@pytest.mark.parametrize("json_lines", [False, True], ids=["text", "json"])
+def test_a_reader_that_goes_away_ends_the_watch_without_another_change(
+    scene: Any, json_lines: bool
+) -> None:
+    # ``probe check --watch | head -1``: head exits after the first line; nothing changes
+    # afterwards, so no write would fail. The watch must notice the pipe without readers
+    # and end quietly with the verdict so far, not run until Ctrl-C.
+    s = scene(nodes=1)
+    read_end, write_end = os.pipe()
+    watcher = Watcher(*watch_args(s, *(["--json"] if json_lines else [])), stdout=write_end)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        # Like head -1 (or grep -m1) that read the whole first round before it exited;
+        # whether a write after its exit fails or not is then left to chance no more.
+        first, second = reader.readline(), reader.readline()
+    closed = time.monotonic()
+    code, stderr, _ = watcher.finish(timeout=10)
+
+    assert ('"address": null' in first) if json_lines else ("(target) ok" in first)
+    assert s.nodes[0].address in second
+    assert code == ExitCode.OK and stderr == ""
+    assert time.monotonic() - closed < 5  # a status-line refresh (1 s) and a round
+
+
 def test_on_a_terminal_a_status_line_is_refreshed_in_place(scene: Any) -> None:
     s = scene(nodes=1)
     controller, terminal = pty.openpty()
