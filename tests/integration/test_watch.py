@@ -291,9 +291,7 @@ def test_ctrl_c_in_json_mode_ends_with_the_summary_line(scene: Any) -> None:
 
 
 @pytest.mark.parametrize("json_lines", [False, True], ids=["text", "json"])
-def test_a_reader_that_goes_away_ends_the_watch_without_another_change(
-    scene: Any, json_lines: bool
-) -> None:
+def test_a_reader_that_goes_away_ends_the_watch_without_another_change(scene: Any, json_lines: bool) -> None:
     # ``probe check --watch | head -1``: head exits after the first line; nothing changes
     # afterwards, so no write would fail. The watch must notice the pipe without readers
     # and end quietly with the verdict so far, not run until Ctrl-C.
