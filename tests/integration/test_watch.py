@@ -153,7 +153,7 @@ def test_a_certificate_swapped_mid_watch_in_json_lines(
 ) -> None:
     s = scene(nodes=1, cert=pki.leaf("other.corp.example"))
     node = s.nodes[0]
-    watcher = Watcher(*watch_args(s, "--until", "ok", "--max-time", "25", "--json"))
+    watcher = Watcher(*watch_args(s, "--until", "ok", "--max-time", "25", "--json", "--platform", "aws"))
     swapped = None
     try:
         watcher.wait_for(lambda line: '"cert_hostname_mismatch"' in line)
@@ -170,6 +170,8 @@ def test_a_certificate_swapped_mid_watch_in_json_lines(
     bad = next(r for r in first if r["address"] == node.address)
     assert bad["reasons"] == ["cert_hostname_mismatch"]
     assert "other.corp.example" in bad["failures"][0]["detail"]
+    # the hint, as in the JSON document, in the platform's words
+    assert bad["failures"][0]["hint"].startswith("the listener's default certificate does not cover the name")
     later = [r for r in records if r["type"] == "change" and r["old"] is not None]
     assert later[-1]["old"] == "critical" and later[-1]["new"] == "ok"
     assert later[-1]["cleared"] == ["cert_hostname_mismatch"] and later[-1]["address"] == node.address
