@@ -9,3 +9,9 @@ DEFAULT_LISTEN = "127.0.0.1:9798"
 
 #: What ``probe check --watch --until`` accepts (``probe.watch`` re-exports it).
 UNTIL_CHOICES = ("ok", "stable")
+
+#: Seconds from the start of one ``--watch`` round to the next, unless ``--every`` says otherwise.
+DEFAULT_EVERY = 2.0
+
+#: Identical rounds in a row that end ``--until stable``, unless ``--stable-rounds`` says otherwise.
+DEFAULT_STABLE_ROUNDS = 3

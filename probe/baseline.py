@@ -13,7 +13,8 @@ Rules (per target, matched by name and URL):
   (its own verdict says whether it works);
 - backends: a backend that no longer answers for the target is a regression, a new one an
   improvement; a backend that still answers, but no longer via one address, is a
-  regression at that address (the symptom of cross-zone balancing turned off);
+  regression at that address (the symptom of cross-zone balancing turned off); without a
+  backend rule now, backends are not compared (one neutral change says so);
 - leaf certificate (where both checks obtained one), when its SHA-256 fingerprint changed:
   an earlier notAfter is a regression; a new issuing CA (an issuer of another
   organization, ``O=``, or without one, a different issuer name) is a regression too,
@@ -449,7 +450,24 @@ def _target_changes(before: TargetFacts, result: TargetResult) -> list[Change]:
             )
 
     backends_now = set(result.backend_counts)
-    lost = [b for b in before.backends if b not in backends_now]
+    if result.backend_rule is None and not backends_now and before.backends:
+        # No backend rule now (none configured, or --backend-header left out): the check
+        # could not identify backends, which says nothing about whether they still answer.
+        changes.append(
+            Change(
+                name,
+                None,
+                Aspect.BACKEND,
+                Impact.NEUTRAL,
+                ", ".join(before.backends),
+                None,
+                f"backends not compared: no backend rule now (backend.header or backend.body_regex); "
+                f"the baseline saw {printable(', '.join(before.backends))}",
+            )
+        )
+        lost = []
+    else:
+        lost = [b for b in before.backends if b not in backends_now]
     for backend in lost:
         seen = ", ".join(sorted(backends_now)) or "none"
         changes.append(

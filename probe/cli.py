@@ -16,11 +16,8 @@ import argparse
 import contextlib
 import difflib
 import ipaddress
-import json
 import os
 import shlex
-import shutil
-import signal
 import socket
 import sys
 import time
@@ -31,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from probe import __version__, log
-from probe._defaults import DEFAULT_LISTEN, UNTIL_CHOICES
+from probe._defaults import DEFAULT_EVERY, DEFAULT_LISTEN, DEFAULT_STABLE_ROUNDS, UNTIL_CHOICES
 from probe._text import host_port
 from probe.reasons import ExitCode, Platform
 
@@ -41,7 +38,6 @@ if TYPE_CHECKING:
     from probe.cycle import TargetPlan
     from probe.lab import DemoLab
     from probe.results import TargetResult
-    from probe.watch import Change, Summary, Watch
 
 
 class UsageError(Exception):
@@ -58,6 +54,8 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviated options (curl takes none): '--watc' is a typo, not --watch.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.commands: dict[str, argparse.ArgumentParser] = {}
 
@@ -572,156 +570,43 @@ def _check_watch_options(args: argparse.Namespace) -> None:
             raise UsageError(f"--stable-rounds: must be at least 2 (got {args.stable_rounds})")
 
 
-# --------------------------------------------------------------------------- --watch
-
-#: Seconds from the start of one watch round to the next, unless --every says otherwise.
-DEFAULT_EVERY = 2.0
-DEFAULT_STABLE_ROUNDS = 3
-_REFRESH_SECONDS = 1.0
-
-
-class _WatchOutput:
-    """Where a watch writes: change lines or JSON lines, and on a terminal the status line."""
-
-    def __init__(self, stream: IO[str], *, json_lines: bool, color: bool, live: bool) -> None:
-        self.stream = stream
-        self.json_lines = json_lines
-        self.color = color
-        self.live = live
-        self._status_shown = False
-
-    def changes(self, changes: Sequence[Change]) -> None:
-        from probe.watch import change_json, change_text
-
-        if not changes:
-            return
-        self.clear_status()
-        for change in changes:
-            if self.json_lines:
-                self.stream.write(json.dumps(change_json(change), ensure_ascii=False) + "\n")
-            else:
-                self.stream.write(change_text(change, color=self.color) + "\n")
-        self.stream.flush()
-
-    def status(self, watch: Watch, *, probing: bool) -> None:
-        from probe.watch import status_line
-
-        if not self.live:
-            return
-        width = 0
-        with contextlib.suppress(OSError, ValueError):
-            width = os.get_terminal_size(self.stream.fileno()).columns
-        width = width or shutil.get_terminal_size().columns  # a terminal that reports no size: $COLUMNS or 80
-        line = status_line(watch, time.time(), width, probing=probing)
-        self.stream.write(f"\r\033[K{line}")
-        self.stream.flush()
-        self._status_shown = True
-
-    def clear_status(self) -> None:
-        if self._status_shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self._status_shown = False
-
-    def summary(self, summary: Summary) -> None:
-        from probe.watch import summary_json, summary_text
-
-        self.clear_status()
-        if self.json_lines:
-            self.stream.write(json.dumps(summary_json(summary), ensure_ascii=False) + "\n")
-        else:
-            self.stream.write(summary_text(summary, color=self.color))
-        self.stream.flush()
-
-
 def _watch(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
     """``probe check --watch``: rounds until ``--until``, ``--max-time`` or Ctrl-C, then a summary.
 
     The exit code is the last round's verdict (0, 1, 2), 3 when no round completed. Ctrl-C
-    (SIGINT) and SIGTERM end the watch with the summary, never a traceback.
+    (SIGINT) and SIGTERM end the watch with the summary, never a traceback; a reader that
+    went away (``| head -1``) ends it quietly with the verdict so far.
     """
-    import asyncio
-
     from probe.watch import Watch
+    from probe.watch_cli import WatchOutput, run_watch
 
-    every = args.every if args.every is not None else DEFAULT_EVERY
     stable = args.stable_rounds if args.stable_rounds is not None else DEFAULT_STABLE_ROUNDS
     watch = Watch(time.time(), until=args.until, stable_rounds=stable)
-    output = _WatchOutput(
+    output = WatchOutput(
         stdout,
         json_lines=args.json,
         color=not args.json and _use_color(args.color, stdout),
         live=not args.json and stdout.isatty(),
     )
     try:
-        ended_by = asyncio.run(_watch_rounds(plans, watch, output, every, args.max_time))
-        output.summary(watch.summary(time.time(), ended_by))
+        previous: list[TargetResult] = []  # the rotation memory goes from round to round
+
+        async def one_round() -> list[TargetResult]:
+            nonlocal previous
+            previous = await _run_all(plans, previous)
+            return previous
+
+        run_watch(
+            one_round,
+            watch,
+            output,
+            every=args.every if args.every is not None else DEFAULT_EVERY,
+            max_time=args.max_time,
+        )
     except BrokenPipeError:
         # The reader went away: stop watching; the verdict so far stands.
         _stdout_to_devnull()
     return watch.exit_code
-
-
-async def _watch_rounds(
-    plans: Sequence[TargetPlan], watch: Watch, output: _WatchOutput, every: float, max_time: float | None
-) -> str:
-    """Run rounds until one ends the watch; returns why it ended (see ``probe.watch.ENDED_BY``).
-
-    A round starts ``every`` seconds after the previous one started, or at once when that
-    one took longer; ``max_time`` (seconds) also cuts a round under way.
-    """
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for number in signals:
-        loop.add_signal_handler(number, stop.set)
-    ends = None if max_time is None else time.monotonic() + max_time
-    probing = True
-
-    async def refresh() -> None:
-        while True:
-            output.status(watch, probing=probing)
-            await asyncio.sleep(_REFRESH_SECONDS)
-
-    refresher = asyncio.create_task(refresh()) if output.live else None
-    stopped = asyncio.create_task(stop.wait())
-    previous: list[TargetResult] = []  # the rotation memory goes from round to round
-    try:
-        while True:
-            started = time.monotonic()
-            probing = True
-            output.status(watch, probing=True)
-            round_task = asyncio.create_task(_run_all(plans, previous))
-            budget = None if ends is None else max(0.0, ends - time.monotonic())
-            done, _ = await asyncio.wait(
-                {round_task, stopped}, timeout=budget, return_when=asyncio.FIRST_COMPLETED
-            )
-            if round_task not in done:
-                round_task.cancel()
-                await asyncio.gather(round_task, return_exceptions=True)
-                return "interrupted" if stop.is_set() else "max_time"
-            probing = False
-            previous = round_task.result()
-            output.changes(watch.observe(previous))
-            output.status(watch, probing=False)
-            if watch.until_met:
-                return watch.until or "ok"
-            pause = max(0.0, started + every - time.monotonic())
-            if ends is not None and time.monotonic() + pause >= ends:
-                return "max_time"  # the next round could not start before --max-time
-            await asyncio.wait({stopped}, timeout=pause)
-            if stop.is_set():
-                return "interrupted"
-    finally:
-        for task in (refresher, stopped):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        for number in signals:
-            loop.remove_signal_handler(number)
-        output.clear_status()
 
 
 def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
@@ -746,9 +631,10 @@ def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdou
 
 def _read_baseline(plans: Sequence[TargetPlan], path: str | None) -> Baseline | None:
     """The ``--baseline`` file, refused before anything is probed when it cannot be used."""
+    from probe import baseline
+
     if path is None:
         return None
-    from probe import baseline
 
     before = baseline.load(path)
     baseline.match(before, [(p.target.name, p.target.url) for p in plans], path)

@@ -371,6 +371,25 @@ Regex = Annotated[re.Pattern[str], BeforeValidator(_compile_regex)]
 Resolver = Annotated[tuple[str, int], BeforeValidator(parse_resolver)]
 Network = Annotated[IPNetwork, BeforeValidator(parse_network)]
 Hostname = Annotated[str, BeforeValidator(normalize_hostname)]
+
+
+def _server_name(value: Any) -> str:
+    """A DNS name for SNI, Host and the certificate check; an IP address is refused.
+
+    Python sends no SNI for an IP address and checks it against the certificate's IP
+    SANs instead, so ``server_name: 10.0.1.17`` would quietly probe something else than
+    the name clients use.
+    """
+    try:
+        ipaddress.ip_address(str(value).strip().strip("[]"))
+    except ValueError:
+        return normalize_hostname(value)
+    raise ValueError(
+        f"{shown(value)} is an IP address; server_name is the DNS name clients use (sent in SNI)"
+    )
+
+
+ServerName = Annotated[str, BeforeValidator(_server_name)]
 StatusCodes = Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_status_codes)]
 TlsVersion = Annotated[str, BeforeValidator(_tls_version)]
 HttpVersion = Annotated[str, BeforeValidator(_http_version)]
@@ -567,7 +586,7 @@ class DirectBackendConfig(_Frozen):
 
     name: str
     url: Annotated[str, BeforeValidator(_https_url)]
-    server_name: Hostname | None = None
+    server_name: ServerName | None = None
     ca_file: Path | None = None
     fingerprint_sha256: Annotated[str, BeforeValidator(_fingerprint)] | None = None
     insecure_skip_verify: bool = False
@@ -740,7 +759,7 @@ class TargetConfig(_TargetFields):
     port: int = 443
     path: str = "/"
     addresses: Annotated[tuple[IPAddress, ...], BeforeValidator(_addresses)] | None = None
-    server_name: Hostname | None = None
+    server_name: ServerName | None = None
     pinned_by: str | None = None
     #: Backends checked directly each cycle, besides through the load balancer.
     direct_backends: tuple[DirectBackendConfig, ...] = ()

@@ -91,13 +91,6 @@ _NO_FORWARD_SECRECY = frozenset({"kx-rsa", "kx-psk", "kx-rsa-psk"})
 _DEPRECATED_VERSIONS = frozenset({"TLSv1", "TLSv1.1"})
 
 
-class PeerCertificate(NamedTuple):
-    """One certificate the peer presented: its DER and OpenSSL's decode of it."""
-
-    der: bytes
-    decoded: dict[str, Any]
-
-
 @dataclass(frozen=True, slots=True)
 class TlsContexts:
     """The SSL contexts of one trust configuration, built once and reused every cycle.
@@ -431,18 +424,6 @@ def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
     return Reason.TCP_ERROR, f"connect failed: {why}"
 
 
-def peer_certificates(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[PeerCertificate, ...]:
-    """The peer's certificates, leaf first, as sent or as verified: DER and OpenSSL's decode.
-
-    The decode is OpenSSL's view of each certificate (``_ssl.Certificate.get_info()``, the
-    shape of ``getpeercert()``), available also for certificates ``cryptography`` refuses.
-    Uses the ``get_unverified_chain`` / ``get_verified_chain`` methods of the low-level
-    ``_sslobj`` (Python 3.10+), which return certificate objects; Python 3.13's public
-    methods return DER only and are the fallback (then without a decode).
-    """
-    return tuple(PeerCertificate(der, decode()) for der, decode in _peer_chain(ssl_object, verified=verified))
-
-
 def _peer_chain(
     ssl_object: ssl.SSLObject, *, verified: bool
 ) -> list[tuple[bytes, Callable[[], dict[str, Any]]]]:
@@ -468,11 +449,6 @@ def _anchors(context: ssl.SSLContext) -> tuple[CertInfo, ...]:
         except ValueError:
             continue
     return tuple(infos)
-
-
-def peer_chain(ssl_object: ssl.SSLObject, *, verified: bool) -> tuple[bytes, ...]:
-    """The peer's certificates in DER, leaf first: as sent, or as verified."""
-    return tuple(der for der, _ in _peer_chain(ssl_object, verified=verified))
 
 
 def negotiation_findings(

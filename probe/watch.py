@@ -4,8 +4,8 @@
 those rounds into what a person watching wants to read: one :class:`Change` each time the
 state of an address (or of the target level) changes, a one-line status for a terminal,
 and a :class:`Summary` at the end. It is pure: it never probes, never reads a clock (every
-time comes from the results or is passed in) and never writes; ``probe.cli`` runs the
-loop and prints what this module renders.
+time comes from the results or is passed in) and never writes; ``probe.watch_cli`` runs
+the loop and prints what this module renders.
 
 The *state* of an address is its verdict (``ok``, ``warning``, ``critical``) together
 with the distinct reason codes of its findings, so that ``critical`` for ``tcp_refused``
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from probe._defaults import UNTIL_CHOICES  # ``--until``: the first all-ok round, or N identical rounds
+from probe._defaults import UNTIL_CHOICES
+from probe.hints import failure_hint
 from probe.reasons import ExitCode, Reason, Status
 from probe.results import Failure, IPAddress, TargetResult
 
@@ -73,6 +74,8 @@ class Change:
         old: the state before; ``None`` when this is the first round (nothing was known).
         new: the state now.
         failures: the findings behind ``new`` (empty when ok or absent).
+        hints: the hint of each of ``failures`` (same order; ``None`` where a reason has
+            none), in the words of the target's ``platform`` (see ``probe.hints``).
     """
 
     timestamp: float
@@ -82,6 +85,7 @@ class Change:
     old: State | None
     new: State
     failures: tuple[Failure, ...] = ()
+    hints: tuple[str | None, ...] = ()
 
     @property
     def added(self) -> tuple[Reason, ...]:
@@ -207,22 +211,22 @@ class Watch:
         """
         self.rounds += 1
         number = self.rounds
-        seen: dict[Key, tuple[State, tuple[Failure, ...], float]] = {}
+        seen: dict[Key, tuple[State, tuple[Failure, ...], float, tuple[str | None, ...]]] = {}
         for result in results:
             ended = result.started_timestamp + result.duration_seconds
             for key, (state, failures) in _states(result).items():
-                seen[key] = (state, failures, ended)
+                seen[key] = (state, failures, ended, tuple(failure_hint(result, f) for f in failures))
         ends = {r.name: r.started_timestamp + r.duration_seconds for r in results}
         round_end = max(ends.values(), default=self.started_timestamp)
         changes: list[Change] = []
-        for key, (state, failures, ended) in seen.items():
+        for key, (state, failures, ended, hints) in seen.items():
             entity = self._entities.get(key)
             if entity is None:
                 old = None if number == 1 else ABSENT
                 self._entities[key] = entity = _Entity(state)
-                changes.append(Change(ended, number, key[0], key[1], old, state, failures))
+                changes.append(Change(ended, number, key[0], key[1], old, state, failures, hints))
             elif entity.state != state:
-                changes.append(Change(ended, number, key[0], key[1], entity.state, state, failures))
+                changes.append(Change(ended, number, key[0], key[1], entity.state, state, failures, hints))
                 entity.state = state
                 entity.flips += 1
             if state.status is not None:
@@ -377,8 +381,13 @@ def change_json(change: Change) -> dict[str, Any]:
         "added": list(change.added),
         "cleared": list(change.cleared),
         "failures": [
-            {"reason": f.reason.value, "severity": f.severity.value, "detail": f.detail}
-            for f in change.failures
+            {
+                "reason": f.reason.value,
+                "severity": f.severity.value,
+                "detail": f.detail,
+                "hint": change.hints[i] if i < len(change.hints) else None,
+            }
+            for i, f in enumerate(change.failures)
         ],
     }
 

@@ -174,6 +174,26 @@ def test_a_stopped_backend_is_a_regression(scene: Any, lab: Lab, tmp_path: Path)
     assert all(impact == "regression" for _, _, impact in found)
 
 
+def test_backends_are_not_compared_without_a_backend_rule_now(scene: Any, tmp_path: Path) -> None:
+    # Saved with --backend-header, compared without it: the backends could not be
+    # identified, which is no sign that web-1 and web-2 stopped answering.
+    s = scene(nodes=2)
+    path = tmp_path / "before.json"
+    saved(s, path)
+    without_rule = [a for a in adhoc(s) if a not in ("--backend-header", "X-Backend")]
+
+    code, out, elapsed = check(*without_rule, "--baseline", str(path))
+
+    assert code == ExitCode.OK and elapsed < TIME_BOUND
+    assert "no longer answers" not in out and "regression" not in out
+    assert "backends not compared: no backend rule now" in out and "the baseline saw web-1, web-2" in out
+    code, out, _ = check(*without_rule, "--baseline", str(path), "--json")
+    document = json.loads(out)
+    assert code == ExitCode.OK
+    assert changes(document) == [(None, "backend", "neutral")]
+    assert document["baseline"]["regressions"] == 0
+
+
 def test_a_stopped_node_is_a_status_regression_and_its_return_an_improvement(
     scene: Any, lab: Lab, pki: Pki, restart: Any, tmp_path: Path
 ) -> None:

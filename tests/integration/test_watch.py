@@ -153,7 +153,7 @@ def test_a_certificate_swapped_mid_watch_in_json_lines(
 ) -> None:
     s = scene(nodes=1, cert=pki.leaf("other.corp.example"))
     node = s.nodes[0]
-    watcher = Watcher(*watch_args(s, "--until", "ok", "--max-time", "25", "--json"))
+    watcher = Watcher(*watch_args(s, "--until", "ok", "--max-time", "25", "--json", "--platform", "aws"))
     swapped = None
     try:
         watcher.wait_for(lambda line: '"cert_hostname_mismatch"' in line)
@@ -170,6 +170,8 @@ def test_a_certificate_swapped_mid_watch_in_json_lines(
     bad = next(r for r in first if r["address"] == node.address)
     assert bad["reasons"] == ["cert_hostname_mismatch"]
     assert "other.corp.example" in bad["failures"][0]["detail"]
+    # the hint, as in the JSON document, in the platform's words
+    assert bad["failures"][0]["hint"].startswith("the listener's default certificate does not cover the name")
     later = [r for r in records if r["type"] == "change" and r["old"] is not None]
     assert later[-1]["old"] == "critical" and later[-1]["new"] == "ok"
     assert later[-1]["cleared"] == ["cert_hostname_mismatch"] and later[-1]["address"] == node.address
@@ -288,6 +290,28 @@ def test_ctrl_c_in_json_mode_ends_with_the_summary_line(scene: Any) -> None:
     assert code == ExitCode.OK and stderr == ""
     summary = json.loads(watcher.lines[-1])
     assert summary["type"] == "summary" and summary["ended_by"] == "interrupted" and summary["status"] == "ok"
+
+
+@pytest.mark.parametrize("json_lines", [False, True], ids=["text", "json"])
+def test_a_reader_that_goes_away_ends_the_watch_without_another_change(scene: Any, json_lines: bool) -> None:
+    # ``probe check --watch | head -1``: head exits after the first line; nothing changes
+    # afterwards, so no write would fail. The watch must notice the pipe without readers
+    # and end quietly with the verdict so far, not run until Ctrl-C.
+    s = scene(nodes=1)
+    read_end, write_end = os.pipe()
+    watcher = Watcher(*watch_args(s, *(["--json"] if json_lines else [])), stdout=write_end)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        # Like head -1 (or grep -m1) that read the whole first round before it exited;
+        # whether a write after its exit fails or not is then left to chance no more.
+        first, second = reader.readline(), reader.readline()
+    closed = time.monotonic()
+    code, stderr, _ = watcher.finish(timeout=10)
+
+    assert ('"address": null' in first) if json_lines else ("(target) ok" in first)
+    assert s.nodes[0].address in second
+    assert code == ExitCode.OK and stderr == ""
+    assert time.monotonic() - closed < 5  # a status-line refresh (1 s) and a round
 
 
 def test_on_a_terminal_a_status_line_is_refreshed_in_place(scene: Any) -> None:

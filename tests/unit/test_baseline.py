@@ -476,3 +476,17 @@ def test_the_json_document_carries_the_diff() -> None:
         ],
     }
     assert Status.OK.value == document["status"]
+
+
+def test_backends_are_not_compared_when_none_can_be_identified_now() -> None:
+    # The hand-built results carry no backend rule; with no backend seen now either, the
+    # check could not identify backends: one neutral change, no regression.
+    before = saved(healthy())
+    now = healthy(backends=((), ()))
+
+    comparison = baseline.compare(before, [now])
+
+    assert found(before, now) == [(None, Aspect.BACKEND, Impact.NEUTRAL)]
+    assert not comparison.regressed
+    assert "backends not compared" in comparison.changes[0].detail
+    assert "the baseline saw web-1, web-2" in comparison.changes[0].detail

@@ -162,3 +162,9 @@ def test_baselines_are_refused_with_watch(flag: str) -> None:
 def test_watch_durations_take_prometheus_durations(flag: str, text: str, seconds: float) -> None:
     args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, text])
     assert getattr(args, flag.removeprefix("--").replace("-", "_")) == seconds
+
+
+def test_abbreviated_options_are_refused_as_curl_refuses_them() -> None:
+    # '--watc' once started a watch: a typo must be one line with the closest option.
+    with pytest.raises(cli.UsageError, match=r"unrecognized arguments: --watc; did you mean --watch\?"):
+        cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watc"])

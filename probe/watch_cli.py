@@ -1,0 +1,214 @@
+"""The loop of ``probe check --watch``: rounds, change lines or JSON lines, the status line.
+
+``probe.watch`` turns rounds into changes and a summary and renders them (pure); this
+module runs the rounds against the network, on their schedule, and writes what
+``probe.watch`` renders: change lines (or JSON lines with ``--json``), the status line
+refreshed in place on a terminal, and the summary. ``probe.cli`` parses the options and
+turns a reader that went away (``BrokenPipeError``) into the exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import stat
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import IO, Any
+
+from probe.results import TargetResult
+from probe.watch import (
+    Change,
+    Summary,
+    Watch,
+    change_json,
+    change_text,
+    status_line,
+    summary_json,
+    summary_text,
+)
+
+#: Seconds between refreshes of the status line, and between looks at whether the reader left.
+REFRESH_SECONDS = 1.0
+
+#: One round: the results of every target, one check each.
+Round = Callable[[], Coroutine[Any, Any, list[TargetResult]]]
+
+
+class WatchOutput:
+    """Where a watch writes: change lines or JSON lines, and on a terminal the status line.
+
+    Args:
+        stream: the output (stdout).
+        json_lines: write JSON lines instead of text.
+        color: colour the text (ANSI).
+        live: refresh a status line in place (a terminal, text only).
+    """
+
+    def __init__(self, stream: IO[str], *, json_lines: bool, color: bool, live: bool) -> None:
+        self.stream = stream
+        self.json_lines = json_lines
+        self.color = color
+        self.live = live
+        self._status_shown = False
+
+    def changes(self, changes: Sequence[Change]) -> None:
+        """Write one line per change (nothing for none)."""
+        if not changes:
+            return
+        self.clear_status()
+        for change in changes:
+            if self.json_lines:
+                self.stream.write(json.dumps(change_json(change), ensure_ascii=False) + "\n")
+            else:
+                self.stream.write(change_text(change, color=self.color) + "\n")
+        self.stream.flush()
+
+    def status(self, watch: Watch, *, probing: bool) -> None:
+        """Rewrite the status line in place (only when live)."""
+        if not self.live:
+            return
+        width = 0
+        with contextlib.suppress(OSError, ValueError):
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        width = width or shutil.get_terminal_size().columns  # a terminal that reports no size: $COLUMNS or 80
+        line = status_line(watch, time.time(), width, probing=probing)
+        self.stream.write(f"\r\033[K{line}")
+        self.stream.flush()
+        self._status_shown = True
+
+    def clear_status(self) -> None:
+        """Erase the status line, if one is shown."""
+        if self._status_shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._status_shown = False
+
+    def summary(self, summary: Summary) -> None:
+        """Write the summary (text block or one JSON line)."""
+        self.clear_status()
+        if self.json_lines:
+            self.stream.write(json.dumps(summary_json(summary), ensure_ascii=False) + "\n")
+        else:
+            self.stream.write(summary_text(summary, color=self.color))
+        self.stream.flush()
+
+
+def reader_gone(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a pipe (or FIFO) whose reading end has been closed.
+
+    ``probe check --watch | head -1``: ``head`` exits after the first line, but a watch in
+    which nothing changes writes nothing more, so it would never see ``EPIPE``. The write
+    end of a pipe without readers polls as ``POLLERR`` (Linux, the BSDs), which this looks
+    at without writing. Any other stream (a terminal, a file, a socket) is never "gone".
+    """
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked: only POLLERR / POLLHUP / POLLNVAL come back
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation: no real fd
+        return False
+
+
+def run_watch(
+    run_round: Round,
+    watch: Watch,
+    output: WatchOutput,
+    *,
+    every: float,
+    max_time: float | None,
+) -> None:
+    """Run rounds until ``watch`` says its ``--until`` is met, ``max_time`` passes or a signal.
+
+    Writes each round's changes as they come and the summary at the end. ``watch`` holds
+    the outcome afterwards (its ``exit_code``), also when this raises.
+
+    Args:
+        run_round: runs one round (every target once).
+        watch: the watch state; observes each round.
+        output: where the lines go.
+        every: seconds from the start of one round to the start of the next.
+        max_time: seconds the whole watch may take (it cuts a round under way), or ``None``.
+
+    Raises:
+        BrokenPipeError: the reader of the output went away (a write failed, or the pipe
+            was seen without readers between rounds); no summary was written.
+    """
+    ended_by = asyncio.run(_rounds(run_round, watch, output, every, max_time))
+    output.summary(watch.summary(time.time(), ended_by))
+
+
+async def _rounds(
+    run_round: Round, watch: Watch, output: WatchOutput, every: float, max_time: float | None
+) -> str:
+    """Run rounds until one ends the watch; returns why it ended (see ``probe.watch.ENDED_BY``).
+
+    A round starts ``every`` seconds after the previous one started, or at once when that
+    one took longer; ``max_time`` (seconds) also cuts a round under way. SIGINT and SIGTERM
+    end the watch as ``interrupted``.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        loop.add_signal_handler(number, stop.set)
+    ends = None if max_time is None else time.monotonic() + max_time
+    probing = True
+    left = False
+
+    async def refresh() -> None:
+        nonlocal left
+        while True:
+            output.status(watch, probing=probing)
+            if reader_gone(output.stream):
+                left = True
+                stop.set()
+                return
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    refresher = asyncio.create_task(refresh())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        while True:
+            started = time.monotonic()
+            probing = True
+            output.status(watch, probing=True)
+            round_task = asyncio.create_task(run_round())
+            budget = None if ends is None else max(0.0, ends - time.monotonic())
+            done, _ = await asyncio.wait(
+                {round_task, stopped}, timeout=budget, return_when=asyncio.FIRST_COMPLETED
+            )
+            if round_task not in done:
+                round_task.cancel()
+                await asyncio.gather(round_task, return_exceptions=True)
+                if left:
+                    raise BrokenPipeError("the reader of the output went away")
+                return "interrupted" if stop.is_set() else "max_time"
+            probing = False
+            output.changes(watch.observe(round_task.result()))
+            output.status(watch, probing=False)
+            if watch.until_met:
+                return watch.until or "ok"
+            pause = max(0.0, started + every - time.monotonic())
+            if ends is not None and time.monotonic() + pause >= ends:
+                return "max_time"  # the next round could not start before --max-time
+            await asyncio.wait({stopped}, timeout=pause)
+            if left:
+                raise BrokenPipeError("the reader of the output went away")
+            if stop.is_set():
+                return "interrupted"
+    finally:
+        for task in (refresher, stopped):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for number in signals:
+            loop.remove_signal_handler(number)
+        output.clear_status()
