@@ -128,6 +128,8 @@ class Reason(StrEnum):
     HTTP_BODY_TOO_LARGE = "http_body_too_large"
     HTTP_CLOCK_SKEW = "http_clock_skew"
     TLS_ALPN_MISMATCH = "tls_alpn_mismatch"
+    HTTP_REDIRECT_WRONG = "http_redirect_wrong"
+    HTTP_REDIRECT_MISSING = "http_redirect_missing"
 
     @property
     def stage(self) -> Stage:
@@ -329,5 +331,16 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.TLS,
         _C,
         "The server accepts none of the HTTP versions offered in ALPN (see http_version).",
+    ),
+    Reason.HTTP_REDIRECT_WRONG: (
+        Stage.HTTP,
+        _C,
+        "expect_redirect: a redirect that is not a 301 or 302 to the https:// form of the URL "
+        "(same host and path, port 443).",
+    ),
+    Reason.HTTP_REDIRECT_MISSING: (
+        Stage.HTTP,
+        _C,
+        "expect_redirect: the response is not a redirect (a 200 serves the page over plain HTTP).",
     ),
 }

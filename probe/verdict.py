@@ -178,8 +178,9 @@ def backend_findings(addresses: tuple[AddressResult, ...], target: TargetConfig)
     ``backend_imbalance``: a backend that answered got less than half of its fair share,
     the share being the identified responses divided by the expected (or seen) backends.
     Nothing is judged when no response was identified: the cause is already reported.
+    Nothing is judged with ``expect_redirect`` either: the listener answers itself.
     """
-    if target.backend is None:
+    if target.backend is None or target.expect_redirect is not None:
         return []
     counts: dict[str, int] = {}
     for result in addresses:
