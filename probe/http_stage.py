@@ -669,19 +669,20 @@ def _redirect_problem(location: str, target: TargetConfig) -> str | None:
     except ValueError:
         return "not a valid URL"
     scheme = parts.scheme.lower()
-    if scheme == "http":
-        return "still plain http://"
-    if scheme != "https":
+    if scheme not in ("http", "https"):
         return f"a {printable_token(parts.scheme)}: URL, not https://"
+    problems = []
+    if scheme == "http":
+        problems.append("still plain http://")
     if host != target.hostname:
-        return f"another host ({shorten(_PRINTABLE.sub('_', host), 80) or 'none'})"
-    if port not in (None, 443):
-        return f"port {port}, not 443"
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if path != target.path:
-        same_path = (parts.path or "/") == target.path.split("?", 1)[0]
-        return "another query" if same_path else "another path"
-    return None
+        problems.append(f"another host ({shorten(_PRINTABLE.sub('_', host), 80) or 'none'})")
+    if scheme == "https" and port not in (None, 443):
+        problems.append(f"port {port}, not 443")
+    if (parts.path or "/") != target.path.split("?", 1)[0]:
+        problems.append("another path")
+    elif (f"?{parts.query}" if parts.query else "") != target.path[len(parts.path or "/") :]:
+        problems.append("another query")
+    return "; ".join(problems) or None
 
 
 def _timeout_failure(

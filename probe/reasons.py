@@ -335,12 +335,12 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
     Reason.HTTP_REDIRECT_WRONG: (
         Stage.HTTP,
         _C,
-        "expect_redirect: a redirect that is not a 301 or 302 to the https:// form of the URL "
-        "(same host and path, port 443).",
+        "With expect_redirect, a redirect that is not a 301 or 302 to the https:// form of the URL "
+        "(same host, path and query, port 443).",
     ),
     Reason.HTTP_REDIRECT_MISSING: (
         Stage.HTTP,
         _C,
-        "expect_redirect: the response is not a redirect (a 200 serves the page over plain HTTP).",
+        "With expect_redirect, a response that is not a redirect (a 200 serves the page over plain HTTP).",
     ),
 }

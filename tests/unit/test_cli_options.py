@@ -32,6 +32,7 @@ SAMPLES = {
     "--timeout": ("4", "timeouts", None),
     "--insecure": (True, "insecure_skip_verify", True),
     "--ocsp": ("staple", "ocsp", "staple"),
+    "--expect-redirect": ("https", "expect_redirect", "https"),
 }
 
 
@@ -59,6 +60,8 @@ def test_each_option_fills_its_target_field(flag: str) -> None:
     extra = ["--backend-header", "X-Backend"] if flag == "--expect-backends" else []
     # --server-name is for a URL whose host is an IP address.
     url = "https://127.0.10.1/" if flag == "--server-name" else "https://www.corp.example/"
+    if flag == "--expect-redirect":  # for the plain HTTP listener
+        url = "http://www.corp.example/"
     args = cli.build_parser().parse_args(["check", url, *argv_for(flag), *extra])
     target = cli._config_from_args(args).targets[0]
     _, field, expected = SAMPLES[flag]
@@ -161,3 +164,20 @@ def test_baselines_are_refused_with_watch(flag: str) -> None:
 def test_watch_durations_take_prometheus_durations(flag: str, text: str, seconds: float) -> None:
     args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, text])
     assert getattr(args, flag.removeprefix("--").replace("-", "_")) == seconds
+
+
+def test_http_url_ad_hoc_defaults_to_port_80() -> None:
+    target = adhoc("http://www.corp.example/health", "--expect-redirect", "https")
+    assert (target.scheme, target.port, target.path, target.expect_redirect) == (
+        "http",
+        80,
+        "/health",
+        "https",
+    )
+    assert target.plain
+
+
+def test_expect_redirect_refused_for_an_https_url() -> None:
+    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--expect-redirect", "https"])
+    with pytest.raises(cli.UsageError, match=r"^--expect-redirect: only for an http:// URL"):
+        cli._config_from_args(args)
