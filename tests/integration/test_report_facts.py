@@ -334,5 +334,6 @@ def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any, 
     values |= {"target", "status", "address", "backend", "certificate", "tls_version", "alpn"}  # aspects
     values |= {"neutral", "improvement", "regression"}  # impacts (also "neutral": n)
     values |= {"www", "server_name", "generic", "aws"}  # a target name; a pinned_by value; platforms
+    values |= {"plain", "https"}  # tls.handshake of an http:// target; scheme and expect_redirect values
     assert _json_keys(document) - documented == set()
     assert documented - _json_keys(document) - values == set()
