@@ -322,6 +322,13 @@ _ADHOC = (
         "staple: ask each address for its stapled OCSP response (a second handshake; default off)",
         choices=("off", "staple"),
     ),
+    _AdHoc(
+        "--expect-redirect",
+        "expect_redirect",
+        "with an http:// URL: every address must answer 301 or 302 to the https:// form of the URL "
+        "(not followed)",
+        choices=("https",),
+    ),
 )
 
 
@@ -370,7 +377,9 @@ def build_parser() -> _Parser:
         help="probe targets once and print a verdict (exit 0 ok, 1 warning, 2 critical, 3 unknown)",
         description="Probe once: DNS, TLS at every address, HTTP round-robin; print a verdict.",
     )
-    check.add_argument("url", nargs="?", help="ad hoc target, e.g. https://www.corp.example/health")
+    check.add_argument(
+        "url", nargs="?", help="ad hoc target, e.g. https://www.corp.example/health (or http://…)"
+    )
     check.add_argument("--config", metavar="FILE", help="YAML config file")
     check.add_argument(
         "--target", metavar="NAME", action="append", default=[], help="only this target (repeatable)"

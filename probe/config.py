@@ -742,8 +742,12 @@ class _TargetFields(_Frozen):
 class TargetConfig(_TargetFields):
     """One probed URL and everything about how to judge it.
 
-    Attributes beyond the settings: ``hostname`` (normalized), ``port`` and ``path`` are
-    derived from ``url``; ``hostname`` is ``server_name`` when the URL names an IP address.
+    Attributes beyond the settings: ``hostname`` (normalized), ``port``, ``path`` and
+    ``scheme`` are derived from ``url``; ``hostname`` is ``server_name`` when the URL names
+    an IP address. The port defaults to 443 for ``https://`` and 80 for ``http://``; an
+    ``http://`` target has no TLS stage, so the TLS settings (``ca_file``,
+    ``insecure_skip_verify``, ``min_tls_version``, ``cert_expiry_warning_days``) do not
+    apply to it.
 
     Pinned addresses (no DNS query for the name, as curl's ``--resolve``): ``addresses``
     lists them for a URL with a DNS name; a URL whose host is an IP address is pinned to
@@ -758,20 +762,25 @@ class TargetConfig(_TargetFields):
     hostname: str = ""
     port: int = 443
     path: str = "/"
+    #: ``https`` or ``http`` (lower case), from ``url``.
+    scheme: str = "https"
     addresses: Annotated[tuple[IPAddress, ...], BeforeValidator(_addresses)] | None = None
     server_name: ServerName | None = None
     pinned_by: str | None = None
     #: Backends checked directly each cycle, besides through the load balancer.
     direct_backends: tuple[DirectBackendConfig, ...] = ()
+    #: ``https``: every address must answer with a 301 or 302 to the ``https://`` form of
+    #: the URL (an ``http://`` target only); see :func:`probe.http_stage.judge_redirect`.
+    expect_redirect: Literal["https"] | None = None
 
     @field_validator("url", mode="before")
     @classmethod
-    def _url_is_https(cls, value: Any) -> Any:
+    def _url_is_http_or_https(cls, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError("must be a URL such as https://www.corp.example/health")
         parts = urlsplit(value.strip())
-        if parts.scheme.lower() != "https":
-            raise ValueError(f"{shown(value)} must be an https:// URL")
+        if parts.scheme.lower() not in ("https", "http"):
+            raise ValueError(f"{shown(value)} must be an https:// or http:// URL")
         if parts.username is not None or parts.password is not None:
             raise ValueError("must not contain user:password (use headers)")
         try:
@@ -789,7 +798,7 @@ class TargetConfig(_TargetFields):
     def _derive(cls, data: Any) -> Any:
         if not isinstance(data, Mapping):
             raise ValueError("each target must be a mapping with at least 'url'")
-        for key in ("hostname", "port", "path"):
+        for key in ("hostname", "port", "path", "scheme"):
             if key in data:
                 raise ValueError(f"'{key}' is taken from 'url' and cannot be set")
         if "pinned_by" in data:
@@ -826,7 +835,9 @@ class TargetConfig(_TargetFields):
             object.__setattr__(self, "hostname", normalize_hostname(parts.hostname or ""))
             if self.addresses is not None and self.pinned_by is None:
                 object.__setattr__(self, "pinned_by", "addresses")
-        object.__setattr__(self, "port", parts.port or 443)
+        scheme = parts.scheme.lower()
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "port", parts.port or (443 if scheme == "https" else 80))
         path = parts.path or "/"
         object.__setattr__(self, "path", f"{path}?{parts.query}" if parts.query else path)
         if not self.name:
@@ -837,6 +848,7 @@ class TargetConfig(_TargetFields):
             )
         if self.expect_backends is not None and self.backend is None:
             raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
+        self._check_plain(scheme)
         context = info.context if isinstance(info.context, Mapping) else {}
         interval = self.interval if context.get("interval_bound", True) else None
         fitted = self.timeouts.fitted(interval, frozenset(context.get("inherited_timeouts", ())))
@@ -873,6 +885,7 @@ class TargetConfig(_TargetFields):
             update={
                 "name": f"{self.name}/{backend.name}",
                 "url": backend.url,
+                "scheme": parts.scheme,
                 "hostname": hostname,
                 "port": parts.port or 443,
                 "path": f"{path}?{parts.query}" if parts.query else path,
@@ -887,9 +900,44 @@ class TargetConfig(_TargetFields):
                 "expect_same_addresses_as": None,
                 "ocsp": "off",
                 "direct_backends": (),
+                "expect_redirect": None,
                 "cert_expiry_warning_days": self.direct_backend_cert_expiry_warning_days,
             }
         )
+
+    def _check_plain(self, scheme: str) -> None:
+        """The rules of ``http://`` targets and of ``expect_redirect``.
+
+        Raises:
+            ValueError: ``expect_redirect`` on an ``https://`` URL or with
+                ``expect_backends``; ``ocsp: staple`` or ``http_version: 2`` on an
+                ``http://`` URL (there is no handshake; probe does not speak h2c).
+        """
+        if self.expect_redirect is not None:
+            if scheme != "http":
+                raise ValueError(
+                    "expect_redirect: only for an http:// URL (the plain HTTP listener that "
+                    "redirects to HTTPS); this URL is already https://"
+                )
+            if self.expect_backends is not None:
+                raise ValueError(
+                    "expect_backends: cannot be combined with expect_redirect: the listener "
+                    "answers with a redirect, no backend answers (set expect_backends: null "
+                    "if it comes from defaults)"
+                )
+        if scheme == "http":
+            if self.ocsp != "off":
+                raise ValueError("ocsp: staple needs an https:// URL (an http:// target has no handshake)")
+            if self.http_version == "2":
+                raise ValueError(
+                    "http_version: 2 needs an https:// URL: probe speaks HTTP/1.1 to an http:// "
+                    "target (HTTP/2 over plain TCP, h2c, is not supported)"
+                )
+
+    @property
+    def plain(self) -> bool:
+        """The URL is ``http://``: TCP and HTTP/1.1 only, no TLS stage."""
+        return self.scheme == "http"
 
     @property
     def expected_backend_count(self) -> int | None:
@@ -1067,7 +1115,7 @@ def build_config(
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("must be a mapping of target settings", where=where, field="defaults")
-    for key in ("name", "url", "addresses", "server_name", "direct_backends"):
+    for key in ("name", "url", "addresses", "server_name", "direct_backends", "expect_redirect"):
         if key in defaults:
             raise ConfigError(
                 f"set '{key}' per target, not in defaults", where=where, field=f"defaults.{key}"
@@ -1221,7 +1269,7 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
         )
     if current is None or not hasattr(current, "model_fields"):
         return []
-    return [f for f in current.model_fields if f not in ("hostname", "port", "path", "pinned_by")]
+    return [f for f in current.model_fields if f not in ("hostname", "port", "path", "pinned_by", "scheme")]
 
 
 _MESSAGES = {

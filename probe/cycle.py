@@ -84,6 +84,8 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
     so it must not happen per probe.
 
     A pinned target without ``expect_same_addresses_as`` resolves nothing and gets no resolvers.
+    An ``http://`` target gets non-verifying contexts that no handshake uses (its
+    ``ca_file`` is not read).
 
     Raises:
         ConfigError: a ``ca_file`` cannot be loaded, or no resolver is configured.
@@ -95,6 +97,9 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
     plans = []
     for index, target in enumerate(config.targets):
         key = (target.ca_file, target.min_tls_version, target.insecure_skip_verify, target.http_version)
+        if target.plain:
+            # No handshake: no trust store to load (and a ca_file from defaults is not read).
+            key = (None, "1.2", True, "1.1")
         if key not in contexts:
             try:
                 contexts[key] = tls_stage.build_contexts(*key)
@@ -208,7 +213,7 @@ async def run_cycle(
         )
     unfinished = extra[0] if extra else Failure(Reason.CYCLE_DEADLINE_EXCEEDED, "not probed")
     addresses = tuple(
-        done.get(address) or _unfinished(address, target.port, unfinished)
+        done.get(address) or _unfinished(address, target.port, unfinished, target.plain)
         for address in dns_result.probe_addresses
     )
     memory = rotation.fold(
@@ -245,7 +250,7 @@ async def run_cycle(
         status=status,
         expected_backends=target.expected_backend_names,
         expected_backend_count=target.expected_backend_count,
-        insecure_skip_verify=target.insecure_skip_verify,
+        insecure_skip_verify=target.insecure_skip_verify and not target.plain,
         request_headers=tuple(
             (name, "(secret)" if target.is_secret_header(name) else value.value)
             for name, value in target.headers.items()
@@ -258,12 +263,17 @@ async def run_cycle(
         balancing=target.balancing,
         cross_zone=target.cross_zone,
         rotation=memory,
+        scheme=target.scheme,
+        expect_redirect=target.expect_redirect,
     )
 
 
 def _backend_rule(target: TargetConfig) -> tuple[str, str] | None:
-    """The backend rule as ``(kind, value)`` for the result, ``None`` without one."""
-    if target.backend is None:
+    """The backend rule as ``(kind, value)`` for the result, ``None`` without one.
+
+    Also ``None`` with ``expect_redirect``, under which no backend is identified.
+    """
+    if target.backend is None or target.expect_redirect is not None:
         return None
     if target.backend.header is not None:
         return ("header", target.backend.header)
@@ -280,6 +290,9 @@ async def probe_address(
 ) -> AddressResult:
     """TLS, then HTTP, then the stapled OCSP response (with ``ocsp: staple``) at one address.
 
+    An ``http://`` target has no TLS stage: a TCP connect (``tls.plain``), then HTTP/1.1
+    over that connection for the first request.
+
     HTTP requests are sent only after a handshake that verified (or with
     ``insecure_skip_verify``): like curl, probe does not talk HTTP to a server whose
     certificate failed, and the TLS finding says why. The stapling handshake follows the
@@ -292,11 +305,14 @@ async def probe_address(
     """
     target = plan.target
     try:
-        tls, connection = await tls_stage.handshake_open(
-            address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
-        )
+        if target.plain:
+            tls, connection = await tls_stage.connect_plain(address, target.port, target.timeouts, deadline)
+        else:
+            tls, connection = await tls_stage.handshake_open(
+                address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
+            )
     except Exception as exc:
-        return _unfinished(address, target.port, _bug(exc, target.name, address))
+        return _unfinished(address, target.port, _bug(exc, target.name, address), target.plain)
     if tls_check is not None and tls.version is not None:
         tls = dataclasses.replace(tls, failures=tls.failures + tls_check(tls))
     # Warnings (a weak cipher, a deprecated version) do not stop HTTP or OCSP; critical ones do.
@@ -407,7 +423,7 @@ async def _probe_into(
         done[address] = await probe_address(address, plan, deadline, clock)
 
 
-def _unfinished(address: IPAddress, port: int, why: Failure) -> AddressResult:
+def _unfinished(address: IPAddress, port: int, why: Failure, plain: bool = False) -> AddressResult:
     failure = Failure(why.reason, why.detail, address)
-    tls = TlsResult(address, port, None, None, None, None, None, False, None, None, (), (), (failure,))
+    tls = TlsResult(address, port, None, None, None, None, None, False, None, None, (), (), (failure,), plain)
     return AddressResult(address, tls, (), (failure,), status_of((failure,)))

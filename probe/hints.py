@@ -255,6 +255,19 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         _A: "the listener's security policy allows TLS 1.0 or 1.1; choose an "
         "ELBSecurityPolicy-TLS13-1-2-… policy",
     },
+    Reason.HTTP_REDIRECT_WRONG: {
+        _G: "the redirect rule builds the wrong URL: it should keep the host, path and query and "
+        "change only the scheme to https (HAProxy: redirect scheme https; nginx: return 301 "
+        "https://$host$request_uri)",
+        _A: "the HTTP listener's redirect action changes more than the protocol: set protocol "
+        "HTTPS, port 443, and keep #{host}, #{path} and #{query}, with status HTTP_301 or HTTP_302",
+    },
+    Reason.HTTP_REDIRECT_MISSING: {
+        _G: "the plain HTTP listener serves (or forwards) instead of redirecting: make its "
+        "default action a redirect to https",
+        _A: "the HTTP:80 listener's default action (or a rule before it) forwards to a target "
+        "group or answers with a fixed response; change it to a redirect to HTTPS, port 443",
+    },
     Reason.TLS_ALPN_MISMATCH: {
         _G: "the server speaks none of the offered HTTP versions; try --http-version 1.1 or 2",
         _A: "the listener's ALPN policy (HTTP1Only, HTTP2Only …) excludes what probe offers; "

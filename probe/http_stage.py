@@ -91,7 +91,8 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
     client sends; without ``reuse_connections`` it keeps no connection alive either, so
     one client serves every address and every cycle of the target (see
     :class:`TargetClient`). ``http_version`` picks HTTP/1.1, HTTP/2 or (``auto``) whichever
-    the server selects in ALPN; the ALPN list itself is the one pinned on ``context``.
+    the server selects in ALPN; the ALPN list itself is the one pinned on ``context``. An
+    ``http://`` target speaks HTTP/1.1 only (no h2c upgrade, no prior knowledge).
     Connections are made by :class:`probe.http_network.AsyncioBackend` (asyncio's TLS, and
     the TLS stage's connection for an address's first request).
 
@@ -101,6 +102,8 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
     """
     timeouts = target.timeouts
     http1, http2 = target.http_version != "2", target.http_version != "1.1"
+    if target.plain:
+        http1, http2 = True, False  # HTTP/1.1 only: probe does not speak h2c
     transport = httpx.AsyncHTTPTransport(verify=context, http1=http1, http2=http2, trust_env=False)
     # httpx takes no network backend; its transport's pool is rebuilt with probe's. The
     # addresses of a target are probed concurrently (each one request at a time), so the
@@ -186,13 +189,19 @@ class TargetClient:
 
 
 def request_url(address: IPAddress, target: TargetConfig) -> str:
-    """The URL to request: the address in place of the hostname."""
-    return f"https://{host_port(str(address), target.port)}{target.path}"
+    """The URL to request: the address in place of the hostname, the target's scheme."""
+    return f"{target.scheme}://{host_port(str(address), target.port)}{target.path}"
+
+
+def _default_port(scheme: str) -> int:
+    return 80 if scheme == "http" else 443
 
 
 def request_headers(target: TargetConfig) -> dict[str, str]:
     """Headers of every request: Host as a browser sends it, then the configured ones."""
-    host = target.hostname if target.port == 443 else f"{target.hostname}:{target.port}"
+    host = (
+        target.hostname if target.port == _default_port(target.scheme) else f"{target.hostname}:{target.port}"
+    )
     headers = {
         "Host": host,
         "User-Agent": USER_AGENT,
@@ -544,9 +553,10 @@ def redirect_location(
 ) -> tuple[str | None, str | None]:
     """The ``Location`` of a redirect (3xx) as an absolute URL, and a note on where it points.
 
-    The note says whether it stays on the same host, goes to another one, or downgrades
-    to ``http://`` (RFC 9110 §10.2.2: a relative reference is resolved against the
-    request URL, whose host is the target's hostname).
+    The note says whether it stays on the same host, goes to another one, downgrades to
+    ``http://`` (from an ``https://`` target) or upgrades to ``https://`` (from an
+    ``http://`` one) (RFC 9110 §10.2.2: a relative reference is resolved against the
+    request URL, whose host is the target's hostname and whose scheme is the target's).
 
     Returns:
         ``(url, note)``, both ``None`` for other statuses or without a Location.
@@ -556,27 +566,123 @@ def redirect_location(
     values = _distinct(_values(headers, "location", split_commas=False) or [])
     if not values:
         return None, None
-    authority = target.hostname if target.port == 443 else host_port(target.hostname, target.port)
-    base = f"https://{authority}{target.path}"
     try:
-        url = urljoin(base, values[0].strip())
+        url = urljoin(_base_url(target), values[0].strip())
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError:
         return _PRINTABLE_SPACE.sub("_", values[0])[:_MAX_LOCATION], "not a valid URL"
     url = _PRINTABLE_SPACE.sub("_", url)[:_MAX_LOCATION]
-    if parts.scheme.lower() == "http":
-        note = "a downgrade to http://"
-    elif parts.scheme.lower() != "https":
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
         note = f"to a {printable_token(parts.scheme)}: URL"
-    elif host == target.hostname and (port or 443) == target.port:
-        note = "same host"
-    else:
-        where = host_port(host or "", port) if port and port != 443 else host or ""
+    elif scheme == "http" and not target.plain:
+        note = "a downgrade to http://"
+    elif host != target.hostname or (
+        scheme == target.scheme and (port or _default_port(scheme)) != target.port
+    ):
+        where = host_port(host or "", port) if port and port != _default_port(scheme) else host or ""
         note = f"another host: {shorten(_PRINTABLE.sub('_', where), 80)}"
+    elif scheme != target.scheme:
+        note = "an upgrade to https://, same host"
+    else:
+        note = "same host"
     if len(values) > 1:
         note += f"; {len(values)} different Location headers, the first is shown"
     return url, note
+
+
+def _base_url(target: TargetConfig) -> str:
+    """The URL a request asks for, with the hostname: what a relative Location resolves against."""
+    default = target.port == _default_port(target.scheme)
+    authority = target.hostname if default else host_port(target.hostname, target.port)
+    return f"{target.scheme}://{authority}{target.path}"
+
+
+#: The statuses ``expect_redirect`` accepts: what an ALB redirect action (HTTP_301,
+#: HTTP_302) and HAProxy's ``redirect scheme https`` (302 by default) send.
+REDIRECT_STATUSES = (301, 302)
+
+
+def expected_redirect(target: TargetConfig) -> str:
+    """The ``https://`` form of an ``http://`` target's URL: same host and path, port 443."""
+    return f"https://{target.hostname}{target.path}"
+
+
+def judge_redirect(
+    status: int,
+    headers: httpx.Headers | Mapping[str, str],
+    target: TargetConfig,
+    address: IPAddress | None = None,
+) -> tuple[Failure, ...]:
+    """Check one response of an ``expect_redirect: https`` target; the redirect is not followed.
+
+    The response must be a 301 or 302 whose ``Location`` (resolved against the request
+    URL, RFC 9110 §10.2.2) is the ``https://`` form of the URL: the same host, port 443
+    (implied or explicit), the same path and the same query. ALB's default redirect
+    action (``#{host}``, ``#{path}``, ``#{query}``) and HAProxy's ``redirect scheme
+    https`` keep all three. Stricter than curl, which would follow any redirect.
+
+    Returns:
+        ``http_redirect_missing`` for a response that is not a redirect (a 200 means the
+        listener serves over plain HTTP), ``http_redirect_wrong`` for any other redirect
+        (status 303, 307 or 308; no Location; to ``http://``, another host, port or path),
+        naming the Location and what was expected; empty when the redirect is right.
+    """
+    expected = expected_redirect(target)
+    if not 300 <= status <= 399:
+        return (
+            Failure(
+                Reason.HTTP_REDIRECT_MISSING,
+                f"status {status}, not a redirect (expected 301 or 302 to {expected})",
+                address,
+            ),
+        )
+    location, _ = redirect_location(status, headers, target)
+    if location is None:
+        return (
+            Failure(
+                Reason.HTTP_REDIRECT_WRONG,
+                f"status {status} without a Location header (expected 301 or 302 to {expected})",
+                address,
+            ),
+        )
+    why = _redirect_problem(location, target)
+    if status not in REDIRECT_STATUSES:
+        why = f"status {status}, not 301 or 302" + (f"; {why}" if why else "")
+    if why is None:
+        return ()
+    return (
+        Failure(
+            Reason.HTTP_REDIRECT_WRONG,
+            f"{status} to {location}: {why} (expected 301 or 302 to {expected})",
+            address,
+        ),
+    )
+
+
+def _redirect_problem(location: str, target: TargetConfig) -> str | None:
+    """What is wrong with a redirect's (absolute) Location for ``expect_redirect``, ``None`` if right."""
+    try:
+        parts = urlsplit(location)
+        host, port = (parts.hostname or "").rstrip("."), parts.port
+    except ValueError:
+        return "not a valid URL"
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        return f"a {printable_token(parts.scheme)}: URL, not https://"
+    problems = []
+    if scheme == "http":
+        problems.append("still plain http://")
+    if host != target.hostname:
+        problems.append(f"another host ({shorten(_PRINTABLE.sub('_', host), 80) or 'none'})")
+    if scheme == "https" and port not in (None, 443):
+        problems.append(f"port {port}, not 443")
+    if (parts.path or "/") != target.path.split("?", 1)[0]:
+        problems.append("another path")
+    elif (f"?{parts.query}" if parts.query else "") != target.path[len(parts.path or "/") :]:
+        problems.append("another query")
+    return "; ".join(problems) or None
 
 
 def _timeout_failure(
@@ -703,6 +809,9 @@ def judge_response(
     the same; different backend values are a finding naming them, never a made-up name.
     The body is read as text in the charset of its ``Content-Type`` (UTF-8 when none).
 
+    With ``expect_redirect`` only :func:`judge_redirect` applies (no backend is
+    identified: the listener itself answers).
+
     Args:
         status: the status code.
         headers: the response headers (case-insensitive lookups for ``httpx.Headers``).
@@ -716,6 +825,9 @@ def judge_response(
         ``(backend name or None, failures)``. Backend names are cut to 64 printable
         characters so a hostile server cannot create unbounded labels.
     """
+    if target.expect_redirect is not None:
+        # The listener answers with the redirect itself: no status, body or backend rule.
+        return None, judge_redirect(status, headers, target, address)
     failures = []
     if not target.status_accepted(status):
         detail = f"status {status} (expected {target.status_codes_text()})"

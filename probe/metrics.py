@@ -480,7 +480,8 @@ def _verdict_section(out: _Lines, state: TargetState, target: dict[str, str]) ->
     for stage, reason, severity, where in sorted(findings):
         labels = {**target, "stage": stage, "reason": reason, "severity": severity, "address": where}
         out.add("probe_failure_info", 1, labels)
-    out.add("probe_tls_insecure_skip_verify", 1 if result.insecure_skip_verify else 0, target)
+    if not result.plain:  # no TLS stage at all: absent, not 0
+        out.add("probe_tls_insecure_skip_verify", 1 if result.insecure_skip_verify else 0, target)
 
 
 def _dns_section(out: _Lines, result: TargetResult, target: dict[str, str]) -> None:

@@ -135,6 +135,8 @@ class Reason(StrEnum):
     BACKEND_CERT_PIN_MISMATCH = "backend_cert_pin_mismatch"
     BACKEND_CERT_EXPIRING_SOON = "backend_cert_expiring_soon"
     BACKEND_UNDECIDED = "backend_undecided"
+    HTTP_REDIRECT_WRONG = "http_redirect_wrong"
+    HTTP_REDIRECT_MISSING = "http_redirect_missing"
 
     @property
     def stage(self) -> Stage:
@@ -376,5 +378,16 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         _W,
         "An expected backend has not answered yet, but too few responses were counted to call "
         "it missing under the balancing algorithm (see balancing).",
+    ),
+    Reason.HTTP_REDIRECT_WRONG: (
+        Stage.HTTP,
+        _C,
+        "With expect_redirect, a redirect that is not a 301 or 302 to the https:// form of the URL "
+        "(same host, path and query, port 443).",
+    ),
+    Reason.HTTP_REDIRECT_MISSING: (
+        Stage.HTTP,
+        _C,
+        "With expect_redirect, a response that is not a redirect (a 200 serves the page over plain HTTP).",
     ),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from probe._text import plural, printable
 from probe.baseline import Comparison, Impact
@@ -53,10 +54,23 @@ def to_json(
         "schema_version": SCHEMA_VERSION,
         "status": overall_status(results).value,
         "generated_timestamp": round(now, 3),
-        "certificates_verified": not any(r.insecure_skip_verify for r in results),
+        "certificates_verified": certificates_verified(results),
         "targets": [_target(r) for r in results],
         "baseline": None if baseline is None else baseline_json(baseline),
     }
+
+
+def certificates_verified(results: Sequence[TargetResult]) -> bool | None:
+    """Whether certificates were verified: the JSON's ``certificates_verified``.
+
+    ``False`` when a target had verification off; ``None`` when no target spoke TLS
+    (``http://`` targets only: no certificate was checked); else ``True``.
+    """
+    if any(r.insecure_skip_verify for r in results):
+        return False
+    if results and all(r.plain for r in results):
+        return None
+    return True
 
 
 def render_json(
@@ -121,6 +135,8 @@ def _target(result: TargetResult) -> dict[str, Any]:
         "platform": result.platform.value,
         "direct_backends": [_direct(d, result) for d in result.direct_backends],
         "balancing": _balancing(result),
+        "scheme": result.scheme,
+        "expect_redirect": result.expect_redirect,
     }
 
 
@@ -176,10 +192,18 @@ def target_notes(result: TargetResult) -> list[str]:
 
     Shown under the target in the text report and as ``notes`` in the JSON document:
     verification turned off (``insecure_skip_verify``), requests that shared a
-    connection (``reuse_connections``), a ``balancing`` other than round robin and
-    ``cross_zone: false``.
+    connection (``reuse_connections``), a ``balancing`` other than round robin,
+    ``cross_zone: false``, plain HTTP (no TLS stage) and ``expect_redirect``.
     """
     notes = []
+    if result.plain:
+        notes.append("plain HTTP (http://): no TLS stage and no certificate checked; HTTP/1.1 only (no h2c)")
+    if result.expect_redirect is not None:
+        notes.append(
+            f"expect_redirect: every address must answer with a 301 or 302 to "
+            f"https://{result.hostname}{_path_of(result.url)} (not followed); backends and "
+            "rotation are not judged"
+        )
     if result.insecure_skip_verify:
         notes.append(
             "certificates were NOT verified (insecure_skip_verify): the verdict says nothing "
@@ -209,6 +233,12 @@ _BALANCING_NOTES = {
     "any": "balancing: any: no assumption about how requests are spread; expected backends that "
     "did not answer are not reported",
 }
+
+
+def _path_of(url: str) -> str:
+    """The path and query of a URL, ``/`` when it has none."""
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 def _failure(failure: Failure, result: TargetResult, attempt: HttpAttempt | None = None) -> dict[str, Any]:
@@ -296,7 +326,7 @@ def _tls(tls: TlsResult) -> dict[str, Any]:
         "version": tls.version,
         "cipher": tls.cipher,
         "alpn": tls.alpn,
-        "verified": tls.verified,
+        "verified": None if tls.plain else tls.verified,
         "verify_code": tls.verify_code,
         "verify_message": tls.verify_message,
         "earliest_expiry_timestamp": tls.earliest_expiry_timestamp,
@@ -581,6 +611,13 @@ def _render_backends(result: TargetResult, out: IO[str], paint: _Painter) -> Non
     count = plural(responses, "response")
     if responses != requests:
         count += f" to {plural(requests, 'request')}"
+    if result.expect_redirect is not None:
+        if requests:
+            out.write(
+                "  backends not judged: the listener answers with a redirect (expect_redirect)  "
+                f"{paint.dim(count)}\n"
+            )
+        return
     if result.backend_rule is None:
         if requests:
             out.write(
@@ -715,6 +752,7 @@ _HANDSHAKE_WORDS = {
     "timeout": "timed out",
     "failed": "failed",
     "not_attempted": "-",
+    "plain": "plain HTTP",
 }
 
 

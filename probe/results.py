@@ -200,6 +200,8 @@ class TlsResult:
         chain: the certificates as sent by the server, leaf first; kept when verification fails.
         verified_chain: the chain OpenSSL built up to the trust anchor (empty unless verified).
         failures: TCP, TLS and certificate findings for this address.
+        plain: an ``http://`` target: only the TCP connect happened, by design; every TLS
+            fact is ``None`` or empty (absent, never "failed" or "not verified").
     """
 
     address: IPAddress
@@ -215,6 +217,7 @@ class TlsResult:
     chain: tuple[CertInfo, ...]
     verified_chain: tuple[CertInfo, ...]
     failures: tuple[Failure, ...]
+    plain: bool = False
 
     @property
     def connected(self) -> bool:
@@ -244,10 +247,13 @@ class TlsResult:
         with verification off (``insecure_skip_verify``). ``"verify_failed"``: the server
         spoke TLS but its certificate was refused (``verify_code`` says why), so the
         handshake was aborted. ``"timeout"``: did not complete in time. ``"failed"``: any
-        other handshake failure. ``"not_attempted"``: no TCP connection.
+        other handshake failure. ``"not_attempted"``: no TCP connection. ``"plain"``: an
+        ``http://`` target, connected; no handshake by design.
         """
         if not self.connected:
             return "not_attempted"
+        if self.plain:
+            return "plain"
         if self.version is not None:
             return "verified" if self.verified else "unverified"
         if self.verify_code is not None:
@@ -489,6 +495,11 @@ class TargetResult:
         rotation: with ``weighted_random`` or ``least_outstanding_requests``, the identified
             responses counted across evaluations (:mod:`probe.rotation`), handed to the
             next cycle of the daemon or round of ``--watch``; ``None`` otherwise.
+        scheme: the URL's scheme, ``"https"`` or ``"http"`` (plain HTTP: no TLS stage, no
+            certificate checked).
+        expect_redirect: ``"https"`` when every address had to redirect to the
+            ``https://`` form of the URL (``expect_redirect``); backends and rotation are
+            then not judged. ``None`` otherwise.
     """
 
     name: str
@@ -513,6 +524,13 @@ class TargetResult:
     balancing: str = "round_robin"
     cross_zone: bool = True
     rotation: Rotation | None = None
+    scheme: str = "https"
+    expect_redirect: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        """The target is ``http://``: no TLS stage, no certificate checked."""
+        return self.scheme == "http"
 
     @property
     def backend_counts(self) -> dict[str, int]:

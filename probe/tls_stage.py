@@ -352,6 +352,31 @@ async def handshake_open(
     return result, OpenConnection(reader, writer)
 
 
+async def connect_plain(
+    address: IPAddress, port: int, timeouts: Timeouts, deadline: Deadline
+) -> tuple[TlsResult, OpenConnection | None]:
+    """TCP connect only, for an ``http://`` target: the connection is left open for HTTP.
+
+    The same connect as :func:`handshake_open` (``tcp_refused``, ``tcp_timeout``,
+    ``tcp_error``), without a handshake. The result has ``plain`` set and no TLS facts.
+
+    Args:
+        address: the address to connect to.
+        port: the TCP port.
+        timeouts: ``connect`` bounds the TCP connect (seconds).
+        deadline: the cycle's deadline; the connect is clipped to it.
+
+    Returns:
+        The result (``connect_seconds`` or a TCP finding) and, when connected, the open
+        connection (the caller closes it); ``None`` when the connect failed.
+    """
+    connected = await _connect(address, port, timeouts.connect, deadline)
+    if isinstance(connected, Failure):
+        return _result(address, port, plain=True, failures=(connected,)), None
+    reader, writer, connect_seconds = connected
+    return _result(address, port, plain=True, connect_seconds=connect_seconds), OpenConnection(reader, writer)
+
+
 def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
     """Map a handshake exception (not a verification failure) to a reason and a sentence.
 
@@ -648,6 +673,7 @@ def _result(address: IPAddress, port: int, **fields: object) -> TlsResult:
         "chain": (),
         "verified_chain": (),
         "failures": (),
+        "plain": False,
     }
     values.update(fields)
     return TlsResult(address=address, port=port, **values)  # type: ignore[arg-type]

@@ -194,8 +194,9 @@ def backend_findings(
     per address with ``cross_zone: false``; for the random settings only when the split
     is also that unlikely by chance; never with ``any``.
     Nothing is judged when no response was identified: the cause is already reported.
+    Nothing is judged with ``expect_redirect`` either: the listener answers itself.
     """
-    if target.backend is None:
+    if target.backend is None or target.expect_redirect is not None:
         return []
     counts: dict[str, int] = {}
     for result in addresses:

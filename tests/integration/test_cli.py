@@ -122,8 +122,13 @@ def test_config_file_and_target_selection(demo: DemoLab, tmp_path: Path) -> None
         (["check"], "probe: give a URL to check or --config FILE (see 'probe check --help')"),
         (["check", "--bogus"], "probe: unrecognized arguments: --bogus (see 'probe check --help')"),
         (
-            ["check", "http://www.corp.example/"],
-            "probe: URL: 'http://www.corp.example/' must be an https:// URL",
+            ["check", "ftp://www.corp.example/", "--resolver", "127.0.0.1"],
+            "probe: URL: 'ftp://www.corp.example/' must be an https:// or http:// URL",
+        ),
+        (
+            ["check", "http://www.corp.example/", "--http-version", "2", "--resolver", "127.0.0.1"],
+            "probe: --http-version: 2 needs an https:// URL: probe speaks HTTP/1.1 to an http:// "
+            "target (HTTP/2 over plain TCP, h2c, is not supported)",
         ),
         (
             ["check", "https://www.corp.example/", "--resolver", "dns.example"],

@@ -151,7 +151,7 @@ def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
         assert "s3cr3t" not in daemon.get(page).text and "t0ken-value" not in daemon.get(page).text
 
     # A broken config is refused: the old target keeps running and the failure shows.
-    daemon.config.write_text("targets: [{url: 'http://not-https.example/'}]\n")
+    daemon.config.write_text("targets: [{url: 'ftp://not-https.example/'}]\n")
     cycles = daemon.value("probe_cycles_total", target="demo") or 0
     daemon.process.send_signal(signal.SIGHUP)
     wait_for(lambda: daemon.value("probe_config_last_reload_successful") == 0, 5, "a refused reload")
@@ -173,7 +173,7 @@ def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
     assert daemon.stderr_path is not None
     stderr = daemon.stderr_path.read_text()
     assert 'msg="reload refused; the running configuration stays"' in stderr
-    assert "targets[0].url: 'http://not-https.example/' must be an https:// URL" in stderr
+    assert "targets[0].url: 'ftp://not-https.example/' must be an https:// or http:// URL" in stderr
     assert "Traceback" not in stderr
     for secret in (SECRET, "t0ken-value"):  # header values appear in no log line
         assert secret not in stderr

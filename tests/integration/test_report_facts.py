@@ -340,5 +340,6 @@ def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any, 
     # Keys of a direct_backends member and its trust values: checked in test_direct_backends.py.
     values |= {"answered", "pin_matches", "pinned_fingerprint", "trust", "ca_file", "fingerprint_sha256"}
     values |= {"round_robin", "least_outstanding_requests", "weighted_random", "any"}  # balancing
+    values |= {"plain", "https"}  # tls.handshake of an http:// target; scheme and expect_redirect values
     assert _json_keys(document) - documented == set()
     assert documented - _json_keys(document) - values == set()

@@ -33,6 +33,7 @@ SAMPLES = {
     "--insecure": (True, "insecure_skip_verify", True),
     "--ocsp": ("staple", "ocsp", "staple"),
     "--balancing": ("weighted_random", "balancing", "weighted_random"),
+    "--expect-redirect": ("https", "expect_redirect", "https"),
 }
 
 
@@ -60,6 +61,8 @@ def test_each_option_fills_its_target_field(flag: str) -> None:
     extra = ["--backend-header", "X-Backend"] if flag == "--expect-backends" else []
     # --server-name is for a URL whose host is an IP address.
     url = "https://127.0.10.1/" if flag == "--server-name" else "https://www.corp.example/"
+    if flag == "--expect-redirect":  # for the plain HTTP listener
+        url = "http://www.corp.example/"
     args = cli.build_parser().parse_args(["check", url, *argv_for(flag), *extra])
     target = cli._config_from_args(args).targets[0]
     _, field, expected = SAMPLES[flag]
@@ -168,3 +171,20 @@ def test_abbreviated_options_are_refused_as_curl_refuses_them() -> None:
     # '--watc' once started a watch: a typo must be one line with the closest option.
     with pytest.raises(cli.UsageError, match=r"unrecognized arguments: --watc; did you mean --watch\?"):
         cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watc"])
+
+
+def test_http_url_ad_hoc_defaults_to_port_80() -> None:
+    target = adhoc("http://www.corp.example/health", "--expect-redirect", "https")
+    assert (target.scheme, target.port, target.path, target.expect_redirect) == (
+        "http",
+        80,
+        "/health",
+        "https",
+    )
+    assert target.plain
+
+
+def test_expect_redirect_refused_for_an_https_url() -> None:
+    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--expect-redirect", "https"])
+    with pytest.raises(cli.UsageError, match=r"^--expect-redirect: only for an http:// URL"):
+        cli._config_from_args(args)

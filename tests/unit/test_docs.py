@@ -21,7 +21,7 @@ def test_readme_documents_every_reason_code_with_its_stage_and_severity() -> Non
 
 
 def test_readme_config_table_names_every_setting() -> None:
-    fields = set(TargetConfig.model_fields) - {"hostname", "port", "path", "timeouts", "pinned_by"}
+    fields = set(TargetConfig.model_fields) - {"hostname", "port", "path", "timeouts", "pinned_by", "scheme"}
     for field in fields:
         assert f"| `{field}` |" in README, field
     for field in Timeouts.model_fields:
@@ -30,9 +30,9 @@ def test_readme_config_table_names_every_setting() -> None:
 
 def test_example_config_is_valid_and_shows_every_setting() -> None:
     config = load_config(EXAMPLE)
-    assert [t.name for t in config.targets] == ["www", "admin", "www-node-a", "legacy-lab"]
+    assert [t.name for t in config.targets] == ["www", "admin", "www-node-a", "legacy-lab", "www-http"]
     text = EXAMPLE.read_text()
-    for field in set(TargetConfig.model_fields) - {"hostname", "port", "path", "pinned_by"}:
+    for field in set(TargetConfig.model_fields) - {"hostname", "port", "path", "pinned_by", "scheme"}:
         assert re.search(rf"^\s*(- )?#?\s*{field}:", text, re.M), field
 
 
