@@ -115,6 +115,12 @@ SPECS: tuple[Spec, ...] = (
     Spec("probe_last_cycle_timestamp_seconds", "gauge", _T, "When the last cycle ended, Unix time."),
     Spec("probe_cycles_total", "counter", _T, "Cycles completed since the target was configured."),
     Spec(
+        "probe_interval_seconds",
+        "gauge",
+        _T,
+        "Seconds between the starts of the target's cycles (interval; probe run only).",
+    ),
+    Spec(
         "probe_failures_total",
         "counter",
         (*_T, "reason"),
@@ -470,6 +476,8 @@ def _verdict_section(out: _Lines, state: TargetState, target: dict[str, str]) ->
     out.add("probe_duration_seconds", result.duration_seconds, target)
     out.add("probe_last_cycle_timestamp_seconds", result.started_timestamp + result.duration_seconds, target)
     out.add("probe_cycles_total", state.cycles, target)
+    if result.interval_seconds is not None:  # the daemon's; a one-shot check has none
+        out.add("probe_interval_seconds", result.interval_seconds, target)
     for reason, count in sorted(state.failures_total.items()):
         out.add("probe_failures_total", count, {**target, "reason": reason})
     # Two findings can share every label (e.g. two missing backends): one series each set.

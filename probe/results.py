@@ -500,6 +500,9 @@ class TargetResult:
         expect_redirect: ``"https"`` when every address had to redirect to the
             ``https://`` form of the URL (``expect_redirect``); backends and rotation are
             then not judged. ``None`` otherwise.
+        interval_seconds: the daemon's ``interval`` for the target (seconds between cycle
+            starts), set by the scheduler so the metrics can say when a cycle is overdue
+            (``probe_interval_seconds``); ``None`` for ``probe check``.
     """
 
     name: str
@@ -526,6 +529,7 @@ class TargetResult:
     rotation: Rotation | None = None
     scheme: str = "https"
     expect_redirect: str | None = None
+    interval_seconds: float | None = None
 
     @property
     def plain(self) -> bool:

@@ -9,6 +9,7 @@ no cycle is stuck past its deadline, so a hung scheduler gets restarted by syste
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -157,7 +158,8 @@ class Scheduler:
                 self._in_flight.pop(name, None)
             if asyncio.current_task() in self._retiring:
                 return  # stopped or reconfigured while this cycle ran
-            self._record(result)
+            # The interval rides along for probe_interval_seconds (the stalled-cycles alert).
+            self._record(dataclasses.replace(result, interval_seconds=plan.target.interval))
             await asyncio.sleep(max(0.0, started + plan.target.interval - loop.time()))
 
     def _record(self, result: TargetResult) -> None:

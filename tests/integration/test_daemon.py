@@ -146,6 +146,7 @@ def test_daemon_serves_reloads_and_stops(daemon: Daemon, demo: DemoLab) -> None:
     assert daemon.value("probe_backend_up", target="demo", backend="web-1") == 1
     assert daemon.value("probe_tls_version_info", target="demo", address="127.0.10.1", version="TLS 1.3") == 1
     assert daemon.value("probe_config_last_reload_successful") == 1
+    assert daemon.value("probe_interval_seconds", target="demo") == 1  # interval: 1 in config_text
     assert "demo" in daemon.get("/").text
     for page in ("/metrics", "/"):
         assert "s3cr3t" not in daemon.get(page).text and "t0ken-value" not in daemon.get(page).text

@@ -233,6 +233,14 @@ def test_durations_and_timestamps() -> None:
     assert s.value("probe_cycles_total", target="www") == 1
 
 
+def test_interval_only_for_the_daemon() -> None:
+    # The scheduler sets the interval (the stalled-cycles alert divides by it); a one-shot
+    # check's result has none, so a pushed or embedded result never looks overdue.
+    assert scrape(result()).value("probe_interval_seconds", target="www") is None
+    daemon = scrape(replace(result(), interval_seconds=30.0))
+    assert daemon.value("probe_interval_seconds", target="www") == 30.0
+
+
 def test_ip_protocol() -> None:
     s = scrape(result(addresses=[address(A1), address(A6)]))
     assert s.value("probe_ip_protocol", target="www", address="10.0.0.1") == 4
@@ -753,7 +761,7 @@ def rich_result(name: str = "www") -> TargetResult:
         status=Status.OK,
         duration_seconds=0.01,
     )
-    return replace(made, direct_backends=(hop,))
+    return replace(made, direct_backends=(hop,), interval_seconds=30.0)  # as the daemon records it
 
 
 def test_text_exposition_parses_and_every_family_is_specified() -> None:
