@@ -55,9 +55,7 @@ def test_every_rule_has_a_severity_and_runbook_annotations() -> None:
 
 
 def test_runbooks_name_readme_sections_that_exist() -> None:
-    headings = {
-        re.sub(r"[`*]", "", h).strip() for h in re.findall(r"^#{2,4} (.+)$", README, re.M)
-    }
+    headings = {re.sub(r"[`*]", "", h).strip() for h in re.findall(r"^#{2,4} (.+)$", README, re.M)}
     for rule in alert_rules():
         runbook = rule["annotations"]["runbook"]
         cited = re.findall(r'"([^"]+)"', runbook.split("README", 1)[1])
