@@ -140,7 +140,8 @@ SPECS: tuple[Spec, ...] = (
         "probe_tls_insecure_skip_verify",
         "gauge",
         _T,
-        "1 if certificate verification is turned off for the target (insecure_skip_verify).",
+        "1 if certificate verification is turned off for the target (insecure_skip_verify); "
+        "absent otherwise.",
     ),
     Spec("probe_dns_answers", "gauge", _T, "Addresses in the last DNS answer."),
     Spec(
@@ -488,8 +489,10 @@ def _verdict_section(out: _Lines, state: TargetState, target: dict[str, str]) ->
     for stage, reason, severity, where in sorted(findings):
         labels = {**target, "stage": stage, "reason": reason, "severity": severity, "address": where}
         out.add("probe_failure_info", 1, labels)
-    if not result.plain:  # no TLS stage at all: absent, not 0
-        out.add("probe_tls_insecure_skip_verify", 1 if result.insecure_skip_verify else 0, target)
+    # Present only when verification is off (an alert on == 1 works the same), which keeps a
+    # 2-address target within its 40 samples; never for plain HTTP (no TLS stage at all).
+    if result.insecure_skip_verify and not result.plain:
+        out.add("probe_tls_insecure_skip_verify", 1, target)
 
 
 def _dns_section(out: _Lines, result: TargetResult, target: dict[str, str]) -> None:

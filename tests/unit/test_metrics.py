@@ -381,7 +381,7 @@ def test_failed_verification_keeps_the_certificate_facts_but_no_chain_expiry() -
 def test_verified() -> None:
     s = scrape(result())
     assert s.value("probe_tls_verified", target="www", address="10.0.0.1") == 1
-    assert s.value("probe_tls_insecure_skip_verify", target="www") == 0
+    assert s.value("probe_tls_insecure_skip_verify", target="www") is None  # present only when 1
 
 
 def test_insecure_skip_verify() -> None:
@@ -611,6 +611,8 @@ def test_every_series_has_the_labels_of_its_spec() -> None:
     pinned = rich_result()
     pinned = replace(pinned, dns=replace(pinned.dns, pinned_by="--resolve"))
     seen |= {spec_of(family, sample.name) for family, sample in scrape(pinned).samples()}
+    insecure = replace(rich_result(), insecure_skip_verify=True)
+    seen |= {spec_of(family, sample.name) for family, sample in scrape(insecure).samples()}
     assert seen == set(SPEC) - DAEMON_ONLY  # the rich result shows every family (pinned: probe_dns_pinned)
 
 
@@ -865,6 +867,7 @@ def test_default_settings_expose_at_most_40_samples_per_two_address_target() -> 
     # As the daemon makes its store with default settings: histograms off; 4 requests per address.
     store = ResultStore(["www"], NOW, render=render_target)
     two_addresses = result(addresses=[address(A1, [attempt()] * 4), address(A2, [attempt()] * 4)])
+    two_addresses = replace(two_addresses, interval_seconds=30.0)  # as the scheduler records it
     for _ in range(3):
         store.record(two_addresses)
     samples = sample_lines(exposition(store.snapshot()))
