@@ -12,6 +12,7 @@ Without ``prometheus-pushgateway`` the tests are skipped, unless ``PROBE_REQUIRE
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from probe.lab import DemoLab
 from probe.metrics import SPECS
 from tests.e2e._procs import Process, free_port, require_programs, start_server
-from tests.e2e.test_prometheus import LOOPBACK, http_get
+from tests.e2e.test_prometheus import LOOPBACK, README, SCRAPE_TIMEOUT, Prometheus, _server, _start, http_get
 from tests.helpers import probe_cli
 
 pytestmark = pytest.mark.e2e
@@ -266,3 +267,63 @@ def test_a_push_the_gateway_refuses_names_its_answer(demo: DemoLab, gateway: Gat
     assert complete.stderr.startswith(f"probe: push to {url} failed for {demo.hostname}: HTTP 404")
     assert complete.stderr.count("\n") == 1
     assert seconds < CHECK_BOUND
+
+
+# --------------------------------------------------------------------------- the same dashboards
+
+
+def readme_scrape_config() -> dict[str, Any]:
+    """The README's scrape config for the Pushgateway (section "Pushing a check's result")."""
+    text = README.read_text()
+    section = text.split("### Pushing a check's result to a Pushgateway", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    document: dict[str, Any] = yaml.safe_load(block)
+    return document
+
+
+def test_prometheus_keeps_the_pushed_job_and_labels(
+    demo: DemoLab, empty_gateway: Gateway, tmp_path: Path
+) -> None:
+    found = require_programs(
+        ("prometheus",), "needs {missing} on PATH; on Debian/Ubuntu: apt-get install prometheus"
+    )
+    complete, _ = check(demo, "--push", empty_gateway.url, "--push-label", "bastion=bastion-a-1")
+    assert complete.returncode == 0, complete.stdout + complete.stderr
+    # The README's scrape config, pointed at this gateway, scraping every second.
+    document = readme_scrape_config()
+    [job] = document["scrape_configs"]
+    assert job["honor_labels"] is True
+    job["static_configs"] = [{"targets": [f"{LOOPBACK}:{empty_gateway.port}"]}]
+    document["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    config = yaml.safe_dump(document, sort_keys=False)
+    path = tmp_path / "prometheus.yml"
+    path.write_text(config)
+
+    def launch(port: int, attempt: int) -> Process:
+        argv = [
+            found["prometheus"],
+            f"--config.file={path}",
+            f"--storage.tsdb.path={tmp_path / f'tsdb-{attempt}'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--log.level=warn",
+        ]
+        return _server("prometheus", argv, tmp_path / f"prometheus-{attempt}.log", config)
+
+    server, port = _start("prometheus", launch, lambda port: f"http://{LOOPBACK}:{port}/-/ready")
+    try:
+        prometheus = Prometheus(server, port)
+        # The daemon's queries work on the pushed result: job "probe" as pushed, not exported_job.
+        [series] = prometheus.wait_for(
+            f'probe_success{{job="probe",target="{demo.hostname}"}}', "scrape of the gateway", SCRAPE_TIMEOUT
+        )
+        assert series["metric"] == {
+            "__name__": "probe_success",
+            "job": "probe",
+            "target": demo.hostname,
+            "bastion": "bastion-a-1",
+        }  # the empty instance label is no label at all
+        assert float(series["value"][1]) == 1
+        verified = prometheus.query(f'count(probe_tls_verified{{target="{demo.hostname}"}} == 1)')
+        assert float(verified[0]["value"][1]) == 2
+    finally:
+        server.stop()
