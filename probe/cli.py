@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from probe.config import Config, ConfigError
     from probe.cycle import TargetPlan
     from probe.lab import DemoLab
+    from probe.push import Gateway
     from probe.results import TargetResult
 
 
@@ -404,6 +405,7 @@ def build_parser() -> _Parser:
     )
     _add_adhoc_options(check)
     _watch_options(check)
+    _push_options(check)
     _output_options(check)
 
     run = commands.add_parser(
@@ -467,6 +469,23 @@ def _watch_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-time", metavar="DURATION", type=_watch_duration, help="bound on the whole watch (e.g. 10m)"
+    )
+
+
+def _push_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "pushing the result to a Pushgateway",
+        "After the report, PUT each target's metrics (the daemon's names) to the group "
+        "job/JOB/target/NAME[/LABEL/VALUE...]; a failed push is one line on stderr and turns "
+        "exit 0 into 5 (a warning or critical verdict keeps its code).",
+    )
+    group.add_argument("--push", metavar="URL", help="Pushgateway base URL, e.g. http://pushgateway:9091")
+    group.add_argument("--push-job", metavar="NAME", help="the grouping key's job (default probe)")
+    group.add_argument(
+        "--push-label",
+        metavar="NAME=VALUE",
+        action="append",
+        help="extra grouping label, e.g. bastion=vpc-a-1 (repeatable); added to every pushed series",
     )
 
 
@@ -544,6 +563,7 @@ def _stdout_to_devnull() -> None:
 
 def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
     _check_watch_options(args)
+    gateway = _gateway(args)
     from probe.config import ConfigError
     from probe.cycle import plan
 
@@ -556,7 +576,40 @@ def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
         raise
     if args.watch:
         return _watch(plans, args, stdout)
-    return _run_and_report(plans, args, stdout)
+    return _run_and_report(plans, args, stdout, gateway)
+
+
+def _gateway(args: argparse.Namespace) -> Gateway | None:
+    """The ``--push`` target, checked before anything is probed; ``None`` without ``--push``.
+
+    probe.push (httpx, the metrics renderer) is loaded only when ``--push`` is given.
+    """
+    if args.push is None:
+        for flag in ("--push-job", "--push-label"):
+            if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None:
+                raise UsageError(f"{flag} needs --push")
+        return None
+    if args.watch:
+        raise UsageError(
+            "--push cannot be combined with --watch (push the outcome with one check after the watch)"
+        )
+    from probe import push
+
+    try:
+        return push.parse_gateway(args.push, args.push_job, args.push_label or ())
+    except push.PushUsageError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _push(results: Sequence[TargetResult], gateway: Gateway, code: int) -> int:
+    """Push the results; a failure is one line on stderr, and exit 0 becomes 5 (never hides 1 or 2)."""
+    from probe import push
+
+    line = push.failure_line(gateway, push.push(results, gateway))
+    if line is None:
+        return code
+    print(f"probe: {line}", file=sys.stderr)
+    return ExitCode.PUSH_FAILED if code == ExitCode.OK else code
 
 
 def _check_watch_options(args: argparse.Namespace) -> None:
@@ -618,7 +671,9 @@ def _watch(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str
     return watch.exit_code
 
 
-def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str]) -> int:
+def _run_and_report(
+    plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str], gateway: Gateway | None = None
+) -> int:
     import asyncio
 
     before = _read_baseline(plans, args.baseline)
@@ -635,6 +690,8 @@ def _run_and_report(plans: Sequence[TargetPlan], args: argparse.Namespace, stdou
     code = _report(results, args, stdout, comparison)
     if args.save_baseline:
         baseline.save(args.save_baseline, baseline.snapshot(results, time.time()))
+    if gateway is not None:  # after the report: a slow gateway never delays the verdict
+        code = _push(results, gateway, code)
     return code
 
 

@@ -419,6 +419,24 @@ def exposition(
     return b"".join(parts)
 
 
+def target_text(state: TargetState) -> bytes:
+    """One target's series in the classic text format (0.0.4), for a Pushgateway (pure).
+
+    The same lines as the target's part of ``/metrics`` (:func:`render_target`, the one
+    source of truth), each family with its ``# HELP``/``# TYPE`` header; families without
+    a sample for this target are left out, and so are the process-wide families
+    (``probe_targets``, reload status, build info, loop lag), which describe a daemon.
+
+    Args:
+        state: the target's state, e.g. ``accumulate(None, result)`` for one check.
+
+    Returns:
+        The UTF-8 body, empty only if the target has no series at all.
+    """
+    rendered = state.exposition if state.exposition is not None else render_target(state)
+    return b"".join(header + lines for header, lines in zip(_TEXT_HEADERS, rendered, strict=True) if lines)
+
+
 _BUILD_INFO = {"version": __version__, "python_version": platform.python_version()}
 
 

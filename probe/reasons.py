@@ -55,6 +55,12 @@ class ExitCode(IntEnum):
     restart on); a port still held by a stopping process is worth a restart. It stays
     clear of the BSD ``sysexits.h`` range (64-78), systemd's own codes (200 and up) and the
     shell's (126 and up).
+
+    ``PUSH_FAILED`` (5) is ``probe check --push``'s: the verdict was ok (0) but its metrics
+    did not reach the Pushgateway. It only ever replaces 0, so it still says "ok": a
+    warning or critical verdict keeps its 1 or 2 when the push fails too (the stderr line
+    tells about the push), and a check whose trace was the point of a cron job does not
+    pass silently.
     """
 
     OK = 0
@@ -62,6 +68,7 @@ class ExitCode(IntEnum):
     CRITICAL = 2
     UNKNOWN = 3
     LISTEN_FAILED = 4
+    PUSH_FAILED = 5
 
     @classmethod
     def from_status(cls, status: Status) -> ExitCode:

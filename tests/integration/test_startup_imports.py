@@ -7,6 +7,7 @@ demo lab and reads ``sys.modules`` at its end.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -117,3 +118,17 @@ def test_check_with_ocsp_staple_loads_pyopenssl(demo: DemoLab, tmp_path: Path) -
     assert document["targets"][0]["status"] == "ok"
     assert "OpenSSL" in modules
     assert present(modules, tuple(n for n in NOT_FOR_CHECK if n != "OpenSSL")) == set()
+
+
+def test_check_with_push_loads_the_renderer_but_not_prometheus_client(demo: DemoLab, tmp_path: Path) -> None:
+    # Nothing listens on the port: the push is refused, which is enough to load its code.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    complete, modules = loaded(tmp_path, *check_args(demo, "--push", f"http://127.0.0.1:{port}"))
+
+    assert complete.returncode == 5, complete.stdout + complete.stderr
+    assert "connection refused" in complete.stderr
+    assert {"probe.push", "probe.metrics", "probe.store"} <= modules
+    lazy = ("probe.daemon", "probe.web", "probe.webconfig", "probe.scheduler", "bcrypt", "prometheus_client")
+    assert present(modules, lazy) == set()
