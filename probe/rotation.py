@@ -212,13 +212,14 @@ class Rotation:
     unseen: tuple[Unseen, ...]
     seen: tuple[str, ...]
 
-    def _runs(self, backend: str) -> list[tuple[Scope, int]]:
+    def runs(self, backend: str) -> list[tuple[Scope, int]]:
+        """Per scope of the last evaluation: identified responses since ``backend`` last answered there."""
         runs = {(u.scope, u.backend): u.responses for u in self.unseen}
         return [(s, runs.get((s.name, backend), s.responses)) for s in self.scopes]
 
     def is_missing(self, backend: str) -> bool:
         """The backend's unseen run reached the threshold in every scope."""
-        runs = self._runs(backend)
+        runs = self.runs(backend)
         return bool(runs) and all(run >= scope.threshold for scope, run in runs)
 
     @property
@@ -432,7 +433,7 @@ def _scope_runs(rotation: Rotation) -> str:
 
 
 def _missing_text(rotation: Rotation, name: str, total: str) -> str:
-    runs = rotation._runs(name)
+    runs = rotation.runs(name)
     if rotation.cross_zone:
         scope, run = runs[0]
         unseen = {(u.scope, u.backend): u for u in rotation.unseen}.get((scope.name, name))
