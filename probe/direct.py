@@ -216,10 +216,13 @@ def correlate(
                     check.name, identified, target, memory
                 )
             else:
-                through = (
-                    f"whether {check.name} answers through the load balancer is unknown "
-                    f"({'no backend rule' if target.backend is None else 'no identified response'})"
-                )
+                if target.backend is None:
+                    why = "no backend rule"
+                elif target.expect_redirect is not None:
+                    why = "expect_redirect: the listener answers itself"
+                else:
+                    why = "no identified response"
+                through = f"whether {check.name} answers through the load balancer is unknown ({why})"
             if cause.reason in _UNREACHED:
                 added.append(
                     Failure(
