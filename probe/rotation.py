@@ -279,7 +279,8 @@ def fold(
         requests_per_address: the target's requests per address.
 
     Returns:
-        ``None`` when the setting is not judged by counting or no backend is expected.
+        ``None`` when the setting is not judged by counting or no backend is expected;
+        ``previous`` unchanged when there is no address (nothing was counted).
     """
     if balancing not in COUNTED or not count:
         return None
@@ -290,6 +291,10 @@ def fold(
         previous.expected,
     ) != (balancing, cross_zone, names, count):
         previous = None
+    if not addresses:
+        # No address to probe (DNS failed, or named none): nothing to count, and the
+        # count so far goes on when addresses come back (the DNS finding says why).
+        return previous
     before_scopes = {s.name: s for s in previous.scopes} if previous else {}
     before_unseen = {(u.scope, u.backend): u for u in previous.unseen} if previous else {}
     seen = dict.fromkeys(previous.seen if previous else ())
