@@ -231,7 +231,7 @@ async def run_cycle(
         for number, (backend, hop) in enumerate(zip(target.direct_backends, plan.direct, strict=True))
     )
     if direct_results:
-        failures = direct.correlate(direct_results, addresses, target, failures)
+        failures = direct.correlate(direct_results, addresses, target, failures, memory)
         status = status_of(failures)
     addresses = with_cycle_findings(addresses, failures)
     if extra and len(done) == len(addresses):  # otherwise the unfinished addresses carry it

@@ -19,8 +19,10 @@ seen, or unknown               fails past TCP          ``backend_direct_failed``
 seen, or unknown               answers                 nothing
 =============================  ======================  ==============================
 
-"Unknown" means the load balancer's view cannot tell: no backend rule, or no response
-identified in the cycle (the load balancer's own failure is then reported already). A
+"Missing" follows the target's ``balancing`` (see :func:`correlate`). "Unknown" means the
+load balancer's view cannot tell: no backend rule, no response identified in the cycle (the
+load balancer's own failure is then reported already), a backend unseen but not yet
+missing under a random balancer (undecided), or ``balancing: any``. A
 ``backend_missing`` finding that a direct check explains is replaced by the correlated
 one, so a backend never gets two contradictory findings.
 """
@@ -38,6 +40,7 @@ from probe.results import (
     Failure,
     TlsResult,
 )
+from probe.rotation import Rotation
 from probe.verdict import expiry_warnings, missing_certificate_facts, status_of
 
 #: Direct-check failures meaning the backend could not even be reached over TCP.
@@ -143,14 +146,23 @@ def correlate(
     addresses: tuple[AddressResult, ...],
     target: TargetConfig,
     failures: tuple[Failure, ...],
+    memory: Rotation | None = None,
 ) -> tuple[Failure, ...]:
     """The cycle's findings with the direct checks correlated in (see the module's table).
+
+    "Missing behind the load balancer" follows the target's ``balancing``: with
+    ``round_robin``, no identified response of the cycle came from the backend; with
+    ``weighted_random`` or ``least_outstanding_requests``, the rotation memory reports it
+    missing (:meth:`probe.rotation.Rotation.is_missing`; before that the load balancer's
+    view is undecided, as ``backend_undecided`` says); with ``any``, never (unknown).
 
     Args:
         direct: the direct checks, in config order.
         addresses: the load balancer's addresses (their identified responses).
-        target: the target (its backend rule and ``expect_backends``).
+        target: the target (its backend rule, ``balancing`` and ``expect_backends``).
         failures: the cycle's findings from :func:`probe.verdict.evaluate`.
+        memory: the rotation memory after this cycle (:func:`probe.rotation.fold`);
+            ``None`` for ``round_robin`` and ``any``, or without ``expect_backends``.
 
     Returns:
         ``failures`` without the ``backend_missing`` findings a direct check explains,
@@ -170,9 +182,9 @@ def correlate(
     for check in direct:
         where = _where(check)
         cause = check.first_critical
-        if known and check.name not in counts:
+        missing = _missing_behind(check.name, counts, target, memory) if known else None
+        if missing is not None:
             explained.add(check.name)
-            missing = f"none of the {identified} identified responses through the load balancer came from it"
             if cause is None:
                 added.append(
                     Failure(
@@ -195,15 +207,22 @@ def correlate(
                     )
                 )
         elif cause is not None:
-            if known:
+            if known and check.name in counts:
                 through = (
                     f"{check.name} answers through the load balancer ({counts[check.name]} of {identified})"
                 )
-            else:
-                through = (
-                    f"whether {check.name} answers through the load balancer is unknown "
-                    f"({'no backend rule' if target.backend is None else 'no identified response'})"
+            elif known:
+                through = f"whether {check.name} answers through the load balancer is " + _unknown(
+                    check.name, identified, target, memory
                 )
+            else:
+                if target.backend is None:
+                    why = "no backend rule"
+                elif target.expect_redirect is not None:
+                    why = "expect_redirect: the listener answers itself"
+                else:
+                    why = "no identified response"
+                through = f"whether {check.name} answers through the load balancer is unknown ({why})"
             if cause.reason in _UNREACHED:
                 added.append(
                     Failure(
@@ -227,8 +246,48 @@ def correlate(
                     )
                 )
         added.extend(f for f in check.failures if f.reason is Reason.BACKEND_CERT_EXPIRING_SOON)
-    kept = [f for f in failures if not _explained(f, explained, len(counts), target)]
+    seen = len(memory.fresh) if memory is not None else len(counts)
+    kept = [f for f in failures if not _explained(f, explained, seen, target)]
     return (*kept, *added)
+
+
+def _missing_behind(
+    name: str, counts: dict[str, int], target: TargetConfig, memory: Rotation | None
+) -> str | None:
+    """How ``name`` is missing behind the load balancer under the target's ``balancing``, or ``None``.
+
+    Only called when the cycle identified responses (so ``counts`` is not empty).
+    """
+    if name in counts or target.balancing == "any":
+        return None
+    identified = sum(counts.values())
+    if target.balancing == "round_robin":
+        return f"none of the {identified} identified responses through the load balancer came from it"
+    if memory is None or not memory.is_missing(name):
+        return None
+    runs = memory.runs(name)
+    if memory.cross_zone:
+        return f"none of the last {runs[0][1]} identified responses through the load balancer came from it"
+    each = ", ".join(f"{run} at {scope.name}" for scope, run in runs)
+    return f"none of the last identified responses through the load balancer came from it ({each})"
+
+
+def _unknown(name: str, identified: int, target: TargetConfig, memory: Rotation | None) -> str:
+    """Why the load balancer's view of an unseen, not missing backend decides nothing."""
+    if target.balancing == "any":
+        return "unknown (balancing: any)"
+    if memory is None:
+        return (
+            f"undecided (not among this cycle's {identified} identified responses; with "
+            f"{target.balancing} that needs expect_backends to be judged)"
+        )
+    runs = memory.runs(name)
+    unseen = ", ".join(str(run) for _, run in runs)
+    threshold = max(scope.threshold for scope, _ in runs)
+    return (
+        f"undecided (not seen in the last {unseen} identified responses; with {target.balancing} "
+        f"it is missing after {threshold})"
+    )
 
 
 def _explained(failure: Failure, explained: set[str], seen: int, target: TargetConfig) -> bool:

@@ -212,13 +212,14 @@ class Rotation:
     unseen: tuple[Unseen, ...]
     seen: tuple[str, ...]
 
-    def _runs(self, backend: str) -> list[tuple[Scope, int]]:
+    def runs(self, backend: str) -> list[tuple[Scope, int]]:
+        """Per scope of the last evaluation: identified responses since ``backend`` last answered there."""
         runs = {(u.scope, u.backend): u.responses for u in self.unseen}
         return [(s, runs.get((s.name, backend), s.responses)) for s in self.scopes]
 
     def is_missing(self, backend: str) -> bool:
         """The backend's unseen run reached the threshold in every scope."""
-        runs = self._runs(backend)
+        runs = self.runs(backend)
         return bool(runs) and all(run >= scope.threshold for scope, run in runs)
 
     @property
@@ -278,7 +279,8 @@ def fold(
         requests_per_address: the target's requests per address.
 
     Returns:
-        ``None`` when the setting is not judged by counting or no backend is expected.
+        ``None`` when the setting is not judged by counting or no backend is expected;
+        ``previous`` unchanged when there is no address (nothing was counted).
     """
     if balancing not in COUNTED or not count:
         return None
@@ -289,6 +291,10 @@ def fold(
         previous.expected,
     ) != (balancing, cross_zone, names, count):
         previous = None
+    if not addresses:
+        # No address to probe (DNS failed, or named none): nothing to count, and the
+        # count so far goes on when addresses come back (the DNS finding says why).
+        return previous
     before_scopes = {s.name: s for s in previous.scopes} if previous else {}
     before_unseen = {(u.scope, u.backend): u for u in previous.unseen} if previous else {}
     seen = dict.fromkeys(previous.seen if previous else ())
@@ -432,7 +438,7 @@ def _scope_runs(rotation: Rotation) -> str:
 
 
 def _missing_text(rotation: Rotation, name: str, total: str) -> str:
-    runs = rotation._runs(name)
+    runs = rotation.runs(name)
     if rotation.cross_zone:
         scope, run = runs[0]
         unseen = {(u.scope, u.backend): u for u in rotation.unseen}.get((scope.name, name))

@@ -330,3 +330,55 @@ def test_insecure_hop_is_said_so_and_metrics_cover_each_backend(farm: Farm) -> N
     ) in body
     version = f'{{backend="web-2",target="{result.name}",version="TLS 1.3"}} 1.0'
     assert f"probe_direct_backend_tls_version_info{version}" in body
+
+
+def test_weighted_random_unseen_in_one_undecided_check_is_not_called_out_of_rotation(farm: Farm) -> None:
+    """With a random balancer, one cycle's few requests cannot say that the load balancer does
+    not send to a backend (12.5 % of healthy cycles miss one of 2 in 4 requests): the direct
+    view must not turn an undecided backend into a critical backend_not_in_rotation (which
+    would flap in the daemon), and a direct failure then is the warning of an unknown view.
+    Once the requests decide, the correlation is made as for round robin."""
+    farm.backend("web-1")
+    farm.backend("web-2")
+    entries = [farm.pinned("web-1"), farm.pinned("web-2")]
+    target = farm.target(["web-1"], entries, balancing="weighted_random")
+    undecided = run(target)
+    assert reasons(undecided) == {Reason.BACKEND_UNDECIDED.value}, undecided.failures
+    assert undecided.status is Status.WARNING
+    note = finding(undecided, Reason.BACKEND_UNDECIDED)
+    assert note.detail.startswith("web-2 not seen in 4 identified responses")
+    assert "use --requests 21" in note.detail
+    assert undecided.duration_seconds < NOW_BOUND
+    # Decided (21 requests): web-2 answers directly but never through the load balancer.
+    decided = run({**target, "requests_per_address": 21})
+    assert reasons(decided) == {Reason.BACKEND_NOT_IN_ROTATION.value}, decided.failures
+    assert decided.status is Status.CRITICAL
+    assert finding(decided, Reason.BACKEND_NOT_IN_ROTATION).backend == "web-2"
+    assert decided.duration_seconds < NOW_BOUND
+    # Undecided and failing directly: not backend_down (the load balancer's view is unknown).
+    wrong = "AA:" * 31 + "AA"
+    entries = [farm.pinned("web-1"), farm.pinned("web-2", fingerprint_sha256=wrong)]
+    failing = run(farm.target(["web-1"], entries, balancing="weighted_random"))
+    assert reasons(failing) == {Reason.BACKEND_UNDECIDED.value, Reason.BACKEND_DIRECT_FAILED.value}
+    assert failing.status is Status.WARNING
+    failed = finding(failing, Reason.BACKEND_DIRECT_FAILED)
+    assert failed.detail.startswith("whether web-2 answers through the load balancer is undecided")
+    assert failing.duration_seconds < NOW_BOUND
+
+
+def test_balancing_any_never_calls_a_backend_out_of_rotation(farm: Farm) -> None:
+    """``balancing: any`` claims nothing about the spread: an unseen backend that answers
+    directly is fine, one that fails directly is a warning about the direct hop."""
+    farm.backend("web-1")
+    farm.backend("web-2")
+    result = run(farm.target(["web-1"], [farm.pinned("web-1"), farm.pinned("web-2")], balancing="any"))
+    assert result.failures == () and result.status is Status.OK
+    assert result.duration_seconds < NOW_BOUND
+    wrong = "AA:" * 31 + "AA"
+    entries = [farm.pinned("web-1"), farm.pinned("web-2", fingerprint_sha256=wrong)]
+    failing = run(farm.target(["web-1"], entries, balancing="any"))
+    assert reasons(failing) == {Reason.BACKEND_DIRECT_FAILED.value}
+    assert failing.status is Status.WARNING
+    detail = finding(failing, Reason.BACKEND_DIRECT_FAILED).detail
+    assert detail.startswith("whether web-2 answers through the load balancer is unknown (balancing: any)")
+    assert failing.duration_seconds < NOW_BOUND

@@ -267,3 +267,54 @@ def test_expect_redirect_with_a_refusing_node(scene: Any, lab: Lab) -> None:
     assert reasons(result) == {"tcp_refused"}
     assert result.addresses[1].status is Status.OK
     assert took < BOUND
+
+
+# --------------------------------------------------------------------------- direct backends
+
+
+def test_direct_backends_behind_a_plain_listener(scene: Any, lab: Lab, new_ip: Any, tmp_path: Any) -> None:
+    """An http:// target's direct hops are HTTPS (their own scheme and port), correlated as for
+    an https:// target; under expect_redirect no backend is identified, so a failing direct
+    hop is a warning that says why the load balancer's view is unknown."""
+    from cryptography.hazmat.primitives import hashes
+
+    from probe.lab.pki import issue
+
+    cert = issue("web-2.internal", dns_names=("web-2.internal",), days=365)
+    web2 = lab.start_tls_backend("web-2", new_ip(), cert, workdir=tmp_path)
+    try:
+        pin = cert.cert.fingerprint(hashes.SHA256()).hex()
+        hop = {
+            "name": "web-2",
+            "url": f"https://{web2.address}:{web2.port}/health",
+            "fingerprint_sha256": pin,
+        }
+        # Forwarding to web-1 only: web-2 answers directly but is not in rotation.
+        _, forwarding = plain(scene, nodes=2, backends=("web-1",))
+        result, took = timed({**forwarding, "expect_backends": ["web-1", "web-2"], "direct_backends": [hop]})
+        assert reasons(result) == {Reason.BACKEND_NOT_IN_ROTATION.value}, result.failures
+        assert result.status is Status.CRITICAL
+        (check,) = result.direct_backends
+        assert check.answered and check.pin_matches is True and check.tls.port == web2.port
+        assert took < BOUND
+        # A redirecting listener: nothing identified; a failing hop is a warning and says why.
+        _, redirecting = plain(
+            scene, nodes=2, backends=(), handler=redirector(lambda host, path: f"https://{host}{path}")
+        )
+        wrong = {**hop, "fingerprint_sha256": "ab" * 32}
+        fields = {"expect_redirect": "https", "backend": {"header": "X-Backend"}}
+        ok, took = timed({**redirecting, **fields, "direct_backends": [hop]})
+        assert ok.status is Status.OK, ok.failures
+        assert took < BOUND
+        failing, took = timed({**redirecting, **fields, "direct_backends": [wrong]})
+        assert reasons(failing) == {Reason.BACKEND_DIRECT_FAILED.value}
+        assert failing.status is Status.WARNING
+        detail = failing.failures[0].detail
+        assert detail.startswith(
+            "whether web-2 answers through the load balancer is unknown "
+            "(expect_redirect: the listener answers itself)"
+        )
+        assert "backend_cert_pin_mismatch" in detail
+        assert took < BOUND
+    finally:
+        lab.stop(web2)

@@ -271,3 +271,32 @@ def test_watch_counts_across_rounds(scene: Any, tmp_path: Path) -> None:
     summary = lines[-1]
     assert (summary["type"], summary["status"], summary["rounds"]) == ("summary", "critical", 5)
     assert time.monotonic() - started < 30
+
+
+def test_a_cycle_without_addresses_keeps_counting_and_does_not_crash(scene: Any, dns: DnsServer) -> None:
+    """weighted_random, cross-zone on: a cycle whose DNS gives no address to probe (NXDOMAIN)
+    is the DNS finding, not a crash in the rotation count; the memory survives it, so the
+    count goes on when the name resolves again."""
+    s = scene(backends=("web-1",))
+    target = {**s.target, "expect_backends": ["web-1", "web-2"], "balancing": "weighted_random"}
+    plan = make_plan(**target, requests_per_address=8)
+
+    async def cycles() -> list[TargetResult]:
+        from probe.cycle import run_cycle
+
+        first = await run_cycle(plan)
+        dns.remove(s.hostname)
+        gone = await run_cycle(plan, memory=first.rotation)
+        dns.set(s.hostname, *[("A", n.address) for n in s.nodes])
+        back = await run_cycle(plan, memory=gone.rotation)
+        return [first, gone, back]
+
+    first, gone, back = asyncio.run(cycles())
+    assert reasons(first) == {"backend_undecided"}
+    assert reasons(gone) == {"dns_nxdomain"}, gone.failures
+    assert gone.status is Status.CRITICAL
+    assert gone.rotation is not None and gone.rotation.scopes[0].responses == 8
+    # Counting went on: 16 responses without web-2 over the two cycles that had some.
+    assert back.rotation is not None and back.rotation.runs("web-2")[0][1] == 16
+    assert reasons(back) == {"backend_undecided"}
+    assert all(r.duration_seconds < BOUND for r in (first, gone, back))

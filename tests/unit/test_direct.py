@@ -174,3 +174,45 @@ def test_alb_https_targets_example_is_valid() -> None:
         shop.direct_backends[0].fingerprint_sha256
         == "5e9a07c13bd244186f0ca1972eb8536d41f08c297ae315b6c40d92681fa73e55"
     )
+
+
+def test_counted_balancing_correlates_with_the_rotation_memory() -> None:
+    """weighted_random in the daemon: a backend seen in earlier cycles and unseen in this one
+    is not missing; a direct failure is then a warning, never backend_down, until the memory
+    reports it missing (24 responses at 4 per cycle and one address: 8 per cycle needs 25)."""
+    from probe import rotation
+
+    t = target(balancing="weighted_random")
+    refused = Failure(Reason.TCP_REFUSED, "refused", B2, "web-2")
+
+    def fold(memory: rotation.Rotation | None, *names: str) -> rotation.Rotation | None:
+        return rotation.fold(
+            memory,
+            lb(*names),
+            balancing="weighted_random",
+            cross_zone=True,
+            names=("web-1", "web-2"),
+            count=2,
+            requests_per_address=4,
+        )
+
+    memory = fold(None, "web-1", "web-2", "web-1", "web-2")
+    memory = fold(memory, "web-1", "web-1", "web-1", "web-1")
+    assert memory is not None and not memory.is_missing("web-2")
+    early = correlate((hop("web-2", (refused,), B2),), lb("web-1"), t, (), memory)
+    assert [f.reason for f in early] == [Reason.BACKEND_DIRECT_BLOCKED]
+    assert early[0].detail.startswith(
+        "whether web-2 answers through the load balancer is undecided (not seen in the last 4 "
+        "identified responses; with weighted_random it is missing after"
+    )
+    while not memory.is_missing("web-2"):
+        memory = fold(memory, "web-1", "web-1", "web-1", "web-1")
+    missing = Failure(Reason.BACKEND_MISSING, "backend web-2 answered none", backend="web-2")
+    down = correlate((hop("web-2", (refused,), B2),), lb("web-1"), t, (missing,), memory)
+    assert [f.reason for f in down] == [Reason.BACKEND_DOWN]
+    run = memory.runs("web-2")[0][1]
+    assert f"none of the last {run} identified responses through the load balancer" in down[0].detail
+    # With any, never missing.
+    assert [
+        f.reason for f in correlate((hop("web-2", ip=B2),), lb("web-1"), target(balancing="any"), ())
+    ] == []
