@@ -216,24 +216,33 @@ async def run_cycle(
         done.get(address) or _unfinished(address, target.port, unfinished, target.plain)
         for address in dns_result.probe_addresses
     )
-    memory = rotation.fold(
-        memory,
-        addresses,
-        balancing=target.balancing,
-        cross_zone=target.cross_zone,
-        names=target.expected_backend_names,
-        count=target.expected_backend_count if target.backend is not None else None,
-        requests_per_address=target.requests_per_address,
-    )
-    failures, status = evaluate(dns_result, addresses, target, clock(), memory)
     direct_results = tuple(
         checked.get(number) or direct.unfinished(backend, hop.target, unfinished)
         for number, (backend, hop) in enumerate(zip(target.direct_backends, plan.direct, strict=True))
     )
-    if direct_results:
-        failures = direct.correlate(direct_results, addresses, target, failures, memory)
+    try:
+        folded = rotation.fold(
+            memory,
+            addresses,
+            balancing=target.balancing,
+            cross_zone=target.cross_zone,
+            names=target.expected_backend_names,
+            count=target.expected_backend_count if target.backend is not None else None,
+            requests_per_address=target.requests_per_address,
+        )
+        failures, status = evaluate(dns_result, addresses, target, clock(), folded)
+        if direct_results:
+            failures = direct.correlate(direct_results, addresses, target, failures, folded)
+            status = status_of(failures)
+        addresses = with_cycle_findings(addresses, failures)
+        memory = folded
+    except Exception as exc:  # a bug in the verdict: the stages' facts and findings are kept
+        failures = (
+            *dns_result.failures,
+            *(f for a in addresses for f in a.failures),
+            _bug(exc, target.name),
+        )
         status = status_of(failures)
-    addresses = with_cycle_findings(addresses, failures)
     if extra and len(done) == len(addresses):  # otherwise the unfinished addresses carry it
         failures = (*failures, *extra)
         status = status_of(failures)

@@ -136,6 +136,22 @@ def test_internal_error_is_recorded_and_logged(
     assert "Traceback" in caplog.text and "injected bug" in caplog.text
 
 
+def test_a_bug_in_the_verdict_keeps_the_stage_facts_and_never_raises(
+    demo: DemoLab, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("injected verdict bug")
+
+    monkeypatch.setattr(cycle, "evaluate", broken)
+    result = run(demo.target())
+
+    assert result.status is Status.CRITICAL
+    assert [f.reason for f in result.failures] == [Reason.INTERNAL_ERROR]
+    assert "ZeroDivisionError: injected verdict bug" in result.failures[0].detail
+    assert len(result.addresses) == 2 and all(a.tls.verified for a in result.addresses)
+    assert "Traceback" in caplog.text
+
+
 def test_expired_leaf_keeps_its_dates_and_names(scene: Any, pki: Pki) -> None:
     now = dt.datetime.now(dt.UTC)
     name = "expired.corp.example"
