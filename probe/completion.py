@@ -78,7 +78,9 @@ def _positional(parser: argparse.ArgumentParser) -> tuple[str | None, tuple[str,
     return None, None
 
 
-def commands_of(parser: argparse.ArgumentParser, values: dict[str, Sequence[str]] | None = None) -> list[_Command]:
+def commands_of(
+    parser: argparse.ArgumentParser, values: dict[str, Sequence[str]] | None = None
+) -> list[_Command]:
     """The top level and every subcommand of ``parser``, in the parser's order.
 
     Args:
@@ -125,7 +127,9 @@ def bash_script(commands: Sequence[_Command], version: str) -> str:
     for command in commands:
         flags = " ".join(f for o in command.options for f in o.flags)
         label = f'"{command.name}"' if command.name else '""'
-        lines.append(f'        {label}) opts="{flags}"; values="{" ".join(command.positional_choices or ())}" ;;')
+        lines.append(
+            f'        {label}) opts="{flags}"; values="{" ".join(command.positional_choices or ())}" ;;'
+        )
     lines += ["        *) return 0 ;;", "    esac", '    case "$cmd:$prev" in']
     for command in commands:
         for option in command.options:
@@ -141,7 +145,7 @@ def bash_script(commands: Sequence[_Command], version: str) -> str:
             lines.append(f"        {pattern}) {action} ;;")
     lines += [
         "    esac",
-        '    if [[ $cur == -* ]]; then',
+        "    if [[ $cur == -* ]]; then",
         '        COMPREPLY=($(compgen -W "$opts" -- "$cur"))',
         "    else",
         '        COMPREPLY=($(compgen -W "$values" -- "$cur"))',
@@ -239,7 +243,7 @@ def zsh_script(commands: Sequence[_Command], version: str) -> str:
         "    esac",
         "    return ret",
         "}",
-        'if [[ ${zsh_eval_context[-1]} == loadautofunc ]]; then',
+        "if [[ ${zsh_eval_context[-1]} == loadautofunc ]]; then",
         '    _probe "$@"',
         "else",
         "    compdef _probe probe",
