@@ -437,7 +437,30 @@ def build_parser() -> _Parser:
         "--listen", metavar="HOST:PORT", default=DEFAULT_LISTEN, help=f"default {DEFAULT_LISTEN}"
     )
     _output_options(demo)
-    parser.commands = {"check": check, "run": run, "demo": demo}
+
+    share = commands.add_parser(
+        "share",
+        help="list, print or locate the files shipped with probe (systemd unit, example "
+        "configs, alert rules, dashboard, JSON Schemas)",
+        description="Without NAME: list the shipped files and where they are. With NAME "
+        "(e.g. systemd/probe.service): print the file, or its path with --path.",
+    )
+    share.add_argument("name", nargs="?", metavar="NAME", help="a shipped file, as listed")
+    share.add_argument(
+        "--path", action="store_true", help="print the path (of NAME, or of the directory) instead"
+    )
+    share.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion script for bash or zsh",
+        description="Print a completion script generated from probe's options. bash: "
+        "probe completion bash | sudo tee /etc/bash_completion.d/probe; zsh: "
+        'probe completion zsh > "${fpath[1]}/_probe".',
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
+    completion.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.commands = {"check": check, "run": run, "demo": demo, "share": share, "completion": completion}
     return parser
 
 
@@ -522,6 +545,10 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise UsageError("give a command: check, run or demo (see 'probe --help')")
+        if args.command == "share":
+            return _share(args, stdout)
+        if args.command == "completion":
+            return _completion(args, stdout)
         log.setup(args.log_level)
         if args.command == "check":
             return _check(args, stdout)
@@ -542,6 +569,41 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         # The reader went away before a verdict existed: stop quietly.
         _stdout_to_devnull()
         return ExitCode.UNKNOWN
+
+
+def _share(args: argparse.Namespace, stdout: IO[str]) -> int:
+    """``probe share [NAME] [--path]``: list the shipped files, print one, or say where they are."""
+    from probe.datafiles import SECTIONS, ShareError, share_file, share_names, share_path
+
+    try:
+        if args.path:
+            stdout.write(f"{share_path(args.name)}\n")
+        elif args.name is not None:
+            stdout.write(share_file(args.name).read_text(encoding="utf-8"))
+        else:
+            root = share_path()
+            stdout.write(f"probe {__version__}: shipped files in {root}\n")
+            for section, what in SECTIONS.items():
+                names = [n for n in share_names() if n.startswith(f"{section}/")]
+                stdout.write(f"\n{section}/  ({what})\n")
+                stdout.writelines(f"  {name}\n" for name in names)
+            stdout.write("\n'probe share NAME' prints one; 'probe share --path NAME' gives its path\n")
+        stdout.flush()
+    except ShareError as exc:
+        raise UsageError(str(exc)) from None
+    except BrokenPipeError:
+        _stdout_to_devnull()
+    return ExitCode.OK
+
+
+def _completion(args: argparse.Namespace, stdout: IO[str]) -> int:
+    """``probe completion bash|zsh``: print the completion script generated from the parser."""
+    from probe.completion import script
+    from probe.datafiles import share_names
+
+    stdout.write(script(args.shell, build_parser(), __version__, share=share_names()))
+    stdout.flush()
+    return ExitCode.OK
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -75,7 +75,10 @@ def present(modules: set[str], names: tuple[str, ...]) -> set[str]:
     return {m for m in modules if any(m == n or m.startswith(f"{n}.") for n in names)}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["check", "--help"], ["run", "--help"], ["--version"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["check", "--help"], ["run", "--help"], ["--version"], ["share"], ["completion", "bash"]],
+)
 def test_help_loads_no_config_machinery_nor_stages(tmp_path: Path, args: list[str]) -> None:
     complete, modules = loaded(tmp_path, *args)
     assert complete.returncode == 0, complete.stderr
