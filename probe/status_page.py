@@ -319,8 +319,10 @@ def _http_codes(address: AddressResult) -> str:
 def _backends(target: TargetResult, address: AddressResult) -> str:
     if target.expect_redirect is not None:
         return "<span class='dim'>not judged (redirect expected)</span>"
+    if not address.attempts:
+        return "<span class='dim'>-</span>"
     if target.backend_rule is None:
-        return "<span class='dim'>no backend rule</span>" if address.attempts else ""
+        return "<span class='dim'>no backend rule</span>"
     counts = address.backend_counts
     answered = sum(a.status_code is not None for a in address.attempts)
     unnamed = answered - sum(counts.values())

@@ -165,7 +165,7 @@ def test_overview_escapes_everything_from_the_network_and_the_config() -> None:
 def test_overview_colours_the_expiry_of_an_address_with_an_expiry_finding() -> None:
     html, page = overview(snapshot([hostile()]))
     down = page.rows_of("address")[1]
-    assert down.cells[2:6] == ["critical", "no connection", "-", "-"]
+    assert down.cells[2:7] == ["critical", "no connection", "-", "-", "-"]
     assert down.cells[7] == "tcp_refused"
     assert f"<td class='warning'>{format_time(NOW + 5 * DAY)} (in 5 days)" in html
 
