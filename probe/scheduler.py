@@ -20,7 +20,7 @@ from probe.cycle import BACKSTOP_GRACE, TargetPlan, close_plans, run_cycle
 from probe.reasons import Status
 from probe.results import TargetResult
 from probe.sdnotify import Notifier
-from probe.store import ResultStore, TargetState
+from probe.store import ResultStore, TargetState, state_changed
 
 log = logging.getLogger("probe.scheduler")
 
@@ -175,7 +175,7 @@ class Scheduler:
             },
         )
         before = previous.result if previous else None
-        if before is None or before.status is not result.status or before.reasons != result.reasons:
+        if state_changed(before, result):  # the same rule as the status page's history
             # Every target's first result is logged, ok ones too: the log then shows that
             # each target (also one added by a reload) has been probed.
             log.info(

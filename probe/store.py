@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from probe._text import shorten
+from probe.reasons import Status
 from probe.results import TargetResult
 
 #: Upper bounds (seconds) of the phase latency histograms.
@@ -26,6 +28,12 @@ STALE_AFTER_CYCLES = 10
 
 #: At most this many (address, backend) series per target; the least recently seen go first.
 MAX_BACKEND_SERIES = 64
+
+#: At most this many state changes are kept per target (the status page's history).
+HISTORY_LENGTH = 20
+
+#: Characters of a finding's text kept in a state change.
+CHANGE_DETAIL_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,56 @@ class BackendTally:
     last_cycle: int
 
 
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A change of a target's state: its status or the set of its reason codes.
+
+    Attributes:
+        timestamp: when the cycle that showed the new state ended, Unix time.
+        previous: the status before; ``None`` for the target's first cycle.
+        status: the status after.
+        reasons: the reason codes after, in order of first appearance.
+        previous_reasons: the reason codes before (empty for the first cycle).
+        detail: the first finding of the worst severity after the change,
+            ``"reason address: detail"`` cut to ``CHANGE_DETAIL_CHARS`` characters; ``""``
+            when the target is ok.
+    """
+
+    timestamp: float
+    previous: Status | None
+    status: Status
+    reasons: tuple[str, ...]
+    previous_reasons: tuple[str, ...] = ()
+    detail: str = ""
+
+
+def state_changed(before: TargetResult | None, after: TargetResult) -> bool:
+    """Whether ``after`` is a new state: a first result, another status or other reason codes.
+
+    The reason codes are compared as sets: the same findings in another order (addresses
+    answered in another order) are the same state.
+    """
+    return before is None or before.status is not after.status or set(before.reasons) != set(after.reasons)
+
+
+def change_of(before: TargetResult | None, after: TargetResult) -> StateChange:
+    """The :class:`StateChange` from ``before`` (``None``: none yet) to ``after`` (pure)."""
+    worst = [f for f in after.failures if f.severity is after.status and after.status is not Status.OK]
+    detail = ""
+    if worst:
+        first = worst[0]
+        where = f" {first.address}" if first.address is not None else ""
+        detail = shorten(f"{first.reason.value}{where}: {first.detail}", CHANGE_DETAIL_CHARS)
+    return StateChange(
+        timestamp=after.started_timestamp + after.duration_seconds,
+        previous=before.status if before is not None else None,
+        status=after.status,
+        reasons=tuple(r.value for r in after.reasons),
+        previous_reasons=tuple(r.value for r in before.reasons) if before is not None else (),
+        detail=detail,
+    )
+
+
 #: A target's metrics as exposition text: per metric family (in the order of
 #: ``probe.metrics.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
 #: without series. The store keeps it opaque; :mod:`probe.metrics` makes and reads it.
@@ -80,6 +138,8 @@ class TargetState:
             ``metrics.histograms``).
         exposition: the metrics of this state, rendered when it was recorded (``None``
             when the store has no renderer).
+        changes: the last state changes (:func:`state_changed`), oldest first, at most
+            ``HISTORY_LENGTH``; the first result counts as one.
     """
 
     result: TargetResult
@@ -88,6 +148,12 @@ class TargetState:
     backends: Mapping[tuple[str, str], BackendTally]
     phases: Mapping[str, Histogram]
     exposition: Exposition | None = None
+    changes: tuple[StateChange, ...] = ()
+
+    @property
+    def last_change_timestamp(self) -> float | None:
+        """When the current state began (the end of the cycle that showed it), Unix time."""
+        return self.changes[-1].timestamp if self.changes else None
 
 
 #: Renders a target's state once per recorded cycle (see :func:`probe.metrics.render_target`).
@@ -99,7 +165,8 @@ def accumulate(previous: TargetState | None, result: TargetResult, histograms: b
 
     Backend series not seen for ``STALE_AFTER_CYCLES`` cycles are dropped, and at most
     ``MAX_BACKEND_SERIES`` are kept, so a server inventing backend names cannot grow the
-    metrics without bound.
+    metrics without bound. A state change (:func:`state_changed`) is added to
+    ``changes``, which keeps the last ``HISTORY_LENGTH``.
 
     Args:
         previous: the state before, ``None`` for the target's first cycle.
@@ -125,12 +192,17 @@ def accumulate(previous: TargetState | None, result: TargetResult, histograms: b
     if histograms:
         for phase, values in _phase_values(result).items():
             phases[phase] = phases.get(phase, Histogram()).observe(values)
+    changes = previous.changes if previous else ()
+    last = previous.result if previous else None
+    if state_changed(last, result):
+        changes = (*changes, change_of(last, result))[-HISTORY_LENGTH:]
     return TargetState(
         result=result,
         cycles=cycles,
         failures_total=MappingProxyType(failures),
         backends=MappingProxyType(fresh),
         phases=MappingProxyType(phases),
+        changes=changes,
     )
 
 

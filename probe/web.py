@@ -1,4 +1,8 @@
-"""The HTTP endpoint of ``probe run``: ``/metrics``, ``/-/healthy``, ``/-/ready`` and ``/``.
+"""The HTTP endpoint of ``probe run``: ``/metrics``, ``/-/healthy``, ``/-/ready``, the status pages.
+
+The status pages (:mod:`probe.status_page`) are ``/`` (every target and address),
+``/target/NAME`` (one target's page with the text report of its last cycle) and
+``/target/NAME.json`` (the JSON document of its last cycle).
 
 A small threaded WSGI server from the standard library, as prometheus_client's own
 ``start_http_server`` uses. ``/metrics`` behaves as prometheus_client's WSGI app does
@@ -11,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import html
 import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -24,6 +28,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from probe import __version__
 from probe.metrics import exposition, negotiate
+from probe.status_page import HEADERS, TARGET_PREFIX, overview_page, target_json, target_page
 from probe.store import ResultStore
 from probe.webconfig import BasicAuth
 
@@ -44,16 +49,20 @@ GZIP_LEVEL = 1
 
 
 def make_app(
-    store: ResultStore, auth: BasicAuth | None = None, loop_lag: Callable[[], float | None] | None = None
+    store: ResultStore,
+    auth: BasicAuth | None = None,
+    loop_lag: Callable[[], float | None] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> WsgiApp:
-    """The WSGI application serving metrics, health, readiness and the status page.
+    """The WSGI application serving metrics, health, readiness and the status pages.
 
     Args:
         store: the daemon's store: its snapshot's stored exposition for ``/metrics``, and
-            readiness and the status page.
+            readiness and the status pages.
         auth: basic auth users; when set, every path needs valid credentials.
         loop_lag: the event loop's current lag in seconds (``probe.looplag.LoopLag.seconds``),
             called from the serving thread at each scrape.
+        clock: Unix time, for the ages the status pages show.
     """
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -88,8 +97,31 @@ def make_app(
             body = f"not ready: waiting for the first cycle of {', '.join(waiting)}\n".encode()
             return _reply(start_response, "503 Service Unavailable", body)
         if path == "/":
-            return _reply(start_response, "200 OK", status_page(store).encode(), content_type="text/html")
+            page = overview_page(store.snapshot(), clock(), __version__)
+            return _reply(start_response, "200 OK", page.encode(), list(HEADERS), "text/html")
+        if path.startswith(TARGET_PREFIX):
+            return target(path[len(TARGET_PREFIX) :], start_response)
         return _reply(start_response, "404 Not Found", b"not found; see /metrics\n")
+
+    def target(quoted: str, start_response: StartResponse) -> Iterable[bytes]:
+        # PEP 3333: PATH_INFO is the decoded path as latin-1; names are UTF-8.
+        try:
+            name = quoted.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return _reply(start_response, "404 Not Found", b"no such target\n")
+        snapshot = store.snapshot()
+        if name in snapshot.configured:
+            page = target_page(name, snapshot, clock(), __version__)
+            assert page is not None
+            return _reply(start_response, "200 OK", page.encode(), list(HEADERS), "text/html")
+        stem = name.removesuffix(".json")
+        if stem != name and stem in snapshot.configured:
+            document = target_json(stem, snapshot, clock())
+            if document is None:
+                body = f"no cycle of {stem} has completed yet\n".encode()
+                return _reply(start_response, "503 Service Unavailable", body, [("Retry-After", "5")])
+            return _reply(start_response, "200 OK", document.encode(), content_type="application/json")
+        return _reply(start_response, "404 Not Found", b"no such target; see /\n")
 
     def metrics(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         openmetrics, content_type = negotiate(environ.get("HTTP_ACCEPT"))
@@ -110,37 +142,6 @@ def make_app(
 def _gzip_accepted(accept_encoding: str | None) -> bool:
     """Whether ``Accept-Encoding`` lists gzip (as prometheus_client reads it: q values ignored)."""
     return any(part.split(";")[0].strip().lower() == "gzip" for part in (accept_encoding or "").split(","))
-
-
-def status_page(store: ResultStore) -> str:
-    """A small HTML page: the targets, their verdicts and reasons, links to the endpoints."""
-    snapshot = store.snapshot()
-    rows = []
-    for name in snapshot.configured:
-        state = snapshot.targets.get(name)
-        if state is None:
-            rows.append(f"<tr><td>{html.escape(name)}</td><td>waiting</td><td></td><td></td></tr>")
-            continue
-        result = state.result
-        reasons = "<br>".join(
-            html.escape(f"{f.reason.value}{' ' + str(f.address) if f.address else ''}: {f.detail}")
-            for f in result.failures
-        )
-        rows.append(
-            f"<tr><td>{html.escape(name)}</td><td class='{result.status.value}'>"
-            f"{result.status.value}</td><td>{html.escape(result.url)}</td><td>{reasons}</td></tr>"
-        )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>probe</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:4px 10px;text-align:left;"
-        "vertical-align:top}.ok{color:#080}.warning{color:#a60}.critical{color:#c00}</style>"
-        f"</head><body><h1>probe {html.escape(__version__)}</h1>"
-        "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
-        "<a href='/-/ready'>Readiness</a></p>"
-        "<table><tr><th>target</th><th>status</th><th>url</th><th>findings</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>\n"
-    )
 
 
 def _reply(

@@ -99,6 +99,20 @@ def test_wrong_or_missing_password_is_401(endpoint: str, files: dict[str, Path])
         assert "probe_" not in response.text
 
 
+@pytest.mark.parametrize("path", ["/", "/target/www", "/target/www.json", "/target/nope"])
+def test_status_pages_need_the_password_too(endpoint: str, files: dict[str, Path], path: str) -> None:
+    with client(files) as browser:
+        missing = browser.get(endpoint + path)
+    with client(files, auth=("prometheus", "wrong")) as browser:
+        wrong = browser.get(endpoint + path)
+    for response in (missing, wrong):
+        assert response.status_code == 401
+        assert response.text == "unauthorized\n"
+    with client(files, auth=("prometheus", PASSWORD)) as browser:
+        allowed = browser.get(endpoint + path)
+    assert allowed.status_code == {"/target/www.json": 503, "/target/nope": 404}.get(path, 200)
+
+
 def test_client_without_certificate_is_refused(endpoint: str, files: dict[str, Path]) -> None:
     with client(files, cert=None, auth=("prometheus", PASSWORD)) as scraper, pytest.raises(httpx.HTTPError):
         scraper.get(endpoint + "/metrics")

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
-from probe.reasons import Reason
+from probe.reasons import Reason, Status
 from probe.results import AddressResult, Failure, HttpAttempt, IPAddress, PhaseTimes, TargetResult
 from probe.store import (
     BUCKETS,
+    CHANGE_DETAIL_CHARS,
+    HISTORY_LENGTH,
     MAX_BACKEND_SERIES,
     STALE_AFTER_CYCLES,
     Histogram,
     ResultStore,
     Snapshot,
+    StateChange,
     TargetState,
     accumulate,
+    change_of,
+    state_changed,
 )
 from tests.builders import NOW, address_result, dns_result, http_attempt, target_result, tls_result
 
@@ -451,3 +457,80 @@ def test_snapshot_mappings_are_read_only() -> None:
         state.backends[("10.0.0.1", "x")] = state.backends[("10.0.0.1", "web-1")]  # type: ignore[index]
     with pytest.raises(TypeError):
         state.phases["resolve"] = Histogram()  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- state changes
+
+
+def at(r: TargetResult, started: float) -> TargetResult:
+    """``r`` as if its cycle started at ``started`` (it lasts ``r.duration_seconds``)."""
+    return replace(r, started_timestamp=started)
+
+
+REFUSED = Failure(Reason.TCP_REFUSED, "connection refused", A1)
+MISSING = Failure(Reason.BACKEND_MISSING, "web-2 did not answer")
+
+
+def test_the_first_result_is_the_first_state_change() -> None:
+    state = accumulate(None, at(result(addresses=[served(A1, "web-1")]), NOW))
+    assert len(state.changes) == 1
+    change = state.changes[0]
+    assert change == StateChange(NOW + 0.1, None, Status.OK, (), (), "")
+    assert state.last_change_timestamp == NOW + 0.1  # when the cycle that showed it ended
+
+
+def test_a_new_status_or_new_reasons_are_changes_the_same_state_is_not() -> None:
+    ok = result(addresses=[served(A1, "web-1")])
+    refused = result(addresses=[served(A1, "web-1")], failures=[REFUSED])
+    both = result(addresses=[served(A1, "web-1")], failures=[REFUSED, MISSING])
+    state = run_cycles([at(ok, NOW), at(ok, NOW + 30), at(refused, NOW + 60), at(refused, NOW + 90)])
+    state = run_cycles([at(both, NOW + 120), at(ok, NOW + 150)], state)
+    assert [(c.previous, c.status, c.reasons) for c in state.changes] == [
+        (None, Status.OK, ()),
+        (Status.OK, Status.CRITICAL, ("tcp_refused",)),
+        (Status.CRITICAL, Status.CRITICAL, ("tcp_refused", "backend_missing")),  # same status, new reason
+        (Status.CRITICAL, Status.OK, ()),
+    ]
+    assert state.changes[1].timestamp == NOW + 60.1
+    assert state.changes[1].detail == "tcp_refused 10.0.0.1: connection refused"
+    assert state.changes[2].previous_reasons == ("tcp_refused",)
+    assert state.last_change_timestamp == NOW + 150.1
+    assert state.cycles == 6
+
+
+def test_the_same_reasons_in_another_order_are_the_same_state() -> None:
+    first = result(failures=[REFUSED, MISSING])
+    swapped = result(failures=[MISSING, REFUSED])
+    assert not state_changed(first, swapped)
+    assert len(run_cycles([first, swapped, first]).changes) == 1
+
+
+def test_the_detail_is_the_first_finding_of_the_worst_severity_shortened() -> None:
+    expiring = Failure(Reason.CERT_EXPIRING_SOON, "expires in 5 days", A1)
+    long = Failure(Reason.HTTP_BODY_MISMATCH, "x" * 500, A2)
+    change = change_of(None, result(failures=[expiring, long]))
+    assert change.status is Status.CRITICAL
+    assert change.detail.startswith("http_body_mismatch 10.0.0.2: xxx")
+    assert len(change.detail) == CHANGE_DETAIL_CHARS and change.detail.endswith("...")
+
+
+def test_the_history_keeps_the_last_changes_only() -> None:
+    ok, bad = result(), result(failures=[REFUSED])
+    state = run_cycles([at(ok if n % 2 else bad, NOW + n) for n in range(HISTORY_LENGTH + 15)])
+    assert len(state.changes) == HISTORY_LENGTH
+    assert [c.timestamp for c in state.changes] == [NOW + n + 0.1 for n in range(15, HISTORY_LENGTH + 15)]
+    assert state.changes[0].previous is not None  # the first result fell out of the history
+
+
+def test_the_history_survives_a_reload_that_keeps_the_target_and_restarts_with_a_changed_one() -> None:
+    store = ResultStore(["www", "api"], NOW)
+    for name in ("www", "api"):
+        store.record(result(name))
+        store.record(result(name, failures=[REFUSED]))
+    store.set_histograms(True)
+    store.set_histograms(False)  # re-rendering the states keeps their history
+    store.configure(["www", "api"], NOW + 1, reset=["api"])
+    assert len(store.snapshot().targets["www"].changes) == 2
+    assert "api" not in store.snapshot().targets
+    store.record(result("api"))
+    assert [c.previous for c in store.snapshot().targets["api"].changes] == [None]

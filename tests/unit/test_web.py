@@ -20,6 +20,7 @@ from probe.reasons import Reason, Status
 from probe.results import DnsResult, Failure, TargetResult
 from probe.store import ResultStore
 from probe.web import WebServer, make_app
+from tests.htmlpage import parse
 
 NOW = 1_780_000_000.0
 A1 = ipaddress.ip_address("10.0.0.1")
@@ -203,17 +204,15 @@ def test_status_page_lists_targets_status_and_escaped_reasons(served: Served) ->
     response = served.client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    page = response.text
-    assert "<script>" not in page and "<b>" not in page
-    assert (
-        "http_body_mismatch 10.0.0.1: body does not match &#x27;&lt;script&gt;alert(1)&lt;/script&gt;&#x27;"
-        in page
-    )
-    assert "https://www.corp.example/?a=&lt;b&gt;&amp;c=1" in page
-    assert "<td>www</td><td class='critical'>critical</td>" in page
-    assert "<td>api</td><td>waiting</td>" in page
-    assert page.index("<td>www</td>") < page.index("<td>api</td>")  # config order
-    assert "href='/metrics'" in page
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    page = parse(response.text)
+    assert "script" not in page.tags and "b" not in page.tags
+    www, api = page.rows_of("target")
+    assert www.cells[:3] == ["www", "critical", "https://www.corp.example/?a=<b>&c=1"]
+    assert www.cells[5] == "http_body_mismatch 10.0.0.1: body does not match '<script>alert(1)</script>'"
+    assert api.cells[:2] == ["api", "waiting"]  # in config order
+    assert "/metrics" in page.links and "/target/www" in page.links
 
 
 def test_status_page_joins_several_findings(served: Served) -> None:
@@ -222,9 +221,67 @@ def test_status_page_joins_several_findings(served: Served) -> None:
         Failure(Reason.TCP_REFUSED, "no", A1),
     )
     served.store.record(result("www", findings))
-    page = served.client.get("/").text
-    assert "dns_resolver_failover: resolver failed<br>tcp_refused 10.0.0.1: no" in page
-    assert "class='critical'" in page
+    www = parse(served.client.get("/").text).rows_of("target")[0]
+    assert www.cells[1] == "critical"
+    assert www.cells[5] == "dns_resolver_failover: resolver failed tcp_refused 10.0.0.1: no"
+
+
+def test_target_page_and_its_json(served: Served) -> None:
+    served.store.record(result("www", (Failure(Reason.TCP_REFUSED, "refused", A1),)))
+    response = served.client.get("/target/www")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    page = parse(response.text)
+    assert len(page.pres) == 1 and "tcp_refused 10.0.0.1: refused" in page.pres[0]
+    assert "/target/www.json" in page.links
+    document = served.client.get("/target/www.json")
+    assert document.status_code == 200
+    assert document.headers["content-type"] == "application/json; charset=utf-8"
+    body = document.json()
+    assert body["schema_version"] == 1 and body["status"] == "critical"
+    assert [t["name"] for t in body["targets"]] == ["www"]
+    assert body["targets"][0]["failures"][0]["reason"] == "tcp_refused"
+
+
+def test_target_page_before_the_first_cycle(served: Served) -> None:
+    response = served.client.get("/target/api")
+    assert response.status_code == 200
+    assert "No cycle of this target has completed yet" in response.text
+    document = served.client.get("/target/api.json")
+    assert document.status_code == 503
+    assert document.text == "no cycle of api has completed yet\n"
+
+
+@pytest.mark.parametrize(
+    "path", ["/target/nope", "/target/nope.json", "/target/", "/target/www/x", "/target/WWW"]
+)
+def test_unknown_target_is_404(served: Served, path: str) -> None:
+    served.store.record(result("www"))
+    response = served.client.get(path)
+    assert response.status_code == 404
+    assert response.text == "no such target; see /\n"
+
+
+def test_target_names_are_percent_encoded_in_links_and_paths(served: Served) -> None:
+    name = "zoé/<1> a.json"
+    served.store.configure(["www", name], NOW)
+    served.store.record(result(name))
+    page = parse(served.client.get("/").text)
+    href = "/target/zo%C3%A9%2F%3C1%3E%20a.json"
+    assert href in page.links
+    assert [r.cells[0] for r in page.rows_of("target")] == ["www", name]
+    assert served.client.get(href).status_code == 200
+    assert served.client.get(href + ".json").json()["targets"][0]["name"] == name
+    assert served.client.get("/target/zo%E9").status_code == 404  # not UTF-8
+
+
+def test_head_target_page(served: Served) -> None:
+    served.store.record(result("www"))
+    response = served.client.head("/target/www")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert int(response.headers["content-length"]) > 0
 
 
 # --------------------------------------------------------------------------- methods and paths
