@@ -6,13 +6,12 @@ address, 127.0.10.9, refuses connections). Debian's ``chromium`` loads the pages
 ``--dump-dom`` (the DOM after parsing and rendering) and ``--screenshot``; the screenshots
 are written to ``${PROBE_ARTIFACTS:-/tmp/probe-artifacts}`` for CI to keep.
 
-Chromium stays offline and on loopback: it only loads ``http://127.0.0.1:PORT/`` pages of
-this test's own servers, background networking, sync, component updates and the like are
-off, its host resolver answers every name with "not found" (so the system resolver is never
-asked), and the pages carry a Content Security Policy that forbids loading anything. Traced
-with strace, the only non-loopback system call left is a UDP ``connect()`` to
-2001:4860:4860::8888 (Chromium's IPv6 reachability check: a route lookup that sends no
-packet; upstream Chromium has no switch for it).
+Chromium has no network at all: each page is fetched from this test's own loopback server
+by the test and rendered from a saved copy by a Chromium started in a network namespace of
+its own (``unshare --net``), so nothing it tries (DNS, Chromium's IPv6 reachability check,
+updates) can leave the machine. Its switches also turn background networking off and make
+its resolver answer "not found", and the pages carry a Content Security Policy that forbids
+loading anything; the pages need nothing besides themselves.
 
 Without ``chromium`` the tests are skipped, unless ``PROBE_REQUIRE_E2E=1`` (CI), which
 turns the skip into a failure.
@@ -115,12 +114,29 @@ class Browser:
     profile: Path
 
     def run(self, url: str, *switches: str) -> tuple[str, float]:
-        """Run Chromium on ``url`` (this test's own loopback server only); its stdout and seconds."""
+        """Render a page of this test's own loopback server in Chromium; its stdout and seconds.
+
+        The page is fetched here (loopback only) and Chromium renders the saved copy inside
+        a network namespace of its own (``unshare --net``): it has no network at all, so
+        nothing it does (DNS, IPv6 reachability checks, updates) can leave this machine.
+        The pages need nothing else: no scripts, no images, inline CSS.
+        """
         parts = urllib.parse.urlsplit(url)
         assert parts.scheme == "http" and parts.hostname == LOOPBACK, url
+        page = httpx.get(url, timeout=5, trust_env=False)  # a 404 page is rendered too
+        copy = self.profile.parent / f"page-{abs(hash(url))}.html"
+        copy.write_bytes(page.content)
         started = time.monotonic()
         done = subprocess.run(
-            [self.binary, *CHROMIUM_SWITCHES, f"--user-data-dir={self.profile}", *switches, url],
+            [
+                "unshare",
+                "--net",
+                self.binary,
+                *CHROMIUM_SWITCHES,
+                f"--user-data-dir={self.profile}",
+                *switches,
+                copy.as_uri(),
+            ],
             capture_output=True,
             text=True,
             timeout=BROWSER_TIMEOUT,
