@@ -251,6 +251,43 @@ def handed_over(
             writer.transport.abort()
 
 
+class _Lock:
+    """An ``asyncio.Lock`` with the interface of httpcore's ``AsyncLock``.
+
+    httpcore's lock goes through anyio, whose ``acquire`` always passes through the event
+    loop (a cancellation checkpoint), even when the lock is free; an HTTP/2 request takes
+    about 20 of them. This one is taken at once when free. The connections that use it
+    serve one request of one task, so it is never contended anyway.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> _Lock:
+        await self._lock.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+def _own_locks(connection: object, *names: str) -> None:
+    """Replace httpcore's locks of ``connection`` by :class:`_Lock` (those it has by these names)."""
+    for name in names:
+        if hasattr(connection, name):
+            setattr(connection, name, _Lock())
+
+
+class Http11Connection(httpcore.AsyncHTTP11Connection):
+    """httpcore's HTTP/1.1 connection with locks that do not pass through the event loop when free."""
+
+    def __init__(self, origin: httpcore.Origin, stream: httpcore.AsyncNetworkStream) -> None:
+        super().__init__(origin=origin, stream=stream)
+        _own_locks(self, "_state_lock")
+
+
 class Http2Connection(httpcore.AsyncHTTP2Connection):
     """httpcore's HTTP/2 connection, announcing ``MAX_CONCURRENT_STREAMS`` 1 instead of 100.
 
@@ -258,8 +295,13 @@ class Http2Connection(httpcore.AsyncHTTP2Connection):
     push disabled is none at all, so the requests and responses are the same. httpcore
     sizes a semaphore from it and then takes all but one of its permits one by one, each
     a round trip through the event loop: 99 per connection at 100, the largest single CPU
-    cost of an HTTP/2 request in a probe that opens one connection per request.
+    cost of an HTTP/2 request in a probe that opens one connection per request. Its locks
+    are :class:`_Lock`.
     """
+
+    def __init__(self, origin: httpcore.Origin, stream: httpcore.AsyncNetworkStream) -> None:
+        super().__init__(origin=origin, stream=stream)
+        _own_locks(self, "_init_lock", "_state_lock", "_read_lock", "_write_lock")
 
     async def _send_connection_init(self, request: httpcore.Request) -> None:
         """The client preface and SETTINGS: httpcore's, with ``MAX_CONCURRENT_STREAMS`` 1."""
@@ -289,7 +331,7 @@ class NewConnectionPerRequest:
     """Sends each request on a connection of its own, closed when its response is closed.
 
     What httpcore's pool does with no keep-alive, through httpcore's connection-level API
-    (``AsyncHTTP11Connection``, :class:`Http2Connection`), without a pool's shared state:
+    (:class:`Http11Connection`, :class:`Http2Connection`), without a pool's shared state:
     connect (or take the connection handed over, see :func:`handed_over`), TLS with the
     request's ``sni_hostname``, then HTTP/2 when the server selected ``h2`` in ALPN (or
     when only HTTP/2 is allowed), else HTTP/1.1. The trace extension sees httpcore's
@@ -330,7 +372,7 @@ class NewConnectionPerRequest:
         if negotiated_h2 or (self._http2 and not self._http1):
             connection = Http2Connection(origin=origin, stream=stream)
         else:
-            connection = httpcore.AsyncHTTP11Connection(origin=origin, stream=stream)
+            connection = Http11Connection(origin=origin, stream=stream)
         self._open.add(connection)
         try:
             response = await connection.handle_async_request(request)
