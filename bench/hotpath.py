@@ -14,6 +14,11 @@ With ``--startup`` it measures start-up instead (wall time, best of ``--rounds``
 ``probe --help``, and from the start of ``probe check`` to the first DNS query reaching a
 UDP socket on 127.0.53.99 that stands in for the resolver (the process is then killed).
 
+With ``--haproxy`` the lab is the benchmark's instead (:class:`bench.scene.Scene`: HAProxy
+on 127.0.90.1/.2 with ALPN ``h2,http/1.1``, dnsmasq, the backends), so the address-probes
+speak HTTP/2 as in ``./dev bench``; the demo lab speaks HTTP/1.1 only. The figures then
+also give HAProxy's TCP+TLS connections per request of the measured probes.
+
 CPU is this process's user+system time (``time.process_time``, i.e. ``/proc/self/stat``
 for every thread), never wall time. Each figure is the median of ``--rounds`` rounds of
 ``--n`` sequential probes; the ratios are what to compare across machines, because the
@@ -21,7 +26,7 @@ absolute figures move with the machine's load.
 
 Usage::
 
-    .venv/bin/python bench/hotpath.py [--n 300] [--rounds 5] [--requests 1] [--json FILE]
+    .venv/bin/python bench/hotpath.py [--n 300] [--rounds 5] [--requests 1] [--haproxy] [--json FILE]
     .venv/bin/py-spy record -o profile.svg -- .venv/bin/python bench/hotpath.py --only address --n 3000
 
 Network: everything stays on loopback (the lab's own DNS server is the only resolver).
@@ -40,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -50,8 +56,59 @@ def _serve() -> None:
     with DemoLab() as lab:
         data = lab.config_data(requests_per_address=1)
         data["targets"][0]["timeouts"] = {"dns": 2, "connect": 2, "tls": 4, "http": 4, "deadline": 20}
-        print(json.dumps({"config": data, "ca_file": str(lab.ca_file), "port": lab.port}), flush=True)
+        lab_data = {"config": data, "ca_file": str(lab.ca_file), "port": lab.port, "address": "127.0.10.1"}
+        print(json.dumps(lab_data), flush=True)
         sys.stdin.read()
+
+
+def _importable_bench() -> None:
+    """Make ``bench`` importable when this file runs as a script (``python bench/hotpath.py``)."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def _serve_haproxy() -> None:
+    """Child process: as :func:`_serve`, with the benchmark's HAProxy lab (HTTP/2)."""
+    import tempfile
+
+    import yaml
+
+    _importable_bench()
+
+    from bench.scene import LB_ADDRESSES, Scene
+
+    with tempfile.TemporaryDirectory(prefix="probe-hotpath-") as tmp, Scene(Path(tmp)) as scene:
+        data = yaml.safe_load(scene.probe_config(1, 30, slow_interval=5))
+        data["targets"] = [t for t in data["targets"] if t["name"] != "slow"]
+        data["targets"][0]["timeouts"] = {"dns": 2, "connect": 2, "tls": 4, "http": 4, "deadline": 20}
+        target = {**data.pop("defaults"), **data["targets"][0]}
+        port = scene.ports["fe_probe"]
+        lab_data = {
+            "config": {"targets": [target]},
+            "ca_file": str(scene.ca_file),
+            "port": port,
+            "address": LB_ADDRESSES[0],
+            "stats_socket": str(scene.stats_socket),
+        }
+        print(json.dumps(lab_data), flush=True)
+        sys.stdin.read()
+
+
+def _haproxy_counts(stats_socket: str) -> tuple[int, int]:
+    """HAProxy's ``req_tot`` and ``conn_tot`` of the frontend probe's targets use."""
+    _importable_bench()
+    from bench import measure
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(stats_socket)
+        sock.sendall(b"show stat\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    stats = measure.haproxy_stats(b"".join(chunks).decode())
+    return measure.counter(stats, "fe_probe", "req_tot"), measure.counter(stats, "fe_probe", "conn_tot")
 
 
 async def _stdlib_once(address: str, port: int, hostname: str, context: ssl.SSLContext) -> None:
@@ -86,7 +143,7 @@ async def _main(args: argparse.Namespace, lab: dict[str, Any]) -> dict[str, Any]
     config = build_config({"targets": [config_data]}, where="bench")
     plans = cycle.plan(config)
     target_plan = plans[0]
-    address = ipaddress.ip_address("127.0.10.1")
+    address = ipaddress.ip_address(lab["address"])
     context = ssl.create_default_context(cafile=lab["ca_file"])
     hostname = target_plan.target.hostname
     port = lab["port"]
@@ -109,8 +166,14 @@ async def _main(args: argparse.Namespace, lab: dict[str, Any]) -> dict[str, Any]
     for name, probe in cases.items():
         if args.only and name not in args.only:
             continue
+        counts = _haproxy_counts(lab["stats_socket"]) if "stats_socket" in lab else None
         rounds = await _measure(probe, args.n, args.rounds)
         figures[name] = {"cpu_ms_median": statistics.median(rounds), "cpu_ms_rounds": rounds}
+        if counts is not None:  # the warm-up's requests are counted too: a ratio, not a total
+            requests, connections = (
+                b - a for a, b in zip(counts, _haproxy_counts(lab["stats_socket"]), strict=True)
+            )
+            figures[name]["connections_per_request"] = connections / requests if requests else None
     if "stdlib" in figures and "address" in figures:
         figures["address_over_stdlib"] = (
             figures["address"]["cpu_ms_median"] / figures["stdlib"]["cpu_ms_median"]
@@ -150,6 +213,10 @@ def main() -> None:
     """Parse the arguments, start the lab process, measure, print (and write) the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-haproxy", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--haproxy", action="store_true", help="the benchmark's HAProxy lab (HTTP/2) instead of the demo lab"
+    )
     parser.add_argument("--n", type=int, default=300, help="probes per round (default 300)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; the median is reported (default 5)")
     parser.add_argument("--requests", type=int, default=1, help="requests_per_address (default 1)")
@@ -161,6 +228,9 @@ def main() -> None:
     if args.serve:
         _serve()
         return
+    if args.serve_haproxy:
+        _serve_haproxy()
+        return
     if args.startup:
         startup = _startup(args.rounds)
         print(f"probe --help                      {startup['help_ms_best']:6.0f} ms (best of {args.rounds})")
@@ -170,7 +240,10 @@ def main() -> None:
                 json.dump(startup, out, indent=2)
         return
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--serve-haproxy" if args.haproxy else "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout is not None
@@ -187,10 +260,14 @@ def main() -> None:
         child.wait(10)
     figures["n"], figures["rounds"], figures["requests_per_address"] = args.n, args.rounds, args.requests
     figures["event_loop"] = "uvloop" if args.uvloop else "asyncio"
+    figures["lab"] = "haproxy" if args.haproxy else "demo"
     for name in ("stdlib", "address", "cycle"):
         if name in figures:
             rounds = ", ".join(f"{x:.2f}" for x in figures[name]["cpu_ms_rounds"])
-            print(f"{name:8} {figures[name]['cpu_ms_median']:6.2f} ms CPU per probe (rounds: {rounds})")
+            line = f"{name:8} {figures[name]['cpu_ms_median']:6.2f} ms CPU per probe (rounds: {rounds})"
+            if figures[name].get("connections_per_request") is not None:
+                line += f"; {figures[name]['connections_per_request']:.2f} connections per request"
+            print(line)
     if "address_over_stdlib" in figures:
         print(f"address-probe / stdlib loop: {figures['address_over_stdlib']:.2f}x")
     if args.json:

@@ -15,6 +15,14 @@ under httpcore's connection pool (``httpcore.AsyncNetworkBackend``), for two rea
   thread for any ``SSLContext`` subclass (probe's contexts pin their ALPN list), which
   cost a thread round trip per request.
 
+:class:`NewConnectionPerRequest` replaces httpcore's connection pool where no connection
+is kept alive (probe's default): httpcore's connection-level API, one connection per
+request, closed with its response. A shared pool let one address's finished request close
+another address's connection while its HTTP/2 preface was being sent (httpcore counts a
+new HTTP/2 connection as idle until its first stream opens); the request then opened a
+second TCP connection and handshake. Its HTTP/2 connections (:class:`Http2Connection`)
+also skip httpcore's 99 semaphore round trips through the event loop per connection.
+
 Exceptions are httpcore's, mapped as httpcore's anyio backend maps them (``ConnectError``,
 ``ConnectTimeout``, ``ReadError`` …), each raised ``from`` the original ``OSError`` or
 ``ssl.SSLError`` so that probe's classifiers find the cause along the chain.
@@ -26,9 +34,10 @@ import asyncio
 import contextlib
 import contextvars
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
+import h2.settings
 import httpcore
 
 
@@ -240,3 +249,213 @@ def handed_over(
         if not offer.taken:
             offer.stream = None
             writer.transport.abort()
+
+
+class _Lock:
+    """An ``asyncio.Lock`` with the interface of httpcore's ``AsyncLock``.
+
+    httpcore's lock goes through anyio, whose ``acquire`` always passes through the event
+    loop (a cancellation checkpoint), even when the lock is free; an HTTP/2 request takes
+    about 20 of them. This one is taken at once when free. The connections that use it
+    serve one request of one task, so it is never contended anyway.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> _Lock:
+        await self._lock.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+def _own_locks(connection: object, *names: str) -> None:
+    """Replace httpcore's locks of ``connection`` by :class:`_Lock` (those it has by these names)."""
+    for name in names:
+        if hasattr(connection, name):
+            setattr(connection, name, _Lock())
+
+
+class Http11Connection(httpcore.AsyncHTTP11Connection):
+    """httpcore's HTTP/1.1 connection with locks that do not pass through the event loop when free."""
+
+    def __init__(self, origin: httpcore.Origin, stream: httpcore.AsyncNetworkStream) -> None:
+        super().__init__(origin=origin, stream=stream)
+        _own_locks(self, "_state_lock")
+
+
+class Http2Connection(httpcore.AsyncHTTP2Connection):
+    """httpcore's HTTP/2 connection, announcing ``MAX_CONCURRENT_STREAMS`` 1 instead of 100.
+
+    The setting limits the streams the *server* may open (RFC 9113 §6.5.2), which with
+    push disabled is none at all, so the requests and responses are the same. httpcore
+    sizes a semaphore from it and then takes all but one of its permits one by one, each
+    a round trip through the event loop: 99 per connection at 100, the largest single CPU
+    cost of an HTTP/2 request in a probe that opens one connection per request. Its locks
+    are :class:`_Lock`.
+    """
+
+    def __init__(self, origin: httpcore.Origin, stream: httpcore.AsyncNetworkStream) -> None:
+        super().__init__(origin=origin, stream=stream)
+        _own_locks(self, "_init_lock", "_state_lock", "_read_lock", "_write_lock")
+
+    async def _send_connection_init(self, request: httpcore.Request) -> None:
+        """The client preface and SETTINGS: httpcore's, with ``MAX_CONCURRENT_STREAMS`` 1."""
+        self._h2_state.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+            },
+        )
+        # As httpcore: some servers balk at this setting in the first SETTINGS frame.
+        del self._h2_state.local_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL]
+        self._h2_state.initiate_connection()
+        self._h2_state.increment_flow_control_window(2**24)
+        await self._write_outgoing_data(request)
+
+
+async def _traced(request: httpcore.Request, name: str, info: dict[str, Any]) -> None:
+    """Call the request's ``trace`` extension with ``connection.NAME`` (as httpcore names it)."""
+    trace = request.extensions.get("trace")
+    if trace is not None:
+        await trace(f"connection.{name}", info)
+
+
+class NewConnectionPerRequest:
+    """Sends each request on a connection of its own, closed when its response is closed.
+
+    What httpcore's pool does with no keep-alive, through httpcore's connection-level API
+    (:class:`Http11Connection`, :class:`Http2Connection`), without a pool's shared state:
+    connect (or take the connection handed over, see :func:`handed_over`), TLS with the
+    request's ``sni_hostname``, then HTTP/2 when the server selected ``h2`` in ALPN (or
+    when only HTTP/2 is allowed), else HTTP/1.1. The trace extension sees httpcore's
+    ``connection.connect_tcp`` and ``connection.start_tls`` events.
+
+    Args:
+        ssl_context: the context of the requests' handshakes (its ALPN list is pinned).
+        http1: HTTP/1.1 allowed.
+        http2: HTTP/2 allowed.
+        network_backend: makes the TCP connections.
+
+    It has the two methods httpx's transport calls on its pool (``handle_async_request``
+    and ``aclose``); :meth:`handle_async_request` raises httpcore's exceptions, as the
+    pool does, which the transport maps to httpx's.
+    """
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        http1: bool = True,
+        http2: bool = False,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._http1 = http1
+        self._http2 = http2
+        self._backend = network_backend or AsyncioBackend()
+        self._open: set[httpcore.AsyncConnectionInterface] = set()
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        """Connect, send ``request``, return its response; closing the response closes the connection."""
+        stream = await self._connect(request)
+        ssl_object = stream.get_extra_info("ssl_object")
+        negotiated_h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
+        origin = request.url.origin
+        connection: httpcore.AsyncConnectionInterface
+        if negotiated_h2 or (self._http2 and not self._http1):
+            connection = Http2Connection(origin=origin, stream=stream)
+        else:
+            connection = Http11Connection(origin=origin, stream=stream)
+        self._open.add(connection)
+        try:
+            response = await connection.handle_async_request(request)
+        except BaseException:
+            await self._close(connection)
+            raise
+        return httpcore.Response(
+            status=response.status,
+            headers=response.headers,
+            content=_ClosingStream(response, connection, self),
+            extensions=response.extensions,
+        )
+
+    async def _connect(self, request: httpcore.Request) -> httpcore.AsyncNetworkStream:
+        timeout = request.extensions.get("timeout", {}).get("connect")
+        origin = request.url.origin
+        host = origin.host.decode("ascii")
+        info: dict[str, Any] = {"host": host, "port": origin.port, "timeout": timeout}
+        stream = await _step(
+            request, "connect_tcp", info, lambda: self._backend.connect_tcp(host, origin.port, timeout)
+        )
+        if origin.scheme != b"https":
+            return stream
+        server_hostname = request.extensions.get("sni_hostname") or host
+        info = {"ssl_context": self._ssl_context, "server_hostname": server_hostname, "timeout": timeout}
+        try:
+            return await _step(
+                request,
+                "start_tls",
+                info,
+                lambda: stream.start_tls(self._ssl_context, server_hostname, timeout),
+            )
+        except BaseException:
+            await stream.aclose()
+            raise
+
+    async def _close(self, connection: httpcore.AsyncConnectionInterface) -> None:
+        self._open.discard(connection)
+        await connection.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections of responses not closed yet."""
+        for connection in list(self._open):
+            await self._close(connection)
+
+
+async def _step(
+    request: httpcore.Request,
+    name: str,
+    info: dict[str, Any],
+    step: Callable[[], Awaitable[httpcore.AsyncNetworkStream]],
+) -> httpcore.AsyncNetworkStream:
+    """Run one connection step between its ``started`` and ``complete``/``failed`` trace events."""
+    await _traced(request, f"{name}.started", info)
+    try:
+        stream = await step()
+    except BaseException as exc:
+        await _traced(request, f"{name}.failed", {"exception": exc})
+        raise
+    await _traced(request, f"{name}.complete", {"return_value": stream})
+    return stream
+
+
+class _ClosingStream:
+    """A response body that closes its connection when it is closed."""
+
+    def __init__(
+        self,
+        response: httpcore.Response,
+        connection: httpcore.AsyncConnectionInterface,
+        owner: NewConnectionPerRequest,
+    ) -> None:
+        self._stream = response.stream
+        self._connection = connection
+        self._owner = owner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:  # type: ignore[union-attr]
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            if hasattr(self._stream, "aclose"):
+                await self._stream.aclose()
+        finally:
+            await self._owner._close(self._connection)

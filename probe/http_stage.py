@@ -46,7 +46,7 @@ from probe._text import host_port, plural, shorten
 from probe.certs import classify_verify_error
 from probe.config import TargetConfig
 from probe.deadline import Deadline
-from probe.http_network import AsyncioBackend, handed_over
+from probe.http_network import AsyncioBackend, NewConnectionPerRequest, handed_over
 from probe.reasons import Reason
 from probe.results import Failure, HttpAttempt, IPAddress, PhaseTimes, TlsResult
 from probe.tls_stage import OpenConnection, classify_connect_error, classify_tls_error
@@ -108,14 +108,18 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
     # httpx takes no network backend; its transport's pool is rebuilt with probe's. The
     # addresses of a target are probed concurrently (each one request at a time), so the
     # pool is not limited; the cycle bounds the concurrency.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=context,
-        max_connections=None,
-        max_keepalive_connections=1 if target.reuse_connections else 0,
-        http1=http1,
-        http2=http2,
-        network_backend=AsyncioBackend(),
-    )
+    if target.reuse_connections:
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=None,
+            max_keepalive_connections=1,
+            http1=http1,
+            http2=http2,
+            network_backend=AsyncioBackend(),
+        )
+    else:  # a connection per request, without a pool's shared state (see http_network)
+        pool = NewConnectionPerRequest(context, http1=http1, http2=http2)
+        transport._pool = pool  # type: ignore[assignment]  # the pool's interface, not its class
     return httpx.AsyncClient(
         transport=transport,
         trust_env=False,

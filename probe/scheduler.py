@@ -59,6 +59,7 @@ class Scheduler:
         self._in_flight: dict[str, float] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._status_line = ""
+        self._all_ok = False  # the last status line counted every configured target ok
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -97,6 +98,7 @@ class Scheduler:
         old_plans, self._plans = list(self._plans.values()), new
         await close_plans(old_plans)  # each client once its in-flight cycle is done with it
         self._store.configure(list(new), self._clock(), reset=stale)
+        self._all_ok = False
         for name, plan in new.items():
             if name not in self._tasks:
                 self._start(plan)
@@ -187,10 +189,15 @@ class Scheduler:
                     "reasons": reasons,
                 },
             )
+        if self._all_ok and before is not None and result.status is Status.OK:
+            return  # every target was ok and this one still is: the line is the same
         self._update_status()
 
     def _update_status(self) -> None:
-        line = status_line(self._store.snapshot().targets.values(), len(self._plans))
+        """Recompute the status line (a pass over every target) and send it when it changed."""
+        states = self._store.snapshot().targets.values()
+        line = status_line(states, len(self._plans))
+        self._all_ok = len(states) == len(self._plans) and all(s.result.status is Status.OK for s in states)
         if line != self._status_line:
             self._status_line = line
             self._notifier.status(line)

@@ -90,6 +90,50 @@ def test_status_line_singular() -> None:
     assert status_line(states(result("www")), 1) == "1 target: 1 ok"
 
 
+class StatusInbox(Notifier):
+    """A notifier that keeps the status lines instead of sending them."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.lines: list[str] = []
+
+    def status(self, status: str) -> None:
+        self.lines.append(status)
+
+
+def test_status_line_follows_every_change_while_ok_cycles_skip_the_recount() -> None:
+    # With every target ok, an ok cycle cannot change the line: the scheduler skips the
+    # pass over every target (one per cycle, so O(targets^2) per interval otherwise).
+    names = ["a", "b", "c"]
+    store = ResultStore(names, NOW)
+    inbox = StatusInbox()
+    scheduler = Scheduler([plan(n, "127.0.0.1:53") for n in names], store, inbox)
+    for cycle in (
+        result("a"),
+        result("b"),
+        result("c"),
+        result("a"),
+        result("b", Reason.TCP_REFUSED),
+        result("c"),
+        result("b"),
+        result("a"),
+        result("c", Reason.BACKEND_UNEXPECTED),
+        result("c"),
+    ):
+        scheduler._record(cycle)
+        assert scheduler._status_line == status_line(store.snapshot().targets.values(), 3)
+
+    assert inbox.lines == [
+        "3 targets: 1 ok, 2 waiting for a first cycle",
+        "3 targets: 2 ok, 1 waiting for a first cycle",
+        "3 targets: 3 ok",
+        "3 targets: 2 ok, 1 critical (b: tcp_refused)",
+        "3 targets: 3 ok",
+        "3 targets: 2 ok, 1 warning (c: backend_unexpected)",
+        "3 targets: 3 ok",
+    ]
+
+
 # --------------------------------------------------------------------------- running
 
 
