@@ -540,13 +540,21 @@ def _fingerprint(value: Any) -> str:
     return text
 
 
-def _https_url(value: Any) -> str:
-    """An ``https://`` URL without user:password and with a valid port; the host is checked by the caller."""
+def _web_url(value: Any, schemes: tuple[str, ...] = ("https",)) -> str:
+    """A URL of one of ``schemes``, without user:password, with a valid port and a valid host.
+
+    The host is a DNS name (checked as :func:`normalize_hostname` does) or an IP address;
+    whether an IP address is allowed there is for the caller to say.
+
+    Raises:
+        ValueError: one line naming what is wrong.
+    """
     if not isinstance(value, str):
         raise ValueError("must be a URL such as https://www.corp.example/health")
     parts = urlsplit(value.strip())
-    if parts.scheme.lower() != "https":
-        raise ValueError(f"{shown(value)} must be an https:// URL")
+    if parts.scheme.lower() not in schemes:
+        wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise ValueError(f"{shown(value)} must be an {wanted} URL")
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not contain user:password (use headers)")
     try:
@@ -585,7 +593,7 @@ class DirectBackendConfig(_Frozen):
     """
 
     name: str
-    url: Annotated[str, BeforeValidator(_https_url)]
+    url: Annotated[str, BeforeValidator(_web_url)]
     server_name: ServerName | None = None
     ca_file: Path | None = None
     fingerprint_sha256: Annotated[str, BeforeValidator(_fingerprint)] | None = None
@@ -776,22 +784,8 @@ class TargetConfig(_TargetFields):
     @field_validator("url", mode="before")
     @classmethod
     def _url_is_http_or_https(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            raise ValueError("must be a URL such as https://www.corp.example/health")
-        parts = urlsplit(value.strip())
-        if parts.scheme.lower() not in ("https", "http"):
-            raise ValueError(f"{shown(value)} must be an https:// or http:// URL")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not contain user:password (use headers)")
-        try:
-            port = parts.port
-        except ValueError:
-            port = 0
-        if port == 0:
-            raise ValueError(f"{shown(value)} has an invalid port")
-        if url_ip_literal(value.strip()) is None:  # an IP address needs server_name (checked below)
-            normalize_hostname(parts.hostname or "")
-        return value.strip()
+        # An IP address needs server_name (checked in _derive).
+        return _web_url(value, ("https", "http"))
 
     @model_validator(mode="before")
     @classmethod

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 from probe import __version__
 from probe.reasons import Status
-from probe.results import AddressResult, DirectBackendResult, OcspResult, TargetResult
+from probe.results import AddressResult, CertInfo, DirectBackendResult, OcspResult, TargetResult
 from probe.store import BUCKETS, Exposition, ResultStore, Snapshot, TargetState
 
 if TYPE_CHECKING:
@@ -577,6 +577,18 @@ def _tls_section(out: _Lines, result: TargetResult, address: AddressResult, wher
         out.add("probe_tls_verified", 1 if tls.verified else 0, where)
 
 
+def _leaf_labels(leaf: CertInfo, where: dict[str, str]) -> dict[str, str]:
+    """The labels of a ``*_last_chain_info`` series: the leaf's identity (blackbox_exporter's)."""
+    return {
+        **where,
+        "fingerprint_sha256": leaf.sha256_fingerprint,
+        "subject": leaf.subject,
+        "issuer": leaf.issuer,
+        "subjectalternative": ",".join(leaf.dns_names + leaf.ip_addresses),
+        "serialnumber": leaf.serial,
+    }
+
+
 def _certificate_section(
     out: _Lines, result: TargetResult, address: AddressResult, where: dict[str, str]
 ) -> None:
@@ -586,17 +598,8 @@ def _certificate_section(
         out.add("probe_ssl_earliest_cert_expiry", tls.earliest_expiry_timestamp, where)
     if tls.verified_chain_expiry_timestamp is not None:
         out.add("probe_ssl_last_chain_expiry_timestamp_seconds", tls.verified_chain_expiry_timestamp, where)
-    leaf = tls.leaf
-    if leaf is not None:
-        labels = {
-            **where,
-            "fingerprint_sha256": leaf.sha256_fingerprint,
-            "subject": leaf.subject,
-            "issuer": leaf.issuer,
-            "subjectalternative": ",".join(leaf.dns_names + leaf.ip_addresses),
-            "serialnumber": leaf.serial,
-        }
-        out.add("probe_ssl_last_chain_info", 1, labels)
+    if tls.leaf is not None:
+        out.add("probe_ssl_last_chain_info", 1, _leaf_labels(tls.leaf, where))
 
 
 _OCSP_STATUS_VALUE = {"good": 0, "revoked": 1, "unknown": 2}
@@ -651,17 +654,8 @@ def _direct_section(out: _Lines, check: DirectBackendResult, where: dict[str, st
         )
     if tls.earliest_expiry_timestamp is not None:
         out.add("probe_direct_backend_ssl_earliest_cert_expiry", tls.earliest_expiry_timestamp, where)
-    leaf = tls.leaf
-    if leaf is not None:
-        labels = {
-            **where,
-            "fingerprint_sha256": leaf.sha256_fingerprint,
-            "subject": leaf.subject,
-            "issuer": leaf.issuer,
-            "subjectalternative": ",".join(leaf.dns_names + leaf.ip_addresses),
-            "serialnumber": leaf.serial,
-        }
-        out.add("probe_direct_backend_ssl_last_chain_info", 1, labels)
+    if tls.leaf is not None:
+        out.add("probe_direct_backend_ssl_last_chain_info", 1, _leaf_labels(tls.leaf, where))
     if check.pin_matches is not None:
         out.add("probe_direct_backend_cert_pin_match", 1 if check.pin_matches else 0, where)
 
