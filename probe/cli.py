@@ -626,19 +626,23 @@ def _stdout_to_devnull() -> None:
 def _check(args: argparse.Namespace, stdout: IO[str]) -> int:
     _check_watch_options(args)
     gateway = _gateway(args)
+    config = _config_from_args(args)
+    if args.watch:
+        return _watch(_plans(config), args, stdout)
+    return _run_and_report(config, args, stdout, gateway)
+
+
+def _plans(config: Config) -> tuple[TargetPlan, ...]:
+    """:func:`probe.cycle.plan`; in an ad hoc check its errors name the option."""
     from probe.config import ConfigError
     from probe.cycle import plan
 
-    config = _config_from_args(args)
     try:
-        plans = plan(config)
+        return plan(config)
     except ConfigError as exc:
         if config.path is None:  # ad hoc: name the option, not a config field
             raise UsageError(_flag_message(exc)) from None
         raise
-    if args.watch:
-        return _watch(plans, args, stdout)
-    return _run_and_report(plans, args, stdout, gateway)
 
 
 def _gateway(args: argparse.Namespace) -> Gateway | None:
@@ -734,16 +738,16 @@ def _watch(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str
 
 
 def _run_and_report(
-    plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str], gateway: Gateway | None = None
+    config: Config, args: argparse.Namespace, stdout: IO[str], gateway: Gateway | None = None
 ) -> int:
     import asyncio
 
-    before = _read_baseline(plans, args.baseline)
+    before = _read_baseline([(t.name, t.url) for t in config.targets], args.baseline)
     if args.save_baseline:
         from probe import baseline
 
         baseline.check_writable(args.save_baseline)
-    results = asyncio.run(_run_all(plans))
+    results = asyncio.run(_check_once(config))
     comparison = None
     if before is not None:
         from probe import baseline
@@ -757,15 +761,18 @@ def _run_and_report(
     return code
 
 
-def _read_baseline(plans: Sequence[TargetPlan], path: str | None) -> Baseline | None:
-    """The ``--baseline`` file, refused before anything is probed when it cannot be used."""
-    from probe import baseline
+def _read_baseline(targets: Sequence[tuple[str, str]], path: str | None) -> Baseline | None:
+    """The ``--baseline`` file, refused before anything is probed when it cannot be used.
 
+    ``targets`` are the checked targets' ``(name, url)``. probe.baseline (cryptography,
+    pydantic models) is imported only with ``--baseline``.
+    """
     if path is None:
         return None
+    from probe import baseline
 
     before = baseline.load(path)
-    baseline.match(before, [(p.target.name, p.target.url) for p in plans], path)
+    baseline.match(before, targets, path)
     return before
 
 
@@ -803,6 +810,47 @@ def _report(
     except BrokenPipeError:
         _stdout_to_devnull()
     return code
+
+
+async def _check_once(config: Config) -> list[TargetResult]:
+    """One cycle of every target of ``config``, the DNS queries sent first.
+
+    Each target's DNS stage starts (:func:`probe.dns_stage.resolve_early`; dnspython only)
+    before the TLS and HTTP stages are imported and the SSL contexts built, so the first
+    query leaves about as soon as the config is read. The imports wait until every early
+    lookup has ended, so that they never delay reading an answer (the lookup times stay
+    honest); the cycles then take the answers, and their durations and deadlines leave
+    the time in between out (see :func:`probe.cycle.run_cycle`). A target that sends no
+    query (pinned addresses) or has no resolver to ask resolves in its cycle as before.
+    """
+    import asyncio
+
+    from probe import dns_stage
+
+    early: dict[int, dns_stage.EarlyLookup] = {}
+    system: tuple[tuple[str, int], ...] | None = None
+    for index, target in enumerate(config.targets):
+        if target.pinned_by is not None and target.expect_same_addresses_as is None:
+            continue  # nothing to resolve
+        resolvers = target.resolvers
+        if resolvers is None:
+            if system is None:
+                try:
+                    system = dns_stage.system_resolvers()
+                except LookupError:
+                    break  # probe.cycle.plan reports it
+            resolvers = system
+        early[index] = dns_stage.resolve_early(target, tuple(resolvers))
+    if early:
+        longest = max(lookup.deadline.remaining() for lookup in early.values())
+        tasks = [lookup.task for lookup in early.values() if lookup.task is not None]
+        await asyncio.wait(tasks, timeout=longest)
+    plans = _plans(config)  # on an error, asyncio.run cancels what is left
+    from probe.cycle import run_cycle
+
+    return list(
+        await asyncio.gather(*(run_cycle(p, early=early.get(index)) for index, p in enumerate(plans)))
+    )
 
 
 async def _run_all(plans: Sequence[TargetPlan], previous: Sequence[TargetResult] = ()) -> list[TargetResult]:

@@ -166,7 +166,10 @@ async def close_plans(plans: Iterable[TargetPlan]) -> None:
 
 
 async def run_cycle(
-    plan: TargetPlan, clock: Callable[[], float] = time.time, memory: Rotation | None = None
+    plan: TargetPlan,
+    clock: Callable[[], float] = time.time,
+    memory: Rotation | None = None,
+    early: dns_stage.EarlyLookup | None = None,
 ) -> TargetResult:
     """Probe one target once.
 
@@ -176,25 +179,43 @@ async def run_cycle(
         memory: the previous cycle's ``rotation`` (the daemon, ``--watch``), so that with
             ``balancing: weighted_random`` or ``least_outstanding_requests`` responses are
             counted across cycles; ``None`` for a single check.
+        early: the target's DNS stage, already started by
+            :func:`~probe.dns_stage.resolve_early` (``probe check`` sends its query before
+            importing this module). The cycle's start time is the lookup's; the seconds
+            between the lookup's end and this call are left out of the duration and the
+            deadline, so both count probing only, never imports. ``None``: the cycle
+            resolves the name itself.
 
     Returns:
         The target's result. Never raises (except for cancellation of the caller).
     """
     target = plan.target
-    started = clock()
-    start = time.monotonic()
-    deadline = Deadline.after(target.timeouts.deadline)
+    if early is None:
+        started = clock()
+        start = time.monotonic()
+        deadline = Deadline.after(target.timeouts.deadline)
+        backstop = target.timeouts.deadline + BACKSTOP_GRACE
+    else:
+        # Not probing between the lookup's end and now (imports): move the clock past it.
+        paused = 0.0 if early.answered is None else max(0.0, time.monotonic() - early.answered)
+        started = early.started
+        start = early.start + paused
+        deadline = Deadline(early.deadline.expires + paused, early.deadline.seconds)
+        backstop = deadline.remaining() + BACKSTOP_GRACE
     dns_result: DnsResult | None = None
     done: dict[IPAddress, AddressResult] = {}
     checked: dict[int, DirectBackendResult] = {}
     extra: list[Failure] = []
     try:
-        async with asyncio.timeout(target.timeouts.deadline + BACKSTOP_GRACE):
+        async with asyncio.timeout(backstop):
             async with asyncio.TaskGroup() as group:
                 # Direct backend checks run beside the DNS stage and the addresses.
                 for number, hop in enumerate(plan.direct):
                     group.create_task(_check_into(checked, number, plan, hop, deadline, clock))
-                dns_result = await dns_stage.resolve(target, plan.resolvers, deadline)
+                if early is not None and early.task is not None:
+                    dns_result = await early.task
+                else:
+                    dns_result = await dns_stage.resolve(target, plan.resolvers, deadline)
                 slots = asyncio.Semaphore(MAX_CONCURRENT_ADDRESSES)
                 for address in dns_result.probe_addresses:
                     group.create_task(_probe_into(done, slots, address, plan, deadline, clock))

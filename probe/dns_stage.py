@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dns.asyncquery
@@ -66,6 +66,51 @@ def system_resolvers() -> tuple[Resolver, ...]:
     if not servers:
         raise LookupError("no 'resolvers' configured and /etc/resolv.conf lists none")
     return servers
+
+
+@dataclass(slots=True)
+class EarlyLookup:
+    """A cycle's DNS stage started before the rest of the cycle is ready.
+
+    ``probe check`` sends its first query before it imports the TLS and HTTP stages (httpx,
+    h2, cryptography); :func:`probe.cycle.run_cycle` then takes the answer from ``task``.
+    The cycle's clock starts with this lookup; the time between the lookup's end
+    (``answered``) and the start of :func:`~probe.cycle.run_cycle` (imports, SSL contexts)
+    is not counted in the cycle's duration nor in its deadline.
+
+    Attributes:
+        started: Unix time the lookup (and so the cycle) started.
+        start: ``time.monotonic()`` at the start.
+        deadline: the cycle's deadline, from ``start``.
+        task: the running :func:`resolve`.
+        answered: ``time.monotonic()`` when ``task`` ended, ``None`` while it runs.
+    """
+
+    started: float
+    start: float
+    deadline: Deadline
+    task: asyncio.Task[DnsResult] | None = None
+    answered: float | None = None
+
+
+def resolve_early(
+    target: TargetConfig, resolvers: Sequence[Resolver], clock: Callable[[], float] = time.time
+) -> EarlyLookup:
+    """Start :func:`resolve` for ``target`` now, as the first step of its cycle.
+
+    Must be called inside a running event loop. The task never raises for network faults
+    (as :func:`resolve`); a bug surfaces when the cycle awaits it.
+    """
+    lookup = EarlyLookup(clock(), time.monotonic(), Deadline.after(target.timeouts.deadline))
+
+    async def run() -> DnsResult:
+        try:
+            return await resolve(target, resolvers, lookup.deadline)
+        finally:
+            lookup.answered = time.monotonic()
+
+    lookup.task = asyncio.create_task(run())
+    return lookup
 
 
 def format_resolver(resolver: Resolver) -> str:

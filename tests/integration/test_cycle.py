@@ -166,3 +166,44 @@ def test_expired_leaf_keeps_its_dates_and_names(scene: Any, pki: Pki) -> None:
     assert leaf is not None and leaf.dns_names == (name,)
     assert leaf.not_after_timestamp == pytest.approx((now - dt.timedelta(days=2)).timestamp(), abs=1)
     assert result.addresses[0].attempts == ()  # no HTTP to a server whose certificate failed
+
+
+def test_a_cycle_after_an_early_lookup_leaves_the_pause_out_of_its_duration_and_deadline(
+    demo: DemoLab,
+) -> None:
+    """``probe check`` resolves, then imports the TLS and HTTP stages, then probes.
+
+    The pause (1.5 s here, longer than the 1 s deadline) stands for the imports: it is in
+    neither the cycle's duration nor its deadline, and the start time is the lookup's.
+    """
+    import asyncio
+
+    from probe import dns_stage
+    from probe.config import build_config
+
+    config = build_config(
+        {"targets": [demo.target(timeouts={"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 1})]}
+    )
+    (target_plan,) = cycle.plan(config)
+    pause = 1.5
+
+    async def early_then_cycle() -> tuple[float, float, cycle.TargetResult]:
+        before = time.time()
+        lookup = dns_stage.resolve_early(target_plan.target, target_plan.resolvers)
+        assert lookup.task is not None
+        await lookup.task
+        await asyncio.sleep(pause)
+        start = time.monotonic()
+        result = await cycle.run_cycle(target_plan, early=lookup)
+        return before, time.monotonic() - start, result
+
+    before, elapsed, result = asyncio.run(early_then_cycle())
+
+    assert result.status == Status.OK and result.failures == ()
+    assert len(result.addresses) == 2 and all(a.attempts and a.status == Status.OK for a in result.addresses)
+    assert before <= result.started_timestamp < before + 0.5  # the lookup's start
+    assert 0 < result.dns.lookup_seconds < 1
+    # DNS plus probing, not the pause: at most the lookup and the cycle itself.
+    assert result.duration_seconds < elapsed + result.dns.lookup_seconds + 0.05
+    assert result.duration_seconds < pause
+    assert elapsed < 1 + cycle.BACKSTOP_GRACE

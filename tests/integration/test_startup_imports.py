@@ -135,3 +135,57 @@ def test_check_with_push_loads_the_renderer_but_not_prometheus_client(demo: Demo
     assert {"probe.push", "probe.metrics", "probe.store"} <= modules
     lazy = ("probe.daemon", "probe.web", "probe.webconfig", "probe.scheduler", "bcrypt", "prometheus_client")
     assert present(modules, lazy) == set()
+
+
+#: Run ``probe check`` and note which modules were loaded when the first datagram (or
+#: connected UDP socket) went to the resolver: an audit hook on ``socket.connect`` and
+#: ``socket.sendto``, the events CPython raises before the system call.
+_FIRST_QUERY_SCRIPT = """
+import json, socket, sys
+out, resolver_host, resolver_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+seen = []
+def hook(event, args):
+    if seen or event not in ("socket.connect", "socket.sendto"):
+        return
+    sock, address = args[0], args[-1]
+    if sock.type == socket.SOCK_DGRAM and address[:2] == (resolver_host, resolver_port):
+        seen.append(sorted(sys.modules))
+sys.addaudithook(hook)
+from probe.cli import main
+try:
+    code = main(sys.argv[4:])
+except SystemExit as exc:
+    code = exc.code
+with open(out, "w") as handle:
+    json.dump(seen[0] if seen else None, handle)
+sys.exit(code)
+"""
+
+#: Not loaded yet when ``probe check`` sends its first DNS query (issue 9: ≤ 150 ms to it).
+NOT_BEFORE_FIRST_QUERY = ("probe.cycle", "probe.tls_stage", "probe.http_stage", "httpx", "h2", "cryptography")
+
+
+def test_check_sends_its_first_dns_query_before_loading_the_tls_and_http_stages(
+    demo: DemoLab, tmp_path: Path
+) -> None:
+    out = tmp_path / "modules.json"
+    host, port = demo.dns_server.where.rsplit(":", 1)
+    start = time.monotonic()
+    complete = subprocess.run(
+        [sys.executable, "-c", _FIRST_QUERY_SCRIPT, str(out), host, port, *check_args(demo, "--json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=environment_without_proxies(),
+    )
+
+    assert complete.returncode == 0, complete.stdout + complete.stderr
+    assert complete.stderr == ""
+    target = json.loads(complete.stdout)["targets"][0]
+    assert target["status"] == "ok" and target["failures"] == []
+    at_first_query = json.loads(out.read_text())
+    assert at_first_query is not None, "no DNS query reached the resolver"
+    assert "dns" in at_first_query and "probe.dns_stage" in at_first_query
+    assert present(set(at_first_query), NOT_BEFORE_FIRST_QUERY) == set()
+    assert time.monotonic() - start < 30
