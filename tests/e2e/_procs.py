@@ -157,3 +157,35 @@ def free_port(addresses: tuple[str, ...], kinds: tuple[socket.SocketKind, ...]) 
                 continue
         return port
     raise OSError(f"no port free on all of {', '.join(addresses)}")
+
+
+def accepts(address: str, port: int) -> bool:
+    """Whether ``address``:``port`` (a loopback IP literal) accepts a TCP connection now."""
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def haproxy_head(*, connect: str = "2s", extra: tuple[str, ...] = ()) -> str:
+    """The ``global`` and ``defaults`` sections every test HAProxy shares.
+
+    HTTP mode, requests logged to stderr, no retries (a refused connection is a 503 at
+    once, not after a retry pause), ``timeout connect`` as given, plus ``extra`` lines in
+    ``defaults``.
+    """
+    lines = "".join(f"    {line}\n" for line in extra)
+    return f"""\
+global
+    log stderr format short local0 info
+
+defaults
+    mode http
+    log global
+    option httplog
+{lines}    retries 0
+    timeout connect {connect}
+    timeout client 10s
+    timeout server 10s
+"""

@@ -31,7 +31,7 @@ import pytest
 
 from probe.lab import Backend, Lab, Pki
 from probe.lab.pki import Issued
-from tests.e2e._procs import Process, require_programs, start_server
+from tests.e2e._procs import Process, accepts, haproxy_head, require_programs, start_server
 
 HOSTNAME = "www.corp.example"
 ALB_NAME = "internal-e2e-alb-1.eu-west-1.elb.example"
@@ -202,20 +202,7 @@ def haproxy_config(port: int, pem: Path, backends: dict[str, Backend]) -> str:
     # HAProxy waits min(timeout connect, 1s) before each retry of a refused connection,
     # which turns every 503 into a 3-second wait (retries would go to the same dead server
     # anyway, as there is no "option redispatch").
-    return f"""\
-global
-    log stderr format short local0 info
-
-defaults
-    mode http
-    log global
-    option httplog
-    option dontlognull
-    retries 0
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-
+    return f"""{haproxy_head(extra=("option dontlognull",))}
 frontend www
 {binds}
     default_backend web
@@ -224,14 +211,6 @@ backend web
     balance roundrobin
 {servers}
 """
-
-
-def _accepts(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -248,7 +227,7 @@ def load_balancer(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterat
             return Process("HAProxy", argv, tmp_path / f"haproxy-{attempt}.log", config)
 
         def ready(port: int) -> bool:
-            return all(_accepts(address, port) for address in LB_ADDRESSES)
+            return all(accepts(address, port) for address in LB_ADDRESSES)
 
         process, port = start_server("HAProxy", launch, ready, LB_ADDRESSES, (socket.SOCK_STREAM,))
         try:

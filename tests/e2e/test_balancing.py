@@ -30,7 +30,7 @@ from probe.lab import Backend, Lab
 from probe.reasons import Status
 from probe.results import TargetResult
 from probe.rotation import needed
-from tests.e2e._procs import Process, start_server
+from tests.e2e._procs import Process, accepts, haproxy_head, start_server
 from tests.e2e.conftest import ALB_NAME, HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
 from tests.helpers import make_plan, reasons
 
@@ -48,30 +48,6 @@ class Haproxy:
     process: Process
 
 
-def _accepts(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _global() -> str:
-    return """\
-global
-    log stderr format short local0 info
-
-defaults
-    mode http
-    log global
-    option httplog
-    retries 0
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-"""
-
-
 def _servers(backends: dict[str, Backend], names: tuple[str, ...], disabled: tuple[str, ...]) -> str:
     return "\n".join(
         f"    server {n} {backends[n].address}:{backends[n].port}" + (" disabled" if n in disabled else "")
@@ -84,7 +60,7 @@ def one_pool(
 ) -> str:
     """Both addresses in one frontend, one backend section (an ALB with cross-zone on)."""
     binds = "\n".join(f"    bind {a}:{port} ssl crt {pem} alpn h2,http/1.1" for a in LB_ADDRESSES)
-    return f"""{_global()}
+    return f"""{haproxy_head()}
 frontend www
 {binds}
     default_backend web
@@ -100,7 +76,7 @@ def zones(
 ) -> str:
     """A Classic Load Balancer with cross-zone off: one frontend and one pool per zone."""
     zone_a, address_b = LB_ADDRESSES
-    return f"""{_global()}
+    return f"""{haproxy_head()}
 frontend zone-a
     bind {zone_a}:{port} ssl crt {pem} alpn h2,http/1.1
     default_backend pool-a
@@ -136,7 +112,7 @@ def haproxy(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterator[Any
                 return Process("HAProxy", argv, tmp_path / f"haproxy-{attempt}.log", config)
 
             def ready(port: int) -> bool:
-                return all(_accepts(a, port) for a in LB_ADDRESSES)
+                return all(accepts(a, port) for a in LB_ADDRESSES)
 
             process, port = start_server("HAProxy", launch, ready, LB_ADDRESSES, (socket.SOCK_STREAM,))
             started.append(process)

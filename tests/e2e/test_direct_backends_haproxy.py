@@ -21,7 +21,7 @@ import yaml
 
 from probe.lab import Lab, TlsBackend
 from probe.lab.pki import Issued, issue
-from tests.e2e._procs import Process, start_server
+from tests.e2e._procs import Process, accepts, haproxy_head, start_server
 from tests.e2e.conftest import HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
 from tests.e2e.test_haproxy_dnsmasq import fingerprint
 from tests.helpers import environment_without_proxies, probe_cli
@@ -45,19 +45,7 @@ def _config(port: int, pem: Path, backends: dict[str, TlsBackend], disabled: set
         + (" disabled" if name in disabled else "")
         for name, b in backends.items()
     )
-    return f"""\
-global
-    log stderr format short local0 info
-
-defaults
-    mode http
-    log global
-    option httplog
-    retries 0
-    timeout connect 1s
-    timeout client 10s
-    timeout server 10s
-    timeout check 1s
+    return f"""{haproxy_head(connect="1s")}    timeout check 1s
 
 frontend www
 {binds}
@@ -67,14 +55,6 @@ backend web
     balance roundrobin
 {servers}
 """
-
-
-def _accepts(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -107,7 +87,7 @@ def https_targets(
             process, port = start_server(
                 "HAProxy",
                 launch,
-                lambda port: all(_accepts(a, port) for a in LB_ADDRESSES),
+                lambda port: all(accepts(a, port) for a in LB_ADDRESSES),
                 LB_ADDRESSES,
                 (socket.SOCK_STREAM,),
             )

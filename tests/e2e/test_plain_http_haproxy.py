@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from probe.lab import Backend, DnsServer, Lab
-from tests.e2e._procs import Process, start_server
+from tests.e2e._procs import Process, accepts, haproxy_head, start_server
 from tests.e2e.conftest import Binaries
 from tests.helpers import probe_cli
 
@@ -43,19 +43,7 @@ BOUND = 15.0
 def haproxy_config(port: int, backends: dict[str, Backend]) -> str:
     binds = "\n".join(f"    bind {address}:{port}" for address in ADDRESSES)
     servers = "\n".join(f"    server {name} {b.address}:{b.port}" for name, b in backends.items())
-    return f"""\
-global
-    log stderr format short local0 info
-
-defaults
-    mode http
-    log global
-    option httplog
-    retries 0
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-
+    return f"""{haproxy_head()}
 frontend plain
 {binds}
     acl to_redirect hdr(host),field(1,:) -i {REDIRECT}
@@ -78,14 +66,6 @@ class PlainListener:
     process: Process
 
 
-def _accepts(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def listener(binaries: Binaries, tmp_path: Path) -> Iterator[PlainListener]:
     with Lab() as lab:
@@ -103,7 +83,7 @@ def listener(binaries: Binaries, tmp_path: Path) -> Iterator[PlainListener]:
             )
 
         def ready(port: int) -> bool:
-            return all(_accepts(address, port) for address in ADDRESSES)
+            return all(accepts(address, port) for address in ADDRESSES)
 
         process, port = start_server("HAProxy", launch, ready, ADDRESSES, (socket.SOCK_STREAM,))
         try:
