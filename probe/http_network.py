@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import contextvars
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
@@ -89,6 +90,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self._reader = reader
         self._writer = writer
         self.handed_over = handed_over
+        #: When the latest read returned data or the end of the stream (``time.monotonic()``).
+        self.read_at: float | None = None
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         """Read up to ``max_bytes``; ``b""`` at the end of the stream.
@@ -99,7 +102,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         """
         try:
             async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
+                data = await self._reader.read(max_bytes)
+            self.read_at = time.monotonic()
+            return data
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(str(exc)) from exc
         except (OSError, ssl.SSLError, EOFError) as exc:
