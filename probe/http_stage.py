@@ -254,7 +254,7 @@ async def request_rounds(
         if deadline.expired:
             break
         if index == 0 and connection is not None:
-            with handed_over(str(address), target.port, connection.reader, connection.writer) as offer:
+            with handed_over(str(address), target.port, connection.connection) as offer:
                 attempt = await _attempt(client, url, headers, address, target, deadline)
             if offer.taken and tls is not None:
                 attempt = _with_tls_stage_phases(attempt, tls)
