@@ -1,4 +1,4 @@
-"""httpcore's network layer on asyncio streams, able to take over the TLS stage's connection.
+"""httpcore's network layer on non-blocking sockets, able to take over the TLS stage's connection.
 
 httpx and httpcore stay probe's HTTP layer; this module only replaces the network backend
 under httpcore's connection pool (``httpcore.AsyncNetworkBackend``), for two reasons:
@@ -10,10 +10,13 @@ under httpcore's connection pool (``httpcore.AsyncNetworkBackend``), for two rea
   equivalent context (same trust anchors, same ALPN list), and the protocol it selected in
   ALPN decides HTTP/1.1 or HTTP/2 for the request, as httpcore reads it from the
   ``ssl_object``. Later requests get new connections as before.
-* **Cheaper connections.** New connections use asyncio's own TLS transport, as the TLS
-  stage does, instead of anyio's ``TLSStream``; anyio hands ``wrap_bio`` to a worker
-  thread for any ``SSLContext`` subclass (probe's contexts pin their ALPN list), which
-  cost a thread round trip per request.
+* **Cheaper connections.** Connections are :class:`probe.netio.Connection`: a
+  non-blocking socket, TLS by ``ssl.SSLSocket``, driven by the running loop's
+  ``add_reader``/``add_writer`` — as the TLS stage's own. Neither anyio's ``TLSStream``
+  (which hands ``wrap_bio`` to a worker thread for any ``SSLContext`` subclass, and
+  probe's contexts pin their ALPN list) nor asyncio's streams over its Python TLS
+  transport (``sslproto``, every record copied through memory BIOs). Each read notes when
+  it returned (``read_at``), so the phases end at the reads that delivered the response.
 
 :class:`NewConnectionPerRequest` replaces httpcore's connection pool where no connection
 is kept alive (probe's default): httpcore's connection-level API, one connection per
@@ -175,8 +178,8 @@ class SocketStream(httpcore.AsyncNetworkStream):
         return None
 
 
-class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend on asyncio streams; takes over a handed-over connection."""
+class SocketBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend on :mod:`probe.netio` sockets; takes over a handed-over connection."""
 
     async def connect_tcp(
         self,
@@ -356,7 +359,7 @@ class NewConnectionPerRequest:
         self._ssl_context = ssl_context
         self._http1 = http1
         self._http2 = http2
-        self._backend = network_backend or AsyncioBackend()
+        self._backend = network_backend or SocketBackend()
         self._open: set[httpcore.AsyncConnectionInterface] = set()
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:

@@ -46,7 +46,7 @@ from probe._text import host_port, plural, shorten
 from probe.certs import classify_verify_error
 from probe.config import TargetConfig
 from probe.deadline import Deadline
-from probe.http_network import AsyncioBackend, NewConnectionPerRequest, handed_over
+from probe.http_network import NewConnectionPerRequest, SocketBackend, handed_over
 from probe.reasons import Reason
 from probe.results import Failure, HttpAttempt, IPAddress, PhaseTimes, TlsResult
 from probe.tls_stage import OpenConnection, classify_connect_error, classify_tls_error
@@ -97,8 +97,9 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
     :class:`TargetClient`). ``http_version`` picks HTTP/1.1, HTTP/2 or (``auto``) whichever
     the server selects in ALPN; the ALPN list itself is the one pinned on ``context``. An
     ``http://`` target speaks HTTP/1.1 only (no h2c upgrade, no prior knowledge).
-    Connections are made by :class:`probe.http_network.AsyncioBackend` (asyncio's TLS, and
-    the TLS stage's connection for an address's first request).
+    Connections are made by :class:`probe.http_network.SocketBackend` (non-blocking
+    sockets with ``ssl.SSLSocket``, and the TLS stage's connection for an address's first
+    request).
 
     Args:
         target: the target (timeouts, reuse_connections, http_version).
@@ -119,7 +120,7 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
             max_keepalive_connections=1,
             http1=http1,
             http2=http2,
-            network_backend=AsyncioBackend(),
+            network_backend=SocketBackend(),
         )
     else:  # a connection per request, without a pool's shared state (see http_network)
         pool = NewConnectionPerRequest(context, http1=http1, http2=http2)
