@@ -24,12 +24,13 @@ from time import monotonic
 _WAIT_ERRORS = (BlockingIOError, InterruptedError, ssl.SSLWantReadError)
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
+def _wake(waiter: asyncio.Future[float]) -> None:
+    # The time the loop saw the socket ready, before any other task's work in this turn.
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(monotonic())
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
+def _expire(waiter: asyncio.Future[float]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
@@ -43,17 +44,21 @@ class Connection:
     Attributes:
         sock: the socket; an ``ssl.SSLSocket`` after the handshake.
         read_at: when the latest :meth:`recv` returned data or the end of the stream
-            (``time.monotonic()``), for phase times.
+            (``time.monotonic()``), for phase times: when the loop saw the socket readable,
+            if the read waited, so that other tasks' work in the same turn of the loop (the
+            other addresses of a cycle) does not count; else when the data was read.
+        connected_at: when the loop saw the TCP connect complete (``time.monotonic()``).
     """
 
-    __slots__ = ("_loop", "_waiter", "fd", "read_at", "sock")
+    __slots__ = ("_loop", "_waiter", "connected_at", "fd", "read_at", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[float] | None = None
         self.read_at: float | None = None
+        self.connected_at: float | None = None
 
     @property
     def ssl_object(self) -> ssl.SSLSocket | None:
@@ -69,8 +74,11 @@ class Connection:
         """The loop time ``timeout`` seconds from now (``None`` for no bound)."""
         return None if timeout is None else self._loop.time() + timeout
 
-    async def _wait(self, writable: bool, end: float | None) -> None:
+    async def _wait(self, writable: bool, end: float | None) -> float:
         """Wait until the socket is readable (or writable), at most until loop time ``end``.
+
+        Returns:
+            When the loop saw it ready (``time.monotonic()``).
 
         Raises:
             TimeoutError: ``end`` passed.
@@ -79,7 +87,7 @@ class Connection:
         if self.fd < 0:
             raise OSError(errno.EBADF, "the connection is closed")
         loop = self._loop
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[float] = loop.create_future()
         if writable:
             loop.add_writer(self.fd, _wake, waiter)
         else:
@@ -87,7 +95,7 @@ class Connection:
         timer = loop.call_at(end, _expire, waiter) if end is not None else None
         self._waiter = waiter
         try:
-            await waiter
+            return await waiter
         finally:
             self._waiter = None
             if timer is not None:
@@ -138,16 +146,17 @@ class Connection:
             OSError: reset, or closed.
             TimeoutError: ``end`` passed.
         """
+        ready: float | None = None
         while True:
             try:
                 data = self.sock.recv(max_bytes)
             except _WAIT_ERRORS:
-                await self._wait(False, end)
+                ready = await self._wait(False, end)
                 continue
             except ssl.SSLWantWriteError:
                 await self._wait(True, end)
                 continue
-            self.read_at = monotonic()
+            self.read_at = ready if ready is not None else monotonic()
             return data
 
     async def send(self, data: bytes, end: float | None) -> None:
@@ -216,9 +225,17 @@ async def connect(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if local_address:
             sock.bind((local_address, 0))
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, where)
+        connection = Connection(sock)
+        code = sock.connect_ex(where)
+        if code in (errno.EINPROGRESS, errno.EAGAIN):
+            end = connection.deadline(timeout)
+            connection.connected_at = await connection._wait(True, end)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        else:
+            connection.connected_at = monotonic()
+        if code:
+            raise OSError(code, f"Connect call failed {where}")
     except BaseException:
         sock.close()
         raise
-    return Connection(sock)
+    return connection

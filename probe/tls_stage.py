@@ -599,7 +599,8 @@ async def _connect(
     except OSError as exc:
         reason, detail = classify_connect_error(exc)
         return Failure(reason, f"{detail} (port {port})", address)
-    return connection, time.monotonic() - start
+    # Until the loop saw the connect complete (Go's ConnectDone), not until this task resumed.
+    return connection, (connection.connected_at or time.monotonic()) - start
 
 
 async def _spoken_version(
