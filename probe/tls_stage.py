@@ -436,8 +436,8 @@ def alpn_failures(selected: str | None, offered: tuple[str, ...], address: IPAdd
 def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
     """Map a TCP connect failure to a reason and a sentence.
 
-    asyncio puts its own text in ``strerror`` ("Connect call failed …"); the errno says
-    what happened (no route, network unreachable …).
+    The connect (``probe.netio``, as asyncio) puts its own text in ``strerror`` ("Connect
+    call failed …"); the errno says what happened (no route, network unreachable …).
     """
     if isinstance(exc, ConnectionRefusedError):
         return Reason.TCP_REFUSED, "connection refused"
