@@ -1,4 +1,4 @@
-"""httpcore's network layer on asyncio streams, able to take over the TLS stage's connection.
+"""httpcore's network layer on non-blocking sockets, able to take over the TLS stage's connection.
 
 httpx and httpcore stay probe's HTTP layer; this module only replaces the network backend
 under httpcore's connection pool (``httpcore.AsyncNetworkBackend``), for two reasons:
@@ -10,10 +10,13 @@ under httpcore's connection pool (``httpcore.AsyncNetworkBackend``), for two rea
   equivalent context (same trust anchors, same ALPN list), and the protocol it selected in
   ALPN decides HTTP/1.1 or HTTP/2 for the request, as httpcore reads it from the
   ``ssl_object``. Later requests get new connections as before.
-* **Cheaper connections.** New connections use asyncio's own TLS transport, as the TLS
-  stage does, instead of anyio's ``TLSStream``; anyio hands ``wrap_bio`` to a worker
-  thread for any ``SSLContext`` subclass (probe's contexts pin their ALPN list), which
-  cost a thread round trip per request.
+* **Cheaper connections.** Connections are :class:`probe.netio.Connection`: a
+  non-blocking socket, TLS by ``ssl.SSLSocket``, driven by the running loop's
+  ``add_reader``/``add_writer`` — as the TLS stage's own. Neither anyio's ``TLSStream``
+  (which hands ``wrap_bio`` to a worker thread for any ``SSLContext`` subclass, and
+  probe's contexts pin their ALPN list) nor asyncio's streams over its Python TLS
+  transport (``sslproto``, every record copied through memory BIOs). Each read notes when
+  it returned (``read_at``), so the phases end at the reads that delivered the response.
 
 :class:`NewConnectionPerRequest` replaces httpcore's connection pool where no connection
 is kept alive (probe's default): httpcore's connection-level API, one connection per
@@ -40,6 +43,8 @@ from typing import Any
 import h2.settings
 import httpcore
 
+from probe import netio
+
 
 class Offer:
     """A connection offered to the next request of one task to ``host``:``port``.
@@ -53,13 +58,13 @@ class Offer:
 
     __slots__ = ("host", "port", "stream", "taken")
 
-    def __init__(self, host: str, port: int, stream: AsyncioStream) -> None:
+    def __init__(self, host: str, port: int, stream: SocketStream) -> None:
         self.host = host
         self.port = port
-        self.stream: AsyncioStream | None = stream
+        self.stream: SocketStream | None = stream
         self.taken = False
 
-    def take(self, host: str, port: int) -> AsyncioStream | None:
+    def take(self, host: str, port: int) -> SocketStream | None:
         """The stream, once, if it is for ``host``:``port``."""
         stream = self.stream
         if stream is None or host != self.host or port != self.port:
@@ -73,22 +78,25 @@ class Offer:
 _OFFER: contextvars.ContextVar[Offer | None] = contextvars.ContextVar("probe_http_offer", default=None)
 
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    """An httpcore network stream over an asyncio ``StreamReader``/``StreamWriter`` pair.
+class SocketStream(httpcore.AsyncNetworkStream):
+    """An httpcore network stream over a :class:`probe.netio.Connection` (a non-blocking socket).
 
     Args:
-        reader: the connection's reader.
-        writer: the connection's writer (its transport is TLS once ``start_tls`` ran).
+        connection: the connection (TLS once ``start_tls`` ran).
         handed_over: the connection comes from the TLS stage, already verified:
             ``start_tls`` returns it unchanged.
     """
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, handed_over: bool = False
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+    __slots__ = ("connection", "handed_over")
+
+    def __init__(self, connection: netio.Connection, *, handed_over: bool = False) -> None:
+        self.connection = connection
         self.handed_over = handed_over
+
+    @property
+    def read_at(self) -> float | None:
+        """When the latest read returned data or the end of the stream (``time.monotonic()``)."""
+        return self.connection.read_at
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         """Read up to ``max_bytes``; ``b""`` at the end of the stream.
@@ -97,12 +105,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             httpcore.ReadTimeout: nothing within ``timeout`` seconds.
             httpcore.ReadError: the connection failed (e.g. a TLS alert, a reset).
         """
+        connection = self.connection
         try:
-            async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
+            return await connection.recv(max_bytes, connection.deadline(timeout))
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(str(exc)) from exc
-        except (OSError, ssl.SSLError, EOFError) as exc:
+        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
             raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -114,20 +122,17 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         """
         if not buffer:
             return
+        connection = self.connection
         try:
-            async with asyncio.timeout(timeout):
-                if self._writer.is_closing():
-                    raise ConnectionResetError("the connection is closed")
-                self._writer.write(buffer)
-                await self._writer.drain()
+            await connection.send(buffer, connection.deadline(timeout))
         except TimeoutError as exc:
             raise httpcore.WriteTimeout(str(exc)) from exc
-        except (OSError, ssl.SSLError, EOFError, RuntimeError) as exc:
+        except (OSError, EOFError, ValueError) as exc:  # ValueError: a closed SSLSocket
             raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
         """Close the connection at once (no TLS close_notify wait, as for an abandoned probe)."""
-        self._writer.transport.abort()
+        self.connection.close()
 
     async def start_tls(
         self,
@@ -140,41 +145,41 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         Raises:
             httpcore.ConnectTimeout: the handshake did not complete within ``timeout`` seconds.
             httpcore.ConnectError: the handshake failed (``ssl.SSLError``, reset, EOF).
+            The connection is closed then.
         """
         if self.handed_over:
             return self
+        connection = self.connection
         try:
-            async with asyncio.timeout(timeout):
-                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+            await connection.handshake(ssl_context, server_hostname, connection.deadline(timeout))
         except TimeoutError as exc:
-            self._writer.transport.abort()
             raise httpcore.ConnectTimeout(str(exc)) from exc
-        except (OSError, ssl.SSLError, EOFError) as exc:
-            self._writer.transport.abort()
+        except (OSError, EOFError, ValueError) as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        except BaseException:
-            self._writer.transport.abort()
-            raise
         return self
 
     def get_extra_info(self, info: str) -> Any:
         """``ssl_object``, ``client_addr``, ``server_addr``, ``socket`` or ``is_readable``."""
+        connection = self.connection
         if info == "ssl_object":
-            return self._writer.get_extra_info("ssl_object")
-        if info == "client_addr":
-            return self._writer.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._writer.get_extra_info("peername")
-        if info == "socket":
-            return self._writer.get_extra_info("socket")
+            return connection.ssl_object
         if info == "is_readable":
             # An idle connection is readable only when the server closed it or sent junk.
-            return self._writer.is_closing() or self._reader.at_eof() or bool(self._reader._buffer)  # type: ignore[attr-defined]
+            return connection.readable()
+        if info == "socket":
+            return connection.sock
+        try:
+            if info == "client_addr":
+                return connection.sock.getsockname()
+            if info == "server_addr":
+                return connection.sock.getpeername()
+        except OSError:
+            return None
         return None
 
 
-class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend on asyncio streams; takes over a handed-over connection."""
+class SocketBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend on :mod:`probe.netio` sockets; takes over a handed-over connection."""
 
     async def connect_tcp(
         self,
@@ -195,17 +200,14 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         if handed is not None:
             return handed
         try:
-            async with asyncio.timeout(timeout):
-                local = (local_address, 0) if local_address else None
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
+            connection = await netio.connect(host, port, timeout, local_address)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        sock = writer.get_extra_info("socket")
         for option in socket_options or ():
-            sock.setsockopt(*option)
-        return AsyncioStream(reader, writer)
+            connection.sock.setsockopt(*option)
+        return SocketStream(connection)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -223,9 +225,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
 
 @contextlib.contextmanager
-def handed_over(
-    host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> Iterator[Offer]:
+def handed_over(host: str, port: int, connection: netio.Connection) -> Iterator[Offer]:
     """Offer a verified TLS connection to the next request of this task to ``host``:``port``.
 
     The offer lasts for the ``with`` block; a connection still not taken at its end (the
@@ -234,13 +234,13 @@ def handed_over(
     Args:
         host: the address as the request URL spells it (an IP literal, no brackets).
         port: the TCP port.
-        reader: the TLS stage's reader.
-        writer: the TLS stage's writer, its transport already TLS.
+        connection: the TLS stage's connection, its handshake done (or plain TCP for an
+            ``http://`` target).
 
     Yields:
         The offer; ``offer.taken`` tells afterwards whether a request took it.
     """
-    offer = Offer(host, port, AsyncioStream(reader, writer, handed_over=True))
+    offer = Offer(host, port, SocketStream(connection, handed_over=True))
     token = _OFFER.set(offer)
     try:
         yield offer
@@ -248,7 +248,7 @@ def handed_over(
         _OFFER.reset(token)
         if not offer.taken:
             offer.stream = None
-            writer.transport.abort()
+            connection.close()
 
 
 class _Lock:
@@ -359,7 +359,7 @@ class NewConnectionPerRequest:
         self._ssl_context = ssl_context
         self._http1 = http1
         self._http2 = http2
-        self._backend = network_backend or AsyncioBackend()
+        self._backend = network_backend or SocketBackend()
         self._open: set[httpcore.AsyncConnectionInterface] = set()
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:

@@ -46,7 +46,7 @@ from probe._text import host_port, plural, shorten
 from probe.certs import classify_verify_error
 from probe.config import TargetConfig
 from probe.deadline import Deadline
-from probe.http_network import AsyncioBackend, NewConnectionPerRequest, handed_over
+from probe.http_network import NewConnectionPerRequest, SocketBackend, handed_over
 from probe.reasons import Reason
 from probe.results import Failure, HttpAttempt, IPAddress, PhaseTimes, TlsResult
 from probe.tls_stage import OpenConnection, classify_connect_error, classify_tls_error
@@ -62,6 +62,10 @@ _PRINTABLE_SPACE = re.compile(r"[^\x20-\x7e]+")
 # httpcore names its trace events http11.* or http2.*; probe reads them as http.*.
 _HTTP_EVENT = re.compile(r"^http(11|2)\.")
 _GZIP = frozenset({"gzip", "x-gzip"})
+# The trace events whose return value is the connection's network stream.
+_STREAM_EVENTS = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
+# When the reads that delivered the response's headers and its end returned (keys of `events`).
+_FIRST_BYTE, _LAST_BYTE = "network.first_byte", "network.last_byte"
 
 
 class _NoCookies(http.cookiejar.CookiePolicy):
@@ -93,8 +97,9 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
     :class:`TargetClient`). ``http_version`` picks HTTP/1.1, HTTP/2 or (``auto``) whichever
     the server selects in ALPN; the ALPN list itself is the one pinned on ``context``. An
     ``http://`` target speaks HTTP/1.1 only (no h2c upgrade, no prior knowledge).
-    Connections are made by :class:`probe.http_network.AsyncioBackend` (asyncio's TLS, and
-    the TLS stage's connection for an address's first request).
+    Connections are made by :class:`probe.http_network.SocketBackend` (non-blocking
+    sockets with ``ssl.SSLSocket``, and the TLS stage's connection for an address's first
+    request).
 
     Args:
         target: the target (timeouts, reuse_connections, http_version).
@@ -115,7 +120,7 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
             max_keepalive_connections=1,
             http1=http1,
             http2=http2,
-            network_backend=AsyncioBackend(),
+            network_backend=SocketBackend(),
         )
     else:  # a connection per request, without a pool's shared state (see http_network)
         pool = NewConnectionPerRequest(context, http1=http1, http2=http2)
@@ -250,7 +255,7 @@ async def request_rounds(
         if deadline.expired:
             break
         if index == 0 and connection is not None:
-            with handed_over(str(address), target.port, connection.reader, connection.writer) as offer:
+            with handed_over(str(address), target.port, connection.connection) as offer:
                 attempt = await _attempt(client, url, headers, address, target, deadline)
             if offer.taken and tls is not None:
                 attempt = _with_tls_stage_phases(attempt, tls)
@@ -293,13 +298,26 @@ async def _attempt(
     inner = _clipped_timeouts(target, limit)
     bound = asyncio.timeout(None)
 
+    # The connection's network stream, whose reads note when they returned (``read_at``):
+    # the phases end at the network reads that delivered the response, as Go's httptrace
+    # (and so blackbox_exporter) takes them, not after the HTTP layers parsed them.
+    network: list[Any] = []
+
     async def trace(name: str, info: Mapping[str, Any]) -> None:
+        if name in _STREAM_EVENTS:
+            stream = info.get("return_value")
+            if hasattr(stream, "read_at"):
+                network[:] = [stream]
         name = _HTTP_EVENT.sub("http.", name)
         if name in events:
             return
-        events[name] = time.monotonic()
-        if name in ("http.send_connection_init.started", "http.send_request_headers.started"):
-            bound.reschedule(loop.time() + max(0.0, limit - (time.monotonic() - start)))
+        now = time.monotonic()
+        events[name] = now
+        if name == "http.receive_response_headers.complete" and network:
+            # The read that delivered the end of the headers (Go's GotFirstResponseByte).
+            events[_FIRST_BYTE] = min(now, network[0].read_at or now)
+        elif name in ("http.send_connection_init.started", "http.send_request_headers.started"):
+            bound.reschedule(loop.time() + max(0.0, limit - (now - start)))
 
     status: int | None = None
     version: str | None = None
@@ -325,6 +343,9 @@ async def _attempt(
             )
             received = time.time()
             await _read_body(response, target.max_body_bytes, target.body_size_limit, body)
+            if network and network[0].read_at is not None:
+                # The read that delivered the end of the response (or the last byte read).
+                events[_LAST_BYTE] = network[0].read_at
     except TimeoutError:
         failure = _timeout_failure(events, limit, deadline, address)
     except httpx.TimeoutException:
@@ -777,19 +798,40 @@ def _short(exc: BaseException) -> str:
 
 
 def _phases(events: Mapping[str, float], start: float, end: float | None) -> PhaseTimes:
+    """The phases of one request, at the points Go's ``net/http/httptrace`` takes them.
+
+    As blackbox_exporter reports them: connect from the connect's start to the socket
+    connected, tls from the handshake's start to its end, processing from the request
+    starting to be written on a ready connection (``GotConn``: the request headers, after
+    an HTTP/2 connection's preface and SETTINGS) to the return of the network read that
+    delivered the response's headers (``GotFirstResponseByte``), transfer from there to
+    the return of the read that delivered the end of the response (or the last byte
+    read, for a body cut at ``max_body_bytes``). So the HTTP/2 and HTTP/1.1 parsing, httpx
+    and probe's own work after a read are not counted as the server's time. Without the
+    network stream's read times (a kept-alive connection) the HTTP layer's events stand in.
+
+    Args:
+        events: ``time.monotonic()`` of each trace event, and of the network reads.
+        start: when the request started.
+        end: when the request ended; ``None`` when no response arrived.
+    """
+
     def span(first: str, last: str) -> float | None:
         if first in events and last in events:
             return max(0.0, events[last] - events[first])
         return None
 
     ready = (
-        events.get("connection.start_tls.complete")
+        events.get("http.send_request_headers.started")
+        or events.get("connection.start_tls.complete")
         or events.get("connection.connect_tcp.complete")
         or _http_started(events)
     )
-    first_byte = events.get("http.receive_response_headers.complete")
-    processing = first_byte - ready if ready is not None and first_byte is not None else None
-    transfer = end - first_byte if end is not None and first_byte is not None else None
+    first_byte = events.get(_FIRST_BYTE) or events.get("http.receive_response_headers.complete")
+    if end is not None:
+        end = events.get(_LAST_BYTE) or end
+    processing = max(0.0, first_byte - ready) if ready is not None and first_byte is not None else None
+    transfer = max(0.0, end - first_byte) if end is not None and first_byte is not None else None
     return PhaseTimes(
         connect=span("connection.connect_tcp.started", "connection.connect_tcp.complete"),
         tls=span("connection.start_tls.started", "connection.start_tls.complete"),

@@ -14,7 +14,6 @@ OpenSSL's own decode of it (``cert_unparsed``), so certificate facts never vanis
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import ssl
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from probe import netio
 from probe._text import openssl_words
 from probe.certs import FactsCache, cert_info, classify_verify_error, explain_unparsed
 from probe.config import Timeouts
@@ -217,12 +217,11 @@ class OpenConnection(NamedTuple):
     an address costs one handshake. Whoever receives it closes it (:meth:`close`).
     """
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    connection: netio.Connection
 
     def close(self) -> None:
         """Close the connection at once."""
-        self.writer.transport.abort()
+        self.connection.close()
 
 
 async def handshake(
@@ -272,14 +271,12 @@ async def handshake_open(
     connected = await _connect(address, port, timeouts.connect, deadline)
     if isinstance(connected, Failure):
         return _result(address, port, failures=(connected,)), None
-    reader, writer, connect_seconds = connected
+    connection, connect_seconds = connected
     start = time.monotonic()
     limit = deadline.clip(timeouts.tls)
     try:
-        async with asyncio.timeout(limit):
-            await writer.start_tls(contexts.verify, server_hostname=hostname)
-    except ssl.SSLCertVerificationError as exc:
-        writer.transport.abort()
+        await connection.handshake(contexts.verify, hostname, connection.deadline(limit))
+    except ssl.SSLCertVerificationError as exc:  # the connection is closed by now
         chain = await _inspect_chain(address, port, hostname, contexts, timeouts, deadline)
         reason, detail = classify_verify_error(
             exc.verify_code, exc.verify_message or str(exc), chain, hostname, clock(), contexts.anchors
@@ -294,7 +291,6 @@ async def handshake_open(
             failures=(Failure(reason, detail, address), *unparsed_findings(chain, (), address)),
         ), None
     except TimeoutError:
-        writer.transport.abort()
         reason = deadline.timeout_reason(Reason.TLS_HANDSHAKE_TIMEOUT)
         return _result(
             address,
@@ -302,8 +298,7 @@ async def handshake_open(
             connect_seconds=connect_seconds,
             failures=(Failure(reason, f"TLS handshake did not complete within {limit:.3g}s", address),),
         ), None
-    except (ssl.SSLError, OSError, EOFError) as exc:
-        writer.transport.abort()
+    except (ssl.SSLError, OSError, EOFError, ValueError) as exc:
         reason, detail = classify_tls_error(exc)
         if reason in (Reason.TLS_HANDSHAKE_FAILED, Reason.TLS_VERSION_BELOW_MINIMUM):
             # Some servers just close or reset on a version mismatch instead of sending a
@@ -320,7 +315,8 @@ async def handshake_open(
             address, port, connect_seconds=connect_seconds, failures=(Failure(reason, detail, address),)
         ), None
     handshake_seconds = time.monotonic() - start
-    ssl_object = writer.get_extra_info("ssl_object")
+    ssl_object = connection.ssl_object
+    assert ssl_object is not None
     try:
         chain = _parse_chain(_peer_chain(ssl_object, verified=False))
         verified_chain = () if contexts.skip_verify else _parse_chain(_peer_chain(ssl_object, verified=True))
@@ -347,9 +343,9 @@ async def handshake_open(
             failures=findings,
         )
     except BaseException:
-        writer.transport.abort()
+        connection.close()
         raise
-    return result, OpenConnection(reader, writer)
+    return result, OpenConnection(connection)
 
 
 async def connect_plain(
@@ -373,8 +369,8 @@ async def connect_plain(
     connected = await _connect(address, port, timeouts.connect, deadline)
     if isinstance(connected, Failure):
         return _result(address, port, plain=True, failures=(connected,)), None
-    reader, writer, connect_seconds = connected
-    return _result(address, port, plain=True, connect_seconds=connect_seconds), OpenConnection(reader, writer)
+    connection, connect_seconds = connected
+    return _result(address, port, plain=True, connect_seconds=connect_seconds), OpenConnection(connection)
 
 
 def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
@@ -440,8 +436,8 @@ def alpn_failures(selected: str | None, offered: tuple[str, ...], address: IPAdd
 def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
     """Map a TCP connect failure to a reason and a sentence.
 
-    asyncio puts its own text in ``strerror`` ("Connect call failed …"); the errno says
-    what happened (no route, network unreachable …).
+    The connect (``probe.netio``, as asyncio) puts its own text in ``strerror`` ("Connect
+    call failed …"); the errno says what happened (no route, network unreachable …).
     """
     if isinstance(exc, ConnectionRefusedError):
         return Reason.TCP_REFUSED, "connection refused"
@@ -450,7 +446,7 @@ def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
 
 
 def _peer_chain(
-    ssl_object: ssl.SSLObject, *, verified: bool
+    ssl_object: ssl.SSLObject | ssl.SSLSocket, *, verified: bool
 ) -> list[tuple[bytes, Callable[[], dict[str, Any]]]]:
     """The peer's certificates as DER, each with a function returning OpenSSL's decode."""
     name = "get_verified_chain" if verified else "get_unverified_chain"
@@ -592,19 +588,19 @@ def _parse_chain(certificates: list[tuple[bytes, Callable[[], dict[str, Any]]]])
 
 async def _connect(
     address: IPAddress, port: int, timeout: float, deadline: Deadline
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float] | Failure:
+) -> tuple[netio.Connection, float] | Failure:
     start = time.monotonic()
     limit = deadline.clip(timeout)
     try:
-        async with asyncio.timeout(limit):
-            reader, writer = await asyncio.open_connection(str(address), port)
+        connection = await netio.connect(str(address), port, limit)
     except TimeoutError:
         reason = deadline.timeout_reason(Reason.TCP_TIMEOUT)
         return Failure(reason, f"no TCP connection to port {port} within {limit:.3g}s", address)
     except OSError as exc:
         reason, detail = classify_connect_error(exc)
         return Failure(reason, f"{detail} (port {port})", address)
-    return reader, writer, time.monotonic() - start
+    # Until the loop saw the connect complete (Go's ConnectDone), not until this task resumed.
+    return connection, (connection.connected_at or time.monotonic()) - start
 
 
 async def _spoken_version(
@@ -621,16 +617,17 @@ async def _spoken_version(
     connected = await _connect(address, port, timeouts.connect, deadline)
     if isinstance(connected, Failure):
         return None
-    _, writer, _ = connected
+    connection, _ = connected
     try:
-        async with asyncio.timeout(deadline.clip(timeouts.tls)):
-            await writer.start_tls(contexts.any_version, server_hostname=hostname)
-        version = writer.get_extra_info("ssl_object").version()
-        return {_version_name(v): v for v in _VERSIONS.values()}.get(version)
-    except (TimeoutError, ssl.SSLError, OSError, EOFError):
+        await connection.handshake(
+            contexts.any_version, hostname, connection.deadline(deadline.clip(timeouts.tls))
+        )
+        version = connection.ssl_object.version() if connection.ssl_object is not None else None
+        return {_version_name(v): v for v in _VERSIONS.values()}.get(version or "")
+    except (TimeoutError, OSError, EOFError, ValueError):  # ssl.SSLError is an OSError
         return None
     finally:
-        writer.transport.abort()
+        connection.close()
 
 
 def _version_name(version: ssl.TLSVersion) -> str:
@@ -649,15 +646,17 @@ async def _inspect_chain(
     connected = await _connect(address, port, timeouts.connect, deadline)
     if isinstance(connected, Failure):
         return ()
-    _, writer, _ = connected
+    connection, _ = connected
     try:
-        async with asyncio.timeout(deadline.clip(timeouts.tls)):
-            await writer.start_tls(contexts.inspect, server_hostname=hostname)
-        return _parse_chain(_peer_chain(writer.get_extra_info("ssl_object"), verified=False))
-    except (TimeoutError, ssl.SSLError, OSError, EOFError):
+        await connection.handshake(
+            contexts.inspect, hostname, connection.deadline(deadline.clip(timeouts.tls))
+        )
+        ssl_object = connection.ssl_object
+        return _parse_chain(_peer_chain(ssl_object, verified=False)) if ssl_object is not None else ()
+    except (TimeoutError, OSError, EOFError, ValueError):  # ssl.SSLError is an OSError
         return ()
     finally:
-        writer.transport.abort()
+        connection.close()
 
 
 def _result(address: IPAddress, port: int, **fields: object) -> TlsResult:
