@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import idna
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,23 +28,23 @@ from pydantic import (
 )
 
 from probe import _defaults
-from probe._text import plural, shown
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-#: RFC 1918 private ranges, RFC 6598 shared address space (carrier-grade NAT, used by some
-#: VPCs) and RFC 4193 unique local IPv6 addresses.
-PRIVATE_NETWORKS: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+from probe._parse import (  # the models parse with these; probe.config re-exports them
+    PRIVATE_NETWORKS,
+    IPNetwork,
+    normalize_hostname,
+    parse_network,
+    parse_resolver,
+    positive_duration,
+    split_host_port,
+    url_ip_literal,
 )
+from probe._text import plural, shown
 
 #: Header names whose values never appear in logs or reports, whatever the config says.
 ALWAYS_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 DEFAULT_LISTEN = _defaults.DEFAULT_LISTEN
 
-_HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -77,113 +76,6 @@ class _Frozen(BaseModel):
 # --------------------------------------------------------------------------- value parsers
 
 
-def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
-    """Split ``host``, ``host:port`` or ``[IPv6]:port``; the host must be an IP address.
-
-    Args:
-        text: the text.
-        default_port: the port when none is given; ``None`` makes the port required.
-
-    Raises:
-        ValueError: not an IP address with an optional (or required) valid port.
-    """
-    original = text
-    if not isinstance(text, str):
-        raise ValueError(f"{shown(original)} is not an address")
-    host, port_text = text, None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{shown(original)} is not IP, IP:port or [IPv6]:port")
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"{shown(original)} has no valid port (1-65535) after ':'")
-        port = int(port_text)
-    elif default_port is None:
-        raise ValueError(f"{shown(original)} needs a port, as in 127.0.0.1:9798")
-    else:
-        port = default_port
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        with_port = "" if port_text is None else " with a port"
-        raise ValueError(f"{shown(original)} is not an IP address{with_port}") from None
-    return str(address), port
-
-
-def parse_resolver(text: str) -> tuple[str, int]:
-    """Parse ``IP``, ``IP:port`` or ``[IPv6]:port`` into ``(ip, port)``; port defaults to 53.
-
-    Raises:
-        ValueError: not an IP address with an optional port.
-    """
-    try:
-        return split_host_port(str(text).strip(), 53)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (resolvers are given by address)") from None
-
-
-def parse_network(text: str) -> IPNetwork:
-    """Parse a CIDR such as ``10.0.0.0/8``; a bare address means a single host.
-
-    Raises:
-        ValueError: not a network, or host bits are set (``10.0.0.1/8``).
-    """
-    text = str(text).strip()
-    try:
-        return ipaddress.ip_network(text)
-    except ValueError:
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise ValueError(f"{shown(text)} is not a CIDR network such as 10.0.0.0/8") from None
-        raise ValueError(f"{shown(text)} has host bits set; did you mean {loose}?") from None
-
-
-def normalize_hostname(text: str) -> str:
-    """Lower-case a DNS name and drop one trailing dot; IDNs become A-labels.
-
-    Internationalized names are converted with IDNA 2008 and UTS #46 mapping, as browsers
-    do (``straße.example`` → ``xn--strae-oqa.example``). A label that starts with ``xn--``
-    must be a valid A-label (RFC 5891 §5.4): ``xn--zz.x.test`` is refused.
-
-    Raises:
-        ValueError: not a syntactically valid DNS name, or a malformed A-label.
-    """
-    name = str(text).strip()
-    if name.endswith("."):
-        name = name[:-1]
-    try:
-        name = name.lower() if name.isascii() else idna.encode(name, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        raise ValueError(f"{shown(text)} is not a valid DNS name") from None
-    labels = name.split(".")
-    if not name or len(name) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
-        raise ValueError(f"{shown(text)} is not a valid DNS name")
-    for label in labels:
-        if label.startswith("xn--") and not _valid_a_label(label):
-            raise ValueError(
-                f"{shown(text)} is not a valid DNS name: {label!r} is not a valid A-label "
-                "(IDNA 2008, RFC 5891 §5.4)"
-            )
-    return name
-
-
-def _valid_a_label(label: str) -> bool:
-    """Whether an ``xn--`` label decodes to a valid IDNA 2008 U-label that encodes back to it.
-
-    Browsers and IDNA 2008 libraries refuse such a name (RFC 5891 §5.4); a resolver would
-    look it up as plain ASCII, so a typo would probe a name no client can use.
-    """
-    try:
-        return idna.alabel(idna.ulabel(label)).decode("ascii") == label
-    except (idna.IDNAError, UnicodeError):
-        return False
-
-
 def _parse_status_codes(value: Any) -> tuple[tuple[int, int], ...]:
     items = value if isinstance(value, list | tuple) else [value]
     if not items:
@@ -208,87 +100,6 @@ def _parse_status_codes(value: Any) -> tuple[tuple[int, int], ...]:
         if not all(100 <= code <= 599 for code in ranges[-1]):
             raise ValueError(f"{item!r} is outside 100-599")
     return tuple(ranges)
-
-
-#: Prometheus' duration grammar (``model.ParseDuration`` of prometheus/common): whole
-#: numbers, each unit at most once and in this order, e.g. ``1h30m``, ``1m30s``, ``500ms``.
-_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
-#: Milliseconds per unit of :data:`_DURATION`'s groups (a year is 365 days, as in Prometheus).
-_UNIT_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
-_PLAIN_SECONDS = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
-_FRACTION_IN_UNIT = re.compile(r"[\d.]*\.\d*(?:ms|[smhdwy])")
-
-#: The accepted forms, as error messages name them.
-DURATION_FORMS = "e.g. 5s, 500ms, 1m30s, or seconds"
-
-#: The longest timeout or interval a config may set (seconds).
-MAX_DURATION_SECONDS = 3600.0
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a Prometheus duration string or plain seconds.
-
-    Accepts an int or float (seconds), a string holding plain seconds (``"2.5"``, as
-    typed on a command line), or a Prometheus duration: whole numbers with the units
-    ``y w d h m s ms`` in that order, each at most once (``500ms``, ``5s``, ``1m30s``,
-    ``1h``; prometheus/common ``model.ParseDuration``; a year is 365 days). Fractions
-    inside a unit (``1.5s``) are not Prometheus durations and are refused. The sign and
-    size are not checked here (see :func:`positive_duration`).
-
-    Returns:
-        The duration in seconds.
-
-    Raises:
-        ValueError: anything else, e.g. ``'5 sec' is not a duration (e.g. 5s, 500ms,
-            1m30s, or seconds)``; booleans too.
-    """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if _PLAIN_SECONDS.fullmatch(text):
-            return float(text)
-        match = _DURATION.fullmatch(text)
-        if text and match:
-            try:
-                millis = sum(int(g) * unit for g, unit in zip(match.groups(), _UNIT_MS, strict=True) if g)
-            except ValueError:  # more digits than int() converts: far too long anyway
-                return float("inf")
-            return millis / 1000
-        if _FRACTION_IN_UNIT.fullmatch(text):
-            raise ValueError(
-                f"{shown(value)} is not a duration ({DURATION_FORMS}): whole numbers per unit, "
-                "as in 1s500ms, or plain seconds such as 1.5"
-            )
-    raise ValueError(f"{shown(value)} is not a duration ({DURATION_FORMS})")
-
-
-def positive_duration(value: Any, maximum: float = MAX_DURATION_SECONDS) -> float:
-    """:func:`parse_duration`, then greater than 0 and at most ``maximum`` seconds.
-
-    Raises:
-        ValueError: not a duration, or out of range, e.g. ``must be greater than 0 (got
-            -1)`` or ``must be at most 1h (got '2h')``.
-    """
-    seconds = parse_duration(value)
-    if not seconds > 0:  # also NaN
-        raise ValueError(f"must be greater than 0 (got {shown(value)})")
-    if seconds > maximum:
-        raise ValueError(f"must be at most {format_duration(maximum)} (got {shown(value)})")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as a Prometheus duration where exact (``90`` → ``1m30s``), else ``2.5s``."""
-    millis = round(seconds * 1000)
-    if seconds <= 0 or abs(millis - seconds * 1000) > 1e-6:
-        return f"{seconds:g}s"
-    parts = []
-    for unit, size in zip(("y", "w", "d", "h", "m", "s", "ms"), _UNIT_MS, strict=True):
-        count, millis = divmod(millis, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
 
 
 def _compile_regex(value: Any) -> re.Pattern[str]:
@@ -351,14 +162,6 @@ def _addresses(value: Any) -> tuple[IPAddress, ...]:
     return tuple(addresses)
 
 
-def url_ip_literal(url: str) -> IPAddress | None:
-    """The IP address a URL's host names (``https://10.0.0.1/``, ``https://[fd00::1]/``), else ``None``."""
-    try:
-        return ipaddress.ip_address(urlsplit(url).hostname or "")
-    except ValueError:
-        return None
-
-
 def _string_list(value: Any) -> list[Any]:
     if isinstance(value, str):
         return [value]
@@ -414,11 +217,11 @@ class Timeouts(_Frozen):
     set explicitly is ``model_fields_set``, kept through :meth:`fitted`.
     """
 
-    dns: Seconds = 2.0
+    dns: Seconds = _defaults.DNS_TIMEOUT
     connect: Seconds = 3.0
     tls: Seconds = 5.0
     http: Seconds = 5.0
-    deadline: Seconds = 25.0
+    deadline: Seconds = _defaults.DEADLINE
 
     def fitted(self, interval: float | None, inherited: frozenset[str] = frozenset()) -> Timeouts:
         """These timeouts with the unset ones fitted to the interval and the deadline.
@@ -660,7 +463,7 @@ class _TargetFields(_Frozen):
     resolvers: tuple[Resolver, ...] | None = None
     expect_networks: tuple[Network, ...] = PRIVATE_NETWORKS
     expect_same_addresses_as: Hostname | None = None
-    ip_family: Literal["ipv4", "ipv6", "both"] = "ipv4"
+    ip_family: Literal["ipv4", "ipv6", "both"] = _defaults.IP_FAMILY
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
     min_tls_version: TlsVersion = "1.2"

@@ -215,7 +215,9 @@ async def run_cycle(
                 if early is not None and early.task is not None:
                     dns_result = await early.task
                 else:
-                    dns_result = await dns_stage.resolve(target, plan.resolvers, deadline)
+                    dns_result = await dns_stage.resolve(
+                        dns_stage.DnsPlan.of(target, plan.resolvers), deadline
+                    )
                 slots = asyncio.Semaphore(MAX_CONCURRENT_ADDRESSES)
                 for address in dns_result.probe_addresses:
                     group.create_task(_probe_into(done, slots, address, plan, deadline, clock))
@@ -411,7 +413,7 @@ async def check_direct(
         The hop's result; network faults are findings in it.
     """
     start = time.monotonic()
-    dns_result = await dns_stage.resolve(hop.target, hop.resolvers, deadline)
+    dns_result = await dns_stage.resolve(dns_stage.DnsPlan.of(hop.target, hop.resolvers), deadline)
     address_result = None
     if dns_result.probe_addresses:
         address_result = await probe_address(

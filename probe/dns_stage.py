@@ -14,6 +14,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dns.asyncquery
 import dns.exception
@@ -27,11 +28,14 @@ with contextlib.suppress(ImportError):
     # dnspython loads its asyncio backend on the first query; load it before any is timed.
     import dns._asyncio_backend
 
+from probe._parse import IPNetwork
 from probe._text import host_port
-from probe.config import IPNetwork, TargetConfig
 from probe.deadline import Deadline
 from probe.reasons import Reason
 from probe.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
+
+if TYPE_CHECKING:
+    from probe.config import TargetConfig
 
 Resolver = tuple[str, int]
 
@@ -68,6 +72,53 @@ def system_resolvers() -> tuple[Resolver, ...]:
     return servers
 
 
+@dataclass(frozen=True, slots=True)
+class DnsPlan:
+    """What the DNS stage of one target needs: its name, resolvers, checks and time limits.
+
+    Built from a validated target with :meth:`of`; ``probe check`` also builds one from its
+    arguments before the configuration is loaded (:func:`probe.cli.head_start`) and uses
+    that early query only when it equals the validated target's plan.
+
+    Attributes:
+        hostname: the name to resolve (lower case, A-labels, no trailing dot).
+        resolvers: ``(ip, port)`` of the resolvers to ask, in order.
+        ip_family: ``ipv4`` (A), ``ipv6`` (AAAA) or ``both``.
+        expect_networks: the networks every answer must lie in.
+        alias: the name that must resolve to the same addresses
+            (``expect_same_addresses_as``), or ``None``.
+        timeout: seconds one query to one resolver may take (``timeouts.dns``).
+        deadline: seconds the whole cycle may take (``timeouts.deadline``).
+        pinned: the pinned addresses (no query for ``hostname``), or ``None``.
+        pinned_by: what pinned them (``addresses``, ``--resolve``, ``server_name`` ...).
+    """
+
+    hostname: str
+    resolvers: tuple[Resolver, ...]
+    ip_family: str
+    expect_networks: tuple[IPNetwork, ...]
+    timeout: float
+    deadline: float
+    alias: str | None = None
+    pinned: tuple[IPAddress, ...] | None = None
+    pinned_by: str | None = None
+
+    @classmethod
+    def of(cls, target: TargetConfig, resolvers: Sequence[Resolver]) -> DnsPlan:
+        """The plan of a validated target asking ``resolvers``."""
+        return cls(
+            hostname=target.hostname,
+            resolvers=tuple(resolvers),
+            ip_family=target.ip_family,
+            expect_networks=tuple(target.expect_networks),
+            timeout=target.timeouts.dns,
+            deadline=target.timeouts.deadline,
+            alias=target.expect_same_addresses_as,
+            pinned=target.addresses if target.pinned_by is not None else None,
+            pinned_by=target.pinned_by,
+        )
+
+
 @dataclass(slots=True)
 class EarlyLookup:
     """A cycle's DNS stage started before the rest of the cycle is ready.
@@ -93,19 +144,17 @@ class EarlyLookup:
     answered: float | None = None
 
 
-def resolve_early(
-    target: TargetConfig, resolvers: Sequence[Resolver], clock: Callable[[], float] = time.time
-) -> EarlyLookup:
-    """Start :func:`resolve` for ``target`` now, as the first step of its cycle.
+def resolve_early(plan: DnsPlan, clock: Callable[[], float] = time.time) -> EarlyLookup:
+    """Start :func:`resolve` of ``plan`` now, as the first step of its cycle.
 
     Must be called inside a running event loop. The task never raises for network faults
     (as :func:`resolve`); a bug surfaces when the cycle awaits it.
     """
-    lookup = EarlyLookup(clock(), time.monotonic(), Deadline.after(target.timeouts.deadline))
+    lookup = EarlyLookup(clock(), time.monotonic(), Deadline.after(plan.deadline))
 
     async def run() -> DnsResult:
         try:
-            return await resolve(target, resolvers, lookup.deadline)
+            return await resolve(plan, lookup.deadline)
         finally:
             lookup.answered = time.monotonic()
 
@@ -131,8 +180,8 @@ class _Lookup:
     failure: Failure | None
 
 
-async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline: Deadline) -> DnsResult:
-    """Resolve ``target.hostname`` (and its alias name, if configured) and judge the answers.
+async def resolve(plan: DnsPlan, deadline: Deadline) -> DnsResult:
+    """Resolve ``plan.hostname`` (and its alias name, if configured) and judge the answers.
 
     A pinned target (``addresses``, ``--resolve``, an IP URL with ``server_name``) sends no
     query for its name: the pinned addresses are the answers, judged against
@@ -140,9 +189,7 @@ async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline:
     when ``expect_same_addresses_as`` is set (the alias is still resolved).
 
     Args:
-        target: the target's configuration (hostname, ip_family, expect_networks,
-            expect_same_addresses_as, timeouts.dns).
-        resolvers: resolvers to ask, in order.
+        plan: the target's name, resolvers, checks and query timeout (:meth:`DnsPlan.of`).
         deadline: the cycle's deadline; no query outlives it.
 
     Returns:
@@ -150,11 +197,12 @@ async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline:
         for them.
     """
     start = time.monotonic()
-    qtypes = _FAMILIES[target.ip_family]
-    timeout = target.timeouts.dns
-    pinned = target.addresses if target.pinned_by is not None else None
-    names = [] if pinned is not None else [target.hostname]
-    alias_name = target.expect_same_addresses_as
+    qtypes = _FAMILIES[plan.ip_family]
+    timeout = plan.timeout
+    resolvers = plan.resolvers
+    pinned = plan.pinned
+    names = [] if pinned is not None else [plan.hostname]
+    alias_name = plan.alias
     if alias_name:
         names.append(alias_name)
     lookups = await asyncio.gather(
@@ -165,11 +213,11 @@ async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline:
 
     failures: list[Failure] = []
     if pinned is not None:
-        answers = pinned_answers(pinned, target.expect_networks)
+        answers = pinned_answers(pinned, plan.expect_networks)
     else:
-        answers = _answers(main_lookups, target.expect_networks)
+        answers = _answers(main_lookups, plan.expect_networks)
     if not answers:
-        failures.append(_no_address_failure(target.hostname, main_lookups))
+        failures.append(_no_address_failure(plan.hostname, main_lookups))
     else:
         # With both families, a family that failed outright (not just empty) is still a finding.
         failures.extend(
@@ -181,22 +229,22 @@ async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline:
     for answer in answers:
         if not answer.expected:
             where = (
-                f"{target.hostname} is pinned to {answer.address} (with {target.pinned_by})"
+                f"{plan.hostname} is pinned to {answer.address} (with {plan.pinned_by})"
                 if pinned is not None
-                else f"{target.hostname} resolves to {answer.address}"
+                else f"{plan.hostname} resolves to {answer.address}"
             )
             failures.append(
                 Failure(
                     Reason.DNS_UNEXPECTED_ADDRESS,
                     f"{where}, outside the expected networks "
-                    f"({_networks_text(target.expect_networks)}); not connected to",
+                    f"({_networks_text(plan.expect_networks)}); not connected to",
                     answer.address,
                 )
             )
     alias_result = None
     if alias_name:
         alias_result, alias_failure = _compare_alias(
-            alias_name, alias_lookups, tuple(a.address for a in answers), target.hostname, target.pinned_by
+            alias_name, alias_lookups, tuple(a.address for a in answers), plan.hostname, plan.pinned_by
         )
         if alias_failure is not None and answers:
             failures.append(alias_failure)
@@ -205,7 +253,7 @@ async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline:
     used = next((lk for lk in asked if lk.resolver is not None), asked[0] if asked else None)
     chain = tuple(dict.fromkeys(name for lk in main_lookups for name in lk.cname_chain))
     return DnsResult(
-        name=target.hostname,
+        name=plan.hostname,
         answers=answers,
         cname_chain=chain,
         resolver=used.resolver if used is not None else None,
@@ -214,7 +262,7 @@ async def resolve(target: TargetConfig, resolvers: Sequence[Resolver], deadline:
         lookup_seconds=time.monotonic() - start,
         alias=alias_result,
         failures=tuple(failures),
-        pinned_by=target.pinned_by,
+        pinned_by=plan.pinned_by,
     )
 
 

@@ -49,6 +49,7 @@ class DnsServer:
         self.default = Behaviour.ANSWER
         self._records: dict[str, list[tuple[str, str, int]]] = {}
         self._behaviours: dict[str, Behaviour] = {}
+        self._delays: dict[str, float] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self.queries: list[tuple[str, str, str]] = []
@@ -73,6 +74,23 @@ class DnsServer:
     def behave(self, name: str, behaviour: Behaviour | str) -> None:
         """Make queries for ``name`` get ``behaviour``."""
         self._behaviours[_key(name)] = Behaviour(behaviour)
+
+    def delay(self, name: str, seconds: float) -> None:
+        """Answer UDP queries for ``name`` ``seconds`` late (0: at once again)."""
+        if seconds > 0:
+            self._delays[_key(name)] = seconds
+        else:
+            self._delays.pop(_key(name), None)
+
+    def delay_of(self, wire: bytes) -> float:
+        """Seconds to hold the answer to this query (0 for most names)."""
+        if not self._delays:
+            return 0.0
+        try:
+            question = dns.message.from_wire(wire).question
+        except Exception:
+            return 0.0
+        return self._delays.get(_key(question[0].name.to_text()), 0.0) if question else 0.0
 
     async def start(self) -> None:
         """Listen on UDP and TCP."""
@@ -185,7 +203,12 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         answer = self.server.respond(data, tcp=False)
-        if answer is not None and self.transport is not None:
+        if answer is None or self.transport is None:
+            return
+        late = self.server.delay_of(data)
+        if late:
+            asyncio.get_running_loop().call_later(late, self.transport.sendto, answer, addr)
+        else:
             self.transport.sendto(answer, addr)
 
 

@@ -189,7 +189,7 @@ def test_a_cycle_after_an_early_lookup_leaves_the_pause_out_of_its_duration_and_
 
     async def early_then_cycle() -> tuple[float, float, cycle.TargetResult]:
         before = time.time()
-        lookup = dns_stage.resolve_early(target_plan.target, target_plan.resolvers)
+        lookup = dns_stage.resolve_early(dns_stage.DnsPlan.of(target_plan.target, target_plan.resolvers))
         assert lookup.task is not None
         await lookup.task
         await asyncio.sleep(pause)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from probe import dns_stage
+from probe.config import TargetConfig
 from probe.deadline import Deadline
 from probe.lab import Behaviour, DnsServer, Lab
 from probe.reasons import Reason, Status
@@ -28,7 +29,9 @@ def resolve(server: DnsServer | list[str], hostname: str, **fields: Any) -> DnsR
     resolvers = server if isinstance(server, list) else [server.where]
     fields.setdefault("expect_networks", ["127.0.0.0/8"])
     target = make_target(url=f"https://{hostname}/", resolvers=resolvers, **fields)
-    result = asyncio.run(dns_stage.resolve(target, target.resolvers or (), Deadline.after(5)))
+    result = asyncio.run(
+        dns_stage.resolve(dns_stage.DnsPlan.of(target, target.resolvers or ()), Deadline.after(5))
+    )
     # Every DNS fault ends within its bound: one timeout per resolver asked, per link of a
     # CNAME chain followed (at most two here), plus an allowance for a loaded machine.
     bound = target.timeouts.dns * len(resolvers) * (1 + len(result.cname_chain)) + 0.5
@@ -138,7 +141,9 @@ def test_a_silent_resolver_cut_by_the_cycle_deadline_blames_the_deadline(lab: La
     silent.default = Behaviour.DROP
     target = make_target(url=f"https://{name()}/", resolvers=[silent.where], timeouts={"dns": 2})
     try:
-        result = asyncio.run(dns_stage.resolve(target, target.resolvers or (), Deadline.after(0.3)))
+        result = asyncio.run(
+            dns_stage.resolve(dns_stage.DnsPlan.of(target, target.resolvers or ()), Deadline.after(0.3))
+        )
     finally:
         lab.stop(silent)
     # The query's own 2 s timeout never fired: the cycle's 0.3 s deadline cut it short.
@@ -197,7 +202,9 @@ def test_default_expected_networks_are_private_ranges(dns: DnsServer) -> None:
     host = name()
     dns.set(host, ("A", "10.1.2.3"), ("A", "100.64.0.9"), ("A", "192.0.2.10"))
     target = make_target(url=f"https://{host}/", resolvers=[dns.where])
-    result = asyncio.run(dns_stage.resolve(target, target.resolvers or (), Deadline.after(5)))
+    result = asyncio.run(
+        dns_stage.resolve(dns_stage.DnsPlan.of(target, target.resolvers or ()), Deadline.after(5))
+    )
 
     assert {str(a.address): a.expected for a in result.answers} == {
         "10.1.2.3": True,
@@ -264,3 +271,7 @@ def test_mixed_families_with_an_unreachable_aaaa(dns: DnsServer, scene: Any) -> 
     by_address = {str(a.address): a for a in both.addresses}
     assert by_address[s.nodes[0].address].status is Status.OK
     assert {f.reason for f in by_address["::1"].failures} == {Reason.TCP_REFUSED}
+
+
+def _plan(target: TargetConfig) -> dns_stage.DnsPlan:
+    return dns_stage.DnsPlan.of(target, target.resolvers or ())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.config import PRIVATE_NETWORKS
+from probe._parse import PRIVATE_NETWORKS
 from probe.reasons import ExitCode
 from probe.scheduler import STOP_GRACE
 

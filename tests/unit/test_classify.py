@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from probe import __version__
-from probe.config import PRIVATE_NETWORKS, TargetConfig, parse_network
+from probe._parse import PRIVATE_NETWORKS, parse_network
+from probe.config import TargetConfig
 from probe.dns_stage import address_expected, classify_dns_error, classify_rcode
 from probe.http_stage import (
     classify_http_error,

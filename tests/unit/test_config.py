@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from probe._parse import parse_resolver
 from probe.config import (
     Config,
     ConfigError,
@@ -19,7 +20,6 @@ from probe.config import (
     Timeouts,
     load_config,
     parse_config,
-    parse_resolver,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "config"

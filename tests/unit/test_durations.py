@@ -14,13 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from probe import cli
+from probe._parse import format_duration, parse_duration, positive_duration
 from probe.config import (
     ConfigError,
     Timeouts,
     build_config,
-    format_duration,
-    parse_duration,
-    positive_duration,
 )
 
 FORM = "(e.g. 5s, 500ms, 1m30s, or seconds)"

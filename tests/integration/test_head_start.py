@@ -1,0 +1,163 @@
+"""``probe check URL --resolver R``: the first DNS query leaves while the configuration loads.
+
+The early query counts only when the validated target asks the same (``DnsPlan`` equality);
+otherwise it is dropped and the DNS stage starts again. Its lookup time is read as the
+answer arrives, not after the configuration has loaded. Everything runs against the demo
+lab on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from probe import cli, dns_stage
+from probe._parse import parse_network
+from probe.lab import DemoLab
+from probe.reasons import Status
+from probe.results import TargetResult
+
+
+def _args(*argv: str) -> Any:
+    return cli.build_parser().parse_args(["check", *argv])
+
+
+def _validated_plan(args: Any) -> dns_stage.DnsPlan:
+    target = cli._config_from_args(args).targets[0]
+    assert target.resolvers is not None
+    return dns_stage.DnsPlan.of(target, target.resolvers)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["https://www.corp.example/", "--resolver", "127.0.0.1"],
+        ["https://WWW.Corp.Example./health?x=1", "--resolver", "127.0.0.1:5353"],
+        ["http://www.corp.example:8080/", "--resolver", "127.0.0.1", "--resolver", "[::1]:53"],
+        ["https://straße.example/", "--resolver", "127.0.0.1"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--expect-network", "127.0.10.0/24"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--ip-family", "both"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--timeout", "1500ms"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--timeout", "1"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--timeout", "1m"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--requests", "2", "--insecure", "--json"],
+    ],
+)
+def test_the_early_plan_is_the_validated_targets(argv: list[str]) -> None:
+    args = _args(*argv)
+    early = cli.head_start(args)
+
+    assert early is not None
+    assert early == _validated_plan(args)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["https://www.corp.example/"],  # the system's resolvers: never before the arguments are valid
+        ["--config", "probe.yaml"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--watch"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--baseline", "b.json"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--save-baseline", "b.json"],
+        [
+            "https://www.corp.example/",
+            "--resolver",
+            "127.0.0.1",
+            "--resolve",
+            "www.corp.example:443:127.0.10.1",
+        ],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--expect-same-addresses-as", "lb.example"],
+        ["https://127.0.10.1/", "--resolver", "127.0.0.1", "--server-name", "www.corp.example"],
+        ["ftp://www.corp.example/", "--resolver", "127.0.0.1"],
+        ["https://www.corp.example/", "--resolver", "dns.example"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--expect-network", "10.0.0.1/8"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--timeout", "5 sec"],
+        ["https://-bad-.example/", "--resolver", "127.0.0.1"],
+    ],
+)
+def test_no_early_query_for_what_it_does_not_read(argv: list[str]) -> None:
+    assert cli.head_start(_args(*argv)) is None
+
+
+def _demo_args(demo: DemoLab, *extra: str) -> Any:
+    return _args(
+        demo.url,
+        "--resolver",
+        demo.dns_server.where,
+        "--ca-file",
+        str(demo.ca_file),
+        "--expect-network",
+        "127.0.10.0/24",
+        *extra,
+    )
+
+
+def _queries_for(demo: DemoLab) -> int:
+    return sum(1 for name, _, _ in demo.dns_server.queries if name == demo.hostname)
+
+
+@pytest.fixture
+def answers_late(demo: DemoLab) -> Iterator[float]:
+    """The demo name's answers leave the lab's DNS server 50 ms late."""
+    late = 0.05
+    demo.dns_server.delay(demo.hostname, late)
+    try:
+        yield late
+    finally:
+        demo.dns_server.delay(demo.hostname, 0)
+
+
+def test_an_early_query_is_used_once_and_timed_as_it_arrives(
+    demo: DemoLab, answers_late: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Loading the configuration stands in for pydantic's import: 0.4 s of Python holding
+    # the interpreter. The answer arrives 50 ms after the query, long before that ends.
+    load = cli._config_from_args
+
+    def slow_load(args: Any) -> Any:
+        until = time.monotonic() + 0.4
+        while time.monotonic() < until:
+            sum(range(100))
+        return load(args)
+
+    monkeypatch.setattr(cli, "_config_from_args", slow_load)
+    args = _demo_args(demo, "--timeout", "10")
+    early = cli.head_start(args)
+    assert early is not None
+    before = _queries_for(demo)
+    start = time.monotonic()
+
+    (result,) = asyncio.run(cli._check_ahead(args, early))
+
+    assert result.status is Status.OK, result.failures
+    assert _queries_for(demo) - before == 1  # the early query was the target's, not asked again
+    assert answers_late <= result.dns.lookup_seconds < 0.25  # not the 0.4 s of loading
+    assert time.monotonic() - start < 10
+
+
+def test_an_early_query_that_asked_something_else_is_dropped(demo: DemoLab) -> None:
+    args = _demo_args(demo, "--timeout", "10")
+    config = cli._config_from_args(args)
+    target = config.targets[0]
+    assert target.resolvers is not None
+    # Early, the expected networks were read differently: its answers would all be unexpected.
+    other = dataclasses.replace(
+        dns_stage.DnsPlan.of(target, target.resolvers), expect_networks=(parse_network("10.0.0.0/8"),)
+    )
+    before = _queries_for(demo)
+
+    async def check() -> list[TargetResult]:
+        lookup = dns_stage.resolve_early(other)
+        await asyncio.sleep(0.2)  # its answer is in
+        return await cli._check_once(config, ahead=(other, lookup))
+
+    (result,) = asyncio.run(check())
+
+    assert result.status is Status.OK, result.failures
+    assert all(answer.expected for answer in result.dns.answers)  # judged by 127.0.10.0/24
+    assert _queries_for(demo) - before == 2  # the dropped query, then the target's own
