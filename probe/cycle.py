@@ -171,6 +171,7 @@ async def run_cycle(
     clock: Callable[[], float] = time.time,
     memory: Rotation | None = None,
     early: dns_stage.EarlyLookup | None = None,
+    interval: float | None = None,
 ) -> TargetResult:
     """Probe one target once.
 
@@ -186,6 +187,8 @@ async def run_cycle(
             between the lookup's end and this call are left out of the duration and the
             deadline, so both count probing only, never imports. ``None``: the cycle
             resolves the name itself.
+        interval: the daemon's interval for the target (seconds), carried in the result
+            for ``probe_interval_seconds``; ``None`` for a single check.
 
     Returns:
         The target's result. Never raises (except for cancellation of the caller).
@@ -296,6 +299,7 @@ async def run_cycle(
         rotation=memory,
         scheme=target.scheme,
         expect_redirect=target.expect_redirect,
+        interval_seconds=interval,
     )
 
 

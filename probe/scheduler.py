@@ -9,7 +9,6 @@ no cycle is stuck past its deadline, so a hung scheduler gets restarted by syste
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
@@ -152,13 +151,13 @@ class Scheduler:
             started = loop.time()
             self._in_flight[name] = started
             try:
-                result = await run_cycle(plan, memory=self._memory(name))
+                # The interval rides along for probe_interval_seconds (the stalled-cycles alert).
+                result = await run_cycle(plan, memory=self._memory(name), interval=plan.target.interval)
             finally:
                 self._in_flight.pop(name, None)
             if asyncio.current_task() in self._retiring:
                 return  # stopped or reconfigured while this cycle ran
-            # The interval rides along for probe_interval_seconds (the stalled-cycles alert).
-            self._record(dataclasses.replace(result, interval_seconds=plan.target.interval))
+            self._record(result)
             await asyncio.sleep(max(0.0, started + plan.target.interval - loop.time()))
 
     def _memory(self, name: str) -> Rotation | None:
@@ -174,18 +173,19 @@ class Scheduler:
 
     def _record(self, result: TargetResult) -> None:
         previous = self._store.record(result)
-        reasons = ",".join(r.value for r in result.reasons)
-        log.debug(
-            "cycle done",
-            extra={
-                "target": result.name,
-                "status": result.status.value,
-                "duration_seconds": round(result.duration_seconds, 3),
-                "reasons": reasons,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):  # not built for every cycle only to be dropped
+            log.debug(
+                "cycle done",
+                extra={
+                    "target": result.name,
+                    "status": result.status.value,
+                    "duration_seconds": round(result.duration_seconds, 3),
+                    "reasons": ",".join(r.value for r in result.reasons),
+                },
+            )
         before = previous.result if previous else None
         if state_changed(before, result):  # the same rule as the status page's history
+            reasons = ",".join(r.value for r in result.reasons)
             # Every target's first result is logged, ok ones too: the log then shows that
             # each target (also one added by a reload) has been probed.
             log.info(

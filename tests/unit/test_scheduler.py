@@ -286,7 +286,7 @@ def test_a_slow_cycle_delays_the_next_one_instead_of_overlapping(
     active: dict[str, int] = {}
     most: dict[str, int] = {}
 
-    async def slow_cycle(p: TargetPlan, memory: object = None) -> TargetResult:
+    async def slow_cycle(p: TargetPlan, memory: object = None, interval: float | None = None) -> TargetResult:
         name = p.target.name
         active[name] = active.get(name, 0) + 1
         most[name] = max(most.get(name, 0), active[name])
@@ -390,7 +390,9 @@ def test_no_watchdog_pings_without_watchdog_usec(resolver: str, inbox: Inbox) ->
 def test_no_watchdog_ping_while_a_cycle_is_stuck(
     resolver: str, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def stuck_cycle(p: TargetPlan, memory: object = None) -> TargetResult:
+    async def stuck_cycle(
+        p: TargetPlan, memory: object = None, interval: float | None = None
+    ) -> TargetResult:
         await asyncio.sleep(60)
         raise AssertionError("not reached")
 
