@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import socket
@@ -89,6 +90,23 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
+def _scrape(address: tuple[str, int] | None, count: int) -> list[float]:
+    """``count`` scrapes of ``/metrics`` in a row, as Prometheus asks (gzip); wall seconds each."""
+    assert address is not None
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        connection = http.client.HTTPConnection(*address, timeout=60)
+        connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        if response.status != 200:
+            raise SystemExit(f"/metrics answered {response.status}")
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def _measure(args: argparse.Namespace) -> None:
     """Child process: the daemon in this process, figures as one JSON line on stdout."""
     lab = json.loads(args.lab)
@@ -111,6 +129,7 @@ def _measure(args: argparse.Namespace) -> None:
         config = load_config(path)
         plans = plan(config)
     figures["rss_planned"] = _status("VmRSS")
+    figures["hwm_planned"] = _status("VmHWM")
     with socket.socket() as probe_port:  # a free port (not bench.scene: that would import this tree's probe)
         probe_port.bind((LISTEN_ADDRESS, 0))
         listen = f"{LISTEN_ADDRESS}:{probe_port.getsockname()[1]}"
@@ -135,6 +154,11 @@ def _measure(args: argparse.Namespace) -> None:
         figures["cpu_ms_per_cycle"] = cpu / count * 1000 if count else None
         figures["cpu_ms_per_address_probe"] = cpu / count / 2 * 1000 if count else None
         figures["core_percent"] = cpu / wall * 100
+        if args.scrapes:
+            figures["hwm_before_scrapes"] = _status("VmHWM")
+            times = await asyncio.to_thread(_scrape, daemon.address, args.scrapes)
+            figures["scrape_ms_median"] = statistics.median(times) * 1000
+            figures["scrape_ms_max"] = max(times) * 1000
         states = daemon.store.snapshot().targets.values()
         figures["not_ok"] = sum(state.result.status.value != "ok" for state in states)
         figures["hwm_end"] = _status("VmHWM")
@@ -183,6 +207,9 @@ def main() -> None:
     parser.add_argument(
         "--tree", action="append", help="PYTHONPATH of a run (repeatable; default: this tree)"
     )
+    parser.add_argument(
+        "--scrapes", type=int, default=0, help="/metrics scrapes after the window (default 0)"
+    )
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="trace allocations")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
@@ -210,7 +237,7 @@ def main() -> None:
                 argv = [sys.executable, __file__, "--measure", "--lab", lab.strip()]
                 argv += ["--targets", str(args.targets), "--interval", str(args.interval)]
                 argv += ["--window", str(args.window), "--settle", str(args.settle)]
-                argv += ["--tracemalloc", str(args.tracemalloc)]
+                argv += ["--tracemalloc", str(args.tracemalloc), "--scrapes", str(args.scrapes)]
                 out = subprocess.run(
                     argv, env={**env, "PYTHONPATH": tree}, stdout=subprocess.PIPE, text=True, check=True
                 )
@@ -241,8 +268,14 @@ def _line(f: dict[str, Any]) -> str:
         f"{f['cpu_ms_per_address_probe']:.3f} ms CPU per address-probe, {f['core_percent']:.1f} % of a core; "
         f"HWM ready {f['hwm_ready'] / mib:.1f} MiB, end {f['hwm_end'] / mib:.1f} MiB, RSS end "
         f"{f['rss_end'] / mib:.1f} MiB (imported {f['rss_imported'] / mib:.1f}, planned "
-        f"{f['rss_planned'] / mib:.1f}); not ok {f['not_ok']}"
+        f"{f['rss_planned'] / mib:.1f}, HWM {f['hwm_planned'] / mib:.1f}); not ok {f['not_ok']}"
         + (f"; traced {f['traced_bytes'] / mib:.1f} MiB" if "traced_bytes" in f else "")
+        + (
+            f"; scrapes: median {f['scrape_ms_median']:.1f} ms, max {f['scrape_ms_max']:.1f} ms, "
+            f"HWM before {f['hwm_before_scrapes'] / mib:.1f} MiB"
+            if "scrape_ms_median" in f
+            else ""
+        )
     )
 
 
