@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from probe import __version__
-from probe.metrics import exposition, exposition_buffer, negotiate
+from probe.metrics import exposition, negotiate
 from probe.status_page import HEADERS, TARGET_PREFIX, overview_page, target_json, target_page
 from probe.store import ResultStore
 from probe.webconfig import BasicAuth
@@ -127,32 +127,16 @@ def make_app(
         openmetrics, content_type = negotiate(environ.get("HTTP_ACCEPT"))
         names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
         lag = loop_lag() if loop_lag is not None else None
-        snapshot = store.snapshot()
-        body: bytes | bytearray
-        if names is None:  # one buffer of the body's size, and no copy of it (see exposition_buffer)
-            body = exposition_buffer(snapshot, openmetrics=openmetrics, loop_lag=lag)
-        else:
-            body = exposition(snapshot, openmetrics=openmetrics, names=names, loop_lag=lag)
+        body = exposition(store.snapshot(), openmetrics=openmetrics, names=names, loop_lag=lag)
         headers = [("Content-Type", content_type)]
         if _gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             headers.append(("Content-Encoding", "gzip"))
         headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
-        return _chunks(body)
+        return [body]
 
     return app
-
-
-def _chunks(body: bytes | bytearray, size: int = 1 << 16) -> Iterable[bytes]:
-    """The body as WSGI wants it (``bytes``), a bytearray in pieces of ``size`` bytes.
-
-    So a large body is never copied whole.
-    """
-    if isinstance(body, bytes):
-        return [body]
-    view = memoryview(body)
-    return (bytes(view[start : start + size]) for start in range(0, len(body), size))
 
 
 def _gzip_accepted(accept_encoding: str | None) -> bool:

@@ -15,7 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe import web
-from probe.metrics import exposition, render_target
+from probe.metrics import render_target
 from probe.reasons import Reason, Status
 from probe.results import DnsResult, Failure, TargetResult
 from probe.store import ResultStore
@@ -385,23 +385,3 @@ def test_start_on_a_port_in_use_raises_oserror() -> None:
         server = WebServer("127.0.0.1", taken.getsockname()[1], make_app(store))
         with pytest.raises(OSError):
             server.start()
-
-
-def test_a_large_metrics_body_is_sent_whole_in_pieces_and_gzipped_alike() -> None:
-    # Above 64 KiB the body leaves in pieces (never copied whole); what arrives is exactly
-    # the exposition, with or without gzip, and Content-Length counts what was sent.
-    names = [f"target-{i:03d}" for i in range(150)]
-    store = ResultStore(names, NOW, render=render_target)
-    for name in names:
-        store.record(result(name))
-    expected = exposition(store.snapshot())
-    assert len(expected) > 3 * 65536
-    for served in serve(store):
-        plain = served.client.get("/metrics", headers={"Accept-Encoding": "identity"})
-        assert plain.content == expected
-        assert int(plain.headers["content-length"]) == len(expected)
-        zipped = served.raw(b"GET /metrics HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n")
-        head, _, payload = zipped.partition(b"\r\n\r\n")
-        assert b"Content-Encoding: gzip" in head
-        assert f"Content-Length: {len(payload)}".encode() in head
-        assert gzip.decompress(payload) == expected
