@@ -80,7 +80,7 @@ def as_text(result: TargetResult) -> str:
 
 def metrics_text(result: TargetResult) -> str:
     state = TargetState(result=result, cycles=1, failures_total={}, backends={}, phases={})
-    return b"".join(render_target(state).families()).decode()
+    return b"".join(render_target(state)).decode()
 
 
 # --------------------------------------------------------------------------- plain HTTP

@@ -214,6 +214,6 @@ def test_certificates_verified_with_mixed_targets() -> None:
 
 def test_plain_target_has_no_tls_series() -> None:
     state = TargetState(result=_plain_result(), cycles=1, failures_total={}, backends={}, phases={})
-    text = b"".join(render_target(state).families()).decode()
+    text = b"".join(render_target(state)).decode()
     assert 'probe_tcp_connect_seconds{address="10.0.1.17",target="www"} 0.001' in text
     assert "probe_tls_" not in text and "probe_ssl_" not in text
