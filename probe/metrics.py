@@ -9,12 +9,10 @@ series, never a sentinel.
 
 How a scrape stays cheap: when the scheduler records a cycle, the store calls
 :func:`render_target`, which turns the target's state into its sample lines, one byte
-string per family of :data:`SPECS`, kept compressed (:class:`~probe.store.Exposition`:
-about a fifth of the memory). The lines are the same in the classic text format
+string per family of :data:`SPECS`. The lines are the same in the classic text format
 (0.0.4) and in OpenMetrics 1.0 (labels sorted by name, values as prometheus_client and Go
 print them); only the ``# HELP``/``# TYPE`` headers differ. :func:`exposition` then writes,
-per family, its header once and every target's stored lines (each target's text
-decompressed once per scrape), plus the few process-wide
+per family, its header once and every target's stored lines, plus the few process-wide
 series (targets, reload status, build info). Per-target rendering is split into one
 function per section (verdict, DNS, backends, phase histograms; per address: the address,
 TLS, certificates, OCSP, HTTP), as ssl_exporter's collectors are.
@@ -395,7 +393,7 @@ def exposition(
     for name in snapshot.configured:
         state = snapshot.targets.get(name)
         if state is not None:
-            rows.append(state.exposition.families() if state.exposition is not None else _render(state))
+            rows.append(state.exposition if state.exposition is not None else render_target(state))
     rows.append(_process_wide(snapshot, loop_lag))
     headers = _OPENMETRICS_HEADERS if openmetrics else _TEXT_HEADERS
     parts: list[bytes] = []
@@ -435,14 +433,14 @@ def target_text(state: TargetState) -> bytes:
     Returns:
         The UTF-8 body, empty only if the target has no series at all.
     """
-    rendered = state.exposition.families() if state.exposition is not None else _render(state)
+    rendered = state.exposition if state.exposition is not None else render_target(state)
     return b"".join(header + lines for header, lines in zip(_TEXT_HEADERS, rendered, strict=True) if lines)
 
 
 _BUILD_INFO = {"version": __version__, "python_version": platform.python_version()}
 
 
-def _process_wide(snapshot: Snapshot, loop_lag: float | None = None) -> tuple[bytes, ...]:
+def _process_wide(snapshot: Snapshot, loop_lag: float | None = None) -> Exposition:
     """The families without a ``target`` label, rendered at each scrape (four or five lines)."""
     out = _Lines()
     out.add("probe_targets", len(snapshot.configured))
@@ -460,21 +458,15 @@ _STATUS_VALUE = {Status.OK: 0, Status.WARNING: 1, Status.CRITICAL: 2}
 
 
 def render_target(state: TargetState) -> Exposition:
-    """A target's sample lines, per family of :data:`SPECS`, compressed (pure).
+    """A target's sample lines, per family of :data:`SPECS` (pure).
 
     The store calls it once per recorded cycle (the daemon passes it as the store's
-    renderer), so scrapes only decompress and concatenate. Counters come from the state's
-    tallies, which only grow while the target stays configured.
+    renderer), so scrapes only concatenate. Counters come from the state's tallies, which
+    only grow while the target stays configured.
 
     Returns:
-        The lines as an :class:`~probe.store.Exposition`: its ``families()`` are one UTF-8
-        byte string per family, ``b""`` where the target has no series.
+        One UTF-8 byte string per family, ``b""`` where the target has no series.
     """
-    return Exposition.pack(_render(state))
-
-
-def _render(state: TargetState) -> tuple[bytes, ...]:
-    """A target's sample lines: one UTF-8 byte string per family of :data:`SPECS`."""
     out = _Lines()
     result = state.result
     target = {"target": result.name}
@@ -702,7 +694,7 @@ class _Lines:
         else:
             lines.append(line)
 
-    def exposition(self) -> tuple[bytes, ...]:
+    def exposition(self) -> Exposition:
         lines = self._lines
         return tuple("".join(lines[i]).encode() if i in lines else b"" for i in range(len(SPECS)))
 

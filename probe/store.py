@@ -11,11 +11,8 @@ only concatenates stored text.
 
 from __future__ import annotations
 
-import array
 import bisect
-import itertools
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -122,41 +119,10 @@ def change_of(before: TargetResult | None, after: TargetResult) -> StateChange:
     )
 
 
-#: zlib level of a stored :class:`Exposition`: the lines compress about 4 to 1 at level 1
-#: in about 13 µs per 2-address target; higher levels gain little.
-EXPOSITION_ZLIB_LEVEL = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Exposition:
-    """A target's metrics as exposition text, per metric family, kept compressed.
-
-    The families are those of ``probe.metrics.SPECS``, in that order; each one's part is
-    the target's sample lines as UTF-8 bytes, ``b""`` for a family without series. Kept as
-    one zlib stream: about 0.9 KiB per 2-address target instead of 4.6 KiB as separate
-    byte strings (the daemon holds one per target). The store keeps it opaque;
-    :mod:`probe.metrics` makes and reads it.
-
-    Attributes:
-        data: the families' parts, concatenated, zlib-compressed.
-        ends: where each family's part ends in the uncompressed text: native unsigned
-            32-bit integers (``array("I")``), one per family.
-    """
-
-    data: bytes
-    ends: bytes
-
-    @classmethod
-    def pack(cls, families: Sequence[bytes]) -> Exposition:
-        """Compress the families' parts (bytes each, in family order)."""
-        ends = array.array("I", itertools.accumulate(len(part) for part in families))
-        return cls(zlib.compress(b"".join(families), EXPOSITION_ZLIB_LEVEL), ends.tobytes())
-
-    def families(self) -> tuple[bytes, ...]:
-        """The families' parts, as given to :meth:`pack`."""
-        text = zlib.decompress(self.data)
-        ends = array.array("I", self.ends).tolist()
-        return tuple([text[start:end] for start, end in zip([0, *ends], ends, strict=False)])
+#: A target's metrics as exposition text: per metric family (in the order of
+#: ``probe.metrics.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
+#: without series. The store keeps it opaque; :mod:`probe.metrics` makes and reads it.
+Exposition = tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)

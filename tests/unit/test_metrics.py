@@ -48,7 +48,7 @@ from probe.results import (
     TargetResult,
     TlsResult,
 )
-from probe.store import BUCKETS, STALE_AFTER_CYCLES, Exposition, ResultStore, Snapshot
+from probe.store import BUCKETS, STALE_AFTER_CYCLES, ResultStore, Snapshot
 from tests import builders
 from tests.builders import DAY, NOW
 from tests.helpers import make_target
@@ -890,10 +890,10 @@ def test_a_scrape_concatenates_the_text_stored_when_the_cycle_was_recorded() -> 
     www = snapshot.targets["www"]
     assert www.exposition is not None
     index = [spec.name for spec in SPECS].index("probe_success")
-    marked = list(www.exposition.families())
+    marked = list(www.exposition)
     marked[index] = b'probe_success{target="www"} 42.0\n'
     stored = Snapshot(
-        MappingProxyType({**snapshot.targets, "www": replace(www, exposition=Exposition.pack(marked))}),
+        MappingProxyType({**snapshot.targets, "www": replace(www, exposition=tuple(marked))}),
         snapshot.configured,
         snapshot.reload_successful,
         snapshot.reload_success_timestamp,

@@ -18,7 +18,6 @@ from probe.store import (
     HISTORY_LENGTH,
     MAX_BACKEND_SERIES,
     STALE_AFTER_CYCLES,
-    Exposition,
     Histogram,
     ResultStore,
     Snapshot,
@@ -215,9 +214,9 @@ def test_no_histograms_unless_asked() -> None:
 def test_the_store_renders_each_recorded_state_once_outside_scrapes() -> None:
     rendered: list[int] = []
 
-    def render(state: TargetState) -> Exposition:
+    def render(state: TargetState) -> tuple[bytes, ...]:
         rendered.append(state.cycles)
-        return Exposition.pack((f"cycle {state.cycles}\n".encode(),))
+        return (f"cycle {state.cycles}\n".encode(),)
 
     store = ResultStore(["www", "api"], NOW, render=render)
     store.record(result("www"))
@@ -225,36 +224,11 @@ def test_the_store_renders_each_recorded_state_once_outside_scrapes() -> None:
     store.record(result("api"))
     snapshot = store.snapshot()
     assert rendered == [1, 2, 1]
-    assert snapshot.targets["www"].exposition == Exposition.pack((b"cycle 2\n",))
-    assert snapshot.targets["api"].exposition.families() == (b"cycle 1\n",)
+    assert snapshot.targets["www"].exposition == (b"cycle 2\n",)
+    assert snapshot.targets["api"].exposition == (b"cycle 1\n",)
     for _ in range(3):
         store.snapshot()  # reading renders nothing
     assert rendered == [1, 2, 1]
-
-
-@pytest.mark.parametrize(
-    "families",
-    [
-        (),
-        (b"",),
-        (b"", b"", b""),
-        (b'probe_success{target="www"} 1.0\n', b"", b"x" * 70_000, b"", "é\n".encode()),
-    ],
-)
-def test_a_stored_exposition_gives_back_every_family_as_given(families: tuple[bytes, ...]) -> None:
-    packed = Exposition.pack(families)
-    assert packed.families() == families
-    assert Exposition.pack(list(families)) == packed  # equal text, equal value
-
-
-def test_a_stored_exposition_is_much_smaller_than_its_text() -> None:
-    # What the daemon holds per target: its lines compress well (labels repeat on every line).
-    lines = b"".join(
-        f'probe_http_duration_seconds{{address="10.0.0.{i % 2}",phase="tls",target="www"}} 0.00{i}\n'.encode()
-        for i in range(40)
-    )
-    packed = Exposition.pack((lines, b""))
-    assert len(packed.data) + len(packed.ends) < len(lines) / 3
 
 
 def test_without_a_renderer_nothing_is_stored() -> None:
@@ -266,9 +240,9 @@ def test_without_a_renderer_nothing_is_stored() -> None:
 def test_turning_histograms_off_drops_them_and_renders_again_at_once() -> None:
     rendered: list[tuple[int, int]] = []
 
-    def render(state: TargetState) -> Exposition:
+    def render(state: TargetState) -> tuple[bytes, ...]:
         rendered.append((state.cycles, len(state.phases)))
-        return Exposition.pack((b"",))
+        return (b"",)
 
     store = ResultStore(["www"], NOW, render=render, histograms=True)
     assert store.histograms
