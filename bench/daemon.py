@@ -170,7 +170,9 @@ def _measure(args: argparse.Namespace) -> None:
             stats = snapshot.statistics("traceback" if args.tracemalloc > 1 else "lineno")
             figures["traced_bytes"] = sum(s.size for s in stats)
             by_file = snapshot.statistics("filename")
-            figures["by_file"] = [{"size": s.size, "count": s.count, "file": str(s.traceback[0])} for s in by_file[:40]]
+            figures["by_file"] = [
+                {"size": s.size, "count": s.count, "file": str(s.traceback[0])} for s in by_file[:40]
+            ]
             figures["top"] = [
                 {
                     "size": s.size,
