@@ -664,21 +664,39 @@ def _direct_section(out: _Lines, check: DirectBackendResult, where: dict[str, st
 
 
 class _Lines:
-    """Sample lines collected per family, in the exposition syntax both formats share."""
+    """Sample lines collected per family, in the exposition syntax both formats share.
+
+    A section passes one labels dict to several :meth:`add` calls (a target's, an
+    address's): the rendered label text of the last dict is kept and reused while the same
+    object comes again, so a dict passed here must not be changed afterwards.
+    """
+
+    __slots__ = ("_last_labels", "_last_text", "_lines")
 
     def __init__(self) -> None:
-        self._lines: list[list[str]] = [[] for _ in SPECS]
+        self._lines: dict[int, list[str]] = {}
+        self._last_labels: dict[str, str] | None = None  # held, so its id cannot be reused
+        self._last_text = ""
 
     def add(self, name: str, value: float, labels: dict[str, str] | None = None, suffix: str = "") -> None:
         """One sample of family ``name`` (a histogram's samples carry a ``suffix``)."""
         if labels:
-            pairs = ",".join(f'{key}="{_escape(labels[key])}"' for key in sorted(labels))
-            self._lines[_INDEX[name]].append(f"{name}{suffix}{{{pairs}}} {go_float(value)}\n")
+            if labels is not self._last_labels:
+                self._last_labels = labels
+                self._last_text = ",".join([f'{key}="{_escape(labels[key])}"' for key in sorted(labels)])
+            line = f"{name}{suffix}{{{self._last_text}}} {go_float(value)}\n"
         else:
-            self._lines[_INDEX[name]].append(f"{name}{suffix} {go_float(value)}\n")
+            line = f"{name}{suffix} {go_float(value)}\n"
+        index = _INDEX[name]
+        lines = self._lines.get(index)
+        if lines is None:
+            self._lines[index] = [line]
+        else:
+            lines.append(line)
 
     def exposition(self) -> Exposition:
-        return tuple("".join(lines).encode() if lines else b"" for lines in self._lines)
+        lines = self._lines
+        return tuple("".join(lines[i]).encode() if i in lines else b"" for i in range(len(SPECS)))
 
 
 def _escape(value: str) -> str:
@@ -694,6 +712,8 @@ def go_float(value: float) -> str:
     Python's ``repr``, except that large positive values switch to an exponent after six
     integer digits as Go's ``strconv.FormatFloat(v, 'g', -1, 64)`` does.
     """
+    if type(value) is int and -1_000_000 < value < 1_000_000:  # counts, codes: no exponent
+        return f"{value}.0"
     value = float(value)
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"

@@ -9,7 +9,6 @@ no cycle is stuck past its deadline, so a hung scheduler gets restarted by syste
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
@@ -19,6 +18,7 @@ from probe._text import plural
 from probe.cycle import BACKSTOP_GRACE, TargetPlan, close_plans, run_cycle
 from probe.reasons import Status
 from probe.results import TargetResult
+from probe.rotation import Rotation
 from probe.sdnotify import Notifier
 from probe.store import ResultStore, TargetState, state_changed
 
@@ -150,34 +150,42 @@ class Scheduler:
             plan = self._plans.get(name, plan)
             started = loop.time()
             self._in_flight[name] = started
-            state = self._store.snapshot().targets.get(name)
-            # The rotation memory goes from cycle to cycle (probe.rotation); a changed target
-            # starts afresh, as the store dropped its state.
-            memory = state.result.rotation if state is not None else None
             try:
-                result = await run_cycle(plan, memory=memory)
+                # The interval rides along for probe_interval_seconds (the stalled-cycles alert).
+                result = await run_cycle(plan, memory=self._memory(name), interval=plan.target.interval)
             finally:
                 self._in_flight.pop(name, None)
             if asyncio.current_task() in self._retiring:
                 return  # stopped or reconfigured while this cycle ran
-            # The interval rides along for probe_interval_seconds (the stalled-cycles alert).
-            self._record(dataclasses.replace(result, interval_seconds=plan.target.interval))
+            self._record(result)
             await asyncio.sleep(max(0.0, started + plan.target.interval - loop.time()))
+
+    def _memory(self, name: str) -> Rotation | None:
+        """The rotation memory the last cycle left (``probe.rotation``), if any.
+
+        ``None`` also when the target changed (the store dropped its state). Only the memory
+        is taken, never the state: a state kept in the target's loop while it sleeps would
+        keep the previous cycle's result and metrics text alive beside the current ones
+        (twice the memory per target).
+        """
+        state = self._store.state(name)
+        return state.result.rotation if state is not None else None
 
     def _record(self, result: TargetResult) -> None:
         previous = self._store.record(result)
-        reasons = ",".join(r.value for r in result.reasons)
-        log.debug(
-            "cycle done",
-            extra={
-                "target": result.name,
-                "status": result.status.value,
-                "duration_seconds": round(result.duration_seconds, 3),
-                "reasons": reasons,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):  # not built for every cycle only to be dropped
+            log.debug(
+                "cycle done",
+                extra={
+                    "target": result.name,
+                    "status": result.status.value,
+                    "duration_seconds": round(result.duration_seconds, 3),
+                    "reasons": ",".join(r.value for r in result.reasons),
+                },
+            )
         before = previous.result if previous else None
         if state_changed(before, result):  # the same rule as the status page's history
+            reasons = ",".join(r.value for r in result.reasons)
             # Every target's first result is logged, ok ones too: the log then shows that
             # each target (also one added by a reload) has been probed.
             log.info(
@@ -195,7 +203,7 @@ class Scheduler:
 
     def _update_status(self) -> None:
         """Recompute the status line (a pass over every target) and send it when it changed."""
-        states = self._store.snapshot().targets.values()
+        states = list(self._store.states())
         line = status_line(states, len(self._plans))
         self._all_ok = len(states) == len(self._plans) and all(s.result.status is Status.OK for s in states)
         if line != self._status_line:

@@ -1,8 +1,9 @@
 """The daemon's state: the latest result of each target plus tallies across cycles.
 
 One writer (the scheduler, on the event loop) and many readers (scrape threads). Every
-state is immutable; :meth:`ResultStore.record` builds the next snapshot and swaps it in
-under a lock held only for the swap, so a scrape never waits on a probe. When the store is
+state is immutable; :meth:`ResultStore.record` puts a target's next state in place under
+a lock held only for that, and a reader takes an immutable snapshot, so a scrape never
+waits on a probe. When the store is
 given a renderer (the daemon passes :func:`probe.metrics.render_target`), each target's
 metrics are rendered once, when its cycle is recorded, and kept in its state, so a scrape
 only concatenates stored text.
@@ -239,7 +240,13 @@ class Snapshot:
 
 
 class ResultStore:
-    """Holds the current :class:`Snapshot`; safe for one writer and many reader threads.
+    """Holds the targets' states; safe for one writer and many reader threads.
+
+    The writer (the scheduler, on the event loop) puts each new state in a dict under a
+    lock held only for that assignment: recording a cycle costs the same at 1,000 targets
+    as at one. A reader's :meth:`snapshot` is an immutable copy of that dict, made on the
+    first read after a change and shared by every read until the next (a copy per scrape,
+    not one per recorded cycle).
 
     Args:
         names: the configured target names.
@@ -253,7 +260,12 @@ class ResultStore:
         self, names: Sequence[str], now: float, render: Renderer | None = None, histograms: bool = False
     ) -> None:
         self._lock = threading.Lock()
-        self._snapshot = Snapshot(MappingProxyType({}), tuple(names), True, now)
+        self._targets: dict[str, TargetState] = {}
+        self._configured = tuple(names)
+        self._known = frozenset(self._configured)
+        self._reload_successful = True
+        self._reload_success_timestamp = now
+        self._snapshot: Snapshot | None = None  # built by the first read after a change
         self._render = render
         self._histograms = histograms
 
@@ -265,19 +277,35 @@ class ResultStore:
     def snapshot(self) -> Snapshot:
         """The current snapshot (immutable; never blocks on a probe)."""
         with self._lock:
+            if self._snapshot is None:
+                self._snapshot = Snapshot(
+                    MappingProxyType(dict(self._targets)),
+                    self._configured,
+                    self._reload_successful,
+                    self._reload_success_timestamp,
+                )
             return self._snapshot
+
+    def state(self, name: str) -> TargetState | None:
+        """A target's current state, ``None`` before its first cycle (for the writer's thread)."""
+        return self._targets.get(name)
+
+    def states(self) -> Iterable[TargetState]:
+        """Every target's current state (for the writer's thread only: a live view)."""
+        return self._targets.values()
 
     def record(self, result: TargetResult) -> TargetState | None:
         """Add a completed cycle; returns the target's previous state (``None`` if first).
 
         Results of targets no longer configured are ignored.
         """
-        current = self.snapshot()
-        if result.name not in current.configured:
+        if result.name not in self._known:
             return None
-        previous = current.targets.get(result.name)
+        previous = self._targets.get(result.name)
         state = self._rendered(accumulate(previous, result, self._histograms))
-        self._swap(lambda s: replace(s, targets=MappingProxyType({**s.targets, result.name: state})))
+        with self._lock:
+            self._targets[result.name] = state
+            self._snapshot = None
         return previous
 
     def configure(self, names: Sequence[str], now: float, reset: Iterable[str] = ()) -> None:
@@ -288,14 +316,15 @@ class ResultStore:
             now: Unix time of the reload.
             reset: targets whose settings changed: their state starts afresh.
         """
-        names = tuple(names)
+        configured = tuple(names)
+        known = frozenset(configured)
         dropped = set(reset)
-
-        def change(s: Snapshot) -> Snapshot:
-            kept = {n: st for n, st in s.targets.items() if n in names and n not in dropped}
-            return Snapshot(MappingProxyType(kept), names, True, now)
-
-        self._swap(change)
+        kept = {n: st for n, st in self._targets.items() if n in known and n not in dropped}
+        with self._lock:
+            self._targets = kept
+            self._configured, self._known = configured, known
+            self._reload_successful, self._reload_success_timestamp = True, now
+            self._snapshot = None
 
     def set_histograms(self, enabled: bool) -> None:
         """Turn the phase latency histograms on or off (a reload changed ``metrics.histograms``).
@@ -308,25 +337,20 @@ class ResultStore:
         self._histograms = enabled
         if enabled:
             return
-        current = self.snapshot()
         # Built outside the lock: this thread is the only writer.
         cleared = {
             name: self._rendered(replace(state, phases=MappingProxyType({})))
-            for name, state in current.targets.items()
+            for name, state in self._targets.items()
         }
-        self._swap(
-            lambda s: replace(
-                s, targets=MappingProxyType({name: cleared.get(name, st) for name, st in s.targets.items()})
-            )
-        )
+        with self._lock:
+            self._targets = cleared
+            self._snapshot = None
 
     def reload_failed(self) -> None:
         """Record a refused reload; the running config and results stay."""
-        self._swap(lambda s: replace(s, reload_successful=False))
+        with self._lock:
+            self._reload_successful = False
+            self._snapshot = None
 
     def _rendered(self, state: TargetState) -> TargetState:
         return state if self._render is None else replace(state, exposition=self._render(state))
-
-    def _swap(self, change: Callable[[Snapshot], Snapshot]) -> None:
-        with self._lock:
-            self._snapshot = change(self._snapshot)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import random
 import socket
@@ -286,7 +287,7 @@ def test_a_slow_cycle_delays_the_next_one_instead_of_overlapping(
     active: dict[str, int] = {}
     most: dict[str, int] = {}
 
-    async def slow_cycle(p: TargetPlan, memory: object = None) -> TargetResult:
+    async def slow_cycle(p: TargetPlan, memory: object = None, interval: float | None = None) -> TargetResult:
         name = p.target.name
         active[name] = active.get(name, 0) + 1
         most[name] = max(most.get(name, 0), active[name])
@@ -390,7 +391,9 @@ def test_no_watchdog_pings_without_watchdog_usec(resolver: str, inbox: Inbox) ->
 def test_no_watchdog_ping_while_a_cycle_is_stuck(
     resolver: str, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def stuck_cycle(p: TargetPlan, memory: object = None) -> TargetResult:
+    async def stuck_cycle(
+        p: TargetPlan, memory: object = None, interval: float | None = None
+    ) -> TargetResult:
         await asyncio.sleep(60)
         raise AssertionError("not reached")
 
@@ -406,3 +409,22 @@ def test_no_watchdog_ping_while_a_cycle_is_stuck(
     notifier.close()
     assert 2 <= inbox.messages.count("WATCHDOG=1") <= 7
     assert stop_took < 0.2 + 0.5  # the stuck cycle gets STOP_GRACE to finish, then is cancelled
+
+
+def test_between_cycles_only_the_current_state_of_each_target_is_alive(resolver: str) -> None:
+    # The loop keeps the rotation memory across its sleep, never the previous state: that
+    # would keep the previous result and its metrics text alive beside the current ones.
+    store = ResultStore(["a", "b"], NOW)
+    sched = Scheduler([plan("a", resolver), plan("b", resolver)], store, Notifier({}), Fixed())
+    alive: list[int] = []
+
+    async def count_states(s: Scheduler) -> None:
+        while min((st.cycles for st in store.snapshot().targets.values()), default=0) < 2:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # both loops asleep (cycles fail within 0.2 s of 0.5)
+        del s
+        gc.collect()
+        alive.append(sum(type(o) is TargetState for o in gc.get_objects()))
+
+    run(sched, 1.4, count_states)
+    assert alive == [2]
