@@ -468,7 +468,7 @@ async def _ask(
         start = time.monotonic()
         answered = start
         try:
-            response, tcp, answered = await exchange(query, resolver, limit)
+            response, tcp, answered = await _exchange(query, resolver, limit)
         except (TimeoutError, dns.exception.DNSException, OSError, ValueError) as exc:
             error, detail = classify_dns_error(exc, limit)
             if error is Reason.DNS_TIMEOUT:
@@ -498,7 +498,7 @@ def _expire(waiter: asyncio.Future[float]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-async def exchange(
+async def _exchange(
     query: dns.message.Message, resolver: Resolver, timeout: float
 ) -> tuple[dns.message.Message, bool, float]:
     """Send ``query`` to ``resolver`` over UDP (TCP when the answer is truncated) and parse the answer.
