@@ -1,32 +1,33 @@
 """DNS stage: resolve a target's name at its resolvers and check the answers.
 
-Each resolver is queried directly with ``dns.asyncquery`` (UDP, then TCP when the answer
-is truncated) so that the rcode of every resolver is known; the next resolver is tried
-after a timeout, an error, SERVFAIL or REFUSED, as a stub resolver does. CNAME chains in
-the answer are followed and re-queried when they end without data.
+Each resolver is queried directly, so that the rcode of every resolver is known: over UDP
+on a non-blocking socket of the stage's own, connected to the resolver and driven by the
+event loop (``add_reader``), with dnspython building and parsing the messages; over TCP
+with ``dns.asyncquery.tcp`` when the UDP answer is truncated (TC). The next resolver is
+tried after a timeout, an error, SERVFAIL or REFUSED, as a stub resolver does. CNAME
+chains in the answer are followed and re-queried when they end without data.
+
+As glibc's stub resolver and dig do, the UDP socket is connected (RFC 5452 section 9.1:
+accept answers only from the address and port the query went to): the kernel drops
+datagrams from any other source, and an ICMP port unreachable from the resolver's
+address ends the query at once as "connection refused".
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
-import dns.resolver
-
-with contextlib.suppress(ImportError):
-    # dnspython loads its asyncio backend on the first query; load it before any is timed.
-    import dns._asyncio_backend
 
 from probe._parse import IPNetwork
 from probe._text import host_port
@@ -62,6 +63,8 @@ def system_resolvers() -> tuple[Resolver, ...]:
     Raises:
         LookupError: no resolver is configured.
     """
+    import dns.resolver  # only here: a query needs none of it
+
     try:
         resolver = dns.resolver.Resolver(configure=True)
     except dns.resolver.NoResolverConfiguration:
@@ -178,6 +181,9 @@ class _Lookup:
     rcode: str | None
     queries: tuple[DnsQuery, ...]
     failure: Failure | None
+    #: ``time.monotonic()`` when the lookup's outcome was known: when the loop saw the
+    #: last answer arrive, or when the last query failed.
+    ended: float
 
 
 async def resolve(plan: DnsPlan, deadline: Deadline) -> DnsResult:
@@ -205,9 +211,11 @@ async def resolve(plan: DnsPlan, deadline: Deadline) -> DnsResult:
     alias_name = plan.alias
     if alias_name:
         names.append(alias_name)
-    lookups = await asyncio.gather(
-        *(_lookup(name, q, resolvers, timeout, deadline) for name in names for q in qtypes)
-    )
+    asks = [(name, q) for name in names for q in qtypes]
+    if len(asks) == 1:  # the usual case: no task for one lookup
+        lookups = [await _lookup(asks[0][0], asks[0][1], resolvers, timeout, deadline)]
+    else:
+        lookups = await asyncio.gather(*(_lookup(n, q, resolvers, timeout, deadline) for n, q in asks))
     main_lookups = [] if pinned is not None else lookups[: len(qtypes)]
     alias_lookups = lookups[len(qtypes) :] if pinned is None else lookups
 
@@ -259,7 +267,8 @@ async def resolve(plan: DnsPlan, deadline: Deadline) -> DnsResult:
         resolver=used.resolver if used is not None else None,
         rcode=used.rcode if used is not None else None,
         queries=tuple(q for lk in lookups for q in lk.queries),
-        lookup_seconds=time.monotonic() - start,
+        # To when the loop saw the last answer arrive, not after the work that followed.
+        lookup_seconds=(max(lk.ended for lk in lookups) if lookups else time.monotonic()) - start,
         alias=alias_result,
         failures=tuple(failures),
         pinned_by=plan.pinned_by,
@@ -380,12 +389,14 @@ async def _lookup(
     qname = name
     resolver: str | None = None
     rcode: str | None = None
+    ended = 0.0
 
     def done(failure: Failure | None = None, answers: tuple[tuple[IPAddress, int], ...] = ()) -> _Lookup:
-        return _Lookup(qtype, answers, tuple(chain), resolver, rcode, tuple(queries), failure)
+        return _Lookup(qtype, answers, tuple(chain), resolver, rcode, tuple(queries), failure, ended)
 
     while True:
-        response, resolver, asked = await _ask(qname, qtype, resolvers, timeout, deadline)
+        response, resolver, asked, answered = await _ask(qname, qtype, resolvers, timeout, deadline)
+        ended = answered if answered is not None else time.monotonic()
         queries.extend(asked)
         if response is None:
             return done(_all_failed(name, qtype, asked, deadline))
@@ -437,36 +448,137 @@ async def _lookup(
 
 async def _ask(
     qname: str, qtype: str, resolvers: Sequence[Resolver], timeout: float, deadline: Deadline
-) -> tuple[dns.message.Message | None, str | None, list[DnsQuery]]:
-    """Ask resolvers in order until one gives NOERROR or NXDOMAIN."""
+) -> tuple[dns.message.Message | None, str | None, list[DnsQuery], float | None]:
+    """Ask resolvers in order until one gives NOERROR or NXDOMAIN.
+
+    Returns:
+        ``(response or None, its resolver, every query sent, when the loop saw the
+        response arrive (time.monotonic()) or None)``.
+    """
     asked: list[DnsQuery] = []
     for resolver in resolvers:
         if deadline.expired:
             break
         where = format_resolver(resolver)
         query = dns.message.make_query(qname, dns.rdatatype.from_text(qtype))
-        start = time.monotonic()
         response: dns.message.Message | None = None
         tcp = False
         error: Reason | None
         limit = deadline.clip(timeout)
+        start = time.monotonic()
+        answered = start
         try:
-            async with asyncio.timeout(limit):
-                response, tcp = await dns.asyncquery.udp_with_fallback(
-                    query, resolver[0], port=resolver[1], timeout=limit
-                )
+            response, tcp, answered = await _exchange(query, resolver, limit)
         except (TimeoutError, dns.exception.DNSException, OSError, ValueError) as exc:
             error, detail = classify_dns_error(exc, limit)
             if error is Reason.DNS_TIMEOUT:
                 error = deadline.timeout_reason(error)
+            answered = time.monotonic()
         else:
             error, detail = classify_rcode(response.rcode())
-        elapsed = time.monotonic() - start
         rcode = dns.rcode.to_text(response.rcode()) if response is not None else None
-        asked.append(DnsQuery(where, qname, qtype, rcode, tcp, elapsed, error, detail))
+        asked.append(DnsQuery(where, qname, qtype, rcode, tcp, answered - start, error, detail))
         if error is None:
-            return response, where, asked
-    return None, None, asked
+            return response, where, asked, answered
+    return None, None, asked, None
+
+
+#: The largest UDP payload read (a datagram's maximum; dnspython reads as much).
+_UDP_MAX = 65535
+
+
+def _wake(waiter: asyncio.Future[float]) -> None:
+    # When the loop saw the socket readable, before any other task's work in this turn.
+    if not waiter.done():
+        waiter.set_result(time.monotonic())
+
+
+def _expire(waiter: asyncio.Future[float]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+async def _exchange(
+    query: dns.message.Message, resolver: Resolver, timeout: float
+) -> tuple[dns.message.Message, bool, float]:
+    """Send ``query`` to ``resolver`` over UDP (TCP when the answer is truncated) and parse the answer.
+
+    The UDP query goes out on a new non-blocking socket connected to the resolver (so the
+    kernel takes datagrams from the resolver's address and port only, RFC 5452 section
+    9.1, and reports its ICMP port unreachable), and the loop's ``add_reader`` says when
+    the answer arrived. The first datagram from the resolver decides, as with
+    ``dns.asyncquery.udp``: it must parse and answer the query (id and question,
+    ``Message.is_response``). With TC set the query is sent again over TCP
+    (``dns.asyncquery.tcp``), within what is left of ``timeout``. Every socket is closed
+    on every path.
+
+    Args:
+        query: the query (``dns.message.make_query``).
+        resolver: ``(IP, port)``; IPv4 or IPv6.
+        timeout: seconds the whole exchange may take.
+
+    Returns:
+        ``(response, over_tcp, answered)``: ``answered`` is when the loop saw the UDP answer
+        readable, or when the TCP answer was read (``time.monotonic()``).
+
+    Raises:
+        TimeoutError or dns.exception.Timeout: no answer within ``timeout``.
+        dns.exception.DNSException: an answer that does not parse (``dns.message`` errors)
+            or does not answer the query (``dns.query.BadResponse``).
+        ValueError: some wire garbage (from dnspython's parser).
+        OSError: the query could not be sent, or the resolver's host refused it
+            (``ConnectionRefusedError``, from its ICMP port unreachable).
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    host, port = resolver
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    wire = query.to_wire()
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect((host, port))  # no packet: fixes the peer, as dig and glibc do
+        sock.send(wire)
+        fd = sock.fileno()
+        while True:
+            waiter: asyncio.Future[float] = loop.create_future()
+            loop.add_reader(fd, _wake, waiter)
+            timer = loop.call_at(end, _expire, waiter)
+            try:
+                answered = await waiter
+            finally:
+                timer.cancel()
+                loop.remove_reader(fd)
+            try:
+                data = sock.recv(_UDP_MAX)  # or the pending ICMP error, e.g. ECONNREFUSED
+                break
+            except (BlockingIOError, InterruptedError):  # pragma: no cover - a spurious wake-up
+                continue
+    finally:
+        sock.close()
+    try:
+        response = dns.message.from_wire(
+            data, keyring=query.keyring, request_mac=query.mac, raise_on_truncation=True
+        )
+    except dns.message.Truncated:
+        return await _tcp(query, resolver, max(0.0, end - loop.time())), True, time.monotonic()
+    if not query.is_response(response):
+        raise _bad_response()
+    return response, False, answered
+
+
+def _bad_response() -> dns.exception.DNSException:
+    import dns.query  # dnspython's own exception for this case, as dns.asyncquery.udp raises
+
+    return dns.query.BadResponse()  # type: ignore[no-untyped-call]
+
+
+async def _tcp(query: dns.message.Message, resolver: Resolver, timeout: float) -> dns.message.Message:
+    """The answer over TCP (after a truncated UDP one); the rare path, so dnspython's own."""
+    import dns.asyncquery  # imported on first use: TC answers are rare
+
+    async with asyncio.timeout(timeout):
+        return await dns.asyncquery.tcp(query, resolver[0], timeout=timeout, port=resolver[1])
 
 
 def classify_dns_error(exc: BaseException, limit: float) -> tuple[Reason, str]:

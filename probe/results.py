@@ -56,7 +56,8 @@ class DnsQuery:
         rcode: the response code text (``"NOERROR"``, ``"NXDOMAIN"`` …), ``None`` when no
             usable response arrived.
         tcp: the answer came over TCP (UDP answer was truncated).
-        duration_seconds: time from sending to the answer or the failure.
+        duration_seconds: time from sending to the answer (when the event loop saw it
+            arrive) or the failure.
         error: why this attempt did not give a usable answer, ``None`` when it did.
         detail: a plain sentence about the attempt.
     """
@@ -104,7 +105,8 @@ class DnsResult:
         resolver: the resolver whose answer was used, ``None`` when none answered.
         rcode: the response code of that answer, ``None`` when none answered.
         queries: every query sent, in order, including failed ones.
-        lookup_seconds: wall time of the whole stage.
+        lookup_seconds: wall time of the whole stage, up to when the event loop saw the
+            last answer arrive (or the last query failed).
         alias: the alias comparison, ``None`` when not configured.
         failures: DNS findings.
         pinned_by: the setting that pinned the addresses instead of a DNS query for

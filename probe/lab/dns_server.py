@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from enum import StrEnum
 
@@ -33,6 +34,17 @@ class Behaviour(StrEnum):
     TRUNCATE = "truncate"  # over UDP answer with TC set and no records; TCP answers fully
     GARBAGE = "garbage"  # bytes that are not a DNS message
     WRONG_NAME = "wrong_name"  # a response whose question is another name
+    # Over UDP, first a forged answer (FORGED_ADDRESS) from another port of the server's
+    # address and from another address (FORGED_SOURCE), then the real answer 50 ms later.
+    OTHER_SOURCE = "other_source"
+
+
+#: The address in the forged answers of ``Behaviour.OTHER_SOURCE``.
+FORGED_ADDRESS = "127.0.40.99"
+#: The other source address of ``Behaviour.OTHER_SOURCE``'s forged answer (loopback).
+FORGED_SOURCE = "127.0.53.254"
+#: Seconds between the forged answers of ``Behaviour.OTHER_SOURCE`` and the real one.
+FORGED_LEAD = 0.05
 
 
 class DnsServer:
@@ -53,11 +65,12 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self.queries: list[tuple[str, str, str]] = []
+        self.forged_from: list[tuple[str, int]] = []
 
     @property
     def where(self) -> str:
         """``IP:port`` to put in a probe's ``resolvers``."""
-        return f"{self.address}:{self.port}"
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
     def add(self, name: str, rdtype: str, value: str, ttl: int = 60) -> None:
         """Add a record (``A``, ``AAAA`` or ``CNAME``) for ``name``."""
@@ -150,6 +163,42 @@ class DnsServer:
             self._answer(response, name, rdtype)
         return response.to_wire()
 
+    def behaviour_of(self, wire: bytes) -> Behaviour:
+        """How the query in ``wire`` is treated (the default when it does not parse)."""
+        try:
+            question = dns.message.from_wire(wire).question
+        except Exception:
+            return self.default
+        return (
+            self._behaviours.get(_key(question[0].name.to_text()), self.default) if question else self.default
+        )
+
+    def forged(self, wire: bytes) -> bytes:
+        """A well-formed answer to the query in ``wire`` with ``FORGED_ADDRESS`` in it."""
+        query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0]
+        response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", FORGED_ADDRESS))
+        return response.to_wire()
+
+    def send_forged(self, wire: bytes, addr: tuple[str, int]) -> None:
+        """Send :meth:`forged` to ``addr`` from other sources than this server's.
+
+        From another port of this address, and (IPv4) from ``FORGED_SOURCE``; ``addr`` is
+        the loopback peer that asked.
+        """
+        forged = self.forged(wire)
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        sources = [(self.address, 0)]
+        if family == socket.AF_INET:
+            sources.append((FORGED_SOURCE, 0))
+        for source in sources:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.bind(source)
+                self.forged_from.append(sock.getsockname()[:2])
+                sock.sendto(forged, addr)
+
     def _answer(self, response: dns.message.Message, name: str, rdtype: str) -> None:
         seen: set[str] = set()
         current = name
@@ -206,6 +255,9 @@ class _Udp(asyncio.DatagramProtocol):
         if answer is None or self.transport is None:
             return
         late = self.server.delay_of(data)
+        if self.server.behaviour_of(data) is Behaviour.OTHER_SOURCE:
+            self.server.send_forged(data, addr)
+            late = max(late, FORGED_LEAD)
         if late:
             asyncio.get_running_loop().call_later(late, self.transport.sendto, answer, addr)
         else:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +17,7 @@ from probe import dns_stage
 from probe.config import TargetConfig
 from probe.deadline import Deadline
 from probe.lab import Behaviour, DnsServer, Lab
+from probe.lab.dns_server import FORGED_ADDRESS, FORGED_LEAD, FORGED_SOURCE
 from probe.reasons import Reason, Status
 from probe.results import DnsResult
 from tests.helpers import make_target, reasons, run
@@ -275,3 +279,191 @@ def test_mixed_families_with_an_unreachable_aaaa(dns: DnsServer, scene: Any) -> 
 
 def _plan(target: TargetConfig) -> dns_stage.DnsPlan:
     return dns_stage.DnsPlan.of(target, target.resolvers or ())
+
+
+# --------------------------------------------------------------------------- the UDP exchange
+
+
+def _closed_udp_port(address: str) -> str:
+    """``IP:port`` of a UDP port on ``address`` that nothing listens on (bound, then closed)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((address, 0))
+        port = sock.getsockname()[1]
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_answers_from_another_address_or_port_are_not_taken(dns: DnsServer) -> None:
+    host = name()
+    dns.set(host, ("A", "127.0.40.10"))
+    dns.behave(host, Behaviour.OTHER_SOURCE)
+    forged_before = len(dns.forged_from)
+    result = resolve(dns, host)
+
+    # Two forged answers (FORGED_ADDRESS) arrived first, from another port of the resolver's
+    # address and from another address; the socket is connected to the resolver, so the
+    # kernel dropped them and the real answer, 50 ms later, is the one used.
+    sources = dns.forged_from[forged_before:]
+    assert len(sources) == 2 and sources[0][0] == dns.address and sources[1][0] == FORGED_SOURCE
+    assert all(source != (dns.address, dns.port) for source in sources)
+    assert result.failures == ()
+    assert [str(a.address) for a in result.answers] == ["127.0.40.10"]
+    assert FORGED_ADDRESS not in {str(a.address) for a in result.answers}
+    assert [q.error for q in result.queries] == [None]
+    assert FORGED_LEAD <= result.lookup_seconds < FORGED_LEAD + 0.25
+
+
+def test_a_resolver_port_nobody_listens_on_is_refused_at_once(lab: Lab) -> None:
+    closed = _closed_udp_port("127.0.53.7")
+    result = resolve([closed], name(), timeouts={"dns": 2, "deadline": 5})
+
+    # The host's ICMP port unreachable ends the query at once ("connection refused", as
+    # dig reports it), long before the 2 s query timeout.
+    assert codes(result) == {Reason.DNS_ERROR.value}
+    assert result.queries[0].error is Reason.DNS_ERROR
+    assert result.failures[0].detail.endswith(f"{closed}: cannot query: Connection refused")
+    assert result.lookup_seconds < 0.5
+
+
+def test_a_refused_resolver_fails_over_to_the_next_at_once(dns: DnsServer) -> None:
+    closed = _closed_udp_port("127.0.53.7")
+    host = name()
+    dns.set(host, ("A", "127.0.40.11"))
+    result = resolve([closed, dns.where], host, timeouts={"dns": 2, "deadline": 5})
+
+    assert codes(result) == {Reason.DNS_RESOLVER_FAILOVER.value}
+    assert result.resolver == dns.where
+    assert [str(a.address) for a in result.answers] == ["127.0.40.11"]
+    assert f"resolver {closed} failed (cannot query: Connection refused)" in result.failures[0].detail
+    assert result.lookup_seconds < 0.5
+
+
+@pytest.mark.parametrize("late", [0.2, 0.4])
+def test_the_lookup_time_of_a_late_answer_is_its_delay(dns: DnsServer, late: float) -> None:
+    host = name()
+    dns.set(host, ("A", "127.0.40.12"))
+    dns.delay(host, late)
+    try:
+        result = resolve(dns, host)
+    finally:
+        dns.delay(host, 0)
+
+    assert result.failures == ()
+    query = result.queries[0]
+    # From just before the send to when the loop saw the answer: the delay, plus the lab's
+    # own turn-around (well under a millisecond idle; the margin is for a loaded machine).
+    assert late <= query.duration_seconds < late + 0.1
+    assert late <= result.lookup_seconds < late + 0.1
+    assert result.lookup_seconds >= query.duration_seconds
+
+
+def test_the_answer_is_timed_when_it_arrived_not_after_other_work_in_that_loop_turn(
+    dns: DnsServer,
+) -> None:
+    host = name()
+    dns.set(host, ("A", "127.0.40.13"))
+    dns.delay(host, 0.15)
+    target = make_target(url=f"https://{host}/", resolvers=[dns.where], expect_networks=["127.0.0.0/8"])
+
+    async def main() -> DnsResult:
+        loop = asyncio.get_running_loop()
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as poke,
+        ):
+            busy.bind(("127.0.53.8", 0))
+            busy.setblocking(False)
+
+            def hog() -> None:  # another task's CPU work in the turn that delivers the answer
+                busy.recv(16)
+                time.sleep(0.2)
+
+            def block_then_poke() -> None:
+                time.sleep(0.1)  # the loop is busy while the answer arrives (at 0.15 s) ...
+                poke.sendto(b"x", busy.getsockname())  # ... and the hog's datagram after it
+
+            loop.add_reader(busy.fileno(), hog)
+            loop.call_later(0.1, block_then_poke)
+            try:
+                return await dns_stage.resolve(_plan(target), Deadline.after(5))
+            finally:
+                loop.remove_reader(busy.fileno())
+
+    try:
+        result = asyncio.run(main())
+    finally:
+        dns.delay(host, 0)
+    assert result.failures == ()
+    # The loop saw the answer at about 0.2 s (after the blocking call); the hog's 0.2 s in
+    # the same turn, before the stage's coroutine resumed, is not in the lookup time.
+    assert 0.15 <= result.lookup_seconds < 0.35, result.lookup_seconds
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_an_ipv6_resolver(lab: Lab) -> None:
+    server = lab.start_dns("::1")
+    try:
+        host, truncated, late = name(), name(), name()
+        server.set(host, ("A", "127.0.40.14"))
+        server.set(truncated, ("A", "127.0.40.15"))
+        server.behave(truncated, Behaviour.TRUNCATE)
+        server.set(late, ("A", "127.0.40.16"))
+        server.delay(late, 0.2)
+        plain = resolve(server, host)
+        over_tcp = resolve(server, truncated)
+        delayed = resolve(server, late)
+        refused = resolve([_closed_udp_port("::1")], host, timeouts={"dns": 2, "deadline": 5})
+    finally:
+        lab.stop(server)
+    assert server.where.startswith("[::1]:")
+    assert plain.failures == () and plain.resolver == server.where
+    assert [str(a.address) for a in plain.answers] == ["127.0.40.14"]
+    assert over_tcp.failures == () and over_tcp.queries[0].tcp is True
+    assert [str(a.address) for a in over_tcp.answers] == ["127.0.40.15"]
+    assert delayed.failures == () and 0.2 <= delayed.lookup_seconds < 0.3
+    assert codes(refused) == {Reason.DNS_ERROR.value} and refused.lookup_seconds < 0.5
+    assert "Connection refused" in refused.failures[0].detail
+
+
+def test_every_socket_is_closed_on_every_path(dns: DnsServer, lab: Lab) -> None:
+    silent = lab.start_dns("127.0.53.9")
+    silent.default = Behaviour.DROP
+    closed = _closed_udp_port("127.0.53.7")
+    hosts = {}
+    for behaviour in Behaviour:
+        hosts[behaviour] = host = name()
+        dns.set(host, ("A", "127.0.40.17"))
+        dns.behave(host, behaviour)
+    quick = {"dns": 0.2, "deadline": 5}
+
+    def round_() -> None:
+        for behaviour, host in hosts.items():
+            if behaviour is not Behaviour.DROP:
+                resolve(dns, host, ip_family="both", expect_networks=["127.0.0.0/8", "::1/128"])
+        resolve([closed, dns.where], hosts[Behaviour.ANSWER], timeouts=quick)
+        resolve([silent.where], name(), timeouts=quick)
+        target = make_target(url=f"https://{name()}/", resolvers=[silent.where])
+
+        async def cancelled() -> None:  # a lookup abandoned while it waits
+            task = asyncio.create_task(dns_stage.resolve(_plan(target), Deadline.after(5)))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancelled())
+        asyncio.run(dns_stage.resolve(_plan(target), Deadline.after(0.1)))  # cut by the deadline
+
+    try:
+        round_()  # first use: imports, the lab's own sockets
+        before = _open_fds()
+        for _ in range(3):
+            round_()
+        after = _open_fds()
+    finally:
+        lab.stop(silent)
+    assert after == before, (before, after)

@@ -145,9 +145,15 @@ def closed_udp_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def resolver() -> str:
-    """A loopback UDP port nobody answers on: every cycle ends in dns_timeout after 0.1 s."""
-    return f"127.0.0.1:{closed_udp_port()}"
+def resolver() -> Iterator[str]:
+    """A loopback UDP port nobody answers on: every cycle ends in dns_timeout after 0.1 s.
+
+    The port is bound (and never read) while the tests run: a closed port would be refused
+    at once (ICMP port unreachable → dns_error), not silent.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{silent.getsockname()[1]}"
 
 
 def plan(name: str, resolver: str, interval: float = INTERVAL) -> TargetPlan:
