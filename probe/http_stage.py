@@ -140,15 +140,19 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
 
 
 class TargetClient:
-    """The httpx client of one target, built on first use and kept across cycles.
+    """The httpx client of a target, built on first use and kept across cycles.
 
-    Every request still goes on a new connection: without ``reuse_connections`` the pool
-    keeps none alive. With ``reuse_connections`` each address-probe gets a client of its
-    own (closed at its end), so a kept-alive connection never outlives its address-probe.
-    A client belongs to one event loop; a call from another loop builds a new one.
+    :func:`probe.cycle.plan` gives one to every target with the same SSL context and
+    :func:`probe.cycle.client_key` (timeouts, ``http_version``, scheme,
+    ``reuse_connections``: all that :func:`build_client` reads). Sharing it changes no
+    request: the client keeps no cookies, every request carries its own headers, SNI and
+    timeouts, and goes on a new connection (without ``reuse_connections`` the pool keeps
+    none alive). With ``reuse_connections`` each address-probe gets a client of its own
+    (closed at its end), so a kept-alive connection never outlives its address-probe. A
+    client belongs to one event loop; a call from another loop builds a new one.
 
     Args:
-        target: the target.
+        target: a target with these settings (only what :func:`build_client` reads is used).
         context: the SSL context of the requests.
     """
 

@@ -374,6 +374,22 @@ def exposition(
 ) -> bytes:
     """The whole ``/metrics`` body for a snapshot, from each target's stored text (pure).
 
+    ``b"".join(exposition_parts(...))``; see :func:`exposition_parts`.
+    """
+    return b"".join(exposition_parts(snapshot, openmetrics, names, loop_lag))
+
+
+def exposition_parts(
+    snapshot: Snapshot,
+    openmetrics: bool = False,
+    names: Collection[str] | None = None,
+    loop_lag: float | None = None,
+) -> list[bytes]:
+    """The ``/metrics`` body for a snapshot as the stored pieces it is made of, in order (pure).
+
+    The endpoint compresses or writes them a batch at a time, so that a scrape never holds
+    the whole body (3.5 MB at 1,000 targets) beside its compressed copy.
+
     Every family of :data:`SPECS` appears once, in that order, with its ``# HELP`` and
     ``# TYPE`` lines, followed by the lines of every target (in config order) and of the
     process-wide families. A target whose state was recorded without a renderer (tests,
@@ -387,7 +403,7 @@ def exposition(
         loop_lag: ``probe_event_loop_lag_seconds`` (seconds), left out when ``None``.
 
     Returns:
-        The UTF-8 body.
+        The UTF-8 body's pieces (the stored ``bytes`` themselves, not copies).
     """
     rows = []
     for name in snapshot.configured:
@@ -416,7 +432,7 @@ def exposition(
                 parts.extend(lines)
     if openmetrics:
         parts.append(b"# EOF\n")
-    return b"".join(parts)
+    return parts
 
 
 def target_text(state: TargetState) -> bytes:

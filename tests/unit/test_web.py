@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import platform
 import socket
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe import web
-from probe.metrics import render_target
+from probe.metrics import exposition, render_target
 from probe.reasons import Reason, Status
 from probe.results import DnsResult, Failure, TargetResult
 from probe.store import ResultStore
@@ -132,6 +133,40 @@ def test_metrics_gzip_is_the_same_text_with_its_length(served: Served) -> None:
     assert plain.headers["content-length"] == str(len(plain.content))
     assert gzip.decompress(raw) == plain.content
     assert len(raw) < len(plain.content)
+
+
+def test_a_body_larger_than_a_batch_is_served_whole_in_both_encodings() -> None:
+    names = [f"t{i:04d}" for i in range(4000)]
+    store = ResultStore(names, NOW, render=render_target)
+    for name in names:
+        store.record(result(name))
+    expected = exposition(store.snapshot())
+    assert len(expected) > 3 * web.BATCH_BYTES  # several pieces
+    for served in serve(store):
+        start = time.monotonic()
+        plain = served.client.get("/metrics", headers={"Accept-Encoding": "identity"})
+        with served.client.stream("GET", "/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+            raw = b"".join(response.iter_raw())
+        assert time.monotonic() - start < 2
+    assert plain.status_code == 200 and plain.content == expected
+    assert plain.headers["content-length"] == str(len(expected))
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["content-length"] == str(len(raw))
+    assert gzip.decompress(raw) == expected
+
+
+def test_pieces_of_the_body_join_to_it_and_stay_near_the_batch_size() -> None:
+    parts = [bytes([65 + i % 26]) * (1000 + i * 37 % 5000) for i in range(2000)]
+    pieces = list(web._batches(parts))
+    assert b"".join(pieces) == b"".join(parts)
+    assert all(len(p) < web.BATCH_BYTES + 6000 for p in pieces) and len(pieces) > 10
+    assert list(web._batches([])) == [] and list(web._batches([b"x"])) == [b"x"]
+    assert gzip.decompress(web._gzip(iter(pieces))) == b"".join(parts)
+
+
+def test_the_mmap_threshold_is_fixed_with_glibc() -> None:
+    # glibc (Debian, the supported systems): set; elsewhere nothing changes.
+    assert web.fix_mmap_threshold() is (platform.libc_ver()[0] == "glibc")
 
 
 def test_metrics_in_openmetrics_with_an_odd_version_is_text_not_an_error(served: Served) -> None:
