@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -961,52 +961,9 @@ def build_config(
         metrics = MetricsConfig.model_validate({} if raw_metrics is None else raw_metrics)
     except ValidationError as exc:
         raise _first_error(where, ("metrics",), exc, MetricsConfig) from None
-    _share_equal_values(targets)
     # Everything is validated; constructing without validation keeps pydantic from running
     # the targets' after-validators again without this call's context (interval_bound).
     return Config.model_construct(path=path, listen=listen, targets=tuple(targets), metrics=metrics)
-
-
-def _share_equal_values(models: Sequence[BaseModel]) -> None:
-    """Make equal field values of ``models`` one object each, in place (memory per target).
-
-    Validation builds every target's values anew: its ``timeouts``, ``interval``,
-    ``resolvers``, ``expect_networks``, ``ca_file`` path, URL, hostname and the set of
-    fields it gave, although most are the same in every target (inherited from
-    ``defaults``). Sharing them saves about 1.5 KiB per target of a 1,000-target config.
-    Only immutable values are shared (hashable, of the same type and ``repr``; models of
-    the same class with the same fields given); the models are frozen, so no target can
-    change another's. Equality of the targets, and so a reload's "unchanged", is unaffected.
-    """
-    seen: dict[tuple[Any, ...], Any] = {}
-    kept: set[int] = set()  # ids of the values kept (alive in ``seen``: the ids stay theirs)
-    for model in models:
-        values = model.__dict__
-        for name, value in values.items():
-            if id(value) in kept:  # e.g. a default, already the same object in every target
-                continue
-            if value is None or isinstance(value, bool | dict | list | set):
-                continue
-            key: tuple[Any, ...]
-            try:
-                if type(value) is str:  # the most common: equal strings are alike
-                    key = (str, value)
-                elif isinstance(value, BaseModel):
-                    key = (type(value), value, repr(value), frozenset(value.model_fields_set))
-                else:  # the repr tells 1 from 1.0 and 0.0 from -0.0, also inside tuples
-                    key = (type(value), value, repr(value))
-                shared = seen.setdefault(key, value)
-            except TypeError:  # unhashable: kept as is
-                continue
-            if shared is value:
-                kept.add(id(value))
-            else:
-                values[name] = shared
-        given = model.__pydantic_fields_set__
-        shared_set = seen.setdefault(("fields set", type(model), frozenset(given)), given)
-        if shared_set is not given:
-            # pydantic copies the set before changing it (model_copy); frozen models never do.
-            object.__setattr__(model, "__pydantic_fields_set__", shared_set)
 
 
 def parse_listen(value: Any) -> tuple[str, int]:
