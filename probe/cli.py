@@ -979,6 +979,8 @@ async def _check_once(
             early[index] = dns_stage.resolve_early(plan)
     if ahead is not None and early.get(0) is not ahead[1] and ahead[1].task is not None:
         ahead[1].task.cancel()  # it asked something else: dropped
+    # Refused at once, not after the lookups (up to the deadline with a silent resolver).
+    _refuse_unreadable_ca_files(config)
     if early:
         longest = max(lookup.deadline.remaining() for lookup in early.values())
         tasks = [lookup.task for lookup in early.values() if lookup.task is not None]
@@ -989,6 +991,51 @@ async def _check_once(
     return list(
         await asyncio.gather(*(run_cycle(p, early=early.get(index)) for index, p in enumerate(plans)))
     )
+
+
+def _refuse_unreadable_ca_files(config: Config) -> None:
+    """Refuse a ``ca_file`` that cannot be opened, with the error :func:`probe.cycle.plan` gives.
+
+    ``probe check`` builds its plans (and so loads the trust anchors) only after its DNS
+    lookups have ended, so that loading them never delays reading an answer; a missing or
+    unreadable file, the usual typo, is found here first, in microseconds, so the user
+    does not wait out a silent resolver to be told. The messages and fields are those of
+    :func:`probe.tls_stage.build_contexts` in :func:`probe.cycle.plan`; a file that opens
+    but holds no certificates is still refused there.
+
+    Raises:
+        ConfigError: a verifying target's (or direct backend's) ``ca_file`` does not
+            exist, is a directory, or cannot be read; ``UsageError`` naming the option in an
+            ad hoc check.
+    """
+    from probe.config import ConfigError
+
+    where = str(config.path) if config.path else "config"
+    seen: set[Path] = set()
+    for index, target in enumerate(config.targets):
+        checked = [(target, f"targets[{index}].ca_file")]
+        for number, backend in enumerate(target.direct_backends):
+            field = f"targets[{index}].direct_backends[{number}].ca_file"
+            checked.append((target.direct_target(backend), field))
+        for one, field in checked:
+            path = one.ca_file
+            # As plan: no trust store is loaded for a plain target or without verification.
+            if path is None or path in seen or one.plain or one.insecure_skip_verify:
+                continue
+            seen.add(path)
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                why = (
+                    "no such file"
+                    if isinstance(exc, FileNotFoundError)
+                    else f"cannot read: {exc.strerror or exc}"
+                )
+                error = ConfigError(f"{path}: {why}", where=where, field=field)
+                if config.path is None:  # ad hoc: name the option, as _plans does
+                    raise UsageError(_flag_message(error)) from None
+                raise error from None
 
 
 async def _run_all(plans: Sequence[TargetPlan], previous: Sequence[TargetResult] = ()) -> list[TargetResult]:

@@ -12,13 +12,14 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from probe import cli, dns_stage
 from probe._parse import parse_network
-from probe.lab import DemoLab
+from probe.lab import Behaviour, DemoLab, Lab
 from probe.reasons import Status
 from probe.results import TargetResult
 
@@ -161,3 +162,65 @@ def test_an_early_query_that_asked_something_else_is_dropped(demo: DemoLab) -> N
     assert result.status is Status.OK, result.failures
     assert all(answer.expected for answer in result.dns.answers)  # judged by 127.0.10.0/24
     assert _queries_for(demo) - before == 2  # the dropped query, then the target's own
+
+
+@pytest.fixture
+def silent_resolver(lab: Lab) -> Iterator[str]:
+    """A lab DNS server that never answers (a dead or filtered resolver): its ``IP:port``."""
+    silent = lab.start_dns("127.0.53.21")
+    silent.default = Behaviour.DROP
+    try:
+        yield silent.where
+    finally:
+        lab.stop(silent)
+
+
+@pytest.mark.parametrize("ca_file", ["missing.pem", "."])
+def test_an_unreadable_ca_file_is_refused_at_once_not_after_a_silent_resolver(
+    silent_resolver: str,
+    ca_file: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The query leaves before the arguments are validated; the trust anchors load only after
+    # the lookups end. A typo in --ca-file must not wait out the resolver's 2 s timeout.
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+
+    code = cli.main(
+        ["check", "https://www.corp.example/", "--resolver", silent_resolver, "--ca-file", ca_file]
+    )
+
+    elapsed = time.monotonic() - start
+    captured = capsys.readouterr()
+    why = "no such file" if ca_file == "missing.pem" else "cannot read: Is a directory"
+    assert code == 3
+    assert captured.out == ""
+    assert captured.err == f"probe: --ca-file: {ca_file}: {why}\n"
+    assert elapsed < 1.0  # the DNS timeout is 2 s
+
+
+def test_an_unreadable_ca_file_in_a_config_is_refused_at_once(
+    silent_resolver: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "probe.yaml"
+    config.write_text(
+        "targets:\n"
+        "  - url: https://www.corp.example/\n"
+        f"    resolvers: ['{silent_resolver}']\n"
+        "    direct_backends:\n"
+        "      - {name: web-1, url: 'https://127.0.20.1/', server_name: www.corp.example,\n"
+        "         ca_file: web.pem}\n"
+    )
+    start = time.monotonic()
+
+    code = cli.main(["check", "--config", str(config)])
+
+    elapsed = time.monotonic() - start
+    captured = capsys.readouterr()
+    assert code == 3
+    assert captured.err == (
+        f"probe: {config}: targets[0].direct_backends[0].ca_file: {tmp_path / 'web.pem'}: no such file\n"
+    )
+    assert elapsed < 1.0

@@ -137,7 +137,7 @@ def test_the_wheel_carries_the_shipped_files_and_the_command(installed: Installe
     assert schemas <= names
     assert "probe/cli.py" in names and "probe/lab/pki.py" in names
     assert not any(n.startswith("tests/") for n in names)
-    assert "probe = probe.cli:main" in entry_points
+    assert "probe = probe:main" in entry_points
     assert f"Version: {__version__}" in metadata and "Requires-Dist: httpx" in metadata
 
 
