@@ -222,6 +222,19 @@ class DemoLab(Lab):
         target.update(overrides)
         return target
 
+    def adhoc_args(self, *extra: str) -> list[str]:
+        """``probe check`` arguments for the demo target: URL, resolver, CA, network, then ``extra``."""
+        return [
+            self.url,
+            "--resolver",
+            self.dns_server.where,
+            "--ca-file",
+            str(self.ca_file),
+            "--expect-network",
+            "127.0.10.0/24",
+            *extra,
+        ]
+
     def config_data(self, **overrides: Any) -> dict[str, Any]:
         """A whole config mapping with the demo target."""
         return {"targets": [self.target(**overrides)]}

@@ -126,13 +126,7 @@ def check(demo: DemoLab, *extra: str) -> tuple[Any, float]:
     start = time.monotonic()
     complete = probe_cli(
         "check",
-        demo.url,
-        "--resolver",
-        demo.dns_server.where,
-        "--ca-file",
-        str(demo.ca_file),
-        "--expect-network",
-        "127.0.10.0/24",
+        *demo.adhoc_args(),
         "--backend-header",
         "X-Backend",
         "--timeout",

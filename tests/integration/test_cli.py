@@ -32,13 +32,7 @@ def check(*args: str) -> tuple[int, str]:
 
 def adhoc_args(demo: DemoLab) -> list[str]:
     return [
-        demo.url,
-        "--resolver",
-        demo.dns_server.where,
-        "--ca-file",
-        str(demo.ca_file),
-        "--expect-network",
-        "127.0.10.0/24",
+        *demo.adhoc_args(),
         "--backend-header",
         "X-Backend",
         "--expect-backends",

@@ -58,13 +58,7 @@ def test_interval_alone_loads_and_the_deadline_fits_it(demo: DemoLab, tmp_path: 
 
 def test_adhoc_check_with_a_500ms_timeout(demo: DemoLab) -> None:
     code, document, elapsed = check(
-        demo.url,
-        "--resolver",
-        demo.dns_server.where,
-        "--ca-file",
-        str(demo.ca_file),
-        "--expect-network",
-        "127.0.10.0/24",
+        *demo.adhoc_args(),
         "--requests",
         "1",
         "--timeout",

@@ -86,16 +86,7 @@ def test_no_early_query_for_what_it_does_not_read(argv: list[str]) -> None:
 
 
 def _demo_args(demo: DemoLab, *extra: str) -> Any:
-    return _args(
-        demo.url,
-        "--resolver",
-        demo.dns_server.where,
-        "--ca-file",
-        str(demo.ca_file),
-        "--expect-network",
-        "127.0.10.0/24",
-        *extra,
-    )
+    return _args(*demo.adhoc_args(*extra))
 
 
 def _queries_for(demo: DemoLab) -> int:

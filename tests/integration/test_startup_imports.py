@@ -89,13 +89,7 @@ def test_help_loads_no_config_machinery_nor_stages(tmp_path: Path, args: list[st
 def check_args(demo: DemoLab, *extra: str) -> list[str]:
     return [
         "check",
-        demo.url,
-        "--resolver",
-        demo.dns_server.where,
-        "--ca-file",
-        str(demo.ca_file),
-        "--expect-network",
-        "127.0.10.0/24",
+        *demo.adhoc_args(),
         "--timeout",
         "10",
         *extra,
