@@ -61,3 +61,10 @@ def openssl_words(exc: BaseException) -> str:
     if len(args) == 2 and isinstance(args[1], str) and args[1]:  # pyOpenSSL's SysCallError(errno, text)
         return args[1]
     return shorten(str(exc)) or type(exc).__name__
+
+
+def unreadable(path: object, exc: OSError) -> str:
+    """Why a file (a ``ca_file``) could not be opened: ``PATH: no such file`` or ``PATH: cannot read: …``."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: no such file"
+    return f"{path}: cannot read: {exc.strerror or exc}"

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from probe import __version__, log
 from probe._defaults import DEFAULT_EVERY, DEFAULT_LISTEN, DEFAULT_STABLE_ROUNDS, UNTIL_CHOICES
-from probe._text import host_port
+from probe._text import host_port, unreadable
 from probe.reasons import ExitCode, Platform
 
 if TYPE_CHECKING:
@@ -1000,7 +1000,8 @@ def _refuse_unreadable_ca_files(config: Config) -> None:
     lookups have ended, so that loading them never delays reading an answer; a missing or
     unreadable file, the usual typo, is found here first, in microseconds, so the user
     does not wait out a silent resolver to be told. The messages and fields are those of
-    :func:`probe.tls_stage.build_contexts` in :func:`probe.cycle.plan`; a file that opens
+    :func:`probe.tls_stage.build_contexts` in :func:`probe.cycle.plan` (both from
+    :func:`probe._text.unreadable`); a file that opens
     but holds no certificates is still refused there.
 
     Raises:
@@ -1027,12 +1028,7 @@ def _refuse_unreadable_ca_files(config: Config) -> None:
                 with open(path, "rb"):
                     pass
             except OSError as exc:
-                why = (
-                    "no such file"
-                    if isinstance(exc, FileNotFoundError)
-                    else f"cannot read: {exc.strerror or exc}"
-                )
-                error = ConfigError(f"{path}: {why}", where=where, field=field)
+                error = ConfigError(unreadable(path, exc), where=where, field=field)
                 if config.path is None:  # ad hoc: name the option, as _plans does
                     raise UsageError(_flag_message(error)) from None
                 raise error from None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from probe import netio
-from probe._text import openssl_words
+from probe._text import openssl_words, unreadable
 from probe.certs import FactsCache, cert_info, classify_verify_error, explain_unparsed
 from probe.config import Timeouts
 from probe.deadline import Deadline
@@ -183,13 +183,11 @@ def build_contexts(
         else:
             try:
                 context.load_verify_locations(cafile=str(ca_file))
-            except FileNotFoundError:
-                raise ValueError(f"{ca_file}: no such file") from None
             except ssl.SSLError as exc:
                 why = openssl_words(exc)
                 raise ValueError(f"{ca_file}: not a PEM certificate bundle ({why})") from None
             except OSError as exc:
-                raise ValueError(f"{ca_file}: cannot read: {exc.strerror or exc}") from None
+                raise ValueError(unreadable(ca_file, exc)) from None
             # Any certificate is a trust anchor, a pinned self-signed leaf too (as for curl).
             if not context.cert_store_stats()["x509"]:
                 raise ValueError(f"{ca_file}: holds no certificate")

@@ -76,7 +76,7 @@ def test_the_early_plan_is_the_validated_targets(argv: list[str]) -> None:
         ["https://127.0.10.1/", "--resolver", "127.0.0.1", "--server-name", "www.corp.example"],
         ["ftp://www.corp.example/", "--resolver", "127.0.0.1"],
         ["https://www.corp.example/", "--resolver", "dns.example"],
-        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--expect-network", "10.0.0.1/8"],
+        ["https://www.corp.example/", "--resolver", "127.0.0.1", "--expect-network", "127.0.0.1/8"],
         ["https://www.corp.example/", "--resolver", "127.0.0.1", "--timeout", "5 sec"],
         ["https://-bad-.example/", "--resolver", "127.0.0.1"],
     ],
@@ -139,7 +139,7 @@ def test_an_early_query_that_asked_something_else_is_dropped(demo: DemoLab) -> N
     assert target.resolvers is not None
     # Early, the expected networks were read differently: its answers would all be unexpected.
     other = dataclasses.replace(
-        dns_stage.DnsPlan.of(target, target.resolvers), expect_networks=(parse_network("10.0.0.0/8"),)
+        dns_stage.DnsPlan.of(target, target.resolvers), expect_networks=(parse_network("127.0.20.0/24"),)
     )
     before = _queries_for(demo)
 
