@@ -2,7 +2,7 @@
 
 Starts the benchmark's lab (:class:`bench.scene.Scene`: HAProxy on 127.0.90.1/.2 speaking
 HTTP/2, dnsmasq, the backends) in a separate process, then runs ``probe run``'s
-:class:`probe.daemon.Daemon` (scheduler, store with the per-cycle renderer, loop-lag
+:class:`probe.daemon.main.Daemon` (scheduler, store with the per-cycle renderer, loop-lag
 monitor, the web endpoint on 127.0.90.102, idle) in a child process per measurement with
 N targets, as ``./dev bench`` configures them (no ``slow`` target). Each child waits until
 every target has completed a cycle plus ``--settle`` seconds, then measures over
@@ -115,10 +115,10 @@ def _measure(args: argparse.Namespace) -> None:
 
         tracemalloc.start(args.tracemalloc)
     from probe import log
-    from probe.config import load_config
-    from probe.cycle import plan
-    from probe.daemon import Daemon
-    from probe.sdnotify import Notifier
+    from probe.config.models import load_config
+    from probe.daemon.main import Daemon
+    from probe.daemon.sdnotify import Notifier
+    from probe.engine.cycle import plan
 
     log.setup("warning")
     figures: dict[str, Any] = {"tree": os.environ.get("PYTHONPATH", ""), "targets": args.targets}

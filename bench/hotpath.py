@@ -6,9 +6,9 @@ after another in the same run:
 
 * ``stdlib``: the reference of issue 9 — one reused ``ssl.SSLContext``, TCP connect,
   verified handshake, one ``GET`` with ``Connection: close``, read to the end.
-* ``address``: ``probe.cycle.probe_address`` on one lab address (one verified handshake,
+* ``address``: ``probe.engine.cycle.probe_address`` on one lab address (one verified handshake,
   ``requests_per_address`` GETs, the chain facts), the unit issue 9 calls an address-probe.
-* ``cycle``: ``probe.cycle.run_cycle`` of the demo target (DNS + both addresses + verdict).
+* ``cycle``: ``probe.engine.cycle.run_cycle`` of the demo target (DNS + both addresses + verdict).
 
 With ``--startup`` it measures start-up instead (wall time, best of ``--rounds``):
 ``probe --help``, and from the start of ``probe check`` to the first DNS query reaching a
@@ -131,9 +131,9 @@ async def _measure(probe: Callable[[], Awaitable[Any]], n: int, rounds: int) -> 
 
 
 async def _main(args: argparse.Namespace, lab: dict[str, Any]) -> dict[str, Any]:
-    from probe import cycle
-    from probe.config import build_config
-    from probe.deadline import Deadline
+    from probe.config.models import build_config
+    from probe.engine import cycle
+    from probe.model.deadline import Deadline
 
     config_data = lab["config"]["targets"][0]
     config_data["requests_per_address"] = args.requests

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import subprocess
 
-from probe.results import PhaseTimes, TargetResult
-from probe.store import ResultStore
+from probe.daemon.store import ResultStore
+from probe.model.results import PhaseTimes, TargetResult
 from tests import builders
 from tests.builders import DAY, NOW
 
@@ -55,14 +55,14 @@ def synthetic(index: int, cycle: int = 0) -> TargetResult:
 
 def make_store(names: list[str]) -> ResultStore:
     """A store as the daemon makes it with default settings (rendering when a cycle is recorded)."""
-    from probe.metrics import render_target
+    from probe.daemon.metrics import render_target
 
     return ResultStore(names, NOW, render=render_target)
 
 
 def make_server(store: ResultStore) -> Any:
     """The daemon's endpoint over ``store``."""
-    from probe import web
+    from probe.daemon import web
 
     return web.WebServer("127.0.0.1", 0, web.make_app(store))
 

@@ -48,7 +48,7 @@ from bench.scene import (
     http_get,
     probe_executable,
 )
-from probe import __version__
+from probe._version import __version__
 
 REPO = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")

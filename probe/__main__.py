@@ -1,7 +1,25 @@
-"""``python -m probe``: the same as the ``probe`` command."""
+"""The ``probe`` command and ``python -m probe``: a launcher that loads :mod:`probe.cli.main`."""
 
 import sys
 
-from probe import main
 
-sys.exit(main())
+def main() -> int:
+    """The ``probe`` command (and ``python -m probe``): :func:`probe.cli.main.main`, loaded here.
+
+    Loading :mod:`probe.cli.main` takes tens of milliseconds at start-up; a Ctrl-C then (as
+    in ``timeout -s INT 0.05 probe check …``) ends the command as a Ctrl-C later does: the
+    line ``probe: interrupted`` and exit code 3, not a traceback from the import.
+
+    Returns:
+        The exit code.
+    """
+    try:
+        from probe.cli.main import main as cli_main
+    except KeyboardInterrupt:
+        print("probe: interrupted", file=sys.stderr)
+        return 3  # ExitCode.UNKNOWN, as probe.cli.main.main on a Ctrl-C (reasons is not loaded yet)
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from probe.reasons import Status
-from probe.results import (
+from probe.model.reasons import Status
+from probe.model.results import (
     AddressResult,
     AliasResult,
     CertInfo,

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe.config import TargetConfig, build_config
-from probe.cycle import TargetPlan, plan, run_cycle
-from probe.results import TargetResult
+from probe.config.models import TargetConfig, build_config
+from probe.engine.cycle import TargetPlan, plan, run_cycle
+from probe.model.results import TargetResult
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 5}

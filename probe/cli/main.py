@@ -27,20 +27,21 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from probe import __version__, log
-from probe._defaults import DEFAULT_EVERY, DEFAULT_LISTEN, DEFAULT_STABLE_ROUNDS, UNTIL_CHOICES
+from probe import log
 from probe._text import host_port, unreadable
-from probe.reasons import ExitCode, Platform
+from probe._version import __version__
+from probe.config.defaults import DEFAULT_EVERY, DEFAULT_LISTEN, DEFAULT_STABLE_ROUNDS, UNTIL_CHOICES
+from probe.model.reasons import ExitCode, Platform
 
 if TYPE_CHECKING:
-    from probe import dns_stage
-    from probe.baseline import Baseline, Comparison
-    from probe.config import Config, ConfigError
-    from probe.cycle import TargetPlan
-    from probe.dns_stage import DnsPlan
+    from probe.cli.push import Gateway
+    from probe.config.models import Config, ConfigError
+    from probe.engine.cycle import TargetPlan
+    from probe.judge.baseline import Baseline, Comparison
     from probe.lab import DemoLab
-    from probe.push import Gateway
-    from probe.results import TargetResult
+    from probe.model.results import TargetResult
+    from probe.stages import dns as dns_stage
+    from probe.stages.dns import DnsPlan
 
 
 class UsageError(Exception):
@@ -165,7 +166,7 @@ def _resolve_entries(items: list[str], url: str) -> list[str]:
         UsageError: an entry is malformed, holds something that is not an IP address, or
             names another host or port than the URL.
     """
-    from probe._parse import normalize_hostname, url_ip_literal
+    from probe.config.values import normalize_hostname, url_ip_literal
 
     try:
         parts = urlsplit(url)
@@ -215,14 +216,14 @@ def duration_argument(text: str, maximum: float | None = None) -> float:
     """The argparse ``type`` of a duration option: seconds or a Prometheus duration, > 0.
 
     ``"90"``, ``"1.5"``, ``"500ms"`` and ``"1m30s"`` are accepted (see
-    :func:`probe._parse.parse_duration`); at most ``maximum`` seconds (default 1h, the
+    :func:`probe.config.values.parse_duration`); at most ``maximum`` seconds (default 1h, the
     limit of every timeout).
 
     Raises:
         argparse.ArgumentTypeError: with the one-line message, e.g. ``'5 sec' is not a
             duration (e.g. 5s, 500ms, 1m30s, or seconds)``.
     """
-    from probe._parse import MAX_DURATION_SECONDS, positive_duration
+    from probe.config.values import MAX_DURATION_SECONDS, positive_duration
 
     try:
         return positive_duration(text, MAX_DURATION_SECONDS if maximum is None else maximum)
@@ -527,13 +528,13 @@ def _input_errors() -> tuple[type[Exception], ...]:
     """The bad-input errors: ``UsageError``, and ``ConfigError`` once its module is loaded.
 
     Looked up when an exception is being handled; no ``ConfigError`` can occur before
-    ``probe.config`` is loaded, and ``--help`` (argparse's ``SystemExit``) must not load it.
+    ``probe.config.models`` is loaded, and ``--help`` (argparse's ``SystemExit``) must not load it.
     """
     errors: list[type[Exception]] = [UsageError]
-    config = sys.modules.get("probe.config")
+    config = sys.modules.get("probe.config.models")
     if config is not None:
         errors.append(config.ConfigError)
-    baseline = sys.modules.get("probe.baseline")
+    baseline = sys.modules.get("probe.judge.baseline")
     if baseline is not None:
         errors.append(baseline.BaselineError)
     return tuple(errors)
@@ -575,7 +576,7 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
 
 def _share(args: argparse.Namespace, stdout: IO[str]) -> int:
     """``probe share [NAME] [--path]``: list the shipped files, print one, or say where they are."""
-    from probe.datafiles import SECTIONS, ShareError, share_file, share_names, share_path
+    from probe.cli.share import SECTIONS, ShareError, share_file, share_names, share_path
 
     try:
         if args.path:
@@ -600,8 +601,8 @@ def _share(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 def _completion(args: argparse.Namespace, stdout: IO[str]) -> int:
     """``probe completion bash|zsh``: print the completion script generated from the parser."""
-    from probe.completion import script
-    from probe.datafiles import share_names
+    from probe.cli.completion import script
+    from probe.cli.share import share_names
 
     stdout.write(script(args.shell, build_parser(), __version__, share=share_names()))
     stdout.flush()
@@ -609,7 +610,7 @@ def _completion(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from probe import daemon
+    from probe.daemon import main as daemon
 
     web_config = Path(args.web_config_file) if args.web_config_file else None
     try:
@@ -649,10 +650,10 @@ def head_start(args: argparse.Namespace) -> DnsPlan | None:
     Loading pydantic and the config models takes most of the start-up (about 100 ms of
     about 170 ms on the bench machine), so an ad hoc check sends its first query from this
     plan and loads the configuration meanwhile (:func:`_check_ahead`). The query counts
-    only when the validated target's plan (:meth:`probe.dns_stage.DnsPlan.of`) is equal;
+    only when the validated target's plan (:meth:`probe.stages.dns.DnsPlan.of`) is equal;
     otherwise it is dropped and the stage starts again, so the verdict is the same either
     way. The addresses, networks and name are read by the config's own parsers
-    (:mod:`probe._parse`).
+    (:mod:`probe.config.values`).
 
     Returns:
         The plan; ``None`` without ``--resolver`` (the system's resolvers are not asked
@@ -669,8 +670,8 @@ def head_start(args: argparse.Namespace) -> DnsPlan | None:
         return None
     if any(getattr(args, dest) is not None for dest in _AHEAD_NOT_COVERED):
         return None
-    from probe import _defaults
-    from probe._parse import (
+    from probe.config import defaults as _defaults
+    from probe.config.values import (
         PRIVATE_NETWORKS,
         normalize_hostname,
         parse_network,
@@ -693,11 +694,11 @@ def head_start(args: argparse.Namespace) -> DnsPlan | None:
         resolvers = tuple(parse_resolver(text) for text in args.resolver or ())
         networks = tuple(parse_network(text) for text in args.expect_network or ()) or PRIVATE_NETWORKS
         # One check has no interval: the deadline is --timeout or the default, and the
-        # unset DNS timeout shrinks to fit it (probe.config.Timeouts.fitted).
+        # unset DNS timeout shrinks to fit it (probe.config.models.Timeouts.fitted).
         deadline = _defaults.DEADLINE if args.timeout is None else positive_duration(args.timeout)
     except ValueError:
         return None
-    from probe import dns_stage
+    from probe.stages import dns as dns_stage
 
     return dns_stage.DnsPlan(
         hostname=hostname,
@@ -729,7 +730,7 @@ async def _check_ahead(args: argparse.Namespace, ahead: DnsPlan) -> list[TargetR
     """
     import asyncio
 
-    from probe import dns_stage
+    from probe.stages import dns as dns_stage
 
     lookup = dns_stage.resolve_early(ahead)
     for _ in range(_AHEAD_TURNS):  # let the query leave before the loading starts
@@ -744,9 +745,9 @@ async def _check_ahead(args: argparse.Namespace, ahead: DnsPlan) -> list[TargetR
 
 
 def _plans(config: Config) -> tuple[TargetPlan, ...]:
-    """:func:`probe.cycle.plan`; in an ad hoc check its errors name the option."""
-    from probe.config import ConfigError
-    from probe.cycle import plan
+    """:func:`probe.engine.cycle.plan`; in an ad hoc check its errors name the option."""
+    from probe.config.models import ConfigError
+    from probe.engine.cycle import plan
 
     try:
         return plan(config)
@@ -759,7 +760,7 @@ def _plans(config: Config) -> tuple[TargetPlan, ...]:
 def _gateway(args: argparse.Namespace) -> Gateway | None:
     """The ``--push`` target, checked before anything is probed; ``None`` without ``--push``.
 
-    probe.push (httpx, the metrics renderer) is loaded only when ``--push`` is given.
+    probe.cli.push (httpx, the metrics renderer) is loaded only when ``--push`` is given.
     """
     if args.push is None:
         for flag in ("--push-job", "--push-label"):
@@ -770,7 +771,7 @@ def _gateway(args: argparse.Namespace) -> Gateway | None:
         raise UsageError(
             "--push cannot be combined with --watch (push the outcome with one check after the watch)"
         )
-    from probe import push
+    from probe.cli import push
 
     try:
         return push.parse_gateway(args.push, args.push_job, args.push_label or ())
@@ -780,7 +781,7 @@ def _gateway(args: argparse.Namespace) -> Gateway | None:
 
 def _push(results: Sequence[TargetResult], gateway: Gateway, code: int) -> int:
     """Push the results; a failure is one line on stderr, and exit 0 becomes 5 (never hides 1 or 2)."""
-    from probe import push
+    from probe.cli import push
 
     line = push.failure_line(gateway, push.push(results, gateway))
     if line is None:
@@ -816,8 +817,8 @@ def _watch(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str
     (SIGINT) and SIGTERM end the watch with the summary, never a traceback; a reader that
     went away (``| head -1``) ends it quietly with the verdict so far.
     """
-    from probe.watch import Watch
-    from probe.watch_cli import WatchOutput, run_watch
+    from probe.cli.watch import WatchOutput, run_watch
+    from probe.judge.watch import Watch
 
     stable = args.stable_rounds if args.stable_rounds is not None else DEFAULT_STABLE_ROUNDS
     watch = Watch(time.time(), until=args.until, stable_rounds=stable)
@@ -855,7 +856,7 @@ def _run_and_report(
 
     before = _read_baseline([(t.name, t.url) for t in config.targets], args.baseline)
     if args.save_baseline:
-        from probe import baseline
+        from probe.judge import baseline
 
         baseline.check_writable(args.save_baseline)
     results = asyncio.run(_check_once(config))
@@ -872,12 +873,12 @@ def _finish(
     """Compare with the baseline, print the report, save the baseline, push: the exit code."""
     comparison = None
     if before is not None:
-        from probe import baseline
+        from probe.judge import baseline
 
         comparison = baseline.compare(before, results, args.baseline)
     code = _report(results, args, stdout, comparison)
     if args.save_baseline:
-        from probe import baseline
+        from probe.judge import baseline
 
         baseline.save(args.save_baseline, baseline.snapshot(results, time.time()))
     if gateway is not None:  # after the report: a slow gateway never delays the verdict
@@ -888,12 +889,12 @@ def _finish(
 def _read_baseline(targets: Sequence[tuple[str, str]], path: str | None) -> Baseline | None:
     """The ``--baseline`` file, refused before anything is probed when it cannot be used.
 
-    ``targets`` are the checked targets' ``(name, url)``. probe.baseline (cryptography,
+    ``targets`` are the checked targets' ``(name, url)``. probe.judge.baseline (cryptography,
     pydantic models) is imported only with ``--baseline``.
     """
     if path is None:
         return None
-    from probe import baseline
+    from probe.judge import baseline
 
     before = baseline.load(path)
     baseline.match(before, targets, path)
@@ -913,7 +914,7 @@ def _report(
     ``set -o pipefail`` expect), and nothing is printed on stderr. A regression since the
     baseline (``comparison``) makes the exit code at least 1.
     """
-    from probe.report import overall_status, render_json, render_text
+    from probe.report.text import overall_status, render_json, render_text
 
     code = ExitCode.from_status(overall_status(results))
     if comparison is not None and comparison.regressed:
@@ -927,7 +928,7 @@ def _report(
             render_text(results, stdout, now, color=color)
             if comparison is not None:
                 stdout.write("\n")
-                from probe.report import render_baseline
+                from probe.report.text import render_baseline
 
                 render_baseline(comparison, stdout, color=color)
         stdout.flush()
@@ -941,12 +942,12 @@ async def _check_once(
 ) -> list[TargetResult]:
     """One cycle of every target of ``config``, the DNS queries sent first.
 
-    Each target's DNS stage starts (:func:`probe.dns_stage.resolve_early`; dnspython only)
+    Each target's DNS stage starts (:func:`probe.stages.dns.resolve_early`; dnspython only)
     before the TLS and HTTP stages are imported and the SSL contexts built, so the first
     query leaves about as soon as the config is read. The imports wait until every early
     lookup has ended, so that they never delay reading an answer (the lookup times stay
     honest); the cycles then take the answers, and their durations and deadlines leave
-    the time in between out (see :func:`probe.cycle.run_cycle`). A target that sends no
+    the time in between out (see :func:`probe.engine.cycle.run_cycle`). A target that sends no
     query (pinned addresses) or has no resolver to ask resolves in its cycle as before.
 
     Args:
@@ -957,7 +958,7 @@ async def _check_once(
     """
     import asyncio
 
-    from probe import dns_stage
+    from probe.stages import dns as dns_stage
 
     early: dict[int, dns_stage.EarlyLookup] = {}
     system: tuple[tuple[str, int], ...] | None = None
@@ -970,7 +971,7 @@ async def _check_once(
                 try:
                     system = dns_stage.system_resolvers()
                 except LookupError:
-                    break  # probe.cycle.plan reports it
+                    break  # probe.engine.cycle.plan reports it
             resolvers = system
         plan = dns_stage.DnsPlan.of(target, resolvers)
         if ahead is not None and index == 0 and ahead[0] == plan:
@@ -986,7 +987,7 @@ async def _check_once(
         tasks = [lookup.task for lookup in early.values() if lookup.task is not None]
         await asyncio.wait(tasks, timeout=longest)
     plans = _plans(config)  # on an error, asyncio.run cancels what is left
-    from probe.cycle import run_cycle
+    from probe.engine.cycle import run_cycle
 
     return list(
         await asyncio.gather(*(run_cycle(p, early=early.get(index)) for index, p in enumerate(plans)))
@@ -994,13 +995,13 @@ async def _check_once(
 
 
 def _refuse_unreadable_ca_files(config: Config) -> None:
-    """Refuse a ``ca_file`` that cannot be opened, with the error :func:`probe.cycle.plan` gives.
+    """Refuse a ``ca_file`` that cannot be opened, with the error :func:`probe.engine.cycle.plan` gives.
 
     ``probe check`` builds its plans (and so loads the trust anchors) only after its DNS
     lookups have ended, so that loading them never delays reading an answer; a missing or
     unreadable file, the usual typo, is found here first, in microseconds, so the user
     does not wait out a silent resolver to be told. The messages and fields are those of
-    :func:`probe.tls_stage.build_contexts` in :func:`probe.cycle.plan` (both from
+    :func:`probe.stages.tls.build_contexts` in :func:`probe.engine.cycle.plan` (both from
     :func:`probe._text.unreadable`); a file that opens
     but holds no certificates is still refused there.
 
@@ -1009,7 +1010,7 @@ def _refuse_unreadable_ca_files(config: Config) -> None:
             exist, is a directory, or cannot be read; ``UsageError`` naming the option in an
             ad hoc check.
     """
-    from probe.config import ConfigError
+    from probe.config.models import ConfigError
 
     where = str(config.path) if config.path else "config"
     seen: set[Path] = set()
@@ -1038,7 +1039,7 @@ async def _run_all(plans: Sequence[TargetPlan], previous: Sequence[TargetResult]
     """One cycle of every target; ``previous`` results hand on their rotation memory."""
     import asyncio
 
-    from probe.cycle import run_cycle
+    from probe.engine.cycle import run_cycle
 
     memory = {r.name: r.rotation for r in previous}
     return list(await asyncio.gather(*(run_cycle(p, memory=memory.get(p.target.name)) for p in plans)))
@@ -1051,7 +1052,7 @@ def _use_color(choice: str, stream: IO[str]) -> bool:
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
-    from probe.config import ConfigError, build_config, load_config
+    from probe.config.models import ConfigError, build_config, load_config
 
     given = [option for option in _ADHOC if getattr(args, option.dest) is not None]
     if args.config:
@@ -1134,11 +1135,11 @@ def demo_command(lab: DemoLab) -> str:
 def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
     import asyncio
 
-    from probe import daemon
-    from probe.config import build_config, parse_listen
-    from probe.cycle import plan
+    from probe.config.models import build_config, parse_listen
+    from probe.daemon import main as daemon
+    from probe.daemon.sdnotify import Notifier
+    from probe.engine.cycle import plan
     from probe.lab import DemoLab
-    from probe.sdnotify import Notifier
 
     try:
         host, port = parse_listen(args.listen)

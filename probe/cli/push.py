@@ -1,7 +1,7 @@
 """``probe check --push``: one check's metrics to a Prometheus Pushgateway.
 
-Each target's series are the daemon's (:func:`probe.metrics.target_text`, rendered by
-:func:`probe.metrics.render_target`), pushed to its own group ``job/<job>/target/<name>``
+Each target's series are the daemon's (:func:`probe.daemon.metrics.target_text`, rendered by
+:func:`probe.daemon.metrics.render_target`), pushed to its own group ``job/<job>/target/<name>``
 plus the ``--push-label`` pairs, as the Pushgateway's API defines it
 (https://github.com/prometheus/pushgateway#url). Every group is written with ``PUT``,
 which replaces the whole group: a series the new check no longer has (a finding that
@@ -29,9 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from probe.metrics import SPECS, target_text
-from probe.results import TargetResult
-from probe.store import accumulate
+from probe.daemon.metrics import SPECS, target_text
+from probe.daemon.store import accumulate
+from probe.model.results import TargetResult
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The loop of ``probe check --watch``: rounds, change lines or JSON lines, the status line.
 
-``probe.watch`` turns rounds into changes and a summary and renders them (pure); this
+``probe.judge.watch`` turns rounds into changes and a summary and renders them (pure); this
 module runs the rounds against the network, on their schedule, and writes what
-``probe.watch`` renders: change lines (or JSON lines with ``--json``), the status line
-refreshed in place on a terminal, and the summary. ``probe.cli`` parses the options and
+``probe.judge.watch`` renders: change lines (or JSON lines with ``--json``), the status line
+refreshed in place on a terminal, and the summary. ``probe.cli.main`` parses the options and
 turns a reader that went away (``BrokenPipeError``) into the exit code.
 """
 
@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import IO, Any
 
-from probe.results import TargetResult
-from probe.watch import (
+from probe.judge.watch import (
     Change,
     Summary,
     Watch,
@@ -32,6 +31,7 @@ from probe.watch import (
     summary_json,
     summary_text,
 )
+from probe.model.results import TargetResult
 
 #: Seconds between refreshes of the status line, and between looks at whether the reader left.
 REFRESH_SECONDS = 1.0
@@ -149,7 +149,7 @@ def run_watch(
 async def _rounds(
     run_round: Round, watch: Watch, output: WatchOutput, every: float, max_time: float | None
 ) -> str:
-    """Run rounds until one ends the watch; returns why it ended (see ``probe.watch.ENDED_BY``).
+    """Run rounds until one ends the watch; returns why it ended (see ``probe.judge.watch.ENDED_BY``).
 
     A round starts ``every`` seconds after the previous one started, or at once when that
     one took longer; ``max_time`` (seconds) also cuts a round under way. SIGINT and SIGTERM

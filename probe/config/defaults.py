@@ -1,7 +1,7 @@
 """Defaults that the command line shows without loading the configuration machinery.
 
 ``probe --help`` must start fast: reading them here keeps pydantic and the probe stages
-out of it (``probe.config`` re-exports them).
+out of it (``probe.config.models`` re-exports them).
 """
 
 from typing import Final
@@ -9,7 +9,7 @@ from typing import Final
 #: Where ``probe run`` and ``probe demo`` serve ``/metrics`` unless told otherwise.
 DEFAULT_LISTEN = "127.0.0.1:9798"
 
-#: What ``probe check --watch --until`` accepts (``probe.watch`` re-exports it).
+#: What ``probe check --watch --until`` accepts (``probe.judge.watch`` re-exports it).
 UNTIL_CHOICES = ("ok", "stable")
 
 #: Seconds from the start of one ``--watch`` round to the next, unless ``--every`` says otherwise.

@@ -27,8 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from probe import _defaults
-from probe._parse import (  # the models parse with these; probe.config re-exports them
+from probe._text import plural, shown
+from probe.config import defaults as _defaults
+from probe.config.values import (  # the models parse with these; probe.config.models re-exports them
     PRIVATE_NETWORKS,
     IPNetwork,
     normalize_hostname,
@@ -38,7 +39,6 @@ from probe._parse import (  # the models parse with these; probe.config re-expor
     split_host_port,
     url_ip_literal,
 )
-from probe._text import plural, shown
 
 #: Header names whose values never appear in logs or reports, whatever the config says.
 ALWAYS_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -484,13 +484,13 @@ class _TargetFields(_Frozen):
     body_size_limit: Annotated[int, Field(ge=1, le=1 << 40), BeforeValidator(_not_bool)] | None = None
     # ALPN of both the TLS stage and the HTTP requests: auto (h2, http/1.1), 1.1 or 2.
     http_version: HttpVersion = "auto"
-    # Whose words the findings' hints use (probe.hints): generic, or aws (ELB, Route 53, ACM).
+    # Whose words the findings' hints use (probe.report.hints): generic, or aws (ELB, Route 53, ACM).
     platform: Literal["generic", "aws"] = "generic"
     # backend_cert_expiring_soon for a direct backend's certificate; 0 turns it off.
     direct_backend_cert_expiry_warning_days: Annotated[
         float, Field(ge=0, le=3650), BeforeValidator(_not_bool)
     ] = 30.0
-    # How the balancer spreads requests (probe.rotation): when an unseen backend is missing.
+    # How the balancer spreads requests (probe.judge.balancing): when an unseen backend is missing.
     balancing: Literal["round_robin", "least_outstanding_requests", "weighted_random", "any"] = "round_robin"
     # false: each address reaches only its own zone's backends (cross-zone load balancing off).
     cross_zone: bool = True
@@ -581,7 +581,7 @@ class TargetConfig(_TargetFields):
     #: Backends checked directly each cycle, besides through the load balancer.
     direct_backends: tuple[DirectBackendConfig, ...] = ()
     #: ``https``: every address must answer with a 301 or 302 to the ``https://`` form of
-    #: the URL (an ``http://`` target only); see :func:`probe.http_stage.judge_redirect`.
+    #: the URL (an ``http://`` target only); see :func:`probe.stages.http.judge_redirect`.
     expect_redirect: Literal["https"] | None = None
 
     @field_validator("url", mode="before")
@@ -847,7 +847,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     """
     import yaml  # PyYAML: only a config file needs it, not ``probe check URL``
 
-    from probe._yaml import StrictLoader, yaml_problem
+    from probe.config.yaml_loader import StrictLoader, yaml_problem
 
     where = str(path) if path else "config"
     try:

@@ -1,8 +1,8 @@
 """Plain parsers of addresses, networks, DNS names and durations, with no pydantic.
 
-The config models validate with them (:mod:`probe.config` re-exports them), and ``probe
+The config models validate with them (:mod:`probe.config.models` re-exports them), and ``probe
 check`` uses them to start its DNS query before the config machinery is loaded (see
-:func:`probe.cli.head_start`): one parser for each, whichever path reads the text.
+:func:`probe.cli.main.head_start`): one parser for each, whichever path reads the text.
 """
 
 from __future__ import annotations

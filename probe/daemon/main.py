@@ -15,16 +15,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from probe._text import host_port, shorten
-from probe.config import Config, ConfigError, load_config, parse_listen
-from probe.cycle import TargetPlan, plan
-from probe.looplag import LoopLag
-from probe.metrics import render_target
-from probe.results import TargetResult
-from probe.scheduler import Scheduler, status_line
-from probe.sdnotify import Notifier
-from probe.store import ResultStore
-from probe.web import WebServer, make_app
-from probe.webconfig import BasicAuth, WebConfig, describe, load_web_config, server_context
+from probe.config.models import Config, ConfigError, load_config, parse_listen
+from probe.daemon.looplag import LoopLag
+from probe.daemon.metrics import render_target
+from probe.daemon.scheduler import Scheduler, status_line
+from probe.daemon.sdnotify import Notifier
+from probe.daemon.store import ResultStore
+from probe.daemon.web import WebServer, make_app
+from probe.daemon.webconfig import BasicAuth, WebConfig, describe, load_web_config, server_context
+from probe.engine.cycle import TargetPlan, plan
+from probe.model.results import TargetResult
 
 log = logging.getLogger("probe.daemon")
 

@@ -26,10 +26,10 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from probe import __version__
-from probe.reasons import Status
-from probe.results import AddressResult, CertInfo, DirectBackendResult, OcspResult, TargetResult
-from probe.store import BUCKETS, Exposition, ResultStore, Snapshot, TargetState
+from probe._version import __version__
+from probe.daemon.store import BUCKETS, Exposition, ResultStore, Snapshot, TargetState
+from probe.model.reasons import Status
+from probe.model.results import AddressResult, CertInfo, DirectBackendResult, OcspResult, TargetResult
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -298,7 +298,7 @@ SPECS: tuple[Spec, ...] = (
 
 # --------------------------------------------------------------------------- headers
 
-#: Position of each family in SPECS, and so in an :data:`~probe.store.Exposition`.
+#: Position of each family in SPECS, and so in an :data:`~probe.daemon.store.Exposition`.
 _INDEX = {spec.name: index for index, spec in enumerate(SPECS)}
 
 

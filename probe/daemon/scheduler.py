@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from probe._text import plural
-from probe.cycle import BACKSTOP_GRACE, TargetPlan, close_plans, run_cycle
-from probe.reasons import Status
-from probe.results import TargetResult
-from probe.rotation import Rotation
-from probe.sdnotify import Notifier
-from probe.store import ResultStore, TargetState, state_changed
+from probe.daemon.sdnotify import Notifier
+from probe.daemon.store import ResultStore, TargetState, state_changed
+from probe.engine.cycle import BACKSTOP_GRACE, TargetPlan, close_plans, run_cycle
+from probe.judge.balancing import Rotation
+from probe.model.reasons import Status
+from probe.model.results import TargetResult
 
 log = logging.getLogger("probe.scheduler")
 
@@ -161,7 +161,7 @@ class Scheduler:
             await asyncio.sleep(max(0.0, started + plan.target.interval - loop.time()))
 
     def _memory(self, name: str) -> Rotation | None:
-        """The rotation memory the last cycle left (``probe.rotation``), if any.
+        """The rotation memory the last cycle left (``probe.judge.balancing``), if any.
 
         ``None`` also when the target changed (the store dropped its state). Only the memory
         is taken, never the state: a state kept in the target's loop while it sleeps would

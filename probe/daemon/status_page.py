@@ -1,11 +1,11 @@
 """The daemon's status pages as HTML: the overview at ``/`` and one page per target.
 
-Pure rendering (style rule 4): a :class:`~probe.store.Snapshot` and ``now`` in, a
+Pure rendering (style rule 4): a :class:`~probe.daemon.store.Snapshot` and ``now`` in, a
 complete HTML document out. The pages show what ``probe check`` shows: per address the
 status, TLS version, certificate expiry and backends seen; per target the times of the
 last cycle and of the last state change, its recent state changes (kept by the store, see
-:func:`probe.store.state_changed`) and, on its own page, the text report of the last
-cycle (:func:`probe.report.render_text`) with a link to its JSON document.
+:func:`probe.daemon.store.state_changed`) and, on its own page, the text report of the last
+cycle (:func:`probe.report.text.render_text`) with a link to its JSON document.
 
 No JavaScript and nothing fetched from elsewhere: the CSS is inline and the icon is an
 empty ``data:`` URL, and :data:`HEADERS` (a Content Security Policy) tells the browser to
@@ -23,11 +23,11 @@ from html import escape
 from urllib.parse import quote
 
 from probe._text import plural, printable
-from probe.certs import describe_age, format_time
-from probe.reasons import Reason, Status
-from probe.report import render_text, to_json
-from probe.results import AddressResult, Failure, TargetResult
-from probe.store import Snapshot, StateChange, TargetState
+from probe.daemon.store import Snapshot, StateChange, TargetState
+from probe.model.reasons import Reason, Status
+from probe.model.results import AddressResult, Failure, TargetResult
+from probe.report.text import render_text, to_json
+from probe.stages.certs import describe_age, format_time
 
 #: Response headers of every status page: no script, no frame, nothing loaded from elsewhere.
 HEADERS: tuple[tuple[str, str], ...] = (
@@ -180,7 +180,7 @@ def target_json(name: str, snapshot: Snapshot, now: float) -> str | None:
         now: Unix time of the request (the document's ``generated_timestamp``).
 
     Returns:
-        The document (:func:`probe.report.to_json` of the last result), indented, with a
+        The document (:func:`probe.report.text.to_json` of the last result), indented, with a
         final newline; ``None`` when the target is unknown or has no completed cycle yet.
     """
     state = snapshot.targets.get(name) if name in snapshot.configured else None
@@ -380,7 +380,7 @@ def _clock(timestamp: float) -> str:
 
 
 def _ago(timestamp: float, now: float) -> str:
-    """``"12 s ago"``, ``"5 min ago"``, then as :func:`probe.certs.describe_age`."""
+    """``"12 s ago"``, ``"5 min ago"``, then as :func:`probe.stages.certs.describe_age`."""
     delta = now - timestamp
     seconds = abs(delta)
     if seconds >= 2 * 3600:

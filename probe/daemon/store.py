@@ -4,7 +4,7 @@ One writer (the scheduler, on the event loop) and many readers (scrape threads).
 state is immutable; :meth:`ResultStore.record` puts a target's next state in place under
 a lock held only for that, and a reader takes an immutable snapshot, so a scrape never
 waits on a probe. When the store is
-given a renderer (the daemon passes :func:`probe.metrics.render_target`), each target's
+given a renderer (the daemon passes :func:`probe.daemon.metrics.render_target`), each target's
 metrics are rendered once, when its cycle is recorded, and kept in its state, so a scrape
 only concatenates stored text.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from probe._text import shorten
-from probe.reasons import Status
-from probe.results import TargetResult
+from probe.model.reasons import Status
+from probe.model.results import TargetResult
 
 #: Upper bounds (seconds) of the phase latency histograms.
 BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -120,8 +120,8 @@ def change_of(before: TargetResult | None, after: TargetResult) -> StateChange:
 
 
 #: A target's metrics as exposition text: per metric family (in the order of
-#: ``probe.metrics.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
-#: without series. The store keeps it opaque; :mod:`probe.metrics` makes and reads it.
+#: ``probe.daemon.metrics.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
+#: without series. The store keeps it opaque; :mod:`probe.daemon.metrics` makes and reads it.
 Exposition = tuple[bytes, ...]
 
 
@@ -157,7 +157,7 @@ class TargetState:
         return self.changes[-1].timestamp if self.changes else None
 
 
-#: Renders a target's state once per recorded cycle (see :func:`probe.metrics.render_target`).
+#: Renders a target's state once per recorded cycle (see :func:`probe.daemon.metrics.render_target`).
 Renderer = Callable[[TargetState], Exposition]
 
 

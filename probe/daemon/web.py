@@ -1,13 +1,13 @@
 """The HTTP endpoint of ``probe run``: ``/metrics``, ``/-/healthy``, ``/-/ready``, the status pages.
 
-The status pages (:mod:`probe.status_page`) are ``/`` (every target and address),
+The status pages (:mod:`probe.daemon.status_page`) are ``/`` (every target and address),
 ``/target/NAME`` (one target's page with the text report of its last cycle) and
 ``/target/NAME.json`` (the JSON document of its last cycle).
 
 A small threaded WSGI server from the standard library, as prometheus_client's own
 ``start_http_server`` uses. ``/metrics`` behaves as prometheus_client's WSGI app does
 (OpenMetrics content negotiation, gzip, ``name[]`` filtering) but serves the text each
-target's cycle already rendered (:func:`probe.metrics.exposition`). Handlers only read the
+target's cycle already rendered (:func:`probe.daemon.metrics.exposition`). Handlers only read the
 store's snapshot, so a scrape never waits on a probe.
 """
 
@@ -26,11 +26,11 @@ from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from probe import __version__
-from probe.metrics import exposition_parts, negotiate
-from probe.status_page import HEADERS, TARGET_PREFIX, overview_page, target_json, target_page
-from probe.store import ResultStore
-from probe.webconfig import BasicAuth
+from probe._version import __version__
+from probe.daemon.metrics import exposition_parts, negotiate
+from probe.daemon.status_page import HEADERS, TARGET_PREFIX, overview_page, target_json, target_page
+from probe.daemon.store import ResultStore
+from probe.daemon.webconfig import BasicAuth
 
 log = logging.getLogger("probe.web")
 
@@ -60,7 +60,7 @@ def make_app(
         store: the daemon's store: its snapshot's stored exposition for ``/metrics``, and
             readiness and the status pages.
         auth: basic auth users; when set, every path needs valid credentials.
-        loop_lag: the event loop's current lag in seconds (``probe.looplag.LoopLag.seconds``),
+        loop_lag: the event loop's current lag in seconds (``probe.daemon.looplag.LoopLag.seconds``),
             called from the serving thread at each scrape.
         clock: Unix time, for the ages the status pages show.
     """

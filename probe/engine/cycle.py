@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probe import direct, dns_stage, http_stage, rotation, tls_stage
 from probe._text import shorten
-from probe.config import Config, ConfigError, DirectBackendConfig, TargetConfig, Timeouts
-from probe.deadline import Deadline
-from probe.reasons import Platform, Reason, Status
-from probe.results import (
+from probe.config.models import Config, ConfigError, DirectBackendConfig, TargetConfig, Timeouts
+from probe.judge import balancing as rotation
+from probe.judge import direct_backends as direct
+from probe.judge.balancing import Rotation
+from probe.judge.verdict import evaluate, status_of, with_cycle_findings
+from probe.model.deadline import Deadline
+from probe.model.reasons import Platform, Reason, Status
+from probe.model.results import (
     AddressResult,
     DirectBackendResult,
     DnsResult,
@@ -33,8 +36,9 @@ from probe.results import (
     TargetResult,
     TlsResult,
 )
-from probe.rotation import Rotation
-from probe.verdict import evaluate, status_of, with_cycle_findings
+from probe.stages import dns as dns_stage
+from probe.stages import http as http_stage
+from probe.stages import tls as tls_stage
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
@@ -121,7 +125,7 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
                 raise ConfigError(str(exc), where=where, field=f"targets[{index}].ca_file") from None
         ocsp_context = None
         if target.ocsp == "staple":
-            from probe import ocsp_stage  # pyOpenSSL: imported only for targets that staple
+            from probe.stages import ocsp as ocsp_stage  # pyOpenSSL: imported only for targets that staple
 
             ocsp_key = (target.ca_file, target.min_tls_version)
             if ocsp_key not in ocsp_contexts:
@@ -172,10 +176,10 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
 
 
 def client_key(target: TargetConfig) -> tuple[Timeouts, str, bool, bool]:
-    """What :func:`probe.http_stage.build_client` reads of a target, besides its SSL context.
+    """What :func:`probe.stages.http.build_client` reads of a target, besides its SSL context.
 
     Targets of one :func:`plan` with equal keys and contexts share one
-    :class:`~probe.http_stage.TargetClient`.
+    :class:`~probe.stages.http.TargetClient`.
     """
     return (target.timeouts, target.http_version, target.plain, target.reuse_connections)
 
@@ -207,7 +211,7 @@ async def run_cycle(
             ``balancing: weighted_random`` or ``least_outstanding_requests`` responses are
             counted across cycles; ``None`` for a single check.
         early: the target's DNS stage, already started by
-            :func:`~probe.dns_stage.resolve_early` (``probe check`` sends its query before
+            :func:`~probe.stages.dns.resolve_early` (``probe check`` sends its query before
             importing this module). The cycle's start time is the lookup's; the seconds
             between the lookup's end and this call are left out of the duration and the
             deadline, so both count probing only, never imports. ``None``: the cycle
@@ -409,7 +413,7 @@ async def probe_address(
         # After HTTP, so that the TLS stage's connection is closed before the stapling
         # handshake: a server that serves one connection at a time (openssl s_server)
         # would not answer it while that connection is open.
-        from probe import ocsp_stage
+        from probe.stages import ocsp as ocsp_stage
 
         try:
             ocsp = await ocsp_stage.staple(

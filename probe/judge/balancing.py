@@ -2,8 +2,8 @@
 
 Pure: statistics, and a memory of identified responses carried from one evaluation (a
 daemon cycle, a ``--watch`` round) to the next as a frozen value inside the result. No
-clock, no I/O; :func:`fold` is called by ``probe.cycle`` with the previous result's memory
-and :func:`findings` by ``probe.verdict``.
+clock, no I/O; :func:`fold` is called by ``probe.engine.cycle`` with the previous result's memory
+and :func:`findings` by ``probe.judge.verdict``.
 
 ``round_robin`` (the default) needs none of this: every expected backend must answer in
 each cycle, as before. ``any`` makes no claim about the spread, so nothing is missing or
@@ -40,8 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from probe._text import plural
-from probe.reasons import Reason
-from probe.results import AddressResult, Failure
+from probe.model.reasons import Reason
+from probe.model.results import AddressResult, Failure
 
 #: The false-alarm probability allowed per evaluation (one in a million): for the daemon at
 #: a 30 s interval (2,880 evaluations a day) at most one false ``backend_missing`` per

@@ -41,11 +41,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, IPvAnyAddress, ValidationError
 
-from probe import __version__
 from probe._text import printable, shorten
-from probe.certs import common_name_of, format_time
-from probe.reasons import Status
-from probe.results import AddressResult, CertInfo, IPAddress, TargetResult
+from probe._version import __version__
+from probe.model.reasons import Status
+from probe.model.results import AddressResult, CertInfo, IPAddress, TargetResult
+from probe.stages.certs import common_name_of, format_time
 
 #: The version of the baseline file format written by this probe; files with a higher one
 #: are refused, files without one are not baselines.

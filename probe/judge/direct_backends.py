@@ -30,18 +30,18 @@ one, so a backend never gets two contradictory findings.
 from __future__ import annotations
 
 from probe._text import shorten
-from probe.certs import label_of
-from probe.config import DirectBackendConfig, TargetConfig
-from probe.reasons import Reason, Status
-from probe.results import (
+from probe.config.models import DirectBackendConfig, TargetConfig
+from probe.judge.balancing import Rotation
+from probe.judge.verdict import expiry_warnings, missing_certificate_facts, status_of
+from probe.model.reasons import Reason, Status
+from probe.model.results import (
     AddressResult,
     DirectBackendResult,
     DnsResult,
     Failure,
     TlsResult,
 )
-from probe.rotation import Rotation
-from probe.verdict import expiry_warnings, missing_certificate_facts, status_of
+from probe.stages.certs import label_of
 
 #: Direct-check failures meaning the backend could not even be reached over TCP.
 _UNREACHED = frozenset({Reason.TCP_TIMEOUT, Reason.TCP_REFUSED, Reason.TCP_ERROR})
@@ -153,15 +153,15 @@ def correlate(
     "Missing behind the load balancer" follows the target's ``balancing``: with
     ``round_robin``, no identified response of the cycle came from the backend; with
     ``weighted_random`` or ``least_outstanding_requests``, the rotation memory reports it
-    missing (:meth:`probe.rotation.Rotation.is_missing`; before that the load balancer's
+    missing (:meth:`probe.judge.balancing.Rotation.is_missing`; before that the load balancer's
     view is undecided, as ``backend_undecided`` says); with ``any``, never (unknown).
 
     Args:
         direct: the direct checks, in config order.
         addresses: the load balancer's addresses (their identified responses).
         target: the target (its backend rule, ``balancing`` and ``expect_backends``).
-        failures: the cycle's findings from :func:`probe.verdict.evaluate`.
-        memory: the rotation memory after this cycle (:func:`probe.rotation.fold`);
+        failures: the cycle's findings from :func:`probe.judge.verdict.evaluate`.
+        memory: the rotation memory after this cycle (:func:`probe.judge.balancing.fold`);
             ``None`` for ``round_robin`` and ``any``, or without ``expect_backends``.
 
     Returns:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from probe import rotation
 from probe._text import plural
-from probe.certs import describe_age, format_time, label_of
-from probe.config import TargetConfig
-from probe.reasons import Reason, Status
-from probe.results import AddressResult, DnsResult, Failure
-from probe.rotation import Rotation
+from probe.config.models import TargetConfig
+from probe.judge import balancing as rotation
+from probe.judge.balancing import Rotation
+from probe.model.reasons import Reason, Status
+from probe.model.results import AddressResult, DnsResult, Failure
+from probe.stages.certs import describe_age, format_time, label_of
 
 DAY = 86400.0
 
@@ -46,7 +46,7 @@ def evaluate(
         addresses: the per-address results.
         target: the rules (cert_expiry_warning_days, backend, expect_backends).
         now: the current Unix time.
-        memory: the rotation memory after this cycle (:func:`probe.rotation.fold`), for
+        memory: the rotation memory after this cycle (:func:`probe.judge.balancing.fold`), for
             ``balancing: weighted_random`` or ``least_outstanding_requests``.
 
     Returns:
@@ -186,7 +186,7 @@ def backend_findings(
     ``backend_missing``: an expected backend (by name, or by count) answered no request;
     with ``balancing: weighted_random`` or ``least_outstanding_requests``, none of so many
     identified responses counted across cycles (``memory``) that a healthy backend would
-    have answered (``backend_undecided`` before that; :mod:`probe.rotation`); never with
+    have answered (``backend_undecided`` before that; :mod:`probe.judge.balancing`); never with
     ``any``.
     ``backend_unexpected``: a backend outside the expected names answered (warning).
     ``backend_imbalance``: a backend that answered got less than half of its fair share,

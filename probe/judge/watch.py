@@ -4,7 +4,7 @@
 those rounds into what a person watching wants to read: one :class:`Change` each time the
 state of an address (or of the target level) changes, a one-line status for a terminal,
 and a :class:`Summary` at the end. It is pure: it never probes, never reads a clock (every
-time comes from the results or is passed in) and never writes; ``probe.watch_cli`` runs
+time comes from the results or is passed in) and never writes; ``probe.cli.watch`` runs
 the loop and prints what this module renders.
 
 The *state* of an address is its verdict (``ok``, ``warning``, ``critical``) together
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from probe._defaults import UNTIL_CHOICES
-from probe.hints import failure_hint
-from probe.reasons import ExitCode, Reason, Status
-from probe.results import Failure, IPAddress, TargetResult
+from probe.config.defaults import UNTIL_CHOICES
+from probe.model.reasons import ExitCode, Reason, Status
+from probe.model.results import Failure, IPAddress, TargetResult
+from probe.report.hints import failure_hint
 
 #: Version of the JSON lines of ``probe check --watch --json``; fields are only added within it.
 WATCH_SCHEMA_VERSION = 1
@@ -75,7 +75,7 @@ class Change:
         new: the state now.
         failures: the findings behind ``new`` (empty when ok or absent).
         hints: the hint of each of ``failures`` (same order; ``None`` where a reason has
-            none), in the words of the target's ``platform`` (see ``probe.hints``).
+            none), in the words of the target's ``platform`` (see ``probe.report.hints``).
     """
 
     timestamp: float

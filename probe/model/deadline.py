@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from probe.reasons import Reason
+from probe.model.reasons import Reason
 
 
 @dataclass(frozen=True, slots=True)

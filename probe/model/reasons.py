@@ -81,7 +81,7 @@ class Platform(StrEnum):
 
     ``generic`` speaks of listeners, firewalls and backends; ``aws`` of Elastic Load
     Balancing (ALB, Classic Load Balancer), security groups, target groups, Route 53 and
-    ACM. The hint texts are in :mod:`probe.hints`.
+    ACM. The hint texts are in :mod:`probe.report.hints`.
     """
 
     GENERIC = "generic"

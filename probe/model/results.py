@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING
 
-from probe.reasons import Platform, Reason, Stage, Status
+from probe.model.reasons import Platform, Reason, Stage, Status
 
 if TYPE_CHECKING:
-    from probe.rotation import Rotation
+    from probe.judge.balancing import Rotation
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -337,7 +337,7 @@ class OcspResult:
     """The OCSP response a server stapled to its handshake (``ocsp: staple``), as probe read it.
 
     Asked for with the TLS ``status_request`` extension (RFC 6066 §8) on a second handshake;
-    the response is judged by RFC 6960 (see ``probe.ocsp_stage``).
+    the response is judged by RFC 6960 (see ``probe.stages.ocsp``).
 
     Attributes:
         stapled: the server sent a response; ``False`` is a fact, not a finding.
@@ -485,7 +485,7 @@ class TargetResult:
         reuse_connections: the requests to an address shared one connection
             (``reuse_connections``), so a balancer that balances per connection sends them
             all to one backend.
-        platform: whose words the findings' hints use in reports (``probe.hints``); it
+        platform: whose words the findings' hints use in reports (``probe.report.hints``); it
             never changes the verdict.
         timeouts_seconds: the effective timeouts the cycle ran with, after unset ones were
             fitted to the interval and the deadline: ``(name, seconds)`` for ``dns``,
@@ -495,7 +495,7 @@ class TargetResult:
         balancing: the target's ``balancing`` (how an unseen backend is judged).
         cross_zone: ``False`` when each address reaches only its own zone's backends.
         rotation: with ``weighted_random`` or ``least_outstanding_requests``, the identified
-            responses counted across evaluations (:mod:`probe.rotation`), handed to the
+            responses counted across evaluations (:mod:`probe.judge.balancing`), handed to the
             next cycle of the daemon or round of ``--watch``; ``None`` otherwise.
         scheme: the URL's scheme, ``"https"`` or ``"http"`` (plain HTTP: no TLS stage, no
             certificate checked).

@@ -1,7 +1,7 @@
 """Hints: the likely causes of each finding, in the words of the platform's console.
 
-One table, next to the reason vocabulary (:mod:`probe.reasons`): every reason code has a
-hint for every :class:`~probe.reasons.Platform`, or is listed in :data:`NO_HINT`. Hints
+One table, next to the reason vocabulary (:mod:`probe.model.reasons`): every reason code has a
+hint for every :class:`~probe.model.reasons.Platform`, or is listed in :data:`NO_HINT`. Hints
 are advice, not findings: they appear in the text report (``hint: …`` under a finding)
 and as ``hint`` in the JSON document, never in metric labels or logs, and they never
 change a verdict.
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from probe.reasons import Platform, Reason
-from probe.results import Failure, HttpAttempt, TargetResult
+from probe.model.reasons import Platform, Reason
+from probe.model.results import Failure, HttpAttempt, TargetResult
 
 _G = Platform.GENERIC
 _A = Platform.AWS

@@ -1,6 +1,6 @@
 """Render results for people: the text report of ``probe check`` and its JSON document.
 
-Renderers only format; the verdict was decided by :mod:`probe.verdict`. The JSON schema
+Renderers only format; the verdict was decided by :mod:`probe.judge.verdict`. The JSON schema
 is public and versioned (``schema_version``); see the README.
 """
 
@@ -12,11 +12,9 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from probe._text import plural, printable
-from probe.baseline import Comparison, Impact
-from probe.certs import common_name_of, describe_age, format_time, label_of
-from probe.hints import failure_hint
-from probe.reasons import Platform, Reason, Status
-from probe.results import (
+from probe.judge.baseline import Comparison, Impact
+from probe.model.reasons import Platform, Reason, Status
+from probe.model.results import (
     AddressResult,
     CertInfo,
     DirectBackendResult,
@@ -27,6 +25,8 @@ from probe.results import (
     TargetResult,
     TlsResult,
 )
+from probe.report.hints import failure_hint
+from probe.stages.certs import common_name_of, describe_age, format_time, label_of
 
 SCHEMA_VERSION = 1
 

@@ -10,7 +10,7 @@ under httpcore's connection pool (``httpcore.AsyncNetworkBackend``), for two rea
   equivalent context (same trust anchors, same ALPN list), and the protocol it selected in
   ALPN decides HTTP/1.1 or HTTP/2 for the request, as httpcore reads it from the
   ``ssl_object``. Later requests get new connections as before.
-* **Cheaper connections.** Connections are :class:`probe.netio.Connection`: a
+* **Cheaper connections.** Connections are :class:`probe.stages._sockets.Connection`: a
   non-blocking socket, TLS by ``ssl.SSLSocket``, driven by the running loop's
   ``add_reader``/``add_writer`` — as the TLS stage's own. Neither anyio's ``TLSStream``
   (which hands ``wrap_bio`` to a worker thread for any ``SSLContext`` subclass, and
@@ -43,7 +43,7 @@ from typing import Any
 import h2.settings
 import httpcore
 
-from probe import netio
+from probe.stages import _sockets as netio
 
 
 class Offer:
@@ -79,7 +79,7 @@ _OFFER: contextvars.ContextVar[Offer | None] = contextvars.ContextVar("probe_htt
 
 
 class SocketStream(httpcore.AsyncNetworkStream):
-    """An httpcore network stream over a :class:`probe.netio.Connection` (a non-blocking socket).
+    """An httpcore network stream over a :class:`probe.stages._sockets.Connection` (a non-blocking socket).
 
     Args:
         connection: the connection (TLS once ``start_tls`` ran).
@@ -179,7 +179,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
 
 
 class SocketBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend on :mod:`probe.netio` sockets; takes over a handed-over connection."""
+    """httpcore's network backend on :mod:`probe.stages._sockets`; takes over a handed-over connection."""
 
     async def connect_tcp(
         self,

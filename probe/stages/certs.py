@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from probe.reasons import Reason
-from probe.results import CertInfo
+from probe.model.reasons import Reason
+from probe.model.results import CertInfo
 
 # OpenSSL X509_V_ERR_* codes we tell apart (see openssl/x509_vfy.h).
 X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT = 2

@@ -29,14 +29,14 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from probe._parse import IPNetwork
 from probe._text import host_port
-from probe.deadline import Deadline
-from probe.reasons import Reason
-from probe.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
+from probe.config.values import IPNetwork
+from probe.model.deadline import Deadline
+from probe.model.reasons import Reason
+from probe.model.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
 
 if TYPE_CHECKING:
-    from probe.config import TargetConfig
+    from probe.config.models import TargetConfig
 
 Resolver = tuple[str, int]
 
@@ -80,7 +80,7 @@ class DnsPlan:
     """What the DNS stage of one target needs: its name, resolvers, checks and time limits.
 
     Built from a validated target with :meth:`of`; ``probe check`` also builds one from its
-    arguments before the configuration is loaded (:func:`probe.cli.head_start`) and uses
+    arguments before the configuration is loaded (:func:`probe.cli.main.head_start`) and uses
     that early query only when it equals the validated target's plan.
 
     Attributes:
@@ -127,9 +127,9 @@ class EarlyLookup:
     """A cycle's DNS stage started before the rest of the cycle is ready.
 
     ``probe check`` sends its first query before it imports the TLS and HTTP stages (httpx,
-    h2, cryptography); :func:`probe.cycle.run_cycle` then takes the answer from ``task``.
+    h2, cryptography); :func:`probe.engine.cycle.run_cycle` then takes the answer from ``task``.
     The cycle's clock starts with this lookup; the time between the lookup's end
-    (``answered``) and the start of :func:`~probe.cycle.run_cycle` (imports, SSL contexts)
+    (``answered``) and the start of :func:`~probe.engine.cycle.run_cycle` (imports, SSL contexts)
     is not counted in the cycle's duration nor in its deadline.
 
     Attributes:

@@ -33,7 +33,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from probe import __version__
+from probe._version import __version__
 
 with contextlib.suppress(ImportError):
     # httpx imports its network backend and HTTP/1.1 machinery on the first request;
@@ -43,13 +43,13 @@ with contextlib.suppress(ImportError):
     import httpcore._async.http11
 
 from probe._text import host_port, plural, shorten
-from probe.certs import classify_verify_error
-from probe.config import TargetConfig
-from probe.deadline import Deadline
-from probe.http_network import NewConnectionPerRequest, SocketBackend, handed_over
-from probe.reasons import Reason
-from probe.results import Failure, HttpAttempt, IPAddress, PhaseTimes, TlsResult
-from probe.tls_stage import OpenConnection, classify_connect_error, classify_tls_error
+from probe.config.models import TargetConfig
+from probe.model.deadline import Deadline
+from probe.model.reasons import Reason
+from probe.model.results import Failure, HttpAttempt, IPAddress, PhaseTimes, TlsResult
+from probe.stages._httpcore import NewConnectionPerRequest, SocketBackend, handed_over
+from probe.stages.certs import classify_verify_error
+from probe.stages.tls import OpenConnection, classify_connect_error, classify_tls_error
 
 USER_AGENT = f"probe/{__version__}"
 _MAX_BACKEND_NAME = 64
@@ -97,7 +97,7 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
     :class:`TargetClient`). ``http_version`` picks HTTP/1.1, HTTP/2 or (``auto``) whichever
     the server selects in ALPN; the ALPN list itself is the one pinned on ``context``. An
     ``http://`` target speaks HTTP/1.1 only (no h2c upgrade, no prior knowledge).
-    Connections are made by :class:`probe.http_network.SocketBackend` (non-blocking
+    Connections are made by :class:`probe.stages._httpcore.SocketBackend` (non-blocking
     sockets with ``ssl.SSLSocket``, and the TLS stage's connection for an address's first
     request).
 
@@ -142,8 +142,8 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
 class TargetClient:
     """The httpx client of a target, built on first use and kept across cycles.
 
-    :func:`probe.cycle.plan` gives one to every target with the same SSL context and
-    :func:`probe.cycle.client_key` (timeouts, ``http_version``, scheme,
+    :func:`probe.engine.cycle.plan` gives one to every target with the same SSL context and
+    :func:`probe.engine.cycle.client_key` (timeouts, ``http_version``, scheme,
     ``reuse_connections``: all that :func:`build_client` reads). Sharing it changes no
     request: the client keeps no cookies, every request carries its own headers, SNI and
     timeouts, and goes on a new connection (without ``reuse_connections`` the pool keeps

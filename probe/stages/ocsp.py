@@ -43,11 +43,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 from OpenSSL import SSL, crypto
 
 from probe._text import openssl_words, shorten
-from probe.certs import describe_age, format_time
-from probe.config import Timeouts
-from probe.deadline import Deadline
-from probe.reasons import Reason
-from probe.results import Failure, IPAddress, OcspResult
+from probe.config.models import Timeouts
+from probe.model.deadline import Deadline
+from probe.model.reasons import Reason
+from probe.model.results import Failure, IPAddress, OcspResult
+from probe.stages.certs import describe_age, format_time
 
 #: Leeway for thisUpdate and nextUpdate (seconds): OpenSSL's ``MAX_VALIDITY_PERIOD`` that
 #: ``openssl ocsp`` and ``s_client -status`` pass to ``OCSP_check_validity``.

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from probe import netio
 from probe._text import openssl_words, unreadable
-from probe.certs import FactsCache, cert_info, classify_verify_error, explain_unparsed
-from probe.config import Timeouts
-from probe.deadline import Deadline
-from probe.reasons import Reason
-from probe.results import CertInfo, Failure, IPAddress, TlsResult
+from probe.config.models import Timeouts
+from probe.model.deadline import Deadline
+from probe.model.reasons import Reason
+from probe.model.results import CertInfo, Failure, IPAddress, TlsResult
+from probe.stages import _sockets as netio
+from probe.stages.certs import FactsCache, cert_info, classify_verify_error, explain_unparsed
 
 _VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -211,7 +211,7 @@ def build_contexts(
 class OpenConnection(NamedTuple):
     """The TLS stage's connection after a completed handshake, left open for HTTP.
 
-    The first HTTP request of an address-probe goes over it (``probe.http_network``), so
+    The first HTTP request of an address-probe goes over it (``probe.stages._httpcore``), so
     an address costs one handshake. Whoever receives it closes it (:meth:`close`).
     """
 
@@ -434,7 +434,7 @@ def alpn_failures(selected: str | None, offered: tuple[str, ...], address: IPAdd
 def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
     """Map a TCP connect failure to a reason and a sentence.
 
-    The connect (``probe.netio``, as asyncio) puts its own text in ``strerror`` ("Connect
+    The connect (``probe.stages._sockets``, as asyncio) puts its own text in ``strerror`` ("Connect
     call failed …"); the errno says what happened (no route, network unreachable …).
     """
     if isinstance(exc, ConnectionRefusedError):
@@ -572,7 +572,7 @@ _FACTS = FactsCache()
 def _parse_chain(certificates: list[tuple[bytes, Callable[[], dict[str, Any]]]]) -> tuple[CertInfo, ...]:
     """Facts of each certificate: ``cryptography``'s, else OpenSSL's decode (never dropped).
 
-    Parsed once per distinct certificate (:class:`probe.certs.FactsCache`); OpenSSL's decode
+    Parsed once per distinct certificate (:class:`probe.stages.certs.FactsCache`); OpenSSL's decode
     is asked for only when ``cryptography`` refuses a certificate.
     """
     infos = []

@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from probe.cycle import TargetPlan, close_plans, run_cycle
+from probe.engine.cycle import TargetPlan, close_plans, run_cycle
+from probe.judge.balancing import needed
 from probe.lab import Backend, Lab
-from probe.reasons import Status
-from probe.results import TargetResult
-from probe.rotation import needed
+from probe.model.reasons import Status
+from probe.model.results import TargetResult
 from tests.e2e._procs import Process, accepts, haproxy_head, start_server
 from tests.e2e.conftest import ALB_NAME, HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
 from tests.helpers import make_plan, reasons

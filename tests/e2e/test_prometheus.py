@@ -35,9 +35,9 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from probe.daemon.metrics import SPECS, Spec
+from probe.daemon.scheduler import STOP_GRACE
 from probe.lab import DemoLab
-from probe.metrics import SPECS, Spec
-from probe.scheduler import STOP_GRACE
 from tests.e2e._procs import Process, require_programs, start_server
 
 pytestmark = pytest.mark.e2e

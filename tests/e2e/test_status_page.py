@@ -37,11 +37,11 @@ import httpx
 import pytest
 import yaml
 
+from probe.daemon.store import ResultStore
+from probe.daemon.web import WebServer, make_app
 from probe.lab import DemoLab
-from probe.reasons import Reason
-from probe.results import Failure
-from probe.store import ResultStore
-from probe.web import WebServer, make_app
+from probe.model.reasons import Reason
+from probe.model.results import Failure
 from tests.builders import DAY, address_result, cert, http_attempt, target_result, tls_result
 from tests.e2e._procs import require_programs
 from tests.helpers import REPO, environment_without_proxies

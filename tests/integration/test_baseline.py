@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.lab import Lab, Pki, TlsNode
 from probe.lab.pki import Issued, issue
-from probe.reasons import ExitCode
+from probe.model.reasons import ExitCode
 from tests.integration.conftest import Scene
 
 #: Every check here runs against loopback servers that answer at once.

@@ -17,12 +17,12 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
-from probe.certs import format_time
+from probe.daemon.metrics import ProbeCollector
+from probe.daemon.store import ResultStore
 from probe.lab import Pki
 from probe.lab.pki import der_to_pem, issue, resign
-from probe.metrics import ProbeCollector
-from probe.reasons import Reason, Status
-from probe.store import ResultStore
+from probe.model.reasons import Reason, Status
+from probe.stages.certs import format_time
 from tests.helpers import make_plan, probe_cli, reasons, run
 
 NOW = dt.datetime.now(dt.UTC)

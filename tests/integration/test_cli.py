@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.lab import DemoLab
-from probe.reasons import ExitCode
+from probe.model.reasons import ExitCode
 from tests.helpers import REPO, environment_without_proxies, probe_cli
 
 

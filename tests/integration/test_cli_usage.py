@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.reasons import ExitCode
+from probe.model.reasons import ExitCode
 from tests.helpers import REPO, environment_without_proxies, probe_cli
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from probe import cycle, http_stage
+from probe.engine import cycle
 from probe.lab import DemoLab, Pki
-from probe.reasons import Reason, Status
+from probe.model.reasons import Reason, Status
+from probe.stages import http as http_stage
 from tests.helpers import reasons, run
 
 
@@ -178,8 +179,8 @@ def test_a_cycle_after_an_early_lookup_leaves_the_pause_out_of_its_duration_and_
     """
     import asyncio
 
-    from probe import dns_stage
-    from probe.config import build_config
+    from probe.config.models import build_config
+    from probe.stages import dns as dns_stage
 
     config = build_config(
         {"targets": [demo.target(timeouts={"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 1})]}

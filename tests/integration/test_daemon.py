@@ -18,7 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe.lab import DemoLab
-from probe.reasons import ExitCode
+from probe.model.reasons import ExitCode
 from tests.helpers import REPO, environment_without_proxies, probe_cli
 
 

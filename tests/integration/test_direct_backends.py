@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from probe.direct import colon_hex
+from probe.daemon.metrics import go_float, render_target
+from probe.daemon.store import ResultStore
+from probe.judge.direct_backends import colon_hex
 from probe.lab import DnsServer, Lab, Pki
 from probe.lab.pki import Issued, issue
-from probe.metrics import go_float, render_target
-from probe.reasons import Reason, Status
-from probe.report import render_text, to_json
-from probe.results import TargetResult
-from probe.store import ResultStore
+from probe.model.reasons import Reason, Status
+from probe.model.results import TargetResult
+from probe.report.text import render_text, to_json
 from tests.helpers import reasons, run
 
 NOW_BOUND = 4.0  # every check here ends well within its 5 s deadline
@@ -315,7 +315,7 @@ def test_insecure_hop_is_said_so_and_metrics_cover_each_backend(farm: Farm) -> N
     assert "NOT verified (insecure_skip_verify)" in text.getvalue()
     store = ResultStore([result.name], result.started_timestamp, render=render_target)
     store.record(result)
-    from probe.metrics import exposition
+    from probe.daemon.metrics import exposition
 
     body = exposition(store.snapshot()).decode()
     labels = f'backend="web-1",target="{result.name}"'

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from probe import dns_stage
-from probe.config import TargetConfig
-from probe.deadline import Deadline
+from probe.config.models import TargetConfig
 from probe.lab import Behaviour, DnsServer, Lab
 from probe.lab.dns_server import FORGED_ADDRESS, FORGED_LEAD, FORGED_SOURCE
-from probe.reasons import Reason, Status
-from probe.results import DnsResult
+from probe.model.deadline import Deadline
+from probe.model.reasons import Reason, Status
+from probe.model.results import DnsResult
+from probe.stages import dns as dns_stage
 from tests.helpers import make_target, reasons, run
 
 _N = itertools.count(1)

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.lab import DemoLab
-from probe.reasons import ExitCode
+from probe.model.reasons import ExitCode
 
 SLACK = 0.6  # seconds of allowance over a configured bound for a loaded 2-core machine
 

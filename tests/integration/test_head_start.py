@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from probe import cli, dns_stage
-from probe._parse import parse_network
+from probe.cli import main as cli
+from probe.config.values import parse_network
 from probe.lab import Behaviour, DemoLab, Lab
-from probe.reasons import Status
-from probe.results import TargetResult
+from probe.model.reasons import Status
+from probe.model.results import TargetResult
+from probe.stages import dns as dns_stage
 
 
 def _args(*argv: str) -> Any:

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from probe.cli import main
-from probe.cycle import run_cycle
-from probe.hints import HINTS, PUBLIC_ADDRESS_HINT, STATUS_HINTS
+from probe.cli.main import main
+from probe.daemon.metrics import ProbeCollector
+from probe.daemon.store import ResultStore
+from probe.engine.cycle import run_cycle
 from probe.lab import DemoLab, DnsServer, Lab, Pki
-from probe.metrics import ProbeCollector
-from probe.reasons import ExitCode, Platform, Reason
-from probe.store import ResultStore
+from probe.model.reasons import ExitCode, Platform, Reason
+from probe.report.hints import HINTS, PUBLIC_ADDRESS_HINT, STATUS_HINTS
 from tests.helpers import FAST, make_plan
 
 AWS = Platform.AWS

@@ -12,11 +12,11 @@ import h2.events
 import h2.settings
 import httpcore
 
-from probe.cycle import close_plans, run_cycle
-from probe.http_network import Http2Connection, Http11Connection
+from probe.engine.cycle import close_plans, run_cycle
 from probe.lab.servers import http2_responder
-from probe.reasons import Status
-from probe.results import TargetResult
+from probe.model.reasons import Status
+from probe.model.results import TargetResult
+from probe.stages._httpcore import Http2Connection, Http11Connection
 from tests.helpers import make_plan, run
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 1.0, "deadline": 6.0}

@@ -27,9 +27,9 @@ import pytest
 
 from probe.lab import DnsServer, Pki
 from probe.lab.servers import http2_responder
-from probe.reasons import Reason, Status
-from probe.report import render_text, to_json
-from probe.results import TargetResult
+from probe.model.reasons import Reason, Status
+from probe.model.results import TargetResult
+from probe.report.text import render_text, to_json
 from tests.helpers import reasons, run
 
 SLACK = 0.6  # seconds of allowance over a configured bound for a loaded 2-core machine

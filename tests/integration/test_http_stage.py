@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from probe.reasons import Reason, Status
+from probe.model.reasons import Reason, Status
 from tests.helpers import reasons, run
 
 

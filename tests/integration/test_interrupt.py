@@ -1,7 +1,7 @@
 """Ctrl-C while ``probe check`` starts: one line, ``probe: interrupted``, exit 3, no traceback.
 
 Each test runs the command in a fresh interpreter and sends it a real SIGINT at a chosen
-point of its start (from inside, so the moment is exact): while :mod:`probe.cli` is being
+point of its start (from inside, so the moment is exact): while :mod:`probe.cli.main` is being
 imported, and while the early DNS query is out and the configuration loads. The resolver is
 a lab DNS server on loopback that never answers, so nothing ends the check but the Ctrl-C.
 """
@@ -19,18 +19,18 @@ import pytest
 from probe.lab import Behaviour, Lab
 from tests.helpers import REPO, environment_without_proxies
 
-#: A Ctrl-C while ``probe.cli`` is imported: a finder that sends SIGINT when the import
+#: A Ctrl-C while ``probe.cli.main`` is imported: a finder that sends SIGINT when the import
 #: starts (the KeyboardInterrupt is raised inside that import), then the command's entry point.
 _DURING_IMPORT = """
 import os, signal, sys
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
-        if name == "probe.cli":
+        if name == "probe.cli.main":
             os.kill(os.getpid(), signal.SIGINT)
         return None
 sys.meta_path.insert(0, Interrupt())
 sys.argv = ["probe", *sys.argv[1:]]
-from probe import main
+from probe.__main__ import main
 sys.exit(main())
 """
 
@@ -44,7 +44,7 @@ def hook(event, args):
         os.kill(os.getpid(), signal.SIGINT)
 sys.addaudithook(hook)
 sys.argv = ["probe", *sys.argv[3:]]
-from probe import main
+from probe.__main__ import main
 sys.exit(main())
 """
 
@@ -75,7 +75,7 @@ def _run(script: str, *args: str) -> tuple[subprocess.CompletedProcess[str], flo
 
 def test_the_command_is_the_entry_point_that_handles_a_ctrl_c_while_loading() -> None:
     (probe,) = entry_points(group="console_scripts", name="probe")
-    assert probe.value == "probe:main"
+    assert probe.value == "probe.__main__:main"
 
 
 def test_ctrl_c_while_the_cli_loads_says_interrupted(silent_resolver: tuple[str, int]) -> None:

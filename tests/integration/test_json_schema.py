@@ -17,8 +17,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from probe.cli import main
-from probe.datafiles import share_file
+from probe.cli.main import main
+from probe.cli.share import share_file
 from probe.lab import Lab, Pki
 from tests.integration.test_direct_backends import Farm, farm  # noqa: F401  (fixture)
 from tests.integration.test_ocsp import REVOKED_AT, openssl_ocsp, stapling  # noqa: F401  (fixture)
@@ -220,9 +220,9 @@ def test_the_schema_catches_a_renamed_or_mistyped_key(scene: Any, tmp_path: Path
 
 @pytest.mark.parametrize("kind", ["check", "watch", "baseline"])
 def test_each_schema_names_its_version(kind: str) -> None:
-    from probe.baseline import FORMAT_VERSION
-    from probe.report import SCHEMA_VERSION
-    from probe.watch import WATCH_SCHEMA_VERSION
+    from probe.judge.baseline import FORMAT_VERSION
+    from probe.judge.watch import WATCH_SCHEMA_VERSION
+    from probe.report.text import SCHEMA_VERSION
 
     schema = json.loads(share_file(f"schema/{kind}-v1.schema.json").read_text())
     key = "format_version" if kind == "baseline" else "schema_version"

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from probe.config import build_config
-from probe.cycle import close_plans, plan, run_cycle
-from probe.reasons import Status
-from probe.results import TargetResult
+from probe.config.models import build_config
+from probe.engine.cycle import close_plans, plan, run_cycle
+from probe.model.reasons import Status
+from probe.model.results import TargetResult
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 1.0, "deadline": 6.0}
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from probe import netio
 from probe.lab import Lab, Pki
-from probe.reasons import Reason, Status
+from probe.model.reasons import Reason, Status
+from probe.stages import _sockets as netio
 from tests.helpers import reasons, run
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 0.5, "http": 1.0, "deadline": 5.0}

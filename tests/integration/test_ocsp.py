@@ -25,12 +25,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from probe import ocsp_stage
-from probe.config import Timeouts
-from probe.deadline import Deadline
+from probe.config.models import Timeouts
 from probe.lab import Pki
 from probe.lab.pki import Issued, issue
-from probe.reasons import Reason, Status
+from probe.model.deadline import Deadline
+from probe.model.reasons import Reason, Status
+from probe.stages import ocsp as ocsp_stage
 from tests.helpers import make_plan, probe_cli, reasons, run
 
 OPENSSL = shutil.which("openssl")

@@ -26,7 +26,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from probe import __version__
+from probe._version import __version__
 from probe.lab import DemoLab
 from tests.helpers import REPO, environment_without_proxies
 
@@ -135,9 +135,9 @@ def test_the_wheel_carries_the_shipped_files_and_the_command(installed: Installe
     assert expected <= names
     schemas = {f"probe/share/schema/{k}-v1.schema.json" for k in ("check", "watch", "baseline")}
     assert schemas <= names
-    assert "probe/cli.py" in names and "probe/lab/pki.py" in names
+    assert "probe/cli/main.py" in names and "probe/lab/pki.py" in names
     assert not any(n.startswith("tests/") for n in names)
-    assert "probe = probe:main" in entry_points
+    assert "probe = probe.__main__:main" in entry_points
     assert f"Version: {__version__}" in metadata and "Requires-Dist: httpx" in metadata
 
 

@@ -15,8 +15,8 @@ import h2.config
 import h2.connection
 import h2.events
 
-from probe.reasons import Status
-from probe.results import TargetResult
+from probe.model.reasons import Status
+from probe.model.results import TargetResult
 from tests.helpers import run
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 3.0, "deadline": 8.0}

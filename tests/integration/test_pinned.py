@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.lab import DnsServer
-from probe.reasons import ExitCode
+from probe.model.reasons import ExitCode
 from tests.integration.conftest import Scene
 
 #: Every check here must end well within this (seconds): the timeouts are short and

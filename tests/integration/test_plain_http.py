@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from probe import report
+from probe.daemon.metrics import render_target
+from probe.daemon.store import TargetState
 from probe.lab import Lab
-from probe.metrics import render_target
-from probe.reasons import Reason, Status
-from probe.results import TargetResult
-from probe.store import TargetState
+from probe.model.reasons import Reason, Status
+from probe.model.results import TargetResult
+from probe.report import text as report
 from tests.helpers import reasons, run
 
 #: Every test's cycle must finish well inside its 5 s deadline (tests.helpers.FAST).

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.lab import Lab, Pki
 from probe.lab.pki import issue
-from probe.reasons import ExitCode
+from probe.model.reasons import ExitCode
 from tests.integration.conftest import Scene
 
 BOUND = 5.0  # the --timeout given to every check here (seconds)

@@ -19,13 +19,13 @@ from typing import Any
 
 import yaml
 
+from probe.daemon.scheduler import Scheduler
+from probe.daemon.sdnotify import Notifier
+from probe.daemon.store import ResultStore, TargetState
+from probe.judge.balancing import needed
 from probe.lab import DnsServer, Lab, Pki
-from probe.reasons import Reason, Status
-from probe.results import TargetResult
-from probe.rotation import needed
-from probe.scheduler import Scheduler
-from probe.sdnotify import Notifier
-from probe.store import ResultStore, TargetState
+from probe.model.reasons import Reason, Status
+from probe.model.results import TargetResult
 from tests.helpers import make_plan, probe_cli, reasons, run
 
 BOUND = 5.0  # seconds: a single check of one loopback node
@@ -282,7 +282,7 @@ def test_a_cycle_without_addresses_keeps_counting_and_does_not_crash(scene: Any,
     plan = make_plan(**target, requests_per_address=8)
 
     async def cycles() -> list[TargetResult]:
-        from probe.cycle import run_cycle
+        from probe.engine.cycle import run_cycle
 
         first = await run_cycle(plan)
         dns.remove(s.hostname)

@@ -18,16 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from probe.config import build_config
-from probe.cycle import plan
+from probe.config.models import build_config
+from probe.daemon.metrics import render_target
+from probe.daemon.scheduler import Scheduler
+from probe.daemon.sdnotify import Notifier
+from probe.daemon.store import ResultStore
+from probe.daemon.web import WebServer, make_app
+from probe.engine.cycle import plan
 from probe.lab import Lab, Pki
-from probe.metrics import render_target
-from probe.reasons import Reason
-from probe.results import TargetResult
-from probe.scheduler import Scheduler
-from probe.sdnotify import Notifier
-from probe.store import ResultStore
-from probe.web import WebServer, make_app
+from probe.model.reasons import Reason
+from probe.model.results import TargetResult
 
 
 def open_fds() -> int:

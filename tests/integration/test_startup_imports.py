@@ -20,7 +20,7 @@ from tests.helpers import REPO, environment_without_proxies
 
 _SCRIPT = """
 import json, sys
-from probe.cli import main
+from probe.cli.main import main
 try:
     code = main(sys.argv[2:])
 except SystemExit as exc:
@@ -32,12 +32,12 @@ sys.exit(code)
 
 #: Never loaded by ``probe check`` (pyOpenSSL only with ``--ocsp staple``).
 NOT_FOR_CHECK = (
-    "probe.daemon",
-    "probe.web",
-    "probe.webconfig",
-    "probe.metrics",
-    "probe.scheduler",
-    "probe.store",
+    "probe.daemon.main",
+    "probe.daemon.web",
+    "probe.daemon.webconfig",
+    "probe.daemon.metrics",
+    "probe.daemon.scheduler",
+    "probe.daemon.store",
     "bcrypt",
     "prometheus_client",
     "OpenSSL",
@@ -46,10 +46,10 @@ NOT_FOR_CHECK = (
 #: Not loaded for ``--help`` either.
 NOT_FOR_HELP = (
     *NOT_FOR_CHECK,
-    "probe.config",
-    "probe.cycle",
-    "probe.watch",
-    "probe.results",
+    "probe.config.models",
+    "probe.engine.cycle",
+    "probe.judge.watch",
+    "probe.model.results",
     "pydantic",
     "httpx",
     "cryptography",
@@ -103,7 +103,7 @@ def test_check_loads_neither_the_daemon_nor_the_web_nor_pyopenssl(demo: DemoLab,
     assert complete.returncode == 0, complete.stdout + complete.stderr
     assert "Status: OK" in complete.stdout and complete.stderr == ""
     assert present(modules, NOT_FOR_CHECK) == set()
-    assert {"probe.cycle", "probe.report", "httpx"} <= modules  # it did probe and report
+    assert {"probe.engine.cycle", "probe.report.text", "httpx"} <= modules  # it did probe and report
     assert time.monotonic() - start < 30
 
 
@@ -126,8 +126,15 @@ def test_check_with_push_loads_the_renderer_but_not_prometheus_client(demo: Demo
 
     assert complete.returncode == 5, complete.stdout + complete.stderr
     assert "connection refused" in complete.stderr
-    assert {"probe.push", "probe.metrics", "probe.store"} <= modules
-    lazy = ("probe.daemon", "probe.web", "probe.webconfig", "probe.scheduler", "bcrypt", "prometheus_client")
+    assert {"probe.cli.push", "probe.daemon.metrics", "probe.daemon.store"} <= modules
+    lazy = (
+        "probe.daemon.main",
+        "probe.daemon.web",
+        "probe.daemon.webconfig",
+        "probe.daemon.scheduler",
+        "bcrypt",
+        "prometheus_client",
+    )
     assert present(modules, lazy) == set()
 
 
@@ -145,7 +152,7 @@ def hook(event, args):
     if sock.type == socket.SOCK_DGRAM and address[:2] == (resolver_host, resolver_port):
         seen.append(sorted(sys.modules))
 sys.addaudithook(hook)
-from probe.cli import main
+from probe.cli.main import main
 try:
     code = main(sys.argv[4:])
 except SystemExit as exc:
@@ -157,16 +164,16 @@ sys.exit(code)
 
 #: Not loaded yet when ``probe check URL --resolver R`` sends its first DNS query (issue 9:
 #: ≤ 150 ms to it): neither the stages after DNS nor the config machinery (the query leaves
-#: while pydantic loads, see probe.cli.head_start).
+#: while pydantic loads, see probe.cli.main.head_start).
 NOT_BEFORE_FIRST_QUERY = (
-    "probe.cycle",
-    "probe.tls_stage",
-    "probe.http_stage",
+    "probe.engine.cycle",
+    "probe.stages.tls",
+    "probe.stages.http",
     "httpx",
     "h2",
     "cryptography",
     "pydantic",
-    "probe.config",
+    "probe.config.models",
 )
 
 
@@ -192,7 +199,7 @@ def test_check_sends_its_first_dns_query_before_loading_the_config_models_and_th
     assert target["status"] == "ok" and target["failures"] == []
     at_first_query = json.loads(out.read_text())
     assert at_first_query is not None, "no DNS query reached the resolver"
-    assert "dns" in at_first_query and "probe.dns_stage" in at_first_query
+    assert "dns" in at_first_query and "probe.stages.dns" in at_first_query
     assert present(set(at_first_query), NOT_BEFORE_FIRST_QUERY) == set()
     # That early query was the check's own: the name was asked once (one A query).
     assert [q for q in demo.dns_server.queries if q[0] == demo.hostname][len(asked) :] == [

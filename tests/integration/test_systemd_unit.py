@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from probe._parse import PRIVATE_NETWORKS
-from probe.reasons import ExitCode
-from probe.scheduler import STOP_GRACE
+from probe.config.values import PRIVATE_NETWORKS
+from probe.daemon.scheduler import STOP_GRACE
+from probe.model.reasons import ExitCode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNIT = REPO_ROOT / "systemd" / "probe.service"

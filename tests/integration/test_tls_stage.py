@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from probe.lab import Pki
 from probe.lab.pki import issue
-from probe.reasons import Reason, Status
+from probe.model.reasons import Reason, Status
 from tests.helpers import reasons, run
 
 NOW = dt.datetime.now(dt.UTC)

@@ -23,9 +23,9 @@ from typing import IO, Any
 import pytest
 import yaml
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.lab import Lab, Pki
-from probe.reasons import ExitCode
+from probe.model.reasons import ExitCode
 from tests.helpers import REPO, environment_without_proxies
 
 #: Every watch below must end within this many seconds (start-up of the interpreter included).

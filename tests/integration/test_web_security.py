@@ -12,12 +12,12 @@ import bcrypt
 import httpx
 import pytest
 
-from probe.config import ConfigError
+from probe.config.models import ConfigError
+from probe.daemon.store import ResultStore
+from probe.daemon.web import WebServer, make_app
+from probe.daemon.webconfig import BasicAuth, load_web_config, server_context
 from probe.lab import Pki
 from probe.lab.pki import issue
-from probe.store import ResultStore
-from probe.web import WebServer, make_app
-from probe.webconfig import BasicAuth, load_web_config, server_context
 from tests.helpers import probe_cli
 
 PASSWORD = "correct horse battery staple"

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from probe import baseline
-from probe.baseline import Aspect, Baseline, BaselineError, Change, Comparison, Impact
-from probe.reasons import Reason, Status
-from probe.report import render_baseline, to_json
-from probe.results import Failure, TargetResult
+from probe.judge import baseline
+from probe.judge.baseline import Aspect, Baseline, BaselineError, Change, Comparison, Impact
+from probe.model.reasons import Reason, Status
+from probe.model.results import Failure, TargetResult
+from probe.report.text import render_baseline, to_json
 from tests.builders import (
     DAY,
     NOW,

@@ -16,7 +16,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from probe.certs import (
+from probe.lab.pki import Issued, KeyType, Pki, der_to_pem, issue, resign
+from probe.model.reasons import Reason
+from probe.model.results import CertInfo
+from probe.stages.certs import (
     cert_info,
     cert_info_from_openssl,
     classify_verify_error,
@@ -26,9 +29,6 @@ from probe.certs import (
     hostname_matches,
     path_from_leaf,
 )
-from probe.lab.pki import Issued, KeyType, Pki, der_to_pem, issue, resign
-from probe.reasons import Reason
-from probe.results import CertInfo
 
 
 def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:

@@ -13,20 +13,20 @@ import httpcore
 import httpx
 import pytest
 
-from probe import __version__
-from probe._parse import PRIVATE_NETWORKS, parse_network
-from probe.config import TargetConfig
-from probe.dns_stage import address_expected, classify_dns_error, classify_rcode
-from probe.http_stage import (
+from probe._version import __version__
+from probe.config.models import TargetConfig
+from probe.config.values import PRIVATE_NETWORKS, parse_network
+from probe.model.reasons import Reason
+from probe.model.results import Failure, HttpAttempt, PhaseTimes
+from probe.stages.dns import address_expected, classify_dns_error, classify_rcode
+from probe.stages.http import (
     classify_http_error,
     judge_response,
     request_headers,
     request_url,
     summarise,
 )
-from probe.reasons import Reason
-from probe.results import Failure, HttpAttempt, PhaseTimes
-from probe.tls_stage import classify_connect_error, classify_tls_error
+from probe.stages.tls import classify_connect_error, classify_tls_error
 from tests.helpers import make_target
 
 A1 = ipaddress.ip_address("10.0.0.1")

@@ -8,8 +8,8 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from probe import cli
-from probe.config import TargetConfig
+from probe.cli import main as cli
+from probe.config.models import TargetConfig
 
 A1, A2 = ipaddress.ip_address("127.0.10.1"), ipaddress.ip_address("127.0.10.2")
 

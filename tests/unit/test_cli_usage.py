@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probe import cli
+from probe.cli import main as cli
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from probe._parse import parse_resolver
-from probe.config import (
+from probe.config.models import (
     Config,
     ConfigError,
     HeaderValue,
@@ -21,6 +20,7 @@ from probe.config import (
     load_config,
     parse_config,
 )
+from probe.config.values import parse_resolver
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "config"
 GOOD = DATA / "good.yaml"

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probe.config import Config, ConfigError, parse_config
+from probe.config.models import Config, ConfigError, parse_config
 
 GOOD = (Path(__file__).resolve().parent.parent / "data" / "config" / "good.yaml").read_text()
 KEYS = [

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from probe import daemon as daemon_module
-from probe.config import build_config
-from probe.cycle import plan
-from probe.daemon import Daemon
-from probe.sdnotify import Notifier
+from probe.config.models import build_config
+from probe.daemon import main as daemon_module
+from probe.daemon.main import Daemon
+from probe.daemon.sdnotify import Notifier
+from probe.engine.cycle import plan
 
 
 def test_unexpected_error_during_reload_is_refused_with_one_log_line(

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from probe.metrics import SPECS
+from probe.daemon.metrics import SPECS
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = json.loads((REPO / "config" / "dashboard.json").read_text())

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from probe.config import ConfigError, TargetConfig, build_config, parse_config
-from probe.direct import colon_hex, correlate, hop_result, pin_findings
-from probe.reasons import Reason, Status
-from probe.results import AddressResult, CertInfo, DirectBackendResult, Failure, IPAddress
+from probe.config.models import ConfigError, TargetConfig, build_config, parse_config
+from probe.judge.direct_backends import colon_hex, correlate, hop_result, pin_findings
+from probe.model.reasons import Reason, Status
+from probe.model.results import AddressResult, CertInfo, DirectBackendResult, Failure, IPAddress
 from tests.builders import DAY, NOW, address_result, cert, dns_result, http_attempt, tls_result
 
 A1 = ipaddress.ip_address("10.0.1.17")
@@ -66,7 +66,7 @@ targets:
 
 
 def test_a_ca_file_that_cannot_be_loaded_names_the_direct_backend(tmp_path: Path) -> None:
-    from probe.cycle import plan
+    from probe.engine.cycle import plan
 
     config = build_config(
         {
@@ -164,7 +164,7 @@ def test_hop_result_warns_before_expiry_and_zero_days_turns_it_off() -> None:
 
 
 def test_alb_https_targets_example_is_valid() -> None:
-    from probe.config import load_config
+    from probe.config.models import load_config
 
     example = Path(__file__).resolve().parents[2] / "config" / "alb-https-targets.yaml"
     shop = load_config(example).targets[0]
@@ -180,7 +180,7 @@ def test_counted_balancing_correlates_with_the_rotation_memory() -> None:
     """weighted_random in the daemon: a backend seen in earlier cycles and unseen in this one
     is not missing; a direct failure is then a warning, never backend_down, until the memory
     reports it missing (24 responses at 4 per cycle and one address: 8 per cycle needs 25)."""
-    from probe import rotation
+    from probe.judge import balancing as rotation
 
     t = target(balancing="weighted_random")
     refused = Failure(Reason.TCP_REFUSED, "refused", B2, "web-2")

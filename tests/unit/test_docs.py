@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from probe.config import TargetConfig, Timeouts, load_config
-from probe.reasons import Reason
+from probe.config.models import TargetConfig, Timeouts, load_config
+from probe.model.reasons import Reason
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -44,7 +44,7 @@ def test_readme_quickstart_gives_the_two_commands() -> None:
 
 
 def test_readme_documents_every_metric() -> None:
-    from probe.metrics import SPECS
+    from probe.daemon.metrics import SPECS
 
     rows = re.findall(r"^\| `(probe_[a-z_]+)` \| ([a-z]+) \| (.+?) \| (.+) \|$", README, re.M)
     documented = {name: (kind, labels, text) for name, kind, labels, text in rows}
@@ -53,7 +53,7 @@ def test_readme_documents_every_metric() -> None:
 
 
 def test_readme_documents_every_watch_option() -> None:
-    from probe.cli import build_parser
+    from probe.cli.main import build_parser
 
     section = README.split("### Watching a change: `--watch`", 1)[1].split("\n### ", 1)[0]
     check = build_parser()._subparsers._group_actions[0].choices["check"]  # type: ignore[union-attr]

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe import cli
-from probe._parse import format_duration, parse_duration, positive_duration
-from probe.config import (
+from probe.cli import main as cli
+from probe.config.models import (
     ConfigError,
     Timeouts,
     build_config,
 )
+from probe.config.values import format_duration, parse_duration, positive_duration
 
 FORM = "(e.g. 5s, 500ms, 1m30s, or seconds)"
 

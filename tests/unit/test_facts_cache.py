@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from probe.certs import FactsCache, cert_info
 from probe.lab.pki import Pki, der_to_pem, issue, resign
+from probe.stages.certs import FactsCache, cert_info
 
 HOST = "www.corp.example"
 

@@ -6,9 +6,9 @@ from ipaddress import ip_address
 
 import pytest
 
-from probe.hints import HINTS, NO_HINT, PUBLIC_ADDRESS_HINT, REDIRECT_HINT, STATUS_HINTS, hint_for
-from probe.reasons import Platform, Reason
-from probe.results import Failure
+from probe.model.reasons import Platform, Reason
+from probe.model.results import Failure
+from probe.report.hints import HINTS, NO_HINT, PUBLIC_ADDRESS_HINT, REDIRECT_HINT, STATUS_HINTS, hint_for
 
 AWS, GENERIC = Platform.AWS, Platform.GENERIC
 HERE = ip_address("10.0.2.31")

@@ -10,8 +10,10 @@ from ipaddress import IPv4Address
 import httpx
 import pytest
 
-from probe.config import build_config
-from probe.http_stage import (
+from probe.config.models import build_config
+from probe.model.reasons import Reason
+from probe.model.results import HttpAttempt, PhaseTimes, cookie_note
+from probe.stages.http import (
     clock_skew,
     content_codings,
     cookie_names,
@@ -20,9 +22,7 @@ from probe.http_stage import (
     redirect_location,
     response_date,
 )
-from probe.reasons import Reason
-from probe.results import HttpAttempt, PhaseTimes, cookie_note
-from probe.tls_stage import PinnedAlpnContext, alpn_failures, build_contexts, classify_tls_error
+from probe.stages.tls import PinnedAlpnContext, alpn_failures, build_contexts, classify_tls_error
 from tests.helpers import make_target
 
 A1 = IPv4Address("10.0.1.17")

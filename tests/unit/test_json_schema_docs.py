@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from probe.datafiles import share_file
+from probe.cli.share import share_file
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from probe.looplag import LoopLag
+from probe.daemon.looplag import LoopLag
 
 
 class Clock:

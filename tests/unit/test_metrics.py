@@ -21,9 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from probe import __version__
-from probe.http_stage import judge_response
-from probe.metrics import (
+from probe._version import __version__
+from probe.daemon.metrics import (
     SPECS,
     TEXT_CONTENT_TYPE,
     ProbeCollector,
@@ -33,8 +32,9 @@ from probe.metrics import (
     negotiate,
     render_target,
 )
-from probe.reasons import Reason, Status
-from probe.results import (
+from probe.daemon.store import BUCKETS, STALE_AFTER_CYCLES, ResultStore, Snapshot
+from probe.model.reasons import Reason, Status
+from probe.model.results import (
     AddressResult,
     AliasResult,
     CertInfo,
@@ -48,7 +48,7 @@ from probe.results import (
     TargetResult,
     TlsResult,
 )
-from probe.store import BUCKETS, STALE_AFTER_CYCLES, ResultStore, Snapshot
+from probe.stages.http import judge_response
 from tests import builders
 from tests.builders import DAY, NOW
 from tests.helpers import make_target

@@ -13,8 +13,8 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from probe.lab.pki import Issued, issue, new_key
-from probe.ocsp_stage import VALIDITY_LEEWAY, find_issuer, read_staple
-from probe.reasons import Reason
+from probe.model.reasons import Reason
+from probe.stages.ocsp import VALIDITY_LEEWAY, find_issuer, read_staple
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 T = NOW.timestamp()

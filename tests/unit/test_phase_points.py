@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probe.http_stage import _FIRST_BYTE, _LAST_BYTE, _phases
+from probe.stages.http import _FIRST_BYTE, _LAST_BYTE, _phases
 
 # A request on a new HTTP/2 connection, times in seconds from its start.
 EVENTS = {

@@ -10,9 +10,13 @@ from ipaddress import IPv4Address
 import httpx
 import pytest
 
-from probe import report
-from probe.config import ConfigError, parse_config
-from probe.http_stage import (
+from probe.config.models import ConfigError, parse_config
+from probe.daemon.metrics import render_target
+from probe.daemon.store import TargetState
+from probe.model.reasons import Reason
+from probe.model.results import TargetResult, TlsResult
+from probe.report import text as report
+from probe.stages.http import (
     expected_redirect,
     judge_redirect,
     judge_response,
@@ -20,10 +24,6 @@ from probe.http_stage import (
     request_headers,
     request_url,
 )
-from probe.metrics import render_target
-from probe.reasons import Reason
-from probe.results import TargetResult, TlsResult
-from probe.store import TargetState
 from tests.builders import address_result, http_attempt, target_result
 from tests.helpers import make_target
 

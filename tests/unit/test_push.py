@@ -13,9 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from probe import cli
-from probe.metrics import SPECS, exposition, target_text
-from probe.push import (
+from probe.cli import main as cli
+from probe.cli.push import (
     DEFAULT_JOB,
     Gateway,
     PushOutcome,
@@ -24,7 +23,8 @@ from probe.push import (
     failure_line,
     parse_gateway,
 )
-from probe.store import accumulate
+from probe.daemon.metrics import SPECS, exposition, target_text
+from probe.daemon.store import accumulate
 from tests.unit.test_metrics import result, scrape
 
 # --------------------------------------------------------------------------- options

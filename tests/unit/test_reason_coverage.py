@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.reasons import Reason
+from probe.model.reasons import Reason
 
 TESTS = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probe.reasons import ExitCode, Reason, Stage, Status
+from probe.model.reasons import ExitCode, Reason, Stage, Status
 
 WARNINGS = {
     Reason.DNS_RESOLVER_FAILOVER,

@@ -8,10 +8,18 @@ from dataclasses import replace
 from ipaddress import ip_address
 from typing import Any
 
-from probe.certs import format_time
-from probe.reasons import Reason
-from probe.report import render_text, to_json
-from probe.results import CertInfo, Failure, HttpAttempt, OcspResult, PhaseTimes, TargetResult, TlsResult
+from probe.model.reasons import Reason
+from probe.model.results import (
+    CertInfo,
+    Failure,
+    HttpAttempt,
+    OcspResult,
+    PhaseTimes,
+    TargetResult,
+    TlsResult,
+)
+from probe.report.text import render_text, to_json
+from probe.stages.certs import format_time
 from tests.builders import (
     DAY,
     NOW,

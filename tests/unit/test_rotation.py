@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from probe import rotation
-from probe.reasons import Reason
-from probe.results import AddressResult, Failure
-from probe.rotation import ALPHA, Rotation, binomial_cdf, chance_unseen, fold, needed, share
-from probe.verdict import backend_findings
+from probe.judge import balancing as rotation
+from probe.judge.balancing import ALPHA, Rotation, binomial_cdf, chance_unseen, fold, needed, share
+from probe.judge.verdict import backend_findings
+from probe.model.reasons import Reason
+from probe.model.results import AddressResult, Failure
 from tests import builders
 from tests.helpers import make_target
 
@@ -352,7 +352,7 @@ def test_failure_type_is_the_public_reason() -> None:
 def test_classic_load_balancer_example_config() -> None:
     from pathlib import Path
 
-    from probe.config import load_config
+    from probe.config.models import load_config
 
     path = Path(__file__).resolve().parents[2] / "config" / "classic-load-balancer.yaml"
     [clb] = load_config(path).targets

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from probe import scheduler as scheduler_module
-from probe.cycle import TargetPlan
-from probe.reasons import Reason, Status
-from probe.results import Failure, TargetResult
-from probe.scheduler import Scheduler, status_line
-from probe.sdnotify import Notifier
-from probe.store import ResultStore, Snapshot, TargetState, accumulate
+from probe.daemon import scheduler as scheduler_module
+from probe.daemon.scheduler import Scheduler, status_line
+from probe.daemon.sdnotify import Notifier
+from probe.daemon.store import ResultStore, Snapshot, TargetState, accumulate
+from probe.engine.cycle import TargetPlan
+from probe.model.reasons import Reason, Status
+from probe.model.results import Failure, TargetResult
 from tests.builders import NOW, dns_result, target_result
 from tests.helpers import make_plan
 

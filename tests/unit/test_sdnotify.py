@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.sdnotify import Notifier
+from probe.daemon.sdnotify import Notifier
 
 
 class Listener:

@@ -11,13 +11,13 @@ from types import MappingProxyType
 
 import pytest
 
-from probe import status_page
-from probe.certs import format_time
-from probe.reasons import Reason, Status
-from probe.report import render_text, to_json
-from probe.results import Failure, TargetResult, TlsResult
-from probe.status_page import json_href, overview_page, target_href, target_json, target_page
-from probe.store import Snapshot, TargetState, accumulate
+from probe.daemon import status_page
+from probe.daemon.status_page import json_href, overview_page, target_href, target_json, target_page
+from probe.daemon.store import Snapshot, TargetState, accumulate
+from probe.model.reasons import Reason, Status
+from probe.model.results import Failure, TargetResult, TlsResult
+from probe.report.text import render_text, to_json
+from probe.stages.certs import format_time
 from tests.builders import (
     DAY,
     NOW,

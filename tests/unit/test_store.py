@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from probe import store as store_module
-from probe.reasons import Reason, Status
-from probe.results import AddressResult, Failure, HttpAttempt, IPAddress, PhaseTimes, TargetResult
-from probe.store import (
+from probe.daemon import store as store_module
+from probe.daemon.store import (
     BUCKETS,
     CHANGE_DETAIL_CHARS,
     HISTORY_LENGTH,
@@ -27,6 +25,8 @@ from probe.store import (
     change_of,
     state_changed,
 )
+from probe.model.reasons import Reason, Status
+from probe.model.results import AddressResult, Failure, HttpAttempt, IPAddress, PhaseTimes, TargetResult
 from tests.builders import NOW, address_result, dns_result, http_attempt, target_result, tls_result
 
 A1 = ipaddress.ip_address("10.0.0.1")

@@ -10,8 +10,8 @@ import pytest
 from OpenSSL import SSL
 
 from probe._text import openssl_words
-from probe.deadline import Deadline
-from probe.reasons import Reason
+from probe.model.deadline import Deadline
+from probe.model.reasons import Reason
 
 
 def ssl_error(reason: str | None) -> ssl.SSLError:

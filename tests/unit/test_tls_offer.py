@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from probe.reasons import Reason
-from probe.tls_stage import build_contexts, cipher_weaknesses, negotiation_findings
+from probe.model.reasons import Reason
+from probe.stages.tls import build_contexts, cipher_weaknesses, negotiation_findings
 
 A1 = ipaddress.ip_address("10.0.0.1")
 

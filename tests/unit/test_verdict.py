@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from probe.reasons import Reason, Status
-from probe.results import AddressResult, CertInfo, DnsResult, Failure, IPAddress, TlsResult
-from probe.verdict import (
+from probe.judge.verdict import (
     DAY,
     backend_findings,
     certificate_differences,
@@ -19,6 +17,8 @@ from probe.verdict import (
     status_of,
     with_cycle_findings,
 )
+from probe.model.reasons import Reason, Status
+from probe.model.results import AddressResult, CertInfo, DnsResult, Failure, IPAddress, TlsResult
 from tests import builders
 from tests.helpers import make_target
 

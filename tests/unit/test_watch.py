@@ -1,4 +1,4 @@
-"""probe.watch: rounds of hand-built results become change lines, a status line and a summary."""
+"""probe.judge.watch: rounds of hand-built results become change lines, a status line and a summary."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from ipaddress import IPv4Address, ip_address
 
 import pytest
 
-from probe.reasons import ExitCode, Reason, Status
-from probe.results import Failure, TargetResult
-from probe.watch import (
+from probe.judge.watch import (
     ABSENT,
     State,
     Watch,
@@ -20,6 +18,8 @@ from probe.watch import (
     summary_text,
     why,
 )
+from probe.model.reasons import ExitCode, Reason, Status
+from probe.model.results import Failure, TargetResult
 from tests.builders import NOW, address_result, cert, dns_result, target_result, tls_result, unconnected_tls
 
 A = IPv4Address("10.0.2.31")

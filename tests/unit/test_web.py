@@ -15,12 +15,12 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from probe import web
-from probe.metrics import exposition, render_target
-from probe.reasons import Reason, Status
-from probe.results import DnsResult, Failure, TargetResult
-from probe.store import ResultStore
-from probe.web import WebServer, make_app
+from probe.daemon import web
+from probe.daemon.metrics import exposition, render_target
+from probe.daemon.store import ResultStore
+from probe.daemon.web import WebServer, make_app
+from probe.model.reasons import Reason, Status
+from probe.model.results import DnsResult, Failure, TargetResult
 from tests.htmlpage import parse
 
 NOW = 1_780_000_000.0

@@ -1,0 +1,1 @@
+"""The ``probe`` command: argument parsing, the commands, and errors turned into exit codes."""

@@ -1,0 +1,1 @@
+"""Configuration: the strict models, their loading from YAML, the plain value parsers and defaults."""

@@ -1,0 +1,1 @@
+"""``probe run``: scheduler, result store, metrics, status page and the HTTP endpoint."""

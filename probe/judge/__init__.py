@@ -1,0 +1,1 @@
+"""Judgement: pure functions of stage results, target facts and ``now`` to findings."""

@@ -1,0 +1,1 @@
+"""The data every layer shares: reason codes, results, the deadline; imports nothing above it."""
