@@ -1,6 +1,6 @@
 """Measure ``/metrics`` of ``probe run``: scrape latency, size and samples per target.
 
-Builds N synthetic results (tests/builders.py: 2 addresses, verified chain, one request
+Builds N synthetic results (tests/support/builders.py: 2 addresses, verified chain, one request
 per address, default settings: no backend rule), records them in a store made as the
 daemon makes it, serves them through the real web endpoint on 127.0.0.1 and scrapes it S
 times per encoding from a separate client process (so the client does not share the
@@ -31,8 +31,8 @@ import subprocess
 
 from probe.daemon.store import ResultStore
 from probe.model.results import PhaseTimes, TargetResult
-from tests import builders
-from tests.builders import DAY, NOW
+from tests.support import builders
+from tests.support.builders import DAY, NOW
 
 LEAF = builders.cert("www.corp.example", NOW + 60 * DAY, serial="1f")
 INTERMEDIATE = builders.cert("Corp Intermediate CA", NOW + 400 * DAY, issuer="Corp Root CA", serial="a")

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from probe.lab import DemoLab, Lab, Pki
-from tests.netguard.loopback_guard import install as install_loopback_guard
+from tests.support.netguard.loopback_guard import install as install_loopback_guard
 
-_GUARD_DIR = Path(__file__).resolve().parent / "netguard"
+_GUARD_DIR = Path(__file__).resolve().parent / "support" / "netguard"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -28,7 +28,7 @@ import pytest
 
 from probe._version import __version__
 from probe.lab import DemoLab
-from tests.helpers import REPO, environment_without_proxies
+from tests.support.helpers import REPO, environment_without_proxies
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from probe.config.models import TargetConfig, build_config
 from probe.engine.cycle import TargetPlan, plan, run_cycle
 from probe.model.results import TargetResult
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = {"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 5}
 
 

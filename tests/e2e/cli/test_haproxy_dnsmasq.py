@@ -32,11 +32,11 @@ from tests.e2e.conftest import (
     E2ePki,
     LoadBalancer,
 )
-from tests.helpers import probe_cli
+from tests.support.helpers import probe_cli
 
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LEAF = f"CN={HOSTNAME}"
 INTERMEDIATE = f"CN={PKI_LABEL} Intermediate CA"
 ROOT = f"CN={PKI_LABEL} Root CA"

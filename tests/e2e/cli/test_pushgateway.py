@@ -27,8 +27,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from probe.daemon.metrics import SPECS
 from probe.lab import DemoLab
 from tests.e2e._procs import Process, free_port, require_programs, start_server
-from tests.e2e.test_prometheus import LOOPBACK, README, SCRAPE_TIMEOUT, Prometheus, _server, _start, http_get
-from tests.helpers import probe_cli
+from tests.e2e.daemon.test_prometheus import (
+    LOOPBACK,
+    README,
+    SCRAPE_TIMEOUT,
+    Prometheus,
+    _server,
+    _start,
+    http_get,
+)
+from tests.support.helpers import probe_cli
 
 pytestmark = pytest.mark.e2e
 

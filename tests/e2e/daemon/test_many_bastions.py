@@ -26,7 +26,7 @@ import yaml
 
 from probe.lab import DemoLab
 from tests.e2e._procs import Process, require_programs
-from tests.e2e.test_prometheus import (
+from tests.e2e.daemon.test_prometheus import (
     INTERVAL,
     LOOPBACK,
     README,

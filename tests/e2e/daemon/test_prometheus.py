@@ -42,7 +42,7 @@ from tests.e2e._procs import Process, require_programs, start_server
 
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 README = REPO_ROOT / "README.md"
 LOOPBACK = "127.0.0.1"
 TARGET = "demo"  # the name DemoLab gives its target

@@ -42,10 +42,10 @@ from probe.daemon.web import WebServer, make_app
 from probe.lab import DemoLab
 from probe.model.reasons import Reason
 from probe.model.results import Failure
-from tests.builders import DAY, address_result, cert, http_attempt, target_result, tls_result
 from tests.e2e._procs import require_programs
-from tests.helpers import REPO, environment_without_proxies
-from tests.htmlpage import Page, parse
+from tests.support.builders import DAY, address_result, cert, http_attempt, target_result, tls_result
+from tests.support.helpers import REPO, environment_without_proxies
+from tests.support.htmlpage import Page, parse
 
 pytestmark = pytest.mark.e2e
 

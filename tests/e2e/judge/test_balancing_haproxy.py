@@ -32,7 +32,7 @@ from probe.model.reasons import Status
 from probe.model.results import TargetResult
 from tests.e2e._procs import Process, accepts, haproxy_head, start_server
 from tests.e2e.conftest import ALB_NAME, HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
-from tests.helpers import make_plan, reasons
+from tests.support.helpers import make_plan, reasons
 
 pytestmark = pytest.mark.e2e
 

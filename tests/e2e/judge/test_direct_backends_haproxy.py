@@ -22,9 +22,9 @@ import yaml
 from probe.lab import Lab, TlsBackend
 from probe.lab.pki import Issued, issue
 from tests.e2e._procs import Process, accepts, haproxy_head, start_server
+from tests.e2e.cli.test_haproxy_dnsmasq import fingerprint
 from tests.e2e.conftest import HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
-from tests.e2e.test_haproxy_dnsmasq import fingerprint
-from tests.helpers import environment_without_proxies, probe_cli
+from tests.support.helpers import environment_without_proxies, probe_cli
 
 BACKENDS = (("web-1", "127.0.32.1"), ("web-2", "127.0.32.2"))
 

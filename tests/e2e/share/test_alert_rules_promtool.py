@@ -16,7 +16,7 @@ from tests.e2e._procs import require_programs
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RULES = REPO / "config" / "alerts.yml"
 RULE_TESTS = REPO / "tests" / "data" / "promtool" / "alerts_test.yml"
 #: Bound on one promtool run (seconds); it takes well under one.

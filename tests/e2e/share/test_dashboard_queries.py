@@ -33,7 +33,7 @@ import yaml
 from probe.lab import DemoLab
 from probe.lab.pki import Pki
 from tests.e2e._procs import free_port, require_programs
-from tests.e2e.test_prometheus import (
+from tests.e2e.daemon.test_prometheus import (
     JOB,
     LOOPBACK,
     SCRAPE_TIMEOUT,
@@ -47,7 +47,7 @@ from tests.e2e.test_prometheus import (
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "config" / "dashboard.json"
 RULES = REPO / "config" / "alerts.yml"
 

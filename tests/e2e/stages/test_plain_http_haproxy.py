@@ -29,7 +29,7 @@ import pytest
 from probe.lab import Backend, DnsServer, Lab
 from tests.e2e._procs import Process, accepts, haproxy_head, start_server
 from tests.e2e.conftest import Binaries
-from tests.helpers import probe_cli
+from tests.support.helpers import probe_cli
 
 pytestmark = pytest.mark.e2e
 

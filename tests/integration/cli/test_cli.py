@@ -21,7 +21,7 @@ import yaml
 from probe.cli.main import main
 from probe.lab import DemoLab
 from probe.model.reasons import ExitCode
-from tests.helpers import REPO, environment_without_proxies, probe_cli
+from tests.support.helpers import REPO, environment_without_proxies, probe_cli
 
 
 def check(*args: str) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import probe_cli
+from tests.support.helpers import probe_cli
 
 #: Calls ``_probe`` with the words given as arguments, the last one being completed.
 _BASH = r"""

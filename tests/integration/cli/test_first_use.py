@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from probe.model.reasons import ExitCode
-from tests.helpers import REPO, environment_without_proxies, probe_cli
+from tests.support.helpers import REPO, environment_without_proxies, probe_cli
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 import pytest
 
 from probe.lab import Behaviour, Lab
-from tests.helpers import REPO, environment_without_proxies
+from tests.support.helpers import REPO, environment_without_proxies
 
 #: A Ctrl-C while ``probe.cli.main`` is imported: a finder that sends SIGINT when the import
 #: starts (the KeyboardInterrupt is raised inside that import), then the command's entry point.

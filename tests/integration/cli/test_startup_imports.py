@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from probe.lab import DemoLab
-from tests.helpers import REPO, environment_without_proxies
+from tests.support.helpers import REPO, environment_without_proxies
 
 _SCRIPT = """
 import json, sys

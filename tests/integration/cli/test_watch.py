@@ -26,7 +26,7 @@ import yaml
 from probe.cli.main import main
 from probe.lab import Lab, Pki
 from probe.model.reasons import ExitCode
-from tests.helpers import REPO, environment_without_proxies
+from tests.support.helpers import REPO, environment_without_proxies
 
 #: Every watch below must end within this many seconds (start-up of the interpreter included).
 BOUND = 30.0

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from probe.lab import DemoLab
 from probe.model.reasons import ExitCode
-from tests.helpers import REPO, environment_without_proxies, probe_cli
+from tests.support.helpers import REPO, environment_without_proxies, probe_cli
 
 
 def free_port() -> int:

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from probe.lab import DemoLab
-from tests.helpers import REPO, environment_without_proxies
-from tests.integration.test_daemon import free_port, wait_for
+from tests.integration.daemon.test_daemon import free_port, wait_for
+from tests.support.helpers import REPO, environment_without_proxies
 
 
 def config_text(demo: DemoLab, port: int, targets: dict[str, dict[str, Any]]) -> str:

@@ -18,7 +18,7 @@ from probe.daemon.web import WebServer, make_app
 from probe.daemon.webconfig import BasicAuth, load_web_config, server_context
 from probe.lab import Pki
 from probe.lab.pki import issue
-from tests.helpers import probe_cli
+from tests.support.helpers import probe_cli
 
 PASSWORD = "correct horse battery staple"
 

@@ -12,7 +12,7 @@ from probe.engine import cycle
 from probe.lab import DemoLab, Pki
 from probe.model.reasons import Reason, Status
 from probe.stages import http as http_stage
-from tests.helpers import reasons, run
+from tests.support.helpers import reasons, run
 
 
 def test_demo_ok_with_two_addresses_and_two_backends(demo: DemoLab) -> None:

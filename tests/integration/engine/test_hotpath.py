@@ -10,7 +10,7 @@ from probe.engine.cycle import close_plans, run_cycle
 from probe.lab.servers import http2_responder
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
-from tests.helpers import make_plan, reasons, run
+from tests.support.helpers import make_plan, reasons, run
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 1.0, "deadline": 6.0}
 

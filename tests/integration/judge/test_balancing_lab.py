@@ -26,7 +26,7 @@ from probe.judge.balancing import needed
 from probe.lab import DnsServer, Lab, Pki
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
-from tests.helpers import make_plan, probe_cli, reasons, run
+from tests.support.helpers import make_plan, probe_cli, reasons, run
 
 BOUND = 5.0  # seconds: a single check of one loopback node
 

@@ -22,7 +22,7 @@ from probe.engine.cycle import run_cycle
 from probe.lab import DemoLab, DnsServer, Lab, Pki
 from probe.model.reasons import ExitCode, Platform, Reason
 from probe.report.hints import HINTS, PUBLIC_ADDRESS_HINT, STATUS_HINTS
-from tests.helpers import FAST, make_plan
+from tests.support.helpers import FAST, make_plan
 
 AWS = Platform.AWS
 

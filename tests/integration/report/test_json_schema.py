@@ -20,8 +20,8 @@ import pytest
 from probe.cli.main import main
 from probe.cli.share import share_file
 from probe.lab import Lab, Pki
-from tests.integration.test_direct_backends import Farm, farm  # noqa: F401  (fixture)
-from tests.integration.test_ocsp import REVOKED_AT, openssl_ocsp, stapling  # noqa: F401  (fixture)
+from tests.integration.judge.test_direct_backends import Farm, farm  # noqa: F401  (fixture)
+from tests.integration.stages.test_ocsp import REVOKED_AT, openssl_ocsp, stapling  # noqa: F401  (fixture)
 
 FAST = {"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 5}
 #: A check of a few loopback targets ends well within its 5 s deadline.

@@ -327,7 +327,7 @@ def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any, 
     assert document["targets"][0]["addresses"][0]["ocsp"] is not None
     assert document["targets"][0]["failures"] and document["targets"][0]["addresses"][0]["http"]
     assert document["baseline"]["changes"]
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     section = readme.split("\n## JSON document\n", 1)[1].split("\n## ", 1)[0].split("```")[1]
     without_comments = "\n".join(line.split("#", 1)[0] for line in section.splitlines())
     documented = set(re.findall(r'"([a-z_0-9]+)"', without_comments))

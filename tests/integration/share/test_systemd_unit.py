@@ -20,7 +20,7 @@ from probe.config.values import PRIVATE_NETWORKS
 from probe.daemon.scheduler import STOP_GRACE
 from probe.model.reasons import ExitCode
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 UNIT = REPO_ROOT / "systemd" / "probe.service"
 DOCUMENTED_EXEC_START = "/usr/local/bin/probe run --config /etc/probe/probe.yaml"
 MAX_EXPOSURE = 2.0

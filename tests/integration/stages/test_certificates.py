@@ -23,7 +23,7 @@ from probe.lab import Pki
 from probe.lab.pki import der_to_pem, issue, resign
 from probe.model.reasons import Reason, Status
 from probe.stages.certs import format_time
-from tests.helpers import make_plan, probe_cli, reasons, run
+from tests.support.helpers import make_plan, probe_cli, reasons, run
 
 NOW = dt.datetime.now(dt.UTC)
 _N = itertools.count(1)

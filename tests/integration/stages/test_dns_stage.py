@@ -20,7 +20,7 @@ from probe.model.deadline import Deadline
 from probe.model.reasons import Reason, Status
 from probe.model.results import DnsResult
 from probe.stages import dns as dns_stage
-from tests.helpers import make_target, reasons, run
+from tests.support.helpers import make_target, reasons, run
 
 _N = itertools.count(1)
 

@@ -19,7 +19,7 @@ from probe.lab import Lab, Pki
 from probe.lab.pki import issue
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
-from tests.helpers import reasons, run
+from tests.support.helpers import reasons, run
 
 SLACK = 0.6  # seconds of allowance over a configured bound for a loaded 2-core machine
 

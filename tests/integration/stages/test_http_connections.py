@@ -17,7 +17,7 @@ from probe.lab.servers import http2_responder
 from probe.model.reasons import Status
 from probe.model.results import TargetResult
 from probe.stages._httpcore import Http2Connection, Http11Connection
-from tests.helpers import make_plan, run
+from tests.support.helpers import make_plan, run
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 1.0, "deadline": 6.0}
 CYCLES = 30

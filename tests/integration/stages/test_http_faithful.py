@@ -30,7 +30,7 @@ from probe.lab.servers import http2_responder
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
 from probe.report.text import render_text, to_json
-from tests.helpers import reasons, run
+from tests.support.helpers import reasons, run
 
 SLACK = 0.6  # seconds of allowance over a configured bound for a loaded 2-core machine
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 2.0, "deadline": 8.0}

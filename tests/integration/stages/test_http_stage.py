@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from probe.model.reasons import Reason, Status
-from tests.helpers import reasons, run
+from tests.support.helpers import reasons, run
 
 
 def responder(head: bytes, body: bytes = b"", delay: float = 0) -> Any:

@@ -31,7 +31,7 @@ from probe.lab.pki import Issued, issue
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason, Status
 from probe.stages import ocsp as ocsp_stage
-from tests.helpers import make_plan, probe_cli, reasons, run
+from tests.support.helpers import make_plan, probe_cli, reasons, run
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")

@@ -17,7 +17,7 @@ import h2.events
 
 from probe.model.reasons import Status
 from probe.model.results import TargetResult
-from tests.helpers import run
+from tests.support.helpers import run
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 3.0, "deadline": 8.0}
 BEFORE_HEADERS = 0.3  # seconds the server waits before the response headers

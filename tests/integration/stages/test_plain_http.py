@@ -22,9 +22,9 @@ from probe.lab import Lab
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
 from probe.report import text as report
-from tests.helpers import reasons, run
+from tests.support.helpers import reasons, run
 
-#: Every test's cycle must finish well inside its 5 s deadline (tests.helpers.FAST).
+#: Every test's cycle must finish well inside its 5 s deadline (tests.support.helpers.FAST).
 BOUND = 5.0
 
 

@@ -15,7 +15,7 @@ import pytest
 from probe.lab import Lab, Pki
 from probe.model.reasons import Reason, Status
 from probe.stages import _sockets as netio
-from tests.helpers import reasons, run
+from tests.support.helpers import reasons, run
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 0.5, "http": 1.0, "deadline": 5.0}
 

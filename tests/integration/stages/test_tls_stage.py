@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from probe.lab import Pki
 from probe.lab.pki import issue
 from probe.model.reasons import Reason, Status
-from tests.helpers import reasons, run
+from tests.support.helpers import reasons, run
 
 NOW = dt.datetime.now(dt.UTC)
 DER = Encoding.DER

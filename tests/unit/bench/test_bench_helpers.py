@@ -217,7 +217,7 @@ def _smoke_report() -> tuple[Any, Any]:
 
     from bench.run import Report, Settings
 
-    data = json.loads((Path(__file__).parents[1] / "data" / "bench" / "smoke.json").read_text())
+    data = json.loads((Path(__file__).parents[2] / "data" / "bench" / "smoke.json").read_text())
     return Report(**data), Settings(**data["settings"])
 
 
@@ -249,7 +249,7 @@ def test_a_target_that_is_not_ok_or_a_foreign_socket_is_a_problem() -> None:
 
 
 def test_ci_runs_the_smoke_benchmark_and_the_readmes_document_it() -> None:
-    repo = Path(__file__).parents[2]
+    repo = Path(__file__).parents[3]
     assert "./dev bench --smoke" in (repo / ".ci" / "run").read_text()
     readme = (repo / "README.md").read_text()
     performance = readme.split("\n## Performance", 1)[1].split("\n## ", 1)[0]

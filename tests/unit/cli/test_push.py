@@ -1,6 +1,6 @@
 """``--push``: the options, the grouping key's URL, the body, the error line (pure parts).
 
-The pushes themselves are tested against a real Pushgateway in tests/e2e/test_pushgateway.py.
+The pushes themselves are tested against a real Pushgateway in tests/e2e/cli/test_pushgateway.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from probe.cli.push import (
 )
 from probe.daemon.metrics import SPECS, exposition, target_text
 from probe.daemon.store import accumulate
-from tests.unit.test_metrics import result, scrape
+from tests.unit.daemon.test_metrics import result, scrape
 
 # --------------------------------------------------------------------------- options
 

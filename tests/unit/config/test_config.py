@@ -22,7 +22,7 @@ from probe.config.models import (
 )
 from probe.config.values import parse_resolver
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "config"
+DATA = Path(__file__).resolve().parents[2] / "data" / "config"
 GOOD = DATA / "good.yaml"
 INVALID = sorted(DATA.glob("invalid-*.yaml"))
 

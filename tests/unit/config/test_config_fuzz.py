@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from probe.config.models import Config, ConfigError, parse_config
 
-GOOD = (Path(__file__).resolve().parent.parent / "data" / "config" / "good.yaml").read_text()
+GOOD = (Path(__file__).resolve().parents[2] / "data" / "config" / "good.yaml").read_text()
 KEYS = [
     "targets",
     "defaults",

@@ -49,9 +49,9 @@ from probe.model.results import (
     TlsResult,
 )
 from probe.stages.http import judge_response
-from tests import builders
-from tests.builders import DAY, NOW
-from tests.helpers import make_target
+from tests.support import builders
+from tests.support.builders import DAY, NOW
+from tests.support.helpers import make_target
 
 A1 = ipaddress.ip_address("10.0.0.1")
 A2 = ipaddress.ip_address("10.0.0.2")

@@ -21,8 +21,8 @@ from probe.daemon.store import ResultStore, Snapshot, TargetState, accumulate
 from probe.engine.cycle import TargetPlan
 from probe.model.reasons import Reason, Status
 from probe.model.results import Failure, TargetResult
-from tests.builders import NOW, dns_result, target_result
-from tests.helpers import make_plan
+from tests.support.builders import NOW, dns_result, target_result
+from tests.support.helpers import make_plan
 
 INTERVAL = 0.5
 

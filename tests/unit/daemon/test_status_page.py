@@ -18,7 +18,7 @@ from probe.model.reasons import Reason, Status
 from probe.model.results import Failure, TargetResult, TlsResult
 from probe.report.text import render_text, to_json
 from probe.stages.certs import format_time
-from tests.builders import (
+from tests.support.builders import (
     DAY,
     NOW,
     address_result,
@@ -28,7 +28,7 @@ from tests.builders import (
     tls_result,
     unconnected_tls,
 )
-from tests.htmlpage import Page, parse
+from tests.support.htmlpage import Page, parse
 
 A1 = ipaddress.ip_address("10.0.0.1")
 A2 = ipaddress.ip_address("10.0.0.2")

@@ -27,7 +27,7 @@ from probe.daemon.store import (
 )
 from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, Failure, HttpAttempt, IPAddress, PhaseTimes, TargetResult
-from tests.builders import NOW, address_result, dns_result, http_attempt, target_result, tls_result
+from tests.support.builders import NOW, address_result, dns_result, http_attempt, target_result, tls_result
 
 A1 = ipaddress.ip_address("10.0.0.1")
 A2 = ipaddress.ip_address("10.0.0.2")

@@ -21,7 +21,7 @@ from probe.daemon.store import ResultStore
 from probe.daemon.web import WebServer, make_app
 from probe.model.reasons import Reason, Status
 from probe.model.results import DnsResult, Failure, TargetResult
-from tests.htmlpage import parse
+from tests.support.htmlpage import parse
 
 NOW = 1_780_000_000.0
 A1 = ipaddress.ip_address("10.0.0.1")

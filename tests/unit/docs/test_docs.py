@@ -8,7 +8,7 @@ from pathlib import Path
 from probe.config.models import TargetConfig, Timeouts, load_config
 from probe.model.reasons import Reason
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 README = (REPO / "README.md").read_text()
 EXAMPLE = REPO / "config" / "probe.example.yaml"
 

@@ -11,7 +11,7 @@ import pytest
 
 from probe.cli.share import share_file
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 
 
 def schema(kind: str) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from probe.judge.balancing import ALPHA, Rotation, binomial_cdf, chance_unseen, 
 from probe.judge.verdict import backend_findings
 from probe.model.reasons import Reason
 from probe.model.results import AddressResult, Failure
-from tests import builders
-from tests.helpers import make_target
+from tests.support import builders
+from tests.support.helpers import make_target
 
 A1 = ipaddress.ip_address("10.0.0.1")
 A2 = ipaddress.ip_address("10.0.0.2")
@@ -354,7 +354,7 @@ def test_classic_load_balancer_example_config() -> None:
 
     from probe.config.models import load_config
 
-    path = Path(__file__).resolve().parents[2] / "config" / "classic-load-balancer.yaml"
+    path = Path(__file__).resolve().parents[3] / "config" / "classic-load-balancer.yaml"
     [clb] = load_config(path).targets
     assert clb.expect_same_addresses_as is not None
     assert re.fullmatch(

@@ -16,7 +16,7 @@ from probe.judge.baseline import Aspect, Baseline, BaselineError, Change, Compar
 from probe.model.reasons import Reason, Status
 from probe.model.results import Failure, TargetResult
 from probe.report.text import render_baseline, to_json
-from tests.builders import (
+from tests.support.builders import (
     DAY,
     NOW,
     address_result,

@@ -11,7 +11,7 @@ from probe.config.models import ConfigError, TargetConfig, build_config, parse_c
 from probe.judge.direct_backends import colon_hex, correlate, hop_result, pin_findings
 from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, CertInfo, DirectBackendResult, Failure, IPAddress
-from tests.builders import DAY, NOW, address_result, cert, dns_result, http_attempt, tls_result
+from tests.support.builders import DAY, NOW, address_result, cert, dns_result, http_attempt, tls_result
 
 A1 = ipaddress.ip_address("10.0.1.17")
 B1 = ipaddress.ip_address("10.0.1.10")
@@ -166,7 +166,7 @@ def test_hop_result_warns_before_expiry_and_zero_days_turns_it_off() -> None:
 def test_alb_https_targets_example_is_valid() -> None:
     from probe.config.models import load_config
 
-    example = Path(__file__).resolve().parents[2] / "config" / "alb-https-targets.yaml"
+    example = Path(__file__).resolve().parents[3] / "config" / "alb-https-targets.yaml"
     shop = load_config(example).targets[0]
     assert [b.name for b in shop.direct_backends] == ["web-1", "web-2"]
     assert all(b.trust == "fingerprint_sha256" for b in shop.direct_backends)

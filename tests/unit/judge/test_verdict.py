@@ -19,8 +19,8 @@ from probe.judge.verdict import (
 )
 from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, CertInfo, DnsResult, Failure, IPAddress, TlsResult
-from tests import builders
-from tests.helpers import make_target
+from tests.support import builders
+from tests.support.helpers import make_target
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
 A1 = ipaddress.ip_address("10.0.0.1")

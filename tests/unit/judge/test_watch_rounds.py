@@ -20,7 +20,15 @@ from probe.judge.watch import (
 )
 from probe.model.reasons import ExitCode, Reason, Status
 from probe.model.results import Failure, TargetResult
-from tests.builders import NOW, address_result, cert, dns_result, target_result, tls_result, unconnected_tls
+from tests.support.builders import (
+    NOW,
+    address_result,
+    cert,
+    dns_result,
+    target_result,
+    tls_result,
+    unconnected_tls,
+)
 
 A = IPv4Address("10.0.2.31")
 B = IPv4Address("10.0.2.32")

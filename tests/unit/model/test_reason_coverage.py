@@ -6,12 +6,12 @@ from pathlib import Path
 
 from probe.model.reasons import Reason
 
-TESTS = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parents[2]
 
 # Codes no loopback peer can produce, with where they are tested instead.
 UNIT_ONLY = {
     Reason.TCP_ERROR: "connect() to loopback fails only as refused or timed out; "
-    "tests/unit/test_classify.py maps EHOSTUNREACH and friends",
+    "tests/unit/stages/test_classify.py maps EHOSTUNREACH and friends",
 }
 
 

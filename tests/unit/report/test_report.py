@@ -20,7 +20,7 @@ from probe.model.results import (
 )
 from probe.report.text import render_text, to_json
 from probe.stages.certs import format_time
-from tests.builders import (
+from tests.support.builders import (
     DAY,
     NOW,
     address_result,

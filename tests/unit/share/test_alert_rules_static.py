@@ -1,6 +1,6 @@
 """config/alerts.yml: every rule is labelled, annotated, documented and unit-tested both ways.
 
-promtool itself runs the unit tests in tests/e2e/test_alert_rules.py; this checks, without
+promtool itself runs the unit tests in tests/e2e/share/test_alert_rules_promtool.py; this checks, without
 promtool, that those tests cover every rule firing and not firing, and that the runbooks
 point at README sections that exist.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RULES = REPO / "config" / "alerts.yml"
 RULE_TESTS = REPO / "tests" / "data" / "promtool" / "alerts_test.yml"
 README = (REPO / "README.md").read_text()

@@ -1,7 +1,7 @@
 """config/dashboard.json: the panels the issue asks for, wired to the two variables.
 
 Whether each query returns data is tested against a real Prometheus in
-tests/e2e/test_dashboard_queries.py; this checks the structure without one.
+tests/e2e/share/test_dashboard_queries.py; this checks the structure without one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from probe.daemon.metrics import SPECS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = json.loads((REPO / "config" / "dashboard.json").read_text())
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 PER_TARGET = {spec.name for spec in SPECS if "target" in spec.labels}

@@ -27,7 +27,7 @@ from probe.stages.http import (
     summarise,
 )
 from probe.stages.tls import classify_connect_error, classify_tls_error
-from tests.helpers import make_target
+from tests.support.helpers import make_target
 
 A1 = ipaddress.ip_address("10.0.0.1")
 

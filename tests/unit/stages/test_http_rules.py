@@ -23,7 +23,7 @@ from probe.stages.http import (
     response_date,
 )
 from probe.stages.tls import PinnedAlpnContext, alpn_failures, build_contexts, classify_tls_error
-from tests.helpers import make_target
+from tests.support.helpers import make_target
 
 A1 = IPv4Address("10.0.1.17")
 CAP = 65536

@@ -24,8 +24,8 @@ from probe.stages.http import (
     request_headers,
     request_url,
 )
-from tests.builders import address_result, http_attempt, target_result
-from tests.helpers import make_target
+from tests.support.builders import address_result, http_attempt, target_result
+from tests.support.helpers import make_target
 
 A1 = IPv4Address("10.0.1.17")
 

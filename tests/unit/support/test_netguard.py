@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netguard.loopback_guard import NonLoopbackConnect
+from tests.support.netguard.loopback_guard import NonLoopbackConnect
 
 # A name, not an IP literal: the guard refuses it before any lookup; were the guard
 # missing, "localhost" would still only ever reach loopback.
