@@ -29,13 +29,13 @@ from probe.lab import DemoLab
 from tests.e2e._procs import Process, free_port, require_programs, start_server
 from tests.e2e.daemon.test_prometheus import (
     LOOPBACK,
-    README,
     SCRAPE_TIMEOUT,
     Prometheus,
     _server,
     _start,
     http_get,
 )
+from tests.support import docs
 from tests.support.helpers import probe_cli
 
 pytestmark = pytest.mark.e2e
@@ -276,8 +276,7 @@ def test_a_push_the_gateway_refuses_names_its_answer(demo: DemoLab, gateway: Gat
 
 def readme_scrape_config() -> dict[str, Any]:
     """The README's scrape config for the Pushgateway (section "Pushing a check's result")."""
-    text = README.read_text()
-    section = text.split("### Pushing a check's result to a Pushgateway", 1)[1].split("\n## ", 1)[0]
+    section = docs.section("README.md", "Pushing a check's result to a Pushgateway: `--push`")
     [block] = re.findall(r"```yaml\n(.*?)```", section, re.S)
     document: dict[str, Any] = yaml.safe_load(block)
     return document

@@ -29,7 +29,6 @@ from tests.e2e._procs import Process, require_programs
 from tests.e2e.daemon.test_prometheus import (
     INTERVAL,
     LOOPBACK,
-    README,
     TIMEOUTS,
     Daemon,
     Prometheus,
@@ -38,6 +37,7 @@ from tests.e2e.daemon.test_prometheus import (
     _start,
     start_daemon,
 )
+from tests.support import docs
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +51,7 @@ ARRIVAL_TIMEOUT = 40.0
 
 def section() -> str:
     """The README's "Many bastions" section."""
-    text = README.read_text()
-    return text.split("## Many bastions, one Prometheus", 1)[1].split("\n## ", 1)[0]
+    return docs.section("README.md", "Many bastions, one Prometheus")
 
 
 def yaml_blocks() -> list[str]:

@@ -39,11 +39,11 @@ from probe.daemon.metrics import SPECS, Spec
 from probe.daemon.scheduler import STOP_GRACE
 from probe.lab import DemoLab
 from tests.e2e._procs import Process, require_programs, start_server
+from tests.support import docs
 
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-README = REPO_ROOT / "README.md"
 LOOPBACK = "127.0.0.1"
 TARGET = "demo"  # the name DemoLab gives its target
 JOB = "probe"
@@ -442,31 +442,6 @@ def test_phase_latency_quantiles(prometheus: Prometheus) -> None:
 # --------------------------------------------------------------------------- README examples
 
 
-def _sections(text: str, heading: re.Pattern[str]) -> list[str]:
-    """The bodies of the Markdown sections whose heading matches (sub-sections included)."""
-    lines = text.splitlines()
-    out: list[str] = []
-    fence: str | None = None
-    level: int | None = None
-    for line in lines:
-        stripped = line.lstrip()
-        if fence is None and re.match(r"(```|~~~)", stripped):
-            fence = stripped[:3]
-        elif fence is not None and stripped.startswith(fence):
-            fence = None
-        elif fence is None and (match := re.match(r"(#{1,6})\s+(.*)", line)):
-            depth = len(match[1])
-            if level is not None and depth <= level:
-                level = None
-            if level is None and heading.search(match[2]):
-                level = depth
-                out.append("")
-                continue
-        if level is not None:
-            out[-1] += line + "\n"
-    return out
-
-
 _FENCED = re.compile(r"^(?P<fence>```|~~~)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=fence)[^\n]*$", re.M | re.S)
 
 
@@ -499,7 +474,7 @@ def readme_examples(text: str) -> tuple[list[Example], list[str]]:
     """PromQL examples in the README's metrics or alerting sections, and the YAML rule files there."""
     examples: list[Example] = []
     rule_files: list[str] = []
-    for section in _sections(text, re.compile(r"metric|alert", re.I)):
+    for section in docs.sections(text, re.compile(r"metric|alert", re.I)):
         for info, body in _code_blocks(section):
             if info.startswith("promql"):
                 for paragraph in re.split(r"\n\s*\n", body):
@@ -521,7 +496,7 @@ def readme_examples(text: str) -> tuple[list[Example], list[str]]:
 
 
 def test_readme_alert_examples_evaluate(prometheus: Prometheus, tools: Tools, tmp_path: Path) -> None:
-    examples, rule_files = readme_examples(README.read_text())
+    examples, rule_files = readme_examples(docs.page("README.md"))
     if not examples:
         pytest.skip("README.md has no example alert expression in a metrics or alerting section yet")
 

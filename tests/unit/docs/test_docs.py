@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from probe.config.models import TargetConfig, Timeouts, load_config
 from probe.model.reasons import Reason
+from tests.support import docs
 
-REPO = Path(__file__).resolve().parents[3]
-README = (REPO / "README.md").read_text()
+REPO = docs.REPO
+README = docs.page("README.md")
 EXAMPLE = REPO / "config" / "probe.example.yaml"
 
 
@@ -37,7 +37,7 @@ def test_example_config_is_valid_and_shows_every_setting() -> None:
 
 
 def test_readme_quickstart_gives_the_two_commands() -> None:
-    quickstart = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    quickstart = docs.section("README.md", "Quickstart")
     assert "./dev demo" in quickstart and "./dev test" in quickstart
     ci = (REPO / ".ci" / "run").read_text()
     assert "./dev test" in ci
@@ -55,7 +55,7 @@ def test_readme_documents_every_metric() -> None:
 def test_readme_documents_every_watch_option() -> None:
     from probe.cli.main import build_parser
 
-    section = README.split("### Watching a change: `--watch`", 1)[1].split("\n### ", 1)[0]
+    section = docs.section("README.md", "Watching a change: `--watch`")
     check = build_parser()._subparsers._group_actions[0].choices["check"]  # type: ignore[union-attr]
     watch_group = next(g for g in check._action_groups if g.title and g.title.startswith("watching"))
     flags = [flag for action in watch_group._group_actions for flag in action.option_strings]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from probe.cli.share import share_file
+from tests.support import docs
 
-README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+README = docs.page("README.md")
 
 
 def schema(kind: str) -> dict[str, Any]:
@@ -56,9 +56,8 @@ def strings(value: Any) -> set[str]:
 
 
 def block_after(heading: str, start: str) -> str:
-    """The first fenced block after ``heading`` whose text starts with ``start``."""
-    section = README.split(heading, 1)[1]
-    blocks = section.split("```")[1::2]
+    """The first fenced block of the README's section ``heading`` whose text starts with ``start``."""
+    blocks = docs.section("README.md", heading).split("```")[1::2]
     return next(b for b in blocks if b.lstrip("\n").startswith(start))
 
 
@@ -69,9 +68,9 @@ def quoted(block: str) -> set[str]:
 
 
 DOCUMENTS = {
-    "check": block_after("\n## JSON document\n", "{"),
-    "watch": block_after("### Watching a change: `--watch`", '{"type"'),
-    "baseline": block_after("### Baselines", "{"),
+    "check": block_after("JSON document", "{"),
+    "watch": block_after("Watching a change: `--watch`", '{"type"'),
+    "baseline": block_after("Baselines", "{"),
 }
 #: Example values the README shows that are no key and no allowed value (names, addresses, files).
 EXAMPLES = {

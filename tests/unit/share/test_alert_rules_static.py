@@ -8,15 +8,16 @@ point at README sections that exist.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.support import docs
+
+REPO = docs.REPO
 RULES = REPO / "config" / "alerts.yml"
 RULE_TESTS = REPO / "tests" / "data" / "promtool" / "alerts_test.yml"
-README = (REPO / "README.md").read_text()
+README = docs.page("README.md")
 
 #: The issue's list, each with the rule(s) that cover it.
 REQUIRED = {
@@ -86,7 +87,7 @@ def test_firing_tests_check_the_annotations() -> None:
 
 
 def test_readme_alerts_section_names_every_rule_and_the_file() -> None:
-    section = README.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    section = docs.section("README.md", "Alerts")
     assert "config/alerts.yml" in section
     for rule in alert_rules():
         assert f"`{rule['alert']}`" in section, rule["alert"]
