@@ -10,6 +10,7 @@ part of it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,8 @@ def pages() -> list[str]:
     return [*TOP_PAGES, *(f"docs/{p.name}" for p in sorted((REPO / "docs").glob("*.md")))]
 
 
-def headings(text: str) -> list[Heading]:
-    """The headings of a Markdown text, in order, those inside fenced code blocks left out."""
-    found: list[Heading] = []
+def _outside_fences(text: str) -> Iterator[tuple[int, str]]:
+    """``(index, line)`` of the lines of a Markdown text outside fenced code blocks (fences too left out)."""
     fence: str | None = None
     for index, line in enumerate(text.splitlines()):
         stripped = line.lstrip()
@@ -58,9 +58,22 @@ def headings(text: str) -> list[Heading]:
         elif fence is not None:
             if stripped.startswith(fence):
                 fence = None
-        elif match := _HEADING.fullmatch(line):
-            found.append(Heading(len(match[1]), match[2], index))
-    return found
+        else:
+            yield index, line
+
+
+def headings(text: str) -> list[Heading]:
+    """The headings of a Markdown text, in order, those inside fenced code blocks left out."""
+    return [
+        Heading(len(match[1]), match[2], index)
+        for index, line in _outside_fences(text)
+        if (match := _HEADING.fullmatch(line))
+    ]
+
+
+def prose(text: str) -> str:
+    """A Markdown text without its fenced code blocks and inline code spans (where brackets are no links)."""
+    return "\n".join(re.sub(r"`[^`]*`", "", line) for _, line in _outside_fences(text))
 
 
 def sections(text: str, heading: re.Pattern[str]) -> list[str]:

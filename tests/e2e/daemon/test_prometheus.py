@@ -439,7 +439,7 @@ def test_phase_latency_quantiles(prometheus: Prometheus) -> None:
     assert 0 < float(q["value"][1]) <= 10, q
 
 
-# --------------------------------------------------------------------------- README examples
+# --------------------------------------------------------------------------- examples in the docs
 
 
 _FENCED = re.compile(r"^(?P<fence>```|~~~)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=fence)[^\n]*$", re.M | re.S)
@@ -470,8 +470,8 @@ def _rules(node: Any) -> Iterator[Example]:
             yield from _rules(value)
 
 
-def readme_examples(text: str) -> tuple[list[Example], list[str]]:
-    """PromQL examples in the README's metrics or alerting sections, and the YAML rule files there."""
+def doc_examples(text: str) -> tuple[list[Example], list[str]]:
+    """PromQL examples in a page's metrics or alerting sections, and the YAML rule files there."""
     examples: list[Example] = []
     rule_files: list[str] = []
     for section in docs.sections(text, re.compile(r"metric|alert", re.I)):
@@ -495,34 +495,39 @@ def readme_examples(text: str) -> tuple[list[Example], list[str]]:
     return examples, rule_files
 
 
-def test_readme_alert_examples_evaluate(prometheus: Prometheus, tools: Tools, tmp_path: Path) -> None:
-    examples, rule_files = readme_examples(docs.page("README.md"))
+def test_docs_alert_examples_evaluate(prometheus: Prometheus, tools: Tools, tmp_path: Path) -> None:
+    examples: list[Example] = []
+    rule_files: list[str] = []
+    for name in docs.pages():
+        more_examples, more_rule_files = doc_examples(docs.page(name))
+        examples += more_examples
+        rule_files += more_rule_files
     if not examples:
-        pytest.skip("README.md has no example alert expression in a metrics or alerting section yet")
+        pytest.skip("the docs have no example alert expression in a metrics or alerting section yet")
 
     for index, body in enumerate(rule_files):
-        path = tmp_path / f"readme-rules-{index}.yml"
+        path = tmp_path / f"doc-rules-{index}.yml"
         path.write_text(body)
         check = subprocess.run(
             [tools.promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
         )
         output = check.stdout + check.stderr
-        assert check.returncode == 0, f"a README rule file does not pass promtool check rules:\n{output}"
+        assert check.returncode == 0, f"a rule file in the docs does not pass promtool check rules:\n{output}"
 
     exposed = {spec.name for spec in SPECS if spec.kind != "histogram"} | {
         f"{spec.name}{suffix}" for spec in SPECS if spec.kind == "histogram" for suffix in HISTOGRAM_SUFFIXES
     }
     for example in examples:
         unknown = set(re.findall(r"\bprobe_\w+", example.expr)) - exposed
-        assert not unknown, f"README example {example.expr!r} uses metrics probe does not expose: {unknown}"
+        assert not unknown, f"docs example {example.expr!r} uses metrics probe does not expose: {unknown}"
         result = prometheus.query(example.expr)  # fails on a syntax error or an evaluation error
         if example.kind == "alert":
             # The lab is healthy: no example alert may fire.
-            assert result == [], f"README alert {example.name} fires on the healthy lab: {result}"
+            assert result == [], f"docs alert {example.name} fires on the healthy lab: {result}"
         elif example.kind == "query":
             # A dashboard query shows data for the lab's target (once two scrapes saw counters grow).
             ours = re.sub(r'target="[^"]*"', f'target="{TARGET}"', example.expr)
-            prometheus.wait_for(ours, f"README query {example.expr!r} on the lab's target")
+            prometheus.wait_for(ours, f"docs query {example.expr!r} on the lab's target")
 
 
 # --------------------------------------------------------------------------- stopping

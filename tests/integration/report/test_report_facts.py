@@ -296,8 +296,8 @@ def _json_keys(
     return keys
 
 
-def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any, tmp_path: Path) -> None:
-    # The JSON section of the README was merged by hand from several branches; it must name
+def test_docs_json_section_names_exactly_the_keys_of_the_document(scene: Any, tmp_path: Path) -> None:
+    # The JSON section of the docs was merged by hand from several branches; it must name
     # every key the document has, and no key it does not have.
     s = scene(nodes=2)
     hostname = s.target["url"].split("/")[2].split(":")[0]
@@ -328,7 +328,7 @@ def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any, 
     assert document["targets"][0]["addresses"][0]["ocsp"] is not None
     assert document["targets"][0]["failures"] and document["targets"][0]["addresses"][0]["http"]
     assert document["baseline"]["changes"]
-    section = docs.section("README.md", "JSON document").split("```")[1]
+    section = docs.section("docs/json-document.md", "JSON document").split("```")[1]
     without_comments = "\n".join(line.split("#", 1)[0] for line in section.splitlines())
     documented = set(re.findall(r'"([a-z_0-9]+)"', without_comments))
     # Quoted words of the section that are values or keys of the other shapes, not keys seen here.

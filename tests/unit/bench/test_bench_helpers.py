@@ -251,8 +251,9 @@ def test_a_target_that_is_not_ok_or_a_foreign_socket_is_a_problem() -> None:
 
 def test_ci_runs_the_smoke_benchmark_and_the_readmes_document_it() -> None:
     assert "./dev bench --smoke" in (docs.REPO / ".ci" / "run").read_text()
-    performance = docs.section("README.md", "Performance")
-    assert "./dev bench" in performance and "nproc" in performance
     bench_readme = docs.page("bench/README.md")
+    assert "./dev bench" in bench_readme and "nproc" in docs.section("bench/README.md", "Results")
+    assert "bench/README.md" in docs.page("README.md")
+    assert "./dev bench --smoke" in docs.page("CONTRIBUTING.md")
     assert "## Lever → what it bought" in bench_readme
     assert "| baseline" in bench_readme
