@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: Every page of documentation, besides those under docs/: (path from the repository root).
+#: The pages of documentation outside docs/ (paths from the repository root).
 TOP_PAGES = ("README.md", "CONTRIBUTING.md", "bench/README.md")
 
 _FENCE = re.compile(r"(```|~~~)")

@@ -495,13 +495,19 @@ def doc_examples(text: str) -> tuple[list[Example], list[str]]:
     return examples, rule_files
 
 
-def test_docs_alert_examples_evaluate(prometheus: Prometheus, tools: Tools, tmp_path: Path) -> None:
+def every_doc_example() -> tuple[list[Example], list[str]]:
+    """The PromQL examples and YAML rule files of every page of documentation (docs.pages())."""
     examples: list[Example] = []
     rule_files: list[str] = []
     for name in docs.pages():
         more_examples, more_rule_files = doc_examples(docs.page(name))
         examples += more_examples
         rule_files += more_rule_files
+    return examples, rule_files
+
+
+def test_docs_alert_examples_evaluate(prometheus: Prometheus, tools: Tools, tmp_path: Path) -> None:
+    examples, rule_files = every_doc_example()
     if not examples:
         pytest.skip("the docs have no example alert expression in a metrics or alerting section yet")
 
