@@ -29,13 +29,13 @@ from probe.lab import DemoLab
 from tests.e2e._procs import Process, free_port, require_programs, start_server
 from tests.e2e.daemon.test_prometheus import (
     LOOPBACK,
-    README,
     SCRAPE_TIMEOUT,
     Prometheus,
     _server,
     _start,
     http_get,
 )
+from tests.support import docs
 from tests.support.helpers import probe_cli
 
 pytestmark = pytest.mark.e2e
@@ -274,10 +274,10 @@ def test_a_push_the_gateway_refuses_names_its_answer(demo: DemoLab, gateway: Gat
 # --------------------------------------------------------------------------- the same dashboards
 
 
-def readme_scrape_config() -> dict[str, Any]:
-    """The README's scrape config for the Pushgateway (section "Pushing a check's result")."""
-    text = README.read_text()
-    section = text.split("### Pushing a check's result to a Pushgateway", 1)[1].split("\n## ", 1)[0]
+def docs_scrape_config() -> dict[str, Any]:
+    """The scrape config for the Pushgateway in docs/checking-during-a-change.md."""
+    heading = "Pushing a check's result to a Pushgateway: `--push`"
+    section = docs.section("docs/checking-during-a-change.md", heading)
     [block] = re.findall(r"```yaml\n(.*?)```", section, re.S)
     document: dict[str, Any] = yaml.safe_load(block)
     return document
@@ -291,8 +291,8 @@ def test_prometheus_keeps_the_pushed_job_and_labels(
     )
     complete, _ = check(demo, "--push", empty_gateway.url, "--push-label", "bastion=bastion-a-1")
     assert complete.returncode == 0, complete.stdout + complete.stderr
-    # The README's scrape config, pointed at this gateway, scraping every second.
-    document = readme_scrape_config()
+    # The docs' scrape config, pointed at this gateway, scraping every second.
+    document = docs_scrape_config()
     [job] = document["scrape_configs"]
     assert job["honor_labels"] is True
     job["static_configs"] = [{"targets": [f"{LOOPBACK}:{empty_gateway.port}"]}]

@@ -4,7 +4,7 @@ The scene, on loopback only: ``probe run`` on this module's demo lab; two Promet
 agents (``--enable-feature=agent``), standing for two bastions in two VPCs, each scrape it
 every second and remote-write to a third Prometheus started with
 ``--web.enable-remote-write-receiver``, the central store. Each agent's configuration is
-the README's agent file ("Many bastions") with only its addresses, intervals and
+the agent file of docs/many-bastions.md with only its addresses, intervals and
 vantage-point values replaced, so the documented file is the tested one. The tests ask
 the central Prometheus's HTTP API what a user of the fleet would ask.
 
@@ -29,7 +29,6 @@ from tests.e2e._procs import Process, require_programs
 from tests.e2e.daemon.test_prometheus import (
     INTERVAL,
     LOOPBACK,
-    README,
     TIMEOUTS,
     Daemon,
     Prometheus,
@@ -38,6 +37,7 @@ from tests.e2e.daemon.test_prometheus import (
     _start,
     start_daemon,
 )
+from tests.support import docs
 
 pytestmark = pytest.mark.e2e
 
@@ -50,9 +50,8 @@ ARRIVAL_TIMEOUT = 40.0
 
 
 def section() -> str:
-    """The README's "Many bastions" section."""
-    text = README.read_text()
-    return text.split("## Many bastions, one Prometheus", 1)[1].split("\n## ", 1)[0]
+    """The page docs/many-bastions.md."""
+    return docs.section("docs/many-bastions.md", "Many bastions, one Prometheus")
 
 
 def yaml_blocks() -> list[str]:
@@ -65,14 +64,14 @@ def promql_queries() -> list[str]:
 
 
 def agent_document() -> dict[str, Any]:
-    """The README's agent file, parsed."""
+    """The page's agent file, parsed."""
     [block] = [b for b in yaml_blocks() if "external_labels" in b]
     document: dict[str, Any] = yaml.safe_load(block)
     return document
 
 
 def agent_config(daemon: Daemon, receiver: Prometheus, vantage: tuple[str, str, str]) -> str:
-    """The README's agent file for one bastion, with loopback addresses and a 1 s interval."""
+    """The page's agent file for one bastion, with loopback addresses and a 1 s interval."""
     document = copy.deepcopy(agent_document())
     vpc, az, bastion = vantage
     document["global"]["scrape_interval"] = "1s"
@@ -121,7 +120,7 @@ def start_receiver(tools: Tools, directory: Path) -> Prometheus:
 def start_agent(
     tools: Tools, daemon: Daemon, receiver: Prometheus, vantage: tuple[str, str, str], directory: Path
 ) -> Agent:
-    """A Prometheus in agent mode with the README's agent file for ``vantage``."""
+    """A Prometheus in agent mode with the page's agent file for ``vantage``."""
     config = agent_config(daemon, receiver, vantage)
     path = directory / f"agent-{vantage[2]}.yml"
     path.write_text(config)
@@ -193,7 +192,7 @@ def fleet(
 # --------------------------------------------------------------------------- tests
 
 
-def test_readme_agent_file_sets_the_vantage_point_as_external_labels() -> None:
+def test_docs_agent_file_sets_the_vantage_point_as_external_labels() -> None:
     document = agent_document()
     assert set(document["global"]["external_labels"]) == {"vpc", "az", "bastion"}
     assert [job["job_name"] for job in document["scrape_configs"]] == ["probe"]
@@ -201,7 +200,7 @@ def test_readme_agent_file_sets_the_vantage_point_as_external_labels() -> None:
     assert len(document["remote_write"]) == 1
 
 
-def test_readme_remote_write_snippets_pass_promtool(programs: Tools, tmp_path: Path) -> None:
+def test_docs_remote_write_snippets_pass_promtool(programs: Tools, tmp_path: Path) -> None:
     blocks = yaml_blocks()
     kinds = " ".join(blocks)
     for needle in ("/api/v1/write", "/api/v1/receive", "/api/v1/push", "sigv4:", "X-Scope-OrgID"):
@@ -217,7 +216,7 @@ def test_readme_remote_write_snippets_pass_promtool(programs: Tools, tmp_path: P
             timeout=30,
             check=False,
         )
-        assert check.returncode == 0, f"README block {index}:\n{block}\n{check.stdout}{check.stderr}"
+        assert check.returncode == 0, f"docs block {index}:\n{block}\n{check.stdout}{check.stderr}"
 
 
 def test_probe_success_arrives_with_each_vantage_point(
@@ -255,7 +254,7 @@ def test_probe_success_arrives_with_each_vantage_point(
         assert agent.process.output() == "", agent.process.describe()  # logs at warn: nothing to say
 
 
-def test_readme_fleet_queries_evaluate_on_the_central_store(fleet: tuple[Prometheus, list[Agent]]) -> None:
+def test_docs_fleet_queries_evaluate_on_the_central_store(fleet: tuple[Prometheus, list[Agent]]) -> None:
     receiver, _ = fleet
     receiver.wait_for('probe_success{bastion="bastion-b-1"}', "remote write", timeout=ARRIVAL_TIMEOUT)
     queries = promql_queries()

@@ -39,11 +39,11 @@ from probe.daemon.metrics import SPECS, Spec
 from probe.daemon.scheduler import STOP_GRACE
 from probe.lab import DemoLab
 from tests.e2e._procs import Process, require_programs, start_server
+from tests.support import docs
 
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-README = REPO_ROOT / "README.md"
 LOOPBACK = "127.0.0.1"
 TARGET = "demo"  # the name DemoLab gives its target
 JOB = "probe"
@@ -439,32 +439,7 @@ def test_phase_latency_quantiles(prometheus: Prometheus) -> None:
     assert 0 < float(q["value"][1]) <= 10, q
 
 
-# --------------------------------------------------------------------------- README examples
-
-
-def _sections(text: str, heading: re.Pattern[str]) -> list[str]:
-    """The bodies of the Markdown sections whose heading matches (sub-sections included)."""
-    lines = text.splitlines()
-    out: list[str] = []
-    fence: str | None = None
-    level: int | None = None
-    for line in lines:
-        stripped = line.lstrip()
-        if fence is None and re.match(r"(```|~~~)", stripped):
-            fence = stripped[:3]
-        elif fence is not None and stripped.startswith(fence):
-            fence = None
-        elif fence is None and (match := re.match(r"(#{1,6})\s+(.*)", line)):
-            depth = len(match[1])
-            if level is not None and depth <= level:
-                level = None
-            if level is None and heading.search(match[2]):
-                level = depth
-                out.append("")
-                continue
-        if level is not None:
-            out[-1] += line + "\n"
-    return out
+# --------------------------------------------------------------------------- examples in the docs
 
 
 _FENCED = re.compile(r"^(?P<fence>```|~~~)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=fence)[^\n]*$", re.M | re.S)
@@ -495,11 +470,11 @@ def _rules(node: Any) -> Iterator[Example]:
             yield from _rules(value)
 
 
-def readme_examples(text: str) -> tuple[list[Example], list[str]]:
-    """PromQL examples in the README's metrics or alerting sections, and the YAML rule files there."""
+def doc_examples(text: str) -> tuple[list[Example], list[str]]:
+    """PromQL examples in a page's metrics or alerting sections, and the YAML rule files there."""
     examples: list[Example] = []
     rule_files: list[str] = []
-    for section in _sections(text, re.compile(r"metric|alert", re.I)):
+    for section in docs.sections(text, re.compile(r"metric|alert", re.I)):
         for info, body in _code_blocks(section):
             if info.startswith("promql"):
                 for paragraph in re.split(r"\n\s*\n", body):
@@ -520,34 +495,45 @@ def readme_examples(text: str) -> tuple[list[Example], list[str]]:
     return examples, rule_files
 
 
-def test_readme_alert_examples_evaluate(prometheus: Prometheus, tools: Tools, tmp_path: Path) -> None:
-    examples, rule_files = readme_examples(README.read_text())
+def every_doc_example() -> tuple[list[Example], list[str]]:
+    """The PromQL examples and YAML rule files of every page of documentation (docs.pages())."""
+    examples: list[Example] = []
+    rule_files: list[str] = []
+    for name in docs.pages():
+        more_examples, more_rule_files = doc_examples(docs.page(name))
+        examples += more_examples
+        rule_files += more_rule_files
+    return examples, rule_files
+
+
+def test_docs_alert_examples_evaluate(prometheus: Prometheus, tools: Tools, tmp_path: Path) -> None:
+    examples, rule_files = every_doc_example()
     if not examples:
-        pytest.skip("README.md has no example alert expression in a metrics or alerting section yet")
+        pytest.skip("the docs have no example alert expression in a metrics or alerting section yet")
 
     for index, body in enumerate(rule_files):
-        path = tmp_path / f"readme-rules-{index}.yml"
+        path = tmp_path / f"doc-rules-{index}.yml"
         path.write_text(body)
         check = subprocess.run(
             [tools.promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
         )
         output = check.stdout + check.stderr
-        assert check.returncode == 0, f"a README rule file does not pass promtool check rules:\n{output}"
+        assert check.returncode == 0, f"a rule file in the docs does not pass promtool check rules:\n{output}"
 
     exposed = {spec.name for spec in SPECS if spec.kind != "histogram"} | {
         f"{spec.name}{suffix}" for spec in SPECS if spec.kind == "histogram" for suffix in HISTOGRAM_SUFFIXES
     }
     for example in examples:
         unknown = set(re.findall(r"\bprobe_\w+", example.expr)) - exposed
-        assert not unknown, f"README example {example.expr!r} uses metrics probe does not expose: {unknown}"
+        assert not unknown, f"docs example {example.expr!r} uses metrics probe does not expose: {unknown}"
         result = prometheus.query(example.expr)  # fails on a syntax error or an evaluation error
         if example.kind == "alert":
             # The lab is healthy: no example alert may fire.
-            assert result == [], f"README alert {example.name} fires on the healthy lab: {result}"
+            assert result == [], f"docs alert {example.name} fires on the healthy lab: {result}"
         elif example.kind == "query":
             # A dashboard query shows data for the lab's target (once two scrapes saw counters grow).
             ours = re.sub(r'target="[^"]*"', f'target="{TARGET}"', example.expr)
-            prometheus.wait_for(ours, f"README query {example.expr!r} on the lab's target")
+            prometheus.wait_for(ours, f"docs query {example.expr!r} on the lab's target")
 
 
 # --------------------------------------------------------------------------- stopping

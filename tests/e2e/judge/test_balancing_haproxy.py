@@ -199,7 +199,7 @@ def test_random_a_really_missing_backend_is_found_at_the_stated_count(
     started = time.monotonic()
     results = daemon_cycles(plan, stated + 1)
 
-    assert (threshold, stated) == (24, 3)  # the README's table
+    assert (threshold, stated) == (24, 3)  # the table in docs/how-a-check-works.md
     assert [r.status for r in results] == [Status.WARNING] * (stated - 1) + [Status.CRITICAL] * 2, explain(
         results, lb
     )

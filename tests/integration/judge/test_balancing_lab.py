@@ -135,7 +135,7 @@ def run_scheduler(target: dict[str, Any], cycles: int, limit: float) -> list[Tar
 def test_daemon_counts_across_cycles_and_finds_a_missing_backend_at_the_stated_count(scene: Any) -> None:
     target = only_web_1(scene, name="rot", balancing="weighted_random", requests_per_address=8, interval=0.5)
     threshold = needed("weighted_random", 2, 8)
-    assert threshold == 24  # the README's table: the third cycle of 8
+    assert threshold == 24  # docs/how-a-check-works.md's table: the third cycle of 8
     started = time.monotonic()
     log = run_scheduler(target, 4, limit=20)
 

@@ -22,6 +22,7 @@ from probe.lab.pki import Issued, issue
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
 from probe.report.text import render_text, to_json
+from tests.support import docs
 from tests.support.helpers import reasons, run
 
 NOW_BOUND = 4.0  # every check here ends well within its 5 s deadline
@@ -150,9 +151,8 @@ def test_healthy_farm_pins_match_and_certificate_facts_are_reported(farm: Farm) 
     assert members[1]["pin_matches"] is True and members[1]["http"]["status_code"] == 200
     assert members[1]["tls"]["leaf"]["sha256_fingerprint"] == fingerprint(farm.certs["web-2"])
     json.dumps(document)
-    # The README's JSON section names every key of a member, and its trust values.
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    section = readme.split("\n## JSON document\n", 1)[1].split("```")[1]
+    # The docs' JSON section names every key of a member, and its trust values.
+    section = docs.section("docs/json-document.md", "JSON document").split("```")[1]
     member_part = section.split('"direct_backends": [{', 1)[1].split("}]", 1)[0]
     documented = set(re.findall(r'"([a-z_0-9]+)"', member_part))
     assert set(members[1]) <= documented

@@ -1,5 +1,5 @@
 """The shipped JSON Schemas hold for real outputs of ``probe check --json``, ``--watch --json``
-and ``--save-baseline`` against loopback servers, in the situations the README documents.
+and ``--save-baseline`` against loopback servers, in the situations the docs describe.
 
 Every document is produced by the real command line (``probe.cli.main`` with a config file),
 validated with ``jsonschema`` against the schema found through the installed package

@@ -25,6 +25,7 @@ from probe.lab import Lab, Pki
 from probe.lab.pki import issue
 from probe.model.reasons import ExitCode
 from tests.integration.conftest import Scene
+from tests.support import docs
 
 BOUND = 5.0  # the --timeout given to every check here (seconds)
 LIMIT = BOUND + 1.0  # the deadline, the cycle's 0.5 s backstop grace and the command's own start
@@ -295,8 +296,8 @@ def _json_keys(
     return keys
 
 
-def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any, tmp_path: Path) -> None:
-    # The JSON section of the README was merged by hand from several branches; it must name
+def test_docs_json_section_names_exactly_the_keys_of_the_document(scene: Any, tmp_path: Path) -> None:
+    # The JSON section of the docs was merged by hand from several branches; it must name
     # every key the document has, and no key it does not have.
     s = scene(nodes=2)
     hostname = s.target["url"].split("/")[2].split(":")[0]
@@ -327,8 +328,7 @@ def test_readme_json_section_names_exactly_the_keys_of_the_document(scene: Any, 
     assert document["targets"][0]["addresses"][0]["ocsp"] is not None
     assert document["targets"][0]["failures"] and document["targets"][0]["addresses"][0]["http"]
     assert document["baseline"]["changes"]
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    section = readme.split("\n## JSON document\n", 1)[1].split("\n## ", 1)[0].split("```")[1]
+    section = docs.section("docs/json-document.md", "JSON document").split("```")[1]
     without_comments = "\n".join(line.split("#", 1)[0] for line in section.splitlines())
     documented = set(re.findall(r'"([a-z_0-9]+)"', without_comments))
     # Quoted words of the section that are values or keys of the other shapes, not keys seen here.

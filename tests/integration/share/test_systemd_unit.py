@@ -1,6 +1,6 @@
 """The shipped systemd unit: ``systemd-analyze verify`` and ``security`` accept it, and it says what
 the daemon needs (Type=notify with a watchdog, reload by SIGHUP, no restart on a bad config) and the
-hardening the README promises.
+hardening docs/daemon.md promises.
 
 ``systemd-analyze`` works on unit files without a running systemd; without it the tests skip.
 """

@@ -11,6 +11,7 @@ import pytest
 from bench import measure
 from bench.backends import parse_spec
 from bench.run import REQUEST_PHASES, Timing, blackbox_timing, excess, probe_slow_timings
+from tests.support import docs
 
 # A stat line whose command name holds spaces and parentheses, as proc(5) allows.
 STAT = "4242 (probe (run) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 89 10 20 0 3 0 100 1 2"
@@ -249,11 +250,10 @@ def test_a_target_that_is_not_ok_or_a_foreign_socket_is_a_problem() -> None:
 
 
 def test_ci_runs_the_smoke_benchmark_and_the_readmes_document_it() -> None:
-    repo = Path(__file__).parents[3]
-    assert "./dev bench --smoke" in (repo / ".ci" / "run").read_text()
-    readme = (repo / "README.md").read_text()
-    performance = readme.split("\n## Performance", 1)[1].split("\n## ", 1)[0]
-    assert "./dev bench" in performance and "nproc" in performance
-    bench_readme = (repo / "bench" / "README.md").read_text()
+    assert "./dev bench --smoke" in (docs.REPO / ".ci" / "run").read_text()
+    bench_readme = docs.page("bench/README.md")
+    assert "./dev bench" in bench_readme and "nproc" in docs.section("bench/README.md", "Results")
+    assert "bench/README.md" in docs.page("README.md")
+    assert "./dev bench --smoke" in docs.page("CONTRIBUTING.md")
     assert "## Lever → what it bought" in bench_readme
     assert "| baseline" in bench_readme

@@ -1,17 +1,17 @@
-"""The shipped JSON Schemas and the README's descriptions of the same documents agree, key for key."""
+"""The shipped JSON Schemas and the descriptions in docs/json-document.md agree, key for key."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from probe.cli.share import share_file
+from tests.support import docs
 
-README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+PAGE = "docs/json-document.md"
 
 
 def schema(kind: str) -> dict[str, Any]:
@@ -56,24 +56,23 @@ def strings(value: Any) -> set[str]:
 
 
 def block_after(heading: str, start: str) -> str:
-    """The first fenced block after ``heading`` whose text starts with ``start``."""
-    section = README.split(heading, 1)[1]
-    blocks = section.split("```")[1::2]
+    """The first fenced block of the page's section ``heading`` whose text starts with ``start``."""
+    blocks = docs.section(PAGE, heading).split("```")[1::2]
     return next(b for b in blocks if b.lstrip("\n").startswith(start))
 
 
 def quoted(block: str) -> set[str]:
-    """The quoted words of a README block, comments (``# …``) left out."""
+    """The quoted words of a documented block, comments (``# …``) left out."""
     code = "\n".join(line.split("  #", 1)[0] for line in block.splitlines())
     return set(re.findall(r'"([^"\s]+)"', code))
 
 
 DOCUMENTS = {
-    "check": block_after("\n## JSON document\n", "{"),
-    "watch": block_after("### Watching a change: `--watch`", '{"type"'),
-    "baseline": block_after("### Baselines", "{"),
+    "check": block_after("JSON document", "{"),
+    "watch": block_after("`--watch --json` lines", '{"type"'),
+    "baseline": block_after("Baseline file", "{"),
 }
-#: Example values the README shows that are no key and no allowed value (names, addresses, files).
+#: Example values the page shows that are no key and no allowed value (names, addresses, files).
 EXAMPLES = {
     "check": {"10.0.1.5", "10.0.3.31", "before.json", "www"},
     "watch": {"10.0.2.31", "www"},
@@ -86,19 +85,20 @@ EXAMPLES = {
 
 
 @pytest.mark.parametrize("kind", ["check", "watch", "baseline"])
-def test_every_schema_key_is_in_the_readme(kind: str) -> None:
+def test_every_schema_key_is_in_the_docs(kind: str) -> None:
     keys, _ = walk(schema(kind))
     documented = quoted(DOCUMENTS[kind])
     assert keys - documented == set()
 
 
 @pytest.mark.parametrize("kind", ["check", "watch", "baseline"])
-def test_every_readme_key_and_value_is_in_the_schema(kind: str) -> None:
+def test_every_documented_key_and_value_is_in_the_schema(kind: str) -> None:
     keys, words = walk(schema(kind))
     documented = quoted(DOCUMENTS[kind])
     assert documented - keys - words - EXAMPLES[kind] == set()
 
 
-def test_the_readme_says_where_the_schemas_are() -> None:
+def test_the_docs_say_where_the_schemas_are() -> None:
+    page = docs.page(PAGE)
     for kind in ("check", "watch", "baseline"):
-        assert f"schema/{kind}-v1.schema.json" in README
+        assert f"schema/{kind}-v1.schema.json" in page

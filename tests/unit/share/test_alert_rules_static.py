@@ -2,21 +2,23 @@
 
 promtool itself runs the unit tests in tests/e2e/share/test_alert_rules_promtool.py; this checks, without
 promtool, that those tests cover every rule firing and not firing, and that the runbooks
-point at README sections that exist.
+link sections of the documentation that exist.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.support import docs
+
+REPO = docs.REPO
 RULES = REPO / "config" / "alerts.yml"
 RULE_TESTS = REPO / "tests" / "data" / "promtool" / "alerts_test.yml"
-README = (REPO / "README.md").read_text()
+#: A runbook's links into the documentation: ``docs/PAGE.md#anchor``.
+DOC_LINK = re.compile(r"\b(docs/[a-z0-9-]+\.md)#([a-z0-9_-]+)")
 
 #: The issue's list, each with the rule(s) that cover it.
 REQUIRED = {
@@ -51,17 +53,17 @@ def test_every_rule_has_a_severity_and_runbook_annotations() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
         assert set(rule["annotations"]) == {"summary", "description", "runbook"}, rule["alert"]
         assert "\n" not in rule["annotations"]["summary"], rule["alert"]
-        assert "README" in rule["annotations"]["runbook"], rule["alert"]
+        assert "Docs: docs/" in rule["annotations"]["runbook"], rule["alert"]
 
 
-def test_runbooks_name_readme_sections_that_exist() -> None:
-    headings = {re.sub(r"[`*]", "", h).strip() for h in re.findall(r"^#{2,4} (.+)$", README, re.M)}
+def test_runbooks_link_sections_of_the_docs_that_exist() -> None:
     for rule in alert_rules():
         runbook = rule["annotations"]["runbook"]
-        cited = re.findall(r'"([^"]+)"', runbook.split("README", 1)[1])
+        cited = DOC_LINK.findall(runbook.split("Docs:", 1)[1])
         assert cited, rule["alert"]
-        for section in cited:
-            assert section in headings, f"{rule['alert']}: no README section {section!r}"
+        for page, anchor in cited:
+            assert docs.page_path(page).is_file(), f"{rule['alert']}: no page {page}"
+            assert anchor in docs.anchors(docs.page(page)), f"{rule['alert']}: no section {page}#{anchor}"
 
 
 def test_every_rule_is_unit_tested_firing_and_not_firing() -> None:
@@ -85,8 +87,8 @@ def test_firing_tests_check_the_annotations() -> None:
                 assert set(alert["exp_annotations"]) == {"summary", "description", "runbook"}, check
 
 
-def test_readme_alerts_section_names_every_rule_and_the_file() -> None:
-    section = README.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+def test_docs_alerts_section_names_every_rule_and_the_file() -> None:
+    section = docs.section("docs/metrics-and-alerts.md", "Alerts")
     assert "config/alerts.yml" in section
     for rule in alert_rules():
         assert f"`{rule['alert']}`" in section, rule["alert"]
