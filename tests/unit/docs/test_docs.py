@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from probe.config.models import TargetConfig, Timeouts, load_config
+from probe.config.load import load_config
+from probe.config.models import TargetConfig, Timeouts
 from probe.model.reasons import Reason
 
 REPO = Path(__file__).resolve().parents[3]
