@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -365,59 +365,92 @@ class TargetConfig(TargetFields):
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> TargetConfig:
+        # The first problem is the one reported: the order of these steps is part of the messages.
         parts = urlsplit(self.url)
-        literal = url_ip_literal(self.url)
-        if literal is not None:
-            if self.server_name is None:
-                raise ValueError(
-                    f"url: {shown(self.url)} names an IP address: give the name to verify with "
-                    "server_name (--server-name NAME), or put the DNS name in the URL and pin "
-                    "the address with addresses (--resolve NAME:PORT:ADDR)"
-                )
-            # pinned_by is None on the first validation only (Config validates targets again).
-            if self.addresses is not None and self.pinned_by is None:
-                raise ValueError(
-                    f"addresses: cannot be combined with an IP-address URL ({literal} is the "
-                    "address probed); put the DNS name in the URL to pin other addresses"
-                )
-            object.__setattr__(self, "hostname", self.server_name)
-            object.__setattr__(self, "addresses", (literal,))
-            if self.pinned_by is None:
-                object.__setattr__(self, "pinned_by", "server_name")
-        else:
-            if self.server_name is not None:
-                raise ValueError(
-                    "server_name: only for a URL whose host is an IP address; the URL's DNS "
-                    "name is the server name (pin its addresses with addresses / --resolve)"
-                )
-            object.__setattr__(self, "hostname", normalize_hostname(parts.hostname or ""))
-            if self.addresses is not None and self.pinned_by is None:
-                object.__setattr__(self, "pinned_by", "addresses")
+        self._pin(parts)
         scheme = parts.scheme.lower()
-        object.__setattr__(self, "scheme", scheme)
-        object.__setattr__(self, "port", parts.port or (443 if scheme == "https" else 80))
-        path = parts.path or "/"
-        object.__setattr__(self, "path", f"{path}?{parts.query}" if parts.query else path)
+        self._set(scheme=scheme, port=parts.port or (443 if scheme == "https" else 80))
+        self._set(path=_path_and_query(parts))
+        self._check_name()
+        if self.expect_backends is not None and self.backend is None:
+            raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
+        self._check_plain()
+        self._fit_timeouts(info)
+        if self.ca_file is not None and self.insecure_skip_verify:
+            raise ValueError("insecure_skip_verify: cannot be combined with ca_file")
+        self._check_direct_backends()
+        return self
+
+    def _set(self, **values: Any) -> None:
+        """Set derived fields of this frozen model while it is being validated."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _pin(self, parts: SplitResult) -> None:
+        """``hostname``, ``addresses`` and ``pinned_by`` from the URL, ``server_name`` and ``addresses``.
+
+        Raises:
+            ValueError: an IP-address URL without ``server_name`` or with ``addresses``, or a
+                DNS-name URL with ``server_name``.
+        """
+        literal = url_ip_literal(self.url)
+        if literal is None:
+            self._pin_name(parts)
+            return
+        if self.server_name is None:
+            raise ValueError(
+                f"url: {shown(self.url)} names an IP address: give the name to verify with "
+                "server_name (--server-name NAME), or put the DNS name in the URL and pin "
+                "the address with addresses (--resolve NAME:PORT:ADDR)"
+            )
+        # pinned_by is None on the first validation only (Config validates targets again).
+        if self.addresses is not None and self.pinned_by is None:
+            raise ValueError(
+                f"addresses: cannot be combined with an IP-address URL ({literal} is the "
+                "address probed); put the DNS name in the URL to pin other addresses"
+            )
+        self._set(hostname=self.server_name, addresses=(literal,))
+        if self.pinned_by is None:
+            self._set(pinned_by="server_name")
+
+    def _pin_name(self, parts: SplitResult) -> None:
+        """``hostname`` from a DNS-name URL; pinned when ``addresses`` are given."""
+        if self.server_name is not None:
+            raise ValueError(
+                "server_name: only for a URL whose host is an IP address; the URL's DNS "
+                "name is the server name (pin its addresses with addresses / --resolve)"
+            )
+        self._set(hostname=normalize_hostname(parts.hostname or ""))
+        if self.addresses is not None and self.pinned_by is None:
+            self._set(pinned_by="addresses")
+
+    def _check_name(self) -> None:
+        """``name`` defaults to the hostname; either must be a valid target name."""
         if not self.name:
-            object.__setattr__(self, "name", self.hostname)
+            self._set(name=self.hostname)
         if not _TARGET_NAME.match(self.name):
             raise ValueError(
                 f"name: {self.name!r} must be 1-128 letters, digits or _.:- starting with a letter or digit"
             )
-        if self.expect_backends is not None and self.backend is None:
-            raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
-        self._check_plain(scheme)
+
+    def _fit_timeouts(self, info: ValidationInfo) -> None:
+        """Fit the unset timeouts to the interval (unless the context says there is none).
+
+        Raises:
+            ValueError: a timeout set longer than the deadline or the interval (see
+                :meth:`Timeouts.fitted`).
+        """
         context = info.context if isinstance(info.context, Mapping) else {}
         interval = self.interval if context.get("interval_bound", True) else None
         fitted = self.timeouts.fitted(interval, frozenset(context.get("inherited_timeouts", ())))
-        object.__setattr__(self, "timeouts", fitted)
-        if self.ca_file is not None and self.insecure_skip_verify:
-            raise ValueError("insecure_skip_verify: cannot be combined with ca_file")
+        self._set(timeouts=fitted)
+
+    def _check_direct_backends(self) -> None:
+        """Each direct backend is listed once (by name)."""
         names = [b.name for b in self.direct_backends]
         for index, name in enumerate(names):
             if name in names[:index]:
                 raise ValueError(f"direct_backends: lists the backend {name!r} twice")
-        return self
 
     def direct_target(self, backend: DirectBackendConfig) -> TargetConfig:
         """The settings a direct check of ``backend`` runs with: this target's, for the backend's URL.
@@ -438,7 +471,6 @@ class TargetConfig(TargetFields):
             pinned_by: str | None = "direct_backends"
         else:
             hostname, addresses, pinned_by = normalize_hostname(parts.hostname or ""), None, None
-        path = parts.path or "/"
         return self.model_copy(
             update={
                 "name": f"{self.name}/{backend.name}",
@@ -446,7 +478,7 @@ class TargetConfig(TargetFields):
                 "scheme": parts.scheme,
                 "hostname": hostname,
                 "port": parts.port or 443,
-                "path": f"{path}?{parts.query}" if parts.query else path,
+                "path": _path_and_query(parts),
                 "addresses": addresses,
                 "server_name": backend.server_name,
                 "pinned_by": pinned_by,
@@ -463,7 +495,7 @@ class TargetConfig(TargetFields):
             }
         )
 
-    def _check_plain(self, scheme: str) -> None:
+    def _check_plain(self) -> None:
         """The rules of ``http://`` targets and of ``expect_redirect``.
 
         Raises:
@@ -472,7 +504,7 @@ class TargetConfig(TargetFields):
                 ``http://`` URL (there is no handshake; probe does not speak h2c).
         """
         if self.expect_redirect is not None:
-            if scheme != "http":
+            if not self.plain:
                 raise ValueError(
                     "expect_redirect: only for an http:// URL (the plain HTTP listener that "
                     "redirects to HTTPS); this URL is already https://"
@@ -483,7 +515,7 @@ class TargetConfig(TargetFields):
                     "answers with a redirect, no backend answers (set expect_backends: null "
                     "if it comes from defaults)"
                 )
-        if scheme == "http":
+        if self.plain:
             if self.ocsp != "off":
                 raise ValueError("ocsp: staple needs an https:// URL (an http:// target has no handshake)")
             if self.http_version == "2":
@@ -523,6 +555,12 @@ class TargetConfig(TargetFields):
             return True
         wanted = name.lower()
         return any(key.lower() == wanted and value.secret for key, value in self.headers.items())
+
+
+def _path_and_query(parts: SplitResult) -> str:
+    """The request target of a split URL: its path (``/`` when empty) and its query, if any."""
+    path = parts.path or "/"
+    return f"{path}?{parts.query}" if parts.query else path
 
 
 class MetricsConfig(_Frozen):
