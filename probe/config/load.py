@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from probe._text import shown
 from probe.config.defaults import DEFAULT_LISTEN
@@ -20,6 +21,9 @@ from probe.config.models import Config, MetricsConfig, TargetConfig, TargetField
 from probe.config.values import split_host_port
 
 _TOP_LEVEL_KEYS = ("listen", "defaults", "targets", "metrics")
+
+#: Settings a target must give itself: ``defaults`` may not hold them.
+_PER_TARGET_KEYS = ("name", "url", "addresses", "server_name", "direct_backends", "expect_redirect")
 
 
 def load_config(path: str | Path) -> Config:
@@ -112,25 +116,71 @@ def build_config(
         ConfigError: as for :func:`load_config`.
     """
     where = where or (str(path) if path else "config")
+    _check_top_level(data, where)
+    defaults = _defaults(data, where)
+    targets = _targets(data, defaults, path, where, interval_bound)
+    _check_unique_names(targets, where)
+    listen = _listen(data, where)
+    with _reported(where, ("metrics",), MetricsConfig):
+        raw_metrics = data.get("metrics")
+        metrics = MetricsConfig.model_validate({} if raw_metrics is None else raw_metrics)
+    # Everything is validated; constructing without validation keeps pydantic from running
+    # the targets' after-validators again without this call's context (interval_bound).
+    return Config.model_construct(path=path, listen=listen, targets=targets, metrics=metrics)
+
+
+@contextmanager
+def _reported(where: str, loc: tuple[str | int, ...], model: type[BaseModel]) -> Iterator[None]:
+    """Turn the validation of ``model`` at ``loc`` inside the block into one :class:`ConfigError`.
+
+    Raises:
+        ConfigError: the first problem of a ``ValidationError``, or ``nested too deeply``
+            for a ``RecursionError``.
+    """
+    try:
+        yield
+    except ValidationError as exc:
+        raise first_error(where, loc, exc, model) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply", where=where, field=field_path(loc)) from None
+
+
+def _check_top_level(data: Any, where: str) -> None:
+    """The document is a mapping of the known top-level keys."""
     if not isinstance(data, Mapping):
         raise ConfigError("must be a mapping with a 'targets' list", where=where)
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
             raise ConfigError(f"unknown key{suggest(key, _TOP_LEVEL_KEYS)}", where=where, field=str(key))
+
+
+def _defaults(data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """The ``defaults`` section (``{}`` when left out), validated as target settings.
+
+    Raises:
+        ConfigError: not a mapping, a setting that is per target, or an invalid setting.
+    """
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("must be a mapping of target settings", where=where, field="defaults")
-    for key in ("name", "url", "addresses", "server_name", "direct_backends", "expect_redirect"):
+    for key in _PER_TARGET_KEYS:
         if key in defaults:
             raise ConfigError(
                 f"set '{key}' per target, not in defaults", where=where, field=f"defaults.{key}"
             )
-    try:
+    with _reported(where, ("defaults",), TargetFields):
         TargetFields.model_validate(defaults)
-    except ValidationError as exc:
-        raise first_error(where, ("defaults",), exc, TargetFields) from None
-    except RecursionError:
-        raise ConfigError("nested too deeply", where=where, field="defaults") from None
+    return defaults
+
+
+def _targets(
+    data: Mapping[str, Any], defaults: Mapping[str, Any], path: Path | None, where: str, interval_bound: bool
+) -> tuple[TargetConfig, ...]:
+    """Each of ``targets`` over ``defaults``, validated, in the order given.
+
+    Raises:
+        ConfigError: ``targets`` is not a non-empty list, or the first target with a problem.
+    """
     raw_targets = data.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         raise ConfigError("must be a non-empty list of targets", where=where, field="targets")
@@ -143,13 +193,14 @@ def build_config(
             "interval_bound": interval_bound,
             "inherited_timeouts": _inherited(defaults.get("timeouts"), raw.get("timeouts")),
         }
-        try:
+        with _reported(where, loc, TargetConfig):
             merged = _relative_to(path, _merge(defaults, raw))
             targets.append(TargetConfig.model_validate(merged, context=context))
-        except ValidationError as exc:
-            raise first_error(where, loc, exc, TargetConfig) from None
-        except RecursionError:
-            raise ConfigError("nested too deeply", where=where, field=field_path(loc)) from None
+    return tuple(targets)
+
+
+def _check_unique_names(targets: tuple[TargetConfig, ...], where: str) -> None:
+    """No two targets have the same name; the second one is reported."""
     seen: dict[str, int] = {}
     for index, target in enumerate(targets):
         if target.name in seen:
@@ -159,19 +210,16 @@ def build_config(
                 field=f"targets[{index}].name",
             )
         seen[target.name] = index
+
+
+def _listen(data: Mapping[str, Any], where: str) -> Any:
+    """``listen`` as given (the default when left out), once :func:`parse_listen` accepts it."""
     listen = data.get("listen", DEFAULT_LISTEN)
     try:
         parse_listen(listen)
     except ValueError as exc:
         raise ConfigError(str(exc), where=where, field="listen") from None
-    try:
-        raw_metrics = data.get("metrics")
-        metrics = MetricsConfig.model_validate({} if raw_metrics is None else raw_metrics)
-    except ValidationError as exc:
-        raise first_error(where, ("metrics",), exc, MetricsConfig) from None
-    # Everything is validated; constructing without validation keeps pydantic from running
-    # the targets' after-validators again without this call's context (interval_bound).
-    return Config.model_construct(path=path, listen=listen, targets=tuple(targets), metrics=metrics)
+    return listen
 
 
 def parse_listen(value: Any) -> tuple[str, int]:
@@ -199,15 +247,27 @@ def _relative_to(path: Path | None, target: dict[str, Any]) -> dict[str, Any]:
     if path is None:
         return target
     ca_file = target.get("ca_file")
-    if isinstance(ca_file, str) and ca_file.strip() and not Path(ca_file).is_absolute():
+    if _is_relative(ca_file):
         target = {**target, "ca_file": str(path.parent / ca_file)}
     direct = target.get("direct_backends")
-    if isinstance(direct, list) and any(isinstance(b, Mapping) and "ca_file" in b for b in direct):
+    if _any_ca_file(direct):
         target = {
             **target,
             "direct_backends": [_relative_to(path, dict(b)) if isinstance(b, Mapping) else b for b in direct],
         }
     return target
+
+
+def _is_relative(ca_file: Any) -> TypeGuard[str]:
+    """Whether a ``ca_file`` value is a relative path (anything else is left to validation)."""
+    return isinstance(ca_file, str) and bool(ca_file.strip()) and not Path(ca_file).is_absolute()
+
+
+def _any_ca_file(direct_backends: Any) -> TypeGuard[list[Any]]:
+    """Whether a ``direct_backends`` value is a list with an entry that sets ``ca_file``."""
+    return isinstance(direct_backends, list) and any(
+        isinstance(b, Mapping) and "ca_file" in b for b in direct_backends
+    )
 
 
 def _inherited(defaults: Any, own: Any) -> frozenset[str]:
@@ -222,13 +282,18 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     """Target settings over defaults; ``timeouts`` and ``headers`` merge key by key."""
     merged = dict(base)
     for key, value in override.items():
-        below = merged.get(key)
-        if key == "timeouts" and isinstance(value, Mapping) and isinstance(below, Mapping):
-            merged[key] = {**below, **value}
-        elif key == "headers" and isinstance(value, Mapping) and isinstance(below, Mapping):
-            # Header names are case-insensitive: the target's spelling replaces the default's.
-            names = {str(name).lower() for name in value}
-            merged[key] = {**{k: v for k, v in below.items() if str(k).lower() not in names}, **value}
-        else:
-            merged[key] = value
+        merged[key] = _merged(key, merged.get(key), value)
     return merged
+
+
+def _merged(key: str, below: Any, value: Any) -> Any:
+    """A target's setting over the default's; two ``timeouts`` or ``headers`` mappings merge."""
+    if not isinstance(value, Mapping) or not isinstance(below, Mapping):
+        return value
+    if key == "timeouts":
+        return {**below, **value}
+    if key == "headers":
+        # Header names are case-insensitive: the target's spelling replaces the default's.
+        names = {str(name).lower() for name in value}
+        return {**{k: v for k, v in below.items() if str(k).lower() not in names}, **value}
+    return value
