@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from probe._text import plural, shown
 
@@ -56,6 +57,10 @@ def suggest(key: object, choices: Any) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+#: Fields of a target derived from its URL (or set by probe): never suggested as keys.
+_DERIVED = ("hostname", "port", "path", "pinned_by", "scheme")
+
+
 def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
     """The valid keys of the mapping at ``loc`` inside ``model`` (for suggestions)."""
     current: Any = model
@@ -65,18 +70,22 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
         field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
         if field is None:
             return []
-        annotation = field.annotation
-        current = next(
-            (
-                arg
-                for arg in (getattr(annotation, "__args__", None) or (annotation,))
-                if isinstance(arg, type) and issubclass(arg, BaseModel)
-            ),
-            None,
-        )
+        current = _model_in(field.annotation)
     if current is None or not hasattr(current, "model_fields"):
         return []
-    return [f for f in current.model_fields if f not in ("hostname", "port", "path", "pinned_by", "scheme")]
+    return [f for f in current.model_fields if f not in _DERIVED]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (``BackendConfig | None``: ``BackendConfig``), ``None`` if none."""
+    return next(
+        (
+            arg
+            for arg in (getattr(annotation, "__args__", None) or (annotation,))
+            if isinstance(arg, type) and issubclass(arg, BaseModel)
+        ),
+        None,
+    )
 
 
 _MESSAGES = {
@@ -123,34 +132,56 @@ def first_error(
         0 (got -1)``.
     """
     errors = exc.errors(include_url=False)
-    error = errors[0]
-    kind = error["type"]
-    # Drop the tags pydantic puts in a path for its own schema steps (validators, unions);
-    # an unknown key is always the last part, whatever it is called.
-    inner, last = error["loc"][:-1], error["loc"][-1:]
-    loc = tuple(p for p in inner if isinstance(p, int) or not _SCHEMA_TAG.match(p))
-    loc += tuple(
-        p for p in last if kind == "extra_forbidden" or isinstance(p, int) or not _SCHEMA_TAG.match(p)
-    )
-    full = prefix + loc
-    if kind == "extra_forbidden" and loc:
-        message = f"unknown key{suggest(loc[-1], _fields_at(model, loc[:-1]))}"
-    elif kind == "value_error":
-        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-        # Cross-field checks name their field as "field.path: message".
-        head, sep, rest = message.partition(": ")
-        if sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", head) and head.split(".")[0] in model.model_fields:
-            full, message = full + tuple(head.split(".")), rest
-    elif kind in _MESSAGES:
-        ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()}
-        message = _MESSAGES[kind].format(**ctx)
-        if kind != "missing" and "headers" not in loc:  # header values may be secrets
-            message += f" (got {_short(error.get('input'))})"
-    else:
-        message = error["msg"][:1].lower() + error["msg"][1:]
+    loc, message = _explained(errors[0], _field_loc(errors[0]), model)
     more = f" (and {plural(len(errors) - 1, 'more problem')})" if len(errors) > 1 else ""
-    return ConfigError(f"{message}{more}", where=where, field=field_path(full))
+    return ConfigError(f"{message}{more}", where=where, field=field_path(prefix + loc))
 
 
-def _short(value: Any) -> str:
-    return shown(value)
+def _field_loc(error: ErrorDetails) -> tuple[str | int, ...]:
+    """The error's path without the tags pydantic puts in it for its own schema steps.
+
+    Those tags name validators and union members; an unknown key is always the last part,
+    whatever it is called.
+    """
+    inner, last = error["loc"][:-1], error["loc"][-1:]
+    unknown_key = error["type"] == "extra_forbidden"
+    return tuple(p for p in inner if _is_field(p)) + tuple(p for p in last if unknown_key or _is_field(p))
+
+
+def _is_field(part: str | int) -> bool:
+    return isinstance(part, int) or not _SCHEMA_TAG.match(part)
+
+
+def _explained(
+    error: ErrorDetails, loc: tuple[str | int, ...], model: type[BaseModel]
+) -> tuple[tuple[str | int, ...], str]:
+    """The path (inside ``model``) and the text of one pydantic error, as the user reads them."""
+    kind = error["type"]
+    if kind == "extra_forbidden" and loc:
+        return loc, f"unknown key{suggest(loc[-1], _fields_at(model, loc[:-1]))}"
+    if kind == "value_error":
+        return _value_error(error, loc, model)
+    if kind in _MESSAGES:
+        return loc, _standard_message(error, loc)
+    return loc, error["msg"][:1].lower() + error["msg"][1:]
+
+
+def _value_error(
+    error: ErrorDetails, loc: tuple[str | int, ...], model: type[BaseModel]
+) -> tuple[tuple[str | int, ...], str]:
+    """A ``ValueError`` of a validator; a cross-field check names its field as ``field.path: message``."""
+    message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+    head, sep, rest = message.partition(": ")
+    if sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", head) and head.split(".")[0] in model.model_fields:
+        return loc + tuple(head.split(".")), rest
+    return loc, message
+
+
+def _standard_message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
+    """One of :data:`_MESSAGES` with the limit and the value given (header values are never shown)."""
+    kind = error["type"]
+    ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()}
+    message = _MESSAGES[kind].format(**ctx)
+    if kind != "missing" and "headers" not in loc:  # header values may be secrets
+        message += f" (got {shown(error.get('input'))})"
+    return message
