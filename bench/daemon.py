@@ -115,7 +115,7 @@ def _measure(args: argparse.Namespace) -> None:
 
         tracemalloc.start(args.tracemalloc)
     from probe import log
-    from probe.config.models import load_config
+    from probe.config.load import load_config
     from probe.daemon.main import Daemon
     from probe.daemon.sdnotify import Notifier
     from probe.engine.cycle import plan

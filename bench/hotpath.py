@@ -131,7 +131,7 @@ async def _measure(probe: Callable[[], Awaitable[Any]], n: int, rounds: int) -> 
 
 
 async def _main(args: argparse.Namespace, lab: dict[str, Any]) -> dict[str, Any]:
-    from probe.config.models import build_config
+    from probe.config.load import build_config
     from probe.engine import cycle
     from probe.model.deadline import Deadline
 

@@ -35,7 +35,8 @@ from probe.model.reasons import ExitCode, Platform
 
 if TYPE_CHECKING:
     from probe.cli.push import Gateway
-    from probe.config.models import Config, ConfigError
+    from probe.config.errors import ConfigError
+    from probe.config.models import Config
     from probe.engine.cycle import TargetPlan
     from probe.judge.baseline import Baseline, Comparison
     from probe.lab import DemoLab
@@ -528,10 +529,10 @@ def _input_errors() -> tuple[type[Exception], ...]:
     """The bad-input errors: ``UsageError``, and ``ConfigError`` once its module is loaded.
 
     Looked up when an exception is being handled; no ``ConfigError`` can occur before
-    ``probe.config.models`` is loaded, and ``--help`` (argparse's ``SystemExit``) must not load it.
+    ``probe.config.errors`` is loaded, and ``--help`` (argparse's ``SystemExit``) must not load it.
     """
     errors: list[type[Exception]] = [UsageError]
-    config = sys.modules.get("probe.config.models")
+    config = sys.modules.get("probe.config.errors")
     if config is not None:
         errors.append(config.ConfigError)
     baseline = sys.modules.get("probe.judge.baseline")
@@ -746,7 +747,7 @@ async def _check_ahead(args: argparse.Namespace, ahead: DnsPlan) -> list[TargetR
 
 def _plans(config: Config) -> tuple[TargetPlan, ...]:
     """:func:`probe.engine.cycle.plan`; in an ad hoc check its errors name the option."""
-    from probe.config.models import ConfigError
+    from probe.config.errors import ConfigError
     from probe.engine.cycle import plan
 
     try:
@@ -1010,7 +1011,7 @@ def _refuse_unreadable_ca_files(config: Config) -> None:
             exist, is a directory, or cannot be read; ``UsageError`` naming the option in an
             ad hoc check.
     """
-    from probe.config.models import ConfigError
+    from probe.config.errors import ConfigError
 
     where = str(config.path) if config.path else "config"
     seen: set[Path] = set()
@@ -1052,7 +1053,8 @@ def _use_color(choice: str, stream: IO[str]) -> bool:
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
-    from probe.config.models import ConfigError, build_config, load_config
+    from probe.config.errors import ConfigError
+    from probe.config.load import build_config, load_config
 
     given = [option for option in _ADHOC if getattr(args, option.dest) is not None]
     if args.config:
@@ -1135,7 +1137,7 @@ def demo_command(lab: DemoLab) -> str:
 def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
     import asyncio
 
-    from probe.config.models import build_config, parse_listen
+    from probe.config.load import build_config, parse_listen
     from probe.daemon import main as daemon
     from probe.daemon.sdnotify import Notifier
     from probe.engine.cycle import plan

@@ -1,7 +1,7 @@
 """Defaults that the command line shows without loading the configuration machinery.
 
 ``probe --help`` must start fast: reading them here keeps pydantic and the probe stages
-out of it (``probe.config.models`` re-exports them).
+out of it (the config models and :mod:`probe.config.load` use them too).
 """
 
 from typing import Final

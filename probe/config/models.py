@@ -1,204 +1,64 @@
-"""Configuration: strict, frozen pydantic models and the YAML loader.
+"""Configuration: strict, frozen pydantic models.
 
-A loaded :class:`Config` is always usable: URLs are split, regexes compiled, networks and
-resolvers parsed. Every problem becomes one :class:`ConfigError` whose text names the file,
-the field path and what is wrong, e.g.
-``probe.yaml: targets[1].timeouts.tls: must be greater than 0 (got -1)``.
+A validated :class:`Config` is always usable: URLs are split, regexes compiled, networks and
+resolvers parsed. :mod:`probe.config.load` reads a file into one; the fields are parsed by
+:mod:`probe.config.fields` and :mod:`probe.config.values`, and every problem becomes one
+:class:`~probe.config.errors.ConfigError` (:func:`probe.config.errors.first_error`).
 """
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from probe._text import plural, shown
+from probe._text import shown
 from probe.config import defaults as _defaults
-from probe.config.values import (  # the models parse with these; probe.config.models re-exports them
+from probe.config import fields
+from probe.config.errors import ConfigError, suggest
+from probe.config.values import (
     PRIVATE_NETWORKS,
+    IPAddress,
     IPNetwork,
     normalize_hostname,
     parse_network,
     parse_resolver,
     positive_duration,
-    split_host_port,
     url_ip_literal,
 )
 
 #: Header names whose values never appear in logs or reports, whatever the config says.
 ALWAYS_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
-DEFAULT_LISTEN = _defaults.DEFAULT_LISTEN
-
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class ConfigError(Exception):
-    """Bad configuration or arguments; ``str()`` is the one-line message for the user.
-
-    Attributes:
-        message: what is wrong.
-        where: the file (or ``"arguments"``), ``None`` when unknown.
-        field: the field path such as ``targets[1].timeouts.tls``, ``None`` for the whole.
-    """
-
-    def __init__(self, message: str, *, where: str | None = None, field: str | None = None) -> None:
-        self.message = message
-        self.where = where
-        self.field = field
-        text = ": ".join(part for part in (where, field, message) if part)
-        # One line, whatever the input held: control characters are shown escaped.
-        super().__init__(_CONTROL.sub(lambda m: repr(m.group())[1:-1], text))
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
 
-# --------------------------------------------------------------------------- value parsers
-
-
-def _parse_status_codes(value: Any) -> tuple[tuple[int, int], ...]:
-    items = value if isinstance(value, list | tuple) else [value]
-    if not items:
-        raise ValueError("must list at least one status code")
-    ranges: list[tuple[int, int]] = []
-    for item in items:
-        text = str(item).strip().lower()
-        if isinstance(item, bool):
-            raise ValueError(f"{item!r} is not a status code")
-        if re.fullmatch(r"[1-5]xx", text):
-            low = int(text[0]) * 100
-            ranges.append((low, low + 99))
-        elif re.fullmatch(r"\d{3}", text):
-            ranges.append((int(text), int(text)))
-        elif m := re.fullmatch(r"(\d{3})\s*-\s*(\d{3})", text):
-            low, high = int(m[1]), int(m[2])
-            if low > high:
-                raise ValueError(f"{item!r}: range start is above its end")
-            ranges.append((low, high))
-        else:
-            raise ValueError(f"{item!r} is not a status code, a range like 200-299, or 2xx")
-        if not all(100 <= code <= 599 for code in ranges[-1]):
-            raise ValueError(f"{item!r} is outside 100-599")
-    return tuple(ranges)
-
-
-def _compile_regex(value: Any) -> re.Pattern[str]:
-    if isinstance(value, re.Pattern):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a regular expression string")
-    try:
-        return re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-
-
-def _tls_version(value: Any) -> str:
-    text = str(value).strip()  # YAML reads 1.3 as a float; str(1.3) == "1.3"
-    if text not in ("1.0", "1.1", "1.2", "1.3"):
-        raise ValueError(f"{shown(value)} is not one of 1.0, 1.1, 1.2, 1.3")
-    return text
-
-
-def _http_version(value: Any) -> str:
-    text = str(value).strip().lower()  # YAML reads 1.1 as a float and 2 as an int
-    if isinstance(value, bool) or text not in ("auto", "1.1", "2"):
-        raise ValueError(f"{shown(value)} is not one of auto, 1.1, 2")
-    return text
-
-
-def _not_bool(value: Any) -> Any:
-    # pydantic takes true as the number 1 (a 1-byte limit, one request): nothing anyone meant.
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number, not yes/no (got {shown(value)})")
-    return value
-
-
-def _ocsp_mode(value: Any) -> Any:
-    # YAML 1.1 reads an unquoted off/no/false as False: that is the documented "off".
-    if value is False:
-        return "off"
-    if value is True:
-        raise ValueError("must be one of 'off' or 'staple' (got true: YAML reads on/yes/true as true)")
-    return value
-
-
-def _addresses(value: Any) -> tuple[IPAddress, ...]:
-    """Parse pinned addresses: a non-empty list of distinct IPv4 or IPv6 addresses."""
-    items = _string_list(value)
-    if not items:
-        raise ValueError("must list at least one IP address (leave it out to resolve the name)")
-    addresses: list[IPAddress] = []
-    for item in items:
-        try:
-            address = ipaddress.ip_address(str(item).strip()) if isinstance(item, str) else None
-        except ValueError:
-            address = None
-        if address is None:
-            raise ValueError(f"{shown(item)} is not an IP address")
-        if address in addresses:
-            raise ValueError(f"lists {address} twice")
-        addresses.append(address)
-    return tuple(addresses)
-
-
-def _string_list(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list | tuple):
-        raise ValueError("must be a list")
-    return list(value)
-
-
-Regex = Annotated[re.Pattern[str], BeforeValidator(_compile_regex)]
+Regex = Annotated[re.Pattern[str], BeforeValidator(fields.compile_regex)]
 Resolver = Annotated[tuple[str, int], BeforeValidator(parse_resolver)]
 Network = Annotated[IPNetwork, BeforeValidator(parse_network)]
 Hostname = Annotated[str, BeforeValidator(normalize_hostname)]
-
-
-def _server_name(value: Any) -> str:
-    """A DNS name for SNI, Host and the certificate check; an IP address is refused.
-
-    Python sends no SNI for an IP address and checks it against the certificate's IP
-    SANs instead, so ``server_name: 10.0.1.17`` would quietly probe something else than
-    the name clients use.
-    """
-    try:
-        ipaddress.ip_address(str(value).strip().strip("[]"))
-    except ValueError:
-        return normalize_hostname(value)
-    raise ValueError(
-        f"{shown(value)} is an IP address; server_name is the DNS name clients use (sent in SNI)"
-    )
-
-
-ServerName = Annotated[str, BeforeValidator(_server_name)]
-StatusCodes = Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_status_codes)]
-TlsVersion = Annotated[str, BeforeValidator(_tls_version)]
-HttpVersion = Annotated[str, BeforeValidator(_http_version)]
+ServerName = Annotated[str, BeforeValidator(fields.server_name)]
+StatusCodes = Annotated[tuple[tuple[int, int], ...], BeforeValidator(fields.parse_status_codes)]
+TlsVersion = Annotated[str, BeforeValidator(fields.tls_version)]
+HttpVersion = Annotated[str, BeforeValidator(fields.http_version)]
 #: A duration in seconds, given as seconds or a Prometheus duration; > 0 and at most 1h.
 Seconds = Annotated[float, BeforeValidator(positive_duration)]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 # --------------------------------------------------------------------------- models
@@ -308,67 +168,11 @@ class HeaderValue(_Frozen):
     @field_validator("value")
     @classmethod
     def _field_value(cls, value: str) -> str:
-        if value and not _FIELD_VALUE.fullmatch(value):
-            raise ValueError(
-                "must be printable ASCII without line breaks or leading/trailing spaces "
-                "(the value is not shown here)"
-            )
-        return value
+        return fields.field_value(value)
 
 
-def _header_value(value: Any) -> Any:
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return {"value": str(value)}
-    if isinstance(value, Mapping):
-        return value
-    raise ValueError("must be a string, or {value: ..., secret: true}")
-
-
-_FIELD_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
-
-
-_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
-_BACKEND_NAME = re.compile(r"[\x21-\x7e]{1,64}")
-
-
-def _fingerprint(value: Any) -> str:
-    """A SHA-256 fingerprint as lowercase hex: case-insensitive, colons allowed (``AB:CD:…``)."""
-    text = value.strip().lower().replace(":", "") if isinstance(value, str) else ""
-    text = text.removeprefix("sha256=").removeprefix("sha256")
-    if not _FINGERPRINT.fullmatch(text):
-        raise ValueError(
-            f"{shown(value)} is not a SHA-256 fingerprint: 64 hex digits, colons allowed, as "
-            "'openssl x509 -noout -fingerprint -sha256' prints it"
-        )
-    return text
-
-
-def _web_url(value: Any, schemes: tuple[str, ...] = ("https",)) -> str:
-    """A URL of one of ``schemes``, without user:password, with a valid port and a valid host.
-
-    The host is a DNS name (checked as :func:`normalize_hostname` does) or an IP address;
-    whether an IP address is allowed there is for the caller to say.
-
-    Raises:
-        ValueError: one line naming what is wrong.
-    """
-    if not isinstance(value, str):
-        raise ValueError("must be a URL such as https://www.corp.example/health")
-    parts = urlsplit(value.strip())
-    if parts.scheme.lower() not in schemes:
-        wanted = " or ".join(f"{scheme}://" for scheme in schemes)
-        raise ValueError(f"{shown(value)} must be an {wanted} URL")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("must not contain user:password (use headers)")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ValueError(f"{shown(value)} has an invalid port")
-    if url_ip_literal(value.strip()) is None:
-        normalize_hostname(parts.hostname or "")
-    return value.strip()
+#: A header as configured: a plain value, or ``{value: ..., secret: true}``.
+Header = Annotated[HeaderValue, BeforeValidator(fields.header_value)]
 
 
 #: The trust settings of a direct backend, of which exactly one must be given.
@@ -396,32 +200,21 @@ class DirectBackendConfig(_Frozen):
     """
 
     name: str
-    url: Annotated[str, BeforeValidator(_web_url)]
+    url: Annotated[str, BeforeValidator(fields.web_url)]
     server_name: ServerName | None = None
     ca_file: Path | None = None
-    fingerprint_sha256: Annotated[str, BeforeValidator(_fingerprint)] | None = None
+    fingerprint_sha256: Annotated[str, BeforeValidator(fields.fingerprint)] | None = None
     insecure_skip_verify: bool = False
 
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: Any) -> Any:
-        if (
-            not isinstance(value, str | int)
-            or isinstance(value, bool)
-            or not _BACKEND_NAME.fullmatch(str(value))
-        ):
-            raise ValueError(
-                f"{shown(value)} must be the backend's name as the backend rule reads it "
-                "(1-64 printable characters, no spaces)"
-            )
-        return str(value)
+        return fields.backend_name(value)
 
     @field_validator("ca_file", mode="before")
     @classmethod
     def _path(cls, value: Any) -> Any:
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ValueError("must be the path of a PEM file")
-        return value
+        return fields.pem_path(value)
 
     @model_validator(mode="after")
     def _one_trust(self) -> DirectBackendConfig:
@@ -456,7 +249,7 @@ class DirectBackendConfig(_Frozen):
         return "fingerprint_sha256" if self.fingerprint_sha256 is not None else "insecure_skip_verify"
 
 
-class _TargetFields(_Frozen):
+class TargetFields(_Frozen):
     """Everything a target may set; also the shape of the top-level ``defaults``."""
 
     interval: Seconds = 30.0
@@ -467,28 +260,30 @@ class _TargetFields(_Frozen):
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
     min_tls_version: TlsVersion = "1.2"
-    cert_expiry_warning_days: Annotated[float, Field(ge=0, le=3650), BeforeValidator(_not_bool)] = 30.0
-    requests_per_address: Annotated[int, Field(ge=1, le=100), BeforeValidator(_not_bool)] = 4
+    cert_expiry_warning_days: Annotated[float, Field(ge=0, le=3650), BeforeValidator(fields.not_bool)] = 30.0
+    requests_per_address: Annotated[int, Field(ge=1, le=100), BeforeValidator(fields.not_bool)] = 4
     reuse_connections: bool = False
     backend: BackendConfig | None = None
     expect_backends: int | tuple[str, ...] | None = None
     valid_status_codes: StatusCodes = ((200, 299),)
     body_regex: Regex | None = None
-    headers: dict[str, Annotated[HeaderValue, BeforeValidator(_header_value)]] = Field(default_factory=dict)
-    max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024), BeforeValidator(_not_bool)] = 64 * 1024
+    headers: dict[str, Header] = Field(default_factory=dict)
+    max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024), BeforeValidator(fields.not_bool)] = (
+        64 * 1024
+    )
     timeouts: Timeouts = Timeouts()
     #: ``staple``: ask for a stapled OCSP response on a second handshake per address.
-    ocsp: Annotated[Literal["off", "staple"], BeforeValidator(_ocsp_mode)] = "off"
+    ocsp: Annotated[Literal["off", "staple"], BeforeValidator(fields.ocsp_mode)] = "off"
     # A body larger than this fails with http_body_too_large (blackbox_exporter's
     # body_size_limit); None: any size is fine and only max_body_bytes of it is read.
-    body_size_limit: Annotated[int, Field(ge=1, le=1 << 40), BeforeValidator(_not_bool)] | None = None
+    body_size_limit: Annotated[int, Field(ge=1, le=1 << 40), BeforeValidator(fields.not_bool)] | None = None
     # ALPN of both the TLS stage and the HTTP requests: auto (h2, http/1.1), 1.1 or 2.
     http_version: HttpVersion = "auto"
     # Whose words the findings' hints use (probe.report.hints): generic, or aws (ELB, Route 53, ACM).
     platform: Literal["generic", "aws"] = "generic"
     # backend_cert_expiring_soon for a direct backend's certificate; 0 turns it off.
     direct_backend_cert_expiry_warning_days: Annotated[
-        float, Field(ge=0, le=3650), BeforeValidator(_not_bool)
+        float, Field(ge=0, le=3650), BeforeValidator(fields.not_bool)
     ] = 30.0
     # How the balancer spreads requests (probe.judge.balancing): when an unseen backend is missing.
     balancing: Literal["round_robin", "least_outstanding_requests", "weighted_random", "any"] = "round_robin"
@@ -498,59 +293,25 @@ class _TargetFields(_Frozen):
     @field_validator("resolvers", "expect_networks", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
-        if value is None:
-            return value
-        items = _string_list(value)
-        if not items:
-            raise ValueError("must not be empty (leave it out for the default)")
-        return items
+        return fields.optional_list(value)
 
     @field_validator("expect_backends", mode="before")
     @classmethod
     def _expect_backends(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            raise ValueError("must be a count or a list of backend names")
-        if isinstance(value, int):
-            if value < 1:
-                raise ValueError(f"must be at least 1 (got {value})")
-            return value
-        items = _string_list(value)
-        if not items or not all(isinstance(i, str | int) and str(i).strip() for i in items):
-            raise ValueError("must be a count or a non-empty list of backend names")
-        names = [str(i).strip() for i in items]
-        if len(set(names)) != len(names):
-            raise ValueError("lists a backend name twice")
-        return tuple(names)
+        return fields.expect_backends(value)
 
     @field_validator("headers", mode="before")
     @classmethod
     def _headers(cls, value: Any) -> Any:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise ValueError("must be a mapping of header name to value")
-        seen: dict[str, str] = {}
-        for name in value:
-            if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
-                raise ValueError(f"{name!r} is not a valid header name")
-            if name.lower() == "host":
-                raise ValueError("Host is always the URL's hostname and cannot be set")
-            if name.lower() in seen:
-                raise ValueError(f"{seen[name.lower()]!r} and {name!r} are the same header")
-            seen[name.lower()] = name
-        return value
+        return fields.header_names(value)
 
     @field_validator("ca_file", mode="before")
     @classmethod
     def _path(cls, value: Any) -> Any:
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ValueError("must be the path of a PEM file")
-        return value
+        return fields.pem_path(value)
 
 
-class TargetConfig(_TargetFields):
+class TargetConfig(TargetFields):
     """One probed URL and everything about how to judge it.
 
     Attributes beyond the settings: ``hostname`` (normalized), ``port``, ``path`` and
@@ -575,7 +336,7 @@ class TargetConfig(_TargetFields):
     path: str = "/"
     #: ``https`` or ``http`` (lower case), from ``url``.
     scheme: str = "https"
-    addresses: Annotated[tuple[IPAddress, ...], BeforeValidator(_addresses)] | None = None
+    addresses: Annotated[tuple[IPAddress, ...], BeforeValidator(fields.parse_addresses)] | None = None
     server_name: ServerName | None = None
     pinned_by: str | None = None
     #: Backends checked directly each cycle, besides through the load balancer.
@@ -588,7 +349,7 @@ class TargetConfig(_TargetFields):
     @classmethod
     def _url_is_http_or_https(cls, value: Any) -> Any:
         # An IP address needs server_name (checked in _derive).
-        return _web_url(value, ("https", "http"))
+        return fields.web_url(value, ("https", "http"))
 
     @model_validator(mode="before")
     @classmethod
@@ -604,59 +365,92 @@ class TargetConfig(_TargetFields):
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> TargetConfig:
+        # The first problem is the one reported: the order of these steps is part of the messages.
         parts = urlsplit(self.url)
-        literal = url_ip_literal(self.url)
-        if literal is not None:
-            if self.server_name is None:
-                raise ValueError(
-                    f"url: {shown(self.url)} names an IP address: give the name to verify with "
-                    "server_name (--server-name NAME), or put the DNS name in the URL and pin "
-                    "the address with addresses (--resolve NAME:PORT:ADDR)"
-                )
-            # pinned_by is None on the first validation only (Config validates targets again).
-            if self.addresses is not None and self.pinned_by is None:
-                raise ValueError(
-                    f"addresses: cannot be combined with an IP-address URL ({literal} is the "
-                    "address probed); put the DNS name in the URL to pin other addresses"
-                )
-            object.__setattr__(self, "hostname", self.server_name)
-            object.__setattr__(self, "addresses", (literal,))
-            if self.pinned_by is None:
-                object.__setattr__(self, "pinned_by", "server_name")
-        else:
-            if self.server_name is not None:
-                raise ValueError(
-                    "server_name: only for a URL whose host is an IP address; the URL's DNS "
-                    "name is the server name (pin its addresses with addresses / --resolve)"
-                )
-            object.__setattr__(self, "hostname", normalize_hostname(parts.hostname or ""))
-            if self.addresses is not None and self.pinned_by is None:
-                object.__setattr__(self, "pinned_by", "addresses")
+        self._pin(parts)
         scheme = parts.scheme.lower()
-        object.__setattr__(self, "scheme", scheme)
-        object.__setattr__(self, "port", parts.port or (443 if scheme == "https" else 80))
-        path = parts.path or "/"
-        object.__setattr__(self, "path", f"{path}?{parts.query}" if parts.query else path)
+        self._set(scheme=scheme, port=parts.port or (443 if scheme == "https" else 80))
+        self._set(path=_path_and_query(parts))
+        self._check_name()
+        if self.expect_backends is not None and self.backend is None:
+            raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
+        self._check_plain()
+        self._fit_timeouts(info)
+        if self.ca_file is not None and self.insecure_skip_verify:
+            raise ValueError("insecure_skip_verify: cannot be combined with ca_file")
+        self._check_direct_backends()
+        return self
+
+    def _set(self, **values: Any) -> None:
+        """Set derived fields of this frozen model while it is being validated."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _pin(self, parts: SplitResult) -> None:
+        """``hostname``, ``addresses`` and ``pinned_by`` from the URL, ``server_name`` and ``addresses``.
+
+        Raises:
+            ValueError: an IP-address URL without ``server_name`` or with ``addresses``, or a
+                DNS-name URL with ``server_name``.
+        """
+        literal = url_ip_literal(self.url)
+        if literal is None:
+            self._pin_name(parts)
+            return
+        if self.server_name is None:
+            raise ValueError(
+                f"url: {shown(self.url)} names an IP address: give the name to verify with "
+                "server_name (--server-name NAME), or put the DNS name in the URL and pin "
+                "the address with addresses (--resolve NAME:PORT:ADDR)"
+            )
+        # pinned_by is None on the first validation only (Config validates targets again).
+        if self.addresses is not None and self.pinned_by is None:
+            raise ValueError(
+                f"addresses: cannot be combined with an IP-address URL ({literal} is the "
+                "address probed); put the DNS name in the URL to pin other addresses"
+            )
+        self._set(hostname=self.server_name, addresses=(literal,))
+        if self.pinned_by is None:
+            self._set(pinned_by="server_name")
+
+    def _pin_name(self, parts: SplitResult) -> None:
+        """``hostname`` from a DNS-name URL; pinned when ``addresses`` are given."""
+        if self.server_name is not None:
+            raise ValueError(
+                "server_name: only for a URL whose host is an IP address; the URL's DNS "
+                "name is the server name (pin its addresses with addresses / --resolve)"
+            )
+        self._set(hostname=normalize_hostname(parts.hostname or ""))
+        if self.addresses is not None and self.pinned_by is None:
+            self._set(pinned_by="addresses")
+
+    def _check_name(self) -> None:
+        """``name`` defaults to the hostname; either must be a valid target name."""
         if not self.name:
-            object.__setattr__(self, "name", self.hostname)
+            self._set(name=self.hostname)
         if not _TARGET_NAME.match(self.name):
             raise ValueError(
                 f"name: {self.name!r} must be 1-128 letters, digits or _.:- starting with a letter or digit"
             )
-        if self.expect_backends is not None and self.backend is None:
-            raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
-        self._check_plain(scheme)
+
+    def _fit_timeouts(self, info: ValidationInfo) -> None:
+        """Fit the unset timeouts to the interval (unless the context says there is none).
+
+        Raises:
+            ValueError: a timeout set longer than the deadline or the interval (see
+                :meth:`Timeouts.fitted`).
+        """
         context = info.context if isinstance(info.context, Mapping) else {}
         interval = self.interval if context.get("interval_bound", True) else None
         fitted = self.timeouts.fitted(interval, frozenset(context.get("inherited_timeouts", ())))
-        object.__setattr__(self, "timeouts", fitted)
-        if self.ca_file is not None and self.insecure_skip_verify:
-            raise ValueError("insecure_skip_verify: cannot be combined with ca_file")
+        self._set(timeouts=fitted)
+
+    def _check_direct_backends(self) -> None:
+        """Each direct backend is listed once (by name)."""
         names = [b.name for b in self.direct_backends]
         for index, name in enumerate(names):
             if name in names[:index]:
                 raise ValueError(f"direct_backends: lists the backend {name!r} twice")
-        return self
 
     def direct_target(self, backend: DirectBackendConfig) -> TargetConfig:
         """The settings a direct check of ``backend`` runs with: this target's, for the backend's URL.
@@ -677,7 +471,6 @@ class TargetConfig(_TargetFields):
             pinned_by: str | None = "direct_backends"
         else:
             hostname, addresses, pinned_by = normalize_hostname(parts.hostname or ""), None, None
-        path = parts.path or "/"
         return self.model_copy(
             update={
                 "name": f"{self.name}/{backend.name}",
@@ -685,7 +478,7 @@ class TargetConfig(_TargetFields):
                 "scheme": parts.scheme,
                 "hostname": hostname,
                 "port": parts.port or 443,
-                "path": f"{path}?{parts.query}" if parts.query else path,
+                "path": _path_and_query(parts),
                 "addresses": addresses,
                 "server_name": backend.server_name,
                 "pinned_by": pinned_by,
@@ -702,7 +495,7 @@ class TargetConfig(_TargetFields):
             }
         )
 
-    def _check_plain(self, scheme: str) -> None:
+    def _check_plain(self) -> None:
         """The rules of ``http://`` targets and of ``expect_redirect``.
 
         Raises:
@@ -711,7 +504,7 @@ class TargetConfig(_TargetFields):
                 ``http://`` URL (there is no handshake; probe does not speak h2c).
         """
         if self.expect_redirect is not None:
-            if scheme != "http":
+            if not self.plain:
                 raise ValueError(
                     "expect_redirect: only for an http:// URL (the plain HTTP listener that "
                     "redirects to HTTPS); this URL is already https://"
@@ -722,7 +515,7 @@ class TargetConfig(_TargetFields):
                     "answers with a redirect, no backend answers (set expect_backends: null "
                     "if it comes from defaults)"
                 )
-        if scheme == "http":
+        if self.plain:
             if self.ocsp != "off":
                 raise ValueError("ocsp: staple needs an https:// URL (an http:// target has no handshake)")
             if self.http_version == "2":
@@ -764,6 +557,12 @@ class TargetConfig(_TargetFields):
         return any(key.lower() == wanted and value.secret for key, value in self.headers.items())
 
 
+def _path_and_query(parts: SplitResult) -> str:
+    """The request target of a split URL: its path (``/`` when empty) and its query, if any."""
+    path = parts.path or "/"
+    return f"{path}?{parts.query}" if parts.query else path
+
+
 class MetricsConfig(_Frozen):
     """The top-level ``metrics`` section: what ``probe run`` exposes beyond the defaults.
 
@@ -788,7 +587,7 @@ class Config(_Frozen):
     """
 
     path: Path | None = None
-    listen: str = DEFAULT_LISTEN
+    listen: str = _defaults.DEFAULT_LISTEN
     targets: tuple[TargetConfig, ...]
     metrics: MetricsConfig = MetricsConfig()
 
@@ -802,333 +601,8 @@ class Config(_Frozen):
         unknown = [n for n in names if n not in by_name]
         if unknown:
             raise ConfigError(
-                f"no target named {unknown[0]!r}{_suggest(unknown[0], by_name)}; "
+                f"no target named {unknown[0]!r}{suggest(unknown[0], by_name)}; "
                 f"targets: {', '.join(by_name)}",
                 where=str(self.path or "config"),
             )
         return self.model_copy(update={"targets": tuple(by_name[n] for n in dict.fromkeys(names))})
-
-
-# --------------------------------------------------------------------------- loading
-
-_TOP_LEVEL_KEYS = ("listen", "defaults", "targets", "metrics")
-
-
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML configuration file.
-
-    Returns:
-        The validated config.
-
-    Raises:
-        ConfigError: the file cannot be read, is not YAML, or any value is invalid; the
-            message is one line naming the file, the field path and the problem.
-    """
-    path = Path(path)
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"cannot read config: {reason}", where=str(path)) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"larger than {MAX_CONFIG_BYTES // 1024} KiB; is it the right file?", where=str(path)
-        )
-    return parse_config(text, path)
-
-
-def parse_config(text: str, path: Path | None = None) -> Config:
-    """Validate configuration given as YAML text; see :func:`load_config`.
-
-    Raises:
-        ConfigError: as for :func:`load_config`.
-    """
-    import yaml  # PyYAML: only a config file needs it, not ``probe check URL``
-
-    from probe.config.yaml_loader import StrictLoader, yaml_problem
-
-    where = str(path) if path else "config"
-    try:
-        data = yaml.load(text, Loader=StrictLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(yaml_problem(exc), where=where) from None
-    except RecursionError:
-        raise ConfigError("invalid YAML: nested too deeply", where=where) from None
-    if _too_big(data, MAX_VALUES):
-        raise ConfigError(
-            f"the document holds more than {MAX_VALUES} values once YAML aliases are expanded",
-            where=where,
-        )
-    return build_config(data, path)
-
-
-#: A config holds a few hundred values; more means an alias bomb or a mistake.
-MAX_VALUES = 100_000
-
-#: Config files larger than this are refused before parsing (bytes).
-MAX_CONFIG_BYTES = 1024 * 1024
-
-
-def _too_big(data: Any, budget: int) -> bool:
-    """Whether ``data`` has more than ``budget`` values, counting shared ones each time."""
-    stack = [data]
-    while stack:
-        budget -= 1
-        if budget < 0:
-            return True
-        item = stack.pop()
-        if isinstance(item, Mapping):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-    return False
-
-
-def build_config(
-    data: Any, path: Path | None = None, where: str | None = None, *, interval_bound: bool = True
-) -> Config:
-    """Validate configuration given as plain data (as parsed from YAML).
-
-    Args:
-        data: the parsed document.
-        path: the file it came from, if any.
-        where: how to name the source in messages (default: the path, else ``config``).
-        interval_bound: whether ``timeouts.deadline`` must fit in ``interval``; ``False``
-            for ``probe check URL``, which runs once and has no interval (its deadline is
-            then 25 s unless ``--timeout`` says otherwise, up to 1h).
-
-    Raises:
-        ConfigError: as for :func:`load_config`.
-    """
-    where = where or (str(path) if path else "config")
-    if not isinstance(data, Mapping):
-        raise ConfigError("must be a mapping with a 'targets' list", where=where)
-    for key in data:
-        if key not in _TOP_LEVEL_KEYS:
-            raise ConfigError(f"unknown key{_suggest(key, _TOP_LEVEL_KEYS)}", where=where, field=str(key))
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, Mapping):
-        raise ConfigError("must be a mapping of target settings", where=where, field="defaults")
-    for key in ("name", "url", "addresses", "server_name", "direct_backends", "expect_redirect"):
-        if key in defaults:
-            raise ConfigError(
-                f"set '{key}' per target, not in defaults", where=where, field=f"defaults.{key}"
-            )
-    try:
-        _TargetFields.model_validate(defaults)
-    except ValidationError as exc:
-        raise _first_error(where, ("defaults",), exc, _TargetFields) from None
-    except RecursionError:
-        raise ConfigError("nested too deeply", where=where, field="defaults") from None
-    raw_targets = data.get("targets")
-    if not isinstance(raw_targets, list) or not raw_targets:
-        raise ConfigError("must be a non-empty list of targets", where=where, field="targets")
-    targets = []
-    for index, raw in enumerate(raw_targets):
-        loc: tuple[str | int, ...] = ("targets", index)
-        if not isinstance(raw, Mapping):
-            raise ConfigError("must be a mapping with at least 'url'", where=where, field=_path(loc))
-        context = {
-            "interval_bound": interval_bound,
-            "inherited_timeouts": _inherited(defaults.get("timeouts"), raw.get("timeouts")),
-        }
-        try:
-            merged = _relative_to(path, _merge(defaults, raw))
-            targets.append(TargetConfig.model_validate(merged, context=context))
-        except ValidationError as exc:
-            raise _first_error(where, loc, exc, TargetConfig) from None
-        except RecursionError:
-            raise ConfigError("nested too deeply", where=where, field=_path(loc)) from None
-    seen: dict[str, int] = {}
-    for index, target in enumerate(targets):
-        if target.name in seen:
-            raise ConfigError(
-                f"{target.name!r} is also the name of targets[{seen[target.name]}]",
-                where=where,
-                field=f"targets[{index}].name",
-            )
-        seen[target.name] = index
-    listen = data.get("listen", DEFAULT_LISTEN)
-    try:
-        parse_listen(listen)
-    except ValueError as exc:
-        raise ConfigError(str(exc), where=where, field="listen") from None
-    try:
-        raw_metrics = data.get("metrics")
-        metrics = MetricsConfig.model_validate({} if raw_metrics is None else raw_metrics)
-    except ValidationError as exc:
-        raise _first_error(where, ("metrics",), exc, MetricsConfig) from None
-    # Everything is validated; constructing without validation keeps pydantic from running
-    # the targets' after-validators again without this call's context (interval_bound).
-    return Config.model_construct(path=path, listen=listen, targets=tuple(targets), metrics=metrics)
-
-
-def parse_listen(value: Any) -> tuple[str, int]:
-    """Parse the endpoint address: ``IP:port`` or ``[IPv6]:port``.
-
-    ``0.0.0.0`` or ``[::]`` listen on every interface; the address must be given, so
-    exposing the endpoint is always a visible choice.
-
-    Raises:
-        ValueError: not an IP address with a port.
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"{shown(value)} must be IP:port, as in {DEFAULT_LISTEN}")
-    try:
-        return split_host_port(value, None)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (0.0.0.0:9798 listens on all interfaces)") from None
-
-
-def _relative_to(path: Path | None, target: dict[str, Any]) -> dict[str, Any]:
-    """A relative ``ca_file`` names a file next to the config file, not in the working folder.
-
-    The same holds for each ``direct_backends`` entry's ``ca_file``.
-    """
-    if path is None:
-        return target
-    ca_file = target.get("ca_file")
-    if isinstance(ca_file, str) and ca_file.strip() and not Path(ca_file).is_absolute():
-        target = {**target, "ca_file": str(path.parent / ca_file)}
-    direct = target.get("direct_backends")
-    if isinstance(direct, list) and any(isinstance(b, Mapping) and "ca_file" in b for b in direct):
-        target = {
-            **target,
-            "direct_backends": [_relative_to(path, dict(b)) if isinstance(b, Mapping) else b for b in direct],
-        }
-    return target
-
-
-def _inherited(defaults: Any, own: Any) -> frozenset[str]:
-    """The ``timeouts`` keys a target takes from ``defaults`` (for messages)."""
-    if not isinstance(defaults, Mapping):
-        return frozenset()
-    mine = set(own) if isinstance(own, Mapping) else set()
-    return frozenset(str(key) for key in defaults if key not in mine)
-
-
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Target settings over defaults; ``timeouts`` and ``headers`` merge key by key."""
-    merged = dict(base)
-    for key, value in override.items():
-        below = merged.get(key)
-        if key == "timeouts" and isinstance(value, Mapping) and isinstance(below, Mapping):
-            merged[key] = {**below, **value}
-        elif key == "headers" and isinstance(value, Mapping) and isinstance(below, Mapping):
-            # Header names are case-insensitive: the target's spelling replaces the default's.
-            names = {str(name).lower() for name in value}
-            merged[key] = {**{k: v for k, v in below.items() if str(k).lower() not in names}, **value}
-        else:
-            merged[key] = value
-    return merged
-
-
-# --------------------------------------------------------------------------- error text
-
-
-def _path(loc: tuple[str | int, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z0-9_:-]+", str(part)):
-            text += f".{part}" if text else str(part)
-        else:
-            text += f"[{str(part)!r}]"  # a key with dots, spaces or stranger characters
-    return text
-
-
-def _suggest(key: object, choices: Any) -> str:
-    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """The valid keys of the mapping at ``loc`` inside ``model`` (for suggestions)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
-        if field is None:
-            return []
-        annotation = field.annotation
-        current = next(
-            (
-                arg
-                for arg in (getattr(annotation, "__args__", None) or (annotation,))
-                if isinstance(arg, type) and issubclass(arg, BaseModel)
-            ),
-            None,
-        )
-    if current is None or not hasattr(current, "model_fields"):
-        return []
-    return [f for f in current.model_fields if f not in ("hostname", "port", "path", "pinned_by", "scheme")]
-
-
-_MESSAGES = {
-    "greater_than": "must be greater than {gt}",
-    "greater_than_equal": "must be at least {ge}",
-    "less_than_equal": "must be at most {le}",
-    "less_than": "must be less than {lt}",
-    "missing": "required",
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number of seconds",
-    "float_parsing": "must be a number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "string_type": "must be a string",
-    "tuple_type": "must be a list",
-    "dict_type": "must be a mapping",
-    "model_type": "must be a mapping",
-    "model_attributes_type": "must be a mapping",
-    "literal_error": "must be one of {expected}",
-}
-
-
-_SCHEMA_TAG = re.compile(
-    r"^(function-(after|before|wrap|plain)|lax-or-strict|json-or-python|is-instance|chain|nullable|"
-    r"tagged-union|union|model|dataclass)(\[.*\])?$|^(int|str|float|bool|tuple\[str, \.\.\.\])$"
-)
-
-
-def _first_error(
-    where: str, prefix: tuple[str | int, ...], exc: ValidationError, model: type[BaseModel]
-) -> ConfigError:
-    errors = exc.errors(include_url=False)
-    error = errors[0]
-    kind = error["type"]
-    # Drop the tags pydantic puts in a path for its own schema steps (validators, unions);
-    # an unknown key is always the last part, whatever it is called.
-    inner, last = error["loc"][:-1], error["loc"][-1:]
-    loc = tuple(p for p in inner if isinstance(p, int) or not _SCHEMA_TAG.match(p))
-    loc += tuple(
-        p for p in last if kind == "extra_forbidden" or isinstance(p, int) or not _SCHEMA_TAG.match(p)
-    )
-    full = prefix + loc
-    if kind == "extra_forbidden" and loc:
-        message = f"unknown key{_suggest(loc[-1], _fields_at(model, loc[:-1]))}"
-    elif kind == "value_error":
-        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-        # Cross-field checks name their field as "field.path: message".
-        head, sep, rest = message.partition(": ")
-        if sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", head) and head.split(".")[0] in model.model_fields:
-            full, message = full + tuple(head.split(".")), rest
-    elif kind in _MESSAGES:
-        ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()}
-        message = _MESSAGES[kind].format(**ctx)
-        if kind != "missing" and "headers" not in loc:  # header values may be secrets
-            message += f" (got {_short(error.get('input'))})"
-    else:
-        message = error["msg"][:1].lower() + error["msg"][1:]
-    more = f" (and {plural(len(errors) - 1, 'more problem')})" if len(errors) > 1 else ""
-    return ConfigError(f"{message}{more}", where=where, field=_path(full))
-
-
-def _short(value: Any) -> str:
-    return shown(value)

@@ -1,7 +1,7 @@
 """Plain parsers of addresses, networks, DNS names and durations, with no pydantic.
 
-The config models validate with them (:mod:`probe.config.models` re-exports them), and ``probe
-check`` uses them to start its DNS query before the config machinery is loaded (see
+The config models validate with them (:mod:`probe.config.models`), and ``probe check`` uses
+them to start its DNS query before the config machinery is loaded (see
 :func:`probe.cli.main.head_start`): one parser for each, whichever path reads the text.
 """
 

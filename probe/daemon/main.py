@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from probe._text import host_port, shorten
-from probe.config.models import Config, ConfigError, load_config, parse_listen
+from probe.config.errors import ConfigError
+from probe.config.load import load_config, parse_listen
+from probe.config.models import Config
 from probe.daemon.looplag import LoopLag
 from probe.daemon.metrics import render_target
 from probe.daemon.scheduler import Scheduler, status_line

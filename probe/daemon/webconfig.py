@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from probe._text import openssl_words
-from probe.config.models import ConfigError
+from probe.config.errors import ConfigError
 
 _VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from probe._text import shorten
-from probe.config.models import Config, ConfigError, DirectBackendConfig, TargetConfig, Timeouts
+from probe.config.errors import ConfigError
+from probe.config.models import Config, DirectBackendConfig, TargetConfig, Timeouts
 from probe.judge import balancing as rotation
 from probe.judge import direct_backends as direct
 from probe.judge.balancing import Rotation

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe.config.models import TargetConfig, build_config
+from probe.config.load import build_config
+from probe.config.models import TargetConfig
 from probe.engine.cycle import TargetPlan, plan, run_cycle
 from probe.model.results import TargetResult
 

@@ -47,6 +47,8 @@ NOT_FOR_CHECK = (
 NOT_FOR_HELP = (
     *NOT_FOR_CHECK,
     "probe.config.models",
+    "probe.config.load",
+    "probe.config.errors",
     "probe.engine.cycle",
     "probe.judge.watch",
     "probe.model.results",
@@ -174,6 +176,8 @@ NOT_BEFORE_FIRST_QUERY = (
     "cryptography",
     "pydantic",
     "probe.config.models",
+    "probe.config.load",
+    "probe.config.errors",
 )
 
 

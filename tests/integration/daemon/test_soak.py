@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from probe.config.models import build_config
+from probe.config.load import build_config
 from probe.daemon.metrics import render_target
 from probe.daemon.scheduler import Scheduler
 from probe.daemon.sdnotify import Notifier

@@ -12,7 +12,7 @@ import bcrypt
 import httpx
 import pytest
 
-from probe.config.models import ConfigError
+from probe.config.errors import ConfigError
 from probe.daemon.store import ResultStore
 from probe.daemon.web import WebServer, make_app
 from probe.daemon.webconfig import BasicAuth, load_web_config, server_context

@@ -179,7 +179,7 @@ def test_a_cycle_after_an_early_lookup_leaves_the_pause_out_of_its_duration_and_
     """
     import asyncio
 
-    from probe.config.models import build_config
+    from probe.config.load import build_config
     from probe.stages import dns as dns_stage
 
     config = build_config(

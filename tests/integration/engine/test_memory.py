@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from probe.config.models import build_config
+from probe.config.load import build_config
 from probe.engine.cycle import close_plans, plan, run_cycle
 from probe.model.reasons import Status
 from probe.model.results import TargetResult

@@ -12,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from probe.config.models import (
-    Config,
-    ConfigError,
-    HeaderValue,
-    Timeouts,
-    load_config,
-    parse_config,
-)
+from probe.config.errors import ConfigError
+from probe.config.load import load_config, parse_config
+from probe.config.models import Config, HeaderValue, Timeouts
 from probe.config.values import parse_resolver
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "config"

@@ -11,7 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probe.config.models import Config, ConfigError, parse_config
+from probe.config.errors import ConfigError
+from probe.config.load import parse_config
+from probe.config.models import Config
 
 GOOD = (Path(__file__).resolve().parents[2] / "data" / "config" / "good.yaml").read_text()
 KEYS = [

@@ -14,11 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from probe.cli import main as cli
-from probe.config.models import (
-    ConfigError,
-    Timeouts,
-    build_config,
-)
+from probe.config.errors import ConfigError
+from probe.config.load import build_config
+from probe.config.models import Timeouts
 from probe.config.values import format_duration, parse_duration, positive_duration
 
 FORM = "(e.g. 5s, 500ms, 1m30s, or seconds)"

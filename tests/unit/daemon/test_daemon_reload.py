@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.config.models import build_config
+from probe.config.load import build_config
 from probe.daemon import main as daemon_module
 from probe.daemon.main import Daemon
 from probe.daemon.sdnotify import Notifier

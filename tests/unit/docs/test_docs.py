@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from probe.config.models import TargetConfig, Timeouts, load_config
+from probe.config.load import load_config
+from probe.config.models import TargetConfig, Timeouts
 from probe.model.reasons import Reason
 from tests.support import docs
 

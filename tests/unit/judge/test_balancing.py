@@ -352,7 +352,7 @@ def test_failure_type_is_the_public_reason() -> None:
 def test_classic_load_balancer_example_config() -> None:
     from pathlib import Path
 
-    from probe.config.models import load_config
+    from probe.config.load import load_config
 
     path = Path(__file__).resolve().parents[3] / "config" / "classic-load-balancer.yaml"
     [clb] = load_config(path).targets

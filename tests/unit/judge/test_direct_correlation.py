@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from probe.config.models import ConfigError, TargetConfig, build_config, parse_config
+from probe.config.errors import ConfigError
+from probe.config.load import build_config, parse_config
+from probe.config.models import TargetConfig
 from probe.judge.direct_backends import colon_hex, correlate, hop_result, pin_findings
 from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, CertInfo, DirectBackendResult, Failure, IPAddress
@@ -164,7 +166,7 @@ def test_hop_result_warns_before_expiry_and_zero_days_turns_it_off() -> None:
 
 
 def test_alb_https_targets_example_is_valid() -> None:
-    from probe.config.models import load_config
+    from probe.config.load import load_config
 
     example = Path(__file__).resolve().parents[3] / "config" / "alb-https-targets.yaml"
     shop = load_config(example).targets[0]

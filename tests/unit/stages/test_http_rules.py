@@ -10,7 +10,7 @@ from ipaddress import IPv4Address
 import httpx
 import pytest
 
-from probe.config.models import build_config
+from probe.config.load import build_config
 from probe.model.reasons import Reason
 from probe.model.results import HttpAttempt, PhaseTimes, cookie_note
 from probe.stages.http import (

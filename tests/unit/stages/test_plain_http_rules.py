@@ -10,7 +10,8 @@ from ipaddress import IPv4Address
 import httpx
 import pytest
 
-from probe.config.models import ConfigError, parse_config
+from probe.config.errors import ConfigError
+from probe.config.load import parse_config
 from probe.daemon.metrics import render_target
 from probe.daemon.store import TargetState
 from probe.model.reasons import Reason

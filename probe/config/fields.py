@@ -1,0 +1,357 @@
+"""The field parsers of the config models: plain functions, no pydantic.
+
+Each takes a value as YAML (or the command line) gives it and returns the parsed value, or
+raises ``ValueError`` with a one-line message; the models put the field path in front
+(:mod:`probe.config.models` calls them as ``BeforeValidator`` s and field validators).
+
+They are not in :mod:`probe.config.values`: ``probe check`` loads that module before its first
+DNS query (see :func:`probe.cli.main.head_start`), and these parsers are only for the models.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from probe._text import shown
+from probe.config.values import IPAddress, normalize_hostname, url_ip_literal
+
+_FIELD_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_BACKEND_NAME = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+# --------------------------------------------------------------------------- lists
+
+
+def string_list(value: Any) -> list[Any]:
+    """A list as given, or a single string as a list of one.
+
+    Raises:
+        ValueError: ``must be a list``.
+    """
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list")
+    return list(value)
+
+
+def optional_list(value: Any) -> list[Any] | None:
+    """A list that may be left out (``None``, the default) but not given empty.
+
+    Raises:
+        ValueError: not a list, or an empty one.
+    """
+    if value is None:
+        return value
+    items = string_list(value)
+    if not items:
+        raise ValueError("must not be empty (leave it out for the default)")
+    return items
+
+
+def parse_addresses(value: Any) -> tuple[IPAddress, ...]:
+    """Parse pinned addresses: a non-empty list of distinct IPv4 or IPv6 addresses.
+
+    Raises:
+        ValueError: empty, not an IP address, or an address twice.
+    """
+    items = string_list(value)
+    if not items:
+        raise ValueError("must list at least one IP address (leave it out to resolve the name)")
+    addresses: list[IPAddress] = []
+    for item in items:
+        try:
+            address = ipaddress.ip_address(str(item).strip()) if isinstance(item, str) else None
+        except ValueError:
+            address = None
+        if address is None:
+            raise ValueError(f"{shown(item)} is not an IP address")
+        if address in addresses:
+            raise ValueError(f"lists {address} twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def expect_backends(value: Any) -> int | tuple[str, ...] | None:
+    """``expect_backends``: a count (at least 1) or a list of distinct backend names.
+
+    Raises:
+        ValueError: yes/no, a count below 1, an empty list or name, or a name twice.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("must be a count or a list of backend names")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"must be at least 1 (got {value})")
+        return value
+    return _backend_names(value)
+
+
+def _backend_names(value: Any) -> tuple[str, ...]:
+    items = string_list(value)
+    if not items or not all(isinstance(i, str | int) and str(i).strip() for i in items):
+        raise ValueError("must be a count or a non-empty list of backend names")
+    names = [str(i).strip() for i in items]
+    if len(set(names)) != len(names):
+        raise ValueError("lists a backend name twice")
+    return tuple(names)
+
+
+# --------------------------------------------------------------------------- numbers and patterns
+
+
+def not_bool(value: Any) -> Any:
+    """A number field's value, unchanged; yes/no is refused.
+
+    pydantic takes true as the number 1 (a 1-byte limit, one request): nothing anyone meant.
+
+    Raises:
+        ValueError: a boolean.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not yes/no (got {shown(value)})")
+    return value
+
+
+def compile_regex(value: Any) -> re.Pattern[str]:
+    """A compiled regular expression (a compiled one is kept).
+
+    Raises:
+        ValueError: not a string, or not a valid regular expression.
+    """
+    if isinstance(value, re.Pattern):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a regular expression string")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def parse_status_codes(value: Any) -> tuple[tuple[int, int], ...]:
+    """``valid_status_codes``: one or a list of ``200``, ``200-299`` or ``2xx``.
+
+    Returns:
+        ``(low, high)`` ranges, inclusive, in the order given.
+
+    Raises:
+        ValueError: an empty list, or an item that is none of these forms or outside 100-599.
+    """
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise ValueError("must list at least one status code")
+    return tuple(_status_range(item) for item in items)
+
+
+def _status_range(item: Any) -> tuple[int, int]:
+    text = str(item).strip().lower()
+    if isinstance(item, bool):
+        raise ValueError(f"{item!r} is not a status code")
+    if re.fullmatch(r"[1-5]xx", text):
+        low = int(text[0]) * 100
+        codes = (low, low + 99)
+    elif re.fullmatch(r"\d{3}", text):
+        codes = (int(text), int(text))
+    elif m := re.fullmatch(r"(\d{3})\s*-\s*(\d{3})", text):
+        low, high = int(m[1]), int(m[2])
+        if low > high:
+            raise ValueError(f"{item!r}: range start is above its end")
+        codes = (low, high)
+    else:
+        raise ValueError(f"{item!r} is not a status code, a range like 200-299, or 2xx")
+    if not all(100 <= code <= 599 for code in codes):
+        raise ValueError(f"{item!r} is outside 100-599")
+    return codes
+
+
+def http_version(value: Any) -> str:
+    """``http_version``: ``auto``, ``1.1`` or ``2`` (YAML reads 1.1 as a float and 2 as an int).
+
+    Raises:
+        ValueError: anything else.
+    """
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text not in ("auto", "1.1", "2"):
+        raise ValueError(f"{shown(value)} is not one of auto, 1.1, 2")
+    return text
+
+
+def header_names(value: Any) -> Any:
+    """The ``headers`` mapping, unchanged (``{}`` for ``None``) once its names are checked.
+
+    Raises:
+        ValueError: not a mapping, an invalid name, ``Host``, or one name twice in
+            different case.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of header name to value")
+    seen: dict[str, str] = {}
+    for name in value:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if name.lower() == "host":
+            raise ValueError("Host is always the URL's hostname and cannot be set")
+        if name.lower() in seen:
+            raise ValueError(f"{seen[name.lower()]!r} and {name!r} are the same header")
+        seen[name.lower()] = name
+    return value
+
+
+def header_value(value: Any) -> Any:
+    """A header given as a plain value becomes ``{"value": ...}``; a mapping is kept.
+
+    Raises:
+        ValueError: neither a string, a number nor a mapping.
+    """
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"value": str(value)}
+    if isinstance(value, Mapping):
+        return value
+    raise ValueError("must be a string, or {value: ..., secret: true}")
+
+
+def field_value(value: str) -> str:
+    """A header value, unchanged: printable ASCII without leading or trailing white space.
+
+    Raises:
+        ValueError: anything else; the message never repeats the value (it may be a secret).
+    """
+    if value and not _FIELD_VALUE.fullmatch(value):
+        raise ValueError(
+            "must be printable ASCII without line breaks or leading/trailing spaces "
+            "(the value is not shown here)"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def tls_version(value: Any) -> str:
+    """``min_tls_version``: ``1.0`` to ``1.3`` (YAML reads 1.3 as a float; ``str(1.3) == "1.3"``).
+
+    Raises:
+        ValueError: anything else.
+    """
+    text = str(value).strip()
+    if text not in ("1.0", "1.1", "1.2", "1.3"):
+        raise ValueError(f"{shown(value)} is not one of 1.0, 1.1, 1.2, 1.3")
+    return text
+
+
+def ocsp_mode(value: Any) -> Any:
+    """``ocsp``: YAML 1.1 reads an unquoted off/no/false as False, the documented ``off``.
+
+    Raises:
+        ValueError: true (on, yes).
+    """
+    if value is False:
+        return "off"
+    if value is True:
+        raise ValueError("must be one of 'off' or 'staple' (got true: YAML reads on/yes/true as true)")
+    return value
+
+
+def pem_path(value: Any) -> Any:
+    """A ``ca_file`` value, unchanged; ``None`` when left out.
+
+    Raises:
+        ValueError: not a string, or only white space.
+    """
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValueError("must be the path of a PEM file")
+    return value
+
+
+def fingerprint(value: Any) -> str:
+    """A SHA-256 fingerprint as lowercase hex: case-insensitive, colons allowed (``AB:CD:…``).
+
+    Raises:
+        ValueError: not 64 hex digits.
+    """
+    text = value.strip().lower().replace(":", "") if isinstance(value, str) else ""
+    text = text.removeprefix("sha256=").removeprefix("sha256")
+    if not _FINGERPRINT.fullmatch(text):
+        raise ValueError(
+            f"{shown(value)} is not a SHA-256 fingerprint: 64 hex digits, colons allowed, as "
+            "'openssl x509 -noout -fingerprint -sha256' prints it"
+        )
+    return text
+
+
+# --------------------------------------------------------------------------- names and URLs
+
+
+def server_name(value: Any) -> str:
+    """A DNS name for SNI, Host and the certificate check; an IP address is refused.
+
+    Python sends no SNI for an IP address and checks it against the certificate's IP
+    SANs instead, so ``server_name: 10.0.1.17`` would quietly probe something else than
+    the name clients use.
+
+    Raises:
+        ValueError: an IP address, or not a valid DNS name.
+    """
+    try:
+        ipaddress.ip_address(str(value).strip().strip("[]"))
+    except ValueError:
+        return normalize_hostname(value)
+    raise ValueError(
+        f"{shown(value)} is an IP address; server_name is the DNS name clients use (sent in SNI)"
+    )
+
+
+def backend_name(value: Any) -> str:
+    """A direct backend's name as the backend rule reads it: 1-64 printable characters, no spaces.
+
+    Raises:
+        ValueError: anything else (a number is taken as its digits).
+    """
+    if not isinstance(value, str | int) or isinstance(value, bool) or not _BACKEND_NAME.fullmatch(str(value)):
+        raise ValueError(
+            f"{shown(value)} must be the backend's name as the backend rule reads it "
+            "(1-64 printable characters, no spaces)"
+        )
+    return str(value)
+
+
+def web_url(value: Any, schemes: tuple[str, ...] = ("https",)) -> str:
+    """A URL of one of ``schemes``, without user:password, with a valid port and a valid host.
+
+    The host is a DNS name (checked as :func:`normalize_hostname` does) or an IP address;
+    whether an IP address is allowed there is for the caller to say.
+
+    Raises:
+        ValueError: one line naming what is wrong.
+    """
+    if not isinstance(value, str):
+        raise ValueError("must be a URL such as https://www.corp.example/health")
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() not in schemes:
+        wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise ValueError(f"{shown(value)} must be an {wanted} URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain user:password (use headers)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{shown(value)} has an invalid port")
+    if url_ip_literal(value.strip()) is None:
+        normalize_hostname(parts.hostname or "")
+    return value.strip()
