@@ -34,6 +34,7 @@ from probe.config.values import IPNetwork
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
+from probe.stages._sockets import expire, wake
 
 if TYPE_CHECKING:
     from probe.config.models import TargetConfig
@@ -487,17 +488,6 @@ async def _ask(
 _UDP_MAX = 65535
 
 
-def _wake(waiter: asyncio.Future[float]) -> None:
-    # When the loop saw the socket readable, before any other task's work in this turn.
-    if not waiter.done():
-        waiter.set_result(time.monotonic())
-
-
-def _expire(waiter: asyncio.Future[float]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 async def _exchange(
     query: dns.message.Message, resolver: Resolver, timeout: float
 ) -> tuple[dns.message.Message, bool, float]:
@@ -542,8 +532,8 @@ async def _exchange(
         fd = sock.fileno()
         while True:
             waiter: asyncio.Future[float] = loop.create_future()
-            loop.add_reader(fd, _wake, waiter)
-            timer = loop.call_at(end, _expire, waiter)
+            loop.add_reader(fd, wake, waiter)
+            timer = loop.call_at(end, expire, waiter)
             try:
                 answered = await waiter
             finally:
