@@ -346,35 +346,11 @@ async def _attempt(
             if network and network[0].read_at is not None:
                 # The read that delivered the end of the response (or the last byte read).
                 events[LAST_BYTE] = network[0].read_at
-    except TimeoutError:
-        failure = timeout_failure(events, limit, deadline, address)
-    except httpx.TimeoutException:
-        failure = timeout_failure(events, limit, deadline, address)
-    except httpx.HTTPError as exc:
-        reason, detail = classify_http_error(exc, target.hostname, time.time())
-        failure = Failure(reason, detail, address)
-    except ssl.SSLError as exc:
-        # httpcore does not wrap TLS errors raised while reading a response (e.g. the
-        # TLS 1.3 alert of a server that requires a client certificate).
-        reason, detail = classify_tls_error(exc)
-        failure = Failure(reason, detail, address)
-    except OSError as exc:
-        failure = Failure(
-            Reason.HTTP_PROTOCOL_ERROR,
-            f"connection error during the response: {exc.strerror or exc}",
-            address,
-        )
+    except (httpx.HTTPError, OSError) as exc:  # OSError: TimeoutError and ssl.SSLError too
+        failure = _request_failure(exc, events, limit, deadline, address, target.hostname)
     end = time.monotonic()
     phases = phase_times(events, start, end if status is not None else None)
-    facts: dict[str, Any] = {}
-    if response_headers is not None:
-        facts = {
-            "cookies_set": cookie_names(response_headers),
-            "location": redirect_location(status or 0, response_headers, target)[0],
-            "content_encoding": ", ".join(content_codings(response_headers)) or None,
-            "date_timestamp": response_date(response_headers),
-            "received_timestamp": received,
-        }
+    facts = _response_facts(status, response_headers, received, target)
     raw = bytes(body.raw)
     if failure is not None:
         return HttpAttempt(
@@ -398,6 +374,52 @@ async def _attempt(
         failures,
         **facts,
     )
+
+
+def _request_failure(
+    exc: httpx.HTTPError | OSError,
+    events: Mapping[str, float],
+    limit: float,
+    deadline: Deadline,
+    address: IPAddress,
+    hostname: str,
+) -> Failure:
+    """The finding for a request that raised ``exc``; checked in this order, the first kind wins.
+
+    A timeout (asyncio's, ``TimeoutError``, or httpx's) is named after the phase it
+    happened in; another httpx error is classified by :func:`classify_http_error`; a TLS
+    error that httpcore does not wrap (raised while reading a response, e.g. the TLS 1.3
+    alert of a server that requires a client certificate) by ``classify_tls_error``; any
+    other ``OSError`` is a connection error during the response.
+    """
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return timeout_failure(events, limit, deadline, address)
+    if isinstance(exc, httpx.HTTPError):
+        reason, detail = classify_http_error(exc, hostname, time.time())
+    elif isinstance(exc, ssl.SSLError):
+        reason, detail = classify_tls_error(exc)
+    else:
+        reason = Reason.HTTP_PROTOCOL_ERROR
+        detail = f"connection error during the response: {exc.strerror or exc}"
+    return Failure(reason, detail, address)
+
+
+def _response_facts(
+    status: int | None, headers: httpx.Headers | None, received: float | None, target: TargetConfig
+) -> dict[str, Any]:
+    """What a response's headers say besides its status: cookie names, Location, codings, Date.
+
+    Empty (the attempt's defaults) when no headers arrived.
+    """
+    if headers is None:
+        return {}
+    return {
+        "cookies_set": cookie_names(headers),
+        "location": redirect_location(status or 0, headers, target)[0],
+        "content_encoding": ", ".join(content_codings(headers)) or None,
+        "date_timestamp": response_date(headers),
+        "received_timestamp": received,
+    }
 
 
 def _clipped_timeouts(target: TargetConfig, limit: float) -> httpx.Timeout:

@@ -184,23 +184,31 @@ def redirect_location(
     except ValueError:
         return _PRINTABLE_SPACE.sub("_", values[0])[:_MAX_LOCATION], "not a valid URL"
     url = _PRINTABLE_SPACE.sub("_", url)[:_MAX_LOCATION]
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        note = f"to a {printable_token(parts.scheme)}: URL"
-    elif scheme == "http" and not target.plain:
-        note = "a downgrade to http://"
-    elif host != target.hostname or (
-        scheme == target.scheme and (port or default_port(scheme)) != target.port
-    ):
-        where = host_port(host or "", port) if port and port != default_port(scheme) else host or ""
-        note = f"another host: {shorten(_PRINTABLE.sub('_', where), 80)}"
-    elif scheme != target.scheme:
-        note = "an upgrade to https://, same host"
-    else:
-        note = "same host"
+    note = _where_it_points(parts.scheme, host, port, target)
     if len(values) > 1:
         note += f"; {len(values)} different Location headers, the first is shown"
     return url, note
+
+
+def _where_it_points(scheme_text: str, host: str | None, port: int | None, target: TargetConfig) -> str:
+    """Where a redirect's Location (scheme, host, port) points, from the target's point of view."""
+    scheme = scheme_text.lower()
+    if scheme not in ("http", "https"):
+        return f"to a {printable_token(scheme_text)}: URL"
+    if scheme == "http" and not target.plain:
+        return "a downgrade to http://"
+    if host != target.hostname or (scheme == target.scheme and (port or default_port(scheme)) != target.port):
+        return f"another host: {shorten(_PRINTABLE.sub('_', _authority(scheme, host, port)), 80)}"
+    if scheme != target.scheme:
+        return "an upgrade to https://, same host"
+    return "same host"
+
+
+def _authority(scheme: str, host: str | None, port: int | None) -> str:
+    """``host``, or ``host:port`` when the port is not the scheme's default."""
+    if port and port != default_port(scheme):
+        return host_port(host or "", port)
+    return host or ""
 
 
 def _base_url(target: TargetConfig) -> str:
@@ -462,55 +470,77 @@ def judge_response(
         return None, judge_redirect(status, headers, target, address)
     failures = []
     if not target.status_accepted(status):
-        detail = f"status {status} (expected {target.status_codes_text()})"
-        location, note = redirect_location(status, headers, target)
-        if location is not None:
-            detail += f"; Location: {location} ({note})"
-        failures.append(Failure(Reason.HTTP_STATUS, detail, address))
+        failures.append(_status_failure(status, headers, target, address))
     text: str | None = None
     if target.body_regex is not None:
         text = _text(body, headers)
-        if undecodable is not None:
-            detail = f"{undecodable}; not matched against '{target.body_regex.pattern}'"
-            failures.append(Failure(Reason.HTTP_BODY_MISMATCH, detail, address))
-        elif not target.body_regex.search(text):
-            failures.append(
-                Failure(
-                    Reason.HTTP_BODY_MISMATCH,
-                    f"body does not match '{target.body_regex.pattern}'",
-                    address,
-                )
-            )
-    backend: str | None = None
+        mismatch = _body_mismatch(text, target.body_regex, undecodable, address)
+        if mismatch is not None:
+            failures.append(mismatch)
     rule = target.backend
-    if rule is not None:
-        if rule.header is not None:
-            values = _values(headers, rule.header)
-            names = list(dict.fromkeys(filter(None, (_clean_backend(v) for v in values or []))))
-            backend = names[0] if len(names) == 1 else None
-            if values is None:
-                missing = f"no {rule.header} header in the response"
-            elif not names:
-                missing = f"the {rule.header} header is empty"
-            else:
-                shown_names = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
-                missing = f"the {rule.header} header has {len(names)} different values: {shown_names}"
-        else:
-            assert rule.body_regex is not None
-            text = text if text is not None else _text(body, headers)
-            match = None if undecodable is not None else rule.body_regex.search(text)
-            backend = _clean_backend(match.group(1)) if match and match.group(1) else None
-            if undecodable is not None:
-                missing = (
-                    f"{undecodable}; not matched against the backend pattern '{rule.body_regex.pattern}'"
-                )
-            elif match is None:
-                missing = f"body does not match the backend pattern '{rule.body_regex.pattern}'"
-            else:
-                missing = f"the backend pattern '{rule.body_regex.pattern}' captured an empty name"
-        if backend is None:
-            failures.append(Failure(Reason.BACKEND_UNIDENTIFIED, missing, address))
+    if rule is None:
+        return None, tuple(failures)
+    if rule.header is not None:
+        backend, missing = _backend_in_header(headers, rule.header)
+    else:
+        assert rule.body_regex is not None
+        text = text if text is not None else _text(body, headers)
+        backend, missing = _backend_in_body(text, rule.body_regex, undecodable)
+    if backend is None:
+        failures.append(Failure(Reason.BACKEND_UNIDENTIFIED, missing, address))
     return backend, tuple(failures)
+
+
+def _status_failure(
+    status: int, headers: httpx.Headers | Mapping[str, str], target: TargetConfig, address: IPAddress | None
+) -> Failure:
+    """``http_status`` for a status the target does not accept, naming a redirect's Location."""
+    detail = f"status {status} (expected {target.status_codes_text()})"
+    location, note = redirect_location(status, headers, target)
+    if location is not None:
+        detail += f"; Location: {location} ({note})"
+    return Failure(Reason.HTTP_STATUS, detail, address)
+
+
+def _body_mismatch(
+    text: str, body_regex: re.Pattern[str], undecodable: str | None, address: IPAddress | None
+) -> Failure | None:
+    """``http_body_mismatch`` when the body (as text) does not match ``body_regex``, else ``None``."""
+    if undecodable is not None:
+        detail = f"{undecodable}; not matched against '{body_regex.pattern}'"
+        return Failure(Reason.HTTP_BODY_MISMATCH, detail, address)
+    if body_regex.search(text):
+        return None
+    return Failure(Reason.HTTP_BODY_MISMATCH, f"body does not match '{body_regex.pattern}'", address)
+
+
+def _backend_in_header(headers: httpx.Headers | Mapping[str, str], header: str) -> tuple[str | None, str]:
+    """The backend named by the ``header`` field: ``(name, "")``, or ``(None, why not)``."""
+    values = _values(headers, header)
+    names = list(dict.fromkeys(filter(None, (_clean_backend(v) for v in values or []))))
+    if len(names) == 1:
+        return names[0], ""
+    if values is None:
+        return None, f"no {header} header in the response"
+    if not names:
+        return None, f"the {header} header is empty"
+    shown_names = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
+    return None, f"the {header} header has {len(names)} different values: {shown_names}"
+
+
+def _backend_in_body(
+    text: str, backend_regex: re.Pattern[str], undecodable: str | None
+) -> tuple[str | None, str]:
+    """The backend that group 1 of ``backend_regex`` captures: ``(name, "")``, or ``(None, why not)``."""
+    if undecodable is not None:
+        return None, f"{undecodable}; not matched against the backend pattern '{backend_regex.pattern}'"
+    match = backend_regex.search(text)
+    if match is None:
+        return None, f"body does not match the backend pattern '{backend_regex.pattern}'"
+    backend = _clean_backend(match.group(1)) if match.group(1) else None
+    if backend is None:
+        return None, f"the backend pattern '{backend_regex.pattern}' captured an empty name"
+    return backend, ""
 
 
 def _text(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> str:
