@@ -156,7 +156,7 @@ def resolve_early(plan: DnsPlan, clock: Callable[[], float] = time.time) -> Earl
     Must be called inside a running event loop. The task never raises for network faults
     (as :func:`resolve`); a bug surfaces when the cycle awaits it.
     """
-    lookup = EarlyLookup(clock(), time.monotonic(), Deadline.after(plan.deadline))
+    lookup = EarlyLookup(started=clock(), start=time.monotonic(), deadline=Deadline.after(plan.deadline))
 
     async def run() -> DnsResult:
         try:
@@ -316,7 +316,10 @@ def pinned_answers(addresses: Sequence[IPAddress], networks: Sequence[IPNetwork]
     Sorted as resolved answers are (IPv4 first), so reports are stable; duplicates dropped.
     """
     unique = sorted(set(addresses), key=lambda a: (a.version, a))
-    return tuple(DnsAnswer(address, None, address_expected(address, networks)) for address in unique)
+    return tuple(
+        DnsAnswer(address=address, ttl=None, expected=address_expected(address, networks))
+        for address in unique
+    )
 
 
 def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple[DnsAnswer, ...]:
@@ -324,7 +327,9 @@ def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple
     for lookup in lookups:
         for address, ttl in lookup.answers:
             if address not in seen:
-                seen[address] = DnsAnswer(address, ttl, address_expected(address, networks))
+                seen[address] = DnsAnswer(
+                    address=address, ttl=ttl, expected=address_expected(address, networks)
+                )
     return tuple(sorted(seen.values(), key=lambda a: (a.address.version, a.address)))
 
 
@@ -387,7 +392,7 @@ def _compare_alias(
     )
     resolved = bool(alias_addresses)
     matches = resolved and set(alias_addresses) == set(addresses)
-    result = AliasResult(alias_name, alias_addresses, resolved, matches)
+    result = AliasResult(name=alias_name, addresses=alias_addresses, resolved=resolved, matches=matches)
     if matches:
         return result, None
     if not resolved:
@@ -427,7 +432,16 @@ async def _lookup(
     ended = 0.0
 
     def done(failure: Failure | None = None, answers: tuple[tuple[IPAddress, int], ...] = ()) -> _Lookup:
-        return _Lookup(qtype, answers, tuple(chain), resolver, rcode, tuple(queries), failure, ended)
+        return _Lookup(
+            qtype=qtype,
+            answers=answers,
+            cname_chain=tuple(chain),
+            resolver=resolver,
+            rcode=rcode,
+            queries=tuple(queries),
+            failure=failure,
+            ended=ended,
+        )
 
     while True:
         response, resolver, asked, answered = await _ask(qname, qtype, resolvers, timeout, deadline)
@@ -523,7 +537,18 @@ async def _ask(
         else:
             error, detail = classify_rcode(response.rcode())
         rcode = dns.rcode.to_text(response.rcode()) if response is not None else None
-        asked.append(DnsQuery(where, qname, qtype, rcode, tcp, answered - start, error, detail))
+        asked.append(
+            DnsQuery(
+                resolver=where,
+                qname=qname,
+                qtype=qtype,
+                rcode=rcode,
+                tcp=tcp,
+                duration_seconds=answered - start,
+                error=error,
+                detail=detail,
+            )
+        )
         if error is None:
             return response, where, asked, answered
     return None, None, asked, None

@@ -268,7 +268,12 @@ async def request_rounds(
 def _with_tls_stage_phases(attempt: HttpAttempt, tls: TlsResult) -> HttpAttempt:
     """An attempt sent over the TLS stage's connection, with that connection's set-up times."""
     connect, handshake = tls.connect_seconds, tls.handshake_seconds
-    phases = PhaseTimes(connect, handshake, attempt.phases.processing, attempt.phases.transfer)
+    phases = PhaseTimes(
+        connect=connect,
+        tls=handshake,
+        processing=attempt.phases.processing,
+        transfer=attempt.phases.transfer,
+    )
     return dataclasses.replace(
         attempt,
         phases=phases,
@@ -354,7 +359,15 @@ async def _attempt(
     raw = bytes(body.raw)
     if failure is not None:
         return HttpAttempt(
-            status, version, None, len(raw), body.truncated, phases, end - start, (failure,), **facts
+            status_code=status,
+            http_version=version,
+            backend=None,
+            body_bytes=len(raw),
+            body_truncated=body.truncated,
+            phases=phases,
+            duration_seconds=end - start,
+            failures=(failure,),
+            **facts,
         )
     assert status is not None and response_headers is not None
     decoded, cut, undecodable = decode_body(raw, content_codings(response_headers), target.max_body_bytes)
@@ -364,14 +377,14 @@ async def _attempt(
     if body.too_large is not None:
         failures = (*failures, Failure(Reason.HTTP_BODY_TOO_LARGE, body.too_large, address))
     return HttpAttempt(
-        status,
-        version,
-        backend,
-        len(raw),
-        body.truncated or cut,
-        phases,
-        end - start,
-        failures,
+        status_code=status,
+        http_version=version,
+        backend=backend,
+        body_bytes=len(raw),
+        body_truncated=body.truncated or cut,
+        phases=phases,
+        duration_seconds=end - start,
+        failures=failures,
         **facts,
     )
 

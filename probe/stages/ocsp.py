@@ -131,10 +131,12 @@ async def staple(
         async with asyncio.timeout(limit):
             reader, writer = await asyncio.open_connection(str(address), port)
     except TimeoutError:
-        return OcspResult(False, error=f"no TCP connection for the stapling handshake within {limit:.3g}s")
+        return OcspResult(
+            stapled=False, error=f"no TCP connection for the stapling handshake within {limit:.3g}s"
+        )
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-        return OcspResult(False, error=f"connect for the stapling handshake failed: {why}")
+        return OcspResult(stapled=False, error=f"connect for the stapling handshake failed: {why}")
     staples: list[bytes] = []
     connection = SSL.Connection(context, None)
     connection.set_app_data(staples)
@@ -147,16 +149,16 @@ async def staple(
             await _handshake(connection, reader, writer)
         leaf, candidates = _peer_certificates(connection)
     except TimeoutError:
-        return OcspResult(False, error=f"the stapling handshake did not complete within {limit:.3g}s")
+        return OcspResult(stapled=False, error=f"the stapling handshake did not complete within {limit:.3g}s")
     except (SSL.Error, OSError, EOFError) as exc:
-        return OcspResult(False, error=f"the stapling handshake failed: {openssl_words(exc)}")
+        return OcspResult(stapled=False, error=f"the stapling handshake failed: {openssl_words(exc)}")
     except ValueError as exc:  # cryptography refused a certificate of the chain
-        return OcspResult(False, error=f"a certificate could not be parsed: {shorten(str(exc))}")
+        return OcspResult(stapled=False, error=f"a certificate could not be parsed: {shorten(str(exc))}")
     finally:
         writer.transport.abort()
     seconds = time.monotonic() - start
     if leaf is None:
-        return OcspResult(False, handshake_seconds=seconds, error="the server sent no certificate")
+        return OcspResult(stapled=False, handshake_seconds=seconds, error="the server sent no certificate")
     data = staples[-1] if staples and staples[-1] else None
     result = read_staple(data, leaf, find_issuer(leaf, candidates), clock(), address)
     return replace(result, handshake_seconds=seconds)
