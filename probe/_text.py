@@ -51,16 +51,24 @@ def openssl_words(exc: BaseException) -> str:
     if isinstance(reason, str) and reason:
         return reason.lower().replace("_", " ")
     args = exc.args
-    queue = args[0] if args else None
-    if isinstance(queue, list) and queue:
-        last = queue[-1]
-        if isinstance(last, tuple) and last and isinstance(last[-1], str) and last[-1]:
-            return last[-1]
+    queued = _last_queued_reason(args[0] if args else None)
+    if queued is not None:
+        return queued
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     if len(args) == 2 and isinstance(args[1], str) and args[1]:  # pyOpenSSL's SysCallError(errno, text)
         return args[1]
     return shorten(str(exc)) or type(exc).__name__
+
+
+def _last_queued_reason(queue: object) -> str | None:
+    """The reason of the last ``(lib, func, reason)`` entry of pyOpenSSL's error queue, if any."""
+    if not isinstance(queue, list) or not queue:
+        return None
+    last = queue[-1]
+    if isinstance(last, tuple) and last and isinstance(last[-1], str) and last[-1]:
+        return last[-1]
+    return None
 
 
 def unreadable(path: object, exc: OSError) -> str:

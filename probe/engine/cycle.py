@@ -39,6 +39,7 @@ from probe.model.results import (
 )
 from probe.stages import dns as dns_stage
 from probe.stages import http as http_stage
+from probe.stages import http_rules
 from probe.stages import tls as tls_stage
 
 if TYPE_CHECKING:
@@ -423,7 +424,7 @@ async def probe_address(
         except Exception as exc:  # the TLS facts gathered so far are kept
             ocsp_bugs = (_bug(exc, target.name, address),)
     ocsp_failures = ocsp.failures if ocsp is not None else ()
-    failures = tls.failures + ocsp_failures + http_stage.summarise(attempts, address) + ocsp_bugs + http_bugs
+    failures = tls.failures + ocsp_failures + http_rules.summarise(attempts, address) + ocsp_bugs + http_bugs
     return AddressResult(address, tls, attempts, failures, status_of(failures), ocsp)
 
 

@@ -138,22 +138,51 @@ def issue(
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=not ca and isinstance(key, rsa.RSAPrivateKey),
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(key, ca=ca), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
+    builder = _with_usage_and_names(
+        builder, issuer, ca=ca, client=client, names=_san(dns_names, ip_addresses)
+    )
+    algorithm = None if isinstance(signer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    cert = builder.sign(signer_key, algorithm)
+    parents = (issuer, *issuer.parents) if issuer else ()
+    return Issued(cert=cert, key=key, parents=parents)
+
+
+def _key_usage(key: PrivateKey, *, ca: bool) -> x509.KeyUsage:
+    """digitalSignature; keyCertSign and cRLSign for a CA; keyEncipherment for an RSA leaf."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not ca and isinstance(key, rsa.RSAPrivateKey),
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _san(dns_names: tuple[str, ...], ip_addresses: tuple[str, ...]) -> x509.SubjectAlternativeName | None:
+    """The subjectAltName of these dNSNames and iPAddresses, ``None`` when both are empty."""
+    if not dns_names and not ip_addresses:
+        return None
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    return x509.SubjectAlternativeName(names)
+
+
+def _with_usage_and_names(
+    builder: x509.CertificateBuilder,
+    issuer: Issued | None,
+    *,
+    ca: bool,
+    client: bool,
+    names: x509.SubjectAlternativeName | None,
+) -> x509.CertificateBuilder:
+    """Add, in this order, authorityKeyIdentifier (when issued), the extended key usage of a leaf, the SAN."""
     if issuer is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
@@ -166,14 +195,9 @@ def issue(
             ),
             critical=False,
         )
-    if dns_names or ip_addresses:
-        names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    algorithm = None if isinstance(signer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    cert = builder.sign(signer_key, algorithm)
-    parents = (issuer, *issuer.parents) if issuer else ()
-    return Issued(cert=cert, key=key, parents=parents)
+    if names is not None:
+        builder = builder.add_extension(names, critical=False)
+    return builder
 
 
 @dataclass(frozen=True)

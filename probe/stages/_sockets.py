@@ -5,6 +5,8 @@ transport (``sslproto``): the loop only says when the socket is readable or writ
 (``add_reader``/``add_writer``), and ``ssl.SSLSocket`` does the TLS in OpenSSL, its
 records read and written by OpenSSL itself, not copied through memory BIOs in Python.
 That is the same handshake, the same verification and the same errors, for less CPU.
+The DNS stage's UDP queries wait on their sockets with the same loop callbacks
+(:func:`wake`, :func:`expire`).
 
 Errors are the socket's and ``ssl``'s own (``OSError``, ``ssl.SSLError`` and its
 subclasses such as ``ssl.SSLCertVerificationError``), and ``TimeoutError`` when a time
@@ -24,13 +26,18 @@ from time import monotonic
 _WAIT_ERRORS = (BlockingIOError, InterruptedError, ssl.SSLWantReadError)
 
 
-def _wake(waiter: asyncio.Future[float]) -> None:
-    # The time the loop saw the socket ready, before any other task's work in this turn.
+def wake(waiter: asyncio.Future[float]) -> None:
+    """The loop's reader or writer callback: resolve ``waiter`` with ``time.monotonic()``.
+
+    That is when the loop saw the socket ready, before any other task's work in this turn
+    (the time phase times end at). A waiter already done is left as it is.
+    """
     if not waiter.done():
         waiter.set_result(monotonic())
 
 
-def _expire(waiter: asyncio.Future[float]) -> None:
+def expire(waiter: asyncio.Future[float]) -> None:
+    """The loop's timer callback: fail ``waiter`` with ``TimeoutError`` unless it is done."""
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
@@ -89,10 +96,10 @@ class Connection:
         loop = self._loop
         waiter: asyncio.Future[float] = loop.create_future()
         if writable:
-            loop.add_writer(self.fd, _wake, waiter)
+            loop.add_writer(self.fd, wake, waiter)
         else:
-            loop.add_reader(self.fd, _wake, waiter)
-        timer = loop.call_at(end, _expire, waiter) if end is not None else None
+            loop.add_reader(self.fd, wake, waiter)
+        timer = loop.call_at(end, expire, waiter) if end is not None else None
         self._waiter = waiter
         try:
             return await waiter

@@ -479,25 +479,10 @@ def classify_verify_error(
         if leaf is None:
             return Reason.CERT_HOSTNAME_MISMATCH, f"certificate is not valid for {hostname}"
         return Reason.CERT_HOSTNAME_MISMATCH, explain_hostname_mismatch(leaf, hostname)
-    clock = f"probe's clock: {format_time(now)}"
     if code == X509_V_ERR_CERT_HAS_EXPIRED:
-        found = _out_of_date(chain, anchors, lambda c: c.not_after_timestamp < now)
-        if found is not None:
-            cert, where = found
-            return Reason.CERT_EXPIRED, (
-                f"{where} expired on {format_time(cert.not_after_timestamp)} "
-                f"({describe_age(cert.not_after_timestamp, now)}); {clock}"
-            )
-        return Reason.CERT_EXPIRED, f"a certificate in the chain has expired ({message}); {clock}"
+        return Reason.CERT_EXPIRED, _expired(message, chain, now, anchors)
     if code == X509_V_ERR_CERT_NOT_YET_VALID:
-        found = _out_of_date(chain, anchors, lambda c: c.not_before_timestamp > now)
-        if found is not None:
-            cert, where = found
-            return Reason.CERT_NOT_YET_VALID, (
-                f"{where} is valid only from {format_time(cert.not_before_timestamp)} "
-                f"({describe_age(cert.not_before_timestamp, now)}); {clock}; check the clocks"
-            )
-        return Reason.CERT_NOT_YET_VALID, f"a certificate is not valid yet ({message}); {clock}"
+        return Reason.CERT_NOT_YET_VALID, _not_yet_valid(message, chain, now, anchors)
     if code == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
         name = f" '{label_of(leaf)}'" if leaf else ""
         return Reason.CERT_SELF_SIGNED, (
@@ -513,22 +498,55 @@ def classify_verify_error(
         X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
         X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
     ):
-        path = path_from_leaf(chain)
-        if not path:
-            return Reason.CERT_UNTRUSTED, f"the chain is not trusted ({message})"
-        top = path[-1]
-        issuer = common_name_of(top.issuer)
-        if not top.is_ca:
-            return Reason.CERT_CHAIN_INCOMPLETE, (
-                f"the issuer '{issuer}' of {_role(top, chain)} '{label_of(top)}' was not sent "
-                "and is not in the trust store: the server must send the intermediate "
-                f"certificate (or, if '{issuer}' is a private root, add it to ca_file)"
-            )
-        return Reason.CERT_UNTRUSTED, (
-            f"the chain ends at '{label_of(top)}', whose issuer '{issuer}' is not in the "
-            "trust store (an unknown root, or an intermediate missing above it)"
-        )
+        return _issuer_unknown(message, chain)
     return Reason.CERT_UNTRUSTED, f"certificate verification failed: {message} (code {code})"
+
+
+def _expired(message: str, chain: tuple[CertInfo, ...], now: float, anchors: tuple[CertInfo, ...]) -> str:
+    """The detail of ``cert_expired``: which certificate expired and when, and probe's clock."""
+    clock = f"probe's clock: {format_time(now)}"
+    found = _out_of_date(chain, anchors, lambda c: c.not_after_timestamp < now)
+    if found is None:
+        return f"a certificate in the chain has expired ({message}); {clock}"
+    cert, where = found
+    return (
+        f"{where} expired on {format_time(cert.not_after_timestamp)} "
+        f"({describe_age(cert.not_after_timestamp, now)}); {clock}"
+    )
+
+
+def _not_yet_valid(
+    message: str, chain: tuple[CertInfo, ...], now: float, anchors: tuple[CertInfo, ...]
+) -> str:
+    """The detail of ``cert_not_yet_valid``: which certificate and from when, and probe's clock."""
+    clock = f"probe's clock: {format_time(now)}"
+    found = _out_of_date(chain, anchors, lambda c: c.not_before_timestamp > now)
+    if found is None:
+        return f"a certificate is not valid yet ({message}); {clock}"
+    cert, where = found
+    return (
+        f"{where} is valid only from {format_time(cert.not_before_timestamp)} "
+        f"({describe_age(cert.not_before_timestamp, now)}); {clock}; check the clocks"
+    )
+
+
+def _issuer_unknown(message: str, chain: tuple[CertInfo, ...]) -> tuple[Reason, str]:
+    """An issuer OpenSSL could not find: a missing intermediate, or an untrusted root (see above)."""
+    path = path_from_leaf(chain)
+    if not path:
+        return Reason.CERT_UNTRUSTED, f"the chain is not trusted ({message})"
+    top = path[-1]
+    issuer = common_name_of(top.issuer)
+    if not top.is_ca:
+        return Reason.CERT_CHAIN_INCOMPLETE, (
+            f"the issuer '{issuer}' of {_role(top, chain)} '{label_of(top)}' was not sent "
+            "and is not in the trust store: the server must send the intermediate "
+            f"certificate (or, if '{issuer}' is a private root, add it to ca_file)"
+        )
+    return Reason.CERT_UNTRUSTED, (
+        f"the chain ends at '{label_of(top)}', whose issuer '{issuer}' is not in the "
+        "trust store (an unknown root, or an intermediate missing above it)"
+    )
 
 
 def _out_of_date(

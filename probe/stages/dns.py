@@ -34,8 +34,11 @@ from probe.config.values import IPNetwork
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
+from probe.stages._sockets import expire, wake
 
 if TYPE_CHECKING:
+    import dns.rrset
+
     from probe.config.models import TargetConfig
 
 Resolver = tuple[str, int]
@@ -153,7 +156,7 @@ def resolve_early(plan: DnsPlan, clock: Callable[[], float] = time.time) -> Earl
     Must be called inside a running event loop. The task never raises for network faults
     (as :func:`resolve`); a bug surfaces when the cycle awaits it.
     """
-    lookup = EarlyLookup(clock(), time.monotonic(), Deadline.after(plan.deadline))
+    lookup = EarlyLookup(started=clock(), start=time.monotonic(), deadline=Deadline.after(plan.deadline))
 
     async def run() -> DnsResult:
         try:
@@ -204,75 +207,107 @@ async def resolve(plan: DnsPlan, deadline: Deadline) -> DnsResult:
     """
     start = time.monotonic()
     qtypes = _FAMILIES[plan.ip_family]
-    timeout = plan.timeout
-    resolvers = plan.resolvers
-    pinned = plan.pinned
-    names = [] if pinned is not None else [plan.hostname]
-    alias_name = plan.alias
-    if alias_name:
-        names.append(alias_name)
+    names = [] if plan.pinned is not None else [plan.hostname]
+    if plan.alias:
+        names.append(plan.alias)
     asks = [(name, q) for name in names for q in qtypes]
     if len(asks) == 1:  # the usual case: no task for one lookup
-        lookups = [await _lookup(asks[0][0], asks[0][1], resolvers, timeout, deadline)]
+        lookups = [await _lookup(asks[0][0], asks[0][1], plan.resolvers, plan.timeout, deadline)]
     else:
-        lookups = await asyncio.gather(*(_lookup(n, q, resolvers, timeout, deadline) for n, q in asks))
-    main_lookups = [] if pinned is not None else lookups[: len(qtypes)]
-    alias_lookups = lookups[len(qtypes) :] if pinned is None else lookups
-
-    failures: list[Failure] = []
-    if pinned is not None:
-        answers = pinned_answers(pinned, plan.expect_networks)
-    else:
-        answers = _answers(main_lookups, plan.expect_networks)
-    if not answers:
-        failures.append(_no_address_failure(plan.hostname, main_lookups))
-    else:
-        # With both families, a family that failed outright (not just empty) is still a finding.
-        failures.extend(
-            lk.failure
-            for lk in main_lookups
-            if lk.failure is not None and lk.failure.reason is not Reason.DNS_NO_ANSWER
+        lookups = await asyncio.gather(
+            *(_lookup(n, q, plan.resolvers, plan.timeout, deadline) for n, q in asks)
         )
-    failures.extend(_failover_warnings(main_lookups))
-    for answer in answers:
-        if not answer.expected:
-            where = (
-                f"{plan.hostname} is pinned to {answer.address} (with {plan.pinned_by})"
-                if pinned is not None
-                else f"{plan.hostname} resolves to {answer.address}"
-            )
-            failures.append(
-                Failure(
-                    Reason.DNS_UNEXPECTED_ADDRESS,
-                    f"{where}, outside the expected networks "
-                    f"({_networks_text(plan.expect_networks)}); not connected to",
-                    answer.address,
-                )
-            )
+    return _dns_result(plan, lookups, len(qtypes), start)
+
+
+def _dns_result(plan: DnsPlan, lookups: list[_Lookup], per_name: int, start: float) -> DnsResult:
+    """Judge the lookups of ``plan``: the name's (``per_name``, none when pinned), then the alias's.
+
+    Findings in this order: no address (or a family that failed outright), resolver
+    failovers, addresses outside the expected networks, the alias comparison.
+    """
+    pinned = plan.pinned
+    if pinned is None:
+        main_lookups, alias_lookups = lookups[:per_name], lookups[per_name:]
+        answers = _answers(main_lookups, plan.expect_networks)
+    else:
+        main_lookups, alias_lookups = [], lookups
+        answers = pinned_answers(pinned, plan.expect_networks)
+    failures = [
+        *_address_failures(plan.hostname, answers, main_lookups),
+        *_failover_warnings(main_lookups),
+        *_unexpected_addresses(plan, answers),
+    ]
     alias_result = None
-    if alias_name:
+    if plan.alias:
         alias_result, alias_failure = _compare_alias(
-            alias_name, alias_lookups, tuple(a.address for a in answers), plan.hostname, plan.pinned_by
+            plan.alias, alias_lookups, tuple(a.address for a in answers), plan.hostname, plan.pinned_by
         )
         if alias_failure is not None and answers:
             failures.append(alias_failure)
     # The answer used is the name's; for a pinned name, the alias's (if it was looked up).
-    asked = main_lookups if pinned is None else alias_lookups
-    used = next((lk for lk in asked if lk.resolver is not None), asked[0] if asked else None)
-    chain = tuple(dict.fromkeys(name for lk in main_lookups for name in lk.cname_chain))
+    resolver, rcode = _answered_by(main_lookups if pinned is None else alias_lookups)
     return DnsResult(
         name=plan.hostname,
         answers=answers,
-        cname_chain=chain,
-        resolver=used.resolver if used is not None else None,
-        rcode=used.rcode if used is not None else None,
+        cname_chain=tuple(dict.fromkeys(name for lk in main_lookups for name in lk.cname_chain)),
+        resolver=resolver,
+        rcode=rcode,
         queries=tuple(q for lk in lookups for q in lk.queries),
-        # To when the loop saw the last answer arrive, not after the work that followed.
-        lookup_seconds=(max(lk.ended for lk in lookups) if lookups else time.monotonic()) - start,
+        lookup_seconds=_lookup_seconds(lookups, start),
         alias=alias_result,
         failures=tuple(failures),
         pinned_by=plan.pinned_by,
     )
+
+
+def _address_failures(
+    hostname: str, answers: Sequence[DnsAnswer], lookups: Sequence[_Lookup]
+) -> list[Failure]:
+    """Why there is no address; or, with answers, the lookups that failed outright (not just empty)."""
+    if not answers:
+        return [_no_address_failure(hostname, lookups)]
+    # With both families, a family that failed outright (not just empty) is still a finding.
+    return [
+        lk.failure
+        for lk in lookups
+        if lk.failure is not None and lk.failure.reason is not Reason.DNS_NO_ANSWER
+    ]
+
+
+def _unexpected_addresses(plan: DnsPlan, answers: Sequence[DnsAnswer]) -> list[Failure]:
+    """``dns_unexpected_address`` for each answer outside the expected networks (never connected to)."""
+    failures = []
+    for answer in answers:
+        if answer.expected:
+            continue
+        where = (
+            f"{plan.hostname} is pinned to {answer.address} (with {plan.pinned_by})"
+            if plan.pinned is not None
+            else f"{plan.hostname} resolves to {answer.address}"
+        )
+        failures.append(
+            Failure(
+                Reason.DNS_UNEXPECTED_ADDRESS,
+                f"{where}, outside the expected networks "
+                f"({_networks_text(plan.expect_networks)}); not connected to",
+                answer.address,
+            )
+        )
+    return failures
+
+
+def _answered_by(asked: Sequence[_Lookup]) -> tuple[str | None, str | None]:
+    """``(resolver, rcode)`` of the first lookup answered by a resolver (else of the first lookup)."""
+    used = next((lk for lk in asked if lk.resolver is not None), asked[0] if asked else None)
+    if used is None:
+        return None, None
+    return used.resolver, used.rcode
+
+
+def _lookup_seconds(lookups: Sequence[_Lookup], start: float) -> float:
+    """From ``start`` to when the loop saw the last answer arrive, not after the work that followed."""
+    return (max(lk.ended for lk in lookups) if lookups else time.monotonic()) - start
 
 
 def pinned_answers(addresses: Sequence[IPAddress], networks: Sequence[IPNetwork]) -> tuple[DnsAnswer, ...]:
@@ -281,7 +316,10 @@ def pinned_answers(addresses: Sequence[IPAddress], networks: Sequence[IPNetwork]
     Sorted as resolved answers are (IPv4 first), so reports are stable; duplicates dropped.
     """
     unique = sorted(set(addresses), key=lambda a: (a.version, a))
-    return tuple(DnsAnswer(address, None, address_expected(address, networks)) for address in unique)
+    return tuple(
+        DnsAnswer(address=address, ttl=None, expected=address_expected(address, networks))
+        for address in unique
+    )
 
 
 def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple[DnsAnswer, ...]:
@@ -289,7 +327,9 @@ def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple
     for lookup in lookups:
         for address, ttl in lookup.answers:
             if address not in seen:
-                seen[address] = DnsAnswer(address, ttl, address_expected(address, networks))
+                seen[address] = DnsAnswer(
+                    address=address, ttl=ttl, expected=address_expected(address, networks)
+                )
     return tuple(sorted(seen.values(), key=lambda a: (a.address.version, a.address)))
 
 
@@ -352,7 +392,7 @@ def _compare_alias(
     )
     resolved = bool(alias_addresses)
     matches = resolved and set(alias_addresses) == set(addresses)
-    result = AliasResult(alias_name, alias_addresses, resolved, matches)
+    result = AliasResult(name=alias_name, addresses=alias_addresses, resolved=resolved, matches=matches)
     if matches:
         return result, None
     if not resolved:
@@ -392,7 +432,16 @@ async def _lookup(
     ended = 0.0
 
     def done(failure: Failure | None = None, answers: tuple[tuple[IPAddress, int], ...] = ()) -> _Lookup:
-        return _Lookup(qtype, answers, tuple(chain), resolver, rcode, tuple(queries), failure, ended)
+        return _Lookup(
+            qtype=qtype,
+            answers=answers,
+            cname_chain=tuple(chain),
+            resolver=resolver,
+            rcode=rcode,
+            queries=tuple(queries),
+            failure=failure,
+            ended=ended,
+        )
 
     while True:
         response, resolver, asked, answered = await _ask(qname, qtype, resolvers, timeout, deadline)
@@ -401,49 +450,60 @@ async def _lookup(
         if response is None:
             return done(_all_failed(name, qtype, asked, deadline))
         rcode = dns.rcode.to_text(response.rcode())
-        if not isinstance(response, dns.message.QueryMessage):  # pragma: no cover - dnspython types
-            return done(Failure(Reason.DNS_MALFORMED, f"{resolver} sent no query answer"))
-        try:
-            chaining = response.resolve_chaining()
-        except dns.message.ChainTooLong:
-            return done(Failure(Reason.DNS_CNAME_LOOP, f"the CNAME chain of {name} is too long or loops"))
-        except dns.exception.DNSException as exc:
-            return done(Failure(Reason.DNS_MALFORMED, f"{resolver} sent an inconsistent answer: {exc}"))
-        for cname in chaining.cnames:
-            target = cname[0].target.to_text(omit_final_dot=True).lower()
-            if target in chain or target == name or len(chain) >= MAX_CNAME_LINKS:
-                chain.append(target)
-                return done(
-                    Failure(
-                        Reason.DNS_CNAME_LOOP,
-                        f"the CNAME chain of {name} loops or is too long: {' → '.join([name, *chain])}",
-                    )
-                )
-            chain.append(target)
-        canonical = chaining.canonical_name.to_text(omit_final_dot=True).lower()
-        via = f" ({' → '.join([name, *chain])})" if chain else ""
-        if response.rcode() == dns.rcode.NXDOMAIN:
-            return done(
-                Failure(
-                    Reason.DNS_NXDOMAIN,
-                    f"{canonical} does not exist{via}: NXDOMAIN from {resolver}",
-                )
-            )
-        if chaining.answer is not None:
-            answers = tuple(
-                (ipaddress.ip_address(rdata.address), chaining.answer.ttl) for rdata in chaining.answer
-            )
-            return done(answers=answers)
-        if canonical != qname and chain:
-            # The chain left the resolver's data: ask for the last name in it.
-            qname = canonical
+        outcome = _read_answer(response, name, qtype, qname, chain, resolver)
+        if isinstance(outcome, Failure):
+            return done(outcome)
+        if isinstance(outcome, str):  # the chain left the resolver's data: ask for its last name
+            qname = outcome
             continue
-        return done(
-            Failure(
-                Reason.DNS_NO_ANSWER,
-                f"{name} has no {qtype} record{via} (NOERROR, empty answer from {resolver})",
+        return done(answers=outcome)
+
+
+def _read_answer(
+    response: dns.message.Message, name: str, qtype: str, qname: str, chain: list[str], resolver: str | None
+) -> Failure | tuple[tuple[IPAddress, int], ...] | str:
+    """What one answer to ``qname`` says, the CNAME links it holds added to ``chain``.
+
+    Returns:
+        A finding (malformed, a CNAME loop, NXDOMAIN, no record), the addresses with their
+        TTL, or the name to ask next when the CNAME chain ends without data.
+    """
+    if not isinstance(response, dns.message.QueryMessage):  # pragma: no cover - dnspython types
+        return Failure(Reason.DNS_MALFORMED, f"{resolver} sent no query answer")
+    try:
+        chaining = response.resolve_chaining()
+    except dns.message.ChainTooLong:
+        return Failure(Reason.DNS_CNAME_LOOP, f"the CNAME chain of {name} is too long or loops")
+    except dns.exception.DNSException as exc:
+        return Failure(Reason.DNS_MALFORMED, f"{resolver} sent an inconsistent answer: {exc}")
+    loop = _follow_cnames(chaining.cnames, name, chain)
+    if loop is not None:
+        return loop
+    canonical = chaining.canonical_name.to_text(omit_final_dot=True).lower()
+    via = f" ({' → '.join([name, *chain])})" if chain else ""
+    if response.rcode() == dns.rcode.NXDOMAIN:
+        return Failure(Reason.DNS_NXDOMAIN, f"{canonical} does not exist{via}: NXDOMAIN from {resolver}")
+    if chaining.answer is not None:
+        return tuple((ipaddress.ip_address(rdata.address), chaining.answer.ttl) for rdata in chaining.answer)
+    if canonical != qname and chain:
+        return canonical
+    return Failure(
+        Reason.DNS_NO_ANSWER, f"{name} has no {qtype} record{via} (NOERROR, empty answer from {resolver})"
+    )
+
+
+def _follow_cnames(cnames: Sequence[dns.rrset.RRset], name: str, chain: list[str]) -> Failure | None:
+    """Add the targets of ``cnames`` to ``chain``; ``dns_cname_loop`` at a loop or past MAX_CNAME_LINKS."""
+    for cname in cnames:
+        target = cname[0].target.to_text(omit_final_dot=True).lower()
+        if target in chain or target == name or len(chain) >= MAX_CNAME_LINKS:
+            chain.append(target)
+            return Failure(
+                Reason.DNS_CNAME_LOOP,
+                f"the CNAME chain of {name} loops or is too long: {' → '.join([name, *chain])}",
             )
-        )
+        chain.append(target)
+    return None
 
 
 async def _ask(
@@ -477,7 +537,18 @@ async def _ask(
         else:
             error, detail = classify_rcode(response.rcode())
         rcode = dns.rcode.to_text(response.rcode()) if response is not None else None
-        asked.append(DnsQuery(where, qname, qtype, rcode, tcp, answered - start, error, detail))
+        asked.append(
+            DnsQuery(
+                resolver=where,
+                qname=qname,
+                qtype=qtype,
+                rcode=rcode,
+                tcp=tcp,
+                duration_seconds=answered - start,
+                error=error,
+                detail=detail,
+            )
+        )
         if error is None:
             return response, where, asked, answered
     return None, None, asked, None
@@ -485,17 +556,6 @@ async def _ask(
 
 #: The largest UDP payload read (a datagram's maximum; dnspython reads as much).
 _UDP_MAX = 65535
-
-
-def _wake(waiter: asyncio.Future[float]) -> None:
-    # When the loop saw the socket readable, before any other task's work in this turn.
-    if not waiter.done():
-        waiter.set_result(time.monotonic())
-
-
-def _expire(waiter: asyncio.Future[float]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 async def _exchange(
@@ -542,8 +602,8 @@ async def _exchange(
         fd = sock.fileno()
         while True:
             waiter: asyncio.Future[float] = loop.create_future()
-            loop.add_reader(fd, _wake, waiter)
-            timer = loop.call_at(end, _expire, waiter)
+            loop.add_reader(fd, wake, waiter)
+            timer = loop.call_at(end, expire, waiter)
             try:
                 answered = await waiter
             finally:

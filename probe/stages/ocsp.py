@@ -131,10 +131,12 @@ async def staple(
         async with asyncio.timeout(limit):
             reader, writer = await asyncio.open_connection(str(address), port)
     except TimeoutError:
-        return OcspResult(False, error=f"no TCP connection for the stapling handshake within {limit:.3g}s")
+        return OcspResult(
+            stapled=False, error=f"no TCP connection for the stapling handshake within {limit:.3g}s"
+        )
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-        return OcspResult(False, error=f"connect for the stapling handshake failed: {why}")
+        return OcspResult(stapled=False, error=f"connect for the stapling handshake failed: {why}")
     staples: list[bytes] = []
     connection = SSL.Connection(context, None)
     connection.set_app_data(staples)
@@ -147,16 +149,16 @@ async def staple(
             await _handshake(connection, reader, writer)
         leaf, candidates = _peer_certificates(connection)
     except TimeoutError:
-        return OcspResult(False, error=f"the stapling handshake did not complete within {limit:.3g}s")
+        return OcspResult(stapled=False, error=f"the stapling handshake did not complete within {limit:.3g}s")
     except (SSL.Error, OSError, EOFError) as exc:
-        return OcspResult(False, error=f"the stapling handshake failed: {openssl_words(exc)}")
+        return OcspResult(stapled=False, error=f"the stapling handshake failed: {openssl_words(exc)}")
     except ValueError as exc:  # cryptography refused a certificate of the chain
-        return OcspResult(False, error=f"a certificate could not be parsed: {shorten(str(exc))}")
+        return OcspResult(stapled=False, error=f"a certificate could not be parsed: {shorten(str(exc))}")
     finally:
         writer.transport.abort()
     seconds = time.monotonic() - start
     if leaf is None:
-        return OcspResult(False, handshake_seconds=seconds, error="the server sent no certificate")
+        return OcspResult(stapled=False, handshake_seconds=seconds, error="the server sent no certificate")
     data = staples[-1] if staples and staples[-1] else None
     result = read_staple(data, leaf, find_issuer(leaf, candidates), clock(), address)
     return replace(result, handshake_seconds=seconds)
@@ -227,27 +229,9 @@ def read_staple(
         if problem is not None:
             return invalid(f"for serial {serial} ({facts['cert_status']}) {problem}", **facts)
     failures: list[Failure] = []
-    if single.certificate_status is ocsp.OCSPCertStatus.REVOKED:
-        revoked = single.revocation_time_utc.timestamp() if single.revocation_time_utc else None
-        when = f" on {format_time(revoked)}" if revoked is not None else ""
-        reason = f" ({facts['revocation_reason']})" if facts["revocation_reason"] else ""
-        failures.append(
-            Failure(
-                Reason.OCSP_REVOKED,
-                f"the stapled OCSP response says certificate serial {serial} was revoked{when}{reason}; "
-                f"{_REFUSES}",
-                address,
-            )
-        )
-    elif single.certificate_status is ocsp.OCSPCertStatus.UNKNOWN:
-        failures.append(
-            Failure(
-                Reason.OCSP_INVALID,
-                f"stapled OCSP response says the status of serial {serial} is unknown to the responder; "
-                f"{_REFUSES}",
-                address,
-            )
-        )
+    status_finding = _cert_status_finding(single, serial, facts["revocation_reason"], address)
+    if status_finding is not None:
+        failures.append(status_finding)
     stale = _staleness(single.this_update_utc.timestamp(), _ts(single.next_update_utc), now)
     if stale is not None:
         failures.append(
@@ -259,6 +243,30 @@ def read_staple(
             )
         )
     return OcspResult(stapled=True, failures=tuple(failures), **facts)
+
+
+def _cert_status_finding(
+    single: ocsp.OCSPSingleResponse, serial: str, revocation_reason: str | None, address: IPAddress | None
+) -> Failure | None:
+    """``ocsp_revoked`` for a revoked certificate, ``ocsp_invalid`` for one unknown to the responder."""
+    if single.certificate_status is ocsp.OCSPCertStatus.REVOKED:
+        revoked = single.revocation_time_utc.timestamp() if single.revocation_time_utc else None
+        when = f" on {format_time(revoked)}" if revoked is not None else ""
+        reason = f" ({revocation_reason})" if revocation_reason else ""
+        return Failure(
+            Reason.OCSP_REVOKED,
+            f"the stapled OCSP response says certificate serial {serial} was revoked{when}{reason}; "
+            f"{_REFUSES}",
+            address,
+        )
+    if single.certificate_status is ocsp.OCSPCertStatus.UNKNOWN:
+        return Failure(
+            Reason.OCSP_INVALID,
+            f"stapled OCSP response says the status of serial {serial} is unknown to the responder; "
+            f"{_REFUSES}",
+            address,
+        )
+    return None
 
 
 def _peer_certificates(connection: SSL.Connection) -> tuple[x509.Certificate | None, list[x509.Certificate]]:

@@ -657,20 +657,37 @@ async def _inspect_chain(
         connection.close()
 
 
-def _result(address: IPAddress, port: int, **fields: object) -> TlsResult:
-    values: dict[str, object] = {
-        "connect_seconds": None,
-        "handshake_seconds": None,
-        "version": None,
-        "cipher": None,
-        "alpn": None,
-        "verified": False,
-        "verify_code": None,
-        "verify_message": None,
-        "chain": (),
-        "verified_chain": (),
-        "failures": (),
-        "plain": False,
-    }
-    values.update(fields)
-    return TlsResult(address=address, port=port, **values)  # type: ignore[arg-type]
+def _result(
+    address: IPAddress,
+    port: int,
+    *,
+    connect_seconds: float | None = None,
+    handshake_seconds: float | None = None,
+    version: str | None = None,
+    cipher: str | None = None,
+    alpn: str | None = None,
+    verified: bool = False,
+    verify_code: int | None = None,
+    verify_message: str | None = None,
+    chain: tuple[CertInfo, ...] = (),
+    verified_chain: tuple[CertInfo, ...] = (),
+    failures: tuple[Failure, ...] = (),
+    plain: bool = False,
+) -> TlsResult:
+    """A TLS result; what the stage did not get to is left empty (``None``, ``False``, ``()``)."""
+    return TlsResult(
+        address=address,
+        port=port,
+        connect_seconds=connect_seconds,
+        handshake_seconds=handshake_seconds,
+        version=version,
+        cipher=cipher,
+        alpn=alpn,
+        verified=verified,
+        verify_code=verify_code,
+        verify_message=verify_message,
+        chain=chain,
+        verified_chain=verified_chain,
+        failures=failures,
+        plain=plain,
+    )

@@ -171,6 +171,7 @@ NOT_BEFORE_FIRST_QUERY = (
     "probe.engine.cycle",
     "probe.stages.tls",
     "probe.stages.http",
+    "probe.stages.http_rules",
     "httpx",
     "h2",
     "cryptography",

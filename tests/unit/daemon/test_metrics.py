@@ -48,7 +48,7 @@ from probe.model.results import (
     TargetResult,
     TlsResult,
 )
-from probe.stages.http import judge_response
+from probe.stages.http_rules import judge_response
 from tests.support import builders
 from tests.support.builders import DAY, NOW
 from tests.support.helpers import make_target

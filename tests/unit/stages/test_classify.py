@@ -19,13 +19,8 @@ from probe.config.values import PRIVATE_NETWORKS, parse_network
 from probe.model.reasons import Reason
 from probe.model.results import Failure, HttpAttempt, PhaseTimes
 from probe.stages.dns import address_expected, classify_dns_error, classify_rcode
-from probe.stages.http import (
-    classify_http_error,
-    judge_response,
-    request_headers,
-    request_url,
-    summarise,
-)
+from probe.stages.http import request_headers, request_url
+from probe.stages.http_rules import classify_http_error, judge_response, summarise
 from probe.stages.tls import classify_connect_error, classify_tls_error
 from tests.support.helpers import make_target
 

@@ -13,7 +13,7 @@ import pytest
 from probe.config.load import build_config
 from probe.model.reasons import Reason
 from probe.model.results import HttpAttempt, PhaseTimes, cookie_note
-from probe.stages.http import (
+from probe.stages.http_rules import (
     clock_skew,
     content_codings,
     cookie_names,

@@ -17,14 +17,8 @@ from probe.daemon.store import TargetState
 from probe.model.reasons import Reason
 from probe.model.results import TargetResult, TlsResult
 from probe.report import text as report
-from probe.stages.http import (
-    expected_redirect,
-    judge_redirect,
-    judge_response,
-    redirect_location,
-    request_headers,
-    request_url,
-)
+from probe.stages.http import request_headers, request_url
+from probe.stages.http_rules import expected_redirect, judge_redirect, judge_response, redirect_location
 from tests.support.builders import address_result, http_attempt, target_result
 from tests.support.helpers import make_target
 
