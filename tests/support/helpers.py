@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from probe.config.models import TargetConfig, build_config
-from probe.engine.cycle import TargetPlan, plan, run_cycle
+from probe.engine.cycle import run_cycle
+from probe.engine.plan import TargetPlan, plan
 from probe.model.results import TargetResult
 
 REPO = Path(__file__).resolve().parents[2]
