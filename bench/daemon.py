@@ -118,7 +118,7 @@ def _measure(args: argparse.Namespace) -> None:
     from probe.config.load import load_config
     from probe.daemon.main import Daemon
     from probe.daemon.sdnotify import Notifier
-    from probe.engine.cycle import plan
+    from probe.engine.plan import plan
 
     log.setup("warning")
     figures: dict[str, Any] = {"tree": os.environ.get("PYTHONPATH", ""), "targets": args.targets}

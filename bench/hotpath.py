@@ -133,6 +133,7 @@ async def _measure(probe: Callable[[], Awaitable[Any]], n: int, rounds: int) -> 
 async def _main(args: argparse.Namespace, lab: dict[str, Any]) -> dict[str, Any]:
     from probe.config.load import build_config
     from probe.engine import cycle
+    from probe.engine.plan import plan
     from probe.model.deadline import Deadline
 
     config_data = lab["config"]["targets"][0]
@@ -141,7 +142,7 @@ async def _main(args: argparse.Namespace, lab: dict[str, Any]) -> dict[str, Any]
     # rotation, not on probe: leave the backend expectation out of a CPU measurement.
     config_data.pop("expect_backends", None)
     config = build_config({"targets": [config_data]}, where="bench")
-    plans = cycle.plan(config)
+    plans = plan(config)
     target_plan = plans[0]
     address = ipaddress.ip_address(lab["address"])
     context = ssl.create_default_context(cafile=lab["ca_file"])

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from probe.cli.push import Gateway
     from probe.config.errors import ConfigError
     from probe.config.models import Config
-    from probe.engine.cycle import TargetPlan
+    from probe.engine.plan import TargetPlan
     from probe.judge.baseline import Baseline, Comparison
     from probe.lab import DemoLab
     from probe.model.results import TargetResult
@@ -746,9 +746,9 @@ async def _check_ahead(args: argparse.Namespace, ahead: DnsPlan) -> list[TargetR
 
 
 def _plans(config: Config) -> tuple[TargetPlan, ...]:
-    """:func:`probe.engine.cycle.plan`; in an ad hoc check its errors name the option."""
+    """:func:`probe.engine.plan.plan`; in an ad hoc check its errors name the option."""
     from probe.config.errors import ConfigError
-    from probe.engine.cycle import plan
+    from probe.engine.plan import plan
 
     try:
         return plan(config)
@@ -972,7 +972,7 @@ async def _check_once(
                 try:
                     system = dns_stage.system_resolvers()
                 except LookupError:
-                    break  # probe.engine.cycle.plan reports it
+                    break  # probe.engine.plan.plan reports it
             resolvers = system
         plan = dns_stage.DnsPlan.of(target, resolvers)
         if ahead is not None and index == 0 and ahead[0] == plan:
@@ -996,13 +996,13 @@ async def _check_once(
 
 
 def _refuse_unreadable_ca_files(config: Config) -> None:
-    """Refuse a ``ca_file`` that cannot be opened, with the error :func:`probe.engine.cycle.plan` gives.
+    """Refuse a ``ca_file`` that cannot be opened, with the error :func:`probe.engine.plan.plan` gives.
 
     ``probe check`` builds its plans (and so loads the trust anchors) only after its DNS
     lookups have ended, so that loading them never delays reading an answer; a missing or
     unreadable file, the usual typo, is found here first, in microseconds, so the user
     does not wait out a silent resolver to be told. The messages and fields are those of
-    :func:`probe.stages.tls.build_contexts` in :func:`probe.engine.cycle.plan` (both from
+    :func:`probe.stages.tls.build_contexts` in :func:`probe.engine.plan.plan` (both from
     :func:`probe._text.unreadable`); a file that opens
     but holds no certificates is still refused there.
 
@@ -1042,7 +1042,7 @@ async def _run_all(plans: Sequence[TargetPlan], previous: Sequence[TargetResult]
 
     from probe.engine.cycle import run_cycle
 
-    memory = {r.name: r.rotation for r in previous}
+    memory = {r.target.name: r.rotation for r in previous}
     return list(await asyncio.gather(*(run_cycle(p, memory=memory.get(p.target.name)) for p in plans)))
 
 
@@ -1140,7 +1140,7 @@ def _demo(args: argparse.Namespace, stdout: IO[str]) -> int:
     from probe.config.load import build_config, parse_listen
     from probe.daemon import main as daemon
     from probe.daemon.sdnotify import Notifier
-    from probe.engine.cycle import plan
+    from probe.engine.plan import plan
     from probe.lab import DemoLab
 
     try:

@@ -195,22 +195,22 @@ async def _push_all(results: Sequence[TargetResult], gateway: Gateway) -> list[P
             if task in done:
                 outcomes.append(task.result())
             else:
-                outcomes.append(PushOutcome(result.name, f"not pushed within {PUSH_DEADLINE:g} s"))
+                outcomes.append(PushOutcome(result.target.name, f"not pushed within {PUSH_DEADLINE:g} s"))
         await asyncio.gather(*pending, return_exceptions=True)
     return outcomes
 
 
 async def _push_one(client: httpx.AsyncClient, gateway: Gateway, result: TargetResult) -> PushOutcome:
     body = target_text(accumulate(None, result))
-    url = gateway.group_url(result.name)
+    url = gateway.group_url(result.target.name)
     try:
         response = await client.put(url, content=body, headers={"Content-Type": CONTENT_TYPE})
     except httpx.HTTPError as exc:
-        return PushOutcome(result.name, classify_push_error(exc))
+        return PushOutcome(result.target.name, classify_push_error(exc))
     if not response.is_success:
-        return PushOutcome(result.name, _status_text(response))
-    log.info("pushed", extra={"target": result.name, "gateway": gateway.shown, "bytes": len(body)})
-    return PushOutcome(result.name)
+        return PushOutcome(result.target.name, _status_text(response))
+    log.info("pushed", extra={"target": result.target.name, "gateway": gateway.shown, "bytes": len(body)})
+    return PushOutcome(result.target.name)
 
 
 def _status_text(response: httpx.Response) -> str:

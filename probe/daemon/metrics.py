@@ -485,13 +485,13 @@ def render_target(state: TargetState) -> Exposition:
     """
     out = _Lines()
     result = state.result
-    target = {"target": result.name}
+    target = {"target": result.target.name}
     _verdict_section(out, state, target)
     _dns_section(out, result, target)
     _backend_section(out, state, target)
     _phase_section(out, state, target)
     for address in result.addresses:
-        where = {"target": result.name, "address": str(address.address)}
+        where = {"target": result.target.name, "address": str(address.address)}
         _address_section(out, address, where)
         _tls_section(out, result, address, where)
         _certificate_section(out, result, address, where)
@@ -499,7 +499,7 @@ def render_target(state: TargetState) -> Exposition:
             _ocsp_section(out, address.ocsp, where)
         _http_section(out, result, address, where)
     for check in result.direct_backends:
-        _direct_section(out, check, {"target": result.name, "backend": check.name[:64]})
+        _direct_section(out, check, {"target": result.target.name, "backend": check.name[:64]})
     return out.exposition()
 
 
@@ -525,7 +525,7 @@ def _verdict_section(out: _Lines, state: TargetState, target: dict[str, str]) ->
         out.add("probe_failure_info", 1, labels)
     # Present only when verification is off (an alert on == 1 works the same), which keeps a
     # 2-address target within its 40 samples; never for plain HTTP (no TLS stage at all).
-    if result.insecure_skip_verify and not result.plain:
+    if result.target.insecure_skip_verify and not result.target.plain:
         out.add("probe_tls_insecure_skip_verify", 1, target)
 
 
@@ -548,12 +548,12 @@ def _backend_section(out: _Lines, state: TargetState, target: dict[str, str]) ->
     """Backends seen, expected and up in the last cycle; responses per backend across cycles."""
     result = state.result
     counts = result.backend_counts
-    if result.expected_backend_count is not None or counts:
+    if result.target.expected_backend_count is not None or counts:
         out.add("probe_backends_seen", len(counts), target)
-    if result.expected_backend_count is not None:
-        out.add("probe_backends_expected", result.expected_backend_count, target)
+    if result.target.expected_backend_count is not None:
+        out.add("probe_backends_expected", result.target.expected_backend_count, target)
     memory = result.rotation  # weighted_random, least_outstanding_requests: 0 only once missing
-    for backend in sorted(set(result.expected_backends) | set(counts)):
+    for backend in sorted(set(result.target.expected_backends) | set(counts)):
         up = backend in counts if memory is None else not memory.is_missing(backend)
         out.add("probe_backend_up", 1 if up else 0, {**target, "backend": backend})
     for (where, backend), tally in sorted(state.backends.items()):
@@ -589,7 +589,7 @@ def _tls_section(out: _Lines, result: TargetResult, address: AddressResult, wher
         out.add("probe_tls_handshake_seconds", tls.handshake_seconds, where)
     if tls.version:
         out.add("probe_tls_version_info", 1, {**where, "version": blackbox_tls_version(tls.version)})
-    if tls.chain and not result.insecure_skip_verify:
+    if tls.chain and not result.target.insecure_skip_verify:
         out.add("probe_tls_verified", 1 if tls.verified else 0, where)
 
 

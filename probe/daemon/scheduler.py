@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from probe._text import plural
 from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore, TargetState, state_changed
-from probe.engine.cycle import BACKSTOP_GRACE, TargetPlan, close_plans, run_cycle
-from probe.judge.balancing import Rotation
+from probe.engine.cycle import BACKSTOP_GRACE, run_cycle
+from probe.engine.plan import TargetPlan, close_plans
 from probe.model.reasons import Status
-from probe.model.results import TargetResult
+from probe.model.results import Rotation, TargetResult
 
 log = logging.getLogger("probe.scheduler")
 
@@ -177,7 +177,7 @@ class Scheduler:
             log.debug(
                 "cycle done",
                 extra={
-                    "target": result.name,
+                    "target": result.target.name,
                     "status": result.status.value,
                     "duration_seconds": round(result.duration_seconds, 3),
                     "reasons": ",".join(r.value for r in result.reasons),
@@ -191,7 +191,7 @@ class Scheduler:
             log.info(
                 "target status changed" if before is not None else "first result",
                 extra={
-                    "target": result.name,
+                    "target": result.target.name,
                     "previous": before.status.value if before else "none",
                     "status": result.status.value,
                     "reasons": reasons,
@@ -244,5 +244,5 @@ def status_line(states: Iterable[TargetState], configured: int) -> str:
     bad = [r for r in results if r.status is not Status.OK]
     if bad:
         worst = max(bad, key=lambda r: r.status.rank)
-        line += f" ({worst.name}: {','.join(r.value for r in worst.reasons)})"
+        line += f" ({worst.target.name}: {','.join(r.value for r in worst.reasons)})"
     return line[:200]

@@ -154,7 +154,7 @@ def target_page(name: str, snapshot: Snapshot, now: float, version: str) -> str 
     body = [
         head,
         f"<h1>{escape(name)} {_badge(result.status)}</h1>",
-        f"<p class='facts'><span class='mono'>{escape(printable(result.url))}</span><br>"
+        f"<p class='facts'><span class='mono'>{escape(printable(result.target.url))}</span><br>"
         f"last cycle {_cycle_time(result, now)}; "
         f"last change {_when(state.last_change_timestamp, now)}; "
         f"{plural(state.cycles, 'cycle')} since the target was configured<br>"
@@ -238,7 +238,7 @@ def _target_row(name: str, state: TargetState | None, now: float) -> str:
     return (
         f"<tr class='target' data-target='{escape(name)}'><td>{link}</td>"
         f"<td class='status {result.status.value}'>{result.status.value}</td>"
-        f"<td class='mono'>{escape(printable(result.url))}</td>"
+        f"<td class='mono'>{escape(printable(result.target.url))}</td>"
         f"<td>{_cycle_time(result, now)}</td><td>{_when(state.last_change_timestamp, now)}</td>"
         f"<td>{'<br>'.join(findings)}</td></tr>"
     )
@@ -317,11 +317,11 @@ def _http_codes(address: AddressResult) -> str:
 
 
 def _backends(target: TargetResult, address: AddressResult) -> str:
-    if target.expect_redirect is not None:
+    if target.target.expect_redirect is not None:
         return "<span class='dim'>not judged (redirect expected)</span>"
     if not address.attempts:
         return "<span class='dim'>-</span>"
-    if target.backend_rule is None:
+    if target.target.identifying_rule is None:
         return "<span class='dim'>no backend rule</span>"
     counts = address.backend_counts
     answered = sum(a.status_code is not None for a in address.attempts)

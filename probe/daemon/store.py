@@ -299,12 +299,12 @@ class ResultStore:
 
         Results of targets no longer configured are ignored.
         """
-        if result.name not in self._known:
+        if result.target.name not in self._known:
             return None
-        previous = self._targets.get(result.name)
+        previous = self._targets.get(result.target.name)
         state = self._rendered(accumulate(previous, result, self._histograms))
         with self._lock:
-            self._targets[result.name] = state
+            self._targets[result.target.name] = state
             self._snapshot = None
         return previous
 

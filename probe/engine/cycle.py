@@ -1,31 +1,29 @@
-"""One probe cycle of one target: DNS, then every address concurrently, then the verdict.
+"""One probe cycle of one target: DNS, then every address concurrently, then the judgement.
 
-:func:`run_cycle` owns the overall deadline and never raises: a bug becomes an
-``internal_error`` finding (logged with its traceback), a cycle cut by the deadline a
-``cycle_deadline_exceeded`` one, and the results gathered so far are kept.
+:func:`run_cycle` gathers the stages' results (:func:`_gather`: the concurrent address-probes
+and direct checks, the early DNS answer, the backstop), hands them to the one pure
+judgement (:func:`probe.judge.judgement.judge_cycle`) and builds the result. It owns the
+overall deadline and never raises: a bug becomes an ``internal_error`` finding (logged with
+its traceback), a cycle cut by the deadline a ``cycle_deadline_exceeded`` one, and the
+results gathered so far are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from probe._text import shorten
-from probe.config.errors import ConfigError
-from probe.config.models import Config, DirectBackendConfig, TargetConfig, Timeouts
-from probe.judge import balancing as rotation
-from probe.judge import direct_backends as direct
-from probe.judge.balancing import Rotation
-from probe.judge.verdict import evaluate, status_of, with_cycle_findings
+from probe.config.models import DirectBackendConfig
+from probe.engine.plan import TargetPlan
+from probe.judge import direct_backends
+from probe.judge.judgement import Gathered, Judgement, judge_cycle
 from probe.model.deadline import Deadline
-from probe.model.reasons import Platform, Reason, Status
+from probe.model.reasons import Reason, Status
 from probe.model.results import (
     AddressResult,
     DirectBackendResult,
@@ -34,6 +32,7 @@ from probe.model.results import (
     HttpAttempt,
     IPAddress,
     OcspResult,
+    Rotation,
     TargetResult,
     TlsResult,
 )
@@ -41,9 +40,6 @@ from probe.stages import dns as dns_stage
 from probe.stages import http as http_stage
 from probe.stages import http_rules
 from probe.stages import tls as tls_stage
-
-if TYPE_CHECKING:
-    from OpenSSL import SSL
 
 log = logging.getLogger("probe.cycle")
 
@@ -55,146 +51,34 @@ MAX_CONCURRENT_ADDRESSES = 16
 
 
 @dataclass(frozen=True, slots=True)
-class TargetPlan:
-    """What a cycle needs besides the config, prepared once per config load.
+class _Clock:
+    """When a cycle started and when it must end.
 
     Attributes:
-        target: the target's configuration.
-        resolvers: ``(ip, port)`` pairs to ask, in order.
-        contexts: SSL contexts, shared by targets with the same trust configuration.
-        ocsp: the pyOpenSSL context of the stapling handshake, ``None`` unless ``ocsp: staple``.
-        http: the target's httpx client, kept across cycles (built from ``contexts.http``
-            when not given) and shared by the plan's targets with equal client settings
-            (:func:`client_key`); :func:`close_plans` closes it.
-        direct: one plan per entry of ``direct_backends``, in order: the settings of
-            :meth:`TargetConfig.direct_target` with their own contexts and client.
+        started: Unix time of the start (the lookup's, for an early DNS answer).
+        start: ``time.monotonic()`` of the start, for the duration.
+        deadline: the overall deadline the stages clip to.
+        backstop: seconds after which the gathering is cancelled.
     """
 
-    target: TargetConfig
-    resolvers: tuple[tuple[str, int], ...]
-    contexts: tls_stage.TlsContexts
-    ocsp: SSL.Context | None = None
-    http: http_stage.TargetClient | None = None
-    direct: tuple[TargetPlan, ...] = ()
+    started: float
+    start: float
+    deadline: Deadline
+    backstop: float
 
-    def http_client(self) -> http_stage.TargetClient:
-        """The target's HTTP client (a new one for a plan built without)."""
-        return (
-            self.http if self.http is not None else http_stage.TargetClient(self.target, self.contexts.http)
-        )
+    @classmethod
+    def of(cls, plan: TargetPlan, clock: Callable[[], float], early: dns_stage.EarlyLookup | None) -> _Clock:
+        """The cycle's clock; with an ``early`` lookup, it started with the lookup.
 
-
-def plan(config: Config) -> tuple[TargetPlan, ...]:
-    """Prepare every target of ``config``: resolvers and SSL contexts.
-
-    Contexts are built once per distinct ``(ca_file, min_tls_version,
-    insecure_skip_verify, http_version)``; loading the system trust store costs tens of milliseconds,
-    so it must not happen per probe. One HTTP client serves every target with the same
-    contexts and :func:`client_key` (about 2.6 KiB per target when each had its own): every
-    request still goes on a new connection with its own headers, SNI and timeouts.
-
-    A pinned target without ``expect_same_addresses_as`` resolves nothing and gets no resolvers.
-    An ``http://`` target gets non-verifying contexts that no handshake uses (its
-    ``ca_file`` is not read).
-
-    Raises:
-        ConfigError: a ``ca_file`` cannot be loaded, or no resolver is configured.
-    """
-    where = str(config.path) if config.path else "config"
-    contexts: dict[tuple[Path | None, str, bool, str], tls_stage.TlsContexts] = {}
-    ocsp_contexts: dict[tuple[Path | None, str], SSL.Context] = {}
-    system: tuple[tuple[str, int], ...] | None = None
-    clients: dict[tuple[object, ...], http_stage.TargetClient] = {}
-
-    def client(
-        target: TargetConfig, contexts_key: tuple[Path | None, str, bool, str]
-    ) -> http_stage.TargetClient:
-        key = (contexts_key, *client_key(target))
-        if key not in clients:
-            clients[key] = http_stage.TargetClient(target, contexts[contexts_key].http)
-        return clients[key]
-
-    plans = []
-    for index, target in enumerate(config.targets):
-        key = (target.ca_file, target.min_tls_version, target.insecure_skip_verify, target.http_version)
-        if target.plain:
-            # No handshake: no trust store to load (and a ca_file from defaults is not read).
-            key = (None, "1.2", True, "1.1")
-        if key not in contexts:
-            try:
-                contexts[key] = tls_stage.build_contexts(*key)
-            except ValueError as exc:
-                raise ConfigError(str(exc), where=where, field=f"targets[{index}].ca_file") from None
-        ocsp_context = None
-        if target.ocsp == "staple":
-            from probe.stages import ocsp as ocsp_stage  # pyOpenSSL: imported only for targets that staple
-
-            ocsp_key = (target.ca_file, target.min_tls_version)
-            if ocsp_key not in ocsp_contexts:
-                try:
-                    ocsp_contexts[ocsp_key] = ocsp_stage.build_context(*ocsp_key)
-                except ValueError as exc:
-                    raise ConfigError(str(exc), where=where, field=f"targets[{index}].ca_file") from None
-            ocsp_context = ocsp_contexts[ocsp_key]
-        resolvers = target.resolvers
-        if target.pinned_by is not None and target.expect_same_addresses_as is None:
-            resolvers = ()  # nothing to resolve: no resolver needed, none read from resolv.conf
-        elif resolvers is None:
-            if system is None:
-                try:
-                    system = dns_stage.system_resolvers()
-                except LookupError as exc:
-                    raise ConfigError(str(exc), where=where, field=f"targets[{index}].resolvers") from None
-            resolvers = system
-        http_client = client(target, key)
-        direct_plans = []
-        for number, backend in enumerate(target.direct_backends):
-            hop = target.direct_target(backend)
-            hop_key = (hop.ca_file, hop.min_tls_version, hop.insecure_skip_verify, hop.http_version)
-            if hop_key not in contexts:
-                try:
-                    contexts[hop_key] = tls_stage.build_contexts(*hop_key)
-                except ValueError as exc:
-                    field = f"targets[{index}].direct_backends[{number}].ca_file"
-                    raise ConfigError(str(exc), where=where, field=field) from None
-            hop_resolvers: tuple[tuple[str, int], ...] = ()
-            if hop.pinned_by is None:  # a DNS name in the backend's URL
-                if target.resolvers is None and system is None:
-                    try:
-                        system = dns_stage.system_resolvers()
-                    except LookupError as exc:
-                        raise ConfigError(
-                            str(exc), where=where, field=f"targets[{index}].resolvers"
-                        ) from None
-                hop_resolvers = tuple(target.resolvers or system or ())
-            hop_client = client(hop, hop_key)
-            direct_plans.append(TargetPlan(hop, hop_resolvers, contexts[hop_key], None, hop_client))
-        plans.append(
-            TargetPlan(
-                target, tuple(resolvers), contexts[key], ocsp_context, http_client, tuple(direct_plans)
-            )
-        )
-    return tuple(plans)
-
-
-def client_key(target: TargetConfig) -> tuple[Timeouts, str, bool, bool]:
-    """What :func:`probe.stages.http.build_client` reads of a target, besides its SSL context.
-
-    Targets of one :func:`plan` with equal keys and contexts share one
-    :class:`~probe.stages.http.TargetClient`.
-    """
-    return (target.timeouts, target.http_version, target.plain, target.reuse_connections)
-
-
-async def close_plans(plans: Iterable[TargetPlan]) -> None:
-    """Close the HTTP clients of ``plans`` (each once no address-probe uses it any more).
-
-    A client shared by several plans is closed once; closing it again does nothing.
-    """
-    for target_plan in plans:
-        if target_plan.http is not None:
-            await target_plan.http.aclose()
-        await close_plans(target_plan.direct)
+        The seconds between the lookup's end and now (imports, not probing) are left out of
+        the duration and the deadline.
+        """
+        seconds = plan.target.timeouts.deadline
+        if early is None:
+            return cls(clock(), time.monotonic(), Deadline.after(seconds), seconds + BACKSTOP_GRACE)
+        paused = 0.0 if early.answered is None else max(0.0, time.monotonic() - early.answered)
+        deadline = Deadline(early.deadline.expires + paused, early.deadline.seconds)
+        return cls(early.started, early.start + paused, deadline, deadline.remaining() + BACKSTOP_GRACE)
 
 
 async def run_cycle(
@@ -224,139 +108,108 @@ async def run_cycle(
     Returns:
         The target's result. Never raises (except for cancellation of the caller).
     """
-    target = plan.target
-    if early is None:
-        started = clock()
-        start = time.monotonic()
-        deadline = Deadline.after(target.timeouts.deadline)
-        backstop = target.timeouts.deadline + BACKSTOP_GRACE
-    else:
-        # Not probing between the lookup's end and now (imports): move the clock past it.
-        paused = 0.0 if early.answered is None else max(0.0, time.monotonic() - early.answered)
-        started = early.started
-        start = early.start + paused
-        deadline = Deadline(early.deadline.expires + paused, early.deadline.seconds)
-        backstop = deadline.remaining() + BACKSTOP_GRACE
-    dns_result: DnsResult | None = None
-    done: dict[IPAddress, AddressResult] = {}
-    checked: dict[int, DirectBackendResult] = {}
-    extra: list[Failure] = []
-    try:
-        async with asyncio.timeout(backstop):
-            async with asyncio.TaskGroup() as group:
-                # Direct backend checks run beside the DNS stage and the addresses.
-                for number, hop in enumerate(plan.direct):
-                    group.create_task(_check_into(checked, number, plan, hop, deadline, clock))
-                if early is not None and early.task is not None:
-                    dns_result = await early.task
-                else:
-                    dns_result = await dns_stage.resolve(
-                        dns_stage.DnsPlan.of(target, plan.resolvers), deadline
-                    )
-                slots = asyncio.Semaphore(MAX_CONCURRENT_ADDRESSES)
-                for address in dns_result.probe_addresses:
-                    group.create_task(_probe_into(done, slots, address, plan, deadline, clock))
-    except TimeoutError:
-        extra.append(
-            Failure(
-                Reason.CYCLE_DEADLINE_EXCEEDED,
-                f"the cycle did not finish within its {target.timeouts.deadline:g}s deadline",
-            )
-        )
-    except Exception as exc:
-        extra.append(_bug(exc, target.name))
-    if dns_result is None:
-        dns_result = DnsResult(
-            target.hostname, (), (), None, None, (), time.monotonic() - start, None, (), target.pinned_by
-        )
-    unfinished = extra[0] if extra else Failure(Reason.CYCLE_DEADLINE_EXCEEDED, "not probed")
-    addresses = tuple(
-        done.get(address) or _unfinished(address, target.port, unfinished, target.plain)
-        for address in dns_result.probe_addresses
-    )
-    direct_results = tuple(
-        checked.get(number) or direct.unfinished(backend, hop.target, unfinished)
-        for number, (backend, hop) in enumerate(zip(target.direct_backends, plan.direct, strict=True))
-    )
-    try:
-        folded = rotation.fold(
-            memory,
-            addresses,
-            balancing=target.balancing,
-            cross_zone=target.cross_zone,
-            names=target.expected_backend_names,
-            count=target.expected_backend_count if target.backend is not None else None,
-            requests_per_address=target.requests_per_address,
-        )
-        failures, status = evaluate(dns_result, addresses, target, clock(), folded)
-        if direct_results:
-            failures = direct.correlate(direct_results, addresses, target, failures, folded)
-            status = status_of(failures)
-        addresses = with_cycle_findings(addresses, failures)
-        memory = folded
-    except Exception as exc:  # a bug in the verdict: the stages' facts and findings are kept
-        failures = (
-            *dns_result.failures,
-            *(f for a in addresses for f in a.failures),
-            _bug(exc, target.name),
-        )
-        status = status_of(failures)
-    if extra and len(done) == len(addresses):  # otherwise the unfinished addresses carry it
-        failures = (*failures, *extra)
-        status = status_of(failures)
+    timing = _Clock.of(plan, clock, early)
+    gathered, interruption, complete = await _gather(plan, timing, clock, early)
+    judgement = _judge(gathered, plan, clock(), memory)
+    failures = judgement.failures
+    if interruption is not None and complete:  # otherwise the unfinished addresses carry it
+        failures = (*failures, interruption)
     return TargetResult(
-        name=target.name,
-        url=target.url,
-        hostname=target.hostname,
-        port=target.port,
-        started_timestamp=started,
-        duration_seconds=time.monotonic() - start,
-        dns=dns_result,
-        addresses=addresses,
+        target=plan.facts,
+        started_timestamp=timing.started,
+        duration_seconds=time.monotonic() - timing.start,
+        dns=gathered.dns,
+        addresses=judgement.addresses,
         failures=failures,
-        status=status,
-        expected_backends=target.expected_backend_names,
-        expected_backend_count=target.expected_backend_count,
-        insecure_skip_verify=target.insecure_skip_verify and not target.plain,
-        request_headers=tuple(
-            (name, "(secret)" if target.is_secret_header(name) else value.value)
-            for name, value in target.headers.items()
-        ),
-        backend_rule=_backend_rule(target),
-        reuse_connections=target.reuse_connections,
-        platform=Platform(target.platform),
-        timeouts_seconds=_timeouts_seconds(target.timeouts),
-        direct_backends=direct_results,
-        balancing=target.balancing,
-        cross_zone=target.cross_zone,
-        rotation=memory,
-        scheme=target.scheme,
-        expect_redirect=target.expect_redirect,
+        direct_backends=gathered.direct,
+        rotation=judgement.rotation,
         interval_seconds=interval,
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _timeouts_seconds(timeouts: Timeouts) -> tuple[tuple[str, float], ...]:
-    """``timeouts.as_seconds()``, one tuple shared by every result of equal timeouts.
+async def _gather(
+    plan: TargetPlan,
+    timing: _Clock,
+    clock: Callable[[], float],
+    early: dns_stage.EarlyLookup | None = None,
+) -> tuple[Gathered, Failure | None, bool]:
+    """Run the stages of one cycle: the direct checks beside DNS, then every address concurrently.
 
-    Each result kept in the daemon's store carries it; built per cycle it cost about
-    0.7 KiB per target and a microsecond per cycle.
+    Bounded by the backstop; a stage result that did not arrive in time (or a bug) leaves
+    an address or direct check *unfinished*, carrying the interruption as its finding.
+
+    Returns:
+        ``(gathered, interruption, complete)``: the stages' results; the
+        ``cycle_deadline_exceeded`` or ``internal_error`` finding that cut the gathering
+        short, ``None`` when nothing did; and whether every address finished.
     """
-    return timeouts.as_seconds()
+    target = plan.target
+    dns_result: DnsResult | None = None
+    done: dict[IPAddress, AddressResult] = {}
+    checked: dict[int, DirectBackendResult] = {}
+    interruption: Failure | None = None
+    try:
+        async with asyncio.timeout(timing.backstop):
+            async with asyncio.TaskGroup() as group:
+                for number, hop in enumerate(plan.direct):
+                    group.create_task(_check_into(checked, number, plan, hop, timing.deadline, clock))
+                dns_result = await _resolve(plan, timing.deadline, early)
+                slots = asyncio.Semaphore(MAX_CONCURRENT_ADDRESSES)
+                for address in dns_result.probe_addresses:
+                    group.create_task(_probe_into(done, slots, address, plan, timing.deadline, clock))
+    except TimeoutError:
+        interruption = Failure(
+            Reason.CYCLE_DEADLINE_EXCEEDED,
+            f"the cycle did not finish within its {target.timeouts.deadline:g}s deadline",
+        )
+    except Exception as exc:
+        interruption = _bug(exc, target.name)
+    if dns_result is None:
+        dns_result = DnsResult(
+            name=target.hostname,
+            answers=(),
+            cname_chain=(),
+            resolver=None,
+            rcode=None,
+            queries=(),
+            lookup_seconds=time.monotonic() - timing.start,
+            alias=None,
+            failures=(),
+            pinned_by=target.pinned_by,
+        )
+    unfinished = interruption or Failure(Reason.CYCLE_DEADLINE_EXCEEDED, "not probed")
+    addresses = tuple(
+        done.get(address) or _unfinished(address, target.port, unfinished, target.plain)
+        for address in dns_result.probe_addresses
+    )
+    direct = tuple(
+        checked.get(number) or direct_backends.unfinished(backend, hop.facts, unfinished)
+        for number, (backend, hop) in enumerate(zip(target.direct_backends, plan.direct, strict=True))
+    )
+    return Gathered(dns_result, addresses, direct), interruption, len(done) == len(addresses)
 
 
-def _backend_rule(target: TargetConfig) -> tuple[str, str] | None:
-    """The backend rule as ``(kind, value)`` for the result, ``None`` without one.
+async def _resolve(plan: TargetPlan, deadline: Deadline, early: dns_stage.EarlyLookup | None) -> DnsResult:
+    """The DNS stage: the early lookup's answer when there is one, else a lookup now."""
+    if early is not None and early.task is not None:
+        return await early.task
+    return await dns_stage.resolve(dns_stage.DnsPlan.of(plan.target, plan.resolvers), deadline)
 
-    Also ``None`` with ``expect_redirect``, under which no backend is identified.
+
+def _judge(gathered: Gathered, plan: TargetPlan, now: float, memory: Rotation | None) -> Judgement:
+    """:func:`~probe.judge.judgement.judge_cycle`, with a bug in it turned into ``internal_error``.
+
+    On a bug the stages' facts and findings are kept and the rotation memory is left as it was.
     """
-    if target.backend is None or target.expect_redirect is not None:
-        return None
-    if target.backend.header is not None:
-        return ("header", target.backend.header)
-    assert target.backend.body_regex is not None
-    return ("body_regex", target.backend.body_regex.pattern)
+    try:
+        return judge_cycle(gathered, plan.facts, now, memory)
+    except Exception as exc:
+        failures = (
+            *gathered.dns.failures,
+            *(f for a in gathered.addresses for f in a.failures),
+            _bug(exc, plan.target.name),
+        )
+        return Judgement(gathered.addresses, failures, memory)
 
 
 async def probe_address(
@@ -394,38 +247,63 @@ async def probe_address(
     if tls_check is not None and tls.version is not None:
         tls = dataclasses.replace(tls, failures=tls.failures + tls_check(tls))
     # Warnings (a weak cipher, a deprecated version) do not stop HTTP or OCSP; critical ones do.
-    if not tls.connected or status_of(tls.failures) is Status.CRITICAL:
+    if not tls.connected or tls.status is Status.CRITICAL:
         if connection is not None:
             connection.close()
-        return AddressResult(address, tls, (), tls.failures, status_of(tls.failures), None)
-    attempts: tuple[HttpAttempt, ...] = ()
-    http_bugs: tuple[Failure, ...] = ()
-    ocsp_bugs: tuple[Failure, ...] = ()
-    ocsp: OcspResult | None = None
+        return AddressResult(address=address, tls=tls, attempts=(), failures=tls.failures)
+    attempts, http_bugs = await _requests(address, plan, deadline, connection, tls)
+    ocsp, ocsp_bugs = await _staple(address, plan, deadline, clock)
+    ocsp_failures = ocsp.failures if ocsp is not None else ()
+    failures = tls.failures + ocsp_failures + http_rules.summarise(attempts, address) + ocsp_bugs + http_bugs
+    return AddressResult(address=address, tls=tls, attempts=attempts, failures=failures, ocsp=ocsp)
+
+
+async def _requests(
+    address: IPAddress,
+    plan: TargetPlan,
+    deadline: Deadline,
+    connection: tls_stage.OpenConnection | None,
+    tls: TlsResult,
+) -> tuple[tuple[HttpAttempt, ...], tuple[Failure, ...]]:
+    """The HTTP stage at one address, the first request over the TLS stage's connection.
+
+    Returns:
+        ``(attempts, bugs)``: the requests, and an ``internal_error`` finding for a bug
+        (the TLS facts gathered so far are kept).
+    """
     try:
-        # The first request goes over the TLS stage's connection (one handshake per address).
         async with plan.http_client().session() as client:
-            attempts = await http_stage.request_rounds(client, address, target, deadline, connection, tls)
-    except Exception as exc:  # the TLS facts gathered so far are kept
-        http_bugs = (_bug(exc, target.name, address),)
+            return await http_stage.request_rounds(
+                client, address, plan.target, deadline, connection, tls
+            ), ()
+    except Exception as exc:
+        return (), (_bug(exc, plan.target.name, address),)
     finally:
         if connection is not None:
             connection.close()  # a no-op when a request took it
-    if plan.ocsp is not None:
-        # After HTTP, so that the TLS stage's connection is closed before the stapling
-        # handshake: a server that serves one connection at a time (openssl s_server)
-        # would not answer it while that connection is open.
-        from probe.stages import ocsp as ocsp_stage
 
-        try:
-            ocsp = await ocsp_stage.staple(
-                address, target.port, target.hostname, plan.ocsp, target.timeouts, deadline, clock
-            )
-        except Exception as exc:  # the TLS facts gathered so far are kept
-            ocsp_bugs = (_bug(exc, target.name, address),)
-    ocsp_failures = ocsp.failures if ocsp is not None else ()
-    failures = tls.failures + ocsp_failures + http_rules.summarise(attempts, address) + ocsp_bugs + http_bugs
-    return AddressResult(address, tls, attempts, failures, status_of(failures), ocsp)
+
+async def _staple(
+    address: IPAddress, plan: TargetPlan, deadline: Deadline, clock: Callable[[], float]
+) -> tuple[OcspResult | None, tuple[Failure, ...]]:
+    """The stapled OCSP response with ``ocsp: staple``: ``(result or None, bugs)``.
+
+    After HTTP, so that the TLS stage's connection is closed before the stapling handshake:
+    a server that serves one connection at a time (openssl s_server) would not answer it
+    while that connection is open.
+    """
+    if plan.ocsp is None:
+        return None, ()
+    from probe.stages import ocsp as ocsp_stage
+
+    target = plan.target
+    try:
+        result = await ocsp_stage.staple(
+            address, target.port, target.hostname, plan.ocsp, target.timeouts, deadline, clock
+        )
+    except Exception as exc:  # the TLS facts gathered so far are kept
+        return None, (_bug(exc, target.name, address),)
+    return result, ()
 
 
 def _bug(exc: Exception, target: str, address: IPAddress | None = None) -> Failure:
@@ -467,10 +345,10 @@ async def check_direct(
             hop,
             deadline,
             clock,
-            tls_check=lambda tls: direct.pin_findings(tls, backend),
+            tls_check=lambda tls: direct_backends.pin_findings(tls, backend),
         )
-    return direct.hop_result(
-        backend, hop.target, dns_result, address_result, time.monotonic() - start, clock()
+    return direct_backends.hop_result(
+        backend, hop.facts, dns_result, address_result, time.monotonic() - start, clock()
     )
 
 
@@ -486,7 +364,7 @@ async def _check_into(
     try:
         checked[number] = await check_direct(backend, hop, deadline, clock)
     except Exception as exc:  # a bug: the other checks and the addresses go on
-        checked[number] = direct.unfinished(backend, hop.target, _bug(exc, plan.target.name))
+        checked[number] = direct_backends.unfinished(backend, hop.facts, _bug(exc, plan.target.name))
 
 
 async def _probe_into(
@@ -503,5 +381,20 @@ async def _probe_into(
 
 def _unfinished(address: IPAddress, port: int, why: Failure, plain: bool = False) -> AddressResult:
     failure = Failure(why.reason, why.detail, address)
-    tls = TlsResult(address, port, None, None, None, None, None, False, None, None, (), (), (failure,), plain)
-    return AddressResult(address, tls, (), (failure,), status_of((failure,)))
+    tls = TlsResult(
+        address=address,
+        port=port,
+        connect_seconds=None,
+        handshake_seconds=None,
+        version=None,
+        cipher=None,
+        alpn=None,
+        verified=False,
+        verify_code=None,
+        verify_message=None,
+        chain=(),
+        verified_chain=(),
+        failures=(failure,),
+        plain=plain,
+    )
+    return AddressResult(address=address, tls=tls, attempts=(), failures=(failure,))

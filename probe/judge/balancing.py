@@ -37,11 +37,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from probe._text import plural
 from probe.model.reasons import Reason
-from probe.model.results import AddressResult, Failure
+from probe.model.results import AddressResult, Failure, Rotation, Scope, Unseen
 
 #: The false-alarm probability allowed per evaluation (one in a million): for the daemon at
 #: a 30 s interval (2,880 evaluations a day) at most one false ``backend_missing`` per
@@ -146,102 +145,6 @@ def binomial_cdf(count: int, total: int, p: float) -> float:
 def percent(probability: float) -> str:
     """``"12.5 %"``, ``"0.781 %"``, ``"0.000095 %"``: three significant digits."""
     return f"{probability * 100:.3g} %"
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Where responses are counted: all addresses together, or one address (``cross_zone: false``).
-
-    Attributes:
-        name: ``""`` for all addresses together, else the address.
-        addresses: addresses probed in this scope in the last evaluation.
-        responses: identified responses since the memory began.
-        evaluations: evaluations with at least one identified response in this scope.
-        last_responses: identified responses in the last evaluation.
-        threshold: identified responses without a backend after which it is missing here.
-        decide_requests: requests per address a single check needs to decide
-            (``probe check --requests N``).
-    """
-
-    name: str
-    addresses: int
-    responses: int
-    evaluations: int
-    last_responses: int
-    threshold: int
-    decide_requests: int
-
-
-@dataclass(frozen=True, slots=True)
-class Unseen:
-    """How long one backend has not answered in one scope.
-
-    Attributes:
-        scope: the scope's name.
-        backend: the backend's name.
-        responses: identified responses in the scope since it last answered there (since
-            the memory began when it never did).
-        evaluations: evaluations with identified responses since then.
-    """
-
-    scope: str
-    backend: str
-    responses: int
-    evaluations: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rotation:
-    """The memory of one target's rotation, carried from one evaluation to the next.
-
-    Attributes:
-        balancing: ``weighted_random`` or ``least_outstanding_requests``.
-        cross_zone: ``False``: counted per address (each reaches only its zone's backends).
-        expected: the number of expected backends (``k``).
-        names: the expected names; empty when only a count is expected.
-        scopes: the scopes of the last evaluation.
-        unseen: per scope and tracked backend, its unseen run.
-        seen: backends that answered at least once since the memory began.
-    """
-
-    balancing: str
-    cross_zone: bool
-    expected: int
-    names: tuple[str, ...]
-    scopes: tuple[Scope, ...]
-    unseen: tuple[Unseen, ...]
-    seen: tuple[str, ...]
-
-    def runs(self, backend: str) -> list[tuple[Scope, int]]:
-        """Per scope of the last evaluation: identified responses since ``backend`` last answered there."""
-        runs = {(u.scope, u.backend): u.responses for u in self.unseen}
-        return [(s, runs.get((s.name, backend), s.responses)) for s in self.scopes]
-
-    def is_missing(self, backend: str) -> bool:
-        """The backend's unseen run reached the threshold in every scope."""
-        runs = self.runs(backend)
-        return bool(runs) and all(run >= scope.threshold for scope, run in runs)
-
-    @property
-    def missing(self) -> tuple[str, ...]:
-        """Expected names reported missing (empty when only a count is expected)."""
-        return tuple(name for name in self.names if self.is_missing(name))
-
-    @property
-    def fresh(self) -> tuple[str, ...]:
-        """Backends (tracked) not missing: they answered within the threshold somewhere."""
-        tracked = dict.fromkeys(u.backend for u in self.unseen)
-        return tuple(b for b in tracked if not self.is_missing(b))
-
-    @property
-    def decided(self) -> bool:
-        """Every scope counted enough responses to decide about a backend never seen."""
-        return bool(self.scopes) and all(s.responses >= s.threshold for s in self.scopes)
-
-    @property
-    def first(self) -> bool:
-        """Every scope is in its first evaluation: this is a single check's memory."""
-        return all(s.evaluations <= 1 for s in self.scopes)
 
 
 def _scopes(addresses: Sequence[AddressResult], cross_zone: bool) -> dict[str, tuple[int, dict[str, int]]]:

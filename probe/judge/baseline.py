@@ -208,10 +208,10 @@ def snapshot(results: Sequence[TargetResult], now: float) -> dict[str, Any]:
 
 def _target_facts(result: TargetResult) -> dict[str, Any]:
     return {
-        "name": result.name,
-        "url": result.url,
-        "hostname": result.hostname,
-        "port": result.port,
+        "name": result.target.name,
+        "url": result.target.url,
+        "hostname": result.target.hostname,
+        "port": result.target.port,
         "status": result.status.value,
         "reasons": [reason.value for reason in result.reasons],
         "addresses": [str(a) for a in _address_set(result)],
@@ -394,16 +394,16 @@ def compare(baseline: Baseline, results: Sequence[TargetResult], path: str | Pat
     saved = {t.name: t for t in baseline.targets}
     changes: list[Change] = []
     for result in results:
-        before = saved.get(result.name)
+        before = saved.get(result.target.name)
         if before is None:
             changes.append(
                 Change(
-                    result.name,
+                    result.target.name,
                     None,
                     Aspect.TARGET,
                     Impact.NEUTRAL,
                     None,
-                    result.url,
+                    result.target.url,
                     "not in the baseline: nothing to compare",
                 )
             )
@@ -413,7 +413,7 @@ def compare(baseline: Baseline, results: Sequence[TargetResult], path: str | Pat
 
 
 def _target_changes(before: TargetFacts, result: TargetResult) -> list[Change]:
-    name = result.name
+    name = result.target.name
     changes = []
     reasons = [r.value for r in result.reasons]
     status = _status_change(name, None, before.status, before.reasons, result.status, reasons)
@@ -450,7 +450,7 @@ def _target_changes(before: TargetFacts, result: TargetResult) -> list[Change]:
             )
 
     backends_now = set(result.backend_counts)
-    if result.backend_rule is None and not backends_now and before.backends:
+    if result.target.identifying_rule is None and not backends_now and before.backends:
         # No backend rule now (none configured, or --backend-header left out): the check
         # could not identify backends, which says nothing about whether they still answer.
         changes.append(

@@ -30,15 +30,16 @@ one, so a backend never gets two contradictory findings.
 from __future__ import annotations
 
 from probe._text import shorten
-from probe.config.models import DirectBackendConfig, TargetConfig
-from probe.judge.balancing import Rotation
-from probe.judge.verdict import expiry_warnings, missing_certificate_facts, status_of
-from probe.model.reasons import Reason, Status
+from probe.config.models import DirectBackendConfig
+from probe.judge.verdict import expiry_warnings, missing_certificate_facts
+from probe.model.facts import TargetFacts
+from probe.model.reasons import Reason
 from probe.model.results import (
     AddressResult,
     DirectBackendResult,
     DnsResult,
     Failure,
+    Rotation,
     TlsResult,
 )
 from probe.stages.certs import label_of
@@ -83,7 +84,7 @@ def pin_findings(tls: TlsResult, backend: DirectBackendConfig) -> tuple[Failure,
 
 def hop_result(
     backend: DirectBackendConfig,
-    hop: TargetConfig,
+    hop: TargetFacts,
     dns: DnsResult,
     address: AddressResult | None,
     duration_seconds: float,
@@ -93,7 +94,7 @@ def hop_result(
 
     Args:
         backend: the backend's configuration.
-        hop: the settings the check ran with (:meth:`TargetConfig.direct_target`).
+        hop: the facts of the settings the check ran with (:meth:`TargetConfig.direct_target`).
         dns: the DNS stage (pinned for an IP-literal URL).
         address: the address-probe of the first address, ``None`` when no address could
             be probed (the DNS findings say why).
@@ -122,7 +123,6 @@ def hop_result(
         tls=address.tls if address is not None else None,
         attempt=address.attempts[0] if address is not None and address.attempts else None,
         failures=tuple(failures),
-        status=status_of(failures),
         duration_seconds=duration_seconds,
     )
 
@@ -144,7 +144,7 @@ def expiry_findings(name: str, address: AddressResult, warning_days: float, now:
 def correlate(
     direct: tuple[DirectBackendResult, ...],
     addresses: tuple[AddressResult, ...],
-    target: TargetConfig,
+    target: TargetFacts,
     failures: tuple[Failure, ...],
     memory: Rotation | None = None,
 ) -> tuple[Failure, ...]:
@@ -159,7 +159,7 @@ def correlate(
     Args:
         direct: the direct checks, in config order.
         addresses: the load balancer's addresses (their identified responses).
-        target: the target (its backend rule, ``balancing`` and ``expect_backends``).
+        target: the target's facts (its backend rule, ``balancing`` and ``expect_backends``).
         failures: the cycle's findings from :func:`probe.judge.verdict.evaluate`.
         memory: the rotation memory after this cycle (:func:`probe.judge.balancing.fold`);
             ``None`` for ``round_robin`` and ``any``, or without ``expect_backends``.
@@ -176,7 +176,7 @@ def correlate(
         for name, count in result.backend_counts.items():
             counts[name] = counts.get(name, 0) + count
     identified = sum(counts.values())
-    known = target.backend is not None and identified > 0
+    known = target.backend_rule is not None and identified > 0
     added: list[Failure] = []
     explained: set[str] = set()
     for check in direct:
@@ -216,7 +216,7 @@ def correlate(
                     check.name, identified, target, memory
                 )
             else:
-                if target.backend is None:
+                if target.backend_rule is None:
                     why = "no backend rule"
                 elif target.expect_redirect is not None:
                     why = "expect_redirect: the listener answers itself"
@@ -252,7 +252,7 @@ def correlate(
 
 
 def _missing_behind(
-    name: str, counts: dict[str, int], target: TargetConfig, memory: Rotation | None
+    name: str, counts: dict[str, int], target: TargetFacts, memory: Rotation | None
 ) -> str | None:
     """How ``name`` is missing behind the load balancer under the target's ``balancing``, or ``None``.
 
@@ -272,7 +272,7 @@ def _missing_behind(
     return f"none of the last identified responses through the load balancer came from it ({each})"
 
 
-def _unknown(name: str, identified: int, target: TargetConfig, memory: Rotation | None) -> str:
+def _unknown(name: str, identified: int, target: TargetFacts, memory: Rotation | None) -> str:
     """Why the load balancer's view of an unseen, not missing backend decides nothing."""
     if target.balancing == "any":
         return "unknown (balancing: any)"
@@ -290,7 +290,7 @@ def _unknown(name: str, identified: int, target: TargetConfig, memory: Rotation 
     )
 
 
-def _explained(failure: Failure, explained: set[str], seen: int, target: TargetConfig) -> bool:
+def _explained(failure: Failure, explained: set[str], seen: int, target: TargetFacts) -> bool:
     """Whether a ``backend_missing`` finding is said better by a correlated finding."""
     if failure.reason is not Reason.BACKEND_MISSING or not explained:
         return False
@@ -316,7 +316,7 @@ def _answer(check: DirectBackendResult) -> str:
     return f"status {attempt.status_code}"
 
 
-def unfinished(backend: DirectBackendConfig, hop: TargetConfig, why: Failure) -> DirectBackendResult:
+def unfinished(backend: DirectBackendConfig, hop: TargetFacts, why: Failure) -> DirectBackendResult:
     """The result of a direct check the cycle could not finish (deadline, or a bug)."""
     failure = Failure(why.reason, why.detail, None, backend.name)
     return DirectBackendResult(
@@ -330,6 +330,5 @@ def unfinished(backend: DirectBackendConfig, hop: TargetConfig, why: Failure) ->
         tls=None,
         attempt=None,
         failures=(failure,),
-        status=Status.CRITICAL if failure.severity is Status.CRITICAL else Status.WARNING,
         duration_seconds=0.0,
     )

@@ -1,38 +1,31 @@
-"""Pure verdict logic: findings across addresses and the resulting status.
+"""Pure verdict logic: findings across addresses (certificates, backends, rotation).
 
-Takes the stage results, the target's rules and ``now``; reads no clock and opens no
-socket.
+Called by :func:`probe.judge.judgement.judge_cycle`. Takes the stage results, the target's
+facts and ``now``; reads no clock and opens no socket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import replace
 
 from probe._text import plural
-from probe.config.models import TargetConfig
 from probe.judge import balancing as rotation
-from probe.judge.balancing import Rotation
+from probe.model.facts import TargetFacts
 from probe.model.reasons import Reason, Status
-from probe.model.results import AddressResult, DnsResult, Failure
+from probe.model.results import AddressResult, DnsResult, Failure, Rotation
 from probe.stages.certs import describe_age, format_time, label_of
 
 DAY = 86400.0
 
 
-def status_of(failures: Iterable[Failure]) -> Status:
-    """The worst severity among ``failures``; ``OK`` when there are none."""
-    return Status.worst(f.severity for f in failures)
-
-
 def evaluate(
     dns: DnsResult,
     addresses: tuple[AddressResult, ...],
-    target: TargetConfig,
+    target: TargetFacts,
     now: float,
     memory: Rotation | None = None,
-) -> tuple[tuple[Failure, ...], Status]:
-    """All findings of a cycle and its status.
+) -> tuple[Failure, ...]:
+    """All findings of a cycle.
 
     Adds to the stage findings: ``internal_error`` for a handshake that completed without
     certificate facts (see :func:`missing_certificate_facts`),
@@ -44,13 +37,13 @@ def evaluate(
     Args:
         dns: the DNS result.
         addresses: the per-address results.
-        target: the rules (cert_expiry_warning_days, backend, expect_backends).
+        target: the target's facts (cert_expiry_warning_days, backend rule, expected backends).
         now: the current Unix time.
         memory: the rotation memory after this cycle (:func:`probe.judge.balancing.fold`), for
             ``balancing: weighted_random`` or ``least_outstanding_requests``.
 
     Returns:
-        ``(failures in stage order, status)``.
+        The findings in stage order.
     """
     failures = [*dns.failures]
     for address in addresses:
@@ -59,7 +52,7 @@ def evaluate(
     failures.extend(expiry_warnings(addresses, target.cert_expiry_warning_days, now))
     failures.extend(certificate_differences(addresses))
     failures.extend(backend_findings(addresses, target, memory))
-    return tuple(failures), status_of(failures)
+    return tuple(failures)
 
 
 def with_cycle_findings(
@@ -88,8 +81,7 @@ def with_cycle_findings(
         if result.tls.leaf is not None:
             extra.extend(Failure(f.reason, f.detail, result.address) for f in differs)
         if extra:
-            found = (*result.failures, *extra)
-            result = replace(result, failures=found, status=status_of(found))
+            result = replace(result, failures=(*result.failures, *extra))
         updated.append(result)
     return tuple(updated)
 
@@ -106,7 +98,7 @@ def missing_certificate_facts(addresses: tuple[AddressResult, ...]) -> list[Fail
     findings = []
     for result in addresses:
         tls = result.tls
-        if tls.version is None or status_of(tls.failures) is Status.CRITICAL:
+        if tls.version is None or tls.status is Status.CRITICAL:
             continue  # no completed handshake: the failure already says why
         lost = []
         if tls.leaf is None or tls.earliest_expiry_timestamp is None:
@@ -137,7 +129,7 @@ def expiry_warnings(addresses: tuple[AddressResult, ...], warning_days: float, n
         tls = result.tls
         if tls.verified_chain:
             chain = tls.verified_chain
-        elif status_of(tls.failures) is not Status.CRITICAL and tls.chain:
+        elif tls.status is not Status.CRITICAL and tls.chain:
             chain = tls.chain
         else:
             continue
@@ -179,7 +171,7 @@ def certificate_differences(addresses: tuple[AddressResult, ...]) -> list[Failur
 
 
 def backend_findings(
-    addresses: tuple[AddressResult, ...], target: TargetConfig, memory: Rotation | None = None
+    addresses: tuple[AddressResult, ...], target: TargetFacts, memory: Rotation | None = None
 ) -> list[Failure]:
     """Backend checks over all responses of the cycle.
 
@@ -196,7 +188,7 @@ def backend_findings(
     Nothing is judged when no response was identified: the cause is already reported.
     Nothing is judged with ``expect_redirect`` either: the listener answers itself.
     """
-    if target.backend is None or target.expect_redirect is not None:
+    if target.identifying_rule is None:
         return []
     counts: dict[str, int] = {}
     for result in addresses:
@@ -206,7 +198,7 @@ def backend_findings(
     if identified == 0:
         return []
     findings = []
-    names = target.expected_backend_names
+    names = target.expected_backends
     if target.balancing == "round_robin":
         findings.extend(_round_robin_missing(counts, identified, target))
     elif memory is not None:
@@ -231,9 +223,9 @@ def backend_findings(
     return findings
 
 
-def _round_robin_missing(counts: dict[str, int], identified: int, target: TargetConfig) -> list[Failure]:
+def _round_robin_missing(counts: dict[str, int], identified: int, target: TargetFacts) -> list[Failure]:
     """Every expected backend must answer within the cycle (at some address)."""
-    names = target.expected_backend_names
+    names = target.expected_backends
     if names:
         return [
             Failure(
@@ -257,14 +249,14 @@ def _round_robin_missing(counts: dict[str, int], identified: int, target: Target
 
 
 def _round_robin_imbalance(
-    addresses: tuple[AddressResult, ...], counts: dict[str, int], target: TargetConfig
+    addresses: tuple[AddressResult, ...], counts: dict[str, int], target: TargetFacts
 ) -> list[Failure]:
     """Less than half the fair share: over all addresses, or per address with ``cross_zone: false``.
 
     Without cross-zone balancing an address reaches only its zone's backends, so its fair
     share is its identified responses divided by the backends it reached.
     """
-    names = target.expected_backend_names
+    names = target.expected_backends
     if target.cross_zone:
         scopes = [("", counts, target.expected_backend_count or len(counts))]
     else:

@@ -216,7 +216,7 @@ class Watch:
             ended = result.started_timestamp + result.duration_seconds
             for key, (state, failures) in _states(result).items():
                 seen[key] = (state, failures, ended, tuple(failure_hint(result, f) for f in failures))
-        ends = {r.name: r.started_timestamp + r.duration_seconds for r in results}
+        ends = {r.target.name: r.started_timestamp + r.duration_seconds for r in results}
         round_end = max(ends.values(), default=self.started_timestamp)
         changes: list[Change] = []
         for key, (state, failures, ended, hints) in seen.items():
@@ -303,10 +303,12 @@ def _states(result: TargetResult) -> dict[Key, tuple[State, tuple[Failure, ...]]
     """The target level and every probed address of one result, with their findings."""
     probed = {a.address for a in result.addresses}
     level = tuple(f for f in result.failures if f.address is None or f.address not in probed)
-    states: dict[Key, tuple[State, tuple[Failure, ...]]] = {(result.name, None): (_state(level), level)}
+    states: dict[Key, tuple[State, tuple[Failure, ...]]] = {
+        (result.target.name, None): (_state(level), level)
+    }
     for address in result.addresses:
         state = State(address.status, _reasons(address.failures))
-        states[(result.name, address.address)] = (state, address.failures)
+        states[(result.target.name, address.address)] = (state, address.failures)
     return states
 
 

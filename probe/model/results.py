@@ -9,16 +9,31 @@ Values are safe to hand from the probe loop to another thread without copying.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import TYPE_CHECKING
 
-from probe.model.reasons import Platform, Reason, Stage, Status
-
-if TYPE_CHECKING:
-    from probe.judge.balancing import Rotation
+from probe.model.facts import TargetFacts
+from probe.model.reasons import Reason, Stage, Status
 
 IPAddress = IPv4Address | IPv6Address
+
+
+def status_of(failures: Iterable[Failure]) -> Status:
+    """The worst severity among ``failures``; ``OK`` when there are none."""
+    return Status.worst(f.severity for f in failures)
+
+
+class _Judged:
+    """A result whose ``status`` is derived from its ``failures``, so the two never disagree."""
+
+    __slots__ = ()
+    failures: tuple[Failure, ...]
+
+    @property
+    def status(self) -> Status:
+        """The worst severity among ``failures``; ``OK`` when there are none."""
+        return status_of(self.failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +110,7 @@ class AliasResult:
 
 
 @dataclass(frozen=True, slots=True)
-class DnsResult:
+class DnsResult(_Judged):
     """The DNS stage of one target.
 
     Attributes:
@@ -185,7 +200,7 @@ class CertInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class TlsResult:
+class TlsResult(_Judged):
     """TCP connect and TLS handshake to one address.
 
     Attributes:
@@ -292,7 +307,7 @@ class PhaseTimes:
 
 
 @dataclass(frozen=True, slots=True)
-class HttpAttempt:
+class HttpAttempt(_Judged):
     """One HTTP request to one address.
 
     Attributes:
@@ -333,7 +348,7 @@ class HttpAttempt:
 
 
 @dataclass(frozen=True, slots=True)
-class OcspResult:
+class OcspResult(_Judged):
     """The OCSP response a server stapled to its handshake (``ocsp: staple``), as probe read it.
 
     Asked for with the TLS ``status_request`` extension (RFC 6066 §8) on a second handshake;
@@ -377,15 +392,16 @@ class OcspResult:
 
 
 @dataclass(frozen=True, slots=True)
-class AddressResult:
+class AddressResult(_Judged):
     """Everything probed at one address of the target.
 
     Attributes:
         address: the address.
         tls: the connect and handshake result.
         attempts: the HTTP requests, in order (empty when TCP or TLS failed).
-        failures: this address's findings (TLS and summarised HTTP ones).
-        status: the verdict for this address alone.
+        failures: this address's findings: its stages' (TLS, summarised HTTP, OCSP) and the
+            cycle's findings about it (an expiring chain, leaves that differ); ``status``
+            is the worst of them.
         ocsp: the stapled OCSP response, ``None`` unless ``ocsp: staple`` and the handshake
             completed without a finding.
     """
@@ -394,7 +410,6 @@ class AddressResult:
     tls: TlsResult
     attempts: tuple[HttpAttempt, ...]
     failures: tuple[Failure, ...]
-    status: Status
     ocsp: OcspResult | None = None
 
     @property
@@ -404,7 +419,7 @@ class AddressResult:
 
 
 @dataclass(frozen=True, slots=True)
-class DirectBackendResult:
+class DirectBackendResult(_Judged):
     """The direct check of one backend (``direct_backends``): TCP, TLS, one HTTP request.
 
     The same stages as an address of the target, run against the backend's own URL,
@@ -425,8 +440,9 @@ class DirectBackendResult:
             address lies outside ``expect_networks``).
         tls: the connect and handshake, ``None`` when no address was checked.
         attempt: the one HTTP request, ``None`` when none was sent.
-        failures: the hop's own findings (stage findings and ``backend_cert_pin_mismatch``).
-        status: the hop's own verdict (before correlation with the load balancer's view).
+        failures: the hop's own findings (stage findings and ``backend_cert_pin_mismatch``);
+            ``status`` is the hop's own verdict (before correlation with the load
+            balancer's view).
         duration_seconds: the whole direct check.
     """
 
@@ -440,7 +456,6 @@ class DirectBackendResult:
     tls: TlsResult | None
     attempt: HttpAttempt | None
     failures: tuple[Failure, ...]
-    status: Status
     duration_seconds: float
 
     @property
@@ -462,81 +477,37 @@ class DirectBackendResult:
 
 
 @dataclass(frozen=True, slots=True)
-class TargetResult:
+class TargetResult(_Judged):
     """The result of one cycle for one target.
 
     Attributes:
-        name: the configured target name.
-        url: the configured URL.
-        hostname: the URL's host (used for DNS, SNI, Host and name checks).
-        port: the URL's port.
+        target: what the target is (URL, names, rules): built once per config load and
+            shared by every result of the target.
         started_timestamp: when the cycle started, Unix time.
         duration_seconds: how long the cycle took.
         dns: the DNS stage.
         addresses: one result per probed address, in DNS answer order.
-        failures: every finding of the cycle, in stage order.
-        status: the verdict: the worst severity among ``failures``.
-        expected_backends: the names in ``expect_backends`` (empty when a count or unset).
-        expected_backend_count: how many backends should answer, ``None`` when unset.
-        insecure_skip_verify: certificate verification was off for this target.
-        request_headers: the configured request headers, secret values as ``(secret)``.
-        backend_rule: how backends are identified, ``("header", name)`` or
-            ``("body_regex", pattern)``; ``None`` when no rule is configured.
-        reuse_connections: the requests to an address shared one connection
-            (``reuse_connections``), so a balancer that balances per connection sends them
-            all to one backend.
-        platform: whose words the findings' hints use in reports (``probe.report.hints``); it
-            never changes the verdict.
-        timeouts_seconds: the effective timeouts the cycle ran with, after unset ones were
-            fitted to the interval and the deadline: ``(name, seconds)`` for ``dns``,
-            ``connect``, ``tls``, ``http`` and ``deadline``; empty when unknown.
+        failures: every finding of the cycle, in stage order; ``status`` is the worst of
+            their severities.
         direct_backends: the direct checks of ``direct_backends``, in config order; empty
             when none are configured.
-        balancing: the target's ``balancing`` (how an unseen backend is judged).
-        cross_zone: ``False`` when each address reaches only its own zone's backends.
         rotation: with ``weighted_random`` or ``least_outstanding_requests``, the identified
             responses counted across evaluations (:mod:`probe.judge.balancing`), handed to the
             next cycle of the daemon or round of ``--watch``; ``None`` otherwise.
-        scheme: the URL's scheme, ``"https"`` or ``"http"`` (plain HTTP: no TLS stage, no
-            certificate checked).
-        expect_redirect: ``"https"`` when every address had to redirect to the
-            ``https://`` form of the URL (``expect_redirect``); backends and rotation are
-            then not judged. ``None`` otherwise.
         interval_seconds: the daemon's ``interval`` for the target (seconds between cycle
             starts), set by the scheduler so the metrics can say when a cycle is overdue
             (``probe_interval_seconds``); ``None`` for ``probe check``.
     """
 
-    name: str
-    url: str
-    hostname: str
-    port: int
+    target: TargetFacts
     started_timestamp: float
     duration_seconds: float
     dns: DnsResult
     addresses: tuple[AddressResult, ...]
     failures: tuple[Failure, ...]
-    status: Status
-    expected_backends: tuple[str, ...] = ()
-    expected_backend_count: int | None = None
-    insecure_skip_verify: bool = False
-    request_headers: tuple[tuple[str, str], ...] = ()
-    backend_rule: tuple[str, str] | None = None
-    reuse_connections: bool = False
-    platform: Platform = Platform.GENERIC
-    timeouts_seconds: tuple[tuple[str, float], ...] = ()
     direct_backends: tuple[DirectBackendResult, ...] = ()
-    balancing: str = "round_robin"
-    cross_zone: bool = True
     rotation: Rotation | None = None
-    scheme: str = "https"
-    expect_redirect: str | None = None
     interval_seconds: float | None = None
-
-    @property
-    def plain(self) -> bool:
-        """The target is ``http://``: no TLS stage, no certificate checked."""
-        return self.scheme == "http"
 
     @property
     def backend_counts(self) -> dict[str, int]:
@@ -581,6 +552,102 @@ class TargetResult:
     def reasons(self) -> tuple[Reason, ...]:
         """The distinct reason codes among the failures, in order of first appearance."""
         return tuple(dict.fromkeys(f.reason for f in self.failures))
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where responses are counted: all addresses together, or one address (``cross_zone: false``).
+
+    Attributes:
+        name: ``""`` for all addresses together, else the address.
+        addresses: addresses probed in this scope in the last evaluation.
+        responses: identified responses since the memory began.
+        evaluations: evaluations with at least one identified response in this scope.
+        last_responses: identified responses in the last evaluation.
+        threshold: identified responses without a backend after which it is missing here.
+        decide_requests: requests per address a single check needs to decide
+            (``probe check --requests N``).
+    """
+
+    name: str
+    addresses: int
+    responses: int
+    evaluations: int
+    last_responses: int
+    threshold: int
+    decide_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unseen:
+    """How long one backend has not answered in one scope.
+
+    Attributes:
+        scope: the scope's name.
+        backend: the backend's name.
+        responses: identified responses in the scope since it last answered there (since
+            the memory began when it never did).
+        evaluations: evaluations with identified responses since then.
+    """
+
+    scope: str
+    backend: str
+    responses: int
+    evaluations: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """The memory of one target's rotation, carried from one evaluation to the next.
+
+    Attributes:
+        balancing: ``weighted_random`` or ``least_outstanding_requests``.
+        cross_zone: ``False``: counted per address (each reaches only its zone's backends).
+        expected: the number of expected backends (``k``).
+        names: the expected names; empty when only a count is expected.
+        scopes: the scopes of the last evaluation.
+        unseen: per scope and tracked backend, its unseen run.
+        seen: backends that answered at least once since the memory began.
+    """
+
+    balancing: str
+    cross_zone: bool
+    expected: int
+    names: tuple[str, ...]
+    scopes: tuple[Scope, ...]
+    unseen: tuple[Unseen, ...]
+    seen: tuple[str, ...]
+
+    def runs(self, backend: str) -> list[tuple[Scope, int]]:
+        """Per scope of the last evaluation: identified responses since ``backend`` last answered there."""
+        runs = {(u.scope, u.backend): u.responses for u in self.unseen}
+        return [(s, runs.get((s.name, backend), s.responses)) for s in self.scopes]
+
+    def is_missing(self, backend: str) -> bool:
+        """The backend's unseen run reached the threshold in every scope."""
+        runs = self.runs(backend)
+        return bool(runs) and all(run >= scope.threshold for scope, run in runs)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Expected names reported missing (empty when only a count is expected)."""
+        return tuple(name for name in self.names if self.is_missing(name))
+
+    @property
+    def fresh(self) -> tuple[str, ...]:
+        """Backends (tracked) not missing: they answered within the threshold somewhere."""
+        tracked = dict.fromkeys(u.backend for u in self.unseen)
+        return tuple(b for b in tracked if not self.is_missing(b))
+
+    @property
+    def decided(self) -> bool:
+        """Every scope counted enough responses to decide about a backend never seen."""
+        return bool(self.scopes) and all(s.responses >= s.threshold for s in self.scopes)
+
+    @property
+    def first(self) -> bool:
+        """Every scope is in its first evaluation: this is a single check's memory."""
+        return all(s.evaluations <= 1 for s in self.scopes)
 
 
 #: Cookies that load balancers set to pin a client to one backend (AWS ALB and CLB, HAProxy).

@@ -431,4 +431,4 @@ def failure_hint(result: TargetResult, failure: Failure, attempt: HttpAttempt | 
             for a in attempts
             if a.status_code is not None and any(f.reason is Reason.HTTP_STATUS for f in a.failures)
         ]
-    return hint_for(failure, result.platform, codes)
+    return hint_for(failure, result.target.platform, codes)

@@ -66,9 +66,9 @@ def certificates_verified(results: Sequence[TargetResult]) -> bool | None:
     ``False`` when a target had verification off; ``None`` when no target spoke TLS
     (``http://`` targets only: no certificate was checked); else ``True``.
     """
-    if any(r.insecure_skip_verify for r in results):
+    if any(r.target.insecure_skip_verify for r in results):
         return False
-    if results and all(r.plain for r in results):
+    if results and all(r.target.plain for r in results):
         return None
     return True
 
@@ -106,37 +106,39 @@ def baseline_json(comparison: Comparison) -> dict[str, Any]:
 
 def _target(result: TargetResult) -> dict[str, Any]:
     return {
-        "name": result.name,
-        "url": result.url,
-        "hostname": result.hostname,
-        "port": result.port,
+        "name": result.target.name,
+        "url": result.target.url,
+        "hostname": result.target.hostname,
+        "port": result.target.port,
         "status": result.status.value,
-        "insecure_skip_verify": result.insecure_skip_verify,
-        "reuse_connections": result.reuse_connections,
+        "insecure_skip_verify": result.target.insecure_skip_verify,
+        "reuse_connections": result.target.reuse_connections,
         "notes": target_notes(result),
-        "request_headers": dict(result.request_headers),
+        "request_headers": dict(result.target.request_headers),
         "started_timestamp": round(result.started_timestamp, 3),
         "duration_seconds": _sec(result.duration_seconds),
-        "timeouts_seconds": dict(result.timeouts_seconds),
+        "timeouts_seconds": dict(result.target.timeouts_seconds),
         "failures": [_failure(f, result) for f in result.failures],
         "dns": _dns(result.dns),
         "addresses": [_address(a, result) for a in result.addresses],
         "backends": {
             "counts": result.backend_counts,
-            "expected": list(result.expected_backends),
-            "expected_count": result.expected_backend_count,
+            "expected": list(result.target.expected_backends),
+            "expected_count": result.target.expected_backend_count,
             "seen_count": len(result.backend_counts),
-            "rule": None if result.backend_rule is None else dict([result.backend_rule]),
+            "rule": None
+            if result.target.identifying_rule is None
+            else dict([result.target.identifying_rule]),
             "requests": result.request_count,
             "responses": result.response_count,
             "identified": sum(result.backend_counts.values()),
         },
         "cookies": {"set": list(result.cookies_set), "note": result.cookie_note},
-        "platform": result.platform.value,
+        "platform": result.target.platform.value,
         "direct_backends": [_direct(d, result) for d in result.direct_backends],
         "balancing": _balancing(result),
-        "scheme": result.scheme,
-        "expect_redirect": result.expect_redirect,
+        "scheme": result.target.scheme,
+        "expect_redirect": result.target.expect_redirect,
     }
 
 
@@ -162,8 +164,8 @@ def _balancing(result: TargetResult) -> dict[str, Any]:
     """How rotation was judged, and for the counted settings what was counted so far."""
     memory = result.rotation
     return {
-        "algorithm": result.balancing,
-        "cross_zone": result.cross_zone,
+        "algorithm": result.target.balancing,
+        "cross_zone": result.target.cross_zone,
         "counted": None
         if memory is None
         else {
@@ -196,27 +198,27 @@ def target_notes(result: TargetResult) -> list[str]:
     ``cross_zone: false``, plain HTTP (no TLS stage) and ``expect_redirect``.
     """
     notes = []
-    if result.plain:
+    if result.target.plain:
         notes.append("plain HTTP (http://): no TLS stage and no certificate checked; HTTP/1.1 only (no h2c)")
-    if result.expect_redirect is not None:
+    if result.target.expect_redirect is not None:
         notes.append(
             f"expect_redirect: every address must answer with a 301 or 302 to "
-            f"https://{result.hostname}{_path_of(result.url)} (not followed); backends and "
+            f"https://{result.target.hostname}{_path_of(result.target.url)} (not followed); backends and "
             "rotation are not judged"
         )
-    if result.insecure_skip_verify:
+    if result.target.insecure_skip_verify:
         notes.append(
             "certificates were NOT verified (insecure_skip_verify): the verdict says nothing "
             "about whether a client would trust them"
         )
-    if result.reuse_connections:
+    if result.target.reuse_connections:
         notes.append(
             "requests to each address shared one connection (reuse_connections): a balancer "
             "that balances per connection sends them all to one backend"
         )
-    if result.balancing != "round_robin" and result.backend_rule is not None:
-        notes.append(_BALANCING_NOTES[result.balancing])
-    if not result.cross_zone and result.backend_rule is not None:
+    if result.target.balancing != "round_robin" and result.target.identifying_rule is not None:
+        notes.append(_BALANCING_NOTES[result.target.balancing])
+    if not result.target.cross_zone and result.target.identifying_rule is not None:
         notes.append(
             "cross_zone: false: each address reaches only its own zone's backends, so a backend "
             "missing from one address's set is expected; one missing at every address is not"
@@ -424,7 +426,7 @@ def _render_summary(results: Sequence[TargetResult], out: IO[str], paint: _Paint
     status = overall_status(results)
     counts = {s: sum(r.status is s for r in results) for s in Status}
     summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-    unverified = [r.name for r in results if r.insecure_skip_verify]
+    unverified = [r.target.name for r in results if r.target.insecure_skip_verify]
     caveat = ""
     if unverified:
         caveat = f"; certificates NOT verified for {', '.join(unverified)} (insecure_skip_verify)"
@@ -493,9 +495,9 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
 def _render_heading(result: TargetResult, out: IO[str], paint: _Painter) -> None:
     """Name, URL, verdict and duration, then the notes on how the target was probed."""
     w = out.write
-    caveat = ", certificates NOT verified" if result.insecure_skip_verify else ""
+    caveat = ", certificates NOT verified" if result.target.insecure_skip_verify else ""
     w(
-        f"{paint.bold(result.name)}  {result.url}  {paint.status(result.status)}{caveat}  "
+        f"{paint.bold(result.target.name)}  {result.target.url}  {paint.status(result.status)}{caveat}  "
         f"{paint.dim(f'({_ms(result.duration_seconds)})')}\n"
     )
     for note in target_notes(result):
@@ -522,8 +524,8 @@ def _render_dns(result: TargetResult, out: IO[str], paint: _Painter) -> None:
 
 def _render_request(result: TargetResult, out: IO[str]) -> None:
     """The configured request headers (secret values already shown as ``(secret)``)."""
-    if result.request_headers:
-        sent = ", ".join(f"{name}: {printable(value)}" for name, value in result.request_headers)
+    if result.target.request_headers:
+        sent = ", ".join(f"{name}: {printable(value)}" for name, value in result.target.request_headers)
         out.write(f"  request  {sent}\n")
 
 
@@ -568,7 +570,7 @@ def _render_failures(result: TargetResult, out: IO[str], paint: _Painter) -> Non
             )
             hint = failure_hint(result, failure)
             if hint is not None:
-                w(f"    {'':<8} {paint.dim(_hint_label(result.platform))} {hint}\n")
+                w(f"    {'':<8} {paint.dim(_hint_label(result.target.platform))} {hint}\n")
 
 
 def _render_chains(addresses: Sequence[AddressResult], out: IO[str], now: float, paint: _Painter) -> None:
@@ -611,14 +613,14 @@ def _render_backends(result: TargetResult, out: IO[str], paint: _Painter) -> Non
     count = plural(responses, "response")
     if responses != requests:
         count += f" to {plural(requests, 'request')}"
-    if result.expect_redirect is not None:
+    if result.target.expect_redirect is not None:
         if requests:
             out.write(
                 "  backends not judged: the listener answers with a redirect (expect_redirect)  "
                 f"{paint.dim(count)}\n"
             )
         return
-    if result.backend_rule is None:
+    if result.target.identifying_rule is None:
         if requests:
             out.write(
                 "  backends not identified: no backend rule configured (backend.header or "
@@ -630,13 +632,13 @@ def _render_backends(result: TargetResult, out: IO[str], paint: _Painter) -> Non
     seen = "  ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none identified"
     if counts and identified < responses:
         seen += f"  ({responses - identified} not identified)"
-    kind, value = result.backend_rule
+    kind, value = result.target.identifying_rule
     rule = f"by header {value}" if kind == "header" else "by body_regex"
     expected = ""
-    if result.expected_backends:
-        expected = f"  (expected {', '.join(result.expected_backends)})"
-    elif result.expected_backend_count:
-        expected = f"  (expected {result.expected_backend_count})"
+    if result.target.expected_backends:
+        expected = f"  (expected {', '.join(result.target.expected_backends)})"
+    elif result.target.expected_backend_count:
+        expected = f"  (expected {result.target.expected_backend_count})"
     out.write(f"  backends {seen}  {paint.dim(f'of {count}, {rule}')}{expected}\n")
     for address in result.addresses:
         if address.backend_counts:

@@ -142,8 +142,8 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
 class TargetClient:
     """The httpx client of a target, built on first use and kept across cycles.
 
-    :func:`probe.engine.cycle.plan` gives one to every target with the same SSL context and
-    :func:`probe.engine.cycle.client_key` (timeouts, ``http_version``, scheme,
+    :func:`probe.engine.plan.plan` gives one to every target with the same SSL context and
+    :func:`probe.engine.plan.client_key` (timeouts, ``http_version``, scheme,
     ``reuse_connections``: all that :func:`build_client` reads). Sharing it changes no
     request: the client keeps no cookies, every request carries its own headers, SNI and
     timeouts, and goes on a new connection (without ``reuse_connections`` the pool keeps

@@ -8,7 +8,9 @@ HTTPS target ``www.corp.example`` on port 443 probed at ``NOW``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+from probe.model.facts import TargetFacts
 from probe.model.reasons import Status
 from probe.model.results import (
     AddressResult,
@@ -103,7 +105,21 @@ def tls_result(
 
 def unconnected_tls(ip: IPAddress, failure: Failure) -> TlsResult:
     """No TCP connection to ``ip`` on port 443 (``failure`` says why), so no handshake either."""
-    return TlsResult(ip, 443, None, None, None, None, None, False, None, None, (), (), (failure,))
+    return TlsResult(
+        address=ip,
+        port=443,
+        connect_seconds=None,
+        handshake_seconds=None,
+        version=None,
+        cipher=None,
+        alpn=None,
+        verified=False,
+        verify_code=None,
+        verify_message=None,
+        chain=(),
+        verified_chain=(),
+        failures=(failure,),
+    )
 
 
 def http_attempt(
@@ -138,7 +154,7 @@ def address_result(
     """One address's results; unless given, its findings are those of its TLS result and requests."""
     if failures is None:
         failures = (*tls.failures, *(f for a in attempts for f in a.failures))
-    return AddressResult(ip, tls, tuple(attempts), tuple(failures), worst(failures))
+    return AddressResult(address=ip, tls=tls, attempts=tuple(attempts), failures=tuple(failures))
 
 
 def dns_result(
@@ -166,6 +182,14 @@ def dns_result(
     )
 
 
+def facts(name: str = "www", **fields: Any) -> TargetFacts:
+    """The facts of target ``name`` (``https://{name}.corp.example/``); any field can be given."""
+    fields.setdefault("url", f"https://{name}.corp.example/")
+    fields.setdefault("hostname", f"{name}.corp.example")
+    fields.setdefault("port", 443)
+    return TargetFacts(name=name, **fields)
+
+
 def target_result(
     name: str = "www",
     addresses: Sequence[AddressResult] = (),
@@ -173,19 +197,18 @@ def target_result(
     dns: DnsResult | None = None,
     failures: Sequence[Failure] | None = None,
     extra: Sequence[Failure] = (),
-    status: Status | None = None,
     started: float = NOW,
     duration: float = 0.1,
     expected_backends: tuple[str, ...] = (),
     expected_backend_count: int | None = None,
-    insecure_skip_verify: bool = False,
-    request_headers: tuple[tuple[str, str], ...] = (),
+    **target: Any,
 ) -> TargetResult:
     """A cycle of target ``name`` (``https://{name}.corp.example/``) started at ``started``.
 
     Unless given: the DNS result answers the addresses, the findings are those of the DNS
-    result and the addresses followed by ``extra``, the status is the worst of the findings and
-    the expected backend count is the number of ``expected_backends`` (``None`` for none).
+    result and the addresses followed by ``extra``, and the expected backend count is the
+    number of ``expected_backends`` (``None`` for none). Other keywords are fields of the
+    target's facts (:func:`facts`). The status is always the worst of the findings.
     """
     if dns is None:
         dns = dns_result([a.address for a in addresses])
@@ -193,20 +216,19 @@ def target_result(
         failures = (*dns.failures, *(f for a in addresses for f in a.failures))
     failures = (*failures, *extra)
     return TargetResult(
-        name=name,
-        url=f"https://{name}.corp.example/",
-        hostname=f"{name}.corp.example",
-        port=443,
+        target=facts(
+            name,
+            expected_backends=expected_backends,
+            expected_backend_count=(
+                expected_backend_count
+                if expected_backend_count is not None
+                else len(expected_backends) or None
+            ),
+            **target,
+        ),
         started_timestamp=started,
         duration_seconds=duration,
         dns=dns,
         addresses=tuple(addresses),
-        failures=failures,
-        status=status if status is not None else worst(failures),
-        expected_backends=expected_backends,
-        expected_backend_count=(
-            expected_backend_count if expected_backend_count is not None else len(expected_backends) or None
-        ),
-        insecure_skip_verify=insecure_skip_verify,
-        request_headers=request_headers,
+        failures=tuple(failures),
     )

@@ -11,7 +11,8 @@ from typing import Any
 
 from probe.config.load import build_config
 from probe.config.models import TargetConfig
-from probe.engine.cycle import TargetPlan, plan, run_cycle
+from probe.engine.cycle import run_cycle
+from probe.engine.plan import TargetPlan, plan
 from probe.model.results import TargetResult
 
 REPO = Path(__file__).resolve().parents[2]

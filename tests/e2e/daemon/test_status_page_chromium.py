@@ -29,7 +29,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -308,10 +308,8 @@ def hostile_site() -> Iterator[str]:
     body = Failure(Reason.HTTP_BODY_MISMATCH, "body was '</pre><script>document.title=1</script>'", a1)
     attempt = http_attempt("<img src=x onerror=alert(1)>", failures=(body,))
     address = address_result(a1, tls_result(a1, (leaf,), (leaf,)), [attempt])
-    result = replace(
-        target_result("<b>x</b>", [address], started=now - 2), backend_rule=("header", "X-Backend")
-    )
-    store = ResultStore([result.name], now)
+    result = target_result("<b>x</b>", [address], started=now - 2, backend_rule=("header", "X-Backend"))
+    store = ResultStore([result.target.name], now)
     store.record(result)
     server = WebServer(LOOPBACK, 0, make_app(store))
     host, port = server.start()

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from probe.engine.cycle import TargetPlan, close_plans, run_cycle
+from probe.engine.cycle import run_cycle
+from probe.engine.plan import TargetPlan, close_plans
 from probe.judge.balancing import needed
 from probe.lab import Backend, Lab
 from probe.model.reasons import Status

@@ -24,7 +24,7 @@ from probe.daemon.scheduler import Scheduler
 from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore
 from probe.daemon.web import WebServer, make_app
-from probe.engine.cycle import plan
+from probe.engine.plan import plan
 from probe.lab import Lab, Pki
 from probe.model.reasons import Reason
 from probe.model.results import TargetResult

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from probe.engine import cycle
+from probe.engine.plan import plan
 from probe.lab import DemoLab, Pki
 from probe.model.reasons import Reason, Status
+from probe.model.results import TargetResult
 from probe.stages import http as http_stage
 from tests.support.helpers import reasons, run
 
@@ -143,7 +145,7 @@ def test_a_bug_in_the_verdict_keeps_the_stage_facts_and_never_raises(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("injected verdict bug")
 
-    monkeypatch.setattr(cycle, "evaluate", broken)
+    monkeypatch.setattr(cycle, "judge_cycle", broken)
     result = run(demo.target())
 
     assert result.status is Status.CRITICAL
@@ -185,10 +187,10 @@ def test_a_cycle_after_an_early_lookup_leaves_the_pause_out_of_its_duration_and_
     config = build_config(
         {"targets": [demo.target(timeouts={"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 1})]}
     )
-    (target_plan,) = cycle.plan(config)
+    (target_plan,) = plan(config)
     pause = 1.5
 
-    async def early_then_cycle() -> tuple[float, float, cycle.TargetResult]:
+    async def early_then_cycle() -> tuple[float, float, TargetResult]:
         before = time.time()
         lookup = dns_stage.resolve_early(dns_stage.DnsPlan.of(target_plan.target, target_plan.resolvers))
         assert lookup.task is not None

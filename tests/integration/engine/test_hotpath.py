@@ -6,7 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from probe.engine.cycle import close_plans, run_cycle
+from probe.engine.cycle import run_cycle
+from probe.engine.plan import close_plans
 from probe.lab.servers import http2_responder
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult

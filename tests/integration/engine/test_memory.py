@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from probe.config.load import build_config
-from probe.engine.cycle import close_plans, plan, run_cycle
+from probe.engine.cycle import run_cycle
+from probe.engine.plan import close_plans, plan
 from probe.model.reasons import Status
 from probe.model.results import TargetResult
 
@@ -65,7 +66,7 @@ def test_targets_with_equal_settings_share_one_client_and_send_their_own_request
     elapsed = time.monotonic() - start
 
     assert [r.status for r in results] == [Status.OK] * 4, [r.failures for r in results]
-    assert {r.name: r.backend_counts for r in results} == {"a": {"web-a": 2}, "b": {"web-b": 2}}
+    assert {r.target.name: r.backend_counts for r in results} == {"a": {"web-a": 2}, "b": {"web-b": 2}}
     assert plans[0].http.current is None  # closed once, for both
     # A new connection per request, each with its target's SNI, Host, path and headers and
     # no cookie, although both servers set one on every response.

@@ -313,22 +313,22 @@ def test_insecure_hop_is_said_so_and_metrics_cover_each_backend(farm: Farm) -> N
     text = io.StringIO()
     render_text([result], text, result.started_timestamp)
     assert "NOT verified (insecure_skip_verify)" in text.getvalue()
-    store = ResultStore([result.name], result.started_timestamp, render=render_target)
+    store = ResultStore([result.target.name], result.started_timestamp, render=render_target)
     store.record(result)
     from probe.daemon.metrics import exposition
 
     body = exposition(store.snapshot()).decode()
-    labels = f'backend="web-1",target="{result.name}"'
+    labels = f'backend="web-1",target="{result.target.name}"'
     assert f"probe_direct_backend_success{{{labels}}} 1.0" in body
     assert f"probe_direct_backend_http_status_code{{{labels}}} 200.0" in body
     assert f"probe_direct_backend_cert_pin_match{{{labels}}} 1.0" in body
     assert 'probe_direct_backend_cert_pin_match{backend="web-2"' not in body  # no pin, no series
     expiry = farm.certs["web-2"].cert.not_valid_after_utc.timestamp()
     assert (
-        f'probe_direct_backend_ssl_earliest_cert_expiry{{backend="web-2",target="{result.name}"}} '
+        f'probe_direct_backend_ssl_earliest_cert_expiry{{backend="web-2",target="{result.target.name}"}} '
         f"{go_float(expiry)}\n"
     ) in body
-    version = f'{{backend="web-2",target="{result.name}",version="TLS 1.3"}} 1.0'
+    version = f'{{backend="web-2",target="{result.target.name}",version="TLS 1.3"}} 1.0'
     assert f"probe_direct_backend_tls_version_info{version}" in body
 
 

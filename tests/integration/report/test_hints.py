@@ -222,8 +222,8 @@ def test_hints_never_reach_metric_labels(
     finally:
         lab.stop(node)
         lab.stop(backend)
-    assert result.platform is AWS and Reason.HTTP_STATUS in result.reasons
-    store = ResultStore([result.name], result.started_timestamp)
+    assert result.target.platform is AWS and Reason.HTTP_STATUS in result.reasons
+    store = ResultStore([result.target.name], result.started_timestamp)
     store.record(result)
     registry = CollectorRegistry()
     registry.register(ProbeCollector(store))

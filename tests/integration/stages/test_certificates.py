@@ -116,7 +116,7 @@ def test_hostname_with_trailing_dot_and_upper_case(scene: Any, pki: Pki) -> None
     result = run({**s.target, "url": url})
 
     assert result.status is Status.OK, result.failures
-    assert result.hostname == name
+    assert result.target.hostname == name
     assert s.nodes[0].sni_names[-1] == name
 
 
@@ -146,7 +146,7 @@ def test_insecure_skip_verify_probes_and_says_so(scene: Any) -> None:
 
     result = run({**target, "insecure_skip_verify": True})
     assert result.status is Status.OK, result.failures
-    assert result.insecure_skip_verify is True
+    assert result.target.insecure_skip_verify is True
     tls = result.addresses[0].tls
     assert tls.verified is False and tls.leaf is not None and tls.leaf.common_name == name
     assert result.backend_counts  # HTTP went ahead
@@ -221,11 +221,11 @@ def test_printable_string_intermediate_keeps_the_leaf_and_warns_of_its_expiry(
     )
     assert [a.status_code for a in result.addresses[0].attempts] == [200, 200, 200, 200]
     # Metrics carry the leaf's facts, not the root's date.
-    store = ResultStore([result.name], time.time())
+    store = ResultStore([result.target.name], time.time())
     store.record(result)
     registry = CollectorRegistry()
     registry.register(ProbeCollector(store))
-    labels = {"target": result.name, "address": str(tls.address)}
+    labels = {"target": result.target.name, "address": str(tls.address)}
     assert registry.get_sample_value("probe_ssl_earliest_cert_expiry", labels) == not_after
     assert registry.get_sample_value("probe_ssl_last_chain_expiry_timestamp_seconds", labels) == not_after
     # curl agrees the chain is good.

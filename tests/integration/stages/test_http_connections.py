@@ -12,7 +12,8 @@ import h2.events
 import h2.settings
 import httpcore
 
-from probe.engine.cycle import close_plans, run_cycle
+from probe.engine.cycle import run_cycle
+from probe.engine.plan import close_plans
 from probe.lab.servers import http2_responder
 from probe.model.reasons import Status
 from probe.model.results import TargetResult

@@ -317,7 +317,7 @@ def test_insecure_skip_verify_still_judges_the_staple_with_the_issuer_as_sent(
     )
     result, elapsed = timed_run(target)
 
-    assert reasons(result) == {"ocsp_revoked"} and result.insecure_skip_verify
+    assert reasons(result) == {"ocsp_revoked"} and result.target.insecure_skip_verify
     assert result.addresses[0].ocsp.signature_valid is True and elapsed < BOUND
 
 

@@ -92,7 +92,7 @@ def test_two_plain_nodes_rotate_over_two_backends(scene: Any) -> None:
 
     assert result.status is Status.OK, result.failures
     assert took < BOUND
-    assert result.port == s.port and result.plain
+    assert result.target.port == s.port and result.target.plain
     assert result.backend_counts == {"web-1": 4, "web-2": 4}
     for address in result.addresses:
         assert address.backend_counts == {"web-1": 2, "web-2": 2}
@@ -156,8 +156,9 @@ def test_an_unexpected_redirect_on_plain_http_names_its_location(scene: Any) -> 
     assert reasons(result) == {"http_status"}
     [failure] = result.failures
     assert "status 301 (expected 200-299)" in failure.detail
-    assert f"Location: https://{result.hostname}/health?full=1 (an upgrade to https://, same host)" in (
-        failure.detail
+    assert (
+        f"Location: https://{result.target.hostname}/health?full=1 (an upgrade to https://, same host)"
+        in (failure.detail)
     )
     assert took < BOUND
 
@@ -188,7 +189,7 @@ def test_a_correct_redirect_to_https_is_ok(scene: Any, status: int) -> None:
         assert [a.status_code for a in address.attempts] == [status] * 4
         assert {a.location for a in address.attempts} == {expected}
         assert {a.backend for a in address.attempts} == {None}
-    assert result.backend_rule is None and result.expect_redirect == "https"
+    assert result.target.identifying_rule is None and result.target.expect_redirect == "https"
     text = as_text(result)
     assert f"redirects to {expected}" in text
     assert "backends not judged: the listener answers with a redirect (expect_redirect)" in text

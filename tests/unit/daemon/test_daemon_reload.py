@@ -12,7 +12,7 @@ from probe.config.load import build_config
 from probe.daemon import main as daemon_module
 from probe.daemon.main import Daemon
 from probe.daemon.sdnotify import Notifier
-from probe.engine.cycle import plan
+from probe.engine.plan import plan
 
 
 def test_unexpected_error_during_reload_is_refused_with_one_log_line(

@@ -166,7 +166,7 @@ def scrape(
     *results: TargetResult, configured: Sequence[str] | None = None, histograms: bool = True
 ) -> Scrape:
     """A store as the daemon wires it (rendered when recorded), histograms on unless told."""
-    names = configured if configured is not None else list(dict.fromkeys(r.name for r in results))
+    names = configured if configured is not None else list(dict.fromkeys(r.target.name for r in results))
     store = ResultStore(names, NOW - 3600, render=render_target, histograms=histograms)
     for r in results:
         store.record(r)
@@ -611,7 +611,8 @@ def test_every_series_has_the_labels_of_its_spec() -> None:
     pinned = rich_result()
     pinned = replace(pinned, dns=replace(pinned.dns, pinned_by="--resolve"))
     seen |= {spec_of(family, sample.name) for family, sample in scrape(pinned).samples()}
-    insecure = replace(rich_result(), insecure_skip_verify=True)
+    rich = rich_result()
+    insecure = replace(rich, target=replace(rich.target, insecure_skip_verify=True))
     seen |= {spec_of(family, sample.name) for family, sample in scrape(insecure).samples()}
     assert seen == set(SPEC) - DAEMON_ONLY  # the rich result shows every family (pinned: probe_dns_pinned)
 
@@ -760,7 +761,6 @@ def rich_result(name: str = "www") -> TargetResult:
         tls=a1.tls,
         attempt=a1.attempts[0],
         failures=(),
-        status=Status.OK,
         duration_seconds=0.01,
     )
     return replace(made, direct_backends=(hop,), interval_seconds=30.0)  # as the daemon records it

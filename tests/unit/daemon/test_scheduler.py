@@ -18,7 +18,7 @@ from probe.daemon import scheduler as scheduler_module
 from probe.daemon.scheduler import Scheduler, status_line
 from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore, Snapshot, TargetState, accumulate
-from probe.engine.cycle import TargetPlan
+from probe.engine.plan import TargetPlan
 from probe.model.reasons import Reason, Status
 from probe.model.results import Failure, TargetResult
 from tests.support.builders import NOW, dns_result, target_result
@@ -185,7 +185,7 @@ class RecordingStore(ResultStore):
         return super().record(result)
 
     def of(self, name: str) -> list[Recorded]:
-        return [r for r in self.log if r.result.name == name]
+        return [r for r in self.log if r.result.target.name == name]
 
 
 class Fixed(random.Random):

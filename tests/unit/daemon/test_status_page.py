@@ -14,7 +14,7 @@ import pytest
 from probe.daemon import status_page
 from probe.daemon.status_page import json_href, overview_page, target_href, target_json, target_page
 from probe.daemon.store import Snapshot, TargetState, accumulate
-from probe.model.reasons import Reason, Status
+from probe.model.reasons import Reason
 from probe.model.results import Failure, TargetResult, TlsResult
 from probe.report.text import render_text, to_json
 from probe.stages.certs import format_time
@@ -57,7 +57,7 @@ def healthy(name: str = "www", started: float = NOW - 65) -> TargetResult:
             [http_attempt("web-2"), http_attempt(None)] * 1,
         ),
     ]
-    return replace(target_result(name, addresses, started=started), backend_rule=("header", "X-Backend"))
+    return target_result(name, addresses, started=started, backend_rule=("header", "X-Backend"))
 
 
 def hostile(started: float = NOW - 5) -> TargetResult:
@@ -68,8 +68,14 @@ def hostile(started: float = NOW - 5) -> TargetResult:
     address = address_result(A1, tls_result(A1, (leaf, INTERMEDIATE), (leaf, INTERMEDIATE, ROOT)), [attempt])
     refused = Failure(Reason.TCP_REFUSED, "connection refused", A3)
     down = address_result(A3, unconnected_tls(A3, refused))
-    result = target_result(HOSTILE_NAME, [address, down], extra=(expiring,), started=started)
-    return replace(result, backend_rule=("header", "X-Backend"), url="https://x.corp.example/?q=<i>&a=1")
+    return target_result(
+        HOSTILE_NAME,
+        [address, down],
+        extra=(expiring,),
+        started=started,
+        backend_rule=("header", "X-Backend"),
+        url="https://x.corp.example/?q=<i>&a=1",
+    )
 
 
 def snapshot(
@@ -82,7 +88,7 @@ def snapshot(
         for result in cycles:
             state = accumulate(state, result)
         assert state is not None
-        targets[state.result.name] = state
+        targets[state.result.target.name] = state
     names = (*targets, *configured)
     return Snapshot(MappingProxyType(targets), names, reload_ok, NOW - 3600)
 
@@ -120,7 +126,6 @@ def test_overview_has_a_row_per_address_with_status_tls_expiry_and_backends() ->
 def test_overview_has_a_row_per_target_with_the_last_cycle_and_the_last_change() -> None:
     ok = healthy(started=NOW - 600)
     broken = replace(healthy(started=NOW - 300), failures=(Failure(Reason.TCP_REFUSED, "refused", A2),))
-    broken = replace(broken, status=Status.CRITICAL)
     again = replace(broken, started_timestamp=NOW - 65)
     _, page = overview(snapshot([ok, broken, again], configured=["api"]))
     www, api = page.rows_of("target")
@@ -135,7 +140,8 @@ def test_overview_has_a_row_per_target_with_the_last_cycle_and_the_last_change()
 
 
 def test_overview_lists_recent_state_changes_newest_first_across_targets() -> None:
-    www = [healthy(started=NOW - 600), replace(healthy(started=NOW - 300), status=Status.WARNING)]
+    expiring = Failure(Reason.CERT_EXPIRING_SOON, "the certificate expires in 5 days", A1)
+    www = [healthy(started=NOW - 600), replace(healthy(started=NOW - 300), failures=(expiring,))]
     api = [healthy("api", started=NOW - 400)]
     _, page = overview(snapshot(www, api))
     changes = page.rows_of("change")
@@ -172,7 +178,7 @@ def test_overview_colours_the_expiry_of_an_address_with_an_expiry_finding() -> N
 
 def test_a_plain_http_address_shows_no_tls_facts() -> None:
     tls = TlsResult(A1, 80, 0.001, None, None, None, None, False, None, None, (), (), (), plain=True)
-    plain = replace(target_result(addresses=[address_result(A1, tls, [http_attempt()])]), scheme="http")
+    plain = target_result(addresses=[address_result(A1, tls, [http_attempt()])], scheme="http")
     _, page = overview(snapshot([plain]))
     row = page.rows_of("address")[0]
     assert row.cells[3:5] == ["plain HTTP", "-"]
@@ -196,7 +202,7 @@ def test_overview_before_any_cycle() -> None:
 
 def test_overview_shows_the_first_findings_and_points_to_the_target_page_for_more() -> None:
     many = tuple(Failure(Reason.TCP_REFUSED, f"refused {n}", A1) for n in range(8))
-    result = replace(healthy(), failures=many, status=Status.CRITICAL)
+    result = replace(healthy(), failures=many)
     _, page = overview(snapshot([result]))
     findings = page.rows_of("target")[0].cells[5]
     assert "refused 4" in findings and "refused 5" not in findings

@@ -550,7 +550,7 @@ def test_a_snapshot_is_a_copy_shared_by_reads_until_the_next_change() -> None:
     assert set(second.targets) == {"www", "api"}
     assert store.state("api") is second.targets["api"]
     assert store.state("other") is None
-    assert {s.result.name for s in store.states()} == {"www", "api"}
+    assert {s.result.target.name for s in store.states()} == {"www", "api"}
     store.reload_failed()
     assert store.snapshot().reload_successful is False
     assert first.reload_successful is True

@@ -19,7 +19,8 @@ from probe.daemon import web
 from probe.daemon.metrics import exposition, render_target
 from probe.daemon.store import ResultStore
 from probe.daemon.web import WebServer, make_app
-from probe.model.reasons import Reason, Status
+from probe.model.facts import TargetFacts
+from probe.model.reasons import Reason
 from probe.model.results import DnsResult, Failure, TargetResult
 from tests.support.htmlpage import parse
 
@@ -30,16 +31,14 @@ A1 = ipaddress.ip_address("10.0.0.1")
 def result(name: str, failures: tuple[Failure, ...] = (), url: str | None = None) -> TargetResult:
     dns = DnsResult(f"{name}.corp.example", (), (), None, None, (), 0.001, None, ())
     return TargetResult(
-        name=name,
-        url=url or f"https://{name}.corp.example/",
-        hostname=f"{name}.corp.example",
-        port=443,
+        target=TargetFacts(
+            name=name, url=url or f"https://{name}.corp.example/", hostname=f"{name}.corp.example", port=443
+        ),
         started_timestamp=NOW,
         duration_seconds=0.1,
         dns=dns,
         addresses=(),
         failures=failures,
-        status=Status.worst(f.severity for f in failures),
     )
 
 

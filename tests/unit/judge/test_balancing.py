@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
+from probe.engine.plan import facts_of
 from probe.judge import balancing as rotation
-from probe.judge.balancing import ALPHA, Rotation, binomial_cdf, chance_unseen, fold, needed, share
+from probe.judge.balancing import ALPHA, binomial_cdf, chance_unseen, fold, needed, share
 from probe.judge.verdict import backend_findings
+from probe.model.facts import TargetFacts
 from probe.model.reasons import Reason
-from probe.model.results import AddressResult, Failure
+from probe.model.results import AddressResult, Failure, Rotation
 from tests.support import builders
 from tests.support.helpers import make_target
 
@@ -28,18 +30,18 @@ def address(ip: Any, *names: str | None) -> AddressResult:
     return builders.address_result(ip, builders.tls_result(ip, (), ()), attempts)
 
 
-def target(**fields: Any) -> Any:
+def target(**fields: Any) -> TargetFacts:
     fields.setdefault("expect_backends", ["web-1", "web-2"])
-    return make_target(url=URL, backend={"header": "X-Backend"}, **fields)
+    return facts_of(make_target(url=URL, backend={"header": "X-Backend"}, **fields))
 
 
-def step(previous: Rotation | None, addresses: tuple[AddressResult, ...], t: Any) -> Rotation:
+def step(previous: Rotation | None, addresses: tuple[AddressResult, ...], t: TargetFacts) -> Rotation:
     memory = fold(
         previous,
         addresses,
         balancing=t.balancing,
         cross_zone=t.cross_zone,
-        names=t.expected_backend_names,
+        names=t.expected_backends,
         count=t.expected_backend_count,
         requests_per_address=t.requests_per_address,
     )
@@ -47,7 +49,9 @@ def step(previous: Rotation | None, addresses: tuple[AddressResult, ...], t: Any
     return memory
 
 
-def judged(memory: Rotation | None, addresses: tuple[AddressResult, ...], t: Any) -> list[tuple[str, str]]:
+def judged(
+    memory: Rotation | None, addresses: tuple[AddressResult, ...], t: TargetFacts
+) -> list[tuple[str, str]]:
     return [(f.reason.value, f.detail) for f in backend_findings(addresses, t, memory)]
 
 

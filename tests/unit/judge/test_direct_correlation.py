@@ -10,9 +10,10 @@ import pytest
 from probe.config.errors import ConfigError
 from probe.config.load import build_config, parse_config
 from probe.config.models import TargetConfig
+from probe.engine.plan import facts_of
 from probe.judge.direct_backends import colon_hex, correlate, hop_result, pin_findings
 from probe.model.reasons import Reason, Status
-from probe.model.results import AddressResult, CertInfo, DirectBackendResult, Failure, IPAddress
+from probe.model.results import AddressResult, CertInfo, DirectBackendResult, Failure, IPAddress, Rotation
 from tests.support.builders import DAY, NOW, address_result, cert, dns_result, http_attempt, tls_result
 
 A1 = ipaddress.ip_address("10.0.1.17")
@@ -68,7 +69,7 @@ targets:
 
 
 def test_a_ca_file_that_cannot_be_loaded_names_the_direct_backend(tmp_path: Path) -> None:
-    from probe.engine.cycle import plan
+    from probe.engine.plan import plan
 
     config = build_config(
         {
@@ -103,11 +104,19 @@ def test_pin_mismatch_names_both_fingerprints() -> None:
 
 
 def hop(name: str, failures: tuple[Failure, ...] = (), ip: IPAddress = B1) -> DirectBackendResult:
-    status = Status.worst(f.severity for f in failures)
     return DirectBackendResult(
-        name, f"https://{ip}/", "www.corp.example", "insecure_skip_verify", None, None, ip,
-        tls_result(ip), None if failures else http_attempt(name), failures, status, 0.01,
-    )  # fmt: skip
+        name=name,
+        url=f"https://{ip}/",
+        server_name="www.corp.example",
+        trust="insecure_skip_verify",
+        pinned_fingerprint=None,
+        dns=None,
+        address=ip,
+        tls=tls_result(ip),
+        attempt=None if failures else http_attempt(name),
+        failures=failures,
+        duration_seconds=0.01,
+    )
 
 
 def lb(*names: str) -> tuple[AddressResult, ...]:
@@ -118,35 +127,35 @@ def test_each_correlation_and_the_missing_finding_it_replaces() -> None:
     t = target()
     missing = Failure(Reason.BACKEND_MISSING, "backend web-2 answered none", backend="web-2")
     refused = Failure(Reason.TCP_REFUSED, "refused", B2, "web-2")
-    down = correlate((hop("web-2", (refused,), B2),), lb("web-1", "web-1"), t, (missing,))
+    down = correlate((hop("web-2", (refused,), B2),), lb("web-1", "web-1"), facts_of(t), (missing,))
     assert [f.reason for f in down] == [Reason.BACKEND_DOWN]
     assert down[0].detail.startswith("web-2 does not answer directly either (tcp_refused at 10.0.2.10:443")
-    rotation = correlate((hop("web-2", ip=B2),), lb("web-1", "web-1"), t, (missing,))
+    rotation = correlate((hop("web-2", ip=B2),), lb("web-1", "web-1"), facts_of(t), (missing,))
     assert [f.reason for f in rotation] == [Reason.BACKEND_NOT_IN_ROTATION]
-    blocked = correlate((hop("web-2", (refused,), B2),), lb("web-1", "web-2"), t, ())
+    blocked = correlate((hop("web-2", (refused,), B2),), lb("web-1", "web-2"), facts_of(t), ())
     assert [f.reason for f in blocked] == [Reason.BACKEND_DIRECT_BLOCKED]
     status = Failure(Reason.HTTP_STATUS, "1 of 1 requests: status 503", B2)
-    failed = correlate((hop("web-2", (status,), B2),), lb("web-1", "web-2"), t, ())
+    failed = correlate((hop("web-2", (status,), B2),), lb("web-1", "web-2"), facts_of(t), ())
     assert [f.reason for f in failed] == [Reason.BACKEND_DIRECT_FAILED]
-    assert correlate((hop("web-2", ip=B2),), lb("web-1", "web-2"), t, ()) == ()
+    assert correlate((hop("web-2", ip=B2),), lb("web-1", "web-2"), facts_of(t), ()) == ()
 
 
 def test_a_missing_backend_without_a_direct_check_keeps_backend_missing() -> None:
     t = target()
     other = Failure(Reason.BACKEND_MISSING, "backend web-3 answered none", backend="web-3")
-    kept = correlate((hop("web-2", ip=B2),), lb("web-1", "web-2"), t, (other,))
+    kept = correlate((hop("web-2", ip=B2),), lb("web-1", "web-2"), facts_of(t), (other,))
     assert kept == (other,)
 
 
 def test_count_form_missing_is_replaced_only_when_direct_checks_account_for_it() -> None:
     t = target(expect_backends=3)
     count = Failure(Reason.BACKEND_MISSING, "3 backends expected, 1 answered (seen: web-1 2)")
-    one = correlate((hop("web-2", ip=B2),), lb("web-1", "web-1"), t, (count,))
+    one = correlate((hop("web-2", ip=B2),), lb("web-1", "web-1"), facts_of(t), (count,))
     assert count in one  # web-3 is still unexplained
     both = correlate(
         (hop("web-2", ip=B2), hop("web-3", ip=B1)),
         lb("web-1", "web-1"),
-        t,
+        facts_of(t),
         (count,),
     )
     assert count not in both and [f.reason for f in both] == [Reason.BACKEND_NOT_IN_ROTATION] * 2
@@ -158,11 +167,11 @@ def test_hop_result_warns_before_expiry_and_zero_days_turns_it_off() -> None:
     soon = leaf(not_after=NOW + 5 * DAY)
     address = address_result(B1, tls_result(B1, (soon,), verified=False), [http_attempt("web-1")])
     settings = t.direct_target(backend)
-    result = hop_result(backend, settings, dns_result([B1]), address, 0.01, NOW)
+    result = hop_result(backend, facts_of(settings), dns_result([B1]), address, 0.01, NOW)
     assert [f.reason for f in result.failures] == [Reason.BACKEND_CERT_EXPIRING_SOON]
     assert result.answered and result.status is Status.WARNING and result.pin_matches is True
     quiet = settings.model_copy(update={"cert_expiry_warning_days": 0.0})
-    assert hop_result(backend, quiet, dns_result([B1]), address, 0.01, NOW).failures == ()
+    assert hop_result(backend, facts_of(quiet), dns_result([B1]), address, 0.01, NOW).failures == ()
 
 
 def test_alb_https_targets_example_is_valid() -> None:
@@ -187,7 +196,7 @@ def test_counted_balancing_correlates_with_the_rotation_memory() -> None:
     t = target(balancing="weighted_random")
     refused = Failure(Reason.TCP_REFUSED, "refused", B2, "web-2")
 
-    def fold(memory: rotation.Rotation | None, *names: str) -> rotation.Rotation | None:
+    def fold(memory: Rotation | None, *names: str) -> Rotation | None:
         return rotation.fold(
             memory,
             lb(*names),
@@ -201,7 +210,7 @@ def test_counted_balancing_correlates_with_the_rotation_memory() -> None:
     memory = fold(None, "web-1", "web-2", "web-1", "web-2")
     memory = fold(memory, "web-1", "web-1", "web-1", "web-1")
     assert memory is not None and not memory.is_missing("web-2")
-    early = correlate((hop("web-2", (refused,), B2),), lb("web-1"), t, (), memory)
+    early = correlate((hop("web-2", (refused,), B2),), lb("web-1"), facts_of(t), (), memory)
     assert [f.reason for f in early] == [Reason.BACKEND_DIRECT_BLOCKED]
     assert early[0].detail.startswith(
         "whether web-2 answers through the load balancer is undecided (not seen in the last 4 "
@@ -210,11 +219,12 @@ def test_counted_balancing_correlates_with_the_rotation_memory() -> None:
     while not memory.is_missing("web-2"):
         memory = fold(memory, "web-1", "web-1", "web-1", "web-1")
     missing = Failure(Reason.BACKEND_MISSING, "backend web-2 answered none", backend="web-2")
-    down = correlate((hop("web-2", (refused,), B2),), lb("web-1"), t, (missing,), memory)
+    down = correlate((hop("web-2", (refused,), B2),), lb("web-1"), facts_of(t), (missing,), memory)
     assert [f.reason for f in down] == [Reason.BACKEND_DOWN]
     run = memory.runs("web-2")[0][1]
     assert f"none of the last {run} identified responses through the load balancer" in down[0].detail
     # With any, never missing.
     assert [
-        f.reason for f in correlate((hop("web-2", ip=B2),), lb("web-1"), target(balancing="any"), ())
+        f.reason
+        for f in correlate((hop("web-2", ip=B2),), lb("web-1"), facts_of(target(balancing="any")), ())
     ] == []

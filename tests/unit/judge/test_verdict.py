@@ -8,17 +8,18 @@ from typing import Any
 
 import pytest
 
+from probe.engine.plan import facts_of
 from probe.judge.verdict import (
     DAY,
     backend_findings,
     certificate_differences,
     evaluate,
     expiry_warnings,
-    status_of,
     with_cycle_findings,
 )
+from probe.model.facts import TargetFacts
 from probe.model.reasons import Reason, Status
-from probe.model.results import AddressResult, CertInfo, DnsResult, Failure, IPAddress, TlsResult
+from probe.model.results import AddressResult, CertInfo, DnsResult, Failure, IPAddress, TlsResult, status_of
 from tests.support import builders
 from tests.support.helpers import make_target
 
@@ -71,8 +72,13 @@ def dns_result(failures: tuple[Failure, ...] = ()) -> DnsResult:
     return builders.dns_result((A1, A2), failures=failures)
 
 
-def backend_target(**fields: Any) -> Any:
-    return make_target(url=URL, backend={"header": "X-Backend"}, **fields)
+def facts(**fields: Any) -> TargetFacts:
+    """The facts of a target built from config fields, as the engine builds them."""
+    return facts_of(make_target(**fields))
+
+
+def backend_target(**fields: Any) -> TargetFacts:
+    return facts(url=URL, backend={"header": "X-Backend"}, **fields)
 
 
 def summary(findings: list[Failure]) -> list[tuple[str, str]]:
@@ -83,7 +89,7 @@ def summary(findings: list[Failure]) -> list[tuple[str, str]]:
 
 
 def test_no_backend_rule_judges_nothing() -> None:
-    target = make_target(url=URL)
+    target = facts(url=URL)
     assert backend_findings((address(A1, served(web_1=4)),), target) == []
 
 
@@ -341,7 +347,7 @@ def test_addresses_without_a_certificate_are_not_compared() -> None:
 def test_evaluate_all_ok() -> None:
     target = backend_target(expect_backends=["web-1", "web-2"])
     results = (address(A1, served(web_1=2, web_2=2)), address(A2, served(web_1=2, web_2=2)))
-    assert evaluate(dns_result(), results, target, NOW) == ((), Status.OK)
+    assert evaluate(dns_result(), results, target, NOW) == ()
 
 
 def test_evaluate_collects_in_stage_order_and_takes_the_worst() -> None:
@@ -356,7 +362,8 @@ def test_evaluate_collects_in_stage_order_and_takes_the_worst() -> None:
         address(A1, served(web_1=4), tls_result=tls(A1, chain=(soon, INTERMEDIATE))),
         address(A2, [None] * 4, failures=(status,)),
     )
-    failures, verdict = evaluate(dns_result((failover,)), results, target, NOW)
+    failures = evaluate(dns_result((failover,)), results, target, NOW)
+    verdict = status_of(failures)
     assert [f.reason for f in failures] == [
         Reason.DNS_RESOLVER_FAILOVER,
         Reason.HTTP_STATUS,
@@ -370,7 +377,8 @@ def test_evaluate_collects_in_stage_order_and_takes_the_worst() -> None:
 def test_evaluate_warnings_only_is_a_warning() -> None:
     target = backend_target(expect_backends=["web-1", "web-2"])
     results = (address(A1, served(web_1=2, web_2=2, web_3=1)),)
-    failures, verdict = evaluate(dns_result(), results, target, NOW)
+    failures = evaluate(dns_result(), results, target, NOW)
+    verdict = status_of(failures)
     assert [f.reason for f in failures] == [Reason.BACKEND_UNEXPECTED]
     assert verdict is Status.WARNING
 
@@ -386,7 +394,8 @@ def test_status_of() -> None:
 def test_address_rows_carry_the_cross_address_warnings() -> None:
     soon = cert("www.corp.example", NOW + 5 * DAY)
     addresses = (address(A1, tls_result=tls(A1, (soon, INTERMEDIATE))), address(A2))
-    failures, status = evaluate(dns_result(), addresses, make_target(url=URL), NOW)
+    failures = evaluate(dns_result(), addresses, facts(url=URL), NOW)
+    status = status_of(failures)
     assert status is Status.WARNING
     assert [a.status for a in addresses] == [Status.OK, Status.OK]  # as the stages returned them
 
@@ -404,7 +413,7 @@ def test_differing_leaves_mark_every_address_that_sent_one() -> None:
         A3, builders.unconnected_tls(A3, Failure(Reason.TCP_REFUSED, "refused", A3))
     )
     addresses = (address(A1), address(A2, tls_result=tls(A2, (other, INTERMEDIATE))), silent)
-    failures, _ = evaluate(dns_result(), addresses, make_target(url=URL), NOW)
+    failures = evaluate(dns_result(), addresses, facts(url=URL), NOW)
 
     rows = with_cycle_findings(addresses, failures)
 
@@ -419,7 +428,8 @@ def test_differing_leaves_mark_every_address_that_sent_one() -> None:
 def test_target_wide_findings_stay_with_the_target() -> None:
     addresses = (address(A1, served(web_1=4)), address(A2, served(web_1=4)))
     target = backend_target(expect_backends=["web-1", "web-2"])
-    failures, status = evaluate(dns_result(), addresses, target, NOW)
+    failures = evaluate(dns_result(), addresses, target, NOW)
+    status = status_of(failures)
     assert status is Status.CRITICAL and [f.reason for f in failures] == [Reason.BACKEND_MISSING]
     assert with_cycle_findings(addresses, failures) == addresses
 
@@ -429,7 +439,8 @@ def test_target_wide_findings_stay_with_the_target() -> None:
 
 def test_a_completed_handshake_without_a_leaf_is_never_ok() -> None:
     lost = builders.tls_result(A1, (), (ROOT,), verified=True)  # the leaf vanished
-    findings, status = evaluate(dns_result(), (address(A1, tls_result=lost),), make_target(url=URL), NOW)
+    findings = evaluate(dns_result(), (address(A1, tls_result=lost),), facts(url=URL), NOW)
+    status = status_of(findings)
     assert status is Status.CRITICAL
     assert [(f.reason, f.address) for f in findings] == [(Reason.INTERNAL_ERROR, A1)]
     assert "no leaf certificate or expiry" in findings[0].detail and "TLSv1.3" in findings[0].detail
@@ -437,7 +448,8 @@ def test_a_completed_handshake_without_a_leaf_is_never_ok() -> None:
 
 def test_a_verified_handshake_without_a_verified_chain_is_never_ok() -> None:
     lost = builders.tls_result(A1, (LEAF, INTERMEDIATE), (), verified=True)
-    findings, status = evaluate(dns_result(), (address(A1, tls_result=lost),), make_target(url=URL), NOW)
+    findings = evaluate(dns_result(), (address(A1, tls_result=lost),), facts(url=URL), NOW)
+    status = status_of(findings)
     assert status is Status.CRITICAL
     assert [f.reason for f in findings] == [Reason.INTERNAL_ERROR]
     assert "no verified chain expiry" in findings[0].detail
@@ -456,7 +468,7 @@ def test_a_verified_handshake_without_a_verified_chain_is_never_ok() -> None:
     ids=["verified", "skip-verify", "refused", "failed"],
 )
 def test_complete_facts_or_a_failure_that_says_why_are_not_flagged(tls_result: TlsResult) -> None:
-    findings, _ = evaluate(dns_result(), (address(A1, tls_result=tls_result),), make_target(url=URL), NOW)
+    findings = evaluate(dns_result(), (address(A1, tls_result=tls_result),), facts(url=URL), NOW)
     assert Reason.INTERNAL_ERROR not in {f.reason for f in findings}
 
 

@@ -104,12 +104,12 @@ LEAF = leaf_cert("www.corp.example")
 
 
 def two_addresses(**fields: Any) -> TargetResult:
-    """Two verified addresses answering 4 requests each; ``fields`` replace TargetResult fields."""
+    """Two verified addresses answering 4 requests each; ``fields`` are the target's facts."""
     rows = [
         address_result(ip, tls_result(ip, (LEAF,), (LEAF,)), [http_attempt(b) for b in backends])
         for ip, backends in ((A1, ["web-1", "web-2"] * 2), (A2, [None] * 4))
     ]
-    return replace(target_result(addresses=rows), **fields)
+    return target_result(addresses=rows, **fields)
 
 
 def document_of(target: TargetResult) -> dict[str, Any]:
@@ -164,7 +164,7 @@ def test_nothing_identified_still_counts_the_responses() -> None:
             A1, tls_result(A1, (LEAF,), (LEAF,)), [http_attempt(None)] * 3 + [http_attempt(status=None)]
         )
     ]
-    target = replace(target_result(addresses=rows), backend_rule=("body_regex", r"served by (\S+)"))
+    target = target_result(addresses=rows, backend_rule=("body_regex", r"served by (\S+)"))
     assert "  backends none identified  of 3 responses to 4 requests, by body_regex\n" in text_of(target)
 
 

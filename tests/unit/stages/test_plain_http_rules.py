@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import replace
 from ipaddress import IPv4Address
 
 import httpx
@@ -182,13 +181,12 @@ def test_expect_redirect_replaces_status_body_and_backend_rules() -> None:
 def _plain_result() -> TargetResult:
     tls = TlsResult(A1, 80, 0.001, None, None, None, None, False, None, None, (), (), (), plain=True)
     address = address_result(A1, tls, [http_attempt("web-1")])
-    result = target_result(addresses=(address,))
-    return replace(result, url="http://www.corp.example/", port=80, scheme="http")
+    return target_result(addresses=(address,), url="http://www.corp.example/", port=80, scheme="http")
 
 
 def test_plain_result_renders_without_tls_facts() -> None:
     result = _plain_result()
-    assert result.plain and result.addresses[0].tls.handshake_outcome == "plain"
+    assert result.target.plain and result.addresses[0].tls.handshake_outcome == "plain"
     out = io.StringIO()
     report.render_text([result], out, now=0.0)
     text = out.getvalue()

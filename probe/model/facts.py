@@ -1,0 +1,79 @@
+"""What a target is, as every cycle's result refers to it: built once per config load.
+
+A :class:`TargetFacts` holds the settings that reports, metrics and the judge read about a
+target (its URL and name, the backend rule and expectations, how rotation is judged, the
+timeouts it runs with); ``probe.engine.plan`` builds one per target when the config is
+loaded, and every :class:`~probe.model.results.TargetResult` of that target refers to the
+same object instead of restating its config each cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from probe.model.reasons import Platform
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFacts:
+    """One target's settings as results, reports and the judge read them.
+
+    Attributes:
+        name: the configured target name.
+        url: the configured URL.
+        hostname: the name used for DNS, SNI, Host and name checks (the URL's host, or
+            ``server_name`` for an IP-address URL).
+        port: the TCP port.
+        scheme: ``"https"`` or ``"http"`` (plain HTTP: no TLS stage, no certificate checked).
+        expected_backends: the names in ``expect_backends`` (empty when a count or unset).
+        expected_backend_count: how many backends should answer, ``None`` when unset.
+        backend_rule: how backends are identified, ``("header", name)`` or
+            ``("body_regex", pattern)``; ``None`` when no rule is configured.
+        insecure_skip_verify: certificate verification is off (never for ``http://``).
+        request_headers: the configured request headers, secret values as ``(secret)``.
+        reuse_connections: the requests to an address share one connection.
+        platform: whose words the findings' hints use in reports (``probe.report.hints``);
+            it never changes the verdict.
+        timeouts_seconds: the effective timeouts, after unset ones were fitted to the
+            interval and the deadline: ``(name, seconds)`` for ``dns``, ``connect``,
+            ``tls``, ``http`` and ``deadline``.
+        balancing: how an unseen backend is judged (``probe.judge.balancing``).
+        cross_zone: ``False`` when each address reaches only its own zone's backends.
+        expect_redirect: ``"https"`` when every address must redirect to the ``https://``
+            form of the URL (backends and rotation are then not judged), else ``None``.
+        cert_expiry_warning_days: a chain expiring within this many days is a warning.
+        requests_per_address: HTTP requests sent to each address per cycle.
+    """
+
+    name: str
+    url: str
+    hostname: str
+    port: int
+    scheme: str = "https"
+    expected_backends: tuple[str, ...] = ()
+    expected_backend_count: int | None = None
+    backend_rule: tuple[str, str] | None = None
+    insecure_skip_verify: bool = False
+    request_headers: tuple[tuple[str, str], ...] = ()
+    reuse_connections: bool = False
+    platform: Platform = Platform.GENERIC
+    timeouts_seconds: tuple[tuple[str, float], ...] = ()
+    balancing: str = "round_robin"
+    cross_zone: bool = True
+    expect_redirect: str | None = None
+    cert_expiry_warning_days: float = 30.0
+    requests_per_address: int = 4
+
+    @property
+    def plain(self) -> bool:
+        """The target is ``http://``: no TLS stage, no certificate checked."""
+        return self.scheme == "http"
+
+    @property
+    def identifying_rule(self) -> tuple[str, str] | None:
+        """The backend rule as it applies to responses: ``None`` without one or with ``expect_redirect``.
+
+        Under ``expect_redirect`` the listener answers itself, so no backend is identified
+        and backends and rotation are not judged.
+        """
+        return None if self.expect_redirect is not None else self.backend_rule
