@@ -3,8 +3,8 @@
 ``probe.judge.watch`` turns rounds into changes and a summary and renders them (pure); this
 module runs the rounds against the network, on their schedule, and writes what
 ``probe.judge.watch`` renders: change lines (or JSON lines with ``--json``), the status line
-refreshed in place on a terminal, and the summary. ``probe.cli.main`` parses the options and
-turns a reader that went away (``BrokenPipeError``) into the exit code.
+refreshed in place on a terminal, and the summary. ``probe.cli.check`` checks the options
+and turns a reader that went away (``BrokenPipeError``) into the exit code.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def test_readme_documents_every_metric() -> None:
 
 
 def test_readme_documents_every_watch_option() -> None:
-    from probe.cli.main import build_parser
+    from probe.cli.parser import build_parser
 
     section = README.split("### Watching a change: `--watch`", 1)[1].split("\n### ", 1)[0]
     check = build_parser()._subparsers._group_actions[0].choices["check"]  # type: ignore[union-attr]
