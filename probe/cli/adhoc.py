@@ -62,6 +62,18 @@ class _AdHoc:
         """The attribute of the parsed arguments."""
         return self.flag.removeprefix("--").replace("-", "_")
 
+    def field_value(self, parsed: Any, url: str) -> Any:
+        """The target field's value from the option's parsed value (and the URL, if it needs it).
+
+        Raises:
+            UsageError: the converter refuses the value.
+        """
+        if self.convert_with_url is not None:
+            return self.convert_with_url(parsed, url)
+        if self.convert is not None:
+            return self.convert(parsed)
+        return parsed
+
 
 def _expect_backends(text: str) -> int | list[str]:
     text = text.strip()
@@ -93,43 +105,79 @@ def _resolve_entries(items: list[str], url: str) -> list[str]:
         UsageError: an entry is malformed, holds something that is not an IP address, or
             names another host or port than the URL.
     """
+    wanted = _host_and_port(url)
+    addresses: list[str] = []
+    for item in items:
+        name, port, listed = _split_entry(item)
+        for address in _entry_addresses(item, listed):
+            if address not in addresses:
+                addresses.append(address)
+        if wanted is not None:
+            _refuse_another_host(item, name, port, wanted)
+    return addresses
+
+
+def _host_and_port(url: str) -> tuple[str, int] | None:
+    """The URL's host (a normalised name, or an IP address as written) and port, as for ``--resolve``.
+
+    ``None`` for a URL that cannot be read: the config check that follows reports it.
+    """
     from probe.config.values import normalize_hostname, url_ip_literal
 
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
-        wanted: tuple[str, int] | None = (
-            host if url_ip_literal(url) is not None else normalize_hostname(host),
-            parts.port or 443,
-        )
+        return (host if url_ip_literal(url) is not None else normalize_hostname(host), parts.port or 443)
     except ValueError:
-        wanted = None  # a bad URL is reported as such by the config check that follows
-    addresses: list[str] = []
-    for item in items:
-        name, sep1, rest = item.strip().partition(":")
-        port, sep2, listed = rest.partition(":")
-        if not (sep1 and sep2 and name and listed) or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"--resolve: {item!r} must be NAME:PORT:ADDR[,ADDR...], as for curl")
-        for text in listed.split(","):
-            bare = text.strip().removeprefix("[").removesuffix("]")
-            try:
-                address = str(ipaddress.ip_address(bare))
-            except ValueError:
-                raise UsageError(f"--resolve: {text.strip()!r} in {item!r} is not an IP address") from None
-            if address not in addresses:
-                addresses.append(address)
-        if wanted is None:
-            continue
+        return None  # a bad URL is reported as such by the config check that follows
+
+
+def _split_entry(item: str) -> tuple[str, int, str]:
+    """``NAME:PORT:ADDR[,ADDR…]`` as ``(name, port, addresses as typed)``.
+
+    Raises:
+        UsageError: a part is missing, or the port is not 1 to 65535.
+    """
+    name, sep1, rest = item.strip().partition(":")
+    port, sep2, listed = rest.partition(":")
+    if not (sep1 and sep2 and name and listed) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--resolve: {item!r} must be NAME:PORT:ADDR[,ADDR...], as for curl")
+    return name, int(port), listed
+
+
+def _entry_addresses(item: str, listed: str) -> list[str]:
+    """The IP addresses of one entry's comma-separated list (IPv6 bracketed or not), normalised.
+
+    Raises:
+        UsageError: one is not an IP address.
+    """
+    addresses = []
+    for text in listed.split(","):
+        bare = text.strip().removeprefix("[").removesuffix("]")
         try:
-            entry = (normalize_hostname(name), int(port))
+            addresses.append(str(ipaddress.ip_address(bare)))
         except ValueError:
-            entry = (name, int(port))
-        if entry != wanted:
-            raise UsageError(
-                f"--resolve: {item!r} is for {host_port(*entry)}, but the URL is for "
-                f"{host_port(*wanted)}; curl would ignore this entry silently, probe refuses it"
-            )
+            raise UsageError(f"--resolve: {text.strip()!r} in {item!r} is not an IP address") from None
     return addresses
+
+
+def _refuse_another_host(item: str, name: str, port: int, wanted: tuple[str, int]) -> None:
+    """Refuse an entry whose name and port are not the URL's (``wanted``), which curl would ignore.
+
+    Raises:
+        UsageError: naming both.
+    """
+    from probe.config.values import normalize_hostname
+
+    try:
+        entry = (normalize_hostname(name), port)
+    except ValueError:
+        entry = (name, port)
+    if entry != wanted:
+        raise UsageError(
+            f"--resolve: {item!r} is for {host_port(*entry)}, but the URL is for "
+            f"{host_port(*wanted)}; curl would ignore this entry silently, probe refuses it"
+        )
 
 
 #: Every ad hoc option, in help order: the parser, the "cannot be combined with --config"
@@ -251,19 +299,41 @@ def config_from_args(args: argparse.Namespace) -> Config:
             message names the flag).
         ConfigError: the config file cannot be used.
     """
-    from probe.config.models import ConfigError, build_config, load_config
-
     given = [option for option in ADHOC if getattr(args, option.dest) is not None]
     if args.config:
-        if args.url or given:
-            extra = args.url or given[0].flag
-            raise UsageError(f"{extra} cannot be combined with --config (put it in the config file)")
-        config = load_config(args.config)
-        config = config.select(args.target) if args.target else config
-        if args.platform is not None:  # the command line overrides the file
-            targets = tuple(t.model_copy(update={"platform": args.platform}) for t in config.targets)
-            config = config.model_copy(update={"targets": targets})
-        return config
+        return _from_file(args, given)
+    return _from_url(args, given)
+
+
+def _from_file(args: argparse.Namespace, given: list[_AdHoc]) -> Config:
+    """``--config FILE``, narrowed to the ``--target`` names, with ``--platform`` if given.
+
+    Raises:
+        UsageError: a URL or an ad hoc option (``given``) beside ``--config``.
+        ConfigError: the file cannot be used.
+    """
+    from probe.config.models import load_config
+
+    if args.url or given:
+        extra = args.url or given[0].flag
+        raise UsageError(f"{extra} cannot be combined with --config (put it in the config file)")
+    config = load_config(args.config)
+    config = config.select(args.target) if args.target else config
+    if args.platform is not None:  # the command line overrides the file
+        targets = tuple(t.model_copy(update={"platform": args.platform}) for t in config.targets)
+        config = config.model_copy(update={"targets": targets})
+    return config
+
+
+def _from_url(args: argparse.Namespace, given: list[_AdHoc]) -> Config:
+    """The one target of ``probe check URL``, its fields from the ad hoc options ``given``.
+
+    Raises:
+        UsageError: no URL, ``--target`` (which needs ``--config``), or a value the config
+            refuses (the message names the flag).
+    """
+    from probe.config.models import ConfigError, build_config
+
     if args.target:
         raise UsageError("--target needs --config")
     if not args.url:
@@ -272,12 +342,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.platform is not None:
         target["platform"] = args.platform
     for option in given:
-        value = getattr(args, option.dest)
-        if option.convert_with_url is not None:
-            value = option.convert_with_url(value, args.url)
-        elif option.convert is not None:
-            value = option.convert(value)
-        target[option.field] = value
+        target[option.field] = option.field_value(getattr(args, option.dest), args.url)
     try:
         # One check has no interval: the deadline is the default or --timeout alone.
         config = build_config({"targets": [target]}, where="arguments", interval_bound=False)
@@ -294,7 +359,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def flag_message(exc: ConfigError) -> str:
     """The message of a config error in an ad hoc check, naming the flag rather than the field.
 
-    E.g. ``--requests: must be at least 1`` for an error in ``targets[0].requests_per_address``.
+    E.g. ``--requests: must be at least 1 (got 0)`` for an error in
+    ``targets[0].requests_per_address``.
     """
     field = exc.field or ""
     head = field.removeprefix("targets[0]").lstrip(".")

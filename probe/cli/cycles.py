@@ -40,12 +40,37 @@ async def check_once(
 
     Args:
         config: the checked targets.
-        ahead: a lookup :func:`check_ahead` started before the config loaded, with its
-            plan: it is the first target's lookup when the plans are equal, and is
-            cancelled otherwise.
+        ahead: a lookup :func:`probe.cli.head_start.check_ahead` started before the config
+            loaded, with its plan: it is the first target's lookup when the plans are
+            equal, and is cancelled otherwise.
     """
     import asyncio
 
+    early = _start_lookups(config, ahead)
+    # Refused at once, not after the lookups (up to the deadline with a silent resolver).
+    _refuse_unreadable_ca_files(config)
+    if early:
+        longest = max(lookup.deadline.remaining() for lookup in early.values())
+        tasks = [lookup.task for lookup in early.values() if lookup.task is not None]
+        await asyncio.wait(tasks, timeout=longest)
+    plans = plan_targets(config)  # on an error, asyncio.run cancels what is left
+    from probe.engine.cycle import run_cycle
+
+    return list(
+        await asyncio.gather(*(run_cycle(p, early=early.get(index)) for index, p in enumerate(plans)))
+    )
+
+
+def _start_lookups(
+    config: Config, ahead: tuple[DnsPlan, dns_stage.EarlyLookup] | None
+) -> dict[int, dns_stage.EarlyLookup]:
+    """Start the DNS lookup of every target that sends a query; the lookups by target index.
+
+    A target with pinned addresses (and no alias to compare) sends none. From the first
+    target with no resolver to ask (none given, none in the system's configuration) on, no
+    lookup starts: :func:`probe.engine.cycle.plan` reports it. ``ahead`` is used or
+    cancelled as :func:`check_once` says.
+    """
     from probe.stages import dns as dns_stage
 
     early: dict[int, dns_stage.EarlyLookup] = {}
@@ -61,25 +86,21 @@ async def check_once(
                 except LookupError:
                     break  # probe.engine.cycle.plan reports it
             resolvers = system
-        plan = dns_stage.DnsPlan.of(target, resolvers)
-        if ahead is not None and index == 0 and ahead[0] == plan:
-            early[index] = ahead[1]  # the query sent before the config loaded is this one
-        else:
-            early[index] = dns_stage.resolve_early(plan)
+        early[index] = _lookup(dns_stage.DnsPlan.of(target, resolvers), index, ahead)
     if ahead is not None and early.get(0) is not ahead[1] and ahead[1].task is not None:
         ahead[1].task.cancel()  # it asked something else: dropped
-    # Refused at once, not after the lookups (up to the deadline with a silent resolver).
-    _refuse_unreadable_ca_files(config)
-    if early:
-        longest = max(lookup.deadline.remaining() for lookup in early.values())
-        tasks = [lookup.task for lookup in early.values() if lookup.task is not None]
-        await asyncio.wait(tasks, timeout=longest)
-    plans = plan_targets(config)  # on an error, asyncio.run cancels what is left
-    from probe.engine.cycle import run_cycle
+    return early
 
-    return list(
-        await asyncio.gather(*(run_cycle(p, early=early.get(index)) for index, p in enumerate(plans)))
-    )
+
+def _lookup(
+    plan: DnsPlan, index: int, ahead: tuple[DnsPlan, dns_stage.EarlyLookup] | None
+) -> dns_stage.EarlyLookup:
+    """The lookup of target ``index``: the one sent ``ahead`` when it asks the same, else a new one."""
+    from probe.stages import dns as dns_stage
+
+    if ahead is not None and index == 0 and ahead[0] == plan:
+        return ahead[1]  # the query sent before the config loaded is this one
+    return dns_stage.resolve_early(plan)
 
 
 def _refuse_unreadable_ca_files(config: Config) -> None:

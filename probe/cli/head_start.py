@@ -53,14 +53,50 @@ def head_start(args: argparse.Namespace) -> DnsPlan | None:
         IP-address URL, text a parser refuses): such a check queries after loading its
         configuration.
     """
-    if args.config or not args.url or args.watch or args.baseline or args.save_baseline:
+    if not _covered(args):
         return None
+    host = _name_to_resolve(args.url)
+    if host is None:
+        return None
+    return _dns_plan(args, host)
+
+
+def _covered(args: argparse.Namespace) -> bool:
+    """Whether :func:`head_start` reads every argument that shapes this check's DNS stage.
+
+    True for an ad hoc URL with ``--resolver``, without a config file, ``--watch``, a
+    baseline, or an option of :data:`_AHEAD_NOT_COVERED`.
+    """
+    if args.config or not args.url or args.watch or args.baseline or args.save_baseline:
+        return False
     if not args.resolver:
         # The query leaves before the arguments are validated: only to a resolver the user
         # named. Arguments refused afterwards then cost that one query, nothing else.
-        return None
-    if any(getattr(args, dest) is not None for dest in _AHEAD_NOT_COVERED):
-        return None
+        return False
+    return all(getattr(args, dest) is None for dest in _AHEAD_NOT_COVERED)
+
+
+def _name_to_resolve(url: str) -> str | None:
+    """The host of an ``http://`` or ``https://`` URL when it is a name; ``None`` otherwise.
+
+    ``None`` for another scheme, no host, or an IP address (nothing to resolve).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        if parts.scheme.lower() not in ("http", "https") or not host:
+            return None
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an IP address: a name to resolve
+    return None
+
+
+def _dns_plan(args: argparse.Namespace, host: str) -> DnsPlan | None:
+    """The DNS stage of the target ``args`` describe, ``host`` its name, read by the config's parsers.
+
+    ``None`` when a parser refuses the name, a resolver, a network or ``--timeout``.
+    """
     from probe.config import defaults as _defaults
     from probe.config.values import (
         PRIVATE_NETWORKS,
@@ -70,16 +106,6 @@ def head_start(args: argparse.Namespace) -> DnsPlan | None:
         positive_duration,
     )
 
-    try:
-        parts = urlsplit(args.url.strip())
-        host = parts.hostname
-        if parts.scheme.lower() not in ("http", "https") or not host:
-            return None
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass  # not an IP address: a name to resolve
-    else:
-        return None
     try:
         hostname = normalize_hostname(host)
         resolvers = tuple(parse_resolver(text) for text in args.resolver or ())
