@@ -101,7 +101,7 @@ def _completion(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """``probe run``: start the daemon; a port it cannot listen on is one line and exit 4."""
+    """``probe run``: the daemon; when it cannot start (e.g. its port is in use), one line and exit 4."""
     from probe.daemon import main as daemon
 
     web_config = Path(args.web_config_file) if args.web_config_file else None

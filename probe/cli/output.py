@@ -1,8 +1,9 @@
-"""What ``probe check`` and ``probe demo`` write: the report, in colour or not, and a reader gone.
+"""Writing to stdout: the report of ``probe check`` and ``probe demo``, colour, a reader gone.
 
 :func:`report` prints the text report or the JSON document and gives the verdict's exit
-code; :func:`stdout_to_devnull` quiets the interpreter's last flush once the reader of
-stdout went away (``probe check … | head -1``). The renderers are imported when used.
+code; :func:`use_color` reads ``--color``; :func:`stdout_to_devnull` quiets the
+interpreter's last flush once the reader of stdout went away (``probe check … | head -1``).
+The renderers are imported when used.
 """
 
 from __future__ import annotations

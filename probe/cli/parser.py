@@ -80,7 +80,18 @@ def build_parser() -> _Parser:
     )
     parser.add_argument("--version", action="version", version=f"probe {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # In help order.
+    parser.commands = {
+        "check": _check_command(commands),
+        "run": _run_command(commands),
+        "demo": _demo_command(commands),
+        "share": _share_command(commands),
+        "completion": _completion_command(commands),
+    }
+    return parser
 
+
+def _check_command(commands: argparse._SubParsersAction[_Parser]) -> _Parser:
     check = commands.add_parser(
         "check",
         help="probe targets once and print a verdict (exit 0 ok, 1 warning, 2 critical, 3 unknown)",
@@ -115,7 +126,10 @@ def build_parser() -> _Parser:
     _watch_options(check)
     _push_options(check)
     _output_options(check)
+    return check
 
+
+def _run_command(commands: argparse._SubParsersAction[_Parser]) -> _Parser:
     run = commands.add_parser(
         "run",
         help="run as a daemon: probe every interval, serve Prometheus metrics",
@@ -132,7 +146,10 @@ def build_parser() -> _Parser:
     )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return run
 
+
+def _demo_command(commands: argparse._SubParsersAction[_Parser]) -> _Parser:
     demo = commands.add_parser(
         "demo",
         help="start the embedded loopback lab, check it, then keep probing it with metrics",
@@ -145,7 +162,10 @@ def build_parser() -> _Parser:
         "--listen", metavar="HOST:PORT", default=DEFAULT_LISTEN, help=f"default {DEFAULT_LISTEN}"
     )
     _output_options(demo)
+    return demo
 
+
+def _share_command(commands: argparse._SubParsersAction[_Parser]) -> _Parser:
     share = commands.add_parser(
         "share",
         help="list, print or locate the files shipped with probe (systemd unit, example "
@@ -158,7 +178,10 @@ def build_parser() -> _Parser:
         "--path", action="store_true", help="print the path (of NAME, or of the directory) instead"
     )
     share.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return share
 
+
+def _completion_command(commands: argparse._SubParsersAction[_Parser]) -> _Parser:
     completion = commands.add_parser(
         "completion",
         help="print the shell completion script for bash or zsh",
@@ -168,8 +191,7 @@ def build_parser() -> _Parser:
     )
     completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
     completion.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.commands = {"check": check, "run": run, "demo": demo, "share": share, "completion": completion}
-    return parser
+    return completion
 
 
 def _add_adhoc_options(parser: argparse.ArgumentParser) -> None:
