@@ -88,8 +88,10 @@ def _name_to_resolve(url: str) -> str | None:
             return None
         ipaddress.ip_address(host)
     except ValueError:
-        return host  # not an IP address: a name to resolve
-    return None
+        pass  # not an IP address: a name to resolve
+    else:
+        return None
+    return host
 
 
 def _dns_plan(args: argparse.Namespace, host: str) -> DnsPlan | None:
