@@ -84,7 +84,7 @@ def commands_of(
     """The top level and every subcommand of ``parser``, in the parser's order.
 
     Args:
-        parser: the ``probe`` parser (:func:`probe.cli.main.build_parser`).
+        parser: the ``probe`` parser (:func:`probe.cli.parser.build_parser`).
         values: completions for a command's positional argument without ``choices``
             (e.g. ``{"share": ["systemd/probe.service", …]}``).
     """

@@ -112,6 +112,22 @@ def parse_gateway(url: str, job: str | None, labels: Iterable[str]) -> Gateway:
         PushUsageError: with the option and what is wrong, e.g.
             ``--push-label: 'address' is a label of probe's own series; choose another name``.
     """
+    _check_url(url)
+    if job is not None and not job.strip():
+        raise PushUsageError("--push-job: must not be empty")
+    pairs: list[tuple[str, str]] = []
+    for item in labels:
+        pairs.append(_label(item, pairs))
+    return Gateway(url=url, job=DEFAULT_JOB if job is None else job, labels=tuple(pairs))
+
+
+def _check_url(url: str) -> None:
+    """Refuse a ``--push`` value that is not the base URL of a Pushgateway.
+
+    Raises:
+        PushUsageError: not a URL, not ``http://`` or ``https://`` with a host, or with a
+            query or fragment.
+    """
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError for a bad port)
@@ -121,26 +137,31 @@ def parse_gateway(url: str, job: str | None, labels: Iterable[str]) -> Gateway:
         raise PushUsageError(f"--push: {url!r} must be an http:// or https:// URL of a Pushgateway")
     if parts.query or parts.fragment:
         raise PushUsageError(f"--push: {url!r} must have no query or fragment (give the base URL)")
-    if job is not None and not job.strip():
-        raise PushUsageError("--push-job: must not be empty")
-    pairs: list[tuple[str, str]] = []
-    for item in labels:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not _LABEL_NAME.match(name):
-            raise PushUsageError(f"--push-label: {item!r} must be NAME=VALUE with a Prometheus label name")
-        if name.startswith("__"):
-            raise PushUsageError(f"--push-label: {name!r}: names starting with __ are reserved by Prometheus")
-        if name in RESERVED_LABELS:
-            raise PushUsageError(
-                f"--push-label: {name!r} is a label of probe's own series (or the job); choose another name"
-            )
-        if not value:
-            raise PushUsageError(f"--push-label: {item!r} needs a value")
-        if any(name == seen for seen, _ in pairs):
-            raise PushUsageError(f"--push-label: {name!r} is given twice")
-        pairs.append((name, value))
-    return Gateway(url=url, job=DEFAULT_JOB if job is None else job, labels=tuple(pairs))
+
+
+def _label(item: str, earlier: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """One ``--push-label NAME=VALUE`` as ``(name, value)``; ``earlier`` are the labels before it.
+
+    Raises:
+        PushUsageError: not ``NAME=VALUE`` with a Prometheus label name, a name reserved by
+            Prometheus (``__…``) or used by probe's own series, no value, or a name given
+            twice.
+    """
+    name, sep, value = item.partition("=")
+    name = name.strip()
+    if not sep or not _LABEL_NAME.match(name):
+        raise PushUsageError(f"--push-label: {item!r} must be NAME=VALUE with a Prometheus label name")
+    if name.startswith("__"):
+        raise PushUsageError(f"--push-label: {name!r}: names starting with __ are reserved by Prometheus")
+    if name in RESERVED_LABELS:
+        raise PushUsageError(
+            f"--push-label: {name!r} is a label of probe's own series (or the job); choose another name"
+        )
+    if not value:
+        raise PushUsageError(f"--push-label: {item!r} needs a value")
+    if any(name == seen for seen, _ in earlier):
+        raise PushUsageError(f"--push-label: {name!r} is given twice")
+    return name, value
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,14 +6,22 @@ the wheel holds copies), so :mod:`importlib.resources` finds them wherever probe
 installed: ``pip install``, ``pipx install``, an editable checkout. ``probe share`` lists
 them, prints one, or prints where they are.
 
-Pure file access; no network, nothing heavy imported.
+File access, and the command that prints what it finds (:func:`command`); no network,
+nothing heavy imported.
 """
 
 from __future__ import annotations
 
+import argparse
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import IO
+
+from probe._version import __version__
+from probe.cli.errors import UsageError
+from probe.cli.output import stdout_to_devnull
+from probe.model.reasons import ExitCode
 
 #: The directories under ``probe/share`` and what they hold, in listing order.
 SECTIONS = {
@@ -78,3 +86,26 @@ def share_path(name: str | None = None) -> Path:
     if not isinstance(where, Path):
         raise ShareError(f"share: probe is installed inside an archive; use 'probe share {name or 'NAME'}'")
     return where.resolve()
+
+
+def command(args: argparse.Namespace, stdout: IO[str]) -> int:
+    """``probe share [NAME] [--path]``: list the shipped files, print one, or say where they are."""
+    try:
+        if args.path:
+            stdout.write(f"{share_path(args.name)}\n")
+        elif args.name is not None:
+            stdout.write(share_file(args.name).read_text(encoding="utf-8"))
+        else:
+            root = share_path()
+            stdout.write(f"probe {__version__}: shipped files in {root}\n")
+            for section, what in SECTIONS.items():
+                names = [n for n in share_names() if n.startswith(f"{section}/")]
+                stdout.write(f"\n{section}/  ({what})\n")
+                stdout.writelines(f"  {name}\n" for name in names)
+            stdout.write("\n'probe share NAME' prints one; 'probe share --path NAME' gives its path\n")
+        stdout.flush()
+    except ShareError as exc:
+        raise UsageError(str(exc)) from None
+    except BrokenPipeError:
+        stdout_to_devnull()
+    return ExitCode.OK

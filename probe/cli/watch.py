@@ -3,8 +3,8 @@
 ``probe.judge.watch`` turns rounds into changes and a summary and renders them (pure); this
 module runs the rounds against the network, on their schedule, and writes what
 ``probe.judge.watch`` renders: change lines (or JSON lines with ``--json``), the status line
-refreshed in place on a terminal, and the summary. ``probe.cli.main`` parses the options and
-turns a reader that went away (``BrokenPipeError``) into the exit code.
+refreshed in place on a terminal, and the summary. ``probe.cli.check`` checks the options
+and turns a reader that went away (``BrokenPipeError``) into the exit code.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import signal
 import stat
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 from probe.judge.watch import (
@@ -146,6 +147,28 @@ def run_watch(
     output.summary(watch.summary(time.time(), ended_by))
 
 
+@dataclass
+class _Progress:
+    """What the rounds and the status line's refresher share.
+
+    Attributes:
+        stop: set by SIGINT, SIGTERM, or the refresher when the reader went away.
+        stopped: a task that ends when ``stop`` is set.
+        probing: a round is under way (the status line says so).
+        left: the reader of the output went away.
+    """
+
+    stop: asyncio.Event
+    stopped: asyncio.Task[Any]
+    probing: bool = True
+    left: bool = False
+
+    def raise_if_left(self) -> None:
+        """Raise ``BrokenPipeError`` when the reader of the output went away."""
+        if self.left:
+            raise BrokenPipeError("the reader of the output went away")
+
+
 async def _rounds(
     run_round: Round, watch: Watch, output: WatchOutput, every: float, max_time: float | None
 ) -> str:
@@ -161,54 +184,77 @@ async def _rounds(
     for number in signals:
         loop.add_signal_handler(number, stop.set)
     ends = None if max_time is None else time.monotonic() + max_time
-    probing = True
-    left = False
-
-    async def refresh() -> None:
-        nonlocal left
-        while True:
-            output.status(watch, probing=probing)
-            if reader_gone(output.stream):
-                left = True
-                stop.set()
-                return
-            await asyncio.sleep(REFRESH_SECONDS)
-
-    refresher = asyncio.create_task(refresh())
-    stopped = asyncio.create_task(stop.wait())
+    progress = _Progress(stop, asyncio.create_task(stop.wait()))
+    refresher = asyncio.create_task(_refresh(watch, output, progress))
     try:
         while True:
             started = time.monotonic()
-            probing = True
-            output.status(watch, probing=True)
-            round_task = asyncio.create_task(run_round())
-            budget = None if ends is None else max(0.0, ends - time.monotonic())
-            done, _ = await asyncio.wait(
-                {round_task, stopped}, timeout=budget, return_when=asyncio.FIRST_COMPLETED
-            )
-            if round_task not in done:
-                round_task.cancel()
-                await asyncio.gather(round_task, return_exceptions=True)
-                if left:
-                    raise BrokenPipeError("the reader of the output went away")
-                return "interrupted" if stop.is_set() else "max_time"
-            probing = False
-            output.changes(watch.observe(round_task.result()))
-            output.status(watch, probing=False)
-            if watch.until_met:
-                return watch.until or "ok"
-            pause = max(0.0, started + every - time.monotonic())
-            if ends is not None and time.monotonic() + pause >= ends:
-                return "max_time"  # the next round could not start before --max-time
-            await asyncio.wait({stopped}, timeout=pause)
-            if left:
-                raise BrokenPipeError("the reader of the output went away")
-            if stop.is_set():
-                return "interrupted"
+            ended_by = await _one_round(run_round, watch, output, progress, ends)
+            if ended_by is None:
+                ended_by = await _pause(progress, started + every, ends)
+            if ended_by is not None:
+                return ended_by
     finally:
-        for task in (refresher, stopped):
+        for task in (refresher, progress.stopped):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         for number in signals:
             loop.remove_signal_handler(number)
         output.clear_status()
+
+
+async def _refresh(watch: Watch, output: WatchOutput, progress: _Progress) -> None:
+    """Refresh the status line every :data:`REFRESH_SECONDS`; stop the watch when the reader left."""
+    while True:
+        output.status(watch, probing=progress.probing)
+        if reader_gone(output.stream):
+            progress.left = True
+            progress.stop.set()
+            return
+        await asyncio.sleep(REFRESH_SECONDS)
+
+
+async def _one_round(
+    run_round: Round, watch: Watch, output: WatchOutput, progress: _Progress, ends: float | None
+) -> str | None:
+    """Run one round and write its changes; why the watch ends, or ``None`` to go on.
+
+    ``ends`` is the ``time.monotonic()`` at which ``--max-time`` cuts the round, if any.
+
+    Raises:
+        BrokenPipeError: the round was cut because the reader of the output went away.
+    """
+    progress.probing = True
+    output.status(watch, probing=True)
+    round_task = asyncio.create_task(run_round())
+    budget = None if ends is None else max(0.0, ends - time.monotonic())
+    done, _ = await asyncio.wait(
+        {round_task, progress.stopped}, timeout=budget, return_when=asyncio.FIRST_COMPLETED
+    )
+    if round_task not in done:
+        round_task.cancel()
+        await asyncio.gather(round_task, return_exceptions=True)
+        progress.raise_if_left()
+        return "interrupted" if progress.stop.is_set() else "max_time"
+    progress.probing = False
+    output.changes(watch.observe(round_task.result()))
+    output.status(watch, probing=False)
+    if watch.until_met:
+        return watch.until or "ok"
+    return None
+
+
+async def _pause(progress: _Progress, next_start: float, ends: float | None) -> str | None:
+    """Wait until ``next_start`` (``time.monotonic()``); why the watch ends, or ``None`` to go on.
+
+    Raises:
+        BrokenPipeError: the reader of the output went away meanwhile.
+    """
+    pause = max(0.0, next_start - time.monotonic())
+    if ends is not None and time.monotonic() + pause >= ends:
+        return "max_time"  # the next round could not start before --max-time
+    await asyncio.wait({progress.stopped}, timeout=pause)
+    progress.raise_if_left()
+    if progress.stop.is_set():
+        return "interrupted"
+    return None

@@ -2,7 +2,7 @@
 
 The config models validate with them (:mod:`probe.config.models`), and ``probe check`` uses
 them to start its DNS query before the config machinery is loaded (see
-:func:`probe.cli.main.head_start`): one parser for each, whichever path reads the text.
+:func:`probe.cli.head_start.head_start`): one parser for each, whichever path reads the text.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class DnsPlan:
     """What the DNS stage of one target needs: its name, resolvers, checks and time limits.
 
     Built from a validated target with :meth:`of`; ``probe check`` also builds one from its
-    arguments before the configuration is loaded (:func:`probe.cli.main.head_start`) and uses
+    arguments before the configuration is loaded (:func:`probe.cli.head_start.head_start`) and uses
     that early query only when it equals the validated target's plan.
 
     Attributes:

@@ -161,7 +161,7 @@ def test_zsh_completes_commands_and_values(
 
 
 def test_the_completion_scripts_name_every_option_of_every_command() -> None:
-    from probe.cli.main import build_parser
+    from probe.cli.parser import build_parser
 
     parser = build_parser()
     bash = probe_cli("completion", "bash").stdout

@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 
-from probe.cli import main as cli
+from probe.cli import head_start as ahead
+from probe.cli.adhoc import config_from_args
+from probe.cli.cycles import check_once
+from probe.cli.main import main
+from probe.cli.parser import build_parser
 from probe.config.values import parse_network
 from probe.lab import Behaviour, DemoLab, Lab
 from probe.model.reasons import Status
@@ -26,11 +30,11 @@ from probe.stages import dns as dns_stage
 
 
 def _args(*argv: str) -> Any:
-    return cli.build_parser().parse_args(["check", *argv])
+    return build_parser().parse_args(["check", *argv])
 
 
 def _validated_plan(args: Any) -> dns_stage.DnsPlan:
-    target = cli._config_from_args(args).targets[0]
+    target = config_from_args(args).targets[0]
     assert target.resolvers is not None
     return dns_stage.DnsPlan.of(target, target.resolvers)
 
@@ -52,7 +56,7 @@ def _validated_plan(args: Any) -> dns_stage.DnsPlan:
 )
 def test_the_early_plan_is_the_validated_targets(argv: list[str]) -> None:
     args = _args(*argv)
-    early = cli.head_start(args)
+    early = ahead.head_start(args)
 
     assert early is not None
     assert early == _validated_plan(args)
@@ -83,7 +87,7 @@ def test_the_early_plan_is_the_validated_targets(argv: list[str]) -> None:
     ],
 )
 def test_no_early_query_for_what_it_does_not_read(argv: list[str]) -> None:
-    assert cli.head_start(_args(*argv)) is None
+    assert ahead.head_start(_args(*argv)) is None
 
 
 def _demo_args(demo: DemoLab, *extra: str) -> Any:
@@ -110,7 +114,7 @@ def test_an_early_query_is_used_once_and_timed_as_it_arrives(
 ) -> None:
     # Loading the configuration stands in for pydantic's import: 0.4 s of Python holding
     # the interpreter. The answer arrives 50 ms after the query, long before that ends.
-    load = cli._config_from_args
+    load = config_from_args
 
     def slow_load(args: Any) -> Any:
         until = time.monotonic() + 0.4
@@ -118,14 +122,14 @@ def test_an_early_query_is_used_once_and_timed_as_it_arrives(
             sum(range(100))
         return load(args)
 
-    monkeypatch.setattr(cli, "_config_from_args", slow_load)
+    monkeypatch.setattr(ahead, "config_from_args", slow_load)
     args = _demo_args(demo, "--timeout", "10")
-    early = cli.head_start(args)
+    early = ahead.head_start(args)
     assert early is not None
     before = _queries_for(demo)
     start = time.monotonic()
 
-    (result,) = asyncio.run(cli._check_ahead(args, early))
+    (result,) = asyncio.run(ahead.check_ahead(args, early))
 
     assert result.status is Status.OK, result.failures
     assert _queries_for(demo) - before == 1  # the early query was the target's, not asked again
@@ -135,7 +139,7 @@ def test_an_early_query_is_used_once_and_timed_as_it_arrives(
 
 def test_an_early_query_that_asked_something_else_is_dropped(demo: DemoLab) -> None:
     args = _demo_args(demo, "--timeout", "10")
-    config = cli._config_from_args(args)
+    config = config_from_args(args)
     target = config.targets[0]
     assert target.resolvers is not None
     # Early, the expected networks were read differently: its answers would all be unexpected.
@@ -147,7 +151,7 @@ def test_an_early_query_that_asked_something_else_is_dropped(demo: DemoLab) -> N
     async def check() -> list[TargetResult]:
         lookup = dns_stage.resolve_early(other)
         await asyncio.sleep(0.2)  # its answer is in
-        return await cli._check_once(config, ahead=(other, lookup))
+        return await check_once(config, ahead=(other, lookup))
 
     (result,) = asyncio.run(check())
 
@@ -180,9 +184,7 @@ def test_an_unreadable_ca_file_is_refused_at_once_not_after_a_silent_resolver(
     monkeypatch.chdir(tmp_path)
     start = time.monotonic()
 
-    code = cli.main(
-        ["check", "https://www.corp.example/", "--resolver", silent_resolver, "--ca-file", ca_file]
-    )
+    code = main(["check", "https://www.corp.example/", "--resolver", silent_resolver, "--ca-file", ca_file])
 
     elapsed = time.monotonic() - start
     captured = capsys.readouterr()
@@ -207,7 +209,7 @@ def test_an_unreadable_ca_file_in_a_config_is_refused_at_once(
     )
     start = time.monotonic()
 
-    code = cli.main(["check", "--config", str(config)])
+    code = main(["check", "--config", str(config)])
 
     elapsed = time.monotonic() - start
     captured = capsys.readouterr()

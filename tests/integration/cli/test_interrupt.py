@@ -1,8 +1,9 @@
 """Ctrl-C while ``probe check`` starts: one line, ``probe: interrupted``, exit 3, no traceback.
 
 Each test runs the command in a fresh interpreter and sends it a real SIGINT at a chosen
-point of its start (from inside, so the moment is exact): while :mod:`probe.cli.main` is being
-imported, and while the early DNS query is out and the configuration loads. The resolver is
+point of its start (from inside, so the moment is exact): while the cli's modules are being
+imported (:mod:`probe.cli.main`, a module it loads, and the command's module it loads when
+it runs), and while the early DNS query is out and the configuration loads. The resolver is
 a lab DNS server on loopback that never answers, so nothing ends the check but the Ctrl-C.
 """
 
@@ -19,17 +20,19 @@ import pytest
 from probe.lab import Behaviour, Lab
 from tests.support.helpers import REPO, environment_without_proxies
 
-#: A Ctrl-C while ``probe.cli.main`` is imported: a finder that sends SIGINT when the import
-#: starts (the KeyboardInterrupt is raised inside that import), then the command's entry point.
+#: A Ctrl-C while a module of the cli (``sys.argv[1]``) is imported: a finder that sends SIGINT
+#: when that import starts (the KeyboardInterrupt is raised inside it), then the command's
+#: entry point.
 _DURING_IMPORT = """
 import os, signal, sys
+module = sys.argv[1]
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
-        if name == "probe.cli.main":
+        if name == module:
             os.kill(os.getpid(), signal.SIGINT)
         return None
 sys.meta_path.insert(0, Interrupt())
-sys.argv = ["probe", *sys.argv[1:]]
+sys.argv = ["probe", *sys.argv[2:]]
 from probe.__main__ import main
 sys.exit(main())
 """
@@ -78,10 +81,16 @@ def test_the_command_is_the_entry_point_that_handles_a_ctrl_c_while_loading() ->
     assert probe.value == "probe.__main__:main"
 
 
-def test_ctrl_c_while_the_cli_loads_says_interrupted(silent_resolver: tuple[str, int]) -> None:
+#: Loaded by the launcher (``probe.cli.main``), while it loads (the parser), and by ``main``
+#: when the command runs (``probe.cli.check``).
+CLI_MODULES = ("probe.cli.main", "probe.cli.parser", "probe.cli.check")
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_ctrl_c_while_the_cli_loads_says_interrupted(silent_resolver: tuple[str, int], module: str) -> None:
     host, port = silent_resolver
     complete, elapsed = _run(
-        _DURING_IMPORT, "check", "https://www.corp.example/", "--resolver", f"{host}:{port}"
+        _DURING_IMPORT, module, "check", "https://www.corp.example/", "--resolver", f"{host}:{port}"
     )
 
     assert (complete.returncode, complete.stdout, complete.stderr) == (3, "", "probe: interrupted\n")

@@ -42,10 +42,16 @@ NOT_FOR_CHECK = (
     "prometheus_client",
     "OpenSSL",
     "yaml",  # no config file
+    "probe.cli.demo",
+    "probe.cli.watch",  # only with --watch
+    "probe.cli.push",  # only with --push
 )
-#: Not loaded for ``--help`` either.
+#: Not loaded for ``--help`` either: the modules of the commands load when a command runs.
 NOT_FOR_HELP = (
     *NOT_FOR_CHECK,
+    "probe.cli.check",
+    "probe.cli.cycles",
+    "probe.cli.head_start",
     "probe.config.models",
     "probe.config.load",
     "probe.config.errors",
@@ -166,7 +172,7 @@ sys.exit(code)
 
 #: Not loaded yet when ``probe check URL --resolver R`` sends its first DNS query (issue 9:
 #: ≤ 150 ms to it): neither the stages after DNS nor the config machinery (the query leaves
-#: while pydantic loads, see probe.cli.main.head_start).
+#: while pydantic loads, see probe.cli.head_start).
 NOT_BEFORE_FIRST_QUERY = (
     "probe.engine.cycle",
     "probe.stages.tls",

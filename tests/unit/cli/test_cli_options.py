@@ -8,7 +8,10 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from probe.cli import main as cli
+from probe.cli.adhoc import ADHOC, _flag_for_field, config_from_args
+from probe.cli.check import _check_watch_options
+from probe.cli.errors import UsageError
+from probe.cli.parser import build_parser
 from probe.config.models import TargetConfig
 
 A1, A2 = ipaddress.ip_address("127.0.10.1"), ipaddress.ip_address("127.0.10.2")
@@ -40,11 +43,11 @@ SAMPLES = {
 def test_every_option_of_the_table_is_in_the_help() -> None:
     out = io.StringIO()
     with redirect_stdout(out), pytest.raises(SystemExit) as done:
-        cli.build_parser().parse_args(["check", "--help"])
+        build_parser().parse_args(["check", "--help"])
     assert done.value.code == 0
-    for option in cli._ADHOC:
+    for option in ADHOC:
         assert option.flag in out.getvalue()
-    assert {o.flag for o in cli._ADHOC} == set(SAMPLES)  # a new option needs a sample here
+    assert {o.flag for o in ADHOC} == set(SAMPLES)  # a new option needs a sample here
 
 
 def argv_for(flag: str) -> list[str]:
@@ -63,8 +66,8 @@ def test_each_option_fills_its_target_field(flag: str) -> None:
     url = "https://127.0.10.1/" if flag == "--server-name" else "https://www.corp.example/"
     if flag == "--expect-redirect":  # for the plain HTTP listener
         url = "http://www.corp.example/"
-    args = cli.build_parser().parse_args(["check", url, *argv_for(flag), *extra])
-    target = cli._config_from_args(args).targets[0]
+    args = build_parser().parse_args(["check", url, *argv_for(flag), *extra])
+    target = config_from_args(args).targets[0]
     _, field, expected = SAMPLES[flag]
     if expected is not None:
         value = getattr(target, field)
@@ -82,31 +85,31 @@ def test_each_option_fills_its_target_field(flag: str) -> None:
 @pytest.mark.parametrize("flag", list(SAMPLES))
 def test_each_option_is_refused_with_config(flag: str) -> None:
     argv = argv_for(flag) if SAMPLES[flag][0] is not None else [flag, "ca.pem"]
-    args = cli.build_parser().parse_args(["check", "--config", "probe.yaml", *argv])
-    with pytest.raises(cli.UsageError, match=f"^{flag} cannot be combined with --config"):
-        cli._config_from_args(args)
+    args = build_parser().parse_args(["check", "--config", "probe.yaml", *argv])
+    with pytest.raises(UsageError, match=f"^{flag} cannot be combined with --config"):
+        config_from_args(args)
 
 
 def test_backend_header_and_regex_exclude_each_other() -> None:
-    with pytest.raises(cli.UsageError, match="not allowed with argument --backend-header"):
-        cli.build_parser().parse_args(
+    with pytest.raises(UsageError, match="not allowed with argument --backend-header"):
+        build_parser().parse_args(
             ["check", "https://a.corp.example/", "--backend-header", "X", "--backend-regex", "(x)"]
         )
 
 
 def test_errors_name_the_option_that_filled_the_field() -> None:
-    assert cli._flag_for_field("backend") == "--backend-header/--backend-regex"
-    assert cli._flag_for_field("requests_per_address") == "--requests"
-    assert cli._flag_for_field("url") == "URL"
-    assert cli._flag_for_field("listen") is None
+    assert _flag_for_field("backend") == "--backend-header/--backend-regex"
+    assert _flag_for_field("requests_per_address") == "--requests"
+    assert _flag_for_field("url") == "URL"
+    assert _flag_for_field("listen") is None
 
 
 # --------------------------------------------------------------------------- --resolve
 
 
 def adhoc(*argv: str) -> TargetConfig:
-    args = cli.build_parser().parse_args(["check", *argv])
-    return cli._config_from_args(args).targets[0]
+    args = build_parser().parse_args(["check", *argv])
+    return config_from_args(args).targets[0]
 
 
 def test_resolve_entries_add_up_each_address_once_and_name_the_flag() -> None:
@@ -132,12 +135,12 @@ def test_server_name_names_the_flag() -> None:
 
 
 def test_server_name_with_a_dns_url_is_refused() -> None:
-    with pytest.raises(cli.UsageError, match=r"^--server-name: only for a URL whose host is an IP address"):
+    with pytest.raises(UsageError, match=r"^--server-name: only for a URL whose host is an IP address"):
         adhoc("https://www.corp.example/", "--server-name", "www.corp.example")
 
 
 def test_resolve_with_an_ip_url_is_refused() -> None:
-    with pytest.raises(cli.UsageError, match=r"^--resolve: cannot be combined with an IP-address URL"):
+    with pytest.raises(UsageError, match=r"^--resolve: cannot be combined with an IP-address URL"):
         adhoc(
             "https://127.0.10.1/",
             "--server-name",
@@ -148,29 +151,29 @@ def test_resolve_with_an_ip_url_is_refused() -> None:
 
 
 def test_resolve_with_a_bad_url_reports_the_url() -> None:
-    with pytest.raises(cli.UsageError, match=r"^URL: 'https://www.corp.example:0/' has an invalid port"):
+    with pytest.raises(UsageError, match=r"^URL: 'https://www.corp.example:0/' has an invalid port"):
         adhoc("https://www.corp.example:0/", "--resolve", "www.corp.example:443:127.0.10.1")
 
 
 @pytest.mark.parametrize("flag", ["--baseline", "--save-baseline"])
 def test_baselines_are_refused_with_watch(flag: str) -> None:
-    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, "b.json"])
-    with pytest.raises(cli.UsageError, match=f"^{flag} cannot be combined with --watch"):
-        cli._check_watch_options(args)
+    args = build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, "b.json"])
+    with pytest.raises(UsageError, match=f"^{flag} cannot be combined with --watch"):
+        _check_watch_options(args)
 
 
 @pytest.mark.parametrize(
     ("flag", "text", "seconds"), [("--every", "1m30s", 90.0), ("--max-time", "2h", 7200.0)]
 )
 def test_watch_durations_take_prometheus_durations(flag: str, text: str, seconds: float) -> None:
-    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, text])
+    args = build_parser().parse_args(["check", "https://www.corp.example/", "--watch", flag, text])
     assert getattr(args, flag.removeprefix("--").replace("-", "_")) == seconds
 
 
 def test_abbreviated_options_are_refused_as_curl_refuses_them() -> None:
     # '--watc' once started a watch: a typo must be one line with the closest option.
-    with pytest.raises(cli.UsageError, match=r"unrecognized arguments: --watc; did you mean --watch\?"):
-        cli.build_parser().parse_args(["check", "https://www.corp.example/", "--watc"])
+    with pytest.raises(UsageError, match=r"unrecognized arguments: --watc; did you mean --watch\?"):
+        build_parser().parse_args(["check", "https://www.corp.example/", "--watc"])
 
 
 def test_http_url_ad_hoc_defaults_to_port_80() -> None:
@@ -185,6 +188,6 @@ def test_http_url_ad_hoc_defaults_to_port_80() -> None:
 
 
 def test_expect_redirect_refused_for_an_https_url() -> None:
-    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", "--expect-redirect", "https"])
-    with pytest.raises(cli.UsageError, match=r"^--expect-redirect: only for an http:// URL"):
-        cli._config_from_args(args)
+    args = build_parser().parse_args(["check", "https://www.corp.example/", "--expect-redirect", "https"])
+    with pytest.raises(UsageError, match=r"^--expect-redirect: only for an http:// URL"):
+        config_from_args(args)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from probe.cli import main as cli
+from probe.cli.main import main
 from probe.cli.push import (
     DEFAULT_JOB,
     Gateway,
@@ -80,7 +80,7 @@ def test_the_command_refuses_bad_push_options_before_probing(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The URL's name is never looked up: the options are refused first.
-    code = cli.main(["check", "https://www.corp.example/", "--resolver", "127.0.0.1:1", *argv])
+    code = main(["check", "https://www.corp.example/", "--resolver", "127.0.0.1:1", *argv])
     assert code == 3
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1

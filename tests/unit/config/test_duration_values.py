@@ -13,7 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe.cli import main as cli
+from probe.cli.adhoc import config_from_args
+from probe.cli.argtypes import duration_argument
+from probe.cli.errors import UsageError
+from probe.cli.parser import build_parser
 from probe.config.errors import ConfigError
 from probe.config.load import build_config
 from probe.config.models import Timeouts
@@ -312,8 +315,8 @@ def test_defaults_durations_merge_key_by_key() -> None:
 
 
 def adhoc(*argv: str) -> Any:
-    args = cli.build_parser().parse_args(["check", "https://www.corp.example/", *argv])
-    return cli._config_from_args(args).targets[0]
+    args = build_parser().parse_args(["check", "https://www.corp.example/", *argv])
+    return config_from_args(args).targets[0]
 
 
 def test_adhoc_timeout_takes_a_duration_and_the_stages_fit_it() -> None:
@@ -342,13 +345,13 @@ def test_adhoc_check_is_not_bound_by_an_interval() -> None:
     ],
 )
 def test_adhoc_timeout_errors_name_the_flag(value: str, message: str) -> None:
-    with pytest.raises(cli.UsageError) as caught:
+    with pytest.raises(UsageError) as caught:
         adhoc("--timeout", value)
     assert str(caught.value) == message
 
 
 def test_duration_argument_for_other_options() -> None:
-    assert cli.duration_argument("1m30s") == 90
-    assert cli.duration_argument("2.5") == 2.5
+    assert duration_argument("1m30s") == 90
+    assert duration_argument("2.5") == 2.5
     with pytest.raises(argparse.ArgumentTypeError, match=r"^'soon' is not a duration \(e\.g\. 5s"):
-        cli.duration_argument("soon")
+        duration_argument("soon")

@@ -69,7 +69,7 @@ def test_docs_document_every_metric() -> None:
 
 
 def test_docs_document_every_watch_option() -> None:
-    from probe.cli.main import build_parser
+    from probe.cli.parser import build_parser
 
     section = docs.section("docs/checking-during-a-change.md", "Watching a change: `--watch`")
     check = build_parser()._subparsers._group_actions[0].choices["check"]  # type: ignore[union-attr]
