@@ -10,7 +10,6 @@ imported only when their options are given.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
@@ -21,7 +20,6 @@ from probe.cli.errors import UsageError
 from probe.cli.head_start import check_ahead, head_start
 from probe.cli.output import report, stdout_to_devnull, use_color
 from probe.config.defaults import DEFAULT_EVERY, DEFAULT_STABLE_ROUNDS
-from probe.model.reasons import ExitCode
 
 if TYPE_CHECKING:
     from probe.cli.push import Gateway
@@ -169,7 +167,9 @@ def _finish(
 
         baseline.save(args.save_baseline, baseline.snapshot(results, time.time()))
     if gateway is not None:  # after the report: a slow gateway never delays the verdict
-        code = _push(results, gateway, code)
+        from probe.cli.push import push_after_report
+
+        code = push_after_report(results, gateway, code)
     return code
 
 
@@ -186,14 +186,3 @@ def _read_baseline(targets: Sequence[tuple[str, str]], path: str | None) -> Base
     before = baseline.load(path)
     baseline.match(before, targets, path)
     return before
-
-
-def _push(results: Sequence[TargetResult], gateway: Gateway, code: int) -> int:
-    """Push the results; a failure is one line on stderr, and exit 0 becomes 5 (never hides 1 or 2)."""
-    from probe.cli import push
-
-    line = push.failure_line(gateway, push.push(results, gateway))
-    if line is None:
-        return code
-    print(f"probe: {line}", file=sys.stderr)
-    return ExitCode.PUSH_FAILED if code == ExitCode.OK else code

@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -31,6 +32,7 @@ import httpx
 
 from probe.daemon.metrics import SPECS, target_text
 from probe.daemon.store import accumulate
+from probe.model.reasons import ExitCode
 from probe.model.results import TargetResult
 
 log = logging.getLogger(__name__)
@@ -293,3 +295,25 @@ def failure_line(gateway: Gateway, outcomes: Sequence[PushOutcome]) -> str | Non
             f"{o.target}: {o.error}" for o in failed
         )
     return f"push to {gateway.shown} failed for {what} (the verdict above stands)"
+
+
+def push_after_report(results: Sequence[TargetResult], gateway: Gateway, code: int) -> int:
+    """Push the results after the report (``probe check --push``): the exit code that follows.
+
+    A failed push is one line ``probe: …`` on stderr and turns exit 0 into 5
+    (``ExitCode.PUSH_FAILED``); a warning or critical verdict (1, 2) keeps its code. Nothing
+    is retried.
+
+    Args:
+        results: one result per checked target.
+        gateway: where to push.
+        code: the verdict's exit code.
+
+    Returns:
+        The exit code.
+    """
+    line = failure_line(gateway, push(results, gateway))
+    if line is None:
+        return code
+    print(f"probe: {line}", file=sys.stderr)
+    return ExitCode.PUSH_FAILED if code == ExitCode.OK else code

@@ -113,25 +113,51 @@ def test_status_pages_need_the_password_too(endpoint: str, files: dict[str, Path
     assert allowed.status_code == {"/target/www.json": 503, "/target/nope": 404}.get(path, 200)
 
 
+def innermost(caught: pytest.ExceptionInfo[httpx.HTTPError]) -> BaseException:
+    """The exception at the bottom of an httpx error's chain: what the TLS or socket layer saw."""
+    error: BaseException = caught.value
+    while (below := error.__cause__ or error.__context__) is not None:
+        error = below
+    return error
+
+
+def alert(caught: pytest.ExceptionInfo[httpx.HTTPError]) -> str | None:
+    """The TLS alert the server sent, as OpenSSL names it (``ssl.SSLError.reason``)."""
+    error = innermost(caught)
+    assert isinstance(error, ssl.SSLError), repr(error)
+    return error.reason
+
+
+# TLS 1.3: the server judges the client's certificate after the client has finished its side of the
+# handshake, so the client learns of the refusal from the alert on its first read (httpx.ReadError).
+
+
 def test_client_without_certificate_is_refused(endpoint: str, files: dict[str, Path]) -> None:
-    with client(files, cert=None, auth=("prometheus", PASSWORD)) as scraper, pytest.raises(httpx.HTTPError):
+    with (
+        client(files, cert=None, auth=("prometheus", PASSWORD)) as scraper,
+        pytest.raises(httpx.ReadError) as caught,
+    ):
         scraper.get(endpoint + "/metrics")
+    assert alert(caught) == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
 
 
 def test_client_with_a_certificate_from_another_ca_is_refused(endpoint: str, files: dict[str, Path]) -> None:
     with (
         client(files, cert="stranger", auth=("prometheus", PASSWORD)) as scraper,
-        pytest.raises(httpx.HTTPError),
+        pytest.raises(httpx.ReadError) as caught,
     ):
         scraper.get(endpoint + "/metrics")
+    assert alert(caught) == "TLSV1_ALERT_UNKNOWN_CA"
 
 
 def test_plain_http_to_the_tls_endpoint_gets_nothing_and_the_server_goes_on(
     endpoint: str, files: dict[str, Path]
 ) -> None:
     plain = endpoint.replace("https://", "http://")
-    with httpx.Client(trust_env=False, timeout=5) as scraper, pytest.raises(httpx.HTTPError):
+    with httpx.Client(trust_env=False, timeout=5) as scraper, pytest.raises(httpx.ReadError) as caught:
         scraper.get(plain + "/metrics")
+    # OpenSSL sends no alert to a plaintext request; the connection is closed unread, i.e. reset
+    assert isinstance(innermost(caught), ConnectionResetError), repr(innermost(caught))
     with client(files, auth=("prometheus", PASSWORD)) as scraper:
         assert scraper.get(endpoint + "/metrics").status_code == 200
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from probe.lab import Pki
 from probe.lab.pki import der_to_pem, issue, resign
 from probe.model.reasons import Reason, Status
 from probe.stages.certs import format_time
+from tests.support.curl import curl_get
 from tests.support.helpers import make_plan, probe_cli, reasons, run
 
 NOW = dt.datetime.now(dt.UTC)
@@ -230,28 +229,7 @@ def test_printable_string_intermediate_keeps_the_leaf_and_warns_of_its_expiry(
     assert registry.get_sample_value("probe_ssl_last_chain_expiry_timestamp_seconds", labels) == not_after
     # curl agrees the chain is good.
     node = s.nodes[0]
-    if shutil.which("curl"):
-        curl = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--noproxy",
-                "*",
-                "--max-time",
-                "5",
-                "--cacert",
-                str(ca_file),
-                "--resolve",
-                f"{name}:{node.port}:{node.address}",
-                f"https://{name}:{node.port}/",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert curl.returncode == 0, curl.stderr
+    assert curl_get(ca_file, name, node.address, node.port).ok
 
 
 def test_printable_string_chain_under_an_unknown_root_still_names_it(scene: Any, pki: Pki) -> None:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from probe.lab import Pki
 from probe.lab.pki import issue
 from probe.model.reasons import Reason, Status
+from tests.support.curl import CERTIFICATE_REFUSED, HANDSHAKE_FAILED, curl_get
 from tests.support.helpers import reasons, run
 
 NOW = dt.datetime.now(dt.UTC)
@@ -177,7 +178,6 @@ def test_root_sent_but_not_trusted_is_untrusted(scene: Any) -> None:
     assert len(only(result).tls.chain) == 3
 
 
-@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
 @pytest.mark.parametrize("case", ["ok", "wrong-name", "incomplete", "expired"])
 def test_verdict_equals_curl(scene: Any, pki: Pki, ca_file: Path, case: str) -> None:
     host = f"cert-{next(_N)}.corp.example"
@@ -192,27 +192,9 @@ def test_verdict_equals_curl(scene: Any, pki: Pki, ca_file: Path, case: str) -> 
     s = scene(hostname=host, cert=leaf, chain_pem=leaf.cert_pem if case == "incomplete" else None)
     result = run(s.target)
     node = s.nodes[0]
-    curl = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "5",
-            "--cacert",
-            str(ca_file),
-            "--resolve",
-            f"{host}:{node.port}:{node.address}",
-            f"https://{host}:{node.port}/",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert only(result).tls.verified is (curl.returncode == 0), curl.stderr
+    curl = curl_get(ca_file, host, node.address, node.port)
+    # The same verdict: both accept, or curl too refuses the certificate (not, say, the connection).
+    assert curl.returncode == (0 if only(result).tls.verified else CERTIFICATE_REFUSED), curl.stderr
 
 
 def test_pinned_self_signed_leaf_in_ca_file_verifies_as_with_curl(scene: Any, tmp_path: Path) -> None:
@@ -293,33 +275,6 @@ def openssl_server(new_ip: Any, pki: Pki, dns: Any, ca_file: Path, tmp_path: Pat
         process.wait(timeout=5)
 
 
-def curl_ok(ca_file: Path, host: str, address: str, port: int, *extra: str) -> bool:
-    """Whether curl (OpenSSL defaults, or ``extra`` options) completes a verified GET."""
-    if not shutil.which("curl"):
-        pytest.skip("curl is not installed")
-    done = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "5",
-            "--cacert",
-            str(ca_file),
-            "--resolve",
-            f"{host}:{port}:{address}",
-            *extra,
-            f"https://{host}:{port}/",
-        ],
-        capture_output=True,
-        check=False,
-    )
-    return done.returncode == 0
-
-
 @pytest.mark.parametrize(
     ("cipher", "weakness"),
     [
@@ -335,7 +290,7 @@ def test_rsa_and_cbc_only_servers_succeed_like_curl_with_a_weak_cipher_warning(
     result = run(target)
     tls = only(result).tls
 
-    assert curl_ok(ca_file, host, address, port)  # what a real client concludes
+    assert curl_get(ca_file, host, address, port).ok  # what a real client concludes
     assert result.status is Status.WARNING, result.failures
     assert reasons(result) == {Reason.TLS_WEAK_CIPHER.value}
     detail = result.failures[0].detail
@@ -373,8 +328,9 @@ def test_old_tls_spoken_on_purpose_is_a_deprecation_warning(
     assert [a.status_code for a in only(result).attempts] == [200, 200, 200, 200]  # HTTP speaks it too
     assert result.duration_seconds < 3
     # curl needs the same lowered security level to speak it; at its defaults it refuses.
-    assert not curl_ok(ca_file, host, address, port, f"--tlsv{floor}")
-    assert curl_ok(ca_file, host, address, port, f"--tlsv{floor}", "--ciphers", "DEFAULT@SECLEVEL=0")
+    refused = curl_get(ca_file, host, address, port, f"--tlsv{floor}")
+    assert refused.returncode == HANDSHAKE_FAILED, refused.stderr
+    assert curl_get(ca_file, host, address, port, f"--tlsv{floor}", "--ciphers", "DEFAULT@SECLEVEL=0").ok
 
 
 @pytest.mark.parametrize(("flag", "version"), [("-tls1", "TLSv1"), ("-tls1_1", "TLSv1.1")])

@@ -1,20 +1,28 @@
-"""``--push``: the options, the grouping key's URL, the body, the error line (pure parts).
+"""``--push``: the options, the grouping key's URL, the body, the error line, the pushes.
 
-The pushes themselves are tested against a real Pushgateway in tests/e2e/cli/test_pushgateway.py.
+The pushes here go to an HTTP peer played by pytest-httpx (``httpx_mock``: no network): what
+is sent, every kind of failure as the user reads it, the exit code. Its defaults are strict:
+every reply given must be asked for, any other request fails the test, each reply answers
+once (so a retry would fail too). The pushes against a real Pushgateway, and a real refused
+connection, are in tests/e2e/cli/test_pushgateway.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno
 import ssl
+from collections.abc import Sequence
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_httpx import HTTPXMock
 
 from probe.cli.main import main
 from probe.cli.push import (
+    CONTENT_TYPE,
     DEFAULT_JOB,
     Gateway,
     PushOutcome,
@@ -22,9 +30,13 @@ from probe.cli.push import (
     classify_push_error,
     failure_line,
     parse_gateway,
+    push_after_report,
 )
 from probe.daemon.metrics import SPECS, exposition, target_text
 from probe.daemon.store import accumulate
+from probe.model.reasons import ExitCode
+from probe.model.results import TargetResult
+from tests.support import virtual_time
 from tests.unit.daemon.test_metrics import result, scrape
 
 # --------------------------------------------------------------------------- options
@@ -184,3 +196,150 @@ def test_the_failure_line() -> None:
         "push to http://127.0.0.1:9091 failed for 2 of 3 targets: a: HTTP 400: bad; c: timed out after 5 s "
         "(the verdict above stands)"
     )
+
+
+# --------------------------------------------------------------------------- pushing to an HTTP peer
+
+GATEWAY = "http://127.0.0.1:9091"  # never connected to: httpx_mock answers
+REFUSED = _wrapped(ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed"))
+STANDS = "(the verdict above stands)"
+
+
+def pushed(
+    results: Sequence[TargetResult], gateway: Gateway, verdict: int, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """Push as ``probe check --push`` does after its report: the exit code and stderr."""
+    code = push_after_report(results, gateway, verdict)
+    return code, capsys.readouterr().err
+
+
+def test_each_target_is_put_to_its_own_group_with_the_daemons_series(
+    httpx_mock: HTTPXMock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    www, api = result("www"), result("api")
+    gateway = parse_gateway(GATEWAY, "change-1", ["vpc=vpc-a"])
+    for name in ("www", "api"):
+        httpx_mock.add_response(method="PUT", url=f"{GATEWAY}/metrics/job/change-1/target/{name}/vpc/vpc-a")
+
+    assert pushed([www, api], gateway, ExitCode.OK, capsys) == (ExitCode.OK, "")
+    for name, checked in (("www", www), ("api", api)):
+        request = httpx_mock.get_request(url=f"{GATEWAY}/metrics/job/change-1/target/{name}/vpc/vpc-a")
+        assert request is not None
+        assert request.headers["content-type"] == CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+        assert request.content == target_text(accumulate(None, checked))
+        # Every request bounded by REQUEST_TIMEOUT, each phase.
+        assert request.extensions["timeout"] == {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (REFUSED, "connection refused"),
+        (httpx.ConnectTimeout("timed out"), "connect timed out after 5 s"),
+        (httpx.ReadTimeout("timed out"), "timed out after 5 s"),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), "RemoteProtocolError"),
+        (
+            {
+                "status_code": 400,
+                "text": "pushed metrics are invalid or inconsistent with existing metrics:\n"
+                "collected metric probe_success gauge: was collected before\n",
+            },
+            "HTTP 400: pushed metrics are invalid or inconsistent with existing metrics: collected metric "
+            "probe_success gauge: was collected before",
+        ),
+        ({"status_code": 500}, "HTTP 500"),
+        ({"status_code": 404, "text": "x" * 300}, "HTTP 404: " + "x" * 199 + "…"),
+        (
+            {"status_code": 307, "headers": {"location": f"{GATEWAY}/elsewhere"}},
+            f"HTTP 307: redirect to {GATEWAY}/elsewhere not followed",
+        ),
+    ],
+    ids=["refused", "connect-timeout", "read-timeout", "no-answer", "400", "500", "long-404", "redirect"],
+)
+def test_a_failed_push_is_named_in_one_line_and_not_tried_again(
+    httpx_mock: HTTPXMock,
+    capsys: pytest.CaptureFixture[str],
+    reply: Exception | dict[str, object],
+    error: str,
+) -> None:
+    if isinstance(reply, Exception):
+        httpx_mock.add_exception(reply)
+    else:
+        httpx_mock.add_response(**reply)  # type: ignore[arg-type]
+
+    code, err = pushed([result("www")], Gateway(GATEWAY), ExitCode.OK, capsys)
+
+    assert code == 5  # ExitCode.PUSH_FAILED: the verdict was ok, its metrics did not arrive
+    assert err == f"probe: push to {GATEWAY} failed for www: {error} {STANDS}\n"
+    assert [(r.method, str(r.url)) for r in httpx_mock.get_requests()] == [
+        ("PUT", f"{GATEWAY}/metrics/job/probe/target/www")
+    ]  # once: a redirect is not followed, a failure not retried
+
+
+@pytest.mark.parametrize(
+    ("verdict", "code"),
+    [
+        (ExitCode.OK, ExitCode.PUSH_FAILED),
+        (ExitCode.WARNING, ExitCode.WARNING),
+        (ExitCode.CRITICAL, ExitCode.CRITICAL),
+    ],
+)
+def test_a_failed_push_turns_only_exit_0_into_5(
+    httpx_mock: HTTPXMock, capsys: pytest.CaptureFixture[str], verdict: ExitCode, code: ExitCode
+) -> None:
+    httpx_mock.add_exception(REFUSED)
+    assert pushed([result("www")], Gateway(GATEWAY), verdict, capsys) == (
+        code,
+        f"probe: push to {GATEWAY} failed for www: connection refused {STANDS}\n",
+    )
+
+
+def test_with_several_targets_the_line_names_each_failed_one_in_order(
+    httpx_mock: HTTPXMock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = f"{GATEWAY}/metrics/job/probe/target"
+    httpx_mock.add_exception(REFUSED, url=f"{group}/a")
+    httpx_mock.add_response(url=f"{group}/b")
+    httpx_mock.add_response(status_code=400, text="bad metric", url=f"{group}/c")
+
+    code, err = pushed([result("a"), result("b"), result("c")], Gateway(GATEWAY), ExitCode.OK, capsys)
+
+    assert code == ExitCode.PUSH_FAILED
+    assert err == (
+        f"probe: push to {GATEWAY} failed for 2 of 3 targets: a: connection refused; c: HTTP 400: bad metric "
+        f"{STANDS}\n"
+    )
+
+
+def test_credentials_in_the_url_are_sent_but_never_shown(
+    httpx_mock: HTTPXMock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    httpx_mock.add_response(status_code=401, text="Unauthorized")
+
+    code, err = pushed([result("www")], Gateway("http://pusher:s3cret@127.0.0.1:9091"), ExitCode.OK, capsys)
+
+    request = httpx_mock.get_request()
+    assert request is not None
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(b"pusher:s3cret").decode()
+    assert code == ExitCode.PUSH_FAILED
+    assert err == f"probe: push to {GATEWAY} failed for www: HTTP 401: Unauthorized {STANDS}\n"
+
+
+def test_a_group_not_pushed_within_the_deadline_is_named_and_the_others_are_kept(
+    httpx_mock: HTTPXMock, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On virtual time (tests.support.virtual_time): the 10 s deadline passes at once.
+    monkeypatch.setattr(asyncio, "run", virtual_time.run)
+    group = f"{GATEWAY}/metrics/job/probe/target"
+
+    async def silent(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(3600)  # a gateway that never answers (and a client that never times out)
+        raise AssertionError("not reached")
+
+    httpx_mock.add_response(url=f"{group}/a")
+    httpx_mock.add_callback(silent, url=f"{group}/b")
+
+    code, err = pushed([result("a"), result("b")], Gateway(GATEWAY), ExitCode.OK, capsys)
+
+    assert code == ExitCode.PUSH_FAILED
+    assert err == f"probe: push to {GATEWAY} failed for 1 of 2 targets: b: not pushed within 10 s {STANDS}\n"

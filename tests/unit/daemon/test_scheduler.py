@@ -1,13 +1,12 @@
-"""The scheduler: status lines, and real loops whose cycles fail fast at a silent resolver."""
+"""The scheduler: status lines, and its loops on virtual time with stand-in cycles."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import random
 import socket
-import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,9 @@ from probe.daemon.scheduler import Scheduler, status_line
 from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore, Snapshot, TargetState, accumulate
 from probe.engine.plan import TargetPlan
-from probe.model.reasons import Reason, Status
+from probe.model.reasons import Reason
 from probe.model.results import Failure, TargetResult
+from tests.support import virtual_time
 from tests.support.builders import NOW, dns_result, target_result
 from tests.support.helpers import make_plan
 
@@ -108,7 +108,7 @@ def test_status_line_follows_every_change_while_ok_cycles_skip_the_recount() -> 
     names = ["a", "b", "c"]
     store = ResultStore(names, NOW)
     inbox = StatusInbox()
-    scheduler = Scheduler([plan(n, "127.0.0.1:53") for n in names], store, inbox)
+    scheduler = Scheduler([plan(n) for n in names], store, inbox)
     for cycle in (
         result("a"),
         result("b"),
@@ -136,32 +136,54 @@ def test_status_line_follows_every_change_while_ok_cycles_skip_the_recount() -> 
 
 
 # --------------------------------------------------------------------------- running
+#
+# The loops run on virtual time (tests.support.virtual_time): every sleep ends exactly when it
+# should, so the tests below assert when each cycle ran, not a range that load could break.
+# run_cycle is replaced by Cycles, which takes a set time and ends in dns_timeout; the real
+# cycles are driven through the scheduler in tests/integration/daemon/test_scheduler_cycles.py.
 
 
-def closed_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Cycles:
+    """Stands in for ``run_cycle``: a cycle takes ``seconds`` of loop time and ends in dns_timeout.
 
-
-@pytest.fixture(scope="module")
-def resolver() -> Iterator[str]:
-    """A loopback UDP port nobody answers on: every cycle ends in dns_timeout after 0.1 s.
-
-    The port is bound (and never read) while the tests run: a closed port would be refused
-    at once (ICMP port unreachable → dns_error), not silent.
+    Keeps, per target, how many cycles ran at once at most and the interval each was given.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-        silent.bind(("127.0.0.1", 0))
-        yield f"127.0.0.1:{silent.getsockname()[1]}"
+
+    def __init__(self, seconds: float = 0.1) -> None:
+        self.seconds = seconds
+        self.active: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+        self.intervals: list[float | None] = []
+
+    async def __call__(
+        self, plan: TargetPlan, memory: object = None, interval: float | None = None
+    ) -> TargetResult:
+        name = plan.target.name
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.intervals.append(interval)
+        self.active[name] += 1
+        self.most[name] = max(self.most[name], self.active[name])
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.active[name] -= 1
+        return result(name, Reason.DNS_TIMEOUT, started=NOW + started, duration=loop.time() - started)
 
 
-def plan(name: str, resolver: str, interval: float = INTERVAL) -> TargetPlan:
+@pytest.fixture
+def cycles(monkeypatch: pytest.MonkeyPatch) -> Cycles:
+    fake = Cycles()
+    monkeypatch.setattr(scheduler_module, "run_cycle", fake)
+    return fake
+
+
+def plan(name: str, interval: float = INTERVAL) -> TargetPlan:
+    """A target checked every ``interval`` s, its deadline the interval or 0.4 s (the watchdog's measure)."""
     return make_plan(
         name=name,
         url=f"https://{name}.corp.example/",
-        resolvers=[resolver],
-        expect_networks=["127.0.0.0/8"],
+        resolvers=["127.0.0.1:53"],  # never asked: the cycles are Cycles
         interval=interval,
         timeouts={"dns": 0.1, "connect": 0.1, "tls": 0.1, "http": 0.1, "deadline": min(0.4, interval)},
     )
@@ -169,7 +191,7 @@ def plan(name: str, resolver: str, interval: float = INTERVAL) -> TargetPlan:
 
 @dataclass
 class Recorded:
-    at: float  # time.monotonic() when recorded
+    at: float  # loop time when recorded
     result: TargetResult
 
 
@@ -181,11 +203,15 @@ class RecordingStore(ResultStore):
         self.log: list[Recorded] = []
 
     def record(self, result: TargetResult) -> TargetState | None:
-        self.log.append(Recorded(time.monotonic(), result))
+        self.log.append(Recorded(asyncio.get_running_loop().time(), result))
         return super().record(result)
 
     def of(self, name: str) -> list[Recorded]:
         return [r for r in self.log if r.result.target.name == name]
+
+    def times(self, name: str) -> list[float]:
+        """When each cycle of ``name`` was recorded (loop time, seconds from the start)."""
+        return [r.at for r in self.of(name)]
 
 
 class Fixed(random.Random):
@@ -232,7 +258,11 @@ def run(
     during: Callable[[Scheduler], Awaitable[None]] | None = None,
     inbox: Inbox | None = None,
 ) -> float:
-    """Run the scheduler for ``seconds`` (calling ``during`` meanwhile); returns the stop time."""
+    """Run the scheduler until ``seconds`` of loop time (calling ``during`` meanwhile).
+
+    Returns:
+        How long stopping took (loop seconds).
+    """
 
     async def read(box: Inbox) -> None:
         while True:
@@ -240,92 +270,70 @@ def run(
             await asyncio.sleep(0.02)
 
     async def main() -> float:
+        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         task = asyncio.create_task(sched.run(stop))
         reader = asyncio.create_task(read(inbox)) if inbox is not None else None
-        start = time.monotonic()
         if during is not None:
             await during(sched)
-        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
+        await asyncio.sleep(seconds - loop.time())
         stop.set()
-        stopped = time.monotonic()
+        stopped = loop.time()
         await task
-        took = time.monotonic() - stopped
+        took = loop.time() - stopped
         if reader is not None:
             reader.cancel()
             inbox.drain()  # type: ignore[union-attr]
         return took
 
-    return asyncio.run(main())
+    return virtual_time.run(main())
 
 
-def assert_spaced(records: list[Recorded], interval: float) -> None:
-    """Cycles of one target never overlap and start an interval apart."""
-    for before, after in itertools.pairwise(records):
-        b, a = before.result, after.result
-        assert a.started_timestamp >= b.started_timestamp + b.duration_seconds - 0.01
-        assert a.started_timestamp - b.started_timestamp >= interval - 0.05, (b, a)
+def offsets(seed: int, count: int, interval: float = INTERVAL) -> list[float]:
+    """The phase offsets ``random.Random(seed)`` gives ``count`` targets."""
+    rng = random.Random(seed)
+    return [rng.uniform(0, interval) for _ in range(count)]
 
 
-def test_cycles_are_recorded_an_interval_apart_and_never_overlap(resolver: str) -> None:
+def test_cycles_are_recorded_an_interval_apart_and_never_overlap(cycles: Cycles) -> None:
     store = RecordingStore(["a", "b"], NOW)
-    sched = Scheduler([plan("a", resolver), plan("b", resolver)], store, Notifier({}), random.Random(7))
+    sched = Scheduler([plan("a"), plan("b")], store, Notifier({}), random.Random(7))
     assert sched.targets == ("a", "b")
     stop_took = run(sched, 1.5)
     snapshot = store.snapshot()
     assert snapshot.ready
-    for name in ("a", "b"):
-        records = store.of(name)
-        # First cycle within the first interval, then one per interval: 2 or 3 in 1.5 s.
-        assert 2 <= len(records) <= 3, records
-        assert snapshot.targets[name].cycles == len(records)
-        assert_spaced(records, INTERVAL)
-        last = snapshot.targets[name].result
-        assert last.status is Status.CRITICAL
-        assert last.reasons == (Reason.DNS_TIMEOUT,)
-        assert last.duration_seconds < 0.4
-    assert stop_took < 0.5
+    # Each target starts at its random phase offset, then once per interval; a cycle takes 0.1 s.
+    for name, offset in zip(("a", "b"), offsets(7, 2), strict=True):
+        assert 0 < offset < INTERVAL
+        assert store.times(name) == pytest.approx([offset + 0.1, offset + 0.6, offset + 1.1])
+        assert snapshot.targets[name].cycles == 3
+        assert snapshot.targets[name].result is store.of(name)[-1].result
+    assert cycles.most == {"a": 1, "b": 1}
+    assert cycles.intervals == [INTERVAL] * 6  # for probe_interval_seconds
+    assert stop_took == 0  # stopped between cycles: nothing to wait for
 
 
-def test_a_slow_cycle_delays_the_next_one_instead_of_overlapping(
-    resolver: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    active: dict[str, int] = {}
-    most: dict[str, int] = {}
-
-    async def slow_cycle(p: TargetPlan, memory: object = None, interval: float | None = None) -> TargetResult:
-        name = p.target.name
-        active[name] = active.get(name, 0) + 1
-        most[name] = max(most.get(name, 0), active[name])
-        started, start = time.time(), time.monotonic()
-        try:
-            await asyncio.sleep(0.25)  # longer than the 0.1 s interval
-        finally:
-            active[name] -= 1
-        return result(name, started=started, duration=time.monotonic() - start)
-
-    monkeypatch.setattr(scheduler_module, "run_cycle", slow_cycle)
+def test_a_slow_cycle_delays_the_next_one_instead_of_overlapping(cycles: Cycles) -> None:
+    cycles.seconds = 0.25  # longer than the 0.1 s interval
     store = RecordingStore(["a"], NOW)
-    sched = Scheduler([plan("a", resolver, interval=0.1)], store, Notifier({}), Fixed())
-    run(sched, 1.0)
-    records = store.of("a")
-    assert most == {"a": 1}
-    assert 3 <= len(records) <= 4, records
-    assert_spaced(records, 0.25)
+    sched = Scheduler([plan("a", interval=0.1)], store, Notifier({}), Fixed())
+    stop_took = run(sched, 0.9)
+    assert cycles.most == {"a": 1}
+    # Back to back: each starts when the one before ends, not 0.1 s after the one before started.
+    assert store.times("a") == pytest.approx([0.25, 0.5, 0.75])
+    assert stop_took == pytest.approx(0.1)  # the cycle started at 0.75 was let finish
 
 
-def test_apply_removes_adds_and_leaves_unchanged_targets_running(resolver: str) -> None:
+def test_apply_removes_adds_and_leaves_unchanged_targets_running(cycles: Cycles) -> None:
     store = RecordingStore(["a", "b"], NOW)
-    sched = Scheduler([plan("a", resolver, 0.3), plan("b", resolver, 0.3)], store, Notifier({}), Fixed())
-    applied: dict[str, float] = {}
+    sched = Scheduler([plan("a", 0.3), plan("b", 0.3)], store, Notifier({}), Fixed())
     seen: dict[str, Snapshot] = {}
     # Plans prepared afresh, as a reload does: equal configuration, new objects.
-    new_plans = [plan("a", resolver, 0.3), plan("c", resolver, 0.3)]
+    new_plans = [plan("a", 0.3), plan("c", 0.3)]
 
     async def reload(s: Scheduler) -> None:
         await asyncio.sleep(0.45)  # between the cycles at 0.3 and 0.6
         await s.apply(new_plans)
-        applied["at"] = time.monotonic()
         seen["after"] = store.snapshot()
 
     run(sched, 1.12, reload)
@@ -333,101 +341,87 @@ def test_apply_removes_adds_and_leaves_unchanged_targets_running(resolver: str) 
     assert after.configured == ("a", "c")
     assert "b" not in after.targets
     assert sched.targets == ("a", "c")
-    # Nothing of b is recorded after the reload; c starts at once (offset 0).
-    assert all(r.at <= applied["at"] for r in store.of("b"))
-    assert store.of("c") and store.of("c")[0].at - applied["at"] < 0.3
+    # Nothing of b is recorded after the reload; c starts at once (offset 0): cycles at 0.45, 0.75
+    # (the one at 1.05 is still running at the stop).
+    assert store.times("b") == pytest.approx([0.1, 0.4])
+    assert store.times("c") == pytest.approx([0.55, 0.85])
     final = store.snapshot()
     assert final.configured == ("a", "c") and set(final.targets) == {"a", "c"}
-    # a was not restarted: its cycles keep their spacing (a restart would start one at
-    # the reload, 0.15 s after the last) and its count keeps growing from before.
-    records = store.of("a")
-    assert_spaced(records, 0.3)
-    assert len(records) == 4  # at 0, 0.3, 0.6 and 0.9 s
+    # a was not restarted (a restart would start a cycle at the reload, 0.15 s after the last):
+    # cycles at 0, 0.3, 0.6 and 0.9 s, and its count kept growing from before.
+    assert store.times("a") == pytest.approx([0.1, 0.4, 0.7, 1.0])
     assert final.targets["a"].cycles == 4
 
 
-def test_apply_restarts_a_changed_target(resolver: str) -> None:
+def test_apply_restarts_a_changed_target(cycles: Cycles) -> None:
     store = RecordingStore(["a"], NOW)
-    sched = Scheduler([plan("a", resolver, 0.3)], store, Notifier({}), Fixed())
-    applied: list[float] = []
-    changed = [plan("a", resolver, interval=0.4)]
+    sched = Scheduler([plan("a", 0.3)], store, Notifier({}), Fixed())
+    changed = [plan("a", interval=0.4)]
 
     async def reload(s: Scheduler) -> None:
         await asyncio.sleep(0.45)
-        applied.append(time.monotonic())
         await s.apply(changed)
 
     run(sched, 1.1, reload)
-    records = store.of("a")
-    restarted = [r for r in records if r.at > applied[0]]
-    # The new loop starts at once with offset 0 and then waits 0.4 s.
-    assert len(restarted) == 2
-    assert restarted[0].at - applied[0] < 0.2
-    assert_spaced(restarted, 0.4)
+    # Every 0.3 s from 0; from the reload at 0.45 a new loop starts at once (offset 0), then
+    # waits 0.4 s: cycles at 0.45 and 0.85.
+    assert store.times("a") == pytest.approx([0.1, 0.4, 0.55, 0.95])
+    assert cycles.intervals == [0.3, 0.3, 0.4, 0.4]
 
 
-def test_watchdog_pings_and_status_reach_the_notifier(resolver: str, inbox: Inbox) -> None:
+def test_watchdog_pings_and_status_reach_the_notifier(cycles: Cycles, inbox: Inbox) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": inbox.path, "WATCHDOG_USEC": "200000"})
     store = ResultStore(["a", "b"], NOW)
-    sched = Scheduler([plan("a", resolver), plan("b", resolver)], store, notifier, random.Random(3))
-    run(sched, 0.8, inbox=inbox)
+    sched = Scheduler([plan("a"), plan("b")], store, notifier, random.Random(3))
+    first_a, first_b = offsets(3, 2)
+    assert first_a + 0.1 < first_b  # a's first result comes first
+    run(sched, 0.75, inbox=inbox)
     notifier.close()
     messages = inbox.messages
-    pings = messages.count("WATCHDOG=1")
-    assert 5 <= pings <= 10, messages  # every 0.1 s (half the watchdog period)
-    statuses = [m for m in messages if m.startswith("STATUS=")]
-    assert statuses, messages
-    # Sent only on change; the last says both are critical.
-    assert len(statuses) == len(set(statuses))
-    assert statuses[-1] == "STATUS=" + status_line(store.snapshot().targets.values(), 2)
-    assert statuses[-1].startswith("STATUS=2 targets: 2 critical (")
-    assert set(messages) <= {"WATCHDOG=1", *statuses}
+    assert messages.count("WATCHDOG=1") == 8, messages  # at 0, 0.1 … 0.7 s (half the watchdog period)
+    # Sent only on change: a's second result (critical again) sends nothing.
+    assert [m for m in messages if m != "WATCHDOG=1"] == [
+        "STATUS=2 targets: 1 critical, 1 waiting for a first cycle (a: dns_timeout)",
+        "STATUS=2 targets: 2 critical (a: dns_timeout)",
+    ]
 
 
-def test_no_watchdog_pings_without_watchdog_usec(resolver: str, inbox: Inbox) -> None:
+def test_no_watchdog_pings_without_watchdog_usec(cycles: Cycles, inbox: Inbox) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": inbox.path})
     store = ResultStore(["a"], NOW)
-    sched = Scheduler([plan("a", resolver)], store, notifier, Fixed())
+    sched = Scheduler([plan("a")], store, notifier, Fixed())
     run(sched, 0.3, inbox=inbox)
     notifier.close()
-    assert inbox.messages == ["STATUS=" + status_line(store.snapshot().targets.values(), 1)]
-    assert inbox.messages[0].endswith(" 1 critical (a: dns_timeout)")
+    assert inbox.messages == ["STATUS=1 target: 1 critical (a: dns_timeout)"]
 
 
 def test_no_watchdog_ping_while_a_cycle_is_stuck(
-    resolver: str, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+    cycles: Cycles, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def stuck_cycle(
-        p: TargetPlan, memory: object = None, interval: float | None = None
-    ) -> TargetResult:
-        await asyncio.sleep(60)
-        raise AssertionError("not reached")
-
-    monkeypatch.setattr(scheduler_module, "run_cycle", stuck_cycle)
+    cycles.seconds = 60
     monkeypatch.setattr(scheduler_module, "BACKSTOP_GRACE", 0.0)
-    monkeypatch.setattr(scheduler_module, "STUCK_AFTER", 0.1)
+    monkeypatch.setattr(scheduler_module, "STUCK_AFTER", 0.12)
     monkeypatch.setattr(scheduler_module, "STOP_GRACE", 0.2)
     notifier = Notifier({"NOTIFY_SOCKET": inbox.path, "WATCHDOG_USEC": "100000"})
-    sched = Scheduler([plan("a", resolver, interval=0.1)], ResultStore(["a"], NOW), notifier, Fixed())
-    # Stuck after deadline 0.1 + grace 0 + 0.1 = 0.2 s; pings every 0.05 s until then,
-    # none in the 0.4 s after (12 if it went on pinging).
+    sched = Scheduler([plan("a", interval=0.1)], ResultStore(["a"], NOW), notifier, Fixed())
+    # Stuck after deadline 0.1 + grace 0 + 0.12 = 0.22 s: pings every 0.05 s until then (at 0,
+    # 0.05 … 0.2), none after (12 by 0.6 s if it went on pinging).
     stop_took = run(sched, 0.6, inbox=inbox)
     notifier.close()
-    assert 2 <= inbox.messages.count("WATCHDOG=1") <= 7
-    assert stop_took < 0.2 + 0.5  # the stuck cycle gets STOP_GRACE to finish, then is cancelled
+    assert inbox.messages == ["WATCHDOG=1"] * 5
+    assert stop_took == pytest.approx(0.2)  # the stuck cycle gets STOP_GRACE to finish, then is cancelled
 
 
-def test_between_cycles_only_the_current_state_of_each_target_is_alive(resolver: str) -> None:
+def test_between_cycles_only_the_current_state_of_each_target_is_alive(cycles: Cycles) -> None:
     # The loop keeps the rotation memory across its sleep, never the previous state: that
     # would keep the previous result and its metrics text alive beside the current ones.
     store = ResultStore(["a", "b"], NOW)
-    sched = Scheduler([plan("a", resolver), plan("b", resolver)], store, Notifier({}), Fixed())
+    sched = Scheduler([plan("a"), plan("b")], store, Notifier({}), Fixed())
     alive: list[int] = []
 
     async def count_states(s: Scheduler) -> None:
-        while min((st.cycles for st in store.snapshot().targets.values()), default=0) < 2:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.05)  # both loops asleep (cycles fail within 0.2 s of 0.5)
+        await asyncio.sleep(0.65)  # both loops asleep after their second cycle (0.5 to 0.6 s)
+        assert [st.cycles for st in store.snapshot().targets.values()] == [2, 2]
         del s
         gc.collect()
         alive.append(sum(type(o) is TargetState for o in gc.get_objects()))
