@@ -153,7 +153,7 @@ async def _main(args: argparse.Namespace, lab: dict[str, Any]) -> dict[str, Any]
         await _stdlib_once(str(address), port, hostname, context)
 
     async def address_probe() -> None:
-        result = await cycle.probe_address(address, target_plan, Deadline.after(20))
+        result = await cycle.probe_address(target_plan, address, Deadline.after(20))
         if result.failures:
             raise SystemExit(f"address-probe failed: {result.failures}")
 

@@ -24,9 +24,9 @@ from probe.config.defaults import DEFAULT_EVERY, DEFAULT_STABLE_ROUNDS
 if TYPE_CHECKING:
     from probe.cli.push import Gateway
     from probe.config.models import Config
-    from probe.engine.plan import TargetPlan
     from probe.judge.baseline import Baseline
     from probe.model.results import TargetResult
+    from probe.stages.plan import TargetPlan
 
 
 def command(args: argparse.Namespace, stdout: IO[str]) -> int:

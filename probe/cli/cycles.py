@@ -19,10 +19,10 @@ from probe.cli.errors import UsageError
 
 if TYPE_CHECKING:
     from probe.config.models import Config
-    from probe.engine.plan import TargetPlan
     from probe.model.results import TargetResult
     from probe.stages import dns as dns_stage
     from probe.stages.dns import DnsPlan
+    from probe.stages.plan import TargetPlan
 
 
 async def check_once(

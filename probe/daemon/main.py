@@ -25,8 +25,9 @@ from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore
 from probe.daemon.web import WebServer, make_app
 from probe.daemon.webconfig import BasicAuth, WebConfig, describe, load_web_config, server_context
-from probe.engine.plan import TargetPlan, plan
+from probe.engine.plan import plan
 from probe.model.results import TargetResult
+from probe.stages.plan import TargetPlan
 
 log = logging.getLogger("probe.daemon")
 

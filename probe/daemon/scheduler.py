@@ -18,9 +18,10 @@ from probe._text import plural
 from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore, TargetState, state_changed
 from probe.engine.cycle import BACKSTOP_GRACE, run_cycle
-from probe.engine.plan import TargetPlan, close_plans
+from probe.engine.plan import close_plans
 from probe.model.reasons import Status
 from probe.model.results import Rotation, TargetResult
+from probe.stages.plan import TargetPlan
 
 log = logging.getLogger("probe.scheduler")
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from probe._text import shorten
 from probe.config.models import DirectBackendConfig
-from probe.engine.plan import TargetPlan
 from probe.judge import direct_backends
 from probe.judge.judgement import Gathered, Judgement, judge_cycle
 from probe.model.deadline import Deadline
@@ -40,6 +39,7 @@ from probe.stages import dns as dns_stage
 from probe.stages import http as http_stage
 from probe.stages import http_rules
 from probe.stages import tls as tls_stage
+from probe.stages.plan import TargetPlan
 
 log = logging.getLogger("probe.cycle")
 
@@ -213,8 +213,8 @@ def _judge(gathered: Gathered, plan: TargetPlan, now: float, memory: Rotation | 
 
 
 async def probe_address(
-    address: IPAddress,
     plan: TargetPlan,
+    address: IPAddress,
     deadline: Deadline,
     clock: Callable[[], float] = time.time,
     tls_check: Callable[[TlsResult], tuple[Failure, ...]] | None = None,
@@ -236,12 +236,7 @@ async def probe_address(
     """
     target = plan.target
     try:
-        if target.plain:
-            tls, connection = await tls_stage.connect_plain(address, target.port, target.timeouts, deadline)
-        else:
-            tls, connection = await tls_stage.handshake_open(
-                address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
-            )
+        tls, connection = await tls_stage.handshake_open(plan, address, deadline, clock)
     except Exception as exc:
         return _unfinished(address, target.port, _bug(exc, target.name, address), target.plain)
     if tls_check is not None and tls.version is not None:
@@ -251,16 +246,16 @@ async def probe_address(
         if connection is not None:
             connection.close()
         return AddressResult(address=address, tls=tls, attempts=(), failures=tls.failures)
-    attempts, http_bugs = await _requests(address, plan, deadline, connection, tls)
-    ocsp, ocsp_bugs = await _staple(address, plan, deadline, clock)
+    attempts, http_bugs = await _requests(plan, address, deadline, connection, tls)
+    ocsp, ocsp_bugs = await _staple(plan, address, deadline, clock)
     ocsp_failures = ocsp.failures if ocsp is not None else ()
     failures = tls.failures + ocsp_failures + http_rules.summarise(attempts, address) + ocsp_bugs + http_bugs
     return AddressResult(address=address, tls=tls, attempts=attempts, failures=failures, ocsp=ocsp)
 
 
 async def _requests(
-    address: IPAddress,
     plan: TargetPlan,
+    address: IPAddress,
     deadline: Deadline,
     connection: tls_stage.OpenConnection | None,
     tls: TlsResult,
@@ -272,10 +267,7 @@ async def _requests(
         (the TLS facts gathered so far are kept).
     """
     try:
-        async with plan.http_client().session() as client:
-            return await http_stage.request_rounds(
-                client, address, plan.target, deadline, connection, tls
-            ), ()
+        return await http_stage.request_rounds(plan, address, deadline, connection, tls), ()
     except Exception as exc:
         return (), (_bug(exc, plan.target.name, address),)
     finally:
@@ -284,7 +276,7 @@ async def _requests(
 
 
 async def _staple(
-    address: IPAddress, plan: TargetPlan, deadline: Deadline, clock: Callable[[], float]
+    plan: TargetPlan, address: IPAddress, deadline: Deadline, clock: Callable[[], float]
 ) -> tuple[OcspResult | None, tuple[Failure, ...]]:
     """The stapled OCSP response with ``ocsp: staple``: ``(result or None, bugs)``.
 
@@ -296,13 +288,10 @@ async def _staple(
         return None, ()
     from probe.stages import ocsp as ocsp_stage
 
-    target = plan.target
     try:
-        result = await ocsp_stage.staple(
-            address, target.port, target.hostname, plan.ocsp, target.timeouts, deadline, clock
-        )
+        result = await ocsp_stage.staple(plan, address, deadline, clock)
     except Exception as exc:  # the TLS facts gathered so far are kept
-        return None, (_bug(exc, target.name, address),)
+        return None, (_bug(exc, plan.target.name, address),)
     return result, ()
 
 
@@ -341,8 +330,8 @@ async def check_direct(
     address_result = None
     if dns_result.probe_addresses:
         address_result = await probe_address(
-            dns_result.probe_addresses[0],
             hop,
+            dns_result.probe_addresses[0],
             deadline,
             clock,
             tls_check=lambda tls: direct_backends.pin_findings(tls, backend),
@@ -376,7 +365,7 @@ async def _probe_into(
     clock: Callable[[], float],
 ) -> None:
     async with slots:
-        done[address] = await probe_address(address, plan, deadline, clock)
+        done[address] = await probe_address(plan, address, deadline, clock)
 
 
 def _unfinished(address: IPAddress, port: int, why: Failure, plain: bool = False) -> AddressResult:

@@ -1,17 +1,16 @@
 """Targets prepared once per config load: resolvers, SSL contexts, HTTP clients and facts.
 
-:func:`plan` turns a :class:`~probe.config.models.Config` into one :class:`TargetPlan` per
-target. Everything a cycle would otherwise rebuild is made here once: the SSL contexts
-(loading a trust store costs tens of milliseconds), the HTTP clients (shared by targets with
-equal client settings), and the target's :class:`~probe.model.facts.TargetFacts` that every
-result of the target refers to.
+:func:`plan` turns a :class:`~probe.config.models.Config` into one
+:class:`~probe.stages.plan.TargetPlan` per target. Everything a cycle would otherwise rebuild
+is made here once: the SSL contexts (loading a trust store costs tens of milliseconds), the
+HTTP clients (shared by targets with equal client settings), and the target's
+:class:`~probe.model.facts.TargetFacts` that every result of the target refers to.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from probe.model.reasons import Platform
 from probe.stages import dns as dns_stage
 from probe.stages import http as http_stage
 from probe.stages import tls as tls_stage
+from probe.stages.plan import TargetPlan
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
@@ -32,38 +32,6 @@ ContextsKey = tuple[Path | None, str, bool, str]
 
 #: The contexts of a plain ``http://`` target: no handshake, so no trust store is loaded.
 _PLAIN_CONTEXTS: ContextsKey = (None, "1.2", True, "1.1")
-
-
-@dataclass(frozen=True, slots=True)
-class TargetPlan:
-    """What a cycle needs besides the config, prepared once per config load.
-
-    Attributes:
-        target: the target's configuration.
-        facts: what the target is, as its results refer to it (:func:`facts_of`).
-        resolvers: ``(ip, port)`` pairs to ask, in order.
-        contexts: SSL contexts, shared by targets with the same trust configuration.
-        ocsp: the pyOpenSSL context of the stapling handshake, ``None`` unless ``ocsp: staple``.
-        http: the target's httpx client, kept across cycles (built from ``contexts.http``
-            when not given) and shared by the plan's targets with equal client settings
-            (:func:`client_key`); :func:`close_plans` closes it.
-        direct: one plan per entry of ``direct_backends``, in order: the settings of
-            :meth:`TargetConfig.direct_target` with their own contexts and client.
-    """
-
-    target: TargetConfig
-    facts: TargetFacts
-    resolvers: tuple[tuple[str, int], ...]
-    contexts: tls_stage.TlsContexts
-    ocsp: SSL.Context | None = None
-    http: http_stage.TargetClient | None = None
-    direct: tuple[TargetPlan, ...] = ()
-
-    def http_client(self) -> http_stage.TargetClient:
-        """The target's HTTP client (a new one for a plan built without)."""
-        return (
-            self.http if self.http is not None else http_stage.TargetClient(self.target, self.contexts.http)
-        )
 
 
 def facts_of(target: TargetConfig) -> TargetFacts:

@@ -25,7 +25,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
 import httpx
@@ -60,6 +60,9 @@ from probe.stages.http_rules import (
     timeout_failure,
 )
 from probe.stages.tls import OpenConnection, classify_tls_error
+
+if TYPE_CHECKING:
+    from probe.stages.plan import TargetPlan
 
 USER_AGENT = f"probe/{__version__}"
 # httpcore names its trace events http11.* or http2.*; probe reads them as http.*.
@@ -223,19 +226,18 @@ def request_headers(target: TargetConfig) -> dict[str, str]:
 
 
 async def request_rounds(
-    client: httpx.AsyncClient,
+    plan: TargetPlan,
     address: IPAddress,
-    target: TargetConfig,
     deadline: Deadline,
     connection: OpenConnection | None = None,
     tls: TlsResult | None = None,
 ) -> tuple[HttpAttempt, ...]:
-    """Send ``target.requests_per_address`` GET requests to ``address``, one after another.
+    """The HTTP stage at one address: ``requests_per_address`` GET requests, one after another.
 
     Args:
-        client: from :func:`build_client` (or :meth:`TargetClient.session`).
+        plan: the target's plan: URL path, headers, judgement rules, timeouts and its HTTP
+            client (:meth:`~probe.stages.plan.TargetPlan.http_client`).
         address: the address to send to.
-        target: URL path, headers, judgement rules and timeouts.
         deadline: the cycle's deadline; requests not started by then are not sent.
         connection: the TLS stage's verified connection to ``address``, for the first
             request (closed once that request is done; the caller closes it when
@@ -248,6 +250,18 @@ async def request_rounds(
     Returns:
         One attempt per request sent; faults are findings inside each attempt.
     """
+    async with plan.http_client().session() as client:
+        return await _rounds(client, address, plan.target, deadline, connection, tls)
+
+
+async def _rounds(
+    client: httpx.AsyncClient,
+    address: IPAddress,
+    target: TargetConfig,
+    deadline: Deadline,
+    connection: OpenConnection | None,
+    tls: TlsResult | None,
+) -> tuple[HttpAttempt, ...]:
     url = request_url(address, target)
     headers = request_headers(target)
     attempts = []

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -48,6 +48,9 @@ from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import Failure, IPAddress, OcspResult
 from probe.stages.certs import describe_age, format_time
+
+if TYPE_CHECKING:
+    from probe.stages.plan import TargetPlan
 
 #: Leeway for thisUpdate and nextUpdate (seconds): OpenSSL's ``MAX_VALIDITY_PERIOD`` that
 #: ``openssl ocsp`` and ``s_client -status`` pass to ``OCSP_check_validity``.
@@ -102,29 +105,44 @@ def build_context(ca_file: Path | None, min_tls_version: str) -> SSL.Context:
 
 
 async def staple(
+    plan: TargetPlan,
     address: IPAddress,
-    port: int,
-    hostname: str,
-    context: SSL.Context,
-    timeouts: Timeouts,
     deadline: Deadline,
     clock: Callable[[], float] = time.time,
 ) -> OcspResult:
     """Handshake once more with ``status_request`` and judge the stapled OCSP response.
 
     Args:
+        plan: the target's plan: its port, hostname (the SNI), ``timeouts.connect`` and
+            ``timeouts.tls`` (seconds) and the stapling context (``plan.ocsp``, from
+            :func:`build_context`; the plan of a target with ``ocsp: staple``).
         address: the address to connect to.
-        port: the TCP port.
-        hostname: the SNI.
-        context: from :func:`build_context`.
-        timeouts: ``connect`` bounds the TCP connect, ``tls`` the handshake (seconds).
-        deadline: the cycle's deadline; both are clipped to it.
+        deadline: the cycle's deadline; both timeouts are clipped to it.
         clock: Unix time, for judging the response's dates.
 
     Returns:
         The result; a failed connect or handshake is an ``error`` fact (the TLS stage
         reports the address's handshake faults), never an exception.
+
+    Raises:
+        ValueError: the plan has no stapling context (a bug in the caller).
     """
+    if plan.ocsp is None:
+        raise ValueError(f"target {plan.target.name!r} does not staple (ocsp: off)")
+    return await _staple(
+        address, plan.target.port, plan.target.hostname, plan.ocsp, plan.target.timeouts, deadline, clock
+    )
+
+
+async def _staple(
+    address: IPAddress,
+    port: int,
+    hostname: str,
+    context: SSL.Context,
+    timeouts: Timeouts,
+    deadline: Deadline,
+    clock: Callable[[], float],
+) -> OcspResult:
     start = time.monotonic()
     limit = deadline.clip(timeouts.connect)
     try:

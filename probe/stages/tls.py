@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from probe._text import openssl_words, unreadable
 from probe.config.models import Timeouts
@@ -31,6 +31,9 @@ from probe.model.reasons import Reason
 from probe.model.results import CertInfo, Failure, IPAddress, TlsResult
 from probe.stages import _sockets as netio
 from probe.stages.certs import FactsCache, cert_info, classify_verify_error, explain_unparsed
+
+if TYPE_CHECKING:
+    from probe.stages.plan import TargetPlan
 
 _VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -223,49 +226,65 @@ class OpenConnection(NamedTuple):
 
 
 async def handshake(
+    plan: TargetPlan,
     address: IPAddress,
-    port: int,
-    hostname: str,
-    contexts: TlsContexts,
-    timeouts: Timeouts,
     deadline: Deadline,
     clock: Callable[[], float] = time.time,
 ) -> TlsResult:
-    """Connect to ``address``:``port`` and complete a TLS handshake with SNI ``hostname``.
+    """Connect to ``address`` and complete a TLS handshake with SNI = the target's hostname.
 
-    Args:
-        address: the address to connect to.
-        port: the TCP port.
-        hostname: the SNI and the name the certificate must be valid for.
-        contexts: the target's contexts.
-        timeouts: ``connect`` bounds the TCP connect, ``tls`` the handshake (seconds).
-        deadline: the cycle's deadline; both are clipped to it.
-        clock: Unix time, for judging certificate dates in messages.
+    As :func:`handshake_open`, with the connection closed at once.
 
     Returns:
         The TLS result; TCP, TLS and certificate faults are findings in ``failures``.
     """
-    result, connection = await handshake_open(address, port, hostname, contexts, timeouts, deadline, clock)
+    result, connection = await handshake_open(plan, address, deadline, clock)
     if connection is not None:
         connection.close()
     return result
 
 
 async def handshake_open(
+    plan: TargetPlan,
+    address: IPAddress,
+    deadline: Deadline,
+    clock: Callable[[], float] = time.time,
+) -> tuple[TlsResult, OpenConnection | None]:
+    """The TLS stage at one address; the connection is left open when it can carry HTTP.
+
+    Connects to ``address`` on the target's port and completes a handshake with SNI = the
+    target's hostname, verified by OpenSSL with the plan's contexts. An ``http://`` target
+    has no handshake: the TCP connect only (:func:`connect_plain`).
+
+    Args:
+        plan: the target's plan (port, hostname, ``timeouts.connect`` and ``timeouts.tls``
+            in seconds, the SSL contexts).
+        address: the address to connect to.
+        deadline: the cycle's deadline; both timeouts are clipped to it.
+        clock: Unix time, for judging certificate dates in messages.
+
+    Returns:
+        The TLS result and, when the handshake completed (or the plain connect), the open
+        connection (the caller closes it); ``None`` after any failure to connect or to shake
+        hands. Faults are findings in the result, never exceptions.
+    """
+    target = plan.target
+    if target.plain:
+        return await connect_plain(address, target.port, target.timeouts, deadline)
+    return await _handshake_open(
+        address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
+    )
+
+
+async def _handshake_open(
     address: IPAddress,
     port: int,
     hostname: str,
     contexts: TlsContexts,
     timeouts: Timeouts,
     deadline: Deadline,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float],
 ) -> tuple[TlsResult, OpenConnection | None]:
-    """As :func:`handshake`, and leave the connection open when the handshake completed.
-
-    Returns:
-        The TLS result and, when the handshake completed, the open connection (the
-        caller closes it); ``None`` after any failure to connect or to shake hands.
-    """
     connected = await _connect(address, port, timeouts.connect, deadline)
     if isinstance(connected, Failure):
         return _result(address, port, failures=(connected,)), None
@@ -351,7 +370,7 @@ async def connect_plain(
 ) -> tuple[TlsResult, OpenConnection | None]:
     """TCP connect only, for an ``http://`` target: the connection is left open for HTTP.
 
-    The same connect as :func:`handshake_open` (``tcp_refused``, ``tcp_timeout``,
+    The same connect as the handshake's (``tcp_refused``, ``tcp_timeout``,
     ``tcp_error``), without a handshake. The result has ``plain`` set and no TLS facts.
 
     Args:

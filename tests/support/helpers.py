@@ -12,8 +12,9 @@ from typing import Any
 from probe.config.load import build_config
 from probe.config.models import TargetConfig
 from probe.engine.cycle import run_cycle
-from probe.engine.plan import TargetPlan, plan
+from probe.engine.plan import plan
 from probe.model.results import TargetResult
+from probe.stages.plan import TargetPlan
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 5}

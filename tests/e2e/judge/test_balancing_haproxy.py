@@ -26,11 +26,12 @@ from typing import Any
 import pytest
 
 from probe.engine.cycle import run_cycle
-from probe.engine.plan import TargetPlan, close_plans
+from probe.engine.plan import close_plans
 from probe.judge.balancing import needed
 from probe.lab import Backend, Lab
 from probe.model.reasons import Status
 from probe.model.results import TargetResult
+from probe.stages.plan import TargetPlan
 from tests.e2e._procs import Process, accepts, haproxy_head, start_server
 from tests.e2e.conftest import ALB_NAME, HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
 from tests.support.helpers import make_plan, reasons

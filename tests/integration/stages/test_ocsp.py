@@ -25,13 +25,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from probe.config.models import Timeouts
 from probe.lab import Pki
 from probe.lab.pki import Issued, issue
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason, Status
 from probe.stages import ocsp as ocsp_stage
-from tests.support.helpers import make_plan, probe_cli, reasons, run
+from tests.support.helpers import FAST, make_plan, probe_cli, reasons, run
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")
@@ -335,19 +334,14 @@ def test_stapling_handshake_is_bounded_by_the_tls_timeout(new_ip: Any, ca_file: 
     address = new_ip()
     listener = socket.create_server((address, 8443))
     try:
-        plan = make_plan(url="https://silent.corp.example:8443/", ca_file=str(ca_file), ocsp="staple")
-        assert plan.ocsp is not None
-        start = time.monotonic()
-        result = asyncio.run(
-            ocsp_stage.staple(
-                ipaddress.ip_address(address),
-                8443,
-                "silent.corp.example",
-                plan.ocsp,
-                Timeouts(tls=0.3),
-                Deadline.after(5),
-            )
+        plan = make_plan(
+            url="https://silent.corp.example:8443/",
+            ca_file=str(ca_file),
+            ocsp="staple",
+            timeouts={**FAST, "tls": 0.3},
         )
+        start = time.monotonic()
+        result = asyncio.run(ocsp_stage.staple(plan, ipaddress.ip_address(address), Deadline.after(5)))
         elapsed = time.monotonic() - start
     finally:
         listener.close()

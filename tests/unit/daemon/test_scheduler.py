@@ -17,9 +17,9 @@ from probe.daemon import scheduler as scheduler_module
 from probe.daemon.scheduler import Scheduler, status_line
 from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore, Snapshot, TargetState, accumulate
-from probe.engine.plan import TargetPlan
 from probe.model.reasons import Reason
 from probe.model.results import Failure, TargetResult
+from probe.stages.plan import TargetPlan
 from tests.support import virtual_time
 from tests.support.builders import NOW, dns_result, target_result
 from tests.support.helpers import make_plan
