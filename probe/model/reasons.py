@@ -2,7 +2,7 @@
 
 Reason codes are stable: they appear in the JSON report, in metric labels and in logs.
 Adding one means a member here, an entry in ``_REASON_TABLE``, a test that produces it
-and a row in the README's reason-code table.
+and a row in the reason-code table of docs/reason-codes.md.
 """
 
 from __future__ import annotations
