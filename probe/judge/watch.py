@@ -1,11 +1,12 @@
 """Watching a change land: successive check rounds become changes of state and a summary.
 
 ``probe check --watch`` runs the check again and again; this module turns the results of
-those rounds into what a person watching wants to read: one :class:`Change` each time the
-state of an address (or of the target level) changes, a one-line status for a terminal,
-and a :class:`Summary` at the end. It is pure: it never probes, never reads a clock (every
-time comes from the results or is passed in) and never writes; ``probe.cli.watch`` runs
-the loop and prints what this module renders.
+those rounds into what a person watching wants to know: one :class:`Change` each time the
+state of an address (or of the target level) changes, the latest state of each (for the
+status line), and a :class:`Summary` at the end. It is pure: it never probes, never reads
+a clock (every time comes from the results or is passed in) and never writes;
+``probe.report.watch`` renders the changes and the summary, and ``probe.cli.watch`` runs
+the loop and prints them.
 
 The *state* of an address is its verdict (``ok``, ``warning``, ``critical``) together
 with the distinct reason codes of its findings, so that ``critical`` for ``tcp_refused``
@@ -19,23 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
-from typing import Any
 
 from probe.config.defaults import UNTIL_CHOICES
-from probe.model.reasons import ExitCode, Reason, Status
+from probe.model.reasons import ExitCode, Platform, Reason, Status
 from probe.model.results import Failure, IPAddress, TargetResult
-from probe.report.hints import failure_hint
-
-#: Version of the JSON lines of ``probe check --watch --json``; fields are only added within it.
-WATCH_SCHEMA_VERSION = 1
 
 #: Why a watch ended, as the summary's ``ended_by`` says it.
 ENDED_BY = ("ok", "stable", "max_time", "interrupted")
-
-TARGET_LEVEL = "(target)"
-
-_COLOURS = {Status.OK: "32", Status.WARNING: "33", Status.CRITICAL: "31"}
 
 #: ``(target name, address)``; the address is ``None`` for the target level.
 Key = tuple[str, IPAddress | None]
@@ -74,8 +65,11 @@ class Change:
         old: the state before; ``None`` when this is the first round (nothing was known).
         new: the state now.
         failures: the findings behind ``new`` (empty when ok or absent).
-        hints: the hint of each of ``failures`` (same order; ``None`` where a reason has
-            none), in the words of the target's ``platform`` (see ``probe.report.hints``).
+        platform: the target's ``platform``, whose words the findings' hints use when
+            rendered (``probe.report.hints``).
+        status_codes: for each of ``failures`` (same order), the status codes of the
+            responses it is about, for its hint: for ``http_status`` those of the requests
+            to its address that got an unaccepted status, in order; empty for other reasons.
     """
 
     timestamp: float
@@ -85,7 +79,8 @@ class Change:
     old: State | None
     new: State
     failures: tuple[Failure, ...] = ()
-    hints: tuple[str | None, ...] = ()
+    platform: Platform = Platform.GENERIC
+    status_codes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def added(self) -> tuple[Reason, ...]:
@@ -211,22 +206,25 @@ class Watch:
         """
         self.rounds += 1
         number = self.rounds
-        seen: dict[Key, tuple[State, tuple[Failure, ...], float, tuple[str | None, ...]]] = {}
+        seen: dict[Key, tuple[State, tuple[Failure, ...], float, Platform, tuple[tuple[int, ...], ...]]] = {}
         for result in results:
             ended = result.started_timestamp + result.duration_seconds
             for key, (state, failures) in _states(result).items():
-                seen[key] = (state, failures, ended, tuple(failure_hint(result, f) for f in failures))
+                codes = tuple(_status_codes(result, f) for f in failures)
+                seen[key] = (state, failures, ended, result.target.platform, codes)
         ends = {r.target.name: r.started_timestamp + r.duration_seconds for r in results}
         round_end = max(ends.values(), default=self.started_timestamp)
         changes: list[Change] = []
-        for key, (state, failures, ended, hints) in seen.items():
+        for key, (state, failures, ended, platform, codes) in seen.items():
             entity = self._entities.get(key)
             if entity is None:
                 old = None if number == 1 else ABSENT
                 self._entities[key] = entity = _Entity(state)
-                changes.append(Change(ended, number, key[0], key[1], old, state, failures, hints))
+                changes.append(Change(ended, number, key[0], key[1], old, state, failures, platform, codes))
             elif entity.state != state:
-                changes.append(Change(ended, number, key[0], key[1], entity.state, state, failures, hints))
+                changes.append(
+                    Change(ended, number, key[0], key[1], entity.state, state, failures, platform, codes)
+                )
                 entity.state = state
                 entity.flips += 1
             if state.status is not None:
@@ -320,188 +318,14 @@ def _reasons(failures: Iterable[Failure]) -> tuple[Reason, ...]:
     return tuple(dict.fromkeys(f.reason for f in failures))
 
 
-# --------------------------------------------------------------------------- rendering
-
-
-def where(target: str, address: IPAddress | None) -> str:
-    """``"www 10.0.2.31"``, or ``"www (target)"`` for the target level."""
-    return f"{target} {address if address is not None else TARGET_LEVEL}"
-
-
-def _paint(status: Status | None, text: str, color: bool) -> str:
-    if not color or status is None:
-        return text
-    return f"\033[{_COLOURS[status]}m{text}\033[0m"
-
-
-def why(change: Change) -> str:
-    """The reason part of a change line, without parentheses; empty when there is nothing to say.
-
-    New reason codes first, then ``X cleared`` for those gone: ``"tcp_timeout cleared"``,
-    ``"cert_hostname_mismatch; tcp_refused cleared"``; ``"not probed this round"`` for an
-    address that became absent, ``"in the DNS answer"`` for an ok one that was absent.
-    """
-    if change.new.status is None:
-        return "not probed this round"
-    parts = [", ".join(change.added)] if change.added else []
-    if change.cleared:
-        parts.append(", ".join(change.cleared) + " cleared")
-    if change.old is not None and change.old.status is None and not parts:
-        parts.append("in the DNS answer")
-    return "; ".join(parts)
-
-
-def change_text(change: Change, tz: tzinfo | None = None, *, color: bool = False) -> str:
-    """One line for a change: ``09:41:07 www 10.0.2.31 critical→ok (tcp_timeout cleared)``.
-
-    The first state seen reads ``09:41:00 www 10.0.2.31 critical (tcp_refused)``.
-
-    Args:
-        change: the change.
-        tz: the time zone of the clock time; ``None`` for this machine's local time.
-        color: colour the new state (ANSI, for a terminal).
-    """
-    clock = datetime.fromtimestamp(change.timestamp, tz).strftime("%H:%M:%S")
-    new = _paint(change.new.status, change.new.word, color)
-    states = new if change.old is None else f"{change.old.word}→{new}"
-    reason = why(change)
-    return f"{clock} {where(change.target, change.address)} {states}" + (f" ({reason})" if reason else "")
-
-
-def change_json(change: Change) -> dict[str, Any]:
-    """One JSON line of ``--watch --json`` for a change (see the README for the schema)."""
-    return {
-        "type": "change",
-        "schema_version": WATCH_SCHEMA_VERSION,
-        "timestamp": round(change.timestamp, 3),
-        "round": change.round,
-        "target": change.target,
-        "address": str(change.address) if change.address is not None else None,
-        "old": change.old.word if change.old is not None else None,
-        "new": change.new.word,
-        "reasons": list(change.new.reasons),
-        "added": list(change.added),
-        "cleared": list(change.cleared),
-        "failures": [
-            {
-                "reason": f.reason.value,
-                "severity": f.severity.value,
-                "detail": f.detail,
-                "hint": change.hints[i] if i < len(change.hints) else None,
-            }
-            for i, f in enumerate(change.failures)
-        ],
-    }
-
-
-def _seconds(value: float) -> str:
-    if value < 10:
-        return f"{value:.2f} s"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(round(value), 60)
-    return f"{minutes} min {seconds} s"
-
-
-def status_line(watch: Watch, now: float, width: int, *, probing: bool = False) -> str:
-    """The status line refreshed in place on a terminal, at most ``width - 1`` characters.
-
-    ``round 7 · www 127.0.10.1 ok, 127.0.10.2 critical, (target) ok · last change 12 s ago``
-
-    Args:
-        watch: the watch.
-        now: Unix time, for the time since the last change.
-        width: the terminal's width in characters.
-        probing: a round is under way (its number is shown with ``…``).
-    """
-    head = f"round {watch.rounds + 1}…" if probing else f"round {watch.rounds}"
-    parts = [head]
-    per_target: dict[str, list[str]] = {}
-    for (target, address), state in watch.current():
-        label = str(address) if address is not None else TARGET_LEVEL
-        per_target.setdefault(target, []).append(f"{label} {state.word}")
-    parts.extend(f"{target} {', '.join(items)}" for target, items in per_target.items())
-    since = (
-        watch.last_change_timestamp if watch.last_change_timestamp is not None else watch.started_timestamp
+def _status_codes(result: TargetResult, failure: Failure) -> tuple[int, ...]:
+    """For ``http_status``, the status codes of the requests to its address that got an unaccepted one."""
+    if failure.reason is not Reason.HTTP_STATUS:
+        return ()
+    return tuple(
+        attempt.status_code
+        for address in result.addresses
+        if address.address == failure.address
+        for attempt in address.attempts
+        if attempt.status_code is not None and any(f.reason is Reason.HTTP_STATUS for f in attempt.failures)
     )
-    label = "last change" if watch.last_change_timestamp is not None else "no change in"
-    age = _seconds(max(0.0, now - since))
-    parts.append(f"{label} {age} ago" if watch.last_change_timestamp is not None else f"{label} {age}")
-    line = " · ".join(parts)
-    limit = max(width - 1, 10)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-_ENDED_WORDS = {
-    "ok": "ended at the first all-ok round (--until ok)",
-    "max_time": "ended at --max-time",
-    "interrupted": "interrupted",
-}
-
-
-def summary_text(summary: Summary, *, color: bool = False) -> str:
-    """The summary printed when a watch ends, several lines ending in a newline.
-
-    ::
-
-        watch: 7 rounds in 14.2 s, ended at the first all-ok round (--until ok)
-          first ok     after 9.8 s (round 5)
-          worst seen   critical
-          final        ok (exit 0)
-          www 127.0.10.1   0 flips  worst ok        now ok
-          www 127.0.10.2   1 flip   worst critical  now ok
-    """
-    ended = _ENDED_WORDS.get(summary.ended_by) or (
-        f"ended after {summary.stable_rounds} identical rounds (--until stable)"
-    )
-    rounds = "1 round" if summary.rounds == 1 else f"{summary.rounds} rounds"
-    lines = [f"watch: {rounds} in {_seconds(summary.duration_seconds)}, {ended}"]
-    if summary.first_ok_seconds is not None:
-        lines.append(
-            f"  first ok     after {_seconds(summary.first_ok_seconds)} (round {summary.first_ok_round})"
-        )
-    else:
-        lines.append("  first ok     never")
-    worst = summary.worst.value if summary.worst else "none (no round completed)"
-    lines.append(f"  worst seen   {_paint(summary.worst, worst, color)}")
-    final = summary.status.value if summary.status else "unknown"
-    lines.append(f"  final        {_paint(summary.status, final, color)} (exit {int(summary.exit_code)})")
-    names = [where(e.target, e.address) for e in summary.entities]
-    column = max((len(n) for n in names), default=0)
-    for name, entity in zip(names, summary.entities, strict=True):
-        flips = f"{entity.flips} flip" + ("" if entity.flips == 1 else "s")
-        worst_word = entity.worst.value if entity.worst else "-"
-        lines.append(f"  {name:<{column}}  {flips:<8} worst {worst_word:<8}  now {entity.state.word}")
-    return "\n".join(lines) + "\n"
-
-
-def summary_json(summary: Summary) -> dict[str, Any]:
-    """The last JSON line of ``--watch --json`` (see the README for the schema)."""
-    return {
-        "type": "summary",
-        "schema_version": WATCH_SCHEMA_VERSION,
-        "started_timestamp": round(summary.started_timestamp, 3),
-        "ended_timestamp": round(summary.ended_timestamp, 3),
-        "duration_seconds": round(summary.duration_seconds, 3),
-        "rounds": summary.rounds,
-        "ended_by": summary.ended_by,
-        "first_ok_seconds": None if summary.first_ok_seconds is None else round(summary.first_ok_seconds, 3),
-        "first_ok_round": summary.first_ok_round,
-        "worst": summary.worst.value if summary.worst else None,
-        "status": summary.status.value if summary.status else None,
-        "exit_code": int(summary.exit_code),
-        "last_change_timestamp": (
-            None if summary.last_change_timestamp is None else round(summary.last_change_timestamp, 3)
-        ),
-        "addresses": [
-            {
-                "target": e.target,
-                "address": str(e.address) if e.address is not None else None,
-                "flips": e.flips,
-                "worst": e.worst.value if e.worst else None,
-                "state": e.state.word,
-                "reasons": list(e.state.reasons),
-            }
-            for e in summary.entities
-        ],
-    }
