@@ -161,9 +161,54 @@ class Summary:
 
 @dataclass
 class _Entity:
+    """What the watch knows of one address or target level (see :class:`EntityTally`)."""
+
     state: State
     flips: int = 0
     worst: Status | None = None
+
+    def flip(self, state: State) -> None:
+        """Its state changed after the round that first saw it."""
+        self.state = state
+        self.flips += 1
+
+    def saw(self, status: Status | None) -> None:
+        """Count ``status`` into the worst seen (``None``: not probed, nothing to count)."""
+        if status is not None:
+            self.worst = _worse(self.worst, status)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """An address or the target level as one round saw it (see :class:`Change`).
+
+    Attributes:
+        state: its state.
+        failures: the findings behind ``state``.
+        ended: when the cycle of its target ended, Unix time.
+        platform: the target's platform.
+        status_codes: per finding, the status codes its hint needs.
+    """
+
+    state: State
+    failures: tuple[Failure, ...]
+    ended: float
+    platform: Platform
+    status_codes: tuple[tuple[int, ...], ...]
+
+    def change(self, number: int, key: Key, old: State | None) -> Change:
+        """The change from ``old`` to this state, seen in round ``number``."""
+        return Change(
+            self.ended,
+            number,
+            key[0],
+            key[1],
+            old,
+            self.state,
+            self.failures,
+            self.platform,
+            self.status_codes,
+        )
 
 
 @dataclass
@@ -205,49 +250,61 @@ class Watch:
         ``absent``; one that appears for the first time comes from ``absent``.
         """
         self.rounds += 1
-        number = self.rounds
-        seen: dict[Key, tuple[State, tuple[Failure, ...], float, Platform, tuple[tuple[int, ...], ...]]] = {}
-        for result in results:
-            ended = result.started_timestamp + result.duration_seconds
-            for key, (state, failures) in _states(result).items():
-                codes = tuple(_status_codes(result, f) for f in failures)
-                seen[key] = (state, failures, ended, result.target.platform, codes)
-        ends = {r.target.name: r.started_timestamp + r.duration_seconds for r in results}
+        seen = {key: now for result in results for key, now in _seen(result).items()}
+        ends = {r.target.name: _ended(r) for r in results}
         round_end = max(ends.values(), default=self.started_timestamp)
-        changes: list[Change] = []
-        for key, (state, failures, ended, platform, codes) in seen.items():
-            entity = self._entities.get(key)
-            if entity is None:
-                old = None if number == 1 else ABSENT
-                self._entities[key] = entity = _Entity(state)
-                changes.append(Change(ended, number, key[0], key[1], old, state, failures, platform, codes))
-            elif entity.state != state:
-                changes.append(
-                    Change(ended, number, key[0], key[1], entity.state, state, failures, platform, codes)
-                )
-                entity.state = state
-                entity.flips += 1
-            if state.status is not None:
-                entity.worst = (
-                    state.status if entity.worst is None else Status.worst((entity.worst, state.status))
-                )
+        changes = self._present(seen)
+        changes.extend(self._absent(seen, ends, round_end))
+        self._count_round(Status.worst(r.status for r in results), round_end, changes)
+        return tuple(changes)
+
+    def _present(self, seen: dict[Key, _Seen]) -> list[Change]:
+        """The changes of the addresses and target levels in this round's results."""
+        changes = []
+        for key, now in seen.items():
+            change = self._update(key, now)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def _update(self, key: Key, now: _Seen) -> Change | None:
+        """Fold in one address or target level as this round saw it; its change, if any."""
+        entity = self._entities.get(key)
+        change = None
+        if entity is None:
+            self._entities[key] = entity = _Entity(now.state)
+            change = now.change(self.rounds, key, None if self.rounds == 1 else ABSENT)
+        elif entity.state != now.state:
+            change = now.change(self.rounds, key, entity.state)
+            entity.flip(now.state)
+        entity.saw(now.state.status)
+        return change
+
+    def _absent(self, seen: dict[Key, _Seen], ends: dict[str, float], round_end: float) -> list[Change]:
+        """The changes of those known before and not in this round's results: they become absent.
+
+        A change's time is the end of its target's cycle, or of the round when the target
+        has no result in it.
+        """
+        changes = []
         for key, entity in self._entities.items():
             if key not in seen and entity.state != ABSENT:
                 ended = ends.get(key[0], round_end)
-                changes.append(Change(ended, number, key[0], key[1], entity.state, ABSENT))
-                entity.state = ABSENT
-                entity.flips += 1
-        status = Status.worst(r.status for r in results)
+                changes.append(Change(ended, self.rounds, key[0], key[1], entity.state, ABSENT))
+                entity.flip(ABSENT)
+        return changes
+
+    def _count_round(self, status: Status, round_end: float, changes: Sequence[Change]) -> None:
+        """Count the round's verdict, its first all-ok, its last change and identical rounds in a row."""
         self.status = status
-        self.worst = status if self.worst is None else Status.worst((self.worst, status))
+        self.worst = _worse(self.worst, status)
         if status is Status.OK and self.first_ok_seconds is None:
             self.first_ok_seconds = max(0.0, round_end - self.started_timestamp)
-            self.first_ok_round = number
+            self.first_ok_round = self.rounds
         later = [c for c in changes if c.old is not None]
         if later:
             self.last_change_timestamp = max(c.timestamp for c in later)
-        self.identical_rounds = 1 if later or number == 1 else self.identical_rounds + 1
-        return tuple(changes)
+        self.identical_rounds = 1 if later or self.rounds == 1 else self.identical_rounds + 1
 
     @property
     def until_met(self) -> bool:
@@ -295,6 +352,27 @@ class Watch:
                 for key, entity in self._entities.items()
             ),
         )
+
+
+def _worse(worst: Status | None, status: Status) -> Status:
+    """The worse of the two; ``status`` when nothing was seen before."""
+    return status if worst is None else Status.worst((worst, status))
+
+
+def _ended(result: TargetResult) -> float:
+    """When the result's cycle ended, Unix time."""
+    return result.started_timestamp + result.duration_seconds
+
+
+def _seen(result: TargetResult) -> dict[Key, _Seen]:
+    """The target level and every probed address of one result, as the round saw them."""
+    ended = _ended(result)
+    return {
+        key: _Seen(
+            state, failures, ended, result.target.platform, tuple(_status_codes(result, f) for f in failures)
+        )
+        for key, (state, failures) in _states(result).items()
+    }
 
 
 def _states(result: TargetResult) -> dict[Key, tuple[State, tuple[Failure, ...]]]:
