@@ -239,62 +239,37 @@ def _correlated(check: DirectBackendResult, missing: str | None, view: _Balancer
             (:meth:`_BalancerView.missing`), ``None`` when it is not, or the view cannot tell.
         view: the load balancer's view of the cycle.
     """
-    cause = check.first_critical
-    if missing is not None:
-        return _not_in_rotation(check, missing) if cause is None else _down(check, cause, missing)
-    if cause is None:
+    cause, where = check.first_critical, _where(check)
+    if missing is not None and cause is None:
+        reason = Reason.BACKEND_NOT_IN_ROTATION
+        detail = (
+            f"{check.name} answers directly ({_answer(check)}{where}) but {missing}: the load "
+            "balancer does not send to it: check its registration, the health check path, "
+            "and the security group from the load balancer to the target"
+        )
+    elif missing is not None and cause is not None:
+        reason = Reason.BACKEND_DOWN
+        detail = (
+            f"{check.name} does not answer directly either ({cause.reason.value}{where}: "
+            f"{shorten(cause.detail)}) and {missing}: the instance or its service is down"
+        )
+    elif cause is None:
         return None
-    through = _through(check.name, view)
-    if cause.reason in _UNREACHED:
-        return _blocked(check, cause, through)
-    return _direct_failed(check, cause, through)
-
-
-def _not_in_rotation(check: DirectBackendResult, missing: str) -> Failure:
-    """``backend_not_in_rotation``: missing behind the load balancer, answering directly."""
-    return Failure(
-        Reason.BACKEND_NOT_IN_ROTATION,
-        f"{check.name} answers directly ({_answer(check)}{_where(check)}) but {missing}: the load "
-        "balancer does not send to it: check its registration, the health check path, "
-        "and the security group from the load balancer to the target",
-        check.address,
-        check.name,
-    )
-
-
-def _down(check: DirectBackendResult, cause: Failure, missing: str) -> Failure:
-    """``backend_down``: missing behind the load balancer, failing directly too."""
-    return Failure(
-        Reason.BACKEND_DOWN,
-        f"{check.name} does not answer directly either ({cause.reason.value}{_where(check)}: "
-        f"{shorten(cause.detail)}) and {missing}: the instance or its service is down",
-        check.address,
-        check.name,
-    )
-
-
-def _blocked(check: DirectBackendResult, cause: Failure, through: str) -> Failure:
-    """``backend_direct_blocked``: not missing, but this host gets no TCP connection to it."""
-    return Failure(
-        Reason.BACKEND_DIRECT_BLOCKED,
-        f"{through}, but this host gets no connection to it ({cause.reason.value}{_where(check)}): "
-        "the path from this host to the backend is blocked; clients go through the "
-        "load balancer, so this is a warning",
-        check.address,
-        check.name,
-    )
-
-
-def _direct_failed(check: DirectBackendResult, cause: Failure, through: str) -> Failure:
-    """``backend_direct_failed``: not missing, but the direct check fails past TCP."""
-    return Failure(
-        Reason.BACKEND_DIRECT_FAILED,
-        f"{through}, but its direct check fails ({cause.reason.value}{_where(check)}: "
-        f"{shorten(cause.detail)}); clients go through the load balancer, which does "
-        "not verify the backend's certificate, so this is a warning",
-        check.address,
-        check.name,
-    )
+    elif cause.reason in _UNREACHED:
+        reason = Reason.BACKEND_DIRECT_BLOCKED
+        detail = (
+            f"{_through(check.name, view)}, but this host gets no connection to it "
+            f"({cause.reason.value}{where}): the path from this host to the backend is blocked; "
+            "clients go through the load balancer, so this is a warning"
+        )
+    else:
+        reason = Reason.BACKEND_DIRECT_FAILED
+        detail = (
+            f"{_through(check.name, view)}, but its direct check fails ({cause.reason.value}{where}: "
+            f"{shorten(cause.detail)}); clients go through the load balancer, which does "
+            "not verify the backend's certificate, so this is a warning"
+        )
+    return Failure(reason, detail, check.address, check.name)
 
 
 def _through(name: str, view: _BalancerView) -> str:
