@@ -1,10 +1,11 @@
 """The loop of ``probe check --watch``: rounds, change lines or JSON lines, the status line.
 
-``probe.judge.watch`` turns rounds into changes and a summary and renders them (pure); this
-module runs the rounds against the network, on their schedule, and writes what
-``probe.judge.watch`` renders: change lines (or JSON lines with ``--json``), the status line
-refreshed in place on a terminal, and the summary. ``probe.cli.check`` checks the options
-and turns a reader that went away (``BrokenPipeError``) into the exit code.
+``probe.judge.watch`` turns rounds into changes and a summary and ``probe.report.watch``
+renders them (both pure); this module runs the rounds against the network, on their
+schedule, and writes what ``probe.report.watch`` renders: change lines (or JSON lines with
+``--json``), the status line refreshed in place on a terminal, and the summary.
+``probe.cli.check`` checks the options and turns a reader that went away
+(``BrokenPipeError``) into the exit code.
 """
 
 from __future__ import annotations
@@ -22,17 +23,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from probe.judge.watch import (
-    Change,
-    Summary,
-    Watch,
-    change_json,
-    change_text,
-    status_line,
-    summary_json,
-    summary_text,
-)
+from probe.judge.watch import Change, Summary, Watch
 from probe.model.results import TargetResult
+from probe.report.watch import change_json, change_text, status_line, summary_json, summary_text
 
 #: Seconds between refreshes of the status line, and between looks at whether the reader left.
 REFRESH_SECONDS = 1.0

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from probe._text import plural
 from probe.model.reasons import Reason
@@ -187,54 +188,115 @@ def fold(
     """
     if balancing not in COUNTED or not count:
         return None
-    if previous is not None and (
-        previous.balancing,
-        previous.cross_zone,
-        previous.names,
-        previous.expected,
-    ) != (balancing, cross_zone, names, count):
-        previous = None
+    previous = _continued(previous, (balancing, cross_zone, names, count))
     if not addresses:
         # No address to probe (DNS failed, or named none): nothing to count, and the
         # count so far goes on when addresses come back (the DNS finding says why).
         return previous
-    before_scopes = {s.name: s for s in previous.scopes} if previous else {}
-    before_unseen = {(u.scope, u.backend): u for u in previous.unseen} if previous else {}
-    seen = dict.fromkeys(previous.seen if previous else ())
+    memory = _Memory.of(previous)
     scopes, unseen = [], []
     for name, (in_scope, counts) in _scopes(addresses, cross_zone).items():
-        identified = sum(counts.values())
-        before = before_scopes.get(name)
-        responses = (before.responses if before else 0) + identified
-        evaluations = (before.evaluations if before else 0) + (1 if identified else 0)
-        per_evaluation = requests_per_address * in_scope
-        first = evaluations <= 1
-        threshold = needed(balancing, count, None if first else per_evaluation)
-        decide = math.ceil(needed(balancing, count) / in_scope)
-        scopes.append(Scope(name, in_scope, responses, evaluations, identified, threshold, decide))
-        tracked: Iterable[str]
-        if names:
-            tracked = names
-        else:
-            earlier = [u.backend for u in before_unseen.values() if u.scope == name]
-            tracked = dict.fromkeys([*earlier, *counts])
-        runs = []
-        for backend in tracked:
-            if counts.get(backend):
-                runs.append(Unseen(name, backend, 0, 0))
-                seen[backend] = None
-                continue
-            old = before_unseen.get((name, backend))
-            if old is not None:
-                base = (old.responses, old.evaluations)
-            else:  # never seen in this scope: unseen since the scope began
-                base = (before.responses, before.evaluations) if before else (0, 0)
-            runs.append(Unseen(name, backend, base[0] + identified, base[1] + (1 if identified else 0)))
-        if not names and len(runs) > MAX_TRACKED:
-            runs = sorted(runs, key=lambda u: u.responses)[:MAX_TRACKED]
-        unseen.extend(runs)
-    kept_seen = tuple(seen)[-MAX_TRACKED:]
+        before = memory.scopes.get(name)
+        scopes.append(
+            _scope(name, in_scope, counts, before, balancing, count, requests_per_address * in_scope)
+        )
+        unseen.extend(_runs(name, counts, names, before, memory))
+    kept_seen = tuple(memory.seen)[-MAX_TRACKED:]
     return Rotation(balancing, cross_zone, count, names, tuple(scopes), tuple(unseen), kept_seen)
+
+
+@dataclass(slots=True)
+class _Memory:
+    """The previous memory, looked up by scope and by ``(scope, backend)``.
+
+    Attributes:
+        scopes: the previous scopes by name.
+        unseen: the previous unseen runs by ``(scope, backend)``, in their order.
+        seen: the backends seen so far, oldest first (a dict as an ordered set); grows
+            with this evaluation's.
+    """
+
+    scopes: dict[str, Scope]
+    unseen: dict[tuple[str, str], Unseen]
+    seen: dict[str, None]
+
+    @classmethod
+    def of(cls, previous: Rotation | None) -> _Memory:
+        """The memory of ``previous``; empty when ``None``."""
+        if previous is None:
+            return cls({}, {}, {})
+        return cls(
+            {s.name: s for s in previous.scopes},
+            {(u.scope, u.backend): u for u in previous.unseen},
+            dict.fromkeys(previous.seen),
+        )
+
+
+def _continued(
+    previous: Rotation | None, settings: tuple[str, bool, tuple[str, ...], int]
+) -> Rotation | None:
+    """``previous`` if counted with ``settings`` (balancing, cross_zone, names, count), else ``None``."""
+    if previous is None:
+        return None
+    counted = (previous.balancing, previous.cross_zone, previous.names, previous.expected)
+    return previous if counted == settings else None
+
+
+def _scope(
+    name: str,
+    in_scope: int,
+    counts: Mapping[str, int],
+    before: Scope | None,
+    balancing: str,
+    count: int,
+    per_evaluation: int,
+) -> Scope:
+    """One scope's totals after this evaluation, with its thresholds (see :func:`needed`)."""
+    identified = sum(counts.values())
+    responses = (before.responses if before else 0) + identified
+    evaluations = (before.evaluations if before else 0) + (1 if identified else 0)
+    first = evaluations <= 1
+    threshold = needed(balancing, count, None if first else per_evaluation)
+    decide = math.ceil(needed(balancing, count) / in_scope)
+    return Scope(name, in_scope, responses, evaluations, identified, threshold, decide)
+
+
+def _runs(
+    scope: str, counts: Mapping[str, int], names: tuple[str, ...], before: Scope | None, memory: _Memory
+) -> list[Unseen]:
+    """The unseen run of each tracked backend in one scope; adds those that answered to ``memory.seen``.
+
+    Without expected names only the :data:`MAX_TRACKED` shortest runs are kept.
+    """
+    identified = sum(counts.values())
+    runs = []
+    for backend in _tracked(scope, counts, names, memory):
+        if counts.get(backend):
+            runs.append(Unseen(scope, backend, 0, 0))
+            memory.seen[backend] = None
+        else:
+            runs.append(_still_unseen(scope, backend, identified, before, memory))
+    if not names and len(runs) > MAX_TRACKED:
+        runs = sorted(runs, key=lambda u: u.responses)[:MAX_TRACKED]
+    return runs
+
+
+def _tracked(scope: str, counts: Mapping[str, int], names: tuple[str, ...], memory: _Memory) -> Iterable[str]:
+    """The backends whose runs a scope keeps: the expected names, else those unseen before and seen now."""
+    if names:
+        return names
+    earlier = [u.backend for u in memory.unseen.values() if u.scope == scope]
+    return dict.fromkeys([*earlier, *counts])
+
+
+def _still_unseen(scope: str, backend: str, identified: int, before: Scope | None, memory: _Memory) -> Unseen:
+    """The run of a backend that did not answer in the scope, grown by this evaluation's responses."""
+    old = memory.unseen.get((scope, backend))
+    if old is not None:
+        base = (old.responses, old.evaluations)
+    else:  # never seen in this scope: unseen since the scope began
+        base = (before.responses, before.evaluations) if before else (0, 0)
+    return Unseen(scope, backend, base[0] + identified, base[1] + (1 if identified else 0))
 
 
 def findings(rotation: Rotation, addresses: Sequence[AddressResult]) -> list[Failure]:

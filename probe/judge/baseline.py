@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, IPvAnyAddress, ValidationError
 from probe._text import printable, shorten
 from probe._version import __version__
 from probe.model.reasons import Status
-from probe.model.results import AddressResult, CertInfo, IPAddress, TargetResult
+from probe.model.results import AddressResult, CertInfo, IPAddress, TargetResult, TlsResult
 from probe.stages.certs import common_name_of, format_time
 
 #: The version of the baseline file format written by this probe; files with a higher one
@@ -413,87 +413,14 @@ def compare(baseline: Baseline, results: Sequence[TargetResult], path: str | Pat
 
 
 def _target_changes(before: TargetFacts, result: TargetResult) -> list[Change]:
+    """A target's changes: its status, its address set, its backends, then each address's."""
     name = result.target.name
-    changes = []
     reasons = [r.value for r in result.reasons]
     status = _status_change(name, None, before.status, before.reasons, result.status, reasons)
-    if status is not None:
-        changes.append(status)
-
-    now_set = _address_set(result)
-    gone = [a for a in before.addresses if a not in now_set]
-    for address in gone:
-        remaining = ", ".join(map(str, now_set)) or "none"
-        changes.append(
-            Change(
-                name,
-                address,
-                Aspect.ADDRESS,
-                Impact.REGRESSION,
-                str(address),
-                None,
-                f"gone from the answer (now: {remaining})",
-            )
-        )
-    for address in now_set:
-        if address not in before.addresses:
-            changes.append(
-                Change(
-                    name,
-                    address,
-                    Aspect.ADDRESS,
-                    Impact.NEUTRAL,
-                    None,
-                    str(address),
-                    "new in the answer",
-                )
-            )
-
+    changes = [status] if status is not None else []
+    changes.extend(_answer_changes(name, before.addresses, _address_set(result)))
     backends_now = set(result.backend_counts)
-    if result.target.identifying_rule is None and not backends_now and before.backends:
-        # No backend rule now (none configured, or --backend-header left out): the check
-        # could not identify backends, which says nothing about whether they still answer.
-        changes.append(
-            Change(
-                name,
-                None,
-                Aspect.BACKEND,
-                Impact.NEUTRAL,
-                ", ".join(before.backends),
-                None,
-                f"backends not compared: no backend rule now (backend.header or backend.body_regex); "
-                f"the baseline saw {printable(', '.join(before.backends))}",
-            )
-        )
-        lost = []
-    else:
-        lost = [b for b in before.backends if b not in backends_now]
-    for backend in lost:
-        seen = ", ".join(sorted(backends_now)) or "none"
-        changes.append(
-            Change(
-                name,
-                None,
-                Aspect.BACKEND,
-                Impact.REGRESSION,
-                backend,
-                None,
-                f"backend {printable(backend)} no longer answers (seen now: {printable(seen)})",
-            )
-        )
-    for backend in sorted(backends_now - set(before.backends)):
-        changes.append(
-            Change(
-                name,
-                None,
-                Aspect.BACKEND,
-                Impact.IMPROVEMENT,
-                None,
-                backend,
-                f"backend {printable(backend)} answers now",
-            )
-        )
-
+    changes.extend(_backend_changes(name, before.backends, backends_now, result.target.identifying_rule))
     for address_result in result.addresses:
         facts = before.per_address.get(str(address_result.address))
         if facts is not None:
@@ -501,37 +428,112 @@ def _target_changes(before: TargetFacts, result: TargetResult) -> list[Change]:
     return changes
 
 
+def _answer_changes(name: str, before: Sequence[IPAddress], now: Sequence[IPAddress]) -> list[Change]:
+    """Addresses gone from the DNS answer (regressions), then the new ones (neutral)."""
+    remaining = ", ".join(map(str, now)) or "none"
+    gone = [
+        Change(
+            name,
+            address,
+            Aspect.ADDRESS,
+            Impact.REGRESSION,
+            str(address),
+            None,
+            f"gone from the answer (now: {remaining})",
+        )
+        for address in before
+        if address not in now
+    ]
+    new = [
+        Change(name, address, Aspect.ADDRESS, Impact.NEUTRAL, None, str(address), "new in the answer")
+        for address in now
+        if address not in before
+    ]
+    return gone + new
+
+
+def _backend_changes(
+    name: str, before: Sequence[str], now: set[str], rule: tuple[str, str] | None
+) -> list[Change]:
+    """Backends that no longer answer for the target (regressions), then the new ones (improvements)."""
+    if rule is None and not now and before:
+        # No backend rule now (none configured, or --backend-header left out): the check
+        # could not identify backends, which says nothing about whether they still answer.
+        return [
+            Change(
+                name,
+                None,
+                Aspect.BACKEND,
+                Impact.NEUTRAL,
+                ", ".join(before),
+                None,
+                f"backends not compared: no backend rule now (backend.header or backend.body_regex); "
+                f"the baseline saw {printable(', '.join(before))}",
+            )
+        ]
+    seen = ", ".join(sorted(now)) or "none"
+    lost = [
+        Change(
+            name,
+            None,
+            Aspect.BACKEND,
+            Impact.REGRESSION,
+            backend,
+            None,
+            f"backend {printable(backend)} no longer answers (seen now: {printable(seen)})",
+        )
+        for backend in before
+        if backend not in now
+    ]
+    new = [
+        Change(
+            name,
+            None,
+            Aspect.BACKEND,
+            Impact.IMPROVEMENT,
+            None,
+            backend,
+            f"backend {printable(backend)} answers now",
+        )
+        for backend in sorted(now - set(before))
+    ]
+    return lost + new
+
+
 def _address_changes(
     name: str, before: AddressFacts, result: AddressResult, backends_now: set[str]
 ) -> list[Change]:
+    """An address's changes: its status, its certificate, its TLS version and ALPN, its backends."""
     address = result.address
-    changes = []
     reasons = list(dict.fromkeys(f.reason.value for f in result.failures))
-    status = _status_change(name, address, before.status, before.reasons, result.status, reasons)
-    if status is not None:
-        changes.append(status)
+    found = (
+        _status_change(name, address, before.status, before.reasons, result.status, reasons),
+        _certificate_change(name, address, before.leaf, result.tls.leaf),
+        *_handshake_changes(name, address, before, result.tls),
+    )
+    changes = [change for change in found if change is not None]
+    changes.extend(_backends_gone_here(name, before.backends, result, backends_now))
+    return changes
 
-    tls = result.tls
-    certificate = _certificate_change(name, address, before.leaf, tls.leaf)
-    if certificate is not None:
-        changes.append(certificate)
-    if before.tls_version is not None and tls.version is not None and before.tls_version != tls.version:
-        old, new = _TLS_ORDER.get(before.tls_version), _TLS_ORDER.get(tls.version)
-        impact = Impact.NEUTRAL
-        if old is not None and new is not None:
-            impact = Impact.REGRESSION if new < old else Impact.IMPROVEMENT
+
+def _handshake_changes(name: str, address: IPAddress, before: AddressFacts, tls: TlsResult) -> list[Change]:
+    """The TLS version and the ALPN protocol, compared where both handshakes completed."""
+    if before.tls_version is None or tls.version is None:
+        return []
+    changes = []
+    if before.tls_version != tls.version:
         changes.append(
             Change(
                 name,
                 address,
                 Aspect.TLS_VERSION,
-                impact,
+                _version_impact(before.tls_version, tls.version),
                 before.tls_version,
                 tls.version,
                 f"TLS version {before.tls_version} → {tls.version}",
             )
         )
-    if before.tls_version is not None and tls.version is not None and before.alpn != tls.alpn:
+    if before.alpn != tls.alpn:
         changes.append(
             Change(
                 name,
@@ -543,26 +545,40 @@ def _address_changes(
                 f"ALPN {printable(before.alpn or '(none)')} → {printable(tls.alpn or '(none)')}",
             )
         )
-
-    # Backends that still answer for the target but no longer via this address; only when
-    # this address answered at all (an address that fails now shows as a status change).
-    here = set(result.backend_counts)
-    if any(a.status_code is not None for a in result.attempts):
-        for backend in before.backends:
-            if backend not in here and backend in backends_now:
-                changes.append(
-                    Change(
-                        name,
-                        address,
-                        Aspect.BACKEND,
-                        Impact.REGRESSION,
-                        backend,
-                        None,
-                        f"backend {printable(backend)} no longer answers via this address "
-                        "(it still answers via others)",
-                    )
-                )
     return changes
+
+
+def _version_impact(before: str, after: str) -> Impact:
+    """A lower TLS version is a regression, a higher one an improvement; an unknown one is neutral."""
+    old, new = _TLS_ORDER.get(before), _TLS_ORDER.get(after)
+    if old is None or new is None:
+        return Impact.NEUTRAL
+    return Impact.REGRESSION if new < old else Impact.IMPROVEMENT
+
+
+def _backends_gone_here(
+    name: str, before: Sequence[str], result: AddressResult, backends_now: set[str]
+) -> list[Change]:
+    """Backends that still answer for the target but no longer via this address.
+
+    Only when this address answered at all (an address that fails now shows as a status change).
+    """
+    if not any(a.status_code is not None for a in result.attempts):
+        return []
+    here = set(result.backend_counts)
+    return [
+        Change(
+            name,
+            result.address,
+            Aspect.BACKEND,
+            Impact.REGRESSION,
+            backend,
+            None,
+            f"backend {printable(backend)} no longer answers via this address (it still answers via others)",
+        )
+        for backend in before
+        if backend not in here and backend in backends_now
+    ]
 
 
 def _status_change(

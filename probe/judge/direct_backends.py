@@ -29,6 +29,8 @@ one, so a backend never gets two contradictory findings.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from probe._text import shorten
 from probe.config.models import DirectBackendConfig
 from probe.judge.verdict import expiry_warnings, missing_certificate_facts
@@ -171,84 +173,123 @@ def correlate(
     """
     if not direct:
         return failures
-    counts: dict[str, int] = {}
-    for result in addresses:
-        for name, count in result.backend_counts.items():
-            counts[name] = counts.get(name, 0) + count
-    identified = sum(counts.values())
-    known = target.backend_rule is not None and identified > 0
+    view = _BalancerView.of(addresses, target, memory)
     added: list[Failure] = []
     explained: set[str] = set()
     for check in direct:
-        where = _where(check)
-        cause = check.first_critical
-        missing = _missing_behind(check.name, counts, target, memory) if known else None
+        missing = view.missing(check.name)
         if missing is not None:
             explained.add(check.name)
-            if cause is None:
-                added.append(
-                    Failure(
-                        Reason.BACKEND_NOT_IN_ROTATION,
-                        f"{check.name} answers directly ({_answer(check)}{where}) but {missing}: the load "
-                        "balancer does not send to it: check its registration, the health check path, "
-                        "and the security group from the load balancer to the target",
-                        check.address,
-                        check.name,
-                    )
-                )
-            else:
-                added.append(
-                    Failure(
-                        Reason.BACKEND_DOWN,
-                        f"{check.name} does not answer directly either ({cause.reason.value}{where}: "
-                        f"{shorten(cause.detail)}) and {missing}: the instance or its service is down",
-                        check.address,
-                        check.name,
-                    )
-                )
-        elif cause is not None:
-            if known and check.name in counts:
-                through = (
-                    f"{check.name} answers through the load balancer ({counts[check.name]} of {identified})"
-                )
-            elif known:
-                through = f"whether {check.name} answers through the load balancer is " + _unknown(
-                    check.name, identified, target, memory
-                )
-            else:
-                if target.backend_rule is None:
-                    why = "no backend rule"
-                elif target.expect_redirect is not None:
-                    why = "expect_redirect: the listener answers itself"
-                else:
-                    why = "no identified response"
-                through = f"whether {check.name} answers through the load balancer is unknown ({why})"
-            if cause.reason in _UNREACHED:
-                added.append(
-                    Failure(
-                        Reason.BACKEND_DIRECT_BLOCKED,
-                        f"{through}, but this host gets no connection to it ({cause.reason.value}{where}): "
-                        "the path from this host to the backend is blocked; clients go through the "
-                        "load balancer, so this is a warning",
-                        check.address,
-                        check.name,
-                    )
-                )
-            else:
-                added.append(
-                    Failure(
-                        Reason.BACKEND_DIRECT_FAILED,
-                        f"{through}, but its direct check fails ({cause.reason.value}{where}: "
-                        f"{shorten(cause.detail)}); clients go through the load balancer, which does "
-                        "not verify the backend's certificate, so this is a warning",
-                        check.address,
-                        check.name,
-                    )
-                )
+        finding = _correlated(check, missing, view)
+        if finding is not None:
+            added.append(finding)
         added.extend(f for f in check.failures if f.reason is Reason.BACKEND_CERT_EXPIRING_SOON)
-    seen = len(memory.fresh) if memory is not None else len(counts)
-    kept = [f for f in failures if not _explained(f, explained, seen, target)]
+    kept = [f for f in failures if not _explained(f, explained, view.seen, target)]
     return (*kept, *added)
+
+
+@dataclass(frozen=True, slots=True)
+class _BalancerView:
+    """What the cycle saw of the backends through the load balancer.
+
+    Attributes:
+        counts: identified responses per backend, over every address.
+        identified: their sum.
+        known: the view can tell a backend's absence: a backend rule, and at least one
+            identified response.
+        target: the target's facts.
+        memory: the rotation memory after the cycle, ``None`` when not counted.
+    """
+
+    counts: dict[str, int]
+    identified: int
+    known: bool
+    target: TargetFacts
+    memory: Rotation | None
+
+    @classmethod
+    def of(
+        cls, addresses: tuple[AddressResult, ...], target: TargetFacts, memory: Rotation | None
+    ) -> _BalancerView:
+        """The view of the load balancer's addresses in this cycle."""
+        counts: dict[str, int] = {}
+        for result in addresses:
+            for name, count in result.backend_counts.items():
+                counts[name] = counts.get(name, 0) + count
+        identified = sum(counts.values())
+        known = target.backend_rule is not None and identified > 0
+        return cls(counts, identified, known, target, memory)
+
+    @property
+    def seen(self) -> int:
+        """How many backends answered: recently (the rotation memory), else in this cycle."""
+        return len(self.memory.fresh) if self.memory is not None else len(self.counts)
+
+    def missing(self, name: str) -> str | None:
+        """How ``name`` is missing behind the load balancer; ``None`` if not, or if the view cannot tell."""
+        return _missing_behind(name, self.counts, self.target, self.memory) if self.known else None
+
+
+def _correlated(check: DirectBackendResult, missing: str | None, view: _BalancerView) -> Failure | None:
+    """The correlated finding of one direct check, ``None`` when it answers and is not missing.
+
+    Args:
+        check: the direct check.
+        missing: how the backend is missing behind the load balancer
+            (:meth:`_BalancerView.missing`), ``None`` when it is not, or the view cannot tell.
+        view: the load balancer's view of the cycle.
+    """
+    cause, where = check.first_critical, _where(check)
+    if missing is not None and cause is None:
+        reason = Reason.BACKEND_NOT_IN_ROTATION
+        detail = (
+            f"{check.name} answers directly ({_answer(check)}{where}) but {missing}: the load "
+            "balancer does not send to it: check its registration, the health check path, "
+            "and the security group from the load balancer to the target"
+        )
+    elif missing is not None and cause is not None:
+        reason = Reason.BACKEND_DOWN
+        detail = (
+            f"{check.name} does not answer directly either ({cause.reason.value}{where}: "
+            f"{shorten(cause.detail)}) and {missing}: the instance or its service is down"
+        )
+    elif cause is None:
+        return None
+    elif cause.reason in _UNREACHED:
+        reason = Reason.BACKEND_DIRECT_BLOCKED
+        detail = (
+            f"{_through(check.name, view)}, but this host gets no connection to it "
+            f"({cause.reason.value}{where}): the path from this host to the backend is blocked; "
+            "clients go through the load balancer, so this is a warning"
+        )
+    else:
+        reason = Reason.BACKEND_DIRECT_FAILED
+        detail = (
+            f"{_through(check.name, view)}, but its direct check fails ({cause.reason.value}{where}: "
+            f"{shorten(cause.detail)}); clients go through the load balancer, which does "
+            "not verify the backend's certificate, so this is a warning"
+        )
+    return Failure(reason, detail, check.address, check.name)
+
+
+def _through(name: str, view: _BalancerView) -> str:
+    """What the load balancer's view says of a backend that is not missing."""
+    if view.known and name in view.counts:
+        return f"{name} answers through the load balancer ({view.counts[name]} of {view.identified})"
+    if view.known:
+        return f"whether {name} answers through the load balancer is " + _unknown(
+            name, view.identified, view.target, view.memory
+        )
+    return f"whether {name} answers through the load balancer is unknown ({_unidentified(view.target)})"
+
+
+def _unidentified(target: TargetFacts) -> str:
+    """Why the cycle identified no backend through the load balancer."""
+    if target.backend_rule is None:
+        return "no backend rule"
+    if target.expect_redirect is not None:
+        return "expect_redirect: the listener answers itself"
+    return "no identified response"
 
 
 def _missing_behind(

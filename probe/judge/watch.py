@@ -1,11 +1,12 @@
 """Watching a change land: successive check rounds become changes of state and a summary.
 
 ``probe check --watch`` runs the check again and again; this module turns the results of
-those rounds into what a person watching wants to read: one :class:`Change` each time the
-state of an address (or of the target level) changes, a one-line status for a terminal,
-and a :class:`Summary` at the end. It is pure: it never probes, never reads a clock (every
-time comes from the results or is passed in) and never writes; ``probe.cli.watch`` runs
-the loop and prints what this module renders.
+those rounds into what a person watching wants to know: one :class:`Change` each time the
+state of an address (or of the target level) changes, the latest state of each (for the
+status line), and a :class:`Summary` at the end. It is pure: it never probes, never reads
+a clock (every time comes from the results or is passed in) and never writes;
+``probe.report.watch`` renders the changes and the summary, and ``probe.cli.watch`` runs
+the loop and prints them.
 
 The *state* of an address is its verdict (``ok``, ``warning``, ``critical``) together
 with the distinct reason codes of its findings, so that ``critical`` for ``tcp_refused``
@@ -19,23 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
-from typing import Any
 
 from probe.config.defaults import UNTIL_CHOICES
-from probe.model.reasons import ExitCode, Reason, Status
+from probe.model.reasons import ExitCode, Platform, Reason, Status
 from probe.model.results import Failure, IPAddress, TargetResult
-from probe.report.hints import failure_hint
-
-#: Version of the JSON lines of ``probe check --watch --json``; fields are only added within it.
-WATCH_SCHEMA_VERSION = 1
 
 #: Why a watch ended, as the summary's ``ended_by`` says it.
 ENDED_BY = ("ok", "stable", "max_time", "interrupted")
-
-TARGET_LEVEL = "(target)"
-
-_COLOURS = {Status.OK: "32", Status.WARNING: "33", Status.CRITICAL: "31"}
 
 #: ``(target name, address)``; the address is ``None`` for the target level.
 Key = tuple[str, IPAddress | None]
@@ -74,8 +65,11 @@ class Change:
         old: the state before; ``None`` when this is the first round (nothing was known).
         new: the state now.
         failures: the findings behind ``new`` (empty when ok or absent).
-        hints: the hint of each of ``failures`` (same order; ``None`` where a reason has
-            none), in the words of the target's ``platform`` (see ``probe.report.hints``).
+        platform: the target's ``platform``, whose words the findings' hints use when
+            rendered (``probe.report.hints``).
+        status_codes: for each of ``failures`` (same order), the status codes of the
+            responses it is about, for its hint: for ``http_status`` those of the requests
+            to its address that got an unaccepted status, in order; empty for other reasons.
     """
 
     timestamp: float
@@ -85,7 +79,8 @@ class Change:
     old: State | None
     new: State
     failures: tuple[Failure, ...] = ()
-    hints: tuple[str | None, ...] = ()
+    platform: Platform = Platform.GENERIC
+    status_codes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def added(self) -> tuple[Reason, ...]:
@@ -166,9 +161,54 @@ class Summary:
 
 @dataclass
 class _Entity:
+    """What the watch knows of one address or target level (see :class:`EntityTally`)."""
+
     state: State
     flips: int = 0
     worst: Status | None = None
+
+    def flip(self, state: State) -> None:
+        """Its state changed after the round that first saw it."""
+        self.state = state
+        self.flips += 1
+
+    def saw(self, status: Status | None) -> None:
+        """Count ``status`` into the worst seen (``None``: not probed, nothing to count)."""
+        if status is not None:
+            self.worst = _worse(self.worst, status)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """An address or the target level as one round saw it (see :class:`Change`).
+
+    Attributes:
+        state: its state.
+        failures: the findings behind ``state``.
+        ended: when the cycle of its target ended, Unix time.
+        platform: the target's platform.
+        status_codes: per finding, the status codes its hint needs.
+    """
+
+    state: State
+    failures: tuple[Failure, ...]
+    ended: float
+    platform: Platform
+    status_codes: tuple[tuple[int, ...], ...]
+
+    def change(self, number: int, key: Key, old: State | None) -> Change:
+        """The change from ``old`` to this state, seen in round ``number``."""
+        return Change(
+            self.ended,
+            number,
+            key[0],
+            key[1],
+            old,
+            self.state,
+            self.failures,
+            self.platform,
+            self.status_codes,
+        )
 
 
 @dataclass
@@ -210,46 +250,61 @@ class Watch:
         ``absent``; one that appears for the first time comes from ``absent``.
         """
         self.rounds += 1
-        number = self.rounds
-        seen: dict[Key, tuple[State, tuple[Failure, ...], float, tuple[str | None, ...]]] = {}
-        for result in results:
-            ended = result.started_timestamp + result.duration_seconds
-            for key, (state, failures) in _states(result).items():
-                seen[key] = (state, failures, ended, tuple(failure_hint(result, f) for f in failures))
-        ends = {r.target.name: r.started_timestamp + r.duration_seconds for r in results}
+        seen = {key: now for result in results for key, now in _seen(result).items()}
+        ends = {r.target.name: _ended(r) for r in results}
         round_end = max(ends.values(), default=self.started_timestamp)
-        changes: list[Change] = []
-        for key, (state, failures, ended, hints) in seen.items():
-            entity = self._entities.get(key)
-            if entity is None:
-                old = None if number == 1 else ABSENT
-                self._entities[key] = entity = _Entity(state)
-                changes.append(Change(ended, number, key[0], key[1], old, state, failures, hints))
-            elif entity.state != state:
-                changes.append(Change(ended, number, key[0], key[1], entity.state, state, failures, hints))
-                entity.state = state
-                entity.flips += 1
-            if state.status is not None:
-                entity.worst = (
-                    state.status if entity.worst is None else Status.worst((entity.worst, state.status))
-                )
+        changes = self._present(seen)
+        changes.extend(self._absent(seen, ends, round_end))
+        self._count_round(Status.worst(r.status for r in results), round_end, changes)
+        return tuple(changes)
+
+    def _present(self, seen: dict[Key, _Seen]) -> list[Change]:
+        """The changes of the addresses and target levels in this round's results."""
+        changes = []
+        for key, now in seen.items():
+            change = self._update(key, now)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def _update(self, key: Key, now: _Seen) -> Change | None:
+        """Fold in one address or target level as this round saw it; its change, if any."""
+        entity = self._entities.get(key)
+        change = None
+        if entity is None:
+            self._entities[key] = entity = _Entity(now.state)
+            change = now.change(self.rounds, key, None if self.rounds == 1 else ABSENT)
+        elif entity.state != now.state:
+            change = now.change(self.rounds, key, entity.state)
+            entity.flip(now.state)
+        entity.saw(now.state.status)
+        return change
+
+    def _absent(self, seen: dict[Key, _Seen], ends: dict[str, float], round_end: float) -> list[Change]:
+        """The changes of those known before and not in this round's results: they become absent.
+
+        A change's time is the end of its target's cycle, or of the round when the target
+        has no result in it.
+        """
+        changes = []
         for key, entity in self._entities.items():
             if key not in seen and entity.state != ABSENT:
                 ended = ends.get(key[0], round_end)
-                changes.append(Change(ended, number, key[0], key[1], entity.state, ABSENT))
-                entity.state = ABSENT
-                entity.flips += 1
-        status = Status.worst(r.status for r in results)
+                changes.append(Change(ended, self.rounds, key[0], key[1], entity.state, ABSENT))
+                entity.flip(ABSENT)
+        return changes
+
+    def _count_round(self, status: Status, round_end: float, changes: Sequence[Change]) -> None:
+        """Count the round's verdict, its first all-ok, its last change and identical rounds in a row."""
         self.status = status
-        self.worst = status if self.worst is None else Status.worst((self.worst, status))
+        self.worst = _worse(self.worst, status)
         if status is Status.OK and self.first_ok_seconds is None:
             self.first_ok_seconds = max(0.0, round_end - self.started_timestamp)
-            self.first_ok_round = number
+            self.first_ok_round = self.rounds
         later = [c for c in changes if c.old is not None]
         if later:
             self.last_change_timestamp = max(c.timestamp for c in later)
-        self.identical_rounds = 1 if later or number == 1 else self.identical_rounds + 1
-        return tuple(changes)
+        self.identical_rounds = 1 if later or self.rounds == 1 else self.identical_rounds + 1
 
     @property
     def until_met(self) -> bool:
@@ -299,6 +354,27 @@ class Watch:
         )
 
 
+def _worse(worst: Status | None, status: Status) -> Status:
+    """The worse of the two; ``status`` when nothing was seen before."""
+    return status if worst is None else Status.worst((worst, status))
+
+
+def _ended(result: TargetResult) -> float:
+    """When the result's cycle ended, Unix time."""
+    return result.started_timestamp + result.duration_seconds
+
+
+def _seen(result: TargetResult) -> dict[Key, _Seen]:
+    """The target level and every probed address of one result, as the round saw them."""
+    ended = _ended(result)
+    return {
+        key: _Seen(
+            state, failures, ended, result.target.platform, tuple(_status_codes(result, f) for f in failures)
+        )
+        for key, (state, failures) in _states(result).items()
+    }
+
+
 def _states(result: TargetResult) -> dict[Key, tuple[State, tuple[Failure, ...]]]:
     """The target level and every probed address of one result, with their findings."""
     probed = {a.address for a in result.addresses}
@@ -320,188 +396,14 @@ def _reasons(failures: Iterable[Failure]) -> tuple[Reason, ...]:
     return tuple(dict.fromkeys(f.reason for f in failures))
 
 
-# --------------------------------------------------------------------------- rendering
-
-
-def where(target: str, address: IPAddress | None) -> str:
-    """``"www 10.0.2.31"``, or ``"www (target)"`` for the target level."""
-    return f"{target} {address if address is not None else TARGET_LEVEL}"
-
-
-def _paint(status: Status | None, text: str, color: bool) -> str:
-    if not color or status is None:
-        return text
-    return f"\033[{_COLOURS[status]}m{text}\033[0m"
-
-
-def why(change: Change) -> str:
-    """The reason part of a change line, without parentheses; empty when there is nothing to say.
-
-    New reason codes first, then ``X cleared`` for those gone: ``"tcp_timeout cleared"``,
-    ``"cert_hostname_mismatch; tcp_refused cleared"``; ``"not probed this round"`` for an
-    address that became absent, ``"in the DNS answer"`` for an ok one that was absent.
-    """
-    if change.new.status is None:
-        return "not probed this round"
-    parts = [", ".join(change.added)] if change.added else []
-    if change.cleared:
-        parts.append(", ".join(change.cleared) + " cleared")
-    if change.old is not None and change.old.status is None and not parts:
-        parts.append("in the DNS answer")
-    return "; ".join(parts)
-
-
-def change_text(change: Change, tz: tzinfo | None = None, *, color: bool = False) -> str:
-    """One line for a change: ``09:41:07 www 10.0.2.31 critical→ok (tcp_timeout cleared)``.
-
-    The first state seen reads ``09:41:00 www 10.0.2.31 critical (tcp_refused)``.
-
-    Args:
-        change: the change.
-        tz: the time zone of the clock time; ``None`` for this machine's local time.
-        color: colour the new state (ANSI, for a terminal).
-    """
-    clock = datetime.fromtimestamp(change.timestamp, tz).strftime("%H:%M:%S")
-    new = _paint(change.new.status, change.new.word, color)
-    states = new if change.old is None else f"{change.old.word}→{new}"
-    reason = why(change)
-    return f"{clock} {where(change.target, change.address)} {states}" + (f" ({reason})" if reason else "")
-
-
-def change_json(change: Change) -> dict[str, Any]:
-    """One JSON line of ``--watch --json`` for a change (see the README for the schema)."""
-    return {
-        "type": "change",
-        "schema_version": WATCH_SCHEMA_VERSION,
-        "timestamp": round(change.timestamp, 3),
-        "round": change.round,
-        "target": change.target,
-        "address": str(change.address) if change.address is not None else None,
-        "old": change.old.word if change.old is not None else None,
-        "new": change.new.word,
-        "reasons": list(change.new.reasons),
-        "added": list(change.added),
-        "cleared": list(change.cleared),
-        "failures": [
-            {
-                "reason": f.reason.value,
-                "severity": f.severity.value,
-                "detail": f.detail,
-                "hint": change.hints[i] if i < len(change.hints) else None,
-            }
-            for i, f in enumerate(change.failures)
-        ],
-    }
-
-
-def _seconds(value: float) -> str:
-    if value < 10:
-        return f"{value:.2f} s"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(round(value), 60)
-    return f"{minutes} min {seconds} s"
-
-
-def status_line(watch: Watch, now: float, width: int, *, probing: bool = False) -> str:
-    """The status line refreshed in place on a terminal, at most ``width - 1`` characters.
-
-    ``round 7 · www 127.0.10.1 ok, 127.0.10.2 critical, (target) ok · last change 12 s ago``
-
-    Args:
-        watch: the watch.
-        now: Unix time, for the time since the last change.
-        width: the terminal's width in characters.
-        probing: a round is under way (its number is shown with ``…``).
-    """
-    head = f"round {watch.rounds + 1}…" if probing else f"round {watch.rounds}"
-    parts = [head]
-    per_target: dict[str, list[str]] = {}
-    for (target, address), state in watch.current():
-        label = str(address) if address is not None else TARGET_LEVEL
-        per_target.setdefault(target, []).append(f"{label} {state.word}")
-    parts.extend(f"{target} {', '.join(items)}" for target, items in per_target.items())
-    since = (
-        watch.last_change_timestamp if watch.last_change_timestamp is not None else watch.started_timestamp
+def _status_codes(result: TargetResult, failure: Failure) -> tuple[int, ...]:
+    """For ``http_status``, the status codes of the requests to its address that got an unaccepted one."""
+    if failure.reason is not Reason.HTTP_STATUS:
+        return ()
+    return tuple(
+        attempt.status_code
+        for address in result.addresses
+        if address.address == failure.address
+        for attempt in address.attempts
+        if attempt.status_code is not None and any(f.reason is Reason.HTTP_STATUS for f in attempt.failures)
     )
-    label = "last change" if watch.last_change_timestamp is not None else "no change in"
-    age = _seconds(max(0.0, now - since))
-    parts.append(f"{label} {age} ago" if watch.last_change_timestamp is not None else f"{label} {age}")
-    line = " · ".join(parts)
-    limit = max(width - 1, 10)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-_ENDED_WORDS = {
-    "ok": "ended at the first all-ok round (--until ok)",
-    "max_time": "ended at --max-time",
-    "interrupted": "interrupted",
-}
-
-
-def summary_text(summary: Summary, *, color: bool = False) -> str:
-    """The summary printed when a watch ends, several lines ending in a newline.
-
-    ::
-
-        watch: 7 rounds in 14.2 s, ended at the first all-ok round (--until ok)
-          first ok     after 9.8 s (round 5)
-          worst seen   critical
-          final        ok (exit 0)
-          www 127.0.10.1   0 flips  worst ok        now ok
-          www 127.0.10.2   1 flip   worst critical  now ok
-    """
-    ended = _ENDED_WORDS.get(summary.ended_by) or (
-        f"ended after {summary.stable_rounds} identical rounds (--until stable)"
-    )
-    rounds = "1 round" if summary.rounds == 1 else f"{summary.rounds} rounds"
-    lines = [f"watch: {rounds} in {_seconds(summary.duration_seconds)}, {ended}"]
-    if summary.first_ok_seconds is not None:
-        lines.append(
-            f"  first ok     after {_seconds(summary.first_ok_seconds)} (round {summary.first_ok_round})"
-        )
-    else:
-        lines.append("  first ok     never")
-    worst = summary.worst.value if summary.worst else "none (no round completed)"
-    lines.append(f"  worst seen   {_paint(summary.worst, worst, color)}")
-    final = summary.status.value if summary.status else "unknown"
-    lines.append(f"  final        {_paint(summary.status, final, color)} (exit {int(summary.exit_code)})")
-    names = [where(e.target, e.address) for e in summary.entities]
-    column = max((len(n) for n in names), default=0)
-    for name, entity in zip(names, summary.entities, strict=True):
-        flips = f"{entity.flips} flip" + ("" if entity.flips == 1 else "s")
-        worst_word = entity.worst.value if entity.worst else "-"
-        lines.append(f"  {name:<{column}}  {flips:<8} worst {worst_word:<8}  now {entity.state.word}")
-    return "\n".join(lines) + "\n"
-
-
-def summary_json(summary: Summary) -> dict[str, Any]:
-    """The last JSON line of ``--watch --json`` (see the README for the schema)."""
-    return {
-        "type": "summary",
-        "schema_version": WATCH_SCHEMA_VERSION,
-        "started_timestamp": round(summary.started_timestamp, 3),
-        "ended_timestamp": round(summary.ended_timestamp, 3),
-        "duration_seconds": round(summary.duration_seconds, 3),
-        "rounds": summary.rounds,
-        "ended_by": summary.ended_by,
-        "first_ok_seconds": None if summary.first_ok_seconds is None else round(summary.first_ok_seconds, 3),
-        "first_ok_round": summary.first_ok_round,
-        "worst": summary.worst.value if summary.worst else None,
-        "status": summary.status.value if summary.status else None,
-        "exit_code": int(summary.exit_code),
-        "last_change_timestamp": (
-            None if summary.last_change_timestamp is None else round(summary.last_change_timestamp, 3)
-        ),
-        "addresses": [
-            {
-                "target": e.target,
-                "address": str(e.address) if e.address is not None else None,
-                "flips": e.flips,
-                "worst": e.worst.value if e.worst else None,
-                "state": e.state.word,
-                "reasons": list(e.state.reasons),
-            }
-            for e in summary.entities
-        ],
-    }

@@ -44,6 +44,7 @@ NOT_FOR_CHECK = (
     "yaml",  # no config file
     "probe.cli.demo",
     "probe.cli.watch",  # only with --watch
+    "probe.report.watch",
     "probe.cli.push",  # only with --push
 )
 #: Not loaded for ``--help`` either: the modules of the commands load when a command runs.

@@ -1,0 +1,202 @@
+"""probe.report.watch: a watch's changes and summary as change lines, JSON lines, a status line, a summary.
+
+The rounds are hand-built results folded by ``probe.judge.watch.Watch`` (tested in
+tests/unit/judge/test_watch_rounds.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC
+from ipaddress import ip_address
+
+from probe.judge.watch import Change, Watch
+from probe.model.reasons import Platform, Reason
+from probe.model.results import Failure
+from probe.report.watch import (
+    change_json,
+    change_text,
+    status_line,
+    summary_json,
+    summary_text,
+    why,
+)
+from tests.support.builders import NOW, address_result, dns_result, http_attempt, tls_result
+from tests.support.watch_rounds import LEAF, T0, A, B, healthy, mismatched, refused, round_of
+
+
+def lines(changes: Iterable[Change]) -> list[str]:
+    return [change_text(c, UTC) for c in changes]
+
+
+def test_the_first_round_reads_as_the_starting_state_of_every_address_and_the_target_level() -> None:
+    changes = Watch(T0).observe([round_of(refused(A), healthy(B), at=NOW)])
+
+    assert lines(changes) == [
+        "20:26:40 www (target) ok",
+        "20:26:40 www 10.0.2.31 critical (tcp_timeout)",
+        "20:26:40 www 10.0.2.32 ok",
+    ]
+
+
+def test_critical_to_ok_is_one_line_naming_the_cleared_reason() -> None:
+    watch = Watch(T0)
+    watch.observe([round_of(refused(A), healthy(B), at=NOW)])
+    watch.observe([round_of(refused(A), healthy(B), at=NOW + 2)])
+
+    changes = watch.observe([round_of(healthy(A), healthy(B), at=NOW + 4)])
+
+    assert lines(changes) == ["20:26:44 www 10.0.2.31 critical→ok (tcp_timeout cleared)"]
+
+
+def test_a_new_reason_at_the_same_status_names_both_reasons() -> None:
+    watch = Watch(T0)
+    watch.observe([round_of(refused(A, Reason.TCP_REFUSED), at=NOW)])
+
+    changes = watch.observe([round_of(mismatched(A), at=NOW + 2)])
+
+    assert lines(changes) == [
+        "20:26:42 www 10.0.2.31 critical→critical (cert_hostname_mismatch; tcp_refused cleared)"
+    ]
+
+
+def test_ok_to_critical_names_the_new_reason_and_colour_marks_the_new_state() -> None:
+    watch = Watch(T0)
+    watch.observe([round_of(healthy(A), at=NOW)])
+    (change,) = watch.observe([round_of(refused(A, Reason.TCP_REFUSED), at=NOW + 2)])
+
+    assert why(change) == "tcp_refused"
+    assert change_text(change, UTC, color=True) == (
+        "20:26:42 www 10.0.2.31 ok→\033[31mcritical\033[0m (tcp_refused)"
+    )
+
+
+def test_an_address_that_leaves_the_answer_and_comes_back_says_so() -> None:
+    watch = Watch(T0)
+    watch.observe([round_of(healthy(A), at=NOW)])
+    nxdomain = Failure(Reason.DNS_NXDOMAIN, "www.corp.example does not exist")
+    gone = watch.observe([round_of(at=NOW + 2, dns=dns_result([], rcode="NXDOMAIN", failures=(nxdomain,)))])
+
+    assert lines(gone) == [
+        "20:26:42 www (target) ok→critical (dns_nxdomain)",
+        "20:26:42 www 10.0.2.31 ok→absent (not probed this round)",
+    ]
+    back = watch.observe([round_of(healthy(A), at=NOW + 4)])
+    assert lines(back) == [
+        "20:26:44 www (target) critical→ok (dns_nxdomain cleared)",
+        "20:26:44 www 10.0.2.31 absent→ok (in the DNS answer)",
+    ]
+    later = watch.observe([round_of(healthy(A), healthy(B), at=NOW + 6)])
+    assert lines(later) == ["20:26:46 www 10.0.2.32 absent→ok (in the DNS answer)"]
+
+
+def test_an_answer_outside_the_expected_networks_reads_at_the_target_level() -> None:
+    public = ip_address("203.0.113.9")
+    finding = Failure(Reason.DNS_UNEXPECTED_ADDRESS, "203.0.113.9 is not in 10.0.0.0/8", public)
+    changes = Watch(T0).observe(
+        [round_of(healthy(A), at=NOW, dns=dns_result([A, public], unexpected=[public], failures=(finding,)))]
+    )
+
+    assert lines(changes)[0] == "20:26:40 www (target) critical (dns_unexpected_address)"
+    assert change_json(changes[0])["failures"][0]["hint"] == (
+        "the record points at a host in another network, or expect_networks lacks this network"
+    )
+
+
+def test_no_round_reads_as_unknown() -> None:
+    summary = Watch(T0).summary(T0 + 0.2, "interrupted")
+    text = summary_text(summary)
+    assert "watch: 0 rounds in 0.20 s, interrupted" in text
+    assert "first ok     never" in text and "final        unknown (exit 3)" in text
+    assert summary_json(summary)["exit_code"] == 3 and summary_json(summary)["worst"] is None
+
+
+def test_summary_text_lists_flips_worst_and_current_state_per_address() -> None:
+    watch = Watch(T0, until="ok")
+    watch.observe([round_of(refused(A), healthy(B), at=NOW)])
+    watch.observe([round_of(healthy(A), healthy(B), at=NOW + 2)])
+    text = summary_text(watch.summary(NOW + 3, "ok"))
+
+    assert text.splitlines() == [
+        "watch: 2 rounds in 13.0 s, ended at the first all-ok round (--until ok)",
+        "  first ok     after 12.5 s (round 2)",
+        "  worst seen   critical",
+        "  final        ok (exit 0)",
+        "  www (target)   0 flips  worst ok        now ok",
+        "  www 10.0.2.31  1 flip   worst critical  now ok",
+        "  www 10.0.2.32  0 flips  worst ok        now ok",
+    ]
+
+
+def test_summary_text_for_until_stable_says_how_many_rounds() -> None:
+    watch = Watch(T0, until="stable", stable_rounds=4)
+    assert "ended after 4 identical rounds (--until stable)" in summary_text(watch.summary(NOW, "stable"))
+
+
+def test_json_lines_carry_states_reasons_and_details() -> None:
+    watch = Watch(T0)
+    watch.observe([round_of(refused(A), at=NOW)])
+    (change,) = watch.observe([round_of(mismatched(A), at=NOW + 2)])
+    line = change_json(change)
+    hint = line["failures"][0].pop("hint")
+
+    assert hint is not None and hint.startswith("the server sends a certificate for other names")
+    assert line == {
+        "type": "change",
+        "schema_version": 1,
+        "timestamp": NOW + 2.5,
+        "round": 2,
+        "target": "www",
+        "address": "10.0.2.31",
+        "old": "critical",
+        "new": "critical",
+        "reasons": ["cert_hostname_mismatch"],
+        "added": ["cert_hostname_mismatch"],
+        "cleared": ["tcp_timeout"],
+        "failures": [
+            {
+                "reason": "cert_hostname_mismatch",
+                "severity": "critical",
+                "detail": "valid for other.corp.example",
+            }
+        ],
+    }
+    summary = summary_json(watch.summary(NOW + 3, "interrupted"))
+    assert summary["type"] == "summary" and summary["ended_by"] == "interrupted" and summary["rounds"] == 2
+    assert summary["first_ok_seconds"] is None and summary["status"] == "critical"
+    assert summary["addresses"][1] == {
+        "target": "www",
+        "address": "10.0.2.31",
+        "flips": 1,
+        "worst": "critical",
+        "state": "critical",
+        "reasons": ["cert_hostname_mismatch"],
+    }
+
+
+def test_json_hints_use_the_platforms_words_and_the_status_codes_of_the_requests() -> None:
+    unaccepted = Failure(Reason.HTTP_STATUS, "status 503 (expected 200)", A)
+    attempts = (http_attempt(status=503, failures=(unaccepted,)), http_attempt(status=200))
+    address = address_result(A, tls_result(A, (LEAF,), (LEAF,)), attempts, failures=(unaccepted,))
+
+    def hint(platform: Platform) -> str:
+        (_, change) = Watch(T0).observe([round_of(address, at=NOW, platform=platform)])
+        (finding,) = change_json(change)["failures"]
+        assert finding["reason"] == "http_status"
+        return str(finding["hint"])
+
+    assert hint(Platform.GENERIC).startswith("503: no backend is available (none registered or healthy)")
+    assert hint(Platform.AWS).startswith("ALB 503: the target group has no registered targets")
+
+
+def test_status_line_shows_rounds_states_and_time_since_the_last_change() -> None:
+    watch = Watch(T0)
+    assert status_line(watch, T0 + 1, 120, probing=True) == "round 1… · no change in 1.00 s"
+    watch.observe([round_of(refused(A), healthy(B), at=NOW)])
+    watch.observe([round_of(healthy(A), healthy(B), at=NOW + 2)])
+
+    line = status_line(watch, NOW + 14.5, 200)
+    assert line == "round 2 · www (target) ok, 10.0.2.31 ok, 10.0.2.32 ok · last change 12.0 s ago"
+    short = status_line(watch, NOW + 100, 40)
+    assert len(short) == 39 and short.endswith("…")
+    assert "last change 1 min 38 s ago" in status_line(watch, NOW + 100, 200)
