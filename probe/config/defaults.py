@@ -9,7 +9,7 @@ from typing import Final
 #: Where ``probe run`` and ``probe demo`` serve ``/metrics`` unless told otherwise.
 DEFAULT_LISTEN = "127.0.0.1:9798"
 
-#: What ``probe check --watch --until`` accepts (``probe.judge.watch`` re-exports it).
+#: What ``probe check --watch --until`` accepts (``probe.judge.watch`` checks against it).
 UNTIL_CHOICES = ("ok", "stable")
 
 #: Seconds from the start of one ``--watch`` round to the next, unless ``--every`` says otherwise.

@@ -12,7 +12,7 @@ healthy backend may go unseen by chance, so probe counts identified responses wi
 backend across evaluations and reports it missing only after so many that a healthy
 backend would have answered but for a chance of at most :data:`ALPHA` per evaluation.
 
-The model (stated in the README): with ``k`` expected backends, each identified response
+The model (stated in docs/how-a-check-works.md): with ``k`` expected backends, each identified response
 comes from backend ``b`` with probability at least ``p``, independently;
 ``p = 1/k`` for ``weighted_random`` (equal weights assumed: probe has no weights), and
 ``p = 1/(2k)`` for ``least_outstanding_requests`` (a healthy backend is assumed to get at

@@ -3,7 +3,7 @@
 Pure logic plus two small file functions (``load`` and ``save``). :func:`snapshot` turns
 results into the baseline document, :func:`compare` classifies what changed since a
 baseline as ``neutral``, ``improvement`` or ``regression``. The file format is public and
-versioned (``format_version``); the README's "Baselines" section documents it and the
+versioned (``format_version``); docs/json-document.md ("Baseline file") documents it and the
 rules below.
 
 Rules (per target, matched by name and URL):
@@ -176,7 +176,7 @@ class TargetFacts(_Model):
 
 
 class Baseline(_Model):
-    """A baseline file, validated (see the README's "Baselines" section)."""
+    """A baseline file, validated (see docs/json-document.md, "Baseline file")."""
 
     format_version: int
     generator: str = ""

@@ -71,7 +71,7 @@ def change_text(change: Change, tz: tzinfo | None = None, *, color: bool = False
 
 
 def change_json(change: Change) -> dict[str, Any]:
-    """One JSON line of ``--watch --json`` for a change (see the README for the schema)."""
+    """One JSON line of ``--watch --json`` for a change (see docs/json-document.md for the schema)."""
     return {
         "type": "change",
         "schema_version": WATCH_SCHEMA_VERSION,
@@ -184,7 +184,7 @@ def summary_text(summary: Summary, *, color: bool = False) -> str:
 
 
 def summary_json(summary: Summary) -> dict[str, Any]:
-    """The last JSON line of ``--watch --json`` (see the README for the schema)."""
+    """The last JSON line of ``--watch --json`` (see docs/json-document.md for the schema)."""
     return {
         "type": "summary",
         "schema_version": WATCH_SCHEMA_VERSION,
