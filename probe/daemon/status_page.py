@@ -26,7 +26,8 @@ from probe._text import plural, printable
 from probe.daemon.store import Snapshot, StateChange, TargetState
 from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, Failure, TargetResult
-from probe.report.text import render_text, to_json
+from probe.report.document import to_json
+from probe.report.text import render_text
 from probe.stages.certs import describe_age, format_time
 
 #: Response headers of every status page: no script, no frame, nothing loaded from elsewhere.
@@ -180,7 +181,7 @@ def target_json(name: str, snapshot: Snapshot, now: float) -> str | None:
         now: Unix time of the request (the document's ``generated_timestamp``).
 
     Returns:
-        The document (:func:`probe.report.text.to_json` of the last result), indented, with a
+        The document (:func:`probe.report.document.to_json` of the last result), indented, with a
         final newline; ``None`` when the target is unknown or has no completed cycle yet.
     """
     state = snapshot.targets.get(name) if name in snapshot.configured else None
