@@ -272,7 +272,7 @@ def _address_table(results: Sequence[tuple[str, TargetResult]], now: float, with
 
 
 def _address_row(
-    name: str, target: TargetResult, address: AddressResult, now: float, with_target: bool
+    name: str, result: TargetResult, address: AddressResult, now: float, with_target: bool
 ) -> str:
     tls = address.tls
     if tls.version:
@@ -285,13 +285,13 @@ def _address_row(
         f"<tr class='address' data-target='{escape(name)}' data-address='{address.address}'>{first}"
         f"<td class='mono'>{address.address}</td>"
         f"<td class='status {address.status.value}'>{address.status.value}</td>"
-        f"<td>{version}</td>{_expiry_cell(target, address, now)}"
-        f"<td class='mono'>{_http_codes(address)}</td><td>{_backends(target, address)}</td>"
+        f"<td>{version}</td>{_expiry_cell(result, address, now)}"
+        f"<td class='mono'>{_http_codes(address)}</td><td>{_backends(result, address)}</td>"
         f"<td>{escape(codes)}</td></tr>"
     )
 
 
-def _expiry_cell(target: TargetResult, address: AddressResult, now: float) -> str:
+def _expiry_cell(result: TargetResult, address: AddressResult, now: float) -> str:
     tls = address.tls
     leaf = tls.leaf
     if leaf is None:
@@ -303,7 +303,7 @@ def _expiry_cell(target: TargetResult, address: AddressResult, now: float) -> st
         text += f"; chain {format_time(chain)} ({describe_age(chain, now)})"
     dated = [
         f.severity
-        for f in target.failures
+        for f in result.failures
         if f.reason in _EXPIRY_REASONS and (f.address is None or f.address == address.address)
     ]
     css = f" class='{Status.worst(dated).value}'" if dated else ""
@@ -317,12 +317,12 @@ def _http_codes(address: AddressResult) -> str:
     return " ".join("ERR" if a.status_code is None else str(a.status_code) for a in address.attempts)
 
 
-def _backends(target: TargetResult, address: AddressResult) -> str:
-    if target.target.expect_redirect is not None:
+def _backends(result: TargetResult, address: AddressResult) -> str:
+    if result.target.expect_redirect is not None:
         return "<span class='dim'>not judged (redirect expected)</span>"
     if not address.attempts:
         return "<span class='dim'>-</span>"
-    if target.target.identifying_rule is None:
+    if result.target.identifying_rule is None:
         return "<span class='dim'>no backend rule</span>"
     counts = address.backend_counts
     answered = sum(a.status_code is not None for a in address.attempts)
