@@ -120,7 +120,7 @@ def change_of(before: TargetResult | None, after: TargetResult) -> StateChange:
 
 
 #: A target's metrics as exposition text: per metric family (in the order of
-#: ``probe.daemon.metrics.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
+#: ``probe.daemon.metric_specs.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
 #: without series. The store keeps it opaque; :mod:`probe.daemon.metrics` makes and reads it.
 Exposition = tuple[bytes, ...]
 
