@@ -149,18 +149,7 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
     watch.__enter__()
     try:
         ready_seconds = wait_ready(process, port, settings.interval * 2 + 30)
-
-        # -- CPU window: no scrape of probe inside it.
-        stats_0 = measure.haproxy_stats(scene.haproxy_stats())
-        cpu_0 = proc_cpu(process.pid), proc_cpu(scene.blackbox.pid)
-        wall_0 = time.monotonic()
-        time.sleep(settings.window)
-        stats_1 = measure.haproxy_stats(scene.haproxy_stats())
-        cpu_1 = proc_cpu(process.pid), proc_cpu(scene.blackbox.pid)
-        wall = time.monotonic() - wall_0
-        cpu: dict[str, Any] = {"probe": _window(cpu_1[0] - cpu_0[0], "fe_probe", stats_0, stats_1, wall)}
-        cpu["blackbox"] = _window(cpu_1[1] - cpu_0[1], "fe_bb", stats_0, stats_1, wall)
-        cpu["wall_seconds"] = wall
+        cpu = _cpu_window(scene, process.pid, settings.window)
         cpu["ready_seconds"] = ready_seconds
         cpu["rate_per_second_each"] = rate
 
@@ -173,48 +162,23 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
             settings.fidelity_scrape_every,
             settings.fidelity_scrape_every * (settings.fidelity_samples // 2 + 3) + 30,
         )
-        lag = [
-            s.value
-            for result in fidelity_scrapes
-            for s in result.samples
-            if "loop_lag" in s.name and not s.name.endswith(("_bucket", "_count", "_created"))
-        ]
     finally:
         driver.stop()
         watch.__exit__()
     blackbox_slow = driver.slow[bb_slow_before:] or driver.slow
-    fidelity = {"probe": excess(probe_slow), "blackbox": excess(blackbox_slow), "probe_loop_lag_values": lag}
+    fidelity = {
+        "probe": excess(probe_slow),
+        "blackbox": excess(blackbox_slow),
+        "probe_loop_lag_values": _loop_lag(fidelity_scrapes),
+    }
     # The first scrape after the window shows the verdicts of the cycles in it.
     window_verdicts = verdicts(fidelity_scrapes[0].samples) if fidelity_scrapes else verdicts([])
 
     # -- /metrics while probe keeps probing N targets (blackbox's load has stopped).
-    cpu_before = proc_cpu(process.pid)
-    wall_before = time.monotonic()
-    scrapes = [scrape(port, parse=False) for _ in range(settings.scrapes - 1)]
-    last = scrape(port)
-    scrapes.append(last)
-    scrape_wall = time.monotonic() - wall_before
-    scrape_cpu = proc_cpu(process.pid) - cpu_before
-    background = cpu["probe"]["cpu_seconds"] / wall  # CPU per second of probing alone
-    latencies = [s.seconds for s in scrapes]
-    # Size and samples as after the window, while every target is healthy (a failing target
-    # has fewer series, and the scrapes in a row below can make every target fail).
-    healthy = fidelity_scrapes[0] if fidelity_scrapes else last
-    per_target = [
-        sum(1 for s in healthy.samples if s.labels.get("target") == f"t{i:04d}")
-        for i in range(settings.targets)
-    ]
-    metrics = {
-        "scrapes": len(scrapes),
-        "p50_seconds": measure.percentile(latencies, 50),
-        "p99_seconds": measure.percentile(latencies, 99),
-        "max_seconds": max(latencies),
-        "bytes": len(healthy.body),
-        "samples": len(healthy.samples),
-        "samples_per_target": measure.median(per_target) if per_target else None,
-        "cpu_seconds_per_scrape": max(0.0, scrape_cpu - background * scrape_wall) / len(scrapes),
-        "blackbox_samples_per_probe": driver.samples_per_probe,
-    }
+    background = cpu["probe"]["cpu_seconds"] / cpu["wall_seconds"]  # CPU per second of probing alone
+    metrics, last = _scrape_figures(
+        process.pid, port, settings, background, fidelity_scrapes, driver.samples_per_probe
+    )
 
     # -- Verdicts and memory.
     verdict = {
@@ -239,6 +203,83 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
         "memory": memory,
         "sockets": watch.report(),
     }
+
+
+def _cpu_window(scene: Scene, pid: int, window: float) -> dict[str, Any]:
+    """Both tools' CPU and HAProxy's counters over ``window`` seconds; no scrape of probe inside."""
+    assert scene.blackbox is not None
+    stats_0 = measure.haproxy_stats(scene.haproxy_stats())
+    cpu_0 = proc_cpu(pid), proc_cpu(scene.blackbox.pid)
+    wall_0 = time.monotonic()
+    time.sleep(window)
+    stats_1 = measure.haproxy_stats(scene.haproxy_stats())
+    cpu_1 = proc_cpu(pid), proc_cpu(scene.blackbox.pid)
+    wall = time.monotonic() - wall_0
+    cpu: dict[str, Any] = {"probe": _window(cpu_1[0] - cpu_0[0], "fe_probe", stats_0, stats_1, wall)}
+    cpu["blackbox"] = _window(cpu_1[1] - cpu_0[1], "fe_bb", stats_0, stats_1, wall)
+    cpu["wall_seconds"] = wall
+    return cpu
+
+
+def _loop_lag(scrapes: list[Scrape]) -> list[float]:
+    """The values of probe's event-loop lag gauge in these scrapes."""
+    return [
+        s.value
+        for result in scrapes
+        for s in result.samples
+        if "loop_lag" in s.name and not s.name.endswith(("_bucket", "_count", "_created"))
+    ]
+
+
+def _scrape_figures(
+    pid: int,
+    port: int,
+    settings: Settings,
+    background: float,
+    fidelity_scrapes: list[Scrape],
+    blackbox_samples_per_probe: int | None,
+) -> tuple[dict[str, Any], Scrape]:
+    """``settings.scrapes`` scrapes of ``/metrics`` in a row: their latency, CPU and size.
+
+    Args:
+        pid: probe's process.
+        port: probe's port.
+        settings: the run's settings.
+        background: probe's CPU seconds per second while it only probes (from the CPU window).
+        fidelity_scrapes: the scrapes taken while every target was healthy (size and samples
+            come from the first, or from the last of these scrapes when there is none).
+        blackbox_samples_per_probe: samples in one ``/probe`` answer of blackbox_exporter.
+
+    Returns:
+        The ``metrics`` figures, and the last scrape (its verdicts are read after).
+    """
+    cpu_before = proc_cpu(pid)
+    wall_before = time.monotonic()
+    scrapes = [scrape(port, parse=False) for _ in range(settings.scrapes - 1)]
+    last = scrape(port)
+    scrapes.append(last)
+    scrape_wall = time.monotonic() - wall_before
+    scrape_cpu = proc_cpu(pid) - cpu_before
+    latencies = [s.seconds for s in scrapes]
+    # Size and samples as after the window, while every target is healthy (a failing target
+    # has fewer series, and the scrapes in a row above can make every target fail).
+    healthy = fidelity_scrapes[0] if fidelity_scrapes else last
+    per_target = [
+        sum(1 for s in healthy.samples if s.labels.get("target") == f"t{i:04d}")
+        for i in range(settings.targets)
+    ]
+    metrics = {
+        "scrapes": len(scrapes),
+        "p50_seconds": measure.percentile(latencies, 50),
+        "p99_seconds": measure.percentile(latencies, 99),
+        "max_seconds": max(latencies),
+        "bytes": len(healthy.body),
+        "samples": len(healthy.samples),
+        "samples_per_target": measure.median(per_target) if per_target else None,
+        "cpu_seconds_per_scrape": max(0.0, scrape_cpu - background * scrape_wall) / len(scrapes),
+        "blackbox_samples_per_probe": blackbox_samples_per_probe,
+    }
+    return metrics, last
 
 
 def _window(

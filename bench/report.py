@@ -103,112 +103,180 @@ def goals(figures: dict[str, Any], settings: Settings) -> list[measure.Goal]:
     ]
 
 
+#: A row of the table: the figure, probe's value, blackbox_exporter's, their ratio.
+Row = tuple[str, str, str, str]
+
+_fmt = measure.format_value
+
+
 def render_table(report: Report) -> str:
     """The printed summary: absolute figures side by side, then the goals."""
-    f = report.figures
-    cpu = f["load"]["cpu"]
-    metrics = f["load"]["metrics"]
-    memory = f["load"]["memory"]
-    s = report.settings
-    fmt = measure.format_value
-    rows: list[tuple[str, str, str, str]] = []
+    f, s = report.figures, report.settings
+    rows = [
+        *_cpu_rows(f["load"]["cpu"], s),
+        *_metrics_rows(f["load"]["metrics"]),
+        *_memory_rows(f["load"]["memory"], f["fidelity_idle"], s),
+        *_startup_rows(f["startup"]),
+        *_fidelity_rows("idle", f["fidelity_idle"]),
+        *_fidelity_rows("under load", f["load"]["fidelity_load"]),
+        *_lag_and_socket_rows(f["load"]),
+        *_verdict_rows(f["load"]["verdicts"]),
+    ]
+    return "\n".join([*_table(rows), "", "goals (issue 9):", *_goal_lines(report.goals)])
 
-    def row(name: str, probe: str, blackbox: str = "", ratio: str = "") -> None:
-        rows.append((name, probe, blackbox, ratio))
 
+def _row(name: str, probe: str, blackbox: str = "", ratio: str = "") -> Row:
+    return (name, probe, blackbox, ratio)
+
+
+def _cpu_rows(cpu: dict[str, Any], s: dict[str, Any]) -> list[Row]:
+    """CPU per address-probe, address-probes and connections counted, share of a core."""
     pp, bb = cpu["probe"], cpu["blackbox"]
-    row(
-        "CPU per address-probe",
-        fmt(pp["cpu_seconds_per_address_probe"], "ms"),
-        fmt(bb["cpu_seconds_per_address_probe"], "ms"),
-        fmt(measure.ratio(pp["cpu_seconds_per_address_probe"], bb["cpu_seconds_per_address_probe"]), "x"),
-    )
-    row("address-probes in the window", f"{pp['address_probes']}", f"{bb['address_probes']}")
-    row(
-        "TCP+TLS connections per address-probe",
-        fmt(pp["connections_per_address_probe"], ""),
-        fmt(bb["connections_per_address_probe"], ""),
-    )
-    row(
-        f"% of one core, {s['targets']} targets / {s['interval']:g} s",
-        fmt(pp["core_percent"], "%"),
-        fmt(bb["core_percent"], "%"),
-    )
-    row("/metrics p50 / p99", f"{fmt(metrics['p50_seconds'], 'ms')} / {fmt(metrics['p99_seconds'], 'ms')}")
-    row("/metrics bytes, samples", f"{fmt(metrics['bytes'], 'MB')}, {metrics['samples']}")
-    row(
-        "samples per 2-address target (per /probe)",
-        fmt(metrics["samples_per_target"], ""),
-        fmt(metrics["blackbox_samples_per_probe"], ""),
-    )
-    row("CPU per scrape (estimate)", fmt(metrics["cpu_seconds_per_scrape"], "ms"))
-    row(
-        "peak RSS (VmHWM)",
-        fmt(memory["probe_peak_rss_bytes"], "MiB"),
-        fmt(memory["blackbox_peak_rss_bytes"], "MiB"),
-    )
-    row("peak RSS after the /metrics scrapes", fmt(memory["probe_peak_rss_after_scrapes_bytes"], "MiB"))
-    row("peak RSS with only the slow target", fmt(f["fidelity_idle"]["probe_rss_one_target_bytes"], "MiB"))
-    one = f["fidelity_idle"]["probe_rss_one_target_bytes"]
+    return [
+        _row(
+            "CPU per address-probe",
+            _fmt(pp["cpu_seconds_per_address_probe"], "ms"),
+            _fmt(bb["cpu_seconds_per_address_probe"], "ms"),
+            _fmt(
+                measure.ratio(pp["cpu_seconds_per_address_probe"], bb["cpu_seconds_per_address_probe"]), "x"
+            ),
+        ),
+        _row("address-probes in the window", f"{pp['address_probes']}", f"{bb['address_probes']}"),
+        _row(
+            "TCP+TLS connections per address-probe",
+            _fmt(pp["connections_per_address_probe"], ""),
+            _fmt(bb["connections_per_address_probe"], ""),
+        ),
+        _row(
+            f"% of one core, {s['targets']} targets / {s['interval']:g} s",
+            _fmt(pp["core_percent"], "%"),
+            _fmt(bb["core_percent"], "%"),
+        ),
+    ]
+
+
+def _metrics_rows(metrics: dict[str, Any]) -> list[Row]:
+    """``/metrics``: latency, size, samples per target, CPU per scrape."""
+    return [
+        _row(
+            "/metrics p50 / p99",
+            f"{_fmt(metrics['p50_seconds'], 'ms')} / {_fmt(metrics['p99_seconds'], 'ms')}",
+        ),
+        _row("/metrics bytes, samples", f"{_fmt(metrics['bytes'], 'MB')}, {metrics['samples']}"),
+        _row(
+            "samples per 2-address target (per /probe)",
+            _fmt(metrics["samples_per_target"], ""),
+            _fmt(metrics["blackbox_samples_per_probe"], ""),
+        ),
+        _row("CPU per scrape (estimate)", _fmt(metrics["cpu_seconds_per_scrape"], "ms")),
+    ]
+
+
+def _memory_rows(memory: dict[str, Any], idle: dict[str, Any], s: dict[str, Any]) -> list[Row]:
+    """Peak RSS under load, after the scrapes and with one target, and so memory per target."""
+    one = idle["probe_rss_one_target_bytes"]
     per_target = (memory["probe_peak_rss_bytes"] - one) / s["targets"]
-    row("memory per target (peak at N − peak at 1) / N", f"{per_target / 1024:.1f} KiB")
-    row("probe --help (median)", fmt(f["startup"]["help_seconds_median"], "ms"))
-    row(
-        "check start → first DNS query (median)",
-        fmt(f["startup"]["check_first_dns_query_seconds_median"], "ms"),
-    )
-    for label, section in (("idle", f["fidelity_idle"]), ("under load", f["load"]["fidelity_load"])):
-        p, b = section["probe"], section["blackbox"]
-        row(
+    return [
+        _row(
+            "peak RSS (VmHWM)",
+            _fmt(memory["probe_peak_rss_bytes"], "MiB"),
+            _fmt(memory["blackbox_peak_rss_bytes"], "MiB"),
+        ),
+        _row(
+            "peak RSS after the /metrics scrapes", _fmt(memory["probe_peak_rss_after_scrapes_bytes"], "MiB")
+        ),
+        _row("peak RSS with only the slow target", _fmt(one, "MiB")),
+        _row("memory per target (peak at N − peak at 1) / N", f"{per_target / 1024:.1f} KiB"),
+    ]
+
+
+def _startup_rows(startup: dict[str, Any]) -> list[Row]:
+    """``probe --help``, and ``probe check`` to its first DNS query."""
+    return [
+        _row("probe --help (median)", _fmt(startup["help_seconds_median"], "ms")),
+        _row(
+            "check start → first DNS query (median)",
+            _fmt(startup["check_first_dns_query_seconds_median"], "ms"),
+        ),
+    ]
+
+
+def _fidelity_rows(label: str, section: dict[str, Any]) -> list[Row]:
+    """Reported − 300 ms of the slow target: the address-probe, its request phases, probe's cycle."""
+    p, b = section["probe"], section["blackbox"]
+    rows = [
+        _row(
             f"reported − 300 ms, {label}: total (median/max)",
-            f"{fmt(p['total_median'], 'ms')} / {fmt(p['total_max'], 'ms')}",
-            f"{fmt(b['total_median'], 'ms')} / {fmt(b['total_max'], 'ms')}",
-        )
-        row(
+            f"{_fmt(p['total_median'], 'ms')} / {_fmt(p['total_max'], 'ms')}",
+            f"{_fmt(b['total_median'], 'ms')} / {_fmt(b['total_max'], 'ms')}",
+        ),
+        _row(
             f"reported − 300 ms, {label}: request phases",
-            f"{fmt(p['request_median'], 'ms')} / {fmt(p['request_max'], 'ms')}",
-            f"{fmt(b['request_median'], 'ms')} / {fmt(b['request_max'], 'ms')}",
-        )
-        if p.get("cycle_median") is not None:
-            row(
+            f"{_fmt(p['request_median'], 'ms')} / {_fmt(p['request_max'], 'ms')}",
+            f"{_fmt(b['request_median'], 'ms')} / {_fmt(b['request_max'], 'ms')}",
+        ),
+    ]
+    if p.get("cycle_median") is not None:
+        rows.append(
+            _row(
                 f"reported − 300 ms, {label}: probe's whole cycle",
-                f"{fmt(p['cycle_median'], 'ms')} / {fmt(p['cycle_max'], 'ms')}",
+                f"{_fmt(p['cycle_median'], 'ms')} / {_fmt(p['cycle_max'], 'ms')}",
                 "",
             )
-    lag = f["load"]["fidelity_load"]["probe_loop_lag_values"]
-    row("event-loop lag exported", fmt(max(lag), "ms") if lag else "not exported")
-    sockets = f["load"]["sockets"]
-    row(
-        f"remote addresses seen ({sockets['samples']} samples)",
-        ", ".join(sockets["probe"]["remote_addresses"]) or "-",
-        ", ".join(sockets["blackbox"]["remote_addresses"]) or "-",
-    )
-    v = f["load"]["verdicts"]
-    for label, key in (
-        ("after the window", "probe_after_window"),
-        ("after the scrapes", "probe_after_scrapes"),
-    ):
-        found = v[key]
-        reasons = ", ".join(f"{reason} {n}" for reason, n in found["reasons"].items())
-        row(
-            f"verdicts ok, {label}",
-            f"{found['ok']}/{v['probe_targets']} (+slow {'ok' if found['slow_ok'] else 'NOT ok'})"
-            + (f"; {reasons}" if reasons else ""),
-            f"{v['blackbox_probes'] - v['blackbox_failed']}/{v['blackbox_probes']}"
-            if key.endswith("window")
-            else "",
         )
+    return rows
 
+
+def _lag_and_socket_rows(load: dict[str, Any]) -> list[Row]:
+    """The event-loop lag probe exported, and the remote addresses each tool's sockets had."""
+    lag = load["fidelity_load"]["probe_loop_lag_values"]
+    sockets = load["sockets"]
+    return [
+        _row("event-loop lag exported", _fmt(max(lag), "ms") if lag else "not exported"),
+        _row(
+            f"remote addresses seen ({sockets['samples']} samples)",
+            ", ".join(sockets["probe"]["remote_addresses"]) or "-",
+            ", ".join(sockets["blackbox"]["remote_addresses"]) or "-",
+        ),
+    ]
+
+
+def _verdict_rows(v: dict[str, Any]) -> list[Row]:
+    """Probe's targets ok after the CPU window and after the scrapes; blackbox's probes ok."""
+    blackbox = f"{v['blackbox_probes'] - v['blackbox_failed']}/{v['blackbox_probes']}"
+    return [
+        _verdict_row("after the window", v["probe_after_window"], v["probe_targets"], blackbox),
+        _verdict_row("after the scrapes", v["probe_after_scrapes"], v["probe_targets"], ""),
+    ]
+
+
+def _verdict_row(label: str, found: dict[str, Any], targets: int, blackbox: str) -> Row:
+    reasons = ", ".join(f"{reason} {n}" for reason, n in found["reasons"].items())
+    return _row(
+        f"verdicts ok, {label}",
+        f"{found['ok']}/{targets} (+slow {'ok' if found['slow_ok'] else 'NOT ok'})"
+        + (f"; {reasons}" if reasons else ""),
+        blackbox,
+    )
+
+
+def _table(rows: list[Row]) -> list[str]:
+    """The rows under a header, columns padded to their widest cell and joined by `` | ``."""
     header = ("figure", "probe", "blackbox_exporter", "probe/blackbox")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    lines += ["", "goals (issue 9):"]
-    for goal in report.goals:
+    return lines
+
+
+def _goal_lines(goals: list[dict[str, Any]]) -> list[str]:
+    """A line per goal: the value, the limit, met or not (or missing)."""
+    lines = []
+    for goal in goals:
         met = {True: "met", False: "NOT met", None: "missing"}[goal["met"]]
-        value, limit = fmt(goal["value"], goal["unit"]), fmt(goal["limit"], goal["unit"])
+        value, limit = _fmt(goal["value"], goal["unit"]), _fmt(goal["limit"], goal["unit"])
         lines.append(f"  {goal['name']}: {value} (goal ≤ {limit}) {met}")
-    return "\n".join(lines)
+    return lines
 
 
 def check(figures: dict[str, Any], goal_list: list[measure.Goal]) -> tuple[list[str], list[str]]:
@@ -220,31 +288,51 @@ def check(figures: dict[str, Any], goal_list: list[measure.Goal]) -> tuple[list[
     slow-target cycle): a fault of the harness in a smoke run, a result in a full run.
     """
     problems = [f"missing figure: {goal.name}" for goal in goal_list if goal.value is None]
-    cpu = figures["load"]["cpu"]
-    for tool in ("probe", "blackbox"):
-        if not cpu[tool]["address_probes"]:
-            problems.append(f"{tool}: no address-probes counted by HAProxy in the window")
-    v = figures["load"]["verdicts"]
+    problems += _harness_problems(figures["load"])
+    findings = _window_findings(figures["load"]["verdicts"])
+    slow = _slow_target_failures(figures)
+    problems += [message for tool, message in slow if tool != "probe"]
+    findings += [message for tool, message in slow if tool == "probe"]
+    return problems, findings
+
+
+def _harness_problems(load: dict[str, Any]) -> list[str]:
+    """No address-probes counted, blackbox_exporter's probes failed, a socket outside loopback."""
+    problems = [
+        f"{tool}: no address-probes counted by HAProxy in the window"
+        for tool in ("probe", "blackbox")
+        if not load["cpu"][tool]["address_probes"]
+    ]
+    v = load["verdicts"]
     if v["blackbox_failed"] or not v["blackbox_probes"]:
         problems.append(f"blackbox_exporter: {v['blackbox_failed']} of {v['blackbox_probes']} probes failed")
     for tool in ("probe", "blackbox"):
-        outside = figures["load"]["sockets"][tool]["not_loopback"]
+        outside = load["sockets"][tool]["not_loopback"]
         if outside:
             problems.append(f"{tool}: sockets to addresses outside loopback: {', '.join(outside)}")
-    findings = []
+    return problems
+
+
+def _window_findings(v: dict[str, Any]) -> list[str]:
+    """Probe's targets not all ok after the CPU window (the slow one included)."""
     found = v["probe_after_window"]
-    if found["ok"] != v["probe_targets"] or not found["slow_ok"]:
-        findings.append(
-            f"probe: {found['ok']} of {v['probe_targets']} targets ok after the window, "
-            f"slow ok: {found['slow_ok']}, reasons: {found['reasons']}"
-        )
-    for label, section in (("idle", figures["fidelity_idle"]), ("load", figures["load"]["fidelity_load"])):
-        for tool in ("probe", "blackbox"):
-            if not section[tool].get("all_success"):
-                (findings if tool == "probe" else problems).append(
-                    f"{tool}: a slow-target probe ({label}) failed or none ran"
-                )
-    return problems, findings
+    if found["ok"] == v["probe_targets"] and found["slow_ok"]:
+        return []
+    return [
+        f"probe: {found['ok']} of {v['probe_targets']} targets ok after the window, "
+        f"slow ok: {found['slow_ok']}, reasons: {found['reasons']}"
+    ]
+
+
+def _slow_target_failures(figures: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(tool, message)`` per tool whose slow-target probes failed or did not run, idle and loaded."""
+    sections = (("idle", figures["fidelity_idle"]), ("load", figures["load"]["fidelity_load"]))
+    return [
+        (tool, f"{tool}: a slow-target probe ({label}) failed or none ran")
+        for label, section in sections
+        for tool in ("probe", "blackbox")
+        if not section[tool].get("all_success")
+    ]
 
 
 def evaluate(report: Report, settings: Settings) -> None:
