@@ -49,7 +49,7 @@ class Spec:
 _T = ("target",)
 _TA = ("target", "address")
 
-#: Every metric probe exposes. The README's metrics table is checked against this.
+#: Every metric probe exposes. The table in docs/metrics-and-alerts.md is checked against this.
 SPECS: tuple[Spec, ...] = (
     # blackbox_exporter names and meanings
     Spec("probe_success", "gauge", _T, "1 if the last cycle's verdict was ok or warning, 0 if critical."),
