@@ -42,6 +42,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 from OpenSSL import SSL, crypto
 
+from probe._files import MAX_PEM_BYTES, FileRefused, check_capped
 from probe._text import openssl_words, shorten
 from probe.config.models import Timeouts
 from probe.model.deadline import Deadline
@@ -94,7 +95,10 @@ def build_context(ca_file: Path | None, min_tls_version: str) -> SSL.Context:
         if ca_file is None:
             context.set_default_verify_paths()
         else:
+            check_capped(ca_file, MAX_PEM_BYTES)
             context.load_verify_locations(str(ca_file))
+    except FileRefused as exc:
+        raise ValueError(f"cannot load the trust anchors for OCSP stapling: {ca_file}: {exc}") from None
     except SSL.Error as exc:
         raise ValueError(f"cannot load the trust anchors for OCSP stapling: {openssl_words(exc)}") from None
     store = context.get_cert_store()
