@@ -48,6 +48,7 @@ from probe.config.models import Timeouts
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import Failure, IPAddress, OcspResult
+from probe.stages._sockets import fd_limit
 from probe.stages.certs import describe_age, format_time
 
 if TYPE_CHECKING:
@@ -126,7 +127,8 @@ async def staple(
 
     Returns:
         The result; a failed connect or handshake is an ``error`` fact (the TLS stage
-        reports the address's handshake faults), never an exception.
+        reports the address's handshake faults), never an exception; no socket for lack of
+        file descriptors is a ``cycle_fd_limit`` finding besides.
 
     Raises:
         ValueError: the plan has no stapling context (a bug in the caller).
@@ -157,6 +159,12 @@ async def _staple(
             stapled=False, error=f"no TCP connection for the stapling handshake within {limit:.3g}s"
         )
     except OSError as exc:
+        no_fd = fd_limit(exc)
+        if no_fd is not None:  # this host's limit, a finding: the staple was never asked for
+            why = f"no stapling handshake: {no_fd}"
+            return OcspResult(
+                stapled=False, error=why, failures=(Failure(Reason.CYCLE_FD_LIMIT, why, address),)
+            )
         why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
         return OcspResult(stapled=False, error=f"connect for the stapling handshake failed: {why}")
     staples: list[bytes] = []

@@ -459,10 +459,15 @@ def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
     """Map a TCP connect failure to a reason and a sentence.
 
     The connect (``probe.stages._sockets``, as asyncio) puts its own text in ``strerror`` ("Connect
-    call failed …"); the errno says what happened (no route, network unreachable …).
+    call failed …"); the errno says what happened (no route, network unreachable …). No
+    socket for lack of file descriptors is this host's limit, ``cycle_fd_limit``
+    (:func:`probe.stages._sockets.fd_limit`), not a TCP failure.
     """
     if isinstance(exc, ConnectionRefusedError):
         return Reason.TCP_REFUSED, "connection refused"
+    no_fd = netio.fd_limit(exc)
+    if no_fd is not None:  # this host's limit: no packet left
+        return Reason.CYCLE_FD_LIMIT, no_fd
     why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
     return Reason.TCP_ERROR, f"connect failed: {why}"
 
