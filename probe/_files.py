@@ -27,7 +27,7 @@ from pathlib import Path
 #: config of a thousand targets is about 200 KiB.
 MAX_CONFIG_BYTES = 1024 * 1024
 
-#: A baseline (``--baseline``): about 1 KiB per target, so about ten thousand targets.
+#: A baseline (``--baseline``): 1-2 KiB per target (two addresses), so about ten thousand targets.
 MAX_BASELINE_BYTES = 16 * 1024 * 1024
 
 #: A PEM file: ``ca_file``, the endpoint's certificate, key and client CAs. The system's trust
