@@ -329,18 +329,36 @@ def backend_name(value: Any) -> str:
     return str(value)
 
 
+#: The longest URL a target may have (characters). httpx refuses a request URL over 65,536
+#: characters; probe's puts the address in place of the name (up to 47 characters more:
+#: ``[IPv6]:65535``), so this leaves room for it.
+MAX_URL_CHARS = 65_000
+
+#: ASCII control characters (C0 and DEL), which httpx refuses in a URL and ``urlsplit`` drops
+#: silently in part (tab, CR, LF: ``ok.example\n.evil`` would become ``ok.example.evil``).
+_URL_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def web_url(value: Any, schemes: tuple[str, ...] = ("https",)) -> str:
     """A URL of one of ``schemes``, without user:password, with a valid port and a valid host.
 
     The host is a DNS name (checked as :func:`normalize_hostname` does) or an IP address;
-    whether an IP address is allowed there is for the caller to say.
+    whether an IP address is allowed there is for the caller to say. Refused too, as what
+    the HTTP layer cannot send as written (:func:`sendable`): a URL longer than
+    :data:`MAX_URL_CHARS`, a control character (a line break inside a URL pasted on the
+    command line), a space (curl refuses it too; write ``%20``), and text that is not
+    Unicode (bytes that were not UTF-8 on the command line).
 
     Raises:
         ValueError: one line naming what is wrong.
     """
     if not isinstance(value, str):
         raise ValueError("must be a URL such as https://www.corp.example/health")
-    parts = urlsplit(value.strip())
+    text = sendable(value.strip())
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unclosed IPv6 literal, a bracketed host that is not one
+        raise ValueError(f"{shown(text)} is not a valid URL ({exc})") from None
     if parts.scheme.lower() not in schemes:
         wanted = " or ".join(f"{scheme}://" for scheme in schemes)
         raise ValueError(f"{shown(value)} must be an {wanted} URL")
@@ -352,6 +370,38 @@ def web_url(value: Any, schemes: tuple[str, ...] = ("https",)) -> str:
         port = 0
     if port == 0:
         raise ValueError(f"{shown(value)} has an invalid port")
-    if url_ip_literal(value.strip()) is None:
+    host_part = parts.netloc.rpartition("@")[2]
+    after = host_part.partition("]")[2]
+    if host_part.startswith("[") and after[:1] not in ("", ":"):  # urlsplit ignores it
+        raise ValueError(f"{shown(value)} has {shown(after)} after the IPv6 address's ']'")
+    if url_ip_literal(text) is None:
         normalize_hostname(parts.hostname or "")
-    return value.strip()
+    return text
+
+
+def sendable(url: str) -> str:
+    """``url`` unchanged when the HTTP layer can send it as written.
+
+    Raises:
+        ValueError: longer than :data:`MAX_URL_CHARS`, a control character, a space, or a
+            lone surrogate (not UTF-8).
+    """
+    if len(url) > MAX_URL_CHARS:
+        raise ValueError(f"is {len(url):,} characters long; a URL may have at most {MAX_URL_CHARS:,}")
+    control = _URL_CONTROL.search(url)
+    if control is not None:
+        raise ValueError(
+            f"{shown(url)} holds the control character {control.group()!r} at position "
+            f"{control.start()}; a URL cannot hold one"
+        )
+    if " " in url:
+        raise ValueError(
+            f"{shown(url)} holds a space at position {url.index(' ')}; write it as %20 (curl refuses it too)"
+        )
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{shown(url)} is not valid text at position {exc.start} (bytes that are not UTF-8?)"
+        ) from None
+    return url

@@ -144,6 +144,7 @@ class Reason(StrEnum):
     BACKEND_UNDECIDED = "backend_undecided"
     HTTP_REDIRECT_WRONG = "http_redirect_wrong"
     HTTP_REDIRECT_MISSING = "http_redirect_missing"
+    CYCLE_FD_LIMIT = "cycle_fd_limit"
 
     @property
     def stage(self) -> Stage:
@@ -396,5 +397,11 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.HTTP,
         _C,
         "With expect_redirect, a response that is not a redirect (a 200 serves the page over plain HTTP).",
+    ),
+    Reason.CYCLE_FD_LIMIT: (
+        Stage.CYCLE,
+        _C,
+        "This host could not open a socket: probe is at its limit of open files (RLIMIT_NOFILE) or "
+        "the system's file table is full; nothing was learned about the service.",
     ),
 }

@@ -240,6 +240,14 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         "a few requests: raise requests_per_address (--requests), or let the daemon or --watch count "
         "across cycles; if it stays unseen, check the target group's Targets tab",
     },
+    Reason.CYCLE_FD_LIMIT: {
+        _G: "this host, not the service: probe has as many files and sockets open as it may; raise "
+        "LimitNOFILE= in its systemd unit (4096 in the shipped one) or ulimit -n, or check fewer "
+        "targets at once",
+        _A: "this host, not the service: probe has as many files and sockets open as it may; raise "
+        "LimitNOFILE= in its systemd unit (4096 in the shipped one) or ulimit -n, or check fewer "
+        "targets at once",
+    },
     Reason.CYCLE_DEADLINE_EXCEEDED: {
         _G: "the stages' timeouts add up to more than timeouts.deadline, or many addresses are slow",
         _A: "the stages' timeouts add up to more than timeouts.deadline, or many addresses are "

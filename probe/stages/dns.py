@@ -34,7 +34,7 @@ from probe.config.values import IPNetwork
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
-from probe.stages._sockets import expire, wake
+from probe.stages._sockets import expire, fd_limit, wake
 
 if TYPE_CHECKING:
     import dns.rrset
@@ -51,6 +51,7 @@ _FAMILIES = {"ipv4": ("A",), "ipv6": ("AAAA",), "both": ("A", "AAAA")}
 # When every resolver failed, the reason reported is the most informative one seen:
 # an actual answer beats silence.
 _FAILURE_PRIORITY = (
+    Reason.CYCLE_FD_LIMIT,  # not the resolvers' failure: this host could not ask
     Reason.DNS_SERVFAIL,
     Reason.DNS_REFUSED,
     Reason.DNS_MALFORMED,
@@ -363,12 +364,20 @@ def _no_address_failure(hostname: str, lookups: Sequence[_Lookup]) -> Failure:
 
 
 def _failover_warnings(lookups: Sequence[_Lookup]) -> list[Failure]:
+    """``dns_resolver_failover`` for each resolver that failed before another answered.
+
+    A query this host could not send (``cycle_fd_limit``) is not the resolver's
+    failure: it is reported as that, once.
+    """
     warnings: dict[str, Failure] = {}
     for lookup in lookups:
         if lookup.resolver is None:
             continue
         for query in lookup.queries:
-            if query.error is not None and query.resolver != lookup.resolver:
+            if query.error is Reason.CYCLE_FD_LIMIT:
+                detail = f"{query.resolver}: {query.detail}; the answer came from {lookup.resolver}"
+                warnings.setdefault("", Failure(query.error, detail))
+            elif query.error is not None and query.resolver != lookup.resolver:
                 warnings.setdefault(
                     query.resolver,
                     Failure(
@@ -647,7 +656,8 @@ def classify_dns_error(exc: BaseException, limit: float) -> tuple[Reason, str]:
     Chosen by exception type only (dnspython's exceptions are structured), most specific
     first: a timeout (asyncio's or dnspython's), any other dnspython error or a
     ``ValueError`` from wire parsing (garbage, or an answer to another question), and
-    socket errors.
+    socket errors: ``cycle_fd_limit`` when this host is out of file descriptors
+    (:func:`probe.stages._sockets.fd_limit`), else ``dns_error``.
 
     Args:
         exc: the exception raised by the query.
@@ -661,6 +671,9 @@ def classify_dns_error(exc: BaseException, limit: float) -> tuple[Reason, str]:
     if isinstance(exc, dns.exception.DNSException):
         return Reason.DNS_MALFORMED, f"malformed response: {type(exc).__name__}"
     if isinstance(exc, OSError):
+        no_fd = fd_limit(exc)
+        if no_fd is not None:  # this host's limit, not the resolver's fault
+            return Reason.CYCLE_FD_LIMIT, f"cannot query: {no_fd}"
         return Reason.DNS_ERROR, f"cannot query: {exc.strerror or exc}"
     if isinstance(exc, ValueError):  # dnspython raises ValueError for some wire garbage
         return Reason.DNS_MALFORMED, f"malformed response: {exc}"
