@@ -45,6 +45,12 @@ Resolver = tuple[str, int]
 
 #: CNAME links followed (in one answer and across re-queries) before calling it a loop.
 MAX_CNAME_LINKS = 16
+#: Addresses of one record type (A or AAAA) probed: the lowest ones, the rest are not
+#: connected to (``dns_too_many_addresses``). A load balancer's name has a few (an ALB at
+#: most 8), but an answer over TCP can hold 4,000, each an address-probe every cycle.
+MAX_ADDRESSES = 64
+#: Addresses named in one finding's detail before "and N more".
+_NAMED = 8
 
 _FAMILIES = {"ipv4": ("A",), "ipv6": ("AAAA",), "both": ("A", "AAAA")}
 
@@ -236,6 +242,7 @@ def _dns_result(plan: DnsPlan, lookups: list[_Lookup], per_name: int, start: flo
     failures = [
         *_address_failures(plan.hostname, answers, main_lookups),
         *_failover_warnings(main_lookups),
+        *_too_many_addresses(plan.hostname, main_lookups),
         *_unexpected_addresses(plan, answers),
     ]
     alias_result = None
@@ -325,12 +332,39 @@ def pinned_answers(addresses: Sequence[IPAddress], networks: Sequence[IPNetwork]
 def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple[DnsAnswer, ...]:
     seen: dict[IPAddress, DnsAnswer] = {}
     for lookup in lookups:
-        for address, ttl in lookup.answers:
+        for address, ttl in _probed(lookup.answers):
             if address not in seen:
                 seen[address] = DnsAnswer(
                     address=address, ttl=ttl, expected=address_expected(address, networks)
                 )
     return tuple(sorted(seen.values(), key=lambda a: (a.address.version, a.address)))
+
+
+def _probed(answers: tuple[tuple[IPAddress, int], ...]) -> tuple[tuple[IPAddress, int], ...]:
+    """The answers of one lookup that are probed: all, or the MAX_ADDRESSES lowest addresses."""
+    if len(answers) <= MAX_ADDRESSES:
+        return answers
+    return tuple(sorted(answers, key=lambda answer: answer[0])[:MAX_ADDRESSES])
+
+
+def _too_many_addresses(hostname: str, lookups: Sequence[_Lookup]) -> list[Failure]:
+    """``dns_too_many_addresses`` for each lookup whose answer held more than MAX_ADDRESSES."""
+    return [
+        Failure(
+            Reason.DNS_TOO_MANY_ADDRESSES,
+            f"{hostname} has {len(lookup.answers)} {lookup.qtype} records, more than the "
+            f"{MAX_ADDRESSES} that probe probes: the {MAX_ADDRESSES} lowest addresses were probed, "
+            "the others not connected to",
+        )
+        for lookup in lookups
+        if len(lookup.answers) > MAX_ADDRESSES
+    ]
+
+
+def _named(addresses: Sequence[IPAddress]) -> str:
+    """Addresses for a detail: the first eight, then how many more."""
+    text = ", ".join(map(str, addresses[:_NAMED]))
+    return text + (f" and {len(addresses) - _NAMED} more" if len(addresses) > _NAMED else "")
 
 
 def address_expected(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
@@ -388,7 +422,7 @@ def _compare_alias(
     pinned_by: str | None = None,
 ) -> tuple[AliasResult, Failure | None]:
     alias_addresses = tuple(
-        sorted({a for lk in lookups for a, _ in lk.answers}, key=lambda a: (a.version, a))
+        sorted({a for lk in lookups for a, _ in _probed(lk.answers)}, key=lambda a: (a.version, a))
     )
     resolved = bool(alias_addresses)
     matches = resolved and set(alias_addresses) == set(addresses)
@@ -404,9 +438,9 @@ def _compare_alias(
     ours = hostname if pinned_by is None else "the pinned set"
     parts = []
     if only_name:
-        parts.append(f"only {ours} has {', '.join(map(str, only_name))}")
+        parts.append(f"only {ours} has {_named(only_name)}")
     if only_alias:
-        parts.append(f"only {alias_name} has {', '.join(map(str, only_alias))}")
+        parts.append(f"only {alias_name} has {_named(only_alias)}")
     if pinned_by is not None:
         head = (
             f"the addresses pinned for {hostname} (with {pinned_by}) differ from "

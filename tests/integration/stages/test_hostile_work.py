@@ -1,0 +1,201 @@
+"""A server's reply never runs the probe's CPU away (issue 17, part 3).
+
+Work that grows with what a peer sends (a regex over the body, decoding, headers, DNS
+answers, certificate chains) is bounded in size and time and stays off the event loop, so
+one hostile peer leaves every other target's cycle alone. Each test uses a real hostile
+loopback peer and asserts the finding a user would see and that the work stayed bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ipaddress
+import time
+from typing import Any
+
+import httpx
+
+from probe.config.models import TargetConfig
+from probe.engine.cycle import run_cycle
+from probe.lab import Behaviour, DnsServer
+from probe.model.reasons import Reason, Status
+from probe.model.results import Failure, TargetResult
+from probe.stages import dns as dns_stage
+from probe.stages import http_rules
+from tests.support.helpers import make_plan, make_target, reasons, run
+
+SLACK = 0.6  # seconds of allowance over a configured bound for a loaded 2-core machine
+LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 2.0, "deadline": 8.0}
+
+
+def answer(head: str, body: bytes = b"") -> Any:
+    """A handler: read one request head, send ``head`` (CRLF lines, no blank line) and ``body``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: Any) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"{head}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+
+    return handle
+
+
+def timed(target: dict[str, Any], requests: int = 1) -> tuple[TargetResult, float]:
+    start = time.monotonic()
+    result = run({**target, "requests_per_address": requests, "timeouts": LIMITS})
+    return result, time.monotonic() - start
+
+
+# --------------------------------------------------------------------------- the regex
+
+
+async def _side_by_side(hostile: Any, healthy: Any) -> tuple[TargetResult, list[TargetResult], float]:
+    """The hostile target's cycle, the healthy target's cycles run meanwhile, the worst loop lag."""
+    lag = 0.0
+    running = True
+
+    async def watch_the_loop() -> None:
+        nonlocal lag
+        while running:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            lag = max(lag, time.monotonic() - before - 0.01)
+
+    async def healthy_cycles(done: asyncio.Task[TargetResult]) -> list[TargetResult]:
+        results = [await run_cycle(healthy)]
+        while not done.done():
+            results.append(await run_cycle(healthy))
+        return results
+
+    watcher = asyncio.create_task(watch_the_loop())
+    bad = asyncio.create_task(run_cycle(hostile))
+    good = await healthy_cycles(bad)
+    running = False
+    await watcher
+    return await bad, good, lag
+
+
+def test_a_backtracking_backend_regex_over_a_hostile_body_leaves_other_targets_alone(scene: Any) -> None:
+    # Python's re took seconds per response here (quadratic: 8 KB took 0.14 s, 64 KB ~9 s)
+    # and held the event loop the whole time: every other target's cycle and every scrape
+    # waited (issue 17: a healthy target's cycle reported as 15 s, loop lag 9.7 s).
+    hostile_scene = scene(handler=answer("HTTP/1.1 200 OK", b"<h1>" * 16384), backends=())
+    hostile = make_plan(
+        **{
+            **hostile_scene.target,
+            "backend": {"body_regex": "<h1>(.*)</h1>"},
+            "requests_per_address": 4,
+            "timeouts": LIMITS,
+        }
+    )
+    healthy = make_plan(**{**scene().target, "requests_per_address": 2, "timeouts": LIMITS})
+
+    bad, good, lag = asyncio.run(_side_by_side(hostile, healthy))
+
+    assert bad.status is Status.CRITICAL
+    assert reasons(bad) == {Reason.BACKEND_UNIDENTIFIED.value}
+    assert (
+        bad.failures[0].detail == "4 of 4 requests: body does not match the backend pattern '<h1>(.*)</h1>'"
+    )
+    assert [a.body_bytes for a in bad.addresses[0].attempts] == [65536] * 4
+    assert bad.duration_seconds < 2.0  # four requests and four searches over 64 KB each
+    assert all(g.status is Status.OK for g in good), [g.failures for g in good]
+    assert max(g.duration_seconds for g in good) < 2.0  # the old code: 9 s and more
+    assert lag < 1.0
+
+
+async def _judged_with_lag(target: TargetConfig, body: bytes) -> tuple[tuple[Failure, ...], float]:
+    """The failures of judging ``body`` as a response of ``target``, and the worst loop lag meanwhile."""
+    lag = 0.0
+    running = True
+
+    async def watch_the_loop() -> None:
+        nonlocal lag
+        while running:
+            before = time.monotonic()
+            await asyncio.sleep(0.005)
+            lag = max(lag, time.monotonic() - before - 0.005)
+
+    watcher = asyncio.create_task(watch_the_loop())
+    await asyncio.sleep(0.02)
+    headers = httpx.Headers({"Content-Type": "text/html"})
+    _, failures, _ = await http_rules.judge_body(
+        200, headers, body, target, ipaddress.ip_address("127.0.0.1")
+    )
+    running = False
+    await watcher
+    return failures, lag
+
+
+def test_a_large_body_is_judged_off_the_event_loop() -> None:
+    # max_body_bytes raised to its 64 MiB maximum, and a body that is not UTF-8 (the
+    # slowest decode): turning it into text and searching it took the loop 2.3 s, however
+    # linear; in a worker thread the loop keeps turning.
+    body = bytes(range(128, 256)) * (64 * 1024 * 1024 // 128)
+    target = make_target(url="https://www.corp.example/", body_regex="healthy", max_body_bytes=len(body))
+    failures, lag = asyncio.run(_judged_with_lag(target, body))
+    assert [(f.reason, f.detail) for f in failures] == [
+        (Reason.HTTP_BODY_MISMATCH, "body does not match 'healthy'")
+    ]
+    assert lag < 1.0
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def test_a_gzip_body_of_many_tiny_members_is_not_decoded_past_the_member_limit(scene: Any) -> None:
+    member = gzip.compress(b"x")
+    body = member * (http_rules.MAX_GZIP_MEMBERS + 1)
+    s = scene(handler=answer("HTTP/1.1 200 OK\r\nContent-Encoding: gzip", body), backends=())
+    result, elapsed = timed({**s.target, "body_regex": "x", "backend": None, "max_body_bytes": 1 << 20})
+    assert reasons(result) == {Reason.HTTP_BODY_MISMATCH.value}
+    assert result.failures[0].detail == (
+        "body is gzip-encoded in more than 1024 members, more than probe decodes; not matched against 'x'"
+    )
+    assert elapsed < LIMITS["http"] + SLACK
+
+
+def test_a_gzip_body_within_the_member_limit_is_decoded_whole(scene: Any) -> None:
+    body = b"".join(gzip.compress(b"served by web-%d\n" % n) for n in range(1, 1025))
+    s = scene(handler=answer("HTTP/1.1 200 OK\r\nContent-Encoding: gzip", body), backends=())
+    result, _ = timed({**s.target, "body_regex": "served by web-1024\n", "backend": None})
+    assert result.status is Status.OK, result.failures
+
+
+def test_more_content_codings_than_curl_decodes_are_not_decoded(scene: Any) -> None:
+    body = b"served by web-1\n"
+    for _ in range(6):
+        body = gzip.compress(body)
+    s = scene(
+        handler=answer("HTTP/1.1 200 OK\r\nContent-Encoding: " + ", ".join(["gzip"] * 6), body), backends=()
+    )
+    result, elapsed = timed({**s.target, "backend": {"body_regex": r"served by (\S+)"}})
+    assert reasons(result) == {Reason.BACKEND_UNIDENTIFIED.value}
+    assert result.failures[0].detail.startswith(
+        "body has 6 content codings, more than the 5 that probe (as curl) decodes; not matched"
+    )
+    assert elapsed < LIMITS["http"] + SLACK
+
+
+# --------------------------------------------------------------------------- DNS
+
+
+def test_an_answer_with_thousands_of_addresses_probes_the_lowest_64(dns: DnsServer) -> None:
+    host = "many-records.corp.example"
+    for n in range(4000):  # ~64 KB: the most one TCP answer holds
+        dns.add(host, "A", f"127.9.{n // 250}.{n % 250 + 1}")
+    dns.behave(host, Behaviour.TRUNCATE)
+    target = {"url": f"https://{host}:9/", "resolvers": [dns.where], "expect_networks": ["127.0.0.0/8"]}
+    result, elapsed = timed(target)
+
+    assert result.dns.queries[0].tcp is True
+    assert len(result.dns.answers) == len(result.addresses) == dns_stage.MAX_ADDRESSES == 64
+    assert str(result.addresses[0].address) == "127.9.0.1"
+    assert str(result.addresses[-1].address) == "127.9.0.64"
+    too_many = [f for f in result.failures if f.reason is Reason.DNS_TOO_MANY_ADDRESSES]
+    assert [f.detail for f in too_many] == [
+        f"{host} has 4000 A records, more than the 64 that probe probes: the 64 lowest addresses "
+        "were probed, the others not connected to"
+    ]
+    assert Reason.DNS_TOO_MANY_ADDRESSES.severity is Status.WARNING
+    assert elapsed < LIMITS["dns"] + LIMITS["connect"] + 2 * SLACK  # 4,000 probes took 7 s
