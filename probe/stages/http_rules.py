@@ -186,14 +186,21 @@ def _distinct_keep_order(values: list[str]) -> list[str]:
 
 
 def cookie_names(headers: httpx.Headers | Mapping[str, str]) -> tuple[str, ...]:
-    """Names of the cookies set by ``Set-Cookie`` fields (never their values), at most 16."""
+    """Names of the cookies set by ``Set-Cookie`` fields (never their values), at most 16.
+
+    Past 16 distinct names the 16th entry says how many more there were
+    (``"… and 2984 more"``): the list is bounded, and never cut without saying so.
+    """
     names = []
     for field in _values(headers, "set-cookie", split_commas=False) or []:
         name = field.split(";", 1)[0].split("=", 1)[0].strip()
         cleaned = _PRINTABLE.sub("_", name)[:_MAX_BACKEND_NAME]
         if cleaned:
             names.append(cleaned)
-    return tuple(dict.fromkeys(names))[:_MAX_COOKIES]
+    distinct = tuple(dict.fromkeys(names))
+    if len(distinct) <= _MAX_COOKIES:
+        return distinct
+    return (*distinct[: _MAX_COOKIES - 1], f"… and {len(distinct) - _MAX_COOKIES + 1} more")
 
 
 def response_date(headers: httpx.Headers | Mapping[str, str]) -> float | None:
@@ -211,7 +218,11 @@ def response_date(headers: httpx.Headers | Mapping[str, str]) -> float | None:
 
 
 def redirect_location(
-    status: int, headers: httpx.Headers | Mapping[str, str], target: TargetConfig
+    status: int,
+    headers: httpx.Headers | Mapping[str, str],
+    target: TargetConfig,
+    *,
+    limit: int | None = _MAX_LOCATION,
 ) -> tuple[str | None, str | None]:
     """The ``Location`` of a redirect (3xx) as an absolute URL, and a note on where it points.
 
@@ -219,6 +230,13 @@ def redirect_location(
     ``http://`` (from an ``https://`` target) or upgrades to ``https://`` (from an
     ``http://`` one) (RFC 9110 §10.2.2: a relative reference is resolved against the
     request URL, whose host is the target's hostname and whose scheme is the target's).
+
+    Args:
+        status: the response's status.
+        headers: the response's headers.
+        target: the target, whose URL a relative Location is resolved against.
+        limit: the most characters of the URL kept, for showing (cut with ``...``, and
+            non-printable characters replaced); ``None``: the URL as resolved, to compare.
 
     Returns:
         ``(url, note)``, both ``None`` for other statuses or without a Location.
@@ -233,12 +251,17 @@ def redirect_location(
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError:
-        return _PRINTABLE_SPACE.sub("_", values[0])[:_MAX_LOCATION], "not a valid URL"
-    url = _PRINTABLE_SPACE.sub("_", url)[:_MAX_LOCATION]
+        return _shown_url(values[0], limit), "not a valid URL"
+    url = _shown_url(url, limit)
     note = _where_it_points(parts.scheme, host, port, target)
     if len(values) > 1:
         note += f"; {len(values)} different Location headers, the first is shown"
     return url, note
+
+
+def _shown_url(url: str, limit: int | None) -> str:
+    """``url`` printable and cut to ``limit`` characters with ``...``; as is for ``None``."""
+    return url if limit is None else shorten(_PRINTABLE_SPACE.sub("_", url), limit)
 
 
 def _where_it_points(scheme_text: str, host: str | None, port: int | None, target: TargetConfig) -> str:
@@ -308,7 +331,7 @@ def judge_redirect(
                 address,
             ),
         )
-    location, _ = redirect_location(status, headers, target)
+    location, _ = redirect_location(status, headers, target, limit=None)
     if location is None:
         return (
             Failure(
@@ -325,7 +348,7 @@ def judge_redirect(
     return (
         Failure(
             Reason.HTTP_REDIRECT_WRONG,
-            f"{status} to {location}: {why} (expected 301 or 302 to {expected})",
+            f"{status} to {_shown_url(location, _MAX_LOCATION)}: {why} (expected 301 or 302 to {expected})",
             address,
         ),
     )

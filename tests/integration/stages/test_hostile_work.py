@@ -9,18 +9,26 @@ loopback peer and asserts the finding a user would see and that the work stayed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ipaddress
+import socket
+import struct
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import dns.flags
+import dns.message
 import httpx
 
 from probe.config.models import TargetConfig
 from probe.engine.cycle import run_cycle
 from probe.lab import Behaviour, DnsServer
+from probe.model.deadline import Deadline
 from probe.model.reasons import Reason, Status
-from probe.model.results import Failure, TargetResult
+from probe.model.results import DnsResult, Failure, TargetResult
 from probe.stages import dns as dns_stage
 from probe.stages import http_rules
 from tests.support.helpers import make_plan, make_target, reasons, run
@@ -180,13 +188,19 @@ def test_more_content_codings_than_curl_decodes_are_not_decoded(scene: Any) -> N
 # --------------------------------------------------------------------------- DNS
 
 
-def test_an_answer_with_thousands_of_addresses_probes_the_lowest_64(dns: DnsServer) -> None:
-    host = "many-records.corp.example"
+def _many_records(dns: DnsServer, host: str) -> dict[str, Any]:
     for n in range(4000):  # ~64 KB: the most one TCP answer holds
         dns.add(host, "A", f"127.9.{n // 250}.{n % 250 + 1}")
     dns.behave(host, Behaviour.TRUNCATE)
-    target = {"url": f"https://{host}:9/", "resolvers": [dns.where], "expect_networks": ["127.0.0.0/8"]}
-    result, elapsed = timed(target)
+    return {"url": f"https://{host}:9/", "resolvers": [dns.where], "expect_networks": ["127.0.0.0/8"]}
+
+
+def test_an_answer_with_thousands_of_addresses_probes_the_lowest_64(dns: DnsServer) -> None:
+    host = "many-records.corp.example"
+    target = _many_records(dns, host)
+    start = time.monotonic()
+    result = run({**target, "requests_per_address": 1, "timeouts": {**LIMITS, "dns": 3.0}})
+    elapsed = time.monotonic() - start
 
     assert result.dns.queries[0].tcp is True
     assert len(result.dns.answers) == len(result.addresses) == dns_stage.MAX_ADDRESSES == 64
@@ -198,4 +212,139 @@ def test_an_answer_with_thousands_of_addresses_probes_the_lowest_64(dns: DnsServ
         "were probed, the others not connected to"
     ]
     assert Reason.DNS_TOO_MANY_ADDRESSES.severity is Status.WARNING
-    assert elapsed < LIMITS["dns"] + LIMITS["connect"] + 2 * SLACK  # 4,000 probes took 7 s
+    assert elapsed < 3.0 + LIMITS["connect"] + SLACK  # 4,000 address-probes took 7 s
+
+
+def test_a_64_kib_answer_is_parsed_off_the_event_loop(dns: DnsServer) -> None:
+    # dnspython takes ~0.5 s for 4,000 records; on the loop that was 0.5 s of lag.
+    target = make_target(
+        **_many_records(dns, "many-records-lag.corp.example"), timeouts={**LIMITS, "dns": 3.0}
+    )
+
+    async def resolve_watching_the_loop() -> tuple[DnsResult, float]:
+        lag = 0.0
+        running = True
+
+        async def watch_the_loop() -> None:
+            nonlocal lag
+            while running:
+                before = time.monotonic()
+                await asyncio.sleep(0.005)
+                lag = max(lag, time.monotonic() - before - 0.005)
+
+        watcher = asyncio.create_task(watch_the_loop())
+        plan = dns_stage.DnsPlan.of(target, target.resolvers or ())
+        result = await dns_stage.resolve(plan, Deadline.after(5))
+        running = False
+        await watcher
+        return result, lag
+
+    result, lag = asyncio.run(resolve_watching_the_loop())
+    assert len(result.answers) == 64 and result.queries[0].tcp is True
+    assert lag < 0.25  # parsed on the loop: 0.56-0.68 s
+
+
+def _truncating_resolver(address: str) -> tuple[int, Callable[[], None]]:
+    """A resolver whose UDP answers say TC and whose TCP answers stop halfway; returns (port, stop)."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((address, 0))
+    port = udp.getsockname()[1]
+    tcp = socket.create_server((address, port))
+    stop = threading.Event()
+
+    def serve_udp() -> None:
+        udp.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                data, peer = udp.recvfrom(512)
+                response = dns.message.make_response(dns.message.from_wire(data))
+                response.flags |= dns.flags.TC
+                udp.sendto(response.to_wire(), peer)
+
+    def serve_tcp() -> None:
+        tcp.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, _ = tcp.accept()
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(struct.pack("!H", 64000) + b"\x00" * 100)  # 100 of 64,000 bytes
+
+    threads = [threading.Thread(target=serve_udp), threading.Thread(target=serve_tcp)]
+    for thread in threads:
+        thread.start()
+
+    def close() -> None:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        udp.close()
+        tcp.close()
+
+    return port, close
+
+
+def test_a_tcp_answer_that_stops_halfway_is_a_dns_error_at_once() -> None:
+    port, close = _truncating_resolver("127.0.53.17")
+    try:
+        target = make_target(url="https://cut.corp.example/", resolvers=[f"127.0.53.17:{port}"])
+        start = time.monotonic()
+        result = asyncio.run(
+            dns_stage.resolve(dns_stage.DnsPlan.of(target, target.resolvers or ()), Deadline.after(5))
+        )
+        elapsed = time.monotonic() - start
+    finally:
+        close()
+    assert [f.reason for f in result.failures] == [Reason.DNS_ERROR]
+    assert result.failures[0].detail.endswith(
+        f"127.0.53.17:{port}: cannot query: the resolver closed the TCP connection before its answer"
+    )
+    assert elapsed < 1.0
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def test_a_response_head_of_thousands_of_fields_past_100_kib_is_a_protocol_error(scene: Any) -> None:
+    # httpcore keeps h11 to a 100 KiB response head; past it the response is refused.
+    fields = "\r\n".join(f"X-Field-{n}: {n}" for n in range(8000))  # ~140 KB
+    s = scene(handler=answer(f"HTTP/1.1 200 OK\r\n{fields}"), backends=())
+    result, elapsed = timed(s.target)
+    assert reasons(result) == {Reason.HTTP_PROTOCOL_ERROR.value}
+    assert result.failures[0].detail == "invalid HTTP response: Receive buffer too long"
+    assert elapsed < LIMITS["http"] + SLACK
+
+
+def test_thousands_of_set_cookie_fields_are_named_sixteen_at_most_saying_so(scene: Any) -> None:
+    cookies = "\r\n".join(f"Set-Cookie: c{n}=v" for n in range(3000))  # ~60 KB, within the limit
+    s = scene(handler=answer(f"HTTP/1.1 200 OK\r\nX-Backend: web-1\r\n{cookies}"), backends=())
+    result, elapsed = timed(s.target)
+    assert result.status is Status.OK, result.failures
+    named = result.addresses[0].attempts[0].cookies_set
+    assert named == (*(f"c{n}" for n in range(15)), "… and 2985 more")
+    assert (
+        result.cookie_note is not None and "c14, … and 2985 more); requests were sent" in result.cookie_note
+    )
+    assert elapsed < LIMITS["http"] + SLACK
+
+
+def test_a_20_kib_location_is_cut_to_200_characters_saying_so(scene: Any) -> None:
+    path = "/" + "p" * 20 * 1024
+    s = scene(handler=answer(f"HTTP/1.1 302 Found\r\nX-Backend: web-1\r\nLocation: {path}"), backends=())
+    result, elapsed = timed(s.target)
+    assert reasons(result) == {Reason.HTTP_STATUS.value}
+    location = result.addresses[0].attempts[0].location
+    assert location is not None and len(location) == 200 and location.endswith("...")
+    assert location.startswith(f"https://{s.hostname}:{s.port}/ppp")
+    assert result.failures[0].detail.endswith(f"Location: {location} (same host)")
+    assert elapsed < LIMITS["http"] + SLACK
+
+
+def test_a_location_over_64_kib_is_refused_by_httpx_as_a_protocol_error(scene: Any) -> None:
+    path = "/" + "p" * 70 * 1024
+    s = scene(handler=answer(f"HTTP/1.1 302 Found\r\nX-Backend: web-1\r\nLocation: {path}"), backends=())
+    result, elapsed = timed(s.target)
+    assert [(f.reason, f.detail) for f in result.failures] == [
+        (Reason.HTTP_PROTOCOL_ERROR, "invalid HTTP response: Invalid URL in location header: URL too long.")
+    ]
+    assert elapsed < LIMITS["http"] + SLACK
