@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import ipaddress
 import socket
@@ -25,7 +26,8 @@ import httpx
 
 from probe.config.models import TargetConfig
 from probe.engine.cycle import run_cycle
-from probe.lab import Behaviour, DnsServer
+from probe.lab import Behaviour, DnsServer, Pki
+from probe.lab.pki import Issued, issue
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason, Status
 from probe.model.results import DnsResult, Failure, TargetResult
@@ -348,3 +350,41 @@ def test_a_location_over_64_kib_is_refused_by_httpx_as_a_protocol_error(scene: A
         (Reason.HTTP_PROTOCOL_ERROR, "invalid HTTP response: Invalid URL in location header: URL too long.")
     ]
     assert elapsed < LIMITS["http"] + SLACK
+
+
+# --------------------------------------------------------------------------- certificate chains
+
+
+def _chain_of(pki: Pki, name: str, extra: int) -> Issued:
+    """The leaf for ``name`` sent with its intermediate and ``extra`` unrelated self-signed certificates."""
+    leaf = pki.leaf(name)
+    junk = tuple(issue(f"junk-{n}.example") for n in range(extra))
+    return dataclasses.replace(leaf, parents=(*leaf.parents[:-1], *junk))
+
+
+def test_a_chain_of_230_certificates_is_verified_and_recorded_whole(scene: Any, pki: Pki) -> None:
+    # ~97 KB of certificates, just under OpenSSL's 100 KiB limit on the list; OpenSSL
+    # ignores the unrelated ones when it builds the path. Parsed once (FactsCache).
+    name = "chain-230.corp.example"
+    s = scene(cert=_chain_of(pki, name, 230), hostname=name)
+    plan = make_plan(**{**s.target, "requests_per_address": 1, "timeouts": LIMITS})
+
+    async def twice() -> tuple[TargetResult, TargetResult]:
+        return await run_cycle(plan), await run_cycle(plan)
+
+    first, second = asyncio.run(twice())
+    assert first.status is Status.OK and second.status is Status.OK, first.failures
+    tls = second.addresses[0].tls
+    assert len(tls.chain) == 231 and len(tls.verified_chain) == 3  # nothing cut, nothing made up
+    assert first.duration_seconds < LIMITS["tls"] + LIMITS["http"]
+    assert second.duration_seconds < 1.0
+
+
+def test_a_chain_over_openssls_100_kib_limit_fails_the_handshake_at_once(scene: Any, pki: Pki) -> None:
+    name = "chain-300.corp.example"
+    s = scene(cert=_chain_of(pki, name, 300), hostname=name)
+    result, elapsed = timed(s.target)
+    assert [(f.reason, f.detail) for f in result.failures] == [
+        (Reason.TLS_HANDSHAKE_FAILED, "handshake failed: excessive message size")
+    ]
+    assert elapsed < LIMITS["tls"] + SLACK
