@@ -17,24 +17,24 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import dns.flags
 import dns.message
 import httpx
 
-from probe.config.models import TargetConfig
 from probe.engine.cycle import run_cycle
 from probe.lab import Behaviour, DnsServer, Pki
 from probe.lab.pki import Issued, issue
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason, Status
-from probe.model.results import DnsResult, Failure, TargetResult
+from probe.model.results import TargetResult
 from probe.stages import dns as dns_stage
 from probe.stages import http_rules
 from tests.support.helpers import make_plan, make_target, reasons, run
 
+T = TypeVar("T")
 SLACK = 0.6  # seconds of allowance over a configured bound for a loaded 2-core machine
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 2.0, "deadline": 8.0}
 
@@ -59,30 +59,39 @@ def timed(target: dict[str, Any], requests: int = 1) -> tuple[TargetResult, floa
 # --------------------------------------------------------------------------- the regex
 
 
-async def _side_by_side(hostile: Any, healthy: Any) -> tuple[TargetResult, list[TargetResult], float]:
-    """The hostile target's cycle, the healthy target's cycles run meanwhile, the worst loop lag."""
+async def watching_the_loop(work: Awaitable[T]) -> tuple[T, float]:
+    """``work``'s outcome and the worst lag of the event loop while it ran (seconds)."""
     lag = 0.0
     running = True
 
-    async def watch_the_loop() -> None:
+    async def watch() -> None:
         nonlocal lag
         while running:
             before = time.monotonic()
-            await asyncio.sleep(0.01)
-            lag = max(lag, time.monotonic() - before - 0.01)
+            await asyncio.sleep(0.005)
+            lag = max(lag, time.monotonic() - before - 0.005)
 
-    async def healthy_cycles(done: asyncio.Task[TargetResult]) -> list[TargetResult]:
-        results = [await run_cycle(healthy)]
-        while not done.done():
-            results.append(await run_cycle(healthy))
-        return results
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.02)
+    try:
+        outcome = await work
+    finally:
+        running = False
+        await watcher  # its last turn measures a stall that ended with the work
+    return outcome, lag
 
-    watcher = asyncio.create_task(watch_the_loop())
-    bad = asyncio.create_task(run_cycle(hostile))
-    good = await healthy_cycles(bad)
-    running = False
-    await watcher
-    return await bad, good, lag
+
+async def _side_by_side(hostile: Any, healthy: Any) -> tuple[tuple[TargetResult, list[TargetResult]], float]:
+    """The hostile target's cycle, the healthy target's cycles run meanwhile, the worst loop lag."""
+
+    async def both() -> tuple[TargetResult, list[TargetResult]]:
+        bad = asyncio.create_task(run_cycle(hostile))
+        good = [await run_cycle(healthy)]
+        while not bad.done():
+            good.append(await run_cycle(healthy))
+        return await bad, good
+
+    return await watching_the_loop(both())
 
 
 def test_a_backtracking_backend_regex_over_a_hostile_body_leaves_other_targets_alone(scene: Any) -> None:
@@ -100,7 +109,7 @@ def test_a_backtracking_backend_regex_over_a_hostile_body_leaves_other_targets_a
     )
     healthy = make_plan(**{**scene().target, "requests_per_address": 2, "timeouts": LIMITS})
 
-    bad, good, lag = asyncio.run(_side_by_side(hostile, healthy))
+    (bad, good), lag = asyncio.run(_side_by_side(hostile, healthy))
 
     assert bad.status is Status.CRITICAL
     assert reasons(bad) == {Reason.BACKEND_UNIDENTIFIED.value}
@@ -114,36 +123,15 @@ def test_a_backtracking_backend_regex_over_a_hostile_body_leaves_other_targets_a
     assert lag < 1.0
 
 
-async def _judged_with_lag(target: TargetConfig, body: bytes) -> tuple[tuple[Failure, ...], float]:
-    """The failures of judging ``body`` as a response of ``target``, and the worst loop lag meanwhile."""
-    lag = 0.0
-    running = True
-
-    async def watch_the_loop() -> None:
-        nonlocal lag
-        while running:
-            before = time.monotonic()
-            await asyncio.sleep(0.005)
-            lag = max(lag, time.monotonic() - before - 0.005)
-
-    watcher = asyncio.create_task(watch_the_loop())
-    await asyncio.sleep(0.02)
-    headers = httpx.Headers({"Content-Type": "text/html"})
-    _, failures, _ = await http_rules.judge_body(
-        200, headers, body, target, ipaddress.ip_address("127.0.0.1")
-    )
-    running = False
-    await watcher
-    return failures, lag
-
-
 def test_a_large_body_is_judged_off_the_event_loop() -> None:
     # max_body_bytes raised to its 64 MiB maximum, and a body that is not UTF-8 (the
     # slowest decode): turning it into text and searching it took the loop 2.3 s, however
     # linear; in a worker thread the loop keeps turning.
     body = bytes(range(128, 256)) * (64 * 1024 * 1024 // 128)
     target = make_target(url="https://www.corp.example/", body_regex="healthy", max_body_bytes=len(body))
-    failures, lag = asyncio.run(_judged_with_lag(target, body))
+    headers = httpx.Headers({"Content-Type": "text/html"})
+    judged = http_rules.judge_body(200, headers, body, target, ipaddress.ip_address("127.0.0.1"))
+    (_, failures, _), lag = asyncio.run(watching_the_loop(judged))
     assert [(f.reason, f.detail) for f in failures] == [
         (Reason.HTTP_BODY_MISMATCH, "body does not match 'healthy'")
     ]
@@ -223,25 +211,8 @@ def test_a_64_kib_answer_is_parsed_off_the_event_loop(dns: DnsServer) -> None:
         **_many_records(dns, "many-records-lag.corp.example"), timeouts={**LIMITS, "dns": 3.0}
     )
 
-    async def resolve_watching_the_loop() -> tuple[DnsResult, float]:
-        lag = 0.0
-        running = True
-
-        async def watch_the_loop() -> None:
-            nonlocal lag
-            while running:
-                before = time.monotonic()
-                await asyncio.sleep(0.005)
-                lag = max(lag, time.monotonic() - before - 0.005)
-
-        watcher = asyncio.create_task(watch_the_loop())
-        plan = dns_stage.DnsPlan.of(target, target.resolvers or ())
-        result = await dns_stage.resolve(plan, Deadline.after(5))
-        running = False
-        await watcher
-        return result, lag
-
-    result, lag = asyncio.run(resolve_watching_the_loop())
+    plan = dns_stage.DnsPlan.of(target, target.resolvers or ())
+    result, lag = asyncio.run(watching_the_loop(dns_stage.resolve(plan, Deadline.after(5))))
     assert len(result.answers) == 64 and result.queries[0].tcp is True
     assert lag < 0.25  # parsed on the loop: 0.56-0.68 s
 
