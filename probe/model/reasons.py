@@ -102,6 +102,7 @@ class Reason(StrEnum):
     DNS_UNEXPECTED_ADDRESS = "dns_unexpected_address"
     DNS_ALIAS_MISMATCH = "dns_alias_mismatch"
     DNS_RESOLVER_FAILOVER = "dns_resolver_failover"
+    DNS_TOO_MANY_ADDRESSES = "dns_too_many_addresses"
     TCP_REFUSED = "tcp_refused"
     TCP_TIMEOUT = "tcp_timeout"
     TCP_ERROR = "tcp_error"
@@ -204,6 +205,11 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.DNS,
         _W,
         "A resolver failed and the answer came from the next one in the list.",
+    ),
+    Reason.DNS_TOO_MANY_ADDRESSES: (
+        Stage.DNS,
+        _W,
+        "The answer held more than 64 addresses of a family; the 64 lowest were probed.",
     ),
     Reason.TCP_REFUSED: (Stage.TCP, _C, "The address refused the TCP connection (RST)."),
     Reason.TCP_TIMEOUT: (Stage.TCP, _C, "TCP connect did not complete within the connect timeout."),

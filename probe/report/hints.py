@@ -95,6 +95,12 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         _A: "the first resolver is unreachable or failing (a Route 53 Resolver endpoint's "
         "security group, or a stopped DNS server); the next one answered",
     },
+    Reason.DNS_TOO_MANY_ADDRESSES: {
+        _G: "the name resolves to more servers than a load balancer has: check the record (a wildcard "
+        "or a round-robin set of every host?); only the 64 lowest addresses were probed",
+        _A: "a load balancer's name resolves to at most 8 addresses per family: check the record "
+        "(a weighted or multivalue set grown too large?); only the 64 lowest addresses were probed",
+    },
     Reason.TCP_REFUSED: {
         _G: "nothing listens on this port at this address: no listener, or the service is down",
         _A: "no listener on this port: add the listener (e.g. HTTPS:443) to the load balancer, "

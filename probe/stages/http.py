@@ -51,9 +51,8 @@ from probe.stages.http_rules import (
     classify_http_error,
     content_codings,
     cookie_names,
-    decode_body,
     default_port,
-    judge_response,
+    judge_body,
     phase_times,
     redirect_location,
     response_date,
@@ -384,10 +383,7 @@ async def _attempt(
             **facts,
         )
     assert status is not None and response_headers is not None
-    decoded, cut, undecodable = decode_body(raw, content_codings(response_headers), target.max_body_bytes)
-    backend, failures = judge_response(
-        status, response_headers, decoded, target, address, undecodable=undecodable
-    )
+    backend, failures, cut = await judge_body(status, response_headers, raw, target, address)
     if body.too_large is not None:
         failures = (*failures, Failure(Reason.HTTP_BODY_TOO_LARGE, body.too_large, address))
     return HttpAttempt(

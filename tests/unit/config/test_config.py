@@ -7,12 +7,12 @@ must fail with exactly ``<path>: <message>`` (blackbox_exporter style).
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 
 import pytest
 
 from probe.config.errors import ConfigError
+from probe.config.fields import LinearRegex
 from probe.config.load import load_config, parse_config
 from probe.config.models import Config, HeaderValue, Timeouts
 from probe.config.values import parse_resolver
@@ -207,8 +207,8 @@ def test_expect_backends_as_list_and_as_count(good: Config) -> None:
 
 def test_body_regex_is_compiled(good: Config) -> None:
     www, api = good.targets
-    assert isinstance(www.body_regex, re.Pattern)
-    assert www.body_regex.search('{"status": "ok"}')
+    assert isinstance(www.body_regex, LinearRegex)  # RE2: linear time
+    assert www.body_regex.search(b'{"status": "ok"}') is not None
     assert api.body_regex is None
 
 
