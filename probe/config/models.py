@@ -24,7 +24,6 @@ from pydantic import (
     model_validator,
 )
 
-from probe._text import shown
 from probe.config import defaults as _defaults
 from probe.config import fields
 from probe.config.errors import ConfigError, suggest
@@ -323,10 +322,13 @@ class TargetConfig(TargetFields):
 
     Pinned addresses (no DNS query for the name, as curl's ``--resolve``): ``addresses``
     lists them for a URL with a DNS name; a URL whose host is an IP address is pinned to
-    that address and needs ``server_name``, the name sent in SNI and Host and verified in
-    the certificate (blackbox_exporter's ``tls_config.server_name``). ``pinned_by`` says
-    which setting pinned them (``addresses`` or ``server_name``; the command line puts
-    its flag there), ``None`` when the name is resolved by DNS; it cannot be set in a file.
+    that address. With ``server_name`` that name is sent in SNI and Host and verified in
+    the certificate (blackbox_exporter's ``tls_config.server_name``); without it the
+    hostname is the address itself: no SNI (RFC 6066 §3 allows no IP address there), Host
+    is the address, and the certificate must name it as an iPAddress, as curl verifies
+    it. ``pinned_by`` says which setting pinned them (``addresses``, ``server_name``, or
+    ``url`` for an IP-address URL alone; the command line puts its flag there), ``None``
+    when the name is resolved by DNS; it cannot be set in a file.
     """
 
     name: str = ""
@@ -348,7 +350,7 @@ class TargetConfig(TargetFields):
     @field_validator("url", mode="before")
     @classmethod
     def _url_is_http_or_https(cls, value: Any) -> Any:
-        # An IP address needs server_name (checked in _derive).
+        # An IP address is pinned (see _pin).
         return fields.web_url(value, ("https", "http"))
 
     @model_validator(mode="before")
@@ -390,28 +392,24 @@ class TargetConfig(TargetFields):
         """``hostname``, ``addresses`` and ``pinned_by`` from the URL, ``server_name`` and ``addresses``.
 
         Raises:
-            ValueError: an IP-address URL without ``server_name`` or with ``addresses``, or a
-                DNS-name URL with ``server_name``.
+            ValueError: an IP-address URL with ``addresses``, or a DNS-name URL with
+                ``server_name``.
         """
         literal = url_ip_literal(self.url)
         if literal is None:
             self._pin_name(parts)
             return
-        if self.server_name is None:
-            raise ValueError(
-                f"url: {shown(self.url)} names an IP address: give the name to verify with "
-                "server_name (--server-name NAME), or put the DNS name in the URL and pin "
-                "the address with addresses (--resolve NAME:PORT:ADDR)"
-            )
         # pinned_by is None on the first validation only (Config validates targets again).
         if self.addresses is not None and self.pinned_by is None:
             raise ValueError(
                 f"addresses: cannot be combined with an IP-address URL ({literal} is the "
                 "address probed); put the DNS name in the URL to pin other addresses"
             )
-        self._set(hostname=self.server_name, addresses=(literal,))
+        # Without server_name the address itself is verified (an iPAddress in the
+        # certificate, no SNI: RFC 6066 §3), as curl and openssl s_client -verify_ip do.
+        self._set(hostname=self.server_name or str(literal), addresses=(literal,))
         if self.pinned_by is None:
-            self._set(pinned_by="server_name")
+            self._set(pinned_by="server_name" if self.server_name is not None else "url")
 
     def _pin_name(self, parts: SplitResult) -> None:
         """``hostname`` from a DNS-name URL; pinned when ``addresses`` are given."""
@@ -425,9 +423,13 @@ class TargetConfig(TargetFields):
             self._set(pinned_by="addresses")
 
     def _check_name(self) -> None:
-        """``name`` defaults to the hostname; either must be a valid target name."""
+        """``name`` defaults to the hostname; either must be a valid target name.
+
+        An IPv6 hostname that starts with ``:`` (``::1``) becomes ``0::1``, the same address
+        spelt so that a name may start with it.
+        """
         if not self.name:
-            self._set(name=self.hostname)
+            self._set(name=f"0{self.hostname}" if self.hostname.startswith(":") else self.hostname)
         if not _TARGET_NAME.match(self.name):
             raise ValueError(
                 f"name: {self.name!r} must be 1-128 letters, digits or _.:- starting with a letter or digit"

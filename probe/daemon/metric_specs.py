@@ -149,7 +149,7 @@ SPECS: tuple[Spec, ...] = (
         "probe_dns_pinned",
         "gauge",
         _T,
-        "1 if the addresses were pinned (addresses, --resolve, an IP URL with server_name): "
+        "1 if the addresses were pinned (addresses, --resolve, an IP-address URL): "
         "no DNS query for the name; absent for a resolved name.",
     ),
     Spec("probe_backends_seen", "gauge", _T, "Distinct backends that answered in the last cycle."),

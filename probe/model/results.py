@@ -130,8 +130,9 @@ class DnsResult(_Judged):
         alias: the alias comparison, ``None`` when not configured.
         failures: DNS findings.
         pinned_by: the setting that pinned the addresses instead of a DNS query for
-            ``name`` (``"addresses"``, ``"--resolve"``, ``"server_name"`` or
-            ``"--server-name"``), ``None`` when ``name`` was resolved. Pinned answers have
+            ``name`` (``"addresses"``, ``"--resolve"``, ``"server_name"``,
+            ``"--server-name"``, or ``"url"`` for an IP-address URL without a server name),
+            ``None`` when ``name`` was resolved. Pinned answers have
             no TTL; ``queries``, ``resolver`` and ``lookup_seconds`` then concern only the
             alias name of ``expect_same_addresses_as``, if any.
     """

@@ -180,10 +180,13 @@ def render_baseline(comparison: Comparison, stream: IO[str], *, color: bool = Fa
 def pinned_text(dns: DnsResult) -> str:
     """How the addresses of a pinned name were given, e.g. ``pinned with --resolve``.
 
-    An IP-address URL says ``the URL's address, server name from --server-name``.
+    An IP-address URL says ``the URL's address, server name from --server-name``, or
+    ``the URL's address`` when the address itself is verified.
     """
     if dns.pinned_by in ("server_name", "--server-name"):
         return f"the URL's address, server name from {dns.pinned_by}"
+    if dns.pinned_by == "url":
+        return "the URL's address"
     return f"pinned with {dns.pinned_by}"
 
 

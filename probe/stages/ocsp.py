@@ -47,7 +47,7 @@ from probe.config.models import Timeouts
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import Failure, IPAddress, OcspResult
-from probe.stages.certs import describe_age, format_time
+from probe.stages.certs import as_ip_address, describe_age, format_time
 
 if TYPE_CHECKING:
     from probe.stages.plan import TargetPlan
@@ -159,7 +159,8 @@ async def _staple(
     connection = SSL.Connection(context, None)
     connection.set_app_data(staples)
     connection.set_connect_state()
-    connection.set_tlsext_host_name(hostname.encode("ascii"))
+    if as_ip_address(hostname) is None:  # no SNI for an address (RFC 6066 §3), as the TLS stage
+        connection.set_tlsext_host_name(hostname.encode("ascii"))
     connection.request_ocsp()
     limit = deadline.clip(timeouts.tls)
     try:
