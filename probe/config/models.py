@@ -174,6 +174,30 @@ class HeaderValue(_Frozen):
 Header = Annotated[HeaderValue, BeforeValidator(fields.header_value)]
 
 
+class TlsClientConfig(_Frozen):
+    """A client certificate for listeners that ask for one (mutual TLS): ``tls_client``.
+
+    The files are read when the configuration is loaded (:mod:`probe.stages.client_auth`):
+    a key readable by others, an encrypted key without ``key_password_file`` and a key that
+    does not match the certificate are refused there.
+
+    Attributes:
+        cert_file: PEM: the certificate, then the intermediates to send with it (curl's
+            ``--cert``); it may hold the key too.
+        key_file: PEM private key (curl's ``--key``); default: the key in ``cert_file``.
+        key_password_file: a file whose first line is the passphrase of an encrypted key.
+    """
+
+    cert_file: Path
+    key_file: Path | None = None
+    key_password_file: Path | None = None
+
+    @field_validator("cert_file", "key_file", "key_password_file", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        return fields.pem_path(value)
+
+
 #: The trust settings of a direct backend, of which exactly one must be given.
 DIRECT_TRUST = ("ca_file", "fingerprint_sha256", "insecure_skip_verify")
 
@@ -196,6 +220,7 @@ class DirectBackendConfig(_Frozen):
         ca_file: PEM trust anchors for this hop.
         fingerprint_sha256: pin of the leaf certificate (lowercase hex once loaded).
         insecure_skip_verify: no verification for this hop (explicit).
+        tls_client: the client certificate for this hop; default: the target's.
     """
 
     name: str
@@ -204,6 +229,7 @@ class DirectBackendConfig(_Frozen):
     ca_file: Path | None = None
     fingerprint_sha256: Annotated[str, BeforeValidator(fields.fingerprint)] | None = None
     insecure_skip_verify: bool = False
+    tls_client: TlsClientConfig | None = None
 
     @field_validator("name", mode="before")
     @classmethod
@@ -284,6 +310,8 @@ class TargetFields(_Frozen):
     direct_backend_cert_expiry_warning_days: Annotated[
         float, Field(ge=0, le=3650), BeforeValidator(fields.not_bool)
     ] = 30.0
+    # The client certificate presented when a listener asks for one (mutual TLS).
+    tls_client: TlsClientConfig | None = None
     # How the balancer spreads requests (probe.judge.balancing): when an unseen backend is missing.
     balancing: Literal["round_robin", "least_outstanding_requests", "weighted_random", "any"] = "round_robin"
     # false: each address reaches only its own zone's backends (cross-zone load balancing off).
@@ -317,8 +345,8 @@ class TargetConfig(TargetFields):
     ``scheme`` are derived from ``url``; ``hostname`` is ``server_name`` when the URL names
     an IP address. The port defaults to 443 for ``https://`` and 80 for ``http://``; an
     ``http://`` target has no TLS stage, so the TLS settings (``ca_file``,
-    ``insecure_skip_verify``, ``min_tls_version``, ``cert_expiry_warning_days``) do not
-    apply to it.
+    ``insecure_skip_verify``, ``min_tls_version``, ``cert_expiry_warning_days``,
+    ``tls_client``) do not apply to it.
 
     Pinned addresses (no DNS query for the name, as curl's ``--resolve``): ``addresses``
     lists them for a URL with a DNS name; a URL whose host is an IP address is pinned to
@@ -460,7 +488,9 @@ class TargetConfig(TargetFields):
         One request (``requests_per_address: 1``, a new connection), no backend
         expectations, no OCSP, no alias; the backend's trust instead of the target's
         (a fingerprint pin is a handshake without verification whose leaf is compared
-        afterwards); ``direct_backend_cert_expiry_warning_days`` as the expiry warning.
+        afterwards); the backend's ``tls_client``, else the target's (presented only when
+        the backend asks for one); ``direct_backend_cert_expiry_warning_days`` as the
+        expiry warning.
         Timeouts, headers, status codes, body rules and the backend rule stay the target's.
         An IP-literal URL is pinned (no DNS query), its server name defaulting to this
         target's hostname.
@@ -486,6 +516,7 @@ class TargetConfig(TargetFields):
                 "pinned_by": pinned_by,
                 "ca_file": backend.ca_file,
                 "insecure_skip_verify": backend.ca_file is None,
+                "tls_client": backend.tls_client or self.tls_client,
                 "requests_per_address": 1,
                 "reuse_connections": False,
                 "expect_backends": None,

@@ -241,8 +241,8 @@ def cert_info_from_openssl(
                 ip_addresses.append(str(value).strip())
     common_names = [value for rdn in subject for name, value in rdn if name == "commonName"]
     return CertInfo(
-        subject=_rfc4514(subject),
-        issuer=_rfc4514(issuer),
+        subject=rfc4514_name(subject),
+        issuer=rfc4514_name(issuer),
         serial=format(serial, "x"),
         not_before_timestamp=not_before,
         not_after_timestamp=not_after,
@@ -258,11 +258,15 @@ def cert_info_from_openssl(
     )
 
 
-def _rfc4514(rdns: Any) -> str:
+def rfc4514_name(rdns: Any) -> str:
     """OpenSSL's decoded name as the RFC 4514 string ``cryptography`` would print.
 
     The same text as :func:`cert_info`'s, so issuer and subject names still chain (see
     :func:`path_from_leaf`) when one certificate came from each parser.
+
+    Args:
+        rdns: the relative distinguished names in DER order, each a sequence of
+            ``(name, value)`` pairs; a name is OpenSSL's long or short name, or an OID.
     """
     relative = []
     for rdn in rdns:

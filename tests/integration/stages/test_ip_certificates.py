@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from probe._text import host_port
 from probe.cli.main import main
+from probe.cli.share import share_file
 from probe.lab import Lab, Pki, TlsNode
 from probe.lab.pki import Issued, issue
 from probe.model.deadline import Deadline
@@ -220,6 +222,8 @@ def test_command_line_report_and_json(node: Any, new_ip: Any, pki: Pki, ca_file:
     assert f"{address}  {url}  OK" in text
     out = io.StringIO()
     main(["check", url, "--json", *options], stdout=out)
+    schema = json.loads(share_file("schema/check-v1.schema.json").read_text())
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(json.loads(out.getvalue()))) == []
     document = json.loads(out.getvalue())["targets"][0]
     assert document["hostname"] == address and document["name"] == address
     assert document["dns"]["pinned_by"] == "url" and document["dns"]["queries"] == []
