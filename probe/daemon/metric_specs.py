@@ -211,6 +211,14 @@ SPECS: tuple[Spec, ...] = (
         _TA,
         "revocationTime in the stapled OCSP response, Unix time (only when revoked).",
     ),
+    # ssl_exporter's file prober (ssl_file_cert_not_after) for the client certificate (tls_client)
+    Spec(
+        "probe_ssl_file_cert_not_after",
+        "gauge",
+        (*_T, "file", "cn", "issuer_cn", "serial_no"),
+        "Not-after of the client certificate presented to listeners that ask (tls_client), "
+        "Unix time; one series per file (a direct backend's own too).",
+    ),
     # the direct checks of direct_backends, per backend (present only when configured)
     Spec(
         "probe_direct_backend_success",
