@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import io
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import yaml
 
 from probe.cli.main import main
 from probe.cli.share import share_file
-from probe.lab import Pki
+from probe.lab import Lab, Pki
 from probe.lab.pki import Issued, issue
 from probe.model.deadline import Deadline
 from probe.model.reasons import ExitCode, Reason, Status
@@ -432,3 +433,86 @@ def test_config_file_with_relative_paths_and_a_refused_key(
         f"and is open to group (mode 0640); make it readable by its owner only (chmod 600 "
         f"{folder / 'client.key'}), as ssh requires of a private key\n"
     )
+
+
+async def per_location_auth(reader: asyncio.StreamReader, writer: Any) -> None:
+    """Ask for a client certificate after the request arrived, as Apache's per-location client auth.
+
+    TLS 1.3 post-handshake authentication: a client that did not offer it gets a 403 (as
+    from Apache); one that offered it and sends a certificate the CA issued gets a 200
+    naming it; one that sends none gets OpenSSL's certificate_required alert.
+    """
+    await reader.readuntil(b"\r\n\r\n")
+    tls = writer.get_extra_info("ssl_object")
+    try:
+        tls.verify_client_post_handshake()
+    except ssl.SSLError:  # the client did not offer post-handshake authentication
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        return
+    writer.write(b"HTTP/1.1 ")  # the CertificateRequest goes out before these bytes
+    await writer.drain()
+    for _ in range(200):
+        subject = dict(rdn[0] for rdn in (tls.getpeercert() or {}).get("subject", ()))
+        if subject:
+            break
+        await asyncio.sleep(0.01)
+    name = subject.get("commonName", "none")
+    writer.write(f"200 OK\r\nContent-Length: 0\r\nX-Backend: {name}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+
+
+@pytest.mark.parametrize("with_certificate", [True, False])
+def test_certificate_asked_after_the_handshake(
+    lab: Lab,
+    new_ip: Any,
+    pki: Pki,
+    clients: Pki,
+    client_files: Any,
+    ca_file: Path,
+    tmp_path: Path,
+    with_certificate: bool,
+) -> None:
+    """TLS 1.3 post-handshake authentication, which probe offers as curl does."""
+    address = new_ip()
+    name = f"pha-{address.replace('.', '-')}.corp.example"
+    node = lab.start_node(
+        address,
+        cert=pki.leaf(name),
+        handler=per_location_auth,
+        client_ca=clients.write_ca(tmp_path / "pha-ca.pem"),
+        post_handshake_auth=True,
+        workdir=tmp_path,
+    )
+    try:
+        files = client_files(clients.client("probe-later"), "later")
+        target = {
+            "url": f"https://{address}:{node.port}/",
+            "server_name": name,
+            "ca_file": str(ca_file),
+            "expect_networks": ["127.0.0.0/8"],
+            "backend": {"header": "X-Backend"},
+            "requests_per_address": 2,
+            "timeouts": dict(FAST),
+            **({"tls_client": files} if with_certificate else {}),
+        }
+        result, elapsed = timed_run(target)
+        curl = curl_get(
+            ca_file,
+            name,
+            address,
+            node.port,
+            *(["--cert", files["cert_file"], "--key", files["key_file"]] if with_certificate else []),
+        )
+    finally:
+        lab.stop(node)
+
+    assert elapsed < BOUND
+    if with_certificate:
+        assert result.status is Status.OK, result.failures
+        assert result.backend_counts == {"probe-later": 2}  # the certificate reached the handler
+        assert curl.ok, curl.stderr
+    else:  # offered, answered with no certificate: the listener's alert
+        assert reasons(result) == {Reason.TLS_CLIENT_CERT_REQUIRED.value}
+        assert "(alert certificate_required)" in result.failures[0].detail
+        assert not curl.ok and "alert certificate required" in curl.stderr
