@@ -18,10 +18,13 @@ from typing import Any
 
 import jsonschema
 import pytest
+from prometheus_client import CollectorRegistry
 
 from probe._text import host_port
 from probe.cli.main import main
 from probe.cli.share import share_file
+from probe.daemon.metrics import ProbeCollector
+from probe.daemon.store import ResultStore
 from probe.lab import Lab, Pki, TlsNode
 from probe.lab.pki import Issued, issue
 from probe.model.deadline import Deadline
@@ -229,3 +232,27 @@ def test_command_line_report_and_json(node: Any, new_ip: Any, pki: Pki, ca_file:
     assert document["dns"]["pinned_by"] == "url" and document["dns"]["queries"] == []
     assert document["addresses"][0]["tls"]["leaf"]["ip_addresses"] == [address]
     assert time.monotonic() - start < 2 * BOUND
+
+
+def test_baseline_and_metrics_name_the_target_by_its_address(
+    node: Any, new_ip: Any, pki: Pki, ca_file: Path, tmp_path: Path
+) -> None:
+    address = new_ip()
+    server = node(address, pki.address_leaf(address))
+    url = f"https://{address}:{server.port}/health"
+    options = ["--ca-file", str(ca_file), "--expect-network", "127.0.0.0/8", "--timeout", "3"]
+    baseline = tmp_path / "before.json"
+    assert main(["check", url, *options, "--save-baseline", str(baseline)], stdout=io.StringIO()) == 0
+    assert [t["name"] for t in json.loads(baseline.read_text())["targets"]] == [address]
+    out = io.StringIO()
+    assert main(["check", url, *options, "--baseline", str(baseline), "--json"], stdout=out) == ExitCode.OK
+    assert json.loads(out.getvalue())["baseline"]["changes"] == []  # the same target, the same address
+
+    result = run(target(server, ca_file))
+    store = ResultStore([result.target.name], time.time())
+    store.record(result)
+    registry = CollectorRegistry()
+    registry.register(ProbeCollector(store))
+    assert registry.get_sample_value("probe_dns_pinned", {"target": address}) == 1
+    assert registry.get_sample_value("probe_tls_verified", {"target": address, "address": address}) == 1
+    assert registry.get_sample_value("probe_dns_lookup_time_seconds", {"target": address}) is None
