@@ -196,7 +196,7 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
     _render_heading(result, out, paint)
     _render_dns(result, out, paint)
     _render_request(result, out)
-    _render_client(result.target.client_certificate, out, now, "  client  ")
+    _render_client(result.target.client_certificate, out, now, "  client   certificate")
     _render_alias(result, out)
     _render_addresses(result, out, now, paint)
     _render_backends(result, out, paint)
@@ -249,7 +249,7 @@ def _render_client(client: ClientCertificate | None, out: IO[str], now: float, l
     leaf = client.leaf
     sent = f", sent with {plural(len(client.chain), 'intermediate')}" if client.chain else ""
     out.write(
-        f"{label} certificate {printable(leaf.subject or '(empty subject)')} ← {printable(leaf.issuer)}; "
+        f"{label} {printable(leaf.subject or '(empty subject)')} ← {printable(leaf.issuer)}; "
         f"expires {format_time(leaf.not_after_timestamp)} ({describe_age(leaf.not_after_timestamp, now)}); "
         f"{printable(client.cert_file)}{sent}\n"
     )
@@ -411,7 +411,7 @@ def _render_direct_check(check: DirectBackendResult, out: IO[str], now: float, p
         f"  direct   {check.name}  {printable(where)}  {verdict}  "
         f"{paint.dim(f'(server name {check.server_name}, {_ms(check.duration_seconds)})')}\n"
     )
-    _render_client(check.client_certificate, out, now, "          ")
+    _render_client(check.client_certificate, out, now, "           client certificate")
     tls = check.tls
     if tls is not None and tls.version:
         out.write(f"           tls {tls.version}, {printable(tls.cipher or '-')}\n")

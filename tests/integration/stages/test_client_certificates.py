@@ -28,6 +28,7 @@ from probe.lab import Lab, Pki
 from probe.lab.pki import Issued, issue
 from probe.model.deadline import Deadline
 from probe.model.reasons import ExitCode, Reason, Status
+from probe.report.text import render_text
 from probe.stages import ocsp as ocsp_stage
 from tests.support.curl import curl_get
 from tests.support.helpers import FAST, make_plan, reasons, run
@@ -362,6 +363,13 @@ def test_direct_backend_with_its_own_client_certificate(
     [check] = passed.direct_backends
     assert check.status is Status.OK and check.client_certificate is not None
     assert check.client_certificate.leaf.common_name == "probe-hop"
+    text = io.StringIO()
+    render_text([passed], text, time.time())
+    assert (
+        "           client certificate CN=probe-hop ← CN=probe test clients Intermediate CA;"
+        in text.getvalue()
+    )
+    assert "  client   certificate CN=probe-wrong ← CN=probe test others Intermediate CA;" in text.getvalue()
 
     inherited = run({**target, "direct_backends": [entry]})  # the target's certificate, refused
     [check] = inherited.direct_backends
