@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from probe._text import plural, printable
 from probe.judge.baseline import Comparison, Impact
+from probe.model.facts import ClientCertificate
 from probe.model.reasons import Platform, Reason, Status
 from probe.model.results import (
     AddressResult,
@@ -180,10 +181,13 @@ def render_baseline(comparison: Comparison, stream: IO[str], *, color: bool = Fa
 def pinned_text(dns: DnsResult) -> str:
     """How the addresses of a pinned name were given, e.g. ``pinned with --resolve``.
 
-    An IP-address URL says ``the URL's address, server name from --server-name``.
+    An IP-address URL says ``the URL's address, server name from --server-name``, or
+    ``the URL's address`` when the address itself is verified.
     """
     if dns.pinned_by in ("server_name", "--server-name"):
         return f"the URL's address, server name from {dns.pinned_by}"
+    if dns.pinned_by == "url":
+        return "the URL's address"
     return f"pinned with {dns.pinned_by}"
 
 
@@ -192,6 +196,7 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
     _render_heading(result, out, paint)
     _render_dns(result, out, paint)
     _render_request(result, out)
+    _render_client(result.target.client_certificate, out, now, "  client   certificate")
     _render_alias(result, out)
     _render_addresses(result, out, now, paint)
     _render_backends(result, out, paint)
@@ -235,6 +240,19 @@ def _render_request(result: TargetResult, out: IO[str]) -> None:
     if result.target.request_headers:
         sent = ", ".join(f"{name}: {printable(value)}" for name, value in result.target.request_headers)
         out.write(f"  request  {sent}\n")
+
+
+def _render_client(client: ClientCertificate | None, out: IO[str], now: float, label: str) -> None:
+    """The client certificate presented to a listener that asks for one: subject, issuer, expiry."""
+    if client is None:
+        return
+    leaf = client.leaf
+    sent = f", sent with {plural(len(client.chain), 'intermediate')}" if client.chain else ""
+    out.write(
+        f"{label} {printable(leaf.subject or '(empty subject)')} ← {printable(leaf.issuer)}; "
+        f"expires {format_time(leaf.not_after_timestamp)} ({describe_age(leaf.not_after_timestamp, now)}); "
+        f"{printable(client.cert_file)}{sent}\n"
+    )
 
 
 def _render_alias(result: TargetResult, out: IO[str]) -> None:
@@ -393,6 +411,7 @@ def _render_direct_check(check: DirectBackendResult, out: IO[str], now: float, p
         f"  direct   {check.name}  {printable(where)}  {verdict}  "
         f"{paint.dim(f'(server name {check.server_name}, {_ms(check.duration_seconds)})')}\n"
     )
+    _render_client(check.client_certificate, out, now, "           client certificate")
     tls = check.tls
     if tls is not None and tls.version:
         out.write(f"           tls {tls.version}, {printable(tls.cipher or '-')}\n")

@@ -39,7 +39,7 @@ with contextlib.suppress(ImportError):
     import httpcore._async.http2
     import httpcore._async.http11
 
-from probe._text import host_port
+from probe._text import host_port, url_host
 from probe.config.models import TargetConfig
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
@@ -209,10 +209,13 @@ def request_url(address: IPAddress, target: TargetConfig) -> str:
 
 
 def request_headers(target: TargetConfig) -> dict[str, str]:
-    """Headers of every request: Host as a browser sends it, then the configured ones."""
-    host = (
-        target.hostname if target.port == default_port(target.scheme) else f"{target.hostname}:{target.port}"
-    )
+    """Headers of every request: Host as a browser sends it, then the configured ones.
+
+    An IPv6 address (an IP-address URL without a server name) is in brackets (RFC 9110 §7.2).
+    """
+    host = url_host(target.hostname)
+    if target.port != default_port(target.scheme):
+        host = host_port(target.hostname, target.port)
     headers = {
         "Host": host,
         "User-Agent": USER_AGENT,
