@@ -2,7 +2,7 @@
 
 ``probe check --watch`` runs the check again and again; this module turns the results of
 those rounds into what a person watching wants to know: one :class:`Change` each time the
-state of an address (or of the target level) changes, the latest state of each (for the
+state of an address (or of the target) changes, the latest state of each (for the
 status line), and a :class:`Summary` at the end. It is pure: it never probes, never reads
 a clock (every time comes from the results or is passed in) and never writes;
 ``probe.report.watch`` renders the changes and the summary, and ``probe.cli.watch`` runs
@@ -10,10 +10,12 @@ the loop and prints them.
 
 The *state* of an address is its verdict (``ok``, ``warning``, ``critical``) together
 with the distinct reason codes of its findings, so that ``critical`` for ``tcp_refused``
-turning into ``critical`` for ``cert_hostname_mismatch`` is a change too. The *target
-level* (rendered ``(target)``) holds the findings about no single probed address: DNS,
-backends, the cycle, and answers outside ``expect_networks``. An address that is not in a
-round's results (it left the DNS answer, or DNS failed) is ``absent``.
+turning into ``critical`` for ``cert_hostname_mismatch`` is a change too. The *target*
+(rendered ``(target)``) is the target as a whole: its verdict and reason codes over every
+finding of the cycle, its own (DNS, backends, the cycle, answers outside
+``expect_networks``) and its addresses', so a node that goes critical turns its target
+critical in the same round. An address that is not in a round's results (it left the DNS
+answer, or DNS failed) is ``absent``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from probe.model.results import Failure, IPAddress, TargetResult
 #: Why a watch ended, as the summary's ``ended_by`` says it.
 ENDED_BY = ("ok", "stable", "max_time", "interrupted")
 
-#: ``(target name, address)``; the address is ``None`` for the target level.
+#: ``(target name, address)``; the address is ``None`` for the target.
 Key = tuple[str, IPAddress | None]
 
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """The state of one address, or of the target level, in one round.
+    """The state of one address, or of the target, in one round.
 
     Attributes:
         status: the verdict; ``None`` when the address was not probed in the round (absent).
@@ -55,13 +57,13 @@ ABSENT = State(None)
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One change of state, or the first state seen of an address or target level.
+    """One change of state, or the first state seen of an address or target.
 
     Attributes:
         timestamp: when the round's cycle of this target ended, Unix time.
         round: the round that saw it, from 1.
         target: the target's name.
-        address: the address, ``None`` for the target level.
+        address: the address, ``None`` for the target.
         old: the state before; ``None`` when this is the first round (nothing was known).
         new: the state now.
         failures: the findings behind ``new`` (empty when ok or absent).
@@ -98,11 +100,11 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class EntityTally:
-    """What the watch saw of one address or target level.
+    """What the watch saw of one address or target.
 
     Attributes:
         target: the target's name.
-        address: the address, ``None`` for the target level.
+        address: the address, ``None`` for the target.
         flips: changes of state after the first round that saw it.
         worst: the worst verdict it had, ``None`` if it was never probed.
         state: its state in the last round.
@@ -133,7 +135,7 @@ class Summary:
         status: the verdict of the last round, ``None`` when no round completed.
         last_change_timestamp: the last change after the first round, Unix time; ``None``
             when nothing changed.
-        entities: per address and target level, in order of first appearance.
+        entities: per address and target, in order of first appearance.
     """
 
     started_timestamp: float
@@ -161,7 +163,7 @@ class Summary:
 
 @dataclass
 class _Entity:
-    """What the watch knows of one address or target level (see :class:`EntityTally`)."""
+    """What the watch knows of one address or target (see :class:`EntityTally`)."""
 
     state: State
     flips: int = 0
@@ -180,7 +182,7 @@ class _Entity:
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
-    """An address or the target level as one round saw it (see :class:`Change`).
+    """An address or the target as one round saw it (see :class:`Change`).
 
     Attributes:
         state: its state.
@@ -245,7 +247,7 @@ class Watch:
     def observe(self, results: Sequence[TargetResult]) -> tuple[Change, ...]:
         """Fold in one round (one result per target) and return its changes.
 
-        In the first round every address and target level gets a change with ``old``
+        In the first round every address and target gets a change with ``old``
         ``None`` (the starting state). Later, an address that no longer appears becomes
         ``absent``; one that appears for the first time comes from ``absent``.
         """
@@ -259,7 +261,7 @@ class Watch:
         return tuple(changes)
 
     def _present(self, seen: dict[Key, _Seen]) -> list[Change]:
-        """The changes of the addresses and target levels in this round's results."""
+        """The changes of the addresses and targets in this round's results."""
         changes = []
         for key, now in seen.items():
             change = self._update(key, now)
@@ -268,7 +270,7 @@ class Watch:
         return changes
 
     def _update(self, key: Key, now: _Seen) -> Change | None:
-        """Fold in one address or target level as this round saw it; its change, if any."""
+        """Fold in one address or target as this round saw it; its change, if any."""
         entity = self._entities.get(key)
         change = None
         if entity is None:
@@ -321,7 +323,7 @@ class Watch:
         return ExitCode.UNKNOWN if self.status is None else ExitCode.from_status(self.status)
 
     def current(self) -> tuple[tuple[Key, State], ...]:
-        """Every address and target level with its latest state, in order of first appearance."""
+        """Every address and target with its latest state, in order of first appearance."""
         return tuple((key, entity.state) for key, entity in self._entities.items())
 
     def summary(self, ended_timestamp: float, ended_by: str) -> Summary:
@@ -365,7 +367,7 @@ def _ended(result: TargetResult) -> float:
 
 
 def _seen(result: TargetResult) -> dict[Key, _Seen]:
-    """The target level and every probed address of one result, as the round saw them."""
+    """The target and every probed address of one result, as the round saw them."""
     ended = _ended(result)
     return {
         key: _Seen(
@@ -376,20 +378,18 @@ def _seen(result: TargetResult) -> dict[Key, _Seen]:
 
 
 def _states(result: TargetResult) -> dict[Key, tuple[State, tuple[Failure, ...]]]:
-    """The target level and every probed address of one result, with their findings."""
-    probed = {a.address for a in result.addresses}
-    level = tuple(f for f in result.failures if f.address is None or f.address not in probed)
+    """The target as a whole and every probed address of one result, with their findings.
+
+    The target's state is the result's: the worst of every finding of the cycle, its
+    addresses' included.
+    """
     states: dict[Key, tuple[State, tuple[Failure, ...]]] = {
-        (result.target.name, None): (_state(level), level)
+        (result.target.name, None): (State(result.status, result.reasons), result.failures)
     }
     for address in result.addresses:
         state = State(address.status, _reasons(address.failures))
         states[(result.target.name, address.address)] = (state, address.failures)
     return states
-
-
-def _state(failures: Sequence[Failure]) -> State:
-    return State(Status.worst(f.severity for f in failures), _reasons(failures))
 
 
 def _reasons(failures: Iterable[Failure]) -> tuple[Reason, ...]:

@@ -19,14 +19,14 @@ from probe.report.hints import hint_for
 #: Version of the JSON lines of ``probe check --watch --json``; fields are only added within it.
 WATCH_SCHEMA_VERSION = 1
 
-#: How the target level reads where an address would.
+#: How the target as a whole reads where an address would.
 TARGET_LEVEL = "(target)"
 
 _COLOURS = {Status.OK: "32", Status.WARNING: "33", Status.CRITICAL: "31"}
 
 
 def where(target: str, address: IPAddress | None) -> str:
-    """``"www 10.0.2.31"``, or ``"www (target)"`` for the target level."""
+    """``"www 10.0.2.31"``, or ``"www (target)"`` for the target as a whole."""
     return f"{target} {address if address is not None else TARGET_LEVEL}"
 
 
@@ -114,7 +114,8 @@ def _seconds(value: float) -> str:
 def status_line(watch: Watch, now: float, width: int, *, probing: bool = False) -> str:
     """The status line refreshed in place on a terminal, at most ``width - 1`` characters.
 
-    ``round 7 · www 127.0.10.1 ok, 127.0.10.2 critical, (target) ok · last change 12 s ago``
+    Each target's overall state, then its addresses':
+    ``round 7 · www critical (127.0.10.1 ok, 127.0.10.2 critical) · last change 12.0 s ago``
 
     Args:
         watch: the watch.
@@ -123,12 +124,7 @@ def status_line(watch: Watch, now: float, width: int, *, probing: bool = False) 
         probing: a round is under way (its number is shown with ``…``).
     """
     head = f"round {watch.rounds + 1}…" if probing else f"round {watch.rounds}"
-    parts = [head]
-    per_target: dict[str, list[str]] = {}
-    for (target, address), state in watch.current():
-        label = str(address) if address is not None else TARGET_LEVEL
-        per_target.setdefault(target, []).append(f"{label} {state.word}")
-    parts.extend(f"{target} {', '.join(items)}" for target, items in per_target.items())
+    parts = [head, *_target_states(watch)]
     since = (
         watch.last_change_timestamp if watch.last_change_timestamp is not None else watch.started_timestamp
     )
@@ -138,6 +134,21 @@ def status_line(watch: Watch, now: float, width: int, *, probing: bool = False) 
     line = " · ".join(parts)
     limit = max(width - 1, 10)
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _target_states(watch: Watch) -> list[str]:
+    """Per target: ``"www critical (127.0.10.1 ok, 127.0.10.2 critical)"``."""
+    overall: dict[str, str] = {}
+    addresses: dict[str, list[str]] = {}
+    for (target, address), state in watch.current():
+        if address is None:
+            overall[target] = state.word
+        else:
+            addresses.setdefault(target, []).append(f"{address} {state.word}")
+    return [
+        f"{target} {word}" + (f" ({', '.join(addresses[target])})" if target in addresses else "")
+        for target, word in overall.items()
+    ]
 
 
 _ENDED_WORDS = {

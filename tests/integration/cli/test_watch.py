@@ -136,9 +136,10 @@ def test_a_node_that_refuses_then_accepts_is_one_transition_and_the_watch_ends_o
     assert code == ExitCode.OK and stderr == "", (out, stderr)
     assert took < BOUND
     ups = [line for line in watcher.lines if "→" in line]
-    assert len(ups) == 1, out
-    assert ups[0].endswith(f"{s.hostname} {down.address} critical→ok (tcp_refused cleared)")
-    assert watcher.lines[watcher.lines.index(ups[0]) + 1].startswith("watch: ")  # then the summary
+    assert len(ups) == 2, out  # the target as a whole, then the address that changed
+    assert ups[0].endswith(f"{s.hostname} (target) critical→ok (tcp_refused cleared)")
+    assert ups[1].endswith(f"{s.hostname} {down.address} critical→ok (tcp_refused cleared)")
+    assert watcher.lines[watcher.lines.index(ups[1]) + 1].startswith("watch: ")  # then the summary
     assert "ended at the first all-ok round (--until ok)" in out
     assert "  first ok     after " in out and "  worst seen   critical" in out
     assert "  final        ok (exit 0)" in out
@@ -166,7 +167,7 @@ def test_a_certificate_swapped_mid_watch_in_json_lines(
     records = [json.loads(line) for line in watcher.lines]
     assert code == ExitCode.OK and stderr == "" and took < BOUND
     first = [r for r in records if r["type"] == "change" and r["old"] is None]
-    assert {(r["address"], r["new"]) for r in first} == {(None, "ok"), (node.address, "critical")}
+    assert {(r["address"], r["new"]) for r in first} == {(None, "critical"), (node.address, "critical")}
     bad = next(r for r in first if r["address"] == node.address)
     assert bad["reasons"] == ["cert_hostname_mismatch"]
     assert "other.corp.example" in bad["failures"][0]["detail"]
@@ -215,7 +216,7 @@ def test_until_stable_with_a_config_file_exits_with_the_final_state(
     assert code == ExitCode.CRITICAL and capsys.readouterr().err == ""
     text = out.getvalue().splitlines()
     assert text[:3] == [
-        text[0][:9] + "www (target) ok",
+        text[0][:9] + "www (target) critical (tcp_refused)",
         text[1][:9] + f"www {s.nodes[0].address} critical (tcp_refused)",
         text[2][:9] + f"www {s.nodes[1].address} ok",
     ]
@@ -339,7 +340,7 @@ def test_on_a_terminal_a_status_line_is_refreshed_in_place(scene: Any) -> None:
     text = output.decode()
     assert code == ExitCode.OK and stderr == "" and took < BOUND
     assert "\r\033[Kround 1…" in text
-    assert f"round 3 · {s.hostname} (target) ok, {s.nodes[0].address} ok · no change in" in text
+    assert f"round 3 · {s.hostname} ok ({s.nodes[0].address} ok) · no change in" in text
     assert text.count(f"{s.hostname} {s.nodes[0].address} ok\r\n") == 1  # one change line, not one per round
     tail = text.rsplit("watch: ", 1)[0]
     assert tail.endswith("\r\033[K")  # the status line is cleared before the summary

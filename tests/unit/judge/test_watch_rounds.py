@@ -23,12 +23,12 @@ def moves(changes: Sequence[Change]) -> list[tuple[str, IPAddress | None, str | 
     return [(c.target, c.address, c.old.word if c.old is not None else None, c.new.word) for c in changes]
 
 
-def test_first_round_gives_the_starting_state_of_every_address_and_the_target_level() -> None:
+def test_first_round_gives_the_starting_state_of_the_target_and_every_address() -> None:
     watch = Watch(T0)
     changes = watch.observe([round_of(refused(A), healthy(B), at=NOW)])
 
     assert moves(changes) == [
-        ("www", None, None, "ok"),
+        ("www", None, None, "critical"),  # the target as a whole: its address A is critical
         ("www", A, None, "critical"),
         ("www", B, None, "ok"),
     ]
@@ -47,9 +47,9 @@ def test_critical_to_ok_is_one_change_naming_the_cleared_reason() -> None:
 
     changes = watch.observe([round_of(healthy(A), healthy(B), at=NOW + 4)])
 
-    assert moves(changes) == [("www", A, "critical", "ok")]
-    assert changes[0].cleared == (Reason.TCP_TIMEOUT,) and changes[0].added == ()
-    assert changes[0].timestamp == NOW + 4.5 and changes[0].round == 3 and changes[0].failures == ()
+    assert moves(changes) == [("www", None, "critical", "ok"), ("www", A, "critical", "ok")]
+    assert changes[1].cleared == (Reason.TCP_TIMEOUT,) and changes[1].added == ()
+    assert changes[1].timestamp == NOW + 4.5 and changes[1].round == 3 and changes[1].failures == ()
     assert watch.last_change_timestamp == NOW + 4.5
 
 
@@ -59,9 +59,26 @@ def test_a_new_reason_at_the_same_status_is_a_change_too() -> None:
 
     changes = watch.observe([round_of(mismatched(A), at=NOW + 2)])
 
-    assert moves(changes) == [("www", A, "critical", "critical")]
-    assert changes[0].added == (Reason.CERT_HOSTNAME_MISMATCH,)
-    assert changes[0].cleared == (Reason.TCP_REFUSED,)
+    assert moves(changes) == [("www", None, "critical", "critical"), ("www", A, "critical", "critical")]
+    assert all(c.added == (Reason.CERT_HOSTNAME_MISMATCH,) for c in changes)
+    assert all(c.cleared == (Reason.TCP_REFUSED,) for c in changes)
+
+
+def test_the_target_is_the_worst_of_its_own_and_its_addresses_findings() -> None:
+    # A node going critical turns its target critical in the same round, and the target
+    # stays critical while any address is: it never reads "ok" while a node is down.
+    watch = Watch(T0)
+    watch.observe([round_of(healthy(A), healthy(B), at=NOW)])
+
+    down = watch.observe([round_of(refused(A), healthy(B), at=NOW + 2)])
+    assert moves(down) == [("www", None, "ok", "critical"), ("www", A, "ok", "critical")]
+    assert down[0].failures == down[1].failures and down[0].added == (Reason.TCP_TIMEOUT,)
+    both = watch.observe([round_of(refused(A), refused(B), at=NOW + 4)])
+    assert moves(both) == [("www", B, "ok", "critical")]  # the target's state is unchanged
+    one_back = watch.observe([round_of(healthy(A), refused(B), at=NOW + 6)])
+    assert moves(one_back) == [("www", A, "critical", "ok")]
+    back = watch.observe([round_of(healthy(A), healthy(B), at=NOW + 8)])
+    assert moves(back) == [("www", None, "critical", "ok"), ("www", B, "critical", "ok")]
 
 
 def test_an_address_that_leaves_the_answer_becomes_absent_and_comes_back() -> None:
@@ -109,7 +126,8 @@ def test_a_change_carries_the_facts_of_its_findings_hints() -> None:
     watch = Watch(T0)
     (level, change) = watch.observe([round_of(address, at=NOW, platform=Platform.AWS)])
 
-    assert level.platform is Platform.AWS and level.failures == () and level.status_codes == ()
+    assert level.platform is Platform.AWS and level.failures == (unaccepted, slow)
+    assert level.status_codes == ((503, 502), ())
     assert change.platform is Platform.AWS
     assert change.failures == (unaccepted, slow)
     assert change.status_codes == ((503, 502), ())
@@ -172,7 +190,7 @@ def test_the_summary_counts_flips_worst_and_current_state_per_address() -> None:
 
     assert summary.rounds == 2 and summary.duration_seconds == pytest.approx(13.0)
     assert [(e.target, e.address, e.flips, e.worst, e.state.word) for e in summary.entities] == [
-        ("www", None, 0, Status.OK, "ok"),
+        ("www", None, 1, Status.CRITICAL, "ok"),
         ("www", A, 1, Status.CRITICAL, "ok"),
         ("www", B, 0, Status.OK, "ok"),
     ]

@@ -29,11 +29,11 @@ def lines(changes: Iterable[Change]) -> list[str]:
     return [change_text(c, UTC) for c in changes]
 
 
-def test_the_first_round_reads_as_the_starting_state_of_every_address_and_the_target_level() -> None:
+def test_the_first_round_reads_as_the_starting_state_of_the_target_and_every_address() -> None:
     changes = Watch(T0).observe([round_of(refused(A), healthy(B), at=NOW)])
 
     assert lines(changes) == [
-        "20:26:40 www (target) ok",
+        "20:26:40 www (target) critical (tcp_timeout)",
         "20:26:40 www 10.0.2.31 critical (tcp_timeout)",
         "20:26:40 www 10.0.2.32 ok",
     ]
@@ -46,7 +46,10 @@ def test_critical_to_ok_is_one_line_naming_the_cleared_reason() -> None:
 
     changes = watch.observe([round_of(healthy(A), healthy(B), at=NOW + 4)])
 
-    assert lines(changes) == ["20:26:44 www 10.0.2.31 critical→ok (tcp_timeout cleared)"]
+    assert lines(changes) == [
+        "20:26:44 www (target) critical→ok (tcp_timeout cleared)",
+        "20:26:44 www 10.0.2.31 critical→ok (tcp_timeout cleared)",
+    ]
 
 
 def test_a_new_reason_at_the_same_status_names_both_reasons() -> None:
@@ -56,14 +59,15 @@ def test_a_new_reason_at_the_same_status_names_both_reasons() -> None:
     changes = watch.observe([round_of(mismatched(A), at=NOW + 2)])
 
     assert lines(changes) == [
-        "20:26:42 www 10.0.2.31 critical→critical (cert_hostname_mismatch; tcp_refused cleared)"
+        "20:26:42 www (target) critical→critical (cert_hostname_mismatch; tcp_refused cleared)",
+        "20:26:42 www 10.0.2.31 critical→critical (cert_hostname_mismatch; tcp_refused cleared)",
     ]
 
 
 def test_ok_to_critical_names_the_new_reason_and_colour_marks_the_new_state() -> None:
     watch = Watch(T0)
     watch.observe([round_of(healthy(A), at=NOW)])
-    (change,) = watch.observe([round_of(refused(A, Reason.TCP_REFUSED), at=NOW + 2)])
+    (_, change) = watch.observe([round_of(refused(A, Reason.TCP_REFUSED), at=NOW + 2)])
 
     assert why(change) == "tcp_refused"
     assert change_text(change, UTC, color=True) == (
@@ -122,7 +126,7 @@ def test_summary_text_lists_flips_worst_and_current_state_per_address() -> None:
         "  first ok     after 12.5 s (round 2)",
         "  worst seen   critical",
         "  final        ok (exit 0)",
-        "  www (target)   0 flips  worst ok        now ok",
+        "  www (target)   1 flip   worst critical  now ok",
         "  www 10.0.2.31  1 flip   worst critical  now ok",
         "  www 10.0.2.32  0 flips  worst ok        now ok",
     ]
@@ -136,7 +140,7 @@ def test_summary_text_for_until_stable_says_how_many_rounds() -> None:
 def test_json_lines_carry_states_reasons_and_details() -> None:
     watch = Watch(T0)
     watch.observe([round_of(refused(A), at=NOW)])
-    (change,) = watch.observe([round_of(mismatched(A), at=NOW + 2)])
+    (_, change) = watch.observe([round_of(mismatched(A), at=NOW + 2)])
     line = change_json(change)
     hint = line["failures"][0].pop("hint")
 
@@ -196,7 +200,10 @@ def test_status_line_shows_rounds_states_and_time_since_the_last_change() -> Non
     watch.observe([round_of(healthy(A), healthy(B), at=NOW + 2)])
 
     line = status_line(watch, NOW + 14.5, 200)
-    assert line == "round 2 · www (target) ok, 10.0.2.31 ok, 10.0.2.32 ok · last change 12.0 s ago"
+    assert line == "round 2 · www ok (10.0.2.31 ok, 10.0.2.32 ok) · last change 12.0 s ago"
     short = status_line(watch, NOW + 100, 40)
     assert len(short) == 39 and short.endswith("…")
     assert "last change 1 min 38 s ago" in status_line(watch, NOW + 100, 200)
+    watch.observe([round_of(healthy(A), refused(B), at=NOW + 4)])  # the target is as bad as its worst address
+    line = status_line(watch, NOW + 5.5, 200)
+    assert line == "round 3 · www critical (10.0.2.31 ok, 10.0.2.32 critical) · last change 1.00 s ago"
