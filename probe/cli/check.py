@@ -106,7 +106,7 @@ def _watch(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str
     from probe.judge.watch import Watch
 
     stable = args.stable_rounds if args.stable_rounds is not None else DEFAULT_STABLE_ROUNDS
-    watch = Watch(time.time(), until=args.until, stable_rounds=stable)
+    watch = Watch(time.time(), until=args.until, stable_rounds=stable, max_time_seconds=args.max_time)
     output = WatchOutput(
         stdout,
         json_lines=args.json,

@@ -16,12 +16,17 @@ finding of the cycle, its own (DNS, backends, the cycle, answers outside
 ``expect_networks``) and its addresses', so a node that goes critical turns its target
 critical in the same round. An address that is not in a round's results (it left the DNS
 answer, or DNS failed) is ``absent``.
+
+An *outage* of an address or target is a run of rounds in which it was not ok (``warning``
+or ``critical``): from the first round that saw it to the first round that no longer did
+(ok again, or absent), with its worst verdict and every reason code seen during it. The
+summary lists them, with the longest, the last change and since when each is ok.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from probe.config.defaults import UNTIL_CHOICES
 from probe.model.reasons import ExitCode, Platform, Reason, Status
@@ -56,6 +61,63 @@ ABSENT = State(None)
 
 
 @dataclass(frozen=True, slots=True)
+class Outage:
+    """A run of rounds in which an address or target was not ok (``warning`` or ``critical``).
+
+    Times are those of the rounds' cycles of its target (when each cycle ended), Unix time.
+
+    Attributes:
+        started_timestamp: the first round that saw it.
+        started_round: that round's number (1: it was under way when the watch started,
+            so it began earlier).
+        last_seen_timestamp: the last round that saw it.
+        worst: its worst verdict.
+        reasons: every reason code seen during it, in order of first appearance.
+        ended_timestamp: the first round that no longer saw it (ok again, or absent);
+            ``None`` while it lasts.
+        ended_round: that round's number, ``None`` while it lasts.
+    """
+
+    started_timestamp: float
+    started_round: int
+    last_seen_timestamp: float
+    worst: Status
+    reasons: tuple[Reason, ...]
+    ended_timestamp: float | None = None
+    ended_round: int | None = None
+
+    @property
+    def over(self) -> bool:
+        """A round saw it end."""
+        return self.ended_timestamp is not None
+
+    @property
+    def seconds(self) -> float:
+        """Its length: to its end, or, while it lasts, to the last round that saw it (at least that long)."""
+        end = self.ended_timestamp if self.ended_timestamp is not None else self.last_seen_timestamp
+        return max(0.0, end - self.started_timestamp)
+
+    def went_on(self, state: State, timestamp: float) -> Outage:
+        """The outage after one more round that saw ``state`` (not ok) at ``timestamp``."""
+        worst = self.worst if state.status is None else Status.worst((self.worst, state.status))
+        reasons = tuple(dict.fromkeys((*self.reasons, *state.reasons)))
+        return replace(self, last_seen_timestamp=timestamp, worst=worst, reasons=reasons)
+
+    def ended(self, timestamp: float, number: int) -> Outage:
+        """The outage ended by round ``number``, whose cycle ended at ``timestamp``."""
+        return replace(self, ended_timestamp=timestamp, ended_round=number)
+
+
+def longest(outages: Iterable[Outage]) -> Outage | None:
+    """The longest of ``outages`` (the first of equals), ``None`` for none."""
+    found: Outage | None = None
+    for outage in outages:
+        if found is None or outage.seconds > found.seconds:
+            found = outage
+    return found
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One change of state, or the first state seen of an address or target.
 
@@ -72,6 +134,8 @@ class Change:
         status_codes: for each of ``failures`` (same order), the status codes of the
             responses it is about, for its hint: for ``http_status`` those of the requests
             to its address that got an unaccepted status, in order; empty for other reasons.
+        outage: the outage this change began, continued (a new reason, or warning to
+            critical) or ended; ``None`` when it is ok (or absent) before and after.
     """
 
     timestamp: float
@@ -83,6 +147,7 @@ class Change:
     failures: tuple[Failure, ...] = ()
     platform: Platform = Platform.GENERIC
     status_codes: tuple[tuple[int, ...], ...] = ()
+    outage: Outage | None = None
 
     @property
     def added(self) -> tuple[Reason, ...]:
@@ -108,6 +173,11 @@ class EntityTally:
         flips: changes of state after the first round that saw it.
         worst: the worst verdict it had, ``None`` if it was never probed.
         state: its state in the last round.
+        since_timestamp: when it entered that state: the round of its last change, or
+            the first round that saw it, Unix time.
+        last_change_timestamp: its last change after the first round, Unix time;
+            ``None`` when it never changed.
+        outages: its outages, in order; the last one may still last.
     """
 
     target: str
@@ -115,6 +185,19 @@ class EntityTally:
     flips: int
     worst: Status | None
     state: State
+    since_timestamp: float = 0.0
+    last_change_timestamp: float | None = None
+    outages: tuple[Outage, ...] = ()
+
+    @property
+    def ok_since_timestamp(self) -> float | None:
+        """Since when it is ok, when it is ok at the end; else ``None``."""
+        return self.since_timestamp if self.state.status is Status.OK else None
+
+    @property
+    def longest_outage(self) -> Outage | None:
+        """Its longest outage, ``None`` when it had none."""
+        return longest(self.outages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +219,11 @@ class Summary:
         last_change_timestamp: the last change after the first round, Unix time; ``None``
             when nothing changed.
         entities: per address and target, in order of first appearance.
+        first_round_status: the verdict of the first round, ``None`` when no round
+            completed: a watch that started ok measures outages, not a time to the first ok.
+        max_time_seconds: the ``--max-time`` limit, ``None`` without one.
+        round_cut: the watch ended (``max_time`` or ``interrupted``) while a round was
+            under way; that round does not count.
     """
 
     started_timestamp: float
@@ -149,6 +237,17 @@ class Summary:
     status: Status | None
     last_change_timestamp: float | None
     entities: tuple[EntityTally, ...]
+    first_round_status: Status | None = None
+    max_time_seconds: float | None = None
+    round_cut: bool = False
+
+    @property
+    def longest_outage(self) -> tuple[EntityTally, Outage] | None:
+        """The longest outage of any target or address, with whose it is; ``None`` when none."""
+        found = longest(o for e in self.entities for o in e.outages)
+        if found is None:
+            return None
+        return next((e, found) for e in self.entities if found in e.outages)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -166,18 +265,49 @@ class _Entity:
     """What the watch knows of one address or target (see :class:`EntityTally`)."""
 
     state: State
+    since: float
     flips: int = 0
     worst: Status | None = None
+    last_change: float | None = None
+    outages: list[Outage] = field(default_factory=list)
 
-    def flip(self, state: State) -> None:
-        """Its state changed after the round that first saw it."""
+    def flip(self, state: State, timestamp: float) -> None:
+        """Its state changed after the round that first saw it, in a cycle that ended at ``timestamp``."""
         self.state = state
         self.flips += 1
+        self.since = self.last_change = timestamp
 
     def saw(self, status: Status | None) -> None:
         """Count ``status`` into the worst seen (``None``: not probed, nothing to count)."""
         if status is not None:
             self.worst = _worse(self.worst, status)
+
+    def track(self, state: State, timestamp: float, number: int) -> Outage | None:
+        """Fold round ``number``'s ``state`` into the outages; the one it began, continued or ended."""
+        lasting = self.outages[-1] if self.outages and not self.outages[-1].over else None
+        if state.status in (Status.WARNING, Status.CRITICAL):
+            if lasting is None:
+                self.outages.append(Outage(timestamp, number, timestamp, state.status, state.reasons))
+            else:
+                self.outages[-1] = lasting.went_on(state, timestamp)
+            return self.outages[-1]
+        if lasting is None:
+            return None
+        self.outages[-1] = lasting.ended(timestamp, number)
+        return self.outages[-1]
+
+    def tally(self, key: Key) -> EntityTally:
+        """What the watch saw of it, for the summary."""
+        return EntityTally(
+            key[0],
+            key[1],
+            self.flips,
+            self.worst,
+            self.state,
+            self.since,
+            self.last_change,
+            tuple(self.outages),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +328,7 @@ class _Seen:
     platform: Platform
     status_codes: tuple[tuple[int, ...], ...]
 
-    def change(self, number: int, key: Key, old: State | None) -> Change:
+    def change(self, number: int, key: Key, old: State | None, outage: Outage | None) -> Change:
         """The change from ``old`` to this state, seen in round ``number``."""
         return Change(
             self.ended,
@@ -210,6 +340,7 @@ class _Seen:
             self.failures,
             self.platform,
             self.status_codes,
+            outage,
         )
 
 
@@ -224,14 +355,17 @@ class Watch:
         started_timestamp: when the watch started, Unix time.
         until: ``"ok"``, ``"stable"`` or ``None`` (run until stopped).
         stable_rounds: identical rounds in a row that make ``--until stable`` end (at least 2).
+        max_time_seconds: the ``--max-time`` limit, for the summary; ``None`` without one.
     """
 
     started_timestamp: float
     until: str | None = None
     stable_rounds: int = 3
+    max_time_seconds: float | None = None
     rounds: int = 0
     worst: Status | None = None
     status: Status | None = None
+    first_round_status: Status | None = None
     first_ok_seconds: float | None = None
     first_ok_round: int | None = None
     last_change_timestamp: float | None = None
@@ -272,15 +406,18 @@ class Watch:
     def _update(self, key: Key, now: _Seen) -> Change | None:
         """Fold in one address or target as this round saw it; its change, if any."""
         entity = self._entities.get(key)
-        change = None
+        old: State | None = entity.state if entity is not None else None
         if entity is None:
-            self._entities[key] = entity = _Entity(now.state)
-            change = now.change(self.rounds, key, None if self.rounds == 1 else ABSENT)
+            later = self.rounds > 1  # it comes from absent
+            entity = self._entities[key] = _Entity(
+                now.state, now.ended, last_change=now.ended if later else None
+            )
+            old = ABSENT if later else None
         elif entity.state != now.state:
-            change = now.change(self.rounds, key, entity.state)
-            entity.flip(now.state)
+            entity.flip(now.state, now.ended)
         entity.saw(now.state.status)
-        return change
+        outage = entity.track(now.state, now.ended, self.rounds)
+        return None if old == now.state else now.change(self.rounds, key, old, outage)
 
     def _absent(self, seen: dict[Key, _Seen], ends: dict[str, float], round_end: float) -> list[Change]:
         """The changes of those known before and not in this round's results: they become absent.
@@ -292,14 +429,18 @@ class Watch:
         for key, entity in self._entities.items():
             if key not in seen and entity.state != ABSENT:
                 ended = ends.get(key[0], round_end)
-                changes.append(Change(ended, self.rounds, key[0], key[1], entity.state, ABSENT))
-                entity.flip(ABSENT)
+                old = entity.state
+                entity.flip(ABSENT, ended)
+                outage = entity.track(ABSENT, ended, self.rounds)
+                changes.append(Change(ended, self.rounds, key[0], key[1], old, ABSENT, outage=outage))
         return changes
 
     def _count_round(self, status: Status, round_end: float, changes: Sequence[Change]) -> None:
         """Count the round's verdict, its first all-ok, its last change and identical rounds in a row."""
         self.status = status
         self.worst = _worse(self.worst, status)
+        if self.rounds == 1:
+            self.first_round_status = status
         if status is Status.OK and self.first_ok_seconds is None:
             self.first_ok_seconds = max(0.0, round_end - self.started_timestamp)
             self.first_ok_round = self.rounds
@@ -326,12 +467,13 @@ class Watch:
         """Every address and target with its latest state, in order of first appearance."""
         return tuple((key, entity.state) for key, entity in self._entities.items())
 
-    def summary(self, ended_timestamp: float, ended_by: str) -> Summary:
+    def summary(self, ended_timestamp: float, ended_by: str, *, round_cut: bool = False) -> Summary:
         """The summary of the watch so far.
 
         Args:
             ended_timestamp: when the watch ended, Unix time.
             ended_by: one of :data:`ENDED_BY`.
+            round_cut: a round under way was cut (by ``--max-time`` or a signal).
 
         Raises:
             ValueError: ``ended_by`` is not one of :data:`ENDED_BY`.
@@ -349,10 +491,10 @@ class Watch:
             worst=self.worst,
             status=self.status,
             last_change_timestamp=self.last_change_timestamp,
-            entities=tuple(
-                EntityTally(key[0], key[1], entity.flips, entity.worst, entity.state)
-                for key, entity in self._entities.items()
-            ),
+            entities=tuple(entity.tally(key) for key, entity in self._entities.items()),
+            first_round_status=self.first_round_status,
+            max_time_seconds=self.max_time_seconds,
+            round_cut=round_cut,
         )
 
 

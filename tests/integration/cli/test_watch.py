@@ -135,15 +135,17 @@ def test_a_node_that_refuses_then_accepts_is_one_transition_and_the_watch_ends_o
     out = "\n".join(watcher.lines)
     assert code == ExitCode.OK and stderr == "", (out, stderr)
     assert took < BOUND
-    ups = [line for line in watcher.lines if "→" in line]
+    ups = [line for line in watcher.lines if "critical→ok" in line]
     assert len(ups) == 2, out  # the target as a whole, then the address that changed
-    assert ups[0].endswith(f"{s.hostname} (target) critical→ok (tcp_refused cleared)")
-    assert ups[1].endswith(f"{s.hostname} {down.address} critical→ok (tcp_refused cleared)")
+    cleared = "critical→ok (tcp_refused cleared; outage of at least "
+    assert f"{s.hostname} (target) {cleared}" in ups[0]
+    assert f"{s.hostname} {down.address} {cleared}" in ups[1]
+    assert ups[1].endswith(" s, from the first round)")  # it was under way when the watch started
     assert watcher.lines[watcher.lines.index(ups[1]) + 1].startswith("watch: ")  # then the summary
     assert "ended at the first all-ok round (--until ok)" in out
-    assert "  first ok     after " in out and "  worst seen   critical" in out
-    assert "  final        ok (exit 0)" in out
-    assert any(line.endswith(f"{down.address}  1 flip   worst critical  now ok") for line in watcher.lines), (
+    assert "  first ok        after " in out and "  worst seen      critical" in out  # it started broken
+    assert "  final           ok (exit 0)" in out
+    assert any(f"{down.address}  1 flip   worst critical  now ok since " in line for line in watcher.lines), (
         out
     )
     assert "\r" not in out and "\033[" not in out  # a pipe gets no status line and no colour
@@ -223,7 +225,7 @@ def test_until_stable_with_a_config_file_exits_with_the_final_state(
     assert text[3].startswith("watch: 2 rounds in ") and text[3].endswith(
         "ended after 2 identical rounds (--until stable)"
     )
-    assert "  first ok     never" in text and "  final        critical (exit 2)" in text
+    assert "  first ok        never" in text and "  final           critical (exit 2)" in text
 
 
 def test_max_time_cuts_a_round_under_way(lab: Lab, new_ip: Any, dns: Any, ca_file: Path) -> None:
@@ -259,6 +261,21 @@ def test_max_time_cuts_a_round_under_way(lab: Lab, new_ip: Any, dns: Any, ca_fil
     assert took < 2.5
     assert code == ExitCode.UNKNOWN  # no round completed: no verdict
     assert summary["ended_by"] == "max_time" and summary["rounds"] == 0 and summary["status"] is None
+    assert summary["round_cut"] is True and summary["max_time_seconds"] == 1
+
+
+def test_max_time_ends_before_a_round_that_would_pass_it_and_says_so(scene: Any) -> None:
+    # Rounds start every 2 s; the third would start at 4 s, after --max-time 3s: the watch
+    # ends after the second round (about 2 s in), and the summary says why it ended early.
+    s = scene(nodes=1)
+    watcher = Watcher(*watch_args(s, "--every", "2", "--max-time", "3s"))  # the last --every counts
+    code, stderr, took = watcher.finish()
+
+    assert code == ExitCode.OK and stderr == "" and took < 3.0 + 2.0
+    header = next(line for line in watcher.lines if line.startswith("watch: "))
+    assert header.startswith("watch: 2 rounds in ")
+    assert header.endswith(", ended: the next round would have passed --max-time (3.00 s)")
+    assert not any(line.startswith("  cut short") for line in watcher.lines)
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
@@ -278,7 +295,7 @@ def test_ctrl_c_ends_the_watch_with_the_summary_and_the_current_exit_code(
     assert took < BOUND
     summary = [line for line in watcher.lines if line.startswith("watch: ")]
     assert len(summary) == 1 and summary[0].endswith(", interrupted")
-    assert "  final        critical (exit 2)" in watcher.lines
+    assert "  final           critical (exit 2)" in watcher.lines
 
 
 def test_ctrl_c_in_json_mode_ends_with_the_summary_line(scene: Any) -> None:
