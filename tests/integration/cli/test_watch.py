@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import queue
+import re
 import signal
 import socket
 import struct
@@ -17,13 +18,16 @@ import termios
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import jsonschema
 import pytest
 import yaml
 
 from probe.cli.main import main
+from probe.cli.share import share_file
 from probe.lab import Lab, Pki
 from probe.model.reasons import ExitCode
 from tests.support.helpers import REPO, environment_without_proxies
@@ -149,6 +153,120 @@ def test_a_node_that_refuses_then_accepts_is_one_transition_and_the_watch_ends_o
         out
     )
     assert "\r" not in out and "\033[" not in out  # a pipe gets no status line and no colour
+
+
+@dataclass
+class NodeOutage:
+    """A watch of two nodes, one stopped and started again mid-watch (see :func:`node_outage`)."""
+
+    scene: Any
+    watcher: Watcher
+    code: int
+    stderr: str
+    down_for: float  # seconds from stopping the node to starting it again
+
+    @property
+    def node(self) -> Any:
+        return self.scene.nodes[1]
+
+
+def node_outage(lab: Lab, scene: Any, pki: Pki, tmp_path: Path, *extra: str) -> NodeOutage:
+    """Watch two healthy nodes; stop the second for about 2 s, start it again on its address and port.
+
+    The watch ends 10 identical rounds (3 s) after the node is back: more than the rounds
+    of the outage, so it never ends during it.
+    """
+    leaf = pki.leaf("outage.corp.example")
+    s = scene(nodes=2, cert=leaf, hostname="outage.corp.example")
+    node = s.nodes[1]
+    args = watch_args(s, "--until", "stable", "--stable-rounds", "10", "--max-time", "25", *extra)
+    watcher = Watcher(*args)
+    restarted = None
+    try:
+        watcher.wait_for(lambda line: node.address in line)
+        time.sleep(0.7)  # a few healthy rounds: the watch starts healthy
+        lab.stop(node)
+        stopped = time.monotonic()
+        watcher.wait_for(lambda line: node.address in line and "critical" in line)
+        time.sleep(1.5)
+        restarted = restart(lab, node, leaf, s, tmp_path)
+        down_for = time.monotonic() - stopped
+        code, stderr, took = watcher.finish()
+    finally:
+        if restarted is not None:
+            lab.stop(restarted)
+    assert took < BOUND
+    return NodeOutage(s, watcher, code, stderr, down_for)
+
+
+def test_a_node_stopped_and_started_again_is_one_outage_with_its_times_and_length(
+    lab: Lab, scene: Any, pki: Pki, tmp_path: Path
+) -> None:
+    # A request under way when the node stops may fail otherwise (http_protocol_error,
+    # tls_handshake_failed) before the next rounds find the port closed: the outage's
+    # reasons are all of them, tcp_refused among them.
+    seen = node_outage(lab, scene, pki, tmp_path)
+    host, node, lines = seen.scene.hostname, seen.node.address, seen.watcher.lines
+    out = "\n".join(lines)
+    assert seen.code == ExitCode.OK and seen.stderr == "", out
+
+    # The target goes critical in the same round as its node, and both say when it ended.
+    down = [line for line in lines if "ok→critical" in line]
+    assert [line[9:].split(" (")[0] for line in down] == [f"{host}", f"{host} {node} ok→critical"], out
+    assert down[0][9:].startswith(f"{host} (target) ok→critical (") and down[0][:8] == down[1][:8]
+    began = down[0][:8]
+    up = [line for line in lines if "critical→ok" in line]
+    assert [line[9:].split(" cleared; ")[0].rsplit(" (", 1)[0] for line in up] == [
+        f"{host} (target) critical→ok",
+        f"{host} {node} critical→ok",
+    ], out
+    ended = up[1][:8]
+    match = re.search(r" cleared; outage of (\d+\.\d+) s since (\d\d:\d\d:\d\d)\)$", up[1])
+    assert match is not None and match[2] == began, out
+    length = float(match[1])
+    assert seen.down_for - 1.0 < length < seen.down_for + 1.5, (length, seen.down_for)
+
+    # The summary: no meaningless "first ok" (it started healthy), the outage with its times.
+    summary = lines[lines.index(next(x for x in lines if x.startswith("watch: "))) :]
+    assert not any(line.startswith("  first ok") for line in summary), out
+    assert f"  longest outage  {match[1]} s, {host} (target) {began} → {ended}" in summary, out
+    assert f"  last change     {ended}" in summary
+    row = next(i for i, line in enumerate(summary) if line.startswith(f"  {host} {node} "))
+    assert summary[row].endswith(f"worst critical  now ok since {ended}"), out
+    assert summary[row + 1].startswith(f"    outage {began} → {ended}  {match[1]} s  critical ("), out
+    assert "tcp_refused" in summary[row + 1] and summary[row + 2 :] == []  # one outage, the last row
+    other = next(line for line in summary if line.startswith(f"  {host} {seen.scene.nodes[0].address} "))
+    assert "0 flips  worst ok        now ok since " in other
+
+
+def test_a_node_outage_in_json_lines(lab: Lab, scene: Any, pki: Pki, tmp_path: Path) -> None:
+    seen = node_outage(lab, scene, pki, tmp_path, "--json")
+    records = [json.loads(line) for line in seen.watcher.lines]
+    schema = json.loads(share_file("schema/watch-v1.schema.json").read_text())
+    for record in records:
+        jsonschema.validate(record, schema)
+    assert seen.code == ExitCode.OK and seen.stderr == ""
+
+    node = seen.node.address
+    changes = [r for r in records if r["type"] == "change" and r["address"] == node]
+    went = next(r for r in changes if r["old"] == "ok" and r["new"] == "critical")
+    came = next(r for r in changes if r["old"] == "critical" and r["new"] == "ok")
+    assert went["outage"]["ended_timestamp"] is None
+    assert went["outage"]["started_timestamp"] == went["timestamp"]
+    outage = came["outage"]
+    assert (outage["started_timestamp"], outage["ended_timestamp"]) == (went["timestamp"], came["timestamp"])
+    assert outage["worst"] == "critical" and "tcp_refused" in outage["reasons"]
+    assert seen.down_for - 1.0 < outage["seconds"] < seen.down_for + 1.5
+
+    summary = records[-1]
+    assert summary["type"] == "summary" and summary["first_round_status"] == "ok"
+    longest = summary["longest_outage"]
+    assert longest["address"] is None and longest["seconds"] >= outage["seconds"]
+    per = {r["address"]: r for r in summary["addresses"]}
+    assert per[node]["outages"] == [outage] and per[node]["longest_outage"] == outage
+    assert per[node]["ok_since_timestamp"] == came["timestamp"] == per[node]["last_change_timestamp"]
+    assert per[seen.scene.nodes[0].address]["outages"] == []
+    assert summary["last_change_timestamp"] == came["timestamp"]
 
 
 def test_a_certificate_swapped_mid_watch_in_json_lines(
