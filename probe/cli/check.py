@@ -23,7 +23,7 @@ from probe.config.defaults import DEFAULT_EVERY, DEFAULT_STABLE_ROUNDS
 
 if TYPE_CHECKING:
     from probe.cli.push import Gateway
-    from probe.config.models import Config
+    from probe.config.models import Config, TargetConfig
     from probe.judge.baseline import Baseline
     from probe.model.results import TargetResult
     from probe.stages.plan import TargetPlan
@@ -139,7 +139,7 @@ def _run_and_report(
 ) -> int:
     import asyncio
 
-    before = _read_baseline([(t.name, t.url) for t in config.targets], args.baseline)
+    before = _read_baseline(config.targets, args.baseline)
     if args.save_baseline:
         from probe.judge import baseline
 
@@ -173,11 +173,11 @@ def _finish(
     return code
 
 
-def _read_baseline(targets: Sequence[tuple[str, str]], path: str | None) -> Baseline | None:
+def _read_baseline(targets: Sequence[TargetConfig], path: str | None) -> Baseline | None:
     """The ``--baseline`` file, refused before anything is probed when it cannot be used.
 
-    ``targets`` are the checked targets' ``(name, url)``. probe.judge.baseline (cryptography,
-    pydantic models) is imported only with ``--baseline``.
+    ``targets`` are the checked targets (matched by URL and server name).
+    probe.judge.baseline (cryptography, pydantic models) is imported only with ``--baseline``.
     """
     if path is None:
         return None

@@ -6,7 +6,12 @@ baseline as ``neutral``, ``improvement`` or ``regression``. The file format is p
 versioned (``format_version``); docs/json-document.md ("Baseline file") documents it and the
 rules below.
 
-Rules (per target, matched by name and URL):
+Targets are matched by what they are, not by what they are called: the URL (scheme, host,
+port, path and query; ``https://www.corp.example/`` and ``https://WWW.corp.example:443`` are
+one) and the server name. A baseline saved with ``--config`` (target ``www``) compares with an
+ad hoc check of the same URL (target ``www.corp.example``).
+
+Rules (per target):
 
 - status: worse is a regression, better an improvement (also per address);
 - address set: an address gone from the answer is a regression, a new one is neutral
@@ -35,7 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -345,29 +351,89 @@ def save(path: str | Path, document: Mapping[str, Any]) -> None:
                 os.unlink(temporary)
 
 
-def match(baseline: Baseline, targets: Iterable[tuple[str, str]], path: str | Path) -> None:
-    """Refuse a baseline that is about other targets than the ones checked now.
+class Identified(Protocol):
+    """What names a target: a target's configuration or facts, or a baseline's saved target."""
 
-    Targets are keyed by name and URL. A name saved with another URL is refused; so is a
-    baseline that holds none of the checked targets.
+    @property
+    def name(self) -> str:
+        """The target's name (how it is shown; not part of its identity)."""
+
+    @property
+    def url(self) -> str:
+        """The URL as configured."""
+
+    @property
+    def hostname(self) -> str:
+        """The server name: the URL's host, or ``server_name`` for an IP-address URL."""
+
+    @property
+    def port(self) -> int:
+        """The TCP port (the scheme's default when the URL has none)."""
+
+
+def identity(target: Identified) -> tuple[str, ...]:
+    """What makes two targets the same one across checks, whatever their names.
+
+    The URL's scheme, host, port (the default one when the URL has none), path (``/`` when
+    empty) and query, and the server name (``hostname``: the URL's host, or ``server_name``
+    for an IP-address URL); host names in lower case, without a trailing dot.
+    """
+    parts = urlsplit(target.url)
+    host = (parts.hostname or "").rstrip(".")
+    return (
+        parts.scheme.lower(),
+        host,
+        str(target.port),
+        parts.path or "/",
+        parts.query,
+        target.hostname.lower().rstrip("."),
+    )
+
+
+def saved_for(baseline: Baseline, target: Identified) -> TargetFacts | None:
+    """The baseline's target with the same identity (one of the same name first), ``None`` when none."""
+    same = [saved for saved in baseline.targets if identity(saved) == identity(target)]
+    return next((saved for saved in same if saved.name == target.name), same[0] if same else None)
+
+
+def match(baseline: Baseline, targets: Iterable[Identified], path: str | Path) -> None:
+    """Refuse a baseline that holds none of the targets checked now.
+
+    Targets are matched by URL and server name (see :func:`identity`), not by name, so a
+    baseline saved under another name for the same URL is used. A baseline that holds none
+    of them is refused; when one of its targets has the name of a checked one, the message
+    says which URL each had.
 
     Args:
         baseline: the loaded baseline.
-        targets: ``(name, url)`` of each target checked now.
+        targets: the targets checked now (their name, URL, server name and port).
         path: the file, for messages.
 
     Raises:
-        BaselineError: the baseline is from another target.
+        BaselineError: the baseline is of other URLs.
     """
-    saved = {t.name: t.url for t in baseline.targets}
     checked = list(targets)
-    for name, url in checked:
-        if name in saved and saved[name] != url:
-            raise BaselineError(path, f"baseline of another target: {name} was {saved[name]}, now {url}")
-    if not any(name in saved for name, _ in checked):
-        before = ", ".join(f"{t.name} ({t.url})" for t in baseline.targets) or "no target"
-        now = ", ".join(f"{name} ({url})" for name, url in checked)
-        raise BaselineError(path, f"baseline of another target: it holds {before}, not {now}")
+    if any(saved_for(baseline, target) is not None for target in checked):
+        return
+    names = {saved.name: saved for saved in baseline.targets}
+    for target in checked:
+        if target.name in names:
+            before = names[target.name]
+            raise BaselineError(
+                path, f"baseline of another URL: {target.name} was {_where(before)}, now {_where(target)}"
+            )
+    held = ", ".join(f"{saved.name} ({_where(saved)})" for saved in baseline.targets) or "no target"
+    now = ", ".join(f"{target.name} ({_where(target)})" for target in checked)
+    raise BaselineError(path, f"baseline of another URL: it holds {held}, not {now}")
+
+
+def _where(target: Identified) -> str:
+    """The URL, with the server name when the URL's host is not it.
+
+    ``https://www.corp.example/``; ``https://10.0.1.17/ as www.corp.example``.
+    """
+    host = (urlsplit(target.url).hostname or "").rstrip(".")
+    return target.url if host == target.hostname.lower().rstrip(".") else f"{target.url} as {target.hostname}"
 
 
 # --------------------------------------------------------------------------- comparing
@@ -379,9 +445,10 @@ _TLS_ORDER = {"SSLv3": 0, "TLSv1": 1, "TLSv1.1": 2, "TLSv1.2": 3, "TLSv1.3": 4}
 def compare(baseline: Baseline, results: Sequence[TargetResult], path: str | Path = "") -> Comparison:
     """Classify every change between a baseline and the current check.
 
-    Targets are matched by name (see :func:`match` for refusing foreign baselines); a target
-    not in the baseline gets one neutral ``target`` change; baseline targets not checked now
-    are ignored (``--target`` may select a few).
+    Targets are matched by URL and server name (see :func:`identity`; :func:`match` refuses
+    a baseline of other URLs); a target not in the baseline gets one neutral ``target``
+    change; baseline targets not checked now are ignored (``--target`` may select a few).
+    Changes carry the name of the target as checked now.
 
     Args:
         baseline: the loaded baseline.
@@ -391,25 +458,29 @@ def compare(baseline: Baseline, results: Sequence[TargetResult], path: str | Pat
     Returns:
         The comparison; its changes follow the results' order, target facts first.
     """
-    saved = {t.name: t for t in baseline.targets}
     changes: list[Change] = []
     for result in results:
-        before = saved.get(result.target.name)
+        before = saved_for(baseline, result.target)
         if before is None:
-            changes.append(
-                Change(
-                    result.target.name,
-                    None,
-                    Aspect.TARGET,
-                    Impact.NEUTRAL,
-                    None,
-                    result.target.url,
-                    "not in the baseline: nothing to compare",
-                )
-            )
+            changes.append(_not_in_baseline(baseline, result))
             continue
         changes.extend(_target_changes(before, result))
     return Comparison(str(path), baseline.saved_timestamp, tuple(changes))
+
+
+def _not_in_baseline(baseline: Baseline, result: TargetResult) -> Change:
+    """The one change of a target the baseline does not hold (naming its namesake's URL, if any)."""
+    namesake = next((saved for saved in baseline.targets if saved.name == result.target.name), None)
+    also = "" if namesake is None else f" (its {namesake.name} is {_where(namesake)})"
+    return Change(
+        result.target.name,
+        None,
+        Aspect.TARGET,
+        Impact.NEUTRAL,
+        None,
+        result.target.url,
+        f"not in the baseline{also}: nothing to compare",
+    )
 
 
 def _target_changes(before: TargetFacts, result: TargetResult) -> list[Change]:

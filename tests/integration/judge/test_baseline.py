@@ -334,7 +334,7 @@ def test_a_baseline_of_another_target_is_refused(
     path = tmp_path / "other.json"
     saved(other, path)
     err = _refused(s, path, capsys)
-    assert f"baseline of another target: it holds {other.hostname} ({other.target['url']})" in err
+    assert f"baseline of another URL: it holds {other.hostname} ({other.target['url']})" in err
     assert f"not {s.hostname} ({s.target['url']})" in err
 
 
@@ -347,9 +347,7 @@ def test_a_baseline_of_the_same_name_at_another_url_is_refused(
     document["targets"][0]["url"] = s.target["url"] + "health"
     path.write_text(json.dumps(document))
     err = _refused(s, path, capsys)
-    assert (
-        f"baseline of another target: {s.hostname} was {s.target['url']}health, now {s.target['url']}" in err
-    )
+    assert f"baseline of another URL: {s.hostname} was {s.target['url']}health, now {s.target['url']}" in err
 
 
 def test_a_missing_baseline_and_an_unwritable_save_path_are_refused_before_probing(

@@ -23,6 +23,7 @@ from tests.support.builders import (
     address_result,
     cert,
     dns_result,
+    facts,
     http_attempt,
     target_result,
     tls_result,
@@ -273,7 +274,7 @@ def test_a_target_not_in_the_baseline_is_neutral_and_baseline_targets_not_checke
     """The baseline holds www and admin; www and api are checked: accepted, api is the one change."""
     before = saved(healthy(name="www"), healthy(name="admin"))
     now = [healthy(name="www"), healthy(name="api")]
-    baseline.match(before, [(r.target.name, r.target.url) for r in now], "b.json")  # accepted: www is in it
+    baseline.match(before, [r.target for r in now], "b.json")  # accepted: www is in it
     assert baseline.compare(before, now).changes == (
         Change(
             "api",
@@ -301,20 +302,56 @@ def test_comparison_counts_and_regressed() -> None:
 
 
 def test_match_refuses_a_name_saved_with_another_url() -> None:
+    elsewhere = facts("www", url="https://www.corp.example:8443/", port=8443)
     with pytest.raises(BaselineError) as caught:
-        baseline.match(saved(healthy()), [("www", "https://www.corp.example:8443/")], "b.json")
+        baseline.match(saved(healthy()), [elsewhere], "b.json")
     assert str(caught.value) == (
-        "b.json: baseline of another target: www was https://www.corp.example/, now https://www.corp.example:8443/"
+        "b.json: baseline of another URL: www was https://www.corp.example/, now https://www.corp.example:8443/"
     )
 
 
-def test_match_refuses_a_baseline_of_other_targets() -> None:
+def test_match_refuses_a_baseline_of_other_urls() -> None:
     with pytest.raises(BaselineError) as caught:
-        baseline.match(saved(healthy(name="admin")), [("www", "https://www.corp.example/")], "b.json")
+        baseline.match(saved(healthy(name="admin")), [facts("www")], "b.json")
     assert str(caught.value) == (
-        "b.json: baseline of another target: it holds admin (https://admin.corp.example/), "
+        "b.json: baseline of another URL: it holds admin (https://admin.corp.example/), "
         "not www (https://www.corp.example/)"
     )
+
+
+def test_targets_are_matched_by_url_and_server_name_not_by_name() -> None:
+    """A baseline saved with --config (target www) compares with an ad hoc check (target www.corp.example)."""
+    before = saved(healthy(name="www"))
+    adhoc = facts("www.corp.example", url="https://WWW.corp.example:443", hostname="www.corp.example")
+    baseline.match(before, [adhoc], "b.json")  # accepted: the same URL
+    now = target_result("www.corp.example", healthy().addresses, url=adhoc.url, hostname=adhoc.hostname)
+    assert baseline.compare(before, [now]).changes == ()
+    assert baseline.saved_for(before, adhoc) is before.targets[0]
+    # Another server name at the same IP-address URL is another target.
+    pinned = facts("www", url="https://10.0.2.31/", hostname="www.corp.example")
+    other = facts("www", url="https://10.0.2.31/", hostname="api.corp.example")
+    by_ip = saved(target_result("www", healthy().addresses, url=pinned.url, hostname=pinned.hostname))
+    assert baseline.saved_for(by_ip, pinned) is by_ip.targets[0] and baseline.saved_for(by_ip, other) is None
+    with pytest.raises(BaselineError) as caught:
+        baseline.match(by_ip, [other], "b.json")
+    assert str(caught.value) == (
+        "b.json: baseline of another URL: www was https://10.0.2.31/ as www.corp.example, "
+        "now https://10.0.2.31/ as api.corp.example"
+    )
+
+
+def test_a_checked_target_whose_name_the_baseline_holds_at_another_url_is_not_compared() -> None:
+    before = saved(healthy(name="www"), healthy(name="api"))
+    moved = target_result("www", healthy().addresses, url="https://www.corp.example/v2/")
+    now = [moved, healthy(name="api")]
+    baseline.match(before, [r.target for r in now], "b.json")  # accepted: api is in it
+    assert [(c.target, c.aspect, c.detail) for c in baseline.compare(before, now).changes] == [
+        (
+            "www",
+            Aspect.TARGET,
+            "not in the baseline (its www is https://www.corp.example/): nothing to compare",
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- reading and writing
