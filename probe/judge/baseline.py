@@ -23,9 +23,12 @@ Rules (per target):
 - leaf certificate (where both checks obtained one), when its SHA-256 fingerprint changed:
   an earlier notAfter is a regression; a new issuing CA (an issuer of another
   organization, ``O=``, or without one, a different issuer name) is a regression too,
-  because clients that trust or pin only the old CA will refuse the new certificate;
-  otherwise (same issuer, or another intermediate of the same organization as with ACM's
-  rotating intermediates) it is neutral;
+  because clients that trust or pin only the old CA will refuse the new certificate; so is
+  a name the old leaf covered (the target's name, or any of its SANs) that the new one does
+  not cover, and another key algorithm or a smaller key; otherwise (same issuer, or another
+  intermediate of the same organization as with ACM's rotating intermediates, the same
+  names or more) it is neutral. A baseline of an older probe holds no names or key type:
+  only the target's name is compared then, and the change says so;
 - TLS version (where both handshakes completed): lower is a regression, higher an
   improvement; ALPN: any change is neutral.
 """
@@ -49,9 +52,9 @@ from pydantic import BaseModel, ConfigDict, IPvAnyAddress, ValidationError
 
 from probe._text import printable, shorten
 from probe._version import __version__
-from probe.model.reasons import Status
+from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, CertInfo, IPAddress, TargetResult, TlsResult
-from probe.stages.certs import common_name_of, format_time
+from probe.stages.certs import common_name_of, format_time, hostname_matches
 
 #: The version of the baseline file format written by this probe; files with a higher one
 #: are refused, files without one are not baselines.
@@ -148,12 +151,18 @@ class _Model(BaseModel):
 
 
 class LeafFacts(_Model):
-    """The server certificate of one address, as saved."""
+    """The server certificate of one address, as saved.
+
+    ``dns_names``, ``ip_addresses`` and ``key`` are ``None`` in a file of an older probe.
+    """
 
     sha256_fingerprint: str
     subject: str
     issuer: str
     not_after_timestamp: float
+    dns_names: tuple[str, ...] | None = None
+    ip_addresses: tuple[str, ...] | None = None
+    key: str | None = None
 
 
 class AddressFacts(_Model):
@@ -202,7 +211,7 @@ def snapshot(results: Sequence[TargetResult], now: float) -> dict[str, Any]:
         target its name, URL, status and reason codes, the address set (the DNS answers and
         any other address probed), the backends seen, and per probed address its status,
         reason codes, TLS version, ALPN, leaf (SHA-256 fingerprint, subject, issuer,
-        notAfter) and backends seen.
+        notAfter, SAN DNS names and IP addresses, key type) and backends seen.
     """
     return {
         "format_version": FORMAT_VERSION,
@@ -240,6 +249,9 @@ def _address_facts(result: AddressResult) -> dict[str, Any]:
             "subject": leaf.subject,
             "issuer": leaf.issuer,
             "not_after_timestamp": leaf.not_after_timestamp,
+            "dns_names": list(leaf.dns_names),
+            "ip_addresses": list(leaf.ip_addresses),
+            "key": leaf.key,
         },
         "backends": sorted(result.backend_counts),
     }
@@ -495,7 +507,9 @@ def _target_changes(before: TargetFacts, result: TargetResult) -> list[Change]:
     for address_result in result.addresses:
         facts = before.per_address.get(str(address_result.address))
         if facts is not None:
-            changes.extend(_address_changes(name, facts, address_result, backends_now))
+            changes.extend(
+                _address_changes(result.target.hostname, name, facts, address_result, backends_now)
+            )
     return changes
 
 
@@ -572,14 +586,17 @@ def _backend_changes(
 
 
 def _address_changes(
-    name: str, before: AddressFacts, result: AddressResult, backends_now: set[str]
+    hostname: str, name: str, before: AddressFacts, result: AddressResult, backends_now: set[str]
 ) -> list[Change]:
-    """An address's changes: its status, its certificate, its TLS version and ALPN, its backends."""
+    """An address's changes: its status, its certificate, its TLS version and ALPN, its backends.
+
+    ``hostname`` is the target's server name, which the certificate should still cover.
+    """
     address = result.address
     reasons = list(dict.fromkeys(f.reason.value for f in result.failures))
     found = (
         _status_change(name, address, before.status, before.reasons, result.status, reasons),
-        _certificate_change(name, address, before.leaf, result.tls.leaf),
+        _certificate_change(name, address, before, result.tls.leaf, hostname),
         *_handshake_changes(name, address, before, result.tls),
     )
     changes = [change for change in found if change is not None]
@@ -680,48 +697,147 @@ def _status_change(
     )
 
 
+_Fact = tuple[Impact, str]
+
+_OLDER_BASELINE = (
+    "names and key type not compared: the baseline, saved by an older probe, holds neither "
+    "(only the target's name was); save a new baseline"
+)
+
+
 def _certificate_change(
-    name: str, address: IPAddress, before: LeafFacts | None, after: CertInfo | None
+    name: str, address: IPAddress, before: AddressFacts, after: CertInfo | None, hostname: str
 ) -> Change | None:
-    """The leaf changed (another fingerprint): classify by expiry and issuing CA."""
-    if before is None or after is None or before.sha256_fingerprint == after.sha256_fingerprint:
+    """The leaf changed (another fingerprint): classify by issuing CA, names, key type and expiry.
+
+    Any fact that is a regression (a new issuing CA, a name the old leaf covered and the new
+    one does not, ``hostname`` among them; another key algorithm or a smaller key; an
+    earlier notAfter) makes the change one.
+    """
+    leaf = before.leaf
+    if leaf is None or after is None or leaf.sha256_fingerprint == after.sha256_fingerprint:
         return None
-    old_issuer, new_issuer = printable(common_name_of(before.issuer)), printable(common_name_of(after.issuer))
-    old_expiry, new_expiry = before.not_after_timestamp, after.not_after_timestamp
-    facts = []
-    impact = Impact.NEUTRAL
-    if before.issuer == after.issuer:
-        facts.append(f"by the same issuer ({new_issuer})")
-    else:
-        old_org, new_org = _organization(before.issuer), _organization(after.issuer)
-        if old_org is not None and old_org == new_org:
-            facts.append(
-                f"by {new_issuer}, another CA of the same organization "
-                f"({printable(new_org)}; was {old_issuer})"
-            )
-        else:
-            impact = Impact.REGRESSION
-            facts.append(
-                f"by a new issuer {new_issuer} (was {old_issuer}): clients that trust or pin only "
-                "the old CA will refuse it"
-            )
-    if new_expiry < old_expiry:
-        impact = Impact.REGRESSION
-        facts.append(f"expires earlier: {format_time(new_expiry)}, was {format_time(old_expiry)}")
-    elif new_expiry > old_expiry:
-        facts.append(f"expires {format_time(new_expiry)}, was {format_time(old_expiry)}")
-    else:
-        facts.append(f"same expiry {format_time(new_expiry)}")
-    verb = "renewed" if new_expiry > old_expiry else "replaced"
+    facts = [_issuer_fact(leaf, after), *_name_facts(before, after, hostname), *_key_facts(leaf, after)]
+    facts.append(_expiry_fact(leaf.not_after_timestamp, after.not_after_timestamp))
+    if leaf.dns_names is None or leaf.key is None:
+        facts.append((Impact.NEUTRAL, _OLDER_BASELINE))
+    regression = any(impact is Impact.REGRESSION for impact, _ in facts)
+    old_issuer, new_issuer = printable(common_name_of(leaf.issuer)), printable(common_name_of(after.issuer))
+    old_expiry, new_expiry = format_time(leaf.not_after_timestamp), format_time(after.not_after_timestamp)
+    verb = "renewed" if after.not_after_timestamp > leaf.not_after_timestamp else "replaced"
     return Change(
         name,
         address,
         Aspect.CERTIFICATE,
-        impact,
-        f"{before.sha256_fingerprint[:16]}… {old_issuer}, expires {format_time(old_expiry)}",
-        f"{after.sha256_fingerprint[:16]}… {new_issuer}, expires {format_time(new_expiry)}",
-        f"certificate {verb} {'; '.join(facts)}",
+        Impact.REGRESSION if regression else Impact.NEUTRAL,
+        f"{leaf.sha256_fingerprint[:16]}… {old_issuer}, expires {old_expiry}",
+        f"{after.sha256_fingerprint[:16]}… {new_issuer}, expires {new_expiry}",
+        f"certificate {verb} {'; '.join(text for _, text in facts)}",
     )
+
+
+def _issuer_fact(before: LeafFacts, after: CertInfo) -> _Fact:
+    """The same issuer, another CA of the same organization (neutral), or a new issuing CA (a regression)."""
+    old_issuer, new_issuer = printable(common_name_of(before.issuer)), printable(common_name_of(after.issuer))
+    if before.issuer == after.issuer:
+        return Impact.NEUTRAL, f"by the same issuer ({new_issuer})"
+    old_org, new_org = _organization(before.issuer), _organization(after.issuer)
+    if old_org is not None and old_org == new_org:
+        return (
+            Impact.NEUTRAL,
+            f"by {new_issuer}, another CA of the same organization ({printable(new_org)}; was {old_issuer})",
+        )
+    return (
+        Impact.REGRESSION,
+        f"by a new issuer {new_issuer} (was {old_issuer}): clients that trust or pin only the old CA "
+        "will refuse it",
+    )
+
+
+def _name_facts(before: AddressFacts, after: CertInfo, hostname: str) -> list[_Fact]:
+    """The names the old leaf covered and the new one does not (a regression), or those it adds.
+
+    A baseline saved by an older probe holds no names: then only ``hostname`` is compared,
+    taken as covered before when the address had no ``cert_hostname_mismatch`` then.
+    """
+    assert before.leaf is not None
+    now = (*after.dns_names, *after.ip_addresses)
+    if before.leaf.dns_names is None:
+        covered = Reason.CERT_HOSTNAME_MISMATCH.value not in before.reasons
+        return _lost_names([hostname] if covered and not _covers(now, hostname) else [], now, hostname)
+    old = (*before.leaf.dns_names, *(before.leaf.ip_addresses or ()))
+    lost = [n for n in _names_to_keep(old, hostname) if not _covers(now, n)]
+    if lost:
+        return _lost_names(lost, now, hostname)
+    gained = [n for n in now if not _covers(old, n)]
+    return [(Impact.NEUTRAL, f"now also for {_listed(gained)}")] if gained else []
+
+
+def _names_to_keep(old: Sequence[str], hostname: str) -> list[str]:
+    """The names a new leaf must still cover: ``hostname`` when the old one covered it, then the old names."""
+    target = [hostname] if _covers(old, hostname) else []
+    return target + [n for n in old if n.lower() != hostname.lower()]
+
+
+def _lost_names(lost: Sequence[str], now: Sequence[str], hostname: str) -> list[_Fact]:
+    """``no longer covers www.corp.example (the target's name): now for other.corp.example``."""
+    if not lost:
+        return []
+    names = [f"{n} (the target's name)" if n == hostname else n for n in lost]
+    return [(Impact.REGRESSION, f"no longer covers {_listed(names)}: now for {_listed(now) or 'no name'}")]
+
+
+def _covers(names: Sequence[str], name: str) -> bool:
+    """Whether a certificate for ``names`` (SAN DNS names and IP addresses) covers ``name`` (RFC 6125)."""
+    return any(n.lower() == name.lower() or hostname_matches(n, name) for n in names)
+
+
+def _listed(names: Sequence[str], most: int = 4) -> str:
+    """``"a, b, c"``; past ``most`` names, ``"a, b, c, d and 3 more"``."""
+    shown = ", ".join(printable(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _key_facts(before: LeafFacts, after: CertInfo) -> list[_Fact]:
+    """Another key algorithm, or a smaller key of the same one, is a regression; a larger one is neutral.
+
+    Not compared when the baseline holds no key type (an older probe) or either is unknown.
+    """
+    if before.key is None or before.key == after.key:
+        return []
+    change = f"key {printable(before.key)} → {printable(after.key)}"
+    old, new = _key_kind(before.key), _key_kind(after.key)
+    if "unknown" in (before.key, after.key):
+        return [(Impact.NEUTRAL, change)]
+    if old[0] != new[0]:
+        return [
+            (
+                Impact.REGRESSION,
+                f"{change}: clients that support or pin only {printable(old[0])} keys refuse it",
+            )
+        ]
+    if new[1] < old[1]:
+        return [(Impact.REGRESSION, f"{change}: a smaller key")]
+    return [(Impact.NEUTRAL, change)]
+
+
+def _key_kind(key: str) -> tuple[str, int]:
+    """A key type's algorithm and size: ``"RSA 2048"`` → ``("RSA", 2048)``, ``"EC P-384"`` → ``("EC", 384)``.
+
+    A type without a size (``"Ed25519"``) has size 0.
+    """
+    kind, _, size = key.partition(" ")
+    digits = "".join(c for c in size if c.isdigit())
+    return kind, int(digits) if digits else 0
+
+
+def _expiry_fact(before: float, after: float) -> _Fact:
+    """An earlier notAfter is a regression; the same or a later one is neutral."""
+    if after < before:
+        return Impact.REGRESSION, f"expires earlier: {format_time(after)}, was {format_time(before)}"
+    if after > before:
+        return Impact.NEUTRAL, f"expires {format_time(after)}, was {format_time(before)}"
+    return Impact.NEUTRAL, f"same expiry {format_time(after)}"
 
 
 def _organization(rfc4514: str) -> str | None:

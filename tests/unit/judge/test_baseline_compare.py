@@ -97,6 +97,9 @@ def test_snapshot_holds_what_matters_across_a_change() -> None:
             "subject": "CN=www.corp.example",
             "issuer": "CN=Corp Intermediate CA",
             "not_after_timestamp": NOW + 60 * DAY,
+            "dns_names": ["www.corp.example"],
+            "ip_addresses": [],
+            "key": "EC P-256",
         },
         "backends": ["web-1"],
     }
@@ -217,6 +220,94 @@ def test_a_new_leaf_is_classified_by_issuer_and_expiry(new: Any, impact: Impact,
         "aaaaaaaaaaaaaaaa… Corp Intermediate CA"
     )
     assert changes[0].after is not None and changes[0].after.startswith("bbbbbbbbbbbbbbbb…")
+
+
+def _leaf(names: tuple[str, ...], *, key: str = "EC P-256", cn: str = "www.corp.example") -> Any:
+    """A new leaf by the same issuer with the same expiry: only its names (and key) differ."""
+    leaf = cert(cn, NOW + 60 * DAY, fingerprint="bb" * 32, dns_names=names)
+    return type(leaf)(**{**_fields(leaf), "key": key})
+
+
+@pytest.mark.parametrize(
+    ("names", "impact", "words"),
+    [
+        (
+            ("other.corp.example",),
+            Impact.REGRESSION,
+            "certificate replaced by the same issuer (Corp Intermediate CA); no longer covers "
+            "www.corp.example (the target's name): now for other.corp.example; same expiry ",
+        ),
+        (
+            ("*.corp.example",),
+            Impact.NEUTRAL,
+            "certificate replaced by the same issuer (Corp Intermediate CA); now also for *.corp.example; "
+            "same expiry ",
+        ),
+        (
+            ("www.corp.example", "api.corp.example"),
+            Impact.NEUTRAL,
+            "certificate replaced by the same issuer (Corp Intermediate CA); now also for api.corp.example; ",
+        ),
+        (
+            ("www.corp.example",),
+            Impact.NEUTRAL,
+            "certificate replaced by the same issuer (Corp Intermediate CA); same expiry ",
+        ),
+    ],
+    ids=["other-name", "wildcard", "one-more-name", "same-names"],
+)
+def test_the_names_of_a_new_leaf_are_compared(names: tuple[str, ...], impact: Impact, words: str) -> None:
+    """A leaf for another name by the same issuer is no neutral change: it loses the target's name."""
+    before = saved(healthy())
+    [first, _] = baseline.compare(before, [healthy(leaf=_leaf(names))]).changes
+    assert (first.aspect, first.impact) == (Aspect.CERTIFICATE, impact)
+    assert first.detail.startswith(words)
+
+
+def test_losing_any_name_the_old_leaf_covered_is_a_regression_and_says_which() -> None:
+    both = cert("www.corp.example", NOW + 60 * DAY, fingerprint="aa" * 32, dns_names=("*.corp.example",))
+    before = saved(healthy(leaf=both))
+    [change, _] = baseline.compare(before, [healthy(leaf=_leaf(("www.corp.example",)))]).changes
+    assert change.impact is Impact.REGRESSION
+    assert "no longer covers *.corp.example: now for www.corp.example" in change.detail
+
+
+@pytest.mark.parametrize(
+    ("key", "impact", "words"),
+    [
+        (
+            "RSA 2048",
+            Impact.REGRESSION,
+            "key EC P-256 → RSA 2048: clients that support or pin only EC keys refuse it",
+        ),
+        ("EC P-384", Impact.NEUTRAL, "key EC P-256 → EC P-384;"),
+        ("EC P-224", Impact.REGRESSION, "key EC P-256 → EC P-224: a smaller key"),
+    ],
+)
+def test_the_key_type_of_a_new_leaf_is_compared(key: str, impact: Impact, words: str) -> None:
+    before = saved(healthy())
+    [change, _] = baseline.compare(before, [healthy(leaf=_leaf(("www.corp.example",), key=key))]).changes
+    assert change.impact is impact and words in change.detail
+
+
+def test_a_baseline_of_an_older_probe_compares_the_targets_name_only_and_says_so() -> None:
+    document = baseline.snapshot([healthy()], NOW - DAY)
+    for address in document["targets"][0]["per_address"].values():
+        for key in ("dns_names", "ip_addresses", "key"):
+            del address["leaf"][key]  # as probe wrote it before the names and key type were saved
+    older = baseline.parse(json.dumps(document), "old.json")
+    note = "; names and key type not compared: the baseline, saved by an older probe, holds neither"
+
+    [other, _] = baseline.compare(
+        older, [healthy(leaf=_leaf(("other.corp.example",), key="RSA 2048"))]
+    ).changes
+    assert other.impact is Impact.REGRESSION
+    assert "no longer covers www.corp.example (the target's name): now for other.corp.example" in other.detail
+    assert other.detail.endswith(note + " (only the target's name was); save a new baseline")
+    assert "key EC" not in other.detail  # the key type is not compared
+    [same_name, _] = baseline.compare(older, [healthy(leaf=_leaf(("www.corp.example",)))]).changes
+    assert same_name.impact is Impact.NEUTRAL and note in same_name.detail
+    assert baseline.compare(older, [healthy()]).changes == ()  # the same leaf: nothing to say
 
 
 def test_another_intermediate_of_the_same_organization_is_neutral() -> None:
