@@ -16,10 +16,14 @@ Rules (per target):
 - status: worse is a regression, better an improvement (also per address);
 - address set: an address gone from the answer is a regression, a new one is neutral
   (its own verdict says whether it works);
-- backends: a backend that no longer answers for the target is a regression, a new one an
-  improvement; a backend that still answers, but no longer via one address, is a
-  regression at that address (the symptom of cross-zone balancing turned off); without a
-  backend rule now, backends are not compared (one neutral change says so);
+- backends, for the target as a whole (never per address: which backend answers at one
+  address is the rotation's phase, not the change): a backend of the baseline not seen now
+  is a regression only when the target's ``balancing`` rule would call it missing
+  (``round_robin``: at once; ``weighted_random``, ``least_outstanding_requests``: after so
+  many identified responses that a healthy one goes unseen that long less than one in a
+  million times, neutral before; ``any``: never), a new one an improvement; without a
+  backend rule now, or with no response that identified a backend, backends are not
+  compared (one neutral change says so);
 - leaf certificate (where both checks obtained one), when its SHA-256 fingerprint changed:
   an earlier notAfter is a regression; a new issuing CA (an issuer of another
   organization, ``O=``, or without one, a different issuer name) is a regression too,
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, IPvAnyAddress, ValidationError
 
 from probe._text import printable, shorten
 from probe._version import __version__
+from probe.judge import balancing as rotation
 from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, CertInfo, IPAddress, TargetResult, TlsResult
 from probe.stages.certs import common_name_of, format_time, hostname_matches
@@ -502,14 +508,11 @@ def _target_changes(before: TargetFacts, result: TargetResult) -> list[Change]:
     status = _status_change(name, None, before.status, before.reasons, result.status, reasons)
     changes = [status] if status is not None else []
     changes.extend(_answer_changes(name, before.addresses, _address_set(result)))
-    backends_now = set(result.backend_counts)
-    changes.extend(_backend_changes(name, before.backends, backends_now, result.target.identifying_rule))
+    changes.extend(_backend_changes(before.backends, result))
     for address_result in result.addresses:
         facts = before.per_address.get(str(address_result.address))
         if facts is not None:
-            changes.extend(
-                _address_changes(result.target.hostname, name, facts, address_result, backends_now)
-            )
+            changes.extend(_address_changes(result.target.hostname, name, facts, address_result))
     return changes
 
 
@@ -537,58 +540,91 @@ def _answer_changes(name: str, before: Sequence[IPAddress], now: Sequence[IPAddr
     return gone + new
 
 
-def _backend_changes(
-    name: str, before: Sequence[str], now: set[str], rule: tuple[str, str] | None
-) -> list[Change]:
-    """Backends that no longer answer for the target (regressions), then the new ones (improvements)."""
-    if rule is None and not now and before:
-        # No backend rule now (none configured, or --backend-header left out): the check
-        # could not identify backends, which says nothing about whether they still answer.
-        return [
-            Change(
-                name,
-                None,
-                Aspect.BACKEND,
-                Impact.NEUTRAL,
-                ", ".join(before),
-                None,
-                f"backends not compared: no backend rule now (backend.header or backend.body_regex); "
-                f"the baseline saw {printable(', '.join(before))}",
-            )
-        ]
-    seen = ", ".join(sorted(now)) or "none"
-    lost = [
-        Change(
-            name,
-            None,
-            Aspect.BACKEND,
-            Impact.REGRESSION,
-            backend,
-            None,
-            f"backend {printable(backend)} no longer answers (seen now: {printable(seen)})",
-        )
+def _backend_changes(before: Sequence[str], result: TargetResult) -> list[Change]:
+    """Backends of the baseline not seen now, judged by the rotation rule, then the new ones (improvements).
+
+    Backends are compared for the target as a whole, never per address: which backend
+    answers at one address is the rotation's phase, not the change. A backend not seen now
+    is a regression only when the target's ``balancing`` rule would call it missing (see
+    :func:`_unseen_backend`). Not compared without a backend rule now, or when no response
+    identified a backend now (the status change says why).
+    """
+    name, now = result.target.name, result.backend_counts
+    identified = sum(now.values())
+    if before and not identified:
+        return [_backends_not_compared(name, before, result.target.identifying_rule is None)]
+    seen = printable(", ".join(sorted(now)) or "none")
+    k = max(len({*before, *now}), result.target.expected_backend_count or 0)
+    unseen = [
+        _unseen_backend(name, backend, result, (identified, k), seen)
         for backend in before
         if backend not in now
     ]
     new = [
-        Change(
-            name,
-            None,
-            Aspect.BACKEND,
-            Impact.IMPROVEMENT,
-            None,
-            backend,
-            f"backend {printable(backend)} answers now",
-        )
-        for backend in sorted(now - set(before))
+        Change(name, None, Aspect.BACKEND, Impact.IMPROVEMENT, None, b, f"backend {printable(b)} answers now")
+        for b in sorted(set(now) - set(before))
     ]
-    return lost + new
+    return unseen + new
 
 
-def _address_changes(
-    hostname: str, name: str, before: AddressFacts, result: AddressResult, backends_now: set[str]
-) -> list[Change]:
-    """An address's changes: its status, its certificate, its TLS version and ALPN, its backends.
+def _backends_not_compared(name: str, before: Sequence[str], no_rule: bool) -> Change:
+    """One neutral change: no backend identified now, which says nothing about whether they answer."""
+    why = (
+        "no backend rule now (backend.header or backend.body_regex)"
+        if no_rule
+        else "no response identified a backend now (the status says why)"
+    )
+    return Change(
+        name,
+        None,
+        Aspect.BACKEND,
+        Impact.NEUTRAL,
+        ", ".join(before),
+        None,
+        f"backends not compared: {why}; the baseline saw {printable(', '.join(before))}",
+    )
+
+
+def _unseen_backend(
+    name: str, backend: str, result: TargetResult, counts: tuple[int, int], seen: str
+) -> Change:
+    """A backend of the baseline that answered none of the responses identified now.
+
+    ``counts`` are the identified responses now and ``k``, the backends expected (at least
+    those of the baseline and of now). ``round_robin``: every backend answers within one
+    check, so it no longer answers (a regression). ``weighted_random`` and
+    ``least_outstanding_requests``: a regression only after so many identified responses
+    that a healthy backend among ``k`` goes unseen that long less than one in a million
+    times (:func:`probe.judge.balancing.needed`); before that neutral, with the chance and
+    the ``--requests`` that would decide. ``any``: never judged.
+    """
+    rule, (identified, k) = result.target.balancing, counts
+    lost = f"backend {printable(backend)} no longer answers (seen now: {seen}"
+    if rule == "round_robin":
+        impact, detail = Impact.REGRESSION, lost + ")"
+    elif rule in rotation.COUNTED and identified >= rotation.needed(rule, k):
+        how = f"with {rule} a healthy backend goes unseen that long less than {rotation.ALPHA_TEXT} times"
+        impact, detail = Impact.REGRESSION, f"{lost}; none of {identified} identified responses: {how})"
+    else:
+        why = _not_judged(rule, identified, k, len(result.addresses))
+        impact, detail = Impact.NEUTRAL, f"backend {printable(backend)} not seen now (seen: {seen}); {why}"
+    return Change(name, None, Aspect.BACKEND, impact, backend, None, detail)
+
+
+def _not_judged(rule: str, identified: int, k: int, addresses: int) -> str:
+    """Why an unseen backend is not judged with ``rule`` yet, and the ``--requests`` that would decide."""
+    if rule not in rotation.COUNTED:
+        return f"balancing {rule} makes no claim about which backends answer: not judged"
+    chance = rotation.percent(rotation.chance_unseen(rule, k, identified))
+    requests = math.ceil(rotation.needed(rule, k) / max(1, addresses))
+    return (
+        f"with {rule} a healthy backend goes unseen in {identified} identified responses up to "
+        f"{chance} of the time: not judged (--requests {requests} decides)"
+    )
+
+
+def _address_changes(hostname: str, name: str, before: AddressFacts, result: AddressResult) -> list[Change]:
+    """An address's changes: its status, its certificate, its TLS version and ALPN.
 
     ``hostname`` is the target's server name, which the certificate should still cover.
     """
@@ -599,9 +635,7 @@ def _address_changes(
         _certificate_change(name, address, before, result.tls.leaf, hostname),
         *_handshake_changes(name, address, before, result.tls),
     )
-    changes = [change for change in found if change is not None]
-    changes.extend(_backends_gone_here(name, before.backends, result, backends_now))
-    return changes
+    return [change for change in found if change is not None]
 
 
 def _handshake_changes(name: str, address: IPAddress, before: AddressFacts, tls: TlsResult) -> list[Change]:
@@ -642,31 +676,6 @@ def _version_impact(before: str, after: str) -> Impact:
     if old is None or new is None:
         return Impact.NEUTRAL
     return Impact.REGRESSION if new < old else Impact.IMPROVEMENT
-
-
-def _backends_gone_here(
-    name: str, before: Sequence[str], result: AddressResult, backends_now: set[str]
-) -> list[Change]:
-    """Backends that still answer for the target but no longer via this address.
-
-    Only when this address answered at all (an address that fails now shows as a status change).
-    """
-    if not any(a.status_code is not None for a in result.attempts):
-        return []
-    here = set(result.backend_counts)
-    return [
-        Change(
-            name,
-            result.address,
-            Aspect.BACKEND,
-            Impact.REGRESSION,
-            backend,
-            None,
-            f"backend {printable(backend)} no longer answers via this address (it still answers via others)",
-        )
-        for backend in before
-        if backend not in here and backend in backends_now
-    ]
 
 
 def _status_change(

@@ -172,13 +172,73 @@ def test_a_backend_gone_everywhere_is_one_target_regression_and_a_new_one_an_imp
     ]
 
 
-def test_a_backend_that_no_longer_answers_via_one_address_is_a_regression_there() -> None:
+def test_backends_are_compared_for_the_target_never_per_address() -> None:
+    """Which backend answered at one address is the rotation's phase, not the change."""
     before = saved(healthy())
-    now = healthy(backends=(("web-1", "web-1"), ("web-1", "web-2")))  # e.g. cross-zone balancing off
+    now = healthy(backends=(("web-1", "web-1"), ("web-1", "web-2")))  # web-2 still answers for the target
+    assert baseline.compare(before, [now]).changes == ()
+
+
+def rotating(balancing: str, *seen: tuple[str, ...]) -> TargetResult:
+    """Target www with ``balancing`` whose addresses A and B answered from ``seen`` backends."""
+    results = [
+        address_result(ip, healthy().addresses[0].tls, [http_attempt(b) for b in backends])
+        for ip, backends in zip((A, B), seen, strict=True)
+    ]
+    return target_result("www", results, balancing=balancing)
+
+
+@pytest.mark.parametrize(
+    ("balancing", "responses", "impact", "words"),
+    [
+        ("round_robin", 2, Impact.REGRESSION, "backend web-2 no longer answers (seen now: web-1)"),
+        (
+            "weighted_random",
+            8,
+            Impact.NEUTRAL,
+            "backend web-2 not seen now (seen: web-1); with weighted_random a healthy backend goes "
+            "unseen in 8 identified responses up to 0.781 % of the time: not judged (--requests 11 decides)",
+        ),
+        (
+            "weighted_random",
+            21,
+            Impact.REGRESSION,
+            "backend web-2 no longer answers (seen now: web-1; none of 21 identified responses: with "
+            "weighted_random a healthy backend goes unseen that long less than one in a million times)",
+        ),
+        (
+            "any",
+            40,
+            Impact.NEUTRAL,
+            "backend web-2 not seen now (seen: web-1); balancing any makes no claim about which "
+            "backends answer: not judged",
+        ),
+    ],
+)
+def test_a_backend_not_seen_now_is_judged_with_the_targets_balancing_rule(
+    balancing: str, responses: int, impact: Impact, words: str
+) -> None:
+    before = saved(rotating(balancing, ("web-1", "web-2"), ("web-1", "web-2")))
+    half = responses // 2
+    now = rotating(balancing, ("web-1",) * half, ("web-1",) * (responses - half))
+    [change] = baseline.compare(before, [now]).changes
+    assert (change.address, change.aspect, change.impact, change.detail) == (
+        None,
+        Aspect.BACKEND,
+        impact,
+        words,
+    )
+
+
+def test_backends_are_not_compared_when_no_response_identified_one_now() -> None:
+    before = saved(healthy())
+    now = target_result("www", [refused(A), refused(B)], backend_rule=("header", "X-Backend"))
     changes = baseline.compare(before, [now]).changes
-    assert [(c.address, c.aspect, c.impact) for c in changes] == [(A, Aspect.BACKEND, Impact.REGRESSION)]
-    assert (
-        changes[0].detail == "backend web-2 no longer answers via this address (it still answers via others)"
+    [backends] = [c for c in changes if c.aspect is Aspect.BACKEND]
+    assert backends.impact is Impact.NEUTRAL
+    assert backends.detail == (
+        "backends not compared: no response identified a backend now (the status says why); "
+        "the baseline saw web-1, web-2"
     )
 
 
