@@ -10,10 +10,12 @@ imported only when their options are given.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
+from probe._text import printable
 from probe.cli.adhoc import config_from_args
 from probe.cli.cycles import check_once, plan_targets, run_all
 from probe.cli.errors import UsageError
@@ -165,12 +167,32 @@ def _finish(
     if args.save_baseline:
         from probe.judge import baseline
 
-        baseline.save(args.save_baseline, baseline.snapshot(results, time.time()))
+        document = baseline.snapshot(results, time.time())
+        baseline.save(args.save_baseline, document)
+        print(f"probe: {saved_text(args.save_baseline, document)}", file=sys.stderr)
     if gateway is not None:  # after the report: a slow gateway never delays the verdict
         from probe.cli.push import push_after_report
 
         code = push_after_report(results, gateway, code)
     return code
+
+
+def saved_text(path: str, document: Mapping[str, Any]) -> str:
+    """Where ``--save-baseline`` wrote and what, for stderr (without the ``probe:`` prefix).
+
+    ``baseline saved to before.json: www (https://www.corp.example/) at 10.0.2.31, 10.0.3.31``;
+    with several targets ``baseline saved to b.json: 2 targets: www (…) at …; api (…) at …``.
+
+    Args:
+        path: the file as given.
+        document: the baseline document written (:func:`probe.judge.baseline.snapshot`).
+    """
+    targets = [
+        f"{t['name']} ({t['url']}) at {', '.join(t['addresses']) or 'no address'}"
+        for t in document["targets"]
+    ]
+    many = f"{len(targets)} targets: " if len(targets) != 1 else ""
+    return printable(f"baseline saved to {path}: {many}{'; '.join(targets)}")
 
 
 def _read_baseline(targets: Sequence[TargetConfig], path: str | None) -> Baseline | None:

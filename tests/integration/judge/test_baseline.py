@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -45,8 +46,15 @@ def adhoc(scene: Scene) -> list[str]:
 
 
 def saved(scene: Scene, path: Path) -> dict[str, Any]:
-    code, _, elapsed = check(*adhoc(scene), "--save-baseline", str(path))
+    """``--save-baseline path``: the file's document; stderr says where it wrote and what."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, _, elapsed = check(*adhoc(scene), "--save-baseline", str(path))
     assert code == ExitCode.OK and elapsed < TIME_BOUND
+    addresses = ", ".join(node.address for node in scene.nodes)
+    assert err.getvalue() == (
+        f"probe: baseline saved to {path}: {scene.hostname} ({scene.target['url']}) at {addresses}\n"
+    )
     return json.loads(path.read_text())
 
 
@@ -249,7 +257,9 @@ def test_compare_then_save_into_the_same_file(scene: Any, lab: Lab, tmp_path: Pa
     assert code == ExitCode.CRITICAL and document["baseline"]["changes"] == []
 
 
-def test_several_targets_are_keyed_by_name_and_url(scene: Any, lab: Lab, tmp_path: Path) -> None:
+def test_several_targets_are_keyed_by_url(
+    scene: Any, lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first, second = scene(nodes=1), scene(nodes=1)
     config = tmp_path / "probe.yaml"
     targets = [{"name": "one", **first.target}, {"name": "two", **second.target}]
@@ -258,6 +268,8 @@ def test_several_targets_are_keyed_by_name_and_url(scene: Any, lab: Lab, tmp_pat
 
     code, _, _ = check("--config", str(config), "--save-baseline", str(path))
     assert code == ExitCode.OK
+    one, two = (f"({s.target['url']}) at {s.nodes[0].address}" for s in (first, second))
+    assert capsys.readouterr().err == f"probe: baseline saved to {path}: 2 targets: one {one}; two {two}\n"
     assert [(t["name"], t["url"]) for t in json.loads(path.read_text())["targets"]] == [
         ("one", first.target["url"]),
         ("two", second.target["url"]),
