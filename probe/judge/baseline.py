@@ -616,10 +616,11 @@ def _not_judged(rule: str, identified: int, k: int, addresses: int) -> str:
     if rule not in rotation.COUNTED:
         return f"balancing {rule} makes no claim about which backends answer: not judged"
     chance = rotation.percent(rotation.chance_unseen(rule, k, identified))
-    requests = math.ceil(rotation.needed(rule, k) / max(1, addresses))
+    needed = rotation.needed(rule, k)
     return (
         f"with {rule} a healthy backend goes unseen in {identified} identified responses up to "
-        f"{chance} of the time: not judged (--requests {requests} decides)"
+        f"{chance} of the time: not judged before {needed} (e.g. --requests "
+        f"{math.ceil(needed / max(1, addresses))})"
     )
 
 

@@ -165,6 +165,82 @@ def test_a_certificate_from_another_issuer_expiring_earlier_is_a_regression(
     assert document["baseline"]["regressions"] == 2
 
 
+def test_a_certificate_for_another_name_by_the_same_ca_is_a_regression_that_says_so(
+    scene: Any, pki: Pki, restart: Any, tmp_path: Path
+) -> None:
+    # The case: the leaf swapped for one issued to other.corp.example by the same
+    # CA. Same issuer, similar expiry: before, "neutral … replaced by the same issuer".
+    s = scene(nodes=2)
+    path = tmp_path / "before.json"
+    document = saved(s, path)
+    leaf = document["targets"][0]["per_address"][s.nodes[0].address]["leaf"]
+    assert leaf["dns_names"] == [s.hostname] and leaf["ip_addresses"] == [] and leaf["key"] == "EC P-256"
+    other = pki.leaf("other.corp.example")
+    restart(s, 0, other)
+    restart(s, 1, other)
+
+    code, out, elapsed = check(*adhoc(s), "--baseline", str(path))
+
+    assert code == ExitCode.CRITICAL and elapsed < TIME_BOUND  # the check itself: cert_hostname_mismatch
+    lines = [line for line in out.splitlines() if "certificate " in line and line.startswith("  regression")]
+    assert [line.split()[2] for line in lines] == [n.address for n in s.nodes], out
+    assert all(
+        "by the same issuer (probe test Intermediate CA); no longer covers "
+        f"{s.hostname} (the target's name): now for other.corp.example;" in line
+        for line in lines
+    ), out
+    code, document = compare_json(s, path)
+    assert [(a, i) for a, aspect, i in changes(document) if aspect == "certificate"] == [
+        (n.address, "regression") for n in s.nodes
+    ]
+
+
+def test_a_baseline_saved_with_a_config_compares_with_an_ad_hoc_check_of_the_same_url(
+    scene: Any, tmp_path: Path
+) -> None:
+    # Saved with --config (target "www"), compared with an ad hoc check of the same URL
+    # (target named after its host): the same target, no "baseline of another target".
+    s = scene(nodes=2)
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump({"targets": [{"name": "www", **s.target}]}))
+    path = tmp_path / "before.json"
+    code, _, _ = check("--config", str(config), "--save-baseline", str(path))
+    assert code == ExitCode.OK and json.loads(path.read_text())["targets"][0]["name"] == "www"
+
+    code, out, elapsed = check(*adhoc(s), "--baseline", str(path))
+    assert code == ExitCode.OK and elapsed < TIME_BOUND
+    assert out.rstrip().endswith(": no changes"), out
+    code, document = compare_json(s, path)
+    assert code == ExitCode.OK and document["baseline"]["changes"] == []
+    assert document["targets"][0]["name"] == s.hostname  # compared under the name checked now
+
+
+def test_backends_seen_at_one_address_by_the_rotations_phase_are_no_change(
+    scene: Any, tmp_path: Path
+) -> None:
+    # The lab's two nodes share one backend pool, each with its own round-robin. With one
+    # request per address, which backend each node answers with is the rotation's phase:
+    # here node 1 is one connection ahead (another client), so the baseline sees web-1 at
+    # node 0 and web-2 at node 1, and the next check the other way round. Both backends
+    # answer for the target in both checks: nothing changed.
+    s = scene(nodes=2)
+    one = ["--requests", "1"]
+    host, port, ahead = s.hostname, s.port, s.nodes[1].address
+    code, _, _ = check(*adhoc(s), *one, "--resolve", f"{host}:{port}:{ahead}")  # another client at node 1
+    assert code == ExitCode.OK
+    path = tmp_path / "before.json"
+    code, _, _ = check(*adhoc(s), *one, "--save-baseline", str(path))
+    per_address = json.loads(path.read_text())["targets"][0]["per_address"]
+    assert [per_address[n.address]["backends"] for n in s.nodes] == [["web-1"], ["web-2"]]
+
+    code, out, elapsed = check(*adhoc(s), *one, "--baseline", str(path), "--json")
+    document = json.loads(out)
+    seen = {a["address"]: list(a["backend_counts"]) for a in document["targets"][0]["addresses"]}
+    assert seen == {s.nodes[0].address: ["web-2"], s.nodes[1].address: ["web-1"]}  # the phase moved
+    assert code == ExitCode.OK and elapsed < TIME_BOUND
+    assert document["baseline"]["changes"] == []  # no "no longer answers via this address"
+
+
 def test_a_stopped_backend_is_a_regression(scene: Any, lab: Lab, tmp_path: Path) -> None:
     s = scene(nodes=2)
     path = tmp_path / "before.json"

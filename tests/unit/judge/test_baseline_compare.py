@@ -197,7 +197,8 @@ def rotating(balancing: str, *seen: tuple[str, ...]) -> TargetResult:
             8,
             Impact.NEUTRAL,
             "backend web-2 not seen now (seen: web-1); with weighted_random a healthy backend goes "
-            "unseen in 8 identified responses up to 0.781 % of the time: not judged (--requests 11 decides)",
+            "unseen in 8 identified responses up to 0.781 % of the time: not judged before 21 "
+            "(e.g. --requests 11)",
         ),
         (
             "weighted_random",
