@@ -169,7 +169,7 @@ def _finish(
 
         document = baseline.snapshot(results, time.time())
         baseline.save(args.save_baseline, document)
-        print(f"probe: {saved_text(args.save_baseline, document)}", file=sys.stderr)
+        print(f"probe: {_saved_text(args.save_baseline, document)}", file=sys.stderr)
     if gateway is not None:  # after the report: a slow gateway never delays the verdict
         from probe.cli.push import push_after_report
 
@@ -177,7 +177,7 @@ def _finish(
     return code
 
 
-def saved_text(path: str, document: Mapping[str, Any]) -> str:
+def _saved_text(path: str, document: Mapping[str, Any]) -> str:
     """Where ``--save-baseline`` wrote and what, for stderr (without the ``probe:`` prefix).
 
     ``baseline saved to before.json: www (https://www.corp.example/) at 10.0.2.31, 10.0.3.31``;

@@ -110,11 +110,7 @@ class Outage:
 
 def longest(outages: Iterable[Outage]) -> Outage | None:
     """The longest of ``outages`` (the first of equals), ``None`` for none."""
-    found: Outage | None = None
-    for outage in outages:
-        if found is None or outage.seconds > found.seconds:
-            found = outage
-    return found
+    return max(outages, key=lambda outage: outage.seconds, default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +181,9 @@ class EntityTally:
     flips: int
     worst: Status | None
     state: State
-    since_timestamp: float = 0.0
-    last_change_timestamp: float | None = None
-    outages: tuple[Outage, ...] = ()
+    since_timestamp: float
+    last_change_timestamp: float | None
+    outages: tuple[Outage, ...]
 
     @property
     def ok_since_timestamp(self) -> float | None:
@@ -244,10 +240,8 @@ class Summary:
     @property
     def longest_outage(self) -> tuple[EntityTally, Outage] | None:
         """The longest outage of any target or address, with whose it is; ``None`` when none."""
-        found = longest(o for e in self.entities for o in e.outages)
-        if found is None:
-            return None
-        return next((e, found) for e in self.entities if found in e.outages)
+        every = [(entity, outage) for entity in self.entities for outage in entity.outages]
+        return max(every, key=lambda found: found[1].seconds, default=None)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -406,15 +400,15 @@ class Watch:
     def _update(self, key: Key, now: _Seen) -> Change | None:
         """Fold in one address or target as this round saw it; its change, if any."""
         entity = self._entities.get(key)
-        old: State | None = entity.state if entity is not None else None
+        old: State | None
         if entity is None:
-            later = self.rounds > 1  # it comes from absent
-            entity = self._entities[key] = _Entity(
-                now.state, now.ended, last_change=now.ended if later else None
-            )
-            old = ABSENT if later else None
-        elif entity.state != now.state:
-            entity.flip(now.state, now.ended)
+            old = None if self.rounds == 1 else ABSENT  # after the first round, it comes from absent
+            last_change = None if old is None else now.ended
+            entity = self._entities[key] = _Entity(now.state, now.ended, last_change=last_change)
+        else:
+            old = entity.state
+            if old != now.state:
+                entity.flip(now.state, now.ended)
         entity.saw(now.state.status)
         outage = entity.track(now.state, now.ended, self.rounds)
         return None if old == now.state else now.change(self.rounds, key, old, outage)

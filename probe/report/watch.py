@@ -195,10 +195,10 @@ def summary_text(summary: Summary, tz: tzinfo | None = None, *, color: bool = Fa
           final           ok (exit 0)
           longest outage  11.0 s, www (target) 11:23:30 → 11:23:41
           last change     11:23:41
-          www (target)    2 flips  worst critical  now ok since 11:23:41
+          www (target)   2 flips  worst critical  now ok since 11:23:41
             outage 11:23:30 → 11:23:41  11.0 s  critical (tcp_refused)
-          www 10.0.2.31   0 flips  worst ok        now ok since 11:23:08
-          www 10.0.2.32   2 flips  worst critical  now ok since 11:23:41
+          www 10.0.2.31  0 flips  worst ok        now ok since 11:23:08
+          www 10.0.2.32  2 flips  worst critical  now ok since 11:23:41
             outage 11:23:30 → 11:23:41  11.0 s  critical (tcp_refused)
 
     A watch whose first round was not all ok also says when the first all-ok round ended
