@@ -58,11 +58,11 @@ def test_demo_installs_probe_alone_and_lint_adds_the_test_tools_to_the_same_venv
     assert dev(venv, "lint") == [
         "python -m pip install -q --upgrade pip",
         "python -m pip install -q -e .[test]",
-        "ruff check probe tests bench",
-        "ruff format --check probe tests bench",
+        "ruff check probe tests bench tools",
+        "ruff format --check probe tests bench tools",
         "mypy ",
     ]
-    assert dev(venv, "lint")[0] == "ruff check probe tests bench"
+    assert dev(venv, "lint")[0] == "ruff check probe tests bench tools"
     assert dev(venv, "demo") == ["probe demo"]
 
 
