@@ -169,6 +169,10 @@ def test_installed_probe_runs_from_the_fresh_virtualenv(installed: Installed, tm
     helped = _run(installed.probe, "check", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and helped.stderr == ""
     assert "--resolver" in helped.stdout and "--json" in helped.stdout
+    assert (
+        "\nexit status:\n  0  ok\n" in helped.stdout
+        and "\nexamples:\n  probe check https://" in helped.stdout
+    )
 
 
 def test_installed_probe_finds_its_shipped_files(installed: Installed, tmp_path: Path) -> None:
