@@ -77,6 +77,25 @@ def _run(
     )
 
 
+def _check_the_demo(probe: Path, demo: DemoLab, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``probe check`` of the demo lab with an installed ``probe``: its loopback resolver and CA."""
+    return _run(
+        probe,
+        "check",
+        demo.url,
+        "--resolver",
+        demo.dns_server.where,
+        "--ca-file",
+        demo.ca_file,
+        "--expect-network",
+        "127.0.10.0/24",
+        "--timeout",
+        "10",
+        *extra,
+        cwd=cwd,
+    )
+
+
 def _source_copy(work: Path) -> Path:
     """A copy of the source tree as a fresh clone holds it, so builds leave the repository alone."""
     source = work / "src"
@@ -208,21 +227,7 @@ def test_installed_probe_checks_the_demo_lab_and_its_json_fits_the_shipped_schem
     installed: Installed, demo: DemoLab, tmp_path: Path
 ) -> None:
     start = time.monotonic()
-    checked = _run(
-        installed.probe,
-        "check",
-        demo.url,
-        "--resolver",
-        demo.dns_server.where,
-        "--ca-file",
-        demo.ca_file,
-        "--expect-network",
-        "127.0.10.0/24",
-        "--timeout",
-        "10",
-        "--json",
-        cwd=tmp_path,
-    )
+    checked = _check_the_demo(installed.probe, demo, tmp_path, "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stderr == ""
     document = json.loads(checked.stdout)
@@ -355,20 +360,7 @@ def test_the_offline_install_has_every_wheel_and_checks_the_demo_lab(
     )
     assert consistent.returncode == 0, consistent.stdout
 
-    checked = _run(
-        bastion.probe,
-        "check",
-        demo.url,
-        "--resolver",
-        demo.dns_server.where,
-        "--ca-file",
-        demo.ca_file,
-        "--expect-network",
-        "127.0.10.0/24",
-        "--timeout",
-        "10",
-        cwd=tmp_path,
-    )
+    checked = _check_the_demo(bastion.probe, demo, tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.rstrip().endswith("Status: OK (1 ok)"), checked.stdout
     where = _run(bastion.venv / "bin" / "python", "-c", "import probe; print(probe.__file__)", cwd=tmp_path)
