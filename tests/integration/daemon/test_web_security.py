@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from probe.config.errors import ConfigError
+from probe.daemon.httpserver import WebServer
 from probe.daemon.store import ResultStore
-from probe.daemon.web import WebServer, make_app
+from probe.daemon.web import make_app
 from probe.daemon.webconfig import BasicAuth, load_web_config, server_context
 from probe.lab import Pki
 from probe.lab.pki import issue
@@ -179,7 +180,7 @@ def test_plain_http_to_the_tls_endpoint_gets_nothing_and_the_server_goes_on(
         ),
         (
             "tls_server_config: {cert_file: /nonexistent.crt, key_file: /nonexistent.key}\n",
-            "tls_server_config.cert_file: cannot load the certificate and key: No such file or directory",
+            "tls_server_config.cert_file: /nonexistent.crt: no such file",
         ),
     ],
 )
