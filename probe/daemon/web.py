@@ -31,7 +31,8 @@ from probe.daemon.webconfig import BasicAuth
 #: a few milliseconds per megabyte, where level 9 (prometheus_client's) takes 15 times longer.
 GZIP_LEVEL = 1
 
-_UNAUTHORIZED = [("WWW-Authenticate", 'Basic realm="probe", charset="UTF-8"')]
+#: The challenge: a realm that names no software (exporter-toolkit sends a bare "Basic").
+_UNAUTHORIZED = [("WWW-Authenticate", 'Basic realm="metrics", charset="UTF-8"')]
 
 
 def make_app(

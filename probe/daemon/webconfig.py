@@ -25,6 +25,7 @@ import hashlib
 import re
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +61,10 @@ MAX_PASSWORD_BYTES = 72
 #: cost. Only a valid password makes an entry, so a flood of wrong ones cannot push the
 #: scraper's out (exporter-toolkit's one cache of 100 remembers failures too, evicted at random).
 GOOD_CACHE_SIZE = 64
+
+#: The longest rest of the bcrypt thread after a failed check (seconds): as long as the
+#: check took, so wrong passwords use at most half of one core, up to this.
+MAX_REST_SECONDS = 1.0
 
 
 class _Strict(BaseModel):
@@ -267,13 +272,6 @@ class BasicAuth:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_bcrypt_pool(), self._bcrypt, *credentials)
 
-    def check(self, header: str | None) -> bool:
-        """:meth:`verify` in the calling thread (bcrypt included)."""
-        credentials = self._credentials(header)
-        if credentials is None:
-            return not self._users
-        return self._remembered(credentials[2]) or self._bcrypt(*credentials)
-
     def _credentials(self, header: str | None) -> tuple[str, bytes, bytes] | None:
         """``(user, password, cache key)`` from a ``Basic`` header; ``None`` when it cannot be valid."""
         if not self._users or not header or not header.lower().startswith("basic "):
@@ -297,18 +295,25 @@ class BasicAuth:
             return key in self._good
 
     def _bcrypt(self, user: str, secret: bytes, key: bytes) -> bool:
-        """The bcrypt check itself (tens to hundreds of milliseconds, without the GIL)."""
+        """The bcrypt check itself (tens to hundreds of milliseconds, without the GIL).
+
+        After a failed check the thread rests as long as the check took, so that a flood
+        of wrong passwords takes at most half of one core from the probing.
+        """
+        start = time.monotonic()
         hashed = self._users.get(user)
         try:
             ok = bcrypt.checkpw(secret, hashed or self._dummy) and hashed is not None
         except ValueError:  # a NUL byte or the like in the password: a wrong password
             ok = False
-        if ok:
-            with self._lock:
-                if len(self._good) >= GOOD_CACHE_SIZE:
-                    del self._good[next(iter(self._good))]
-                self._good[key] = None
-        return ok
+        if not ok:
+            time.sleep(min(time.monotonic() - start, MAX_REST_SECONDS))
+            return False
+        with self._lock:
+            if len(self._good) >= GOOD_CACHE_SIZE:
+                del self._good[next(iter(self._good))]
+            self._good[key] = None
+        return True
 
 
 _pool: list[ThreadPoolExecutor] = []
