@@ -86,6 +86,9 @@ ACCEPT_BATCH = 32
 #: At most one warning line about refused and dropped clients per this many seconds.
 LOG_INTERVAL = 60.0
 
+#: Distinct clients counted for one such line; beyond, it says ``clients=1000+``.
+MAX_CLIENTS_COUNTED = 1000
+
 #: Seconds a refused client's remaining bytes are read and dropped before its connection closes.
 LINGER_SECONDS = 1.0
 
@@ -150,6 +153,8 @@ def client_key(host: str) -> str:
     An IPv6 host usually holds a whole /64 (temporary addresses change within it), so
     counting addresses would let one host open a connection from each.
     """
+    if ":" not in host:
+        return host  # IPv4, as the socket gives it
     try:
         address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
@@ -183,9 +188,13 @@ class _Tally:
         self._timer: asyncio.TimerHandle | None = None
 
     def note(self, what: str, key: str) -> None:
-        """Count one event (``refused_per_client``, ``evicted``, ``slow_head`` …) from client ``key``."""
+        """Count one event from client ``key``.
+
+        ``refused_per_client``, ``refused_full`` (closed at once), ``evicted`` (closed for a
+        new connection), ``slow`` (a deadline passed while it sent or read).
+        """
         self._counts[what] += 1
-        if len(self._clients) < 1000:
+        if len(self._clients) < MAX_CLIENTS_COUNTED:
             self._clients.add(key)
         now = time.monotonic()
         if now - self._last >= LOG_INTERVAL:
@@ -200,9 +209,13 @@ class _Tally:
             self._timer = None
         if not self._counts:
             return
+        clients = len(self._clients)
         log.warning(
             "clients refused or dropped to keep the endpoint serving",
-            extra={**dict(sorted(self._counts.items())), "clients": len(self._clients)},
+            extra={
+                **dict(sorted(self._counts.items())),
+                "clients": f"{clients}+" if clients >= MAX_CLIENTS_COUNTED else clients,
+            },
         )
         self._counts.clear()
         self._clients.clear()
@@ -275,11 +288,11 @@ class WebServer:
     def stop(self) -> None:
         """Stop serving: close the socket and every connection (a second call does nothing)."""
         loop, thread, listener = self._loop, self._thread, self._listener
-        if loop is None or thread is None or listener is None or not thread.is_alive():
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        listener.close()
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+        if listener is not None:
+            listener.close()
 
     # -- the serving thread
 

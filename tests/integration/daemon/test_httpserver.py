@@ -7,6 +7,7 @@ Most use a shorter client timeout than the default 5 s: the behaviour is the sam
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import time
@@ -158,7 +159,10 @@ def test_a_tls_client_that_never_finishes_its_handshake_is_dropped(tmp_path: Pat
 # --------------------------------------------------------------------------- connections
 
 
-def test_one_address_holds_at_most_8_connections_and_others_are_served() -> None:
+def test_one_address_holds_at_most_8_connections_and_others_are_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="probe.web")
     for _, port in serve():
         held = [connect(port, "127.0.18.7") for _ in range(httpserver.MAX_PER_CLIENT)]
         try:
@@ -173,6 +177,9 @@ def test_one_address_holds_at_most_8_connections_and_others_are_served() -> None
         finally:
             for sock in held:
                 sock.close()
+    [line] = [r for r in caplog.records if r.name == "probe.web"]
+    assert line.getMessage() == "clients refused or dropped to keep the endpoint serving"
+    assert (line.refused_per_client, line.clients) == (1, 1)  # type: ignore[attr-defined]
 
 
 def test_idle_connections_on_a_full_server_give_way_to_a_scraper_oldest_first() -> None:
@@ -191,6 +198,20 @@ def test_idle_connections_on_a_full_server_give_way_to_a_scraper_oldest_first() 
         finally:
             for sock in idle:
                 sock.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("127.0.18.9", "127.0.18.9"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),  # one host's /64 is one client
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+        ("::ffff:10.1.2.3", "10.1.2.3"),  # IPv4 on a dual-stack socket
+        ("fe80::1%eth0", "fe80::/64"),
+    ],
+)
+def test_what_the_per_client_limit_counts_by(host: str, key: str) -> None:
+    assert httpserver.client_key(host) == key
 
 
 # --------------------------------------------------------------------------- what a client learns
