@@ -144,6 +144,8 @@ class Reason(StrEnum):
     BACKEND_UNDECIDED = "backend_undecided"
     HTTP_REDIRECT_WRONG = "http_redirect_wrong"
     HTTP_REDIRECT_MISSING = "http_redirect_missing"
+    HTTP_STREAM_ERROR = "http_stream_error"
+    HTTP_STREAM_REFUSED = "http_stream_refused"
 
     @property
     def stage(self) -> Stage:
@@ -396,5 +398,16 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.HTTP,
         _C,
         "With expect_redirect, a response that is not a redirect (a 200 serves the page over plain HTTP).",
+    ),
+    Reason.HTTP_STREAM_ERROR: (
+        Stage.HTTP,
+        _C,
+        "The server reset the request's HTTP/2 stream (RST_STREAM) or sent GOAWAY with an error "
+        "code; the detail names the code as RFC 9113 does.",
+    ),
+    Reason.HTTP_STREAM_REFUSED: (
+        Stage.HTTP,
+        _C,
+        "The server refused the request's HTTP/2 stream unprocessed (REFUSED_STREAM, or a GOAWAY below it).",
     ),
 }
