@@ -408,6 +408,7 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
     Reason.HTTP_STREAM_REFUSED: (
         Stage.HTTP,
         _C,
-        "The server refused the request's HTTP/2 stream unprocessed (REFUSED_STREAM, or a GOAWAY below it).",
+        "The server refused the request's HTTP/2 stream unprocessed (REFUSED_STREAM, or a GOAWAY "
+        "below it) and again on the retry over a new connection.",
     ),
 }

@@ -330,6 +330,10 @@ class HttpAttempt(_Judged):
         date_timestamp: the response's ``Date`` header, Unix time; ``None`` when absent
             or unreadable.
         received_timestamp: this machine's clock when the response headers arrived, Unix time.
+        retried_after: what refused the request's first try, in words (``"RST_STREAM
+            REFUSED_STREAM (0x7)"``, ``"GOAWAY NO_ERROR (0x0) with last_stream_id 0"``): the
+            server did not process it (RFC 9113 §8.7), so it was sent again on a new
+            connection and the other fields are the retry's. ``None`` when sent once.
     """
 
     status_code: int | None
@@ -345,6 +349,7 @@ class HttpAttempt(_Judged):
     content_encoding: str | None = None
     date_timestamp: float | None = None
     received_timestamp: float | None = None
+    retried_after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ is public and versioned (``schema_version``); see the README.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -378,6 +379,7 @@ def _attempt(attempt: HttpAttempt, target: TargetResult) -> dict[str, Any]:
         "content_encoding": attempt.content_encoding,
         "date_timestamp": attempt.date_timestamp,
         "received_timestamp": attempt.received_timestamp,
+        "retried_after": attempt.retried_after,
     }
 
 
@@ -776,7 +778,17 @@ def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
     accepted = sorted({a.location for a in attempts if a.location and not a.failures})
     if accepted:
         notes.append(f"redirects to {printable(', '.join(accepted))}")
+    notes.extend(_retry_notes(attempts))
     return notes
+
+
+def _retry_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
+    """One note per refusal that made requests retry: "2 requests retried on a new connection after …"."""
+    causes = Counter(a.retried_after for a in attempts if a.retried_after is not None)
+    return [
+        f"{plural(count, 'request')} retried on a new connection after {printable(cause)}"
+        for cause, count in sorted(causes.items())
+    ]
 
 
 def _attempt_label(attempt: HttpAttempt) -> str:

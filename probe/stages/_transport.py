@@ -11,7 +11,7 @@ place of httpcore's. The HTTP stage owns what the transport does on the wire:
   keeps the last one for the next request (``keep_alive``).
 * **HTTP/2 as curl and Go speak it** (:mod:`probe.stages._http2`): a graceful GOAWAY lets
   the response complete, a refused stream is :class:`~probe.stages._wire.StreamRefused`
-  (see :mod:`probe.stages.http`), trailers are kept.
+  (the stage retries it once), trailers are kept.
 * **Phase times** at Go's httptrace points: the request's ``probe_trace`` extension (a
   :data:`~probe.stages._wire.Trace`) hears each point, with the connection whose reads
   note when they returned.

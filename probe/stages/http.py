@@ -36,7 +36,7 @@ from probe.model.reasons import Reason
 from probe.model.results import Failure, HttpAttempt, IPAddress, PhaseTimes, TlsResult
 from probe.stages import _sockets as netio
 from probe.stages._transport import ProbeTransport, handed_over
-from probe.stages._wire import Notes
+from probe.stages._wire import Notes, StreamRefused
 from probe.stages.http_rules import (
     FIRST_BYTE,
     LAST_BYTE,
@@ -49,6 +49,7 @@ from probe.stages.http_rules import (
     judge_response,
     phase_times,
     redirect_location,
+    refusal_failure,
     response_date,
     timeout_failure,
 )
@@ -272,9 +273,15 @@ async def _rounds(
 
 
 def _with_tls_stage_phases(attempt: HttpAttempt, tls: TlsResult) -> HttpAttempt:
-    """An attempt sent over the TLS stage's connection, with that connection's set-up times."""
+    """An attempt sent over the TLS stage's connection, with that connection's set-up times.
+
+    A retried attempt's phases are its retry's, on a new connection; only its duration
+    takes in the TLS stage's connect and handshake, which its first try used.
+    """
     connect, handshake = tls.connect_seconds, tls.handshake_seconds
     duration = attempt.duration_seconds + (connect or 0.0) + (handshake or 0.0)
+    if attempt.retried_after is not None:
+        return dataclasses.replace(attempt, duration_seconds=duration)
     phases = PhaseTimes(
         connect=connect,
         tls=handshake,
@@ -331,13 +338,24 @@ async def _attempt(
     target: TargetConfig,
     deadline: Deadline,
 ) -> HttpAttempt:
-    """One request: its response judged, or the finding of what ended it early."""
+    """One request, retried once on a new connection when the server refused its HTTP/2 stream.
+
+    A refused stream (``RST_STREAM REFUSED_STREAM``, or a GOAWAY whose ``last_stream_id``
+    leaves it unprocessed) was not processed (RFC 9113 §8.7); curl and Go's transport
+    retry it on a new connection, and probe does so once, within the same
+    ``timeouts.http`` and the cycle's deadline. The retry is a fact of the attempt
+    (``retried_after``); a second refusal is ``http_stream_refused``.
+    """
     start = time.monotonic()
     limit = deadline.clip(target.timeouts.http)
-    final = await _send(client, request, target, start, limit)
-    failure = None
-    if final.error is not None:
-        failure = _request_failure(final.error, final.events, limit, deadline, address, target.hostname)
+    first = await _send(client, request, target, start, limit)
+    final, retried_after = first, None
+    if isinstance(first.error, StreamRefused):
+        left = limit - (time.monotonic() - start)
+        if left > 0 and not deadline.expired:
+            retried_after = first.error.how
+            final = await _send(client, request, target, time.monotonic(), left)
+    failure = _try_failure(final, first, retried_after, limit, deadline, address, target.hostname)
     phases = phase_times(final.events, final.start, final.end if final.status is not None else None)
     facts = _response_facts(final.status, final.headers, final.received, target)
     raw = bytes(final.body.raw)
@@ -347,6 +365,7 @@ async def _attempt(
         "body_bytes": len(raw),
         "phases": phases,
         "duration_seconds": final.end - start,
+        "retried_after": retried_after,
         **facts,
     }
     if failure is not None:
@@ -430,6 +449,27 @@ async def _send(
         tried.error = exc
     tried.end = time.monotonic()
     return tried
+
+
+def _try_failure(
+    final: _Try,
+    first: _Try,
+    retried_after: str | None,
+    limit: float,
+    deadline: Deadline,
+    address: IPAddress,
+    hostname: str,
+) -> Failure | None:
+    """The finding of an attempt whose last try ended early, ``None`` when it did not."""
+    exc = final.error
+    if exc is None:
+        return None
+    if isinstance(exc, StreamRefused):
+        assert isinstance(first.error, StreamRefused)
+        return refusal_failure(
+            first.error.how, exc.how if retried_after is not None else None, limit, address
+        )
+    return _request_failure(exc, final.events, limit, deadline, address, hostname)
 
 
 def _request_failure(

@@ -395,6 +395,30 @@ def _transport_finding(exc: httpx.HTTPError) -> tuple[Reason, str] | None:
     return None
 
 
+def refusal_failure(first: str, second: str | None, limit: float, address: IPAddress) -> Failure:
+    """``http_stream_refused``: the server refused the request's HTTP/2 stream, and its retry.
+
+    Args:
+        first: what refused the first try, in words (``"RST_STREAM REFUSED_STREAM (0x7)"``).
+        second: what refused the retry on a new connection; ``None`` when no time was left
+            within the request's ``limit`` (seconds) to retry.
+        limit: the request's time bound, seconds.
+        address: the address.
+    """
+    if second is None:
+        detail = (
+            f"the server refused the request's stream ({first}) and no time was left within "
+            f"{limit:.3g}s to retry it on a new connection"
+        )
+    else:
+        detail = (
+            f"the server refused the request's stream twice: {first}, then {second} on a new "
+            "connection (probe retries a refused request once; curl 7.88 tries a REFUSED_STREAM "
+            "up to 5 times)"
+        )
+    return Failure(Reason.HTTP_STREAM_REFUSED, detail, address)
+
+
 def goaway_failure(goaway: GoAway, address: IPAddress | None) -> Failure:
     """``http_stream_error`` for a GOAWAY with an error code that still let the response complete.
 

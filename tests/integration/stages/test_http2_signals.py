@@ -63,6 +63,7 @@ def test_graceful_goaway_after_the_headers_lets_the_response_complete(scene: Any
     assert [a.status_code for a in attempts] == [200] * 4
     assert {a.backend for a in attempts} == {"web-1"}
     assert {a.body_bytes for a in attempts} == {len(b"".join(BODY_PARTS))}
+    assert {a.retried_after for a in attempts} == {None}
     assert s.nodes[0].connections == 4
     assert elapsed < 4 * LIMITS["http"] + SLACK
     assert curl_http2(s, ca_file).ok  # curl finishes the stream too
@@ -109,10 +110,55 @@ def test_graceful_goaway_then_the_connection_closing_mid_body_is_a_cut_response(
     assert elapsed < LIMITS["http"] + SLACK
 
 
+def test_goaway_with_last_stream_id_0_on_a_fresh_connection_is_retried_on_a_new_one(scene: Any) -> None:
+    # An old nginx worker during `nginx -s reload`: its SETTINGS, then GOAWAY(NO_ERROR, 0)
+    # on every other connection. The request was not processed (RFC 9113 §8.7), so it is
+    # sent again on a new connection, once, as curl and Go's transport do.
+    async def drain_every_other(server: H2Server, index: int) -> bool:
+        if index % 2 == 0:
+            await server.goaway(NO_ERROR, 0)
+            return False
+        return True
+
+    handler = h2_server(answer, on_connect=drain_every_other)
+    result, elapsed, s = timed(scene, handler)
+
+    assert result.status is Status.OK, result.failures
+    attempts = result.addresses[0].attempts
+    assert [a.status_code for a in attempts] == [200] * 4
+    assert {a.retried_after for a in attempts} <= {
+        "GOAWAY NO_ERROR (0x0) with last_stream_id 0",
+        "GOAWAY NO_ERROR (0x0) with last_stream_id 0, before the request was sent",
+    }
+    assert None not in {a.retried_after for a in attempts}
+    assert s.nodes[0].connections == 8  # each request: the refused connection and the retry's
+    assert elapsed < 4 * LIMITS["http"] + SLACK
+
+
 # --------------------------------------------------------------------------- RST_STREAM
 
 
-def test_a_refused_stream_is_a_finding(scene: Any) -> None:
+def test_refused_streams_are_retried_once_on_a_new_connection(scene: Any) -> None:
+    # A server that refuses every other stream with RST_STREAM(REFUSED_STREAM).
+    async def refuse_every_other(server: H2Server, stream_id: int, index: int) -> None:
+        if index % 2 == 0:
+            await server.reset(stream_id, REFUSED_STREAM)
+        else:
+            await server.answer(stream_id, f"web-{index}")
+
+    result, elapsed, s = timed(scene, h2_server(refuse_every_other))
+
+    assert result.status is Status.OK, result.failures
+    attempts = result.addresses[0].attempts
+    assert [a.retried_after for a in attempts] == ["RST_STREAM REFUSED_STREAM (0x7)"] * 4
+    assert [a.backend for a in attempts] == ["web-1", "web-3", "web-5", "web-7"]
+    # The retry's phases: a connection of its own, so connect and tls are its own.
+    assert all(a.phases.connect is not None and a.phases.tls is not None for a in attempts)
+    assert s.nodes[0].connections == 8
+    assert elapsed < 4 * LIMITS["http"] + SLACK
+
+
+def test_a_stream_refused_twice_is_a_finding(scene: Any) -> None:
     async def refuse(server: H2Server, stream_id: int, index: int) -> None:
         await server.reset(stream_id, REFUSED_STREAM)
 
@@ -121,9 +167,11 @@ def test_a_refused_stream_is_a_finding(scene: Any) -> None:
     assert result.status is Status.CRITICAL
     assert reasons(result) == {Reason.HTTP_STREAM_REFUSED.value}
     assert result.failures[0].detail == (
-        "2 of 2 requests: the server refused the request's stream (RST_STREAM REFUSED_STREAM (0x7))"
+        "2 of 2 requests: the server refused the request's stream twice: RST_STREAM REFUSED_STREAM (0x7), "
+        "then RST_STREAM REFUSED_STREAM (0x7) on a new connection (probe retries a refused request once; "
+        "curl 7.88 tries a REFUSED_STREAM up to 5 times)"
     )
-    assert s.nodes[0].connections == 2
+    assert s.nodes[0].connections == 4  # one retry per request, never more
     assert elapsed < 2 * LIMITS["http"] + SLACK
 
 
