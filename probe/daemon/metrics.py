@@ -293,6 +293,13 @@ SPECS: tuple[Spec, ...] = (
         "Largest lateness of the event loop's 100 ms timer over the last 60 s, in seconds; "
         "every timing probe reports can be inflated by up to this much.",
     ),
+    # gRPC (any application/grpc response): blackbox_exporter's names
+    Spec(
+        "probe_grpc_status_code",
+        "gauge",
+        _TA,
+        "grpc-status of the last gRPC response from the address (0 OK); absent without one.",
+    ),
 )
 
 
@@ -498,6 +505,7 @@ def render_target(state: TargetState) -> Exposition:
         if address.ocsp is not None:
             _ocsp_section(out, address.ocsp, where)
         _http_section(out, result, address, where)
+        _grpc_section(out, address, where)
     for check in result.direct_backends:
         _direct_section(out, check, {"target": result.target.name, "backend": check.name[:64]})
     return out.exposition()
@@ -651,6 +659,16 @@ def _http_section(out: _Lines, result: TargetResult, address: AddressResult, whe
             per_phase.setdefault(phase, []).append(seconds)
     for phase, values in per_phase.items():
         out.add("probe_http_duration_seconds", sum(values) / len(values), {**where, "phase": phase})
+
+
+# --------------------------------------------------------------------------- gRPC
+
+
+def _grpc_section(out: _Lines, address: AddressResult, where: dict[str, str]) -> None:
+    """gRPC: the grpc-status of the last gRPC response."""
+    statuses = [a.grpc_status for a in address.attempts if a.grpc_status is not None]
+    if statuses:
+        out.add("probe_grpc_status_code", statuses[-1], where)
 
 
 def _direct_section(out: _Lines, check: DirectBackendResult, where: dict[str, str]) -> None:

@@ -20,6 +20,7 @@ class Stage(StrEnum):
     CERT = "cert"
     OCSP = "ocsp"
     HTTP = "http"
+    GRPC = "grpc"
     BACKEND = "backend"
     CYCLE = "cycle"
 
@@ -146,6 +147,7 @@ class Reason(StrEnum):
     HTTP_REDIRECT_MISSING = "http_redirect_missing"
     HTTP_STREAM_ERROR = "http_stream_error"
     HTTP_STREAM_REFUSED = "http_stream_refused"
+    GRPC_STATUS = "grpc_status"
 
     @property
     def stage(self) -> Stage:
@@ -410,5 +412,11 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         _C,
         "The server refused the request's HTTP/2 stream unprocessed (REFUSED_STREAM, or a GOAWAY "
         "below it) and again on the retry over a new connection.",
+    ),
+    Reason.GRPC_STATUS: (
+        Stage.GRPC,
+        _C,
+        "A gRPC response (content type application/grpc) ended with a grpc-status other than 0 (OK), "
+        "or none.",
     ),
 }

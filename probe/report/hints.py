@@ -210,6 +210,14 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         "connection mid-response (crash, deploy, the target's keep-alive shorter than the load "
         "balancer's idle timeout), or the target itself speaks HTTP/2 and reset it",
     },
+    Reason.GRPC_STATUS: {
+        _G: "the gRPC service failed the call (see the status): UNIMPLEMENTED means it does not serve "
+        "that method (a GET reaches no gRPC method), UNAVAILABLE a backend down or a proxy failing, "
+        "UNAUTHENTICATED or PERMISSION_DENIED missing credentials (--header)",
+        _A: "the target failed the call (see the status): UNIMPLEMENTED means it does not serve that "
+        "method, UNAVAILABLE a target down or unreachable from the load balancer; a listener or "
+        "target group that does not use the gRPC protocol version answers something else",
+    },
     Reason.HTTP_STREAM_REFUSED: {
         _G: "the server refuses new requests: it is draining (a deploy, a reload) or at its limit "
         "of concurrent streams; if it lasts, it is overloaded or stuck shutting down",

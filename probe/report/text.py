@@ -28,6 +28,7 @@ from probe.model.results import (
 )
 from probe.report.hints import failure_hint
 from probe.stages.certs import common_name_of, describe_age, format_time, label_of
+from probe.stages.grpc_rules import status_name as grpc_status_name
 
 SCHEMA_VERSION = 1
 
@@ -380,6 +381,9 @@ def _attempt(attempt: HttpAttempt, target: TargetResult) -> dict[str, Any]:
         "date_timestamp": attempt.date_timestamp,
         "received_timestamp": attempt.received_timestamp,
         "retried_after": attempt.retried_after,
+        "grpc_status": attempt.grpc_status,
+        "grpc_status_name": None if attempt.grpc_status is None else grpc_status_name(attempt.grpc_status),
+        "grpc_message": attempt.grpc_message,
     }
 
 
@@ -779,7 +783,20 @@ def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
     if accepted:
         notes.append(f"redirects to {printable(', '.join(accepted))}")
     notes.extend(_retry_notes(attempts))
+    notes.extend(_grpc_notes(attempts))
     return notes
+
+
+def _grpc_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
+    """What the gRPC responses said: "gRPC: grpc-status 12 UNIMPLEMENTED ×2"."""
+    said = Counter(
+        f"grpc-status {attempt.grpc_status} {grpc_status_name(attempt.grpc_status)}"
+        for attempt in attempts
+        if attempt.grpc_status is not None
+    )
+    if not said:
+        return []
+    return ["gRPC: " + ", ".join(f"{printable(what)} ×{count}" for what, count in sorted(said.items()))]
 
 
 def _retry_notes(attempts: Sequence[HttpAttempt]) -> list[str]:

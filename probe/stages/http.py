@@ -8,7 +8,8 @@ earlier response. Proxies from the environment are never used, redirects are not
 followed, bodies are never read past ``max_body_bytes`` (the rest is left unread and the
 connection closed; the part read is judged), gzip and deflate bodies are decoded with the
 same cap, and a whole request, body included, is bounded by ``timeouts.http``. HTTP/2 is
-spoken when the server selects it in ALPN (``http_version``).
+spoken when the server selects it in ALPN (``http_version``). A gRPC response is judged
+by its ``grpc-status`` too (:mod:`probe.stages.grpc_rules`).
 
 This module does the I/O (the client, the requests, reading the body); the rules that
 judge what came back are pure functions in :mod:`probe.stages.http_rules`.
@@ -37,6 +38,7 @@ from probe.model.results import Failure, HttpAttempt, IPAddress, PhaseTimes, Tls
 from probe.stages import _sockets as netio
 from probe.stages._transport import ProbeTransport, handed_over
 from probe.stages._wire import Notes, StreamRefused
+from probe.stages.grpc_rules import judge_grpc
 from probe.stages.http_rules import (
     FIRST_BYTE,
     LAST_BYTE,
@@ -380,8 +382,16 @@ async def _attempt(
     notes = final.notes or Notes()
     if notes.goaway_error is not None:
         failures = (*failures, goaway_failure(notes.goaway_error, address))
+    grpc, grpc_failures = judge_grpc(
+        final.headers, notes.trailers, http_ok=target.status_accepted(final.status), address=address
+    )
     return HttpAttempt(
-        backend=backend, body_truncated=final.body.truncated or cut, failures=failures, **common
+        backend=backend,
+        body_truncated=final.body.truncated or cut,
+        failures=(*failures, *grpc_failures),
+        grpc_status=grpc.status,
+        grpc_message=grpc.message,
+        **common,
     )
 
 

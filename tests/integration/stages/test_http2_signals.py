@@ -230,3 +230,37 @@ def test_a_response_with_trailers_is_read_whole(scene: Any) -> None:
         (200, "web-1", len(BODY_PARTS[0]))
     ] * 2
     assert elapsed < 2 * LIMITS["http"] + SLACK
+
+
+# --------------------------------------------------------------------------- gRPC
+
+
+def test_a_plain_get_answered_with_grpc_status_12_is_not_ok(scene: Any, ca_file: Any) -> None:
+    # A gRPC service's answer to a plain GET: :status 200, content type application/grpc and
+    # grpc-status 12 in the headers of a trailers-only response. It was reported ok.
+    async def unimplemented(server: H2Server, stream_id: int, index: int) -> None:
+        fields = [
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("x-backend", "g-1"),
+            ("grpc-status", "12"),
+            ("grpc-message", "Method not found: /"),
+        ]
+        server.conn.send_headers(stream_id, fields, end_stream=True)
+        await server.flush()
+
+    result, elapsed, s = timed(scene, h2_server(unimplemented), requests=2)
+
+    assert result.status is Status.CRITICAL
+    assert reasons(result) == {Reason.GRPC_STATUS.value}
+    assert result.failures[0].detail == (
+        "2 of 2 requests: the gRPC call failed: grpc-status 12 UNIMPLEMENTED, "
+        "grpc-message 'Method not found: /'"
+    )
+    attempts = result.addresses[0].attempts
+    assert [(a.status_code, a.backend, a.grpc_status, a.grpc_message) for a in attempts] == [
+        (200, "g-1", 12, "Method not found: /")
+    ] * 2
+    assert elapsed < 2 * LIMITS["http"] + SLACK
+    # curl only sees HTTP: 200. gRPC reports a call's outcome in grpc-status, so probe does.
+    assert curl_http2(s, ca_file).ok

@@ -731,12 +731,25 @@ def test_ocsp_good_staple_without_next_update_has_no_next_update_series() -> Non
 # --------------------------------------------------------------------------- exposition and specs
 
 
+def grpc_served(served_address: AddressResult, status: int = 0) -> AddressResult:
+    """``served_address`` whose responses were gRPC answers with ``grpc-status`` ``status``."""
+    attempts = tuple(replace(a, grpc_status=status) for a in served_address.attempts)
+    return replace(served_address, attempts=attempts)
+
+
+def test_grpc_status_as_blackbox_exporter_names_it() -> None:
+    s = scrape(result("www", addresses=[grpc_served(served(A1, "web-1"), 12), served(A2, "web-1")]))
+    assert s.value("probe_grpc_status_code", target="www", address=str(A1)) == 12
+    # No gRPC response from A2: no gRPC series (an unknown value is an absent series).
+    assert not [n for n in s.with_label("address", str(A2)) if "grpc" in n]
+
+
 def rich_result(name: str = "www") -> TargetResult:
     """A result that makes every family show at least one series."""
     untrusted = Failure(Reason.CERT_UNTRUSTED, "untrusted root", A2)
     a1 = replace(served(A1, "web-1", "web-2"), ocsp=REVOKED_STAPLE)
     a2 = address(A2, [], tls_result=tls(A2, verified=False, failures=(untrusted,)))
-    a6 = served(A6, "web-1")
+    a6 = grpc_served(served(A6, "web-1"))
     made = result(
         name,
         addresses=[a1, a2, a6],
