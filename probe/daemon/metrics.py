@@ -293,12 +293,19 @@ SPECS: tuple[Spec, ...] = (
         "Largest lateness of the event loop's 100 ms timer over the last 60 s, in seconds; "
         "every timing probe reports can be inflated by up to this much.",
     ),
-    # gRPC (any application/grpc response): blackbox_exporter's names
+    # gRPC (grpc_health, or any application/grpc response): blackbox_exporter's names
     Spec(
         "probe_grpc_status_code",
         "gauge",
         _TA,
         "grpc-status of the last gRPC response from the address (0 OK); absent without one.",
+    ),
+    Spec(
+        "probe_grpc_healthcheck_response",
+        "gauge",
+        (*_TA, "serving_status"),
+        "1 for the serving status the last Health/Check at the address answered, 0 for the others "
+        "(grpc_health); absent without an answer.",
     ),
 )
 
@@ -663,12 +670,21 @@ def _http_section(out: _Lines, result: TargetResult, address: AddressResult, whe
 
 # --------------------------------------------------------------------------- gRPC
 
+#: ``HealthCheckResponse.ServingStatus`` values, each a ``serving_status`` label (as blackbox_exporter).
+_SERVING_STATUSES = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
+
 
 def _grpc_section(out: _Lines, address: AddressResult, where: dict[str, str]) -> None:
-    """gRPC: the grpc-status of the last gRPC response."""
+    """gRPC: the last grpc-status, and which serving status the last Health/Check answered."""
     statuses = [a.grpc_status for a in address.attempts if a.grpc_status is not None]
     if statuses:
         out.add("probe_grpc_status_code", statuses[-1], where)
+    serving = [a.grpc_serving_status for a in address.attempts if a.grpc_serving_status is not None]
+    if serving:
+        for name in _SERVING_STATUSES:
+            out.add(
+                "probe_grpc_healthcheck_response", int(serving[-1] == name), {**where, "serving_status": name}
+            )
 
 
 def _direct_section(out: _Lines, check: DirectBackendResult, where: dict[str, str]) -> None:

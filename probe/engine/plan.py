@@ -68,6 +68,7 @@ def facts_of(target: TargetConfig) -> TargetFacts:
         expect_redirect=target.expect_redirect,
         cert_expiry_warning_days=target.cert_expiry_warning_days,
         requests_per_address=target.requests_per_address,
+        grpc_health_service=None if target.grpc_health is None else target.grpc_health.service,
     )
 
 

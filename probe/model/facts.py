@@ -43,6 +43,8 @@ class TargetFacts:
             form of the URL (backends and rotation are then not judged), else ``None``.
         cert_expiry_warning_days: a chain expiring within this many days is a warning.
         requests_per_address: HTTP requests sent to each address per cycle.
+        grpc_health_service: with ``grpc_health``, the service each request's
+            ``Health/Check`` asks for (``""``: the server as a whole); ``None`` for GETs.
     """
 
     name: str
@@ -63,6 +65,7 @@ class TargetFacts:
     expect_redirect: str | None = None
     cert_expiry_warning_days: float = 30.0
     requests_per_address: int = 4
+    grpc_health_service: str | None = None
 
     @property
     def plain(self) -> bool:

@@ -148,6 +148,8 @@ class Reason(StrEnum):
     HTTP_STREAM_ERROR = "http_stream_error"
     HTTP_STREAM_REFUSED = "http_stream_refused"
     GRPC_STATUS = "grpc_status"
+    GRPC_NOT_SERVING = "grpc_not_serving"
+    GRPC_SERVICE_UNKNOWN = "grpc_service_unknown"
 
     @property
     def stage(self) -> Stage:
@@ -417,6 +419,17 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.GRPC,
         _C,
         "A gRPC response (content type application/grpc) ended with a grpc-status other than 0 (OK), "
-        "or none.",
+        "or none; or a grpc_health check was not answered with gRPC.",
+    ),
+    Reason.GRPC_NOT_SERVING: (
+        Stage.GRPC,
+        _C,
+        "With grpc_health, Health/Check answered NOT_SERVING (or UNKNOWN).",
+    ),
+    Reason.GRPC_SERVICE_UNKNOWN: (
+        Stage.GRPC,
+        _C,
+        "With grpc_health, the health server does not know the service (SERVICE_UNKNOWN, or the "
+        "call's NOT_FOUND, as grpc.health.v1 answers for an unknown service).",
     ),
 }

@@ -339,6 +339,9 @@ class HttpAttempt(_Judged):
             response is not gRPC or has none.
         grpc_message: its ``grpc-message``, percent-decoded and printable (at most 512
             characters; a longer one ends with ``…``); ``None`` when absent.
+        grpc_serving_status: the serving status a ``grpc.health.v1.Health/Check`` answered
+            (``"SERVING"``, ``"NOT_SERVING"``, ``"UNKNOWN"``, ``"SERVICE_UNKNOWN"``), ``None``
+            without ``grpc_health`` or without an answer.
     """
 
     status_code: int | None
@@ -357,6 +360,7 @@ class HttpAttempt(_Judged):
     retried_after: str | None = None
     grpc_status: int | None = None
     grpc_message: str | None = None
+    grpc_serving_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,6 +218,18 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         "method, UNAVAILABLE a target down or unreachable from the load balancer; a listener or "
         "target group that does not use the gRPC protocol version answers something else",
     },
+    Reason.GRPC_NOT_SERVING: {
+        _G: "the backend's health service says it does not serve: it is starting, draining or "
+        "failing a dependency; check that backend's own logs and health",
+        _A: "the target's health service says it does not serve: it is starting, draining or "
+        "failing a dependency; the target group's health check may not use the same service",
+    },
+    Reason.GRPC_SERVICE_UNKNOWN: {
+        _G: "the health service does not know this service name: check grpc_health.service "
+        "against the names the server registers (empty for the server as a whole)",
+        _A: "the target's health service does not know this service name: check grpc_health.service "
+        "against the names the application registers, and the target group's health check path",
+    },
     Reason.HTTP_STREAM_REFUSED: {
         _G: "the server refuses new requests: it is draining (a deploy, a reload) or at its limit "
         "of concurrent streams; if it lasts, it is overloaded or stuck shutting down",

@@ -197,7 +197,8 @@ def target_notes(result: TargetResult) -> list[str]:
     Shown under the target in the text report and as ``notes`` in the JSON document:
     verification turned off (``insecure_skip_verify``), requests that shared a
     connection (``reuse_connections``), a ``balancing`` other than round robin,
-    ``cross_zone: false``, plain HTTP (no TLS stage) and ``expect_redirect``.
+    ``cross_zone: false``, plain HTTP (no TLS stage), ``expect_redirect`` and gRPC health
+    checks (``grpc_health``).
     """
     notes = []
     if result.target.plain:
@@ -207,6 +208,13 @@ def target_notes(result: TargetResult) -> list[str]:
             f"expect_redirect: every address must answer with a 301 or 302 to "
             f"https://{result.target.hostname}{_path_of(result.target.url)} (not followed); backends and "
             "rotation are not judged"
+        )
+    if result.target.grpc_health_service is not None:
+        service = result.target.grpc_health_service
+        notes.append(
+            "gRPC health checks instead of GETs: grpc.health.v1.Health/Check of "
+            + (f"service '{printable(service)}'" if service else "the server as a whole")
+            + ", over HTTP/2"
         )
     if result.target.insecure_skip_verify:
         notes.append(
@@ -384,6 +392,7 @@ def _attempt(attempt: HttpAttempt, target: TargetResult) -> dict[str, Any]:
         "grpc_status": attempt.grpc_status,
         "grpc_status_name": None if attempt.grpc_status is None else grpc_status_name(attempt.grpc_status),
         "grpc_message": attempt.grpc_message,
+        "grpc_serving_status": attempt.grpc_serving_status,
     }
 
 
@@ -788,9 +797,10 @@ def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
 
 
 def _grpc_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
-    """What the gRPC responses said: "gRPC: grpc-status 12 UNIMPLEMENTED ×2"."""
+    """What the gRPC responses said: "gRPC: SERVING ×4", "gRPC: grpc-status 12 UNIMPLEMENTED ×2"."""
     said = Counter(
-        f"grpc-status {attempt.grpc_status} {grpc_status_name(attempt.grpc_status)}"
+        attempt.grpc_serving_status
+        or f"grpc-status {attempt.grpc_status} {grpc_status_name(attempt.grpc_status)}"
         for attempt in attempts
         if attempt.grpc_status is not None
     )

@@ -8,8 +8,10 @@ earlier response. Proxies from the environment are never used, redirects are not
 followed, bodies are never read past ``max_body_bytes`` (the rest is left unread and the
 connection closed; the part read is judged), gzip and deflate bodies are decoded with the
 same cap, and a whole request, body included, is bounded by ``timeouts.http``. HTTP/2 is
-spoken when the server selects it in ALPN (``http_version``). A gRPC response is judged
-by its ``grpc-status`` too (:mod:`probe.stages.grpc_rules`).
+spoken when the server selects it in ALPN (``http_version``). With ``grpc_health`` each
+request is a gRPC health check (``grpc.health.v1.Health/Check``, HTTP/2 only) under the
+same rules, and any gRPC response is judged by its ``grpc-status`` too
+(:mod:`probe.stages.grpc_rules`).
 
 This module does the I/O (the client, the requests, reading the body); the rules that
 judge what came back are pure functions in :mod:`probe.stages.http_rules`.
@@ -38,7 +40,7 @@ from probe.model.results import Failure, HttpAttempt, IPAddress, PhaseTimes, Tls
 from probe.stages import _sockets as netio
 from probe.stages._transport import ProbeTransport, handed_over
 from probe.stages._wire import Notes, StreamRefused
-from probe.stages.grpc_rules import judge_grpc
+from probe.stages.grpc_rules import HEALTH_PATH, health_request, judge_grpc
 from probe.stages.http_rules import (
     FIRST_BYTE,
     LAST_BYTE,
@@ -183,17 +185,28 @@ class TargetClient:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Request:
-    """What each request to an address sends."""
+    """What each request to an address sends: a GET of the URL, or a gRPC Health/Check."""
 
     method: str
     url: str
     headers: dict[str, str]
     content: bytes | None = None
+    #: The service of a Health/Check request (``""``: the server), ``None`` for a GET.
+    health: str | None = None
 
 
 def _request(address: IPAddress, target: TargetConfig) -> _Request:
     """The request of ``target`` to ``address`` (see :class:`_Request`)."""
-    return _Request("GET", request_url(address, target), request_headers(target))
+    if target.grpc_health is None:
+        return _Request("GET", request_url(address, target), request_headers(target))
+    service = target.grpc_health.service
+    return _Request(
+        "POST",
+        f"https://{host_port(str(address), target.port)}{HEALTH_PATH}",
+        grpc_headers(target),
+        health_request(service),
+        service,
+    )
 
 
 def request_url(address: IPAddress, target: TargetConfig) -> str:
@@ -216,6 +229,18 @@ def request_headers(target: TargetConfig) -> dict[str, str]:
         "Accept": "*/*",
         # Ask for the body as is; a server that compresses anyway is decoded, capped.
         "Accept-Encoding": "identity",
+    }
+    headers.update({name: value.value for name, value in target.headers.items()})
+    return headers
+
+
+def grpc_headers(target: TargetConfig) -> dict[str, str]:
+    """Headers of a gRPC call: Host (``:authority``), gRPC's own, then the configured ones (metadata)."""
+    headers = {
+        "Host": _host_header(target),
+        "User-Agent": USER_AGENT,
+        "Content-Type": "application/grpc",
+        "TE": "trailers",  # gRPC's servers refuse a call without it
     }
     headers.update({name: value.value for name, value in target.headers.items()})
     return headers
@@ -383,7 +408,12 @@ async def _attempt(
     if notes.goaway_error is not None:
         failures = (*failures, goaway_failure(notes.goaway_error, address))
     grpc, grpc_failures = judge_grpc(
-        final.headers, notes.trailers, http_ok=target.status_accepted(final.status), address=address
+        final.headers,
+        notes.trailers,
+        raw,
+        http_ok=target.status_accepted(final.status),
+        health=request.health,
+        address=address,
     )
     return HttpAttempt(
         backend=backend,
@@ -391,6 +421,7 @@ async def _attempt(
         failures=(*failures, *grpc_failures),
         grpc_status=grpc.status,
         grpc_message=grpc.message,
+        grpc_serving_status=grpc.serving,
         **common,
     )
 
