@@ -213,25 +213,29 @@ class Http2Exchange:
         self._initiated = True
 
     async def _send_body(self, stream: _Stream, body: bytes) -> None:
-        """Write the queued frames, then the body as the flow-control window allows, then its end.
+        """Write the queued frames and the body as the flow-control window allows, its end included.
 
-        A failed write ends the sending but not the exchange: the server may have answered
-        (or refused the stream) before it closed, and the reads say so.
+        What fits in the window goes out with the preface and the HEADERS in one write (a
+        gRPC request's few bytes always do). A failed write ends the sending but not the
+        exchange: the server may have answered (or refused the stream) before it closed,
+        and the reads say so.
         """
         state = self._h2
+        sent = 0
         try:
-            await write(self.connection, state.data_to_send(), self._timeouts.get("write"))
-            sent = 0
-            while sent < len(body):
-                window = min(state.local_flow_control_window(stream.id), state.max_outbound_frame_size)
-                if window <= 0:
-                    self._check_head(stream)
-                    await self._pump()
-                    continue
-                piece = body[sent : sent + window]
-                sent += len(piece)
-                state.send_data(stream.id, piece, end_stream=sent >= len(body))
+            while True:
+                while sent < len(body):
+                    window = min(state.local_flow_control_window(stream.id), state.max_outbound_frame_size)
+                    if window <= 0:
+                        break
+                    piece = body[sent : sent + window]
+                    sent += len(piece)
+                    state.send_data(stream.id, piece, end_stream=sent >= len(body))
                 await write(self.connection, state.data_to_send(), self._timeouts.get("write"))
+                if sent >= len(body):
+                    return
+                self._check_head(stream)
+                await self._pump()  # until the server opens the window
         except httpx.WriteError:
             self._failed = True
         except h2.exceptions.H2Error:
