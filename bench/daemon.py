@@ -195,6 +195,22 @@ def _measure(args: argparse.Namespace) -> None:
 
 def main() -> None:
     """Start the lab, run the measurements (alternating trees), print the figures."""
+    args = _parser().parse_args()
+    if args.serve:
+        _serve()
+        return
+    if args.measure:
+        _measure(args)
+        return
+    trees = [str(Path(t).resolve()) for t in args.tree or [str(ROOT)]]
+    runs = _run_trees(args, trees)
+    _print_ratios(trees, runs)
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "load_average": os.getloadavg()}, indent=2))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -212,14 +228,11 @@ def main() -> None:
     )
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="trace allocations")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    args = parser.parse_args()
-    if args.serve:
-        _serve()
-        return
-    if args.measure:
-        _measure(args)
-        return
-    trees = [str(Path(t).resolve()) for t in args.tree or [str(ROOT)]]
+    return parser
+
+
+def _run_trees(args: argparse.Namespace, trees: list[str]) -> list[dict[str, Any]]:
+    """The lab in a child process, then a measuring child per tree and round; their figures."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     lab_process = subprocess.Popen(
         [sys.executable, __file__, "--serve"],
@@ -234,12 +247,12 @@ def main() -> None:
         lab = lab_process.stdout.readline()
         for _ in range(args.rounds):
             for tree in trees:
-                argv = [sys.executable, __file__, "--measure", "--lab", lab.strip()]
-                argv += ["--targets", str(args.targets), "--interval", str(args.interval)]
-                argv += ["--window", str(args.window), "--settle", str(args.settle)]
-                argv += ["--tracemalloc", str(args.tracemalloc), "--scrapes", str(args.scrapes)]
                 out = subprocess.run(
-                    argv, env={**env, "PYTHONPATH": tree}, stdout=subprocess.PIPE, text=True, check=True
+                    _measure_argv(args, lab.strip()),
+                    env={**env, "PYTHONPATH": tree},
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    check=True,
                 )
                 figures = json.loads(out.stdout.strip().splitlines()[-1])
                 runs.append(figures)
@@ -248,17 +261,29 @@ def main() -> None:
         if lab_process.stdin is not None:
             lab_process.stdin.close()
         lab_process.wait(20)
-    if len(trees) > 1:
-        medians = {
-            tree: statistics.median(r["cpu_ms_per_address_probe"] for r in runs if r["tree"] == tree)
-            for tree in trees
-        }
-        for tree in trees[1:]:
-            ratio = medians[tree] / medians[trees[0]]
-            print(f"{tree}: {ratio:.3f}x of {trees[0]} (median CPU per address-probe)")
-    print(f"load average {os.getloadavg()[0]:.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "load_average": os.getloadavg()}, indent=2))
+    return runs
+
+
+def _measure_argv(args: argparse.Namespace, lab: str) -> list[str]:
+    """The command line of a measuring child (``--measure``) with this run's settings."""
+    argv = [sys.executable, __file__, "--measure", "--lab", lab]
+    argv += ["--targets", str(args.targets), "--interval", str(args.interval)]
+    argv += ["--window", str(args.window), "--settle", str(args.settle)]
+    argv += ["--tracemalloc", str(args.tracemalloc), "--scrapes", str(args.scrapes)]
+    return argv
+
+
+def _print_ratios(trees: list[str], runs: list[dict[str, Any]]) -> None:
+    """With several trees: each one's median CPU per address-probe as a ratio to the first's."""
+    if len(trees) < 2:
+        return
+    medians = {
+        tree: statistics.median(r["cpu_ms_per_address_probe"] for r in runs if r["tree"] == tree)
+        for tree in trees
+    }
+    for tree in trees[1:]:
+        ratio = medians[tree] / medians[trees[0]]
+        print(f"{tree}: {ratio:.3f}x of {trees[0]} (median CPU per address-probe)")
 
 
 def _line(f: dict[str, Any]) -> str:

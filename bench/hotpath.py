@@ -212,6 +212,24 @@ def _startup(rounds: int) -> dict[str, float]:
 
 def main() -> None:
     """Parse the arguments, start the lab process, measure, print (and write) the figures."""
+    args = _parser().parse_args()
+    if args.serve:
+        _serve()
+        return
+    if args.serve_haproxy:
+        _serve_haproxy()
+        return
+    if args.startup:
+        figures: dict[str, Any] = _print_startup(args.rounds)
+    else:
+        figures = _in_process(args)
+        _print_figures(figures)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(figures, out, indent=2)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-haproxy", action="store_true", help=argparse.SUPPRESS)
@@ -225,21 +243,19 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (if installed)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--startup", action="store_true", help="measure start-up times instead")
-    args = parser.parse_args()
-    if args.serve:
-        _serve()
-        return
-    if args.serve_haproxy:
-        _serve_haproxy()
-        return
-    if args.startup:
-        startup = _startup(args.rounds)
-        print(f"probe --help                      {startup['help_ms_best']:6.0f} ms (best of {args.rounds})")
-        print(f"probe check to its first DNS query {startup['check_to_first_dns_query_ms_best']:6.0f} ms")
-        if args.json:
-            with open(args.json, "w") as out:
-                json.dump(startup, out, indent=2)
-        return
+    return parser
+
+
+def _print_startup(rounds: int) -> dict[str, float]:
+    """Measure the start-up times and print them; returns them."""
+    startup = _startup(rounds)
+    print(f"probe --help                      {startup['help_ms_best']:6.0f} ms (best of {rounds})")
+    print(f"probe check to its first DNS query {startup['check_to_first_dns_query_ms_best']:6.0f} ms")
+    return startup
+
+
+def _in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """The lab in a child process, the probes measured in this one; the figures with the settings."""
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve-haproxy" if args.haproxy else "--serve"],
         stdin=subprocess.PIPE,
@@ -252,7 +268,7 @@ def main() -> None:
         if args.uvloop:
             import uvloop  # type: ignore[import-not-found,unused-ignore]
 
-            figures = uvloop.run(_main(args, lab))
+            figures: dict[str, Any] = uvloop.run(_main(args, lab))
         else:
             figures = asyncio.run(_main(args, lab))
     finally:
@@ -262,6 +278,11 @@ def main() -> None:
     figures["n"], figures["rounds"], figures["requests_per_address"] = args.n, args.rounds, args.requests
     figures["event_loop"] = "uvloop" if args.uvloop else "asyncio"
     figures["lab"] = "haproxy" if args.haproxy else "demo"
+    return figures
+
+
+def _print_figures(figures: dict[str, Any]) -> None:
+    """A line per measurement (median and rounds), then the ratio to the stdlib loop."""
     for name in ("stdlib", "address", "cycle"):
         if name in figures:
             rounds = ", ".join(f"{x:.2f}" for x in figures[name]["cpu_ms_rounds"])
@@ -271,9 +292,6 @@ def main() -> None:
             print(line)
     if "address_over_stdlib" in figures:
         print(f"address-probe / stdlib loop: {figures['address_over_stdlib']:.2f}x")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(figures, out, indent=2)
 
 
 if __name__ == "__main__":

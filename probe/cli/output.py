@@ -36,7 +36,8 @@ def report(
     ``set -o pipefail`` expect), and nothing is printed on stderr. A regression since the
     baseline (``comparison``) makes the exit code at least 1.
     """
-    from probe.report.text import overall_status, render_json, render_text
+    from probe.report.document import render_json
+    from probe.report.text import overall_status, render_text
 
     code = ExitCode.from_status(overall_status(results))
     if comparison is not None and comparison.regressed:

@@ -30,7 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from probe.daemon.metrics import SPECS, target_text
+from probe.daemon.metric_specs import SPECS
+from probe.daemon.metrics import target_text
 from probe.daemon.store import accumulate
 from probe.model.reasons import ExitCode
 from probe.model.results import TargetResult

@@ -26,7 +26,8 @@ from probe._text import plural, printable
 from probe.daemon.store import Snapshot, StateChange, TargetState
 from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, Failure, TargetResult
-from probe.report.text import render_text, to_json
+from probe.report.document import to_json
+from probe.report.text import render_text
 from probe.stages.certs import describe_age, format_time
 
 #: Response headers of every status page: no script, no frame, nothing loaded from elsewhere.
@@ -180,7 +181,7 @@ def target_json(name: str, snapshot: Snapshot, now: float) -> str | None:
         now: Unix time of the request (the document's ``generated_timestamp``).
 
     Returns:
-        The document (:func:`probe.report.text.to_json` of the last result), indented, with a
+        The document (:func:`probe.report.document.to_json` of the last result), indented, with a
         final newline; ``None`` when the target is unknown or has no completed cycle yet.
     """
     state = snapshot.targets.get(name) if name in snapshot.configured else None
@@ -271,7 +272,7 @@ def _address_table(results: Sequence[tuple[str, TargetResult]], now: float, with
 
 
 def _address_row(
-    name: str, target: TargetResult, address: AddressResult, now: float, with_target: bool
+    name: str, result: TargetResult, address: AddressResult, now: float, with_target: bool
 ) -> str:
     tls = address.tls
     if tls.version:
@@ -284,13 +285,13 @@ def _address_row(
         f"<tr class='address' data-target='{escape(name)}' data-address='{address.address}'>{first}"
         f"<td class='mono'>{address.address}</td>"
         f"<td class='status {address.status.value}'>{address.status.value}</td>"
-        f"<td>{version}</td>{_expiry_cell(target, address, now)}"
-        f"<td class='mono'>{_http_codes(address)}</td><td>{_backends(target, address)}</td>"
+        f"<td>{version}</td>{_expiry_cell(result, address, now)}"
+        f"<td class='mono'>{_http_codes(address)}</td><td>{_backends(result, address)}</td>"
         f"<td>{escape(codes)}</td></tr>"
     )
 
 
-def _expiry_cell(target: TargetResult, address: AddressResult, now: float) -> str:
+def _expiry_cell(result: TargetResult, address: AddressResult, now: float) -> str:
     tls = address.tls
     leaf = tls.leaf
     if leaf is None:
@@ -302,7 +303,7 @@ def _expiry_cell(target: TargetResult, address: AddressResult, now: float) -> st
         text += f"; chain {format_time(chain)} ({describe_age(chain, now)})"
     dated = [
         f.severity
-        for f in target.failures
+        for f in result.failures
         if f.reason in _EXPIRY_REASONS and (f.address is None or f.address == address.address)
     ]
     css = f" class='{Status.worst(dated).value}'" if dated else ""
@@ -316,12 +317,12 @@ def _http_codes(address: AddressResult) -> str:
     return " ".join("ERR" if a.status_code is None else str(a.status_code) for a in address.attempts)
 
 
-def _backends(target: TargetResult, address: AddressResult) -> str:
-    if target.target.expect_redirect is not None:
+def _backends(result: TargetResult, address: AddressResult) -> str:
+    if result.target.expect_redirect is not None:
         return "<span class='dim'>not judged (redirect expected)</span>"
     if not address.attempts:
         return "<span class='dim'>-</span>"
-    if target.target.identifying_rule is None:
+    if result.target.identifying_rule is None:
         return "<span class='dim'>no backend rule</span>"
     counts = address.backend_counts
     answered = sum(a.status_code is not None for a in address.attempts)

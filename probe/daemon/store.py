@@ -120,7 +120,7 @@ def change_of(before: TargetResult | None, after: TargetResult) -> StateChange:
 
 
 #: A target's metrics as exposition text: per metric family (in the order of
-#: ``probe.daemon.metrics.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
+#: ``probe.daemon.metric_specs.SPECS``), the target's sample lines as UTF-8 bytes, ``b""`` for a family
 #: without series. The store keeps it opaque; :mod:`probe.daemon.metrics` makes and reads it.
 Exposition = tuple[bytes, ...]
 
@@ -176,9 +176,34 @@ def accumulate(previous: TargetState | None, result: TargetResult, histograms: b
             without, ``phases`` stays empty.
     """
     cycles = previous.cycles + 1 if previous else 1
+    return TargetState(
+        result=result,
+        cycles=cycles,
+        failures_total=MappingProxyType(_failures_total(previous, result)),
+        backends=MappingProxyType(_backend_tallies(previous, result, cycles)),
+        phases=MappingProxyType(_phase_histograms(previous, result) if histograms else {}),
+        changes=_changes(previous, result),
+    )
+
+
+def _failures_total(previous: TargetState | None, result: TargetResult) -> dict[str, int]:
+    """Per reason code, the cycles that found it, ``result``'s included."""
     failures = dict(previous.failures_total) if previous else {}
     for reason in result.reasons:
         failures[reason.value] = failures.get(reason.value, 0) + 1
+    return failures
+
+
+def _backend_tallies(
+    previous: TargetState | None, result: TargetResult, cycles: int
+) -> dict[tuple[str, str], BackendTally]:
+    """Responses per ``(address, backend)`` with ``result``'s added, stale and surplus series dropped.
+
+    Args:
+        previous: the state before, ``None`` for the target's first cycle.
+        result: the cycle just completed.
+        cycles: the number of ``result``'s cycle (1 for the first).
+    """
     backends = dict(previous.backends) if previous else {}
     for address in result.addresses:
         for backend, count in address.backend_counts.items():
@@ -189,22 +214,24 @@ def accumulate(previous: TargetState | None, result: TargetResult, histograms: b
     if len(fresh) > MAX_BACKEND_SERIES:
         newest = sorted(fresh.items(), key=lambda item: item[1].last_cycle, reverse=True)
         fresh = dict(newest[:MAX_BACKEND_SERIES])
-    phases = dict(previous.phases) if previous and histograms else {}
-    if histograms:
-        for phase, values in _phase_values(result).items():
-            phases[phase] = phases.get(phase, Histogram()).observe(values)
+    return fresh
+
+
+def _phase_histograms(previous: TargetState | None, result: TargetResult) -> dict[str, Histogram]:
+    """The phase latency histograms with ``result``'s phase times observed."""
+    phases = dict(previous.phases) if previous else {}
+    for phase, values in _phase_values(result).items():
+        phases[phase] = phases.get(phase, Histogram()).observe(values)
+    return phases
+
+
+def _changes(previous: TargetState | None, result: TargetResult) -> tuple[StateChange, ...]:
+    """The state changes with ``result``'s added when it is one, the last ``HISTORY_LENGTH`` kept."""
     changes = previous.changes if previous else ()
     last = previous.result if previous else None
     if state_changed(last, result):
         changes = (*changes, change_of(last, result))[-HISTORY_LENGTH:]
-    return TargetState(
-        result=result,
-        cycles=cycles,
-        failures_total=MappingProxyType(failures),
-        backends=MappingProxyType(fresh),
-        phases=MappingProxyType(phases),
-        changes=changes,
-    )
+    return changes
 
 
 def _phase_values(result: TargetResult) -> dict[str, list[float]]:

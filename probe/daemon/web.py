@@ -64,8 +64,26 @@ def make_app(
             called from the serving thread at each scrape.
         clock: Unix time, for the ages the status pages show.
     """
+    return _Endpoint(store, auth, loop_lag, clock)
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+
+class _Endpoint:
+    """The WSGI application of :func:`make_app`: one method per kind of path."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        auth: BasicAuth | None,
+        loop_lag: Callable[[], float | None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.auth = auth
+        self.loop_lag = loop_lag
+        self.clock = clock
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        auth = self.auth
         if auth is not None and auth.enabled and not auth.check(environ.get("HTTP_AUTHORIZATION")):
             return _reply(
                 start_response,
@@ -78,56 +96,59 @@ def make_app(
             return _reply(
                 start_response, "405 Method Not Allowed", b"only GET and HEAD\n", [("Allow", "GET, HEAD")]
             )
-        body = route({**environ, "REQUEST_METHOD": "GET"}, start_response)
+        body = self._route({**environ, "REQUEST_METHOD": "GET"}, start_response)
         if method == "HEAD":
             return [b""]  # the same headers (Content-Length included), no body
         return body
 
-    def route(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _route(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/metrics":
-            return metrics(environ, start_response)
+            return self._metrics(environ, start_response)
         if path == "/-/healthy":
             return _reply(start_response, "200 OK", b"OK\n")
         if path == "/-/ready":
-            snapshot = store.snapshot()
-            if snapshot.ready:
-                return _reply(start_response, "200 OK", b"ready\n")
-            waiting = [n for n in snapshot.configured if n not in snapshot.targets]
-            body = f"not ready: waiting for the first cycle of {', '.join(waiting)}\n".encode()
-            return _reply(start_response, "503 Service Unavailable", body)
+            return self._ready(start_response)
         if path == "/":
-            page = overview_page(store.snapshot(), clock(), __version__)
+            page = overview_page(self.store.snapshot(), self.clock(), __version__)
             return _reply(start_response, "200 OK", page.encode(), list(HEADERS), "text/html")
         if path.startswith(TARGET_PREFIX):
-            return target(path[len(TARGET_PREFIX) :], start_response)
+            return self._target(path[len(TARGET_PREFIX) :], start_response)
         return _reply(start_response, "404 Not Found", b"not found; see /metrics\n")
 
-    def target(quoted: str, start_response: StartResponse) -> Iterable[bytes]:
+    def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
+        snapshot = self.store.snapshot()
+        if snapshot.ready:
+            return _reply(start_response, "200 OK", b"ready\n")
+        waiting = [n for n in snapshot.configured if n not in snapshot.targets]
+        body = f"not ready: waiting for the first cycle of {', '.join(waiting)}\n".encode()
+        return _reply(start_response, "503 Service Unavailable", body)
+
+    def _target(self, quoted: str, start_response: StartResponse) -> Iterable[bytes]:
         # PEP 3333: PATH_INFO is the decoded path as latin-1; names are UTF-8.
         try:
             name = quoted.encode("latin-1").decode("utf-8")
         except UnicodeError:
             return _reply(start_response, "404 Not Found", b"no such target\n")
-        snapshot = store.snapshot()
+        snapshot = self.store.snapshot()
         if name in snapshot.configured:
-            page = target_page(name, snapshot, clock(), __version__)
+            page = target_page(name, snapshot, self.clock(), __version__)
             assert page is not None
             return _reply(start_response, "200 OK", page.encode(), list(HEADERS), "text/html")
         stem = name.removesuffix(".json")
         if stem != name and stem in snapshot.configured:
-            document = target_json(stem, snapshot, clock())
+            document = target_json(stem, snapshot, self.clock())
             if document is None:
                 body = f"no cycle of {stem} has completed yet\n".encode()
                 return _reply(start_response, "503 Service Unavailable", body, [("Retry-After", "5")])
             return _reply(start_response, "200 OK", document.encode(), content_type="application/json")
         return _reply(start_response, "404 Not Found", b"no such target; see /\n")
 
-    def metrics(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         openmetrics, content_type = negotiate(environ.get("HTTP_ACCEPT"))
         names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
-        lag = loop_lag() if loop_lag is not None else None
-        parts = exposition_parts(store.snapshot(), openmetrics=openmetrics, names=names, loop_lag=lag)
+        lag = self.loop_lag() if self.loop_lag is not None else None
+        parts = exposition_parts(self.store.snapshot(), openmetrics=openmetrics, names=names, loop_lag=lag)
         headers = [("Content-Type", content_type)]
         if _gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
             body = _gzip(_batches(parts))
@@ -137,8 +158,6 @@ def make_app(
         headers.append(("Content-Length", str(sum(map(len, parts)))))
         start_response("200 OK", headers)
         return _batches(parts)
-
-    return app
 
 
 #: Bytes of stored text joined into one piece of the ``/metrics`` body (written, or

@@ -186,7 +186,8 @@ async def _gather(
         checked.get(number) or direct_backends.unfinished(backend, hop.facts, unfinished)
         for number, (backend, hop) in enumerate(zip(target.direct_backends, plan.direct, strict=True))
     )
-    return Gathered(dns_result, addresses, direct), interruption, len(done) == len(addresses)
+    gathered = Gathered(dns=dns_result, addresses=addresses, direct=direct)
+    return gathered, interruption, len(done) == len(addresses)
 
 
 async def _resolve(plan: TargetPlan, deadline: Deadline, early: dns_stage.EarlyLookup | None) -> DnsResult:
@@ -209,7 +210,7 @@ def _judge(gathered: Gathered, plan: TargetPlan, now: float, memory: Rotation | 
             *(f for a in gathered.addresses for f in a.failures),
             _bug(exc, plan.target.name),
         )
-        return Judgement(gathered.addresses, failures, memory)
+        return Judgement(addresses=gathered.addresses, failures=failures, rotation=memory)
 
 
 async def probe_address(

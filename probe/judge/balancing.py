@@ -202,7 +202,15 @@ def fold(
         )
         unseen.extend(_runs(name, counts, names, before, memory))
     kept_seen = tuple(memory.seen)[-MAX_TRACKED:]
-    return Rotation(balancing, cross_zone, count, names, tuple(scopes), tuple(unseen), kept_seen)
+    return Rotation(
+        balancing=balancing,
+        cross_zone=cross_zone,
+        expected=count,
+        names=names,
+        scopes=tuple(scopes),
+        unseen=tuple(unseen),
+        seen=kept_seen,
+    )
 
 
 @dataclass(slots=True)
@@ -258,7 +266,15 @@ def _scope(
     first = evaluations <= 1
     threshold = needed(balancing, count, None if first else per_evaluation)
     decide = math.ceil(needed(balancing, count) / in_scope)
-    return Scope(name, in_scope, responses, evaluations, identified, threshold, decide)
+    return Scope(
+        name=name,
+        addresses=in_scope,
+        responses=responses,
+        evaluations=evaluations,
+        last_responses=identified,
+        threshold=threshold,
+        decide_requests=decide,
+    )
 
 
 def _runs(
@@ -272,7 +288,7 @@ def _runs(
     runs = []
     for backend in _tracked(scope, counts, names, memory):
         if counts.get(backend):
-            runs.append(Unseen(scope, backend, 0, 0))
+            runs.append(Unseen(scope=scope, backend=backend, responses=0, evaluations=0))
             memory.seen[backend] = None
         else:
             runs.append(_still_unseen(scope, backend, identified, before, memory))
@@ -296,7 +312,12 @@ def _still_unseen(scope: str, backend: str, identified: int, before: Scope | Non
         base = (old.responses, old.evaluations)
     else:  # never seen in this scope: unseen since the scope began
         base = (before.responses, before.evaluations) if before else (0, 0)
-    return Unseen(scope, backend, base[0] + identified, base[1] + (1 if identified else 0))
+    return Unseen(
+        scope=scope,
+        backend=backend,
+        responses=base[0] + identified,
+        evaluations=base[1] + (1 if identified else 0),
+    )
 
 
 def findings(rotation: Rotation, addresses: Sequence[AddressResult]) -> list[Failure]:

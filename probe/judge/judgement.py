@@ -74,4 +74,6 @@ def judge_cycle(
     failures = evaluate(gathered.dns, gathered.addresses, target, now, folded)
     if gathered.direct:
         failures = direct_backends.correlate(gathered.direct, gathered.addresses, target, failures, folded)
-    return Judgement(with_cycle_findings(gathered.addresses, failures), failures, folded)
+    return Judgement(
+        addresses=with_cycle_findings(gathered.addresses, failures), failures=failures, rotation=folded
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from probe.model.facts import TargetFacts
@@ -25,15 +25,20 @@ def status_of(failures: Iterable[Failure]) -> Status:
 
 
 class _Judged:
-    """A result whose ``status`` is derived from its ``failures``, so the two never disagree."""
+    """A result whose ``status`` is derived from its ``failures``, so the two never disagree.
+
+    ``status`` is the worst severity among ``failures`` (``OK`` when there are none). It is
+    worked out once, when the result is built (``dataclasses.replace`` builds anew), and
+    cannot be passed in: reading it costs what reading a field costs (the daemon reads
+    every target's status after every cycle).
+    """
 
     __slots__ = ()
     failures: tuple[Failure, ...]
+    status: Status
 
-    @property
-    def status(self) -> Status:
-        """The worst severity among ``failures``; ``OK`` when there are none."""
-        return status_of(self.failures)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", status_of(self.failures))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,7 @@ class DnsResult(_Judged):
     lookup_seconds: float
     alias: AliasResult | None
     failures: tuple[Failure, ...]
+    status: Status = field(init=False, repr=False, compare=False)
     pinned_by: str | None = None
 
     @property
@@ -234,6 +240,7 @@ class TlsResult(_Judged):
     chain: tuple[CertInfo, ...]
     verified_chain: tuple[CertInfo, ...]
     failures: tuple[Failure, ...]
+    status: Status = field(init=False, repr=False, compare=False)
     plain: bool = False
 
     @property
@@ -352,6 +359,7 @@ class HttpAttempt(_Judged):
     phases: PhaseTimes
     duration_seconds: float
     failures: tuple[Failure, ...]
+    status: Status = field(init=False, repr=False, compare=False)
     cookies_set: tuple[str, ...] = ()
     location: str | None = None
     content_encoding: str | None = None
@@ -405,6 +413,7 @@ class OcspResult(_Judged):
     signature_valid: bool | None = None
     error: str | None = None
     failures: tuple[Failure, ...] = ()
+    status: Status = field(init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +435,7 @@ class AddressResult(_Judged):
     tls: TlsResult
     attempts: tuple[HttpAttempt, ...]
     failures: tuple[Failure, ...]
+    status: Status = field(init=False, repr=False, compare=False)
     ocsp: OcspResult | None = None
 
     @property
@@ -472,6 +482,7 @@ class DirectBackendResult(_Judged):
     tls: TlsResult | None
     attempt: HttpAttempt | None
     failures: tuple[Failure, ...]
+    status: Status = field(init=False, repr=False, compare=False)
     duration_seconds: float
 
     @property
@@ -521,6 +532,7 @@ class TargetResult(_Judged):
     dns: DnsResult
     addresses: tuple[AddressResult, ...]
     failures: tuple[Failure, ...]
+    status: Status = field(init=False, repr=False, compare=False)
     direct_backends: tuple[DirectBackendResult, ...] = ()
     rotation: Rotation | None = None
     interval_seconds: float | None = None

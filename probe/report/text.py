@@ -1,15 +1,15 @@
-"""Render results for people: the text report of ``probe check`` and its JSON document.
+"""Render results for people: the text report of ``probe check`` (and of a target's status page).
 
-Renderers only format; the verdict was decided by :mod:`probe.judge.verdict`. The JSON schema
-is public and versioned (``schema_version``); see the README.
+Renderers only format; the verdict was decided by :mod:`probe.judge`. The JSON document
+(:mod:`probe.report.document`) carries two things said here: the overall status
+(:func:`overall_status`) and each target's notes on how it was probed (:func:`target_notes`).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO
 from urllib.parse import urlsplit
 
 from probe._text import plural, printable
@@ -20,7 +20,6 @@ from probe.model.results import (
     CertInfo,
     DirectBackendResult,
     DnsResult,
-    Failure,
     HttpAttempt,
     OcspResult,
     TargetResult,
@@ -30,165 +29,10 @@ from probe.report.hints import failure_hint
 from probe.stages.certs import common_name_of, describe_age, format_time, label_of
 from probe.stages.grpc_rules import status_name as grpc_status_name
 
-SCHEMA_VERSION = 1
-
 
 def overall_status(results: Sequence[TargetResult]) -> Status:
     """The worst status among the targets."""
     return Status.worst(r.status for r in results)
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-def to_json(
-    results: Sequence[TargetResult], now: float, *, baseline: Comparison | None = None
-) -> dict[str, Any]:
-    """The JSON document of a check (a plain dict, ready for ``json.dumps``).
-
-    Args:
-        results: one result per target.
-        now: Unix time of the report.
-        baseline: the comparison with a baseline file (``--baseline``); the ``baseline``
-            member is ``null`` without one.
-    """
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "status": overall_status(results).value,
-        "generated_timestamp": round(now, 3),
-        "certificates_verified": certificates_verified(results),
-        "targets": [_target(r) for r in results],
-        "baseline": None if baseline is None else baseline_json(baseline),
-    }
-
-
-def certificates_verified(results: Sequence[TargetResult]) -> bool | None:
-    """Whether certificates were verified: the JSON's ``certificates_verified``.
-
-    ``False`` when a target had verification off; ``None`` when no target spoke TLS
-    (``http://`` targets only: no certificate was checked); else ``True``.
-    """
-    if any(r.target.insecure_skip_verify for r in results):
-        return False
-    if results and all(r.target.plain for r in results):
-        return None
-    return True
-
-
-def render_json(
-    results: Sequence[TargetResult], stream: IO[str], now: float, *, baseline: Comparison | None = None
-) -> None:
-    """Write the JSON document, indented, followed by a newline."""
-    json.dump(to_json(results, now, baseline=baseline), stream, indent=2)
-    stream.write("\n")
-
-
-def baseline_json(comparison: Comparison) -> dict[str, Any]:
-    """The ``baseline`` member of the JSON document: the file, when it was saved, counts, changes."""
-    return {
-        "file": comparison.path,
-        "saved_timestamp": comparison.saved_timestamp,
-        "regressions": comparison.count(Impact.REGRESSION),
-        "improvements": comparison.count(Impact.IMPROVEMENT),
-        "neutral": comparison.count(Impact.NEUTRAL),
-        "changes": [
-            {
-                "target": c.target,
-                "address": None if c.address is None else str(c.address),
-                "aspect": c.aspect.value,
-                "impact": c.impact.value,
-                "before": c.before,
-                "after": c.after,
-                "detail": c.detail,
-            }
-            for c in comparison.changes
-        ],
-    }
-
-
-def _target(result: TargetResult) -> dict[str, Any]:
-    return {
-        "name": result.target.name,
-        "url": result.target.url,
-        "hostname": result.target.hostname,
-        "port": result.target.port,
-        "status": result.status.value,
-        "insecure_skip_verify": result.target.insecure_skip_verify,
-        "reuse_connections": result.target.reuse_connections,
-        "notes": target_notes(result),
-        "request_headers": dict(result.target.request_headers),
-        "started_timestamp": round(result.started_timestamp, 3),
-        "duration_seconds": _sec(result.duration_seconds),
-        "timeouts_seconds": dict(result.target.timeouts_seconds),
-        "failures": [_failure(f, result) for f in result.failures],
-        "dns": _dns(result.dns),
-        "addresses": [_address(a, result) for a in result.addresses],
-        "backends": {
-            "counts": result.backend_counts,
-            "expected": list(result.target.expected_backends),
-            "expected_count": result.target.expected_backend_count,
-            "seen_count": len(result.backend_counts),
-            "rule": None
-            if result.target.identifying_rule is None
-            else dict([result.target.identifying_rule]),
-            "requests": result.request_count,
-            "responses": result.response_count,
-            "identified": sum(result.backend_counts.values()),
-        },
-        "cookies": {"set": list(result.cookies_set), "note": result.cookie_note},
-        "platform": result.target.platform.value,
-        "direct_backends": [_direct(d, result) for d in result.direct_backends],
-        "balancing": _balancing(result),
-        "scheme": result.target.scheme,
-        "expect_redirect": result.target.expect_redirect,
-    }
-
-
-def _direct(check: DirectBackendResult, target: TargetResult) -> dict[str, Any]:
-    return {
-        "name": check.name,
-        "url": check.url,
-        "server_name": check.server_name,
-        "trust": check.trust,
-        "pinned_fingerprint": check.pinned_fingerprint,
-        "pin_matches": check.pin_matches,
-        "status": check.status.value,
-        "answered": check.answered,
-        "duration_seconds": _sec(check.duration_seconds),
-        "address": None if check.address is None else str(check.address),
-        "tls": None if check.tls is None else _tls(check.tls),
-        "http": None if check.attempt is None else _attempt(check.attempt, target),
-        "failures": [_failure(f, target) for f in check.failures],
-    }
-
-
-def _balancing(result: TargetResult) -> dict[str, Any]:
-    """How rotation was judged, and for the counted settings what was counted so far."""
-    memory = result.rotation
-    return {
-        "algorithm": result.target.balancing,
-        "cross_zone": result.target.cross_zone,
-        "counted": None
-        if memory is None
-        else {
-            "scopes": [
-                {
-                    "address": s.name or None,
-                    "identified": s.responses,
-                    "cycles": s.evaluations,
-                    "missing_after": s.threshold,
-                    "requests_to_decide": s.decide_requests,
-                }
-                for s in memory.scopes
-            ],
-            "unseen": [
-                {"address": u.scope or None, "backend": u.backend, "identified": u.responses}
-                for u in memory.unseen
-                if u.responses
-            ],
-            "missing": list(memory.missing),
-        },
-    }
 
 
 def target_notes(result: TargetResult) -> list[str]:
@@ -253,170 +97,29 @@ def _path_of(url: str) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-def _failure(failure: Failure, result: TargetResult, attempt: HttpAttempt | None = None) -> dict[str, Any]:
-    return {
-        "stage": failure.stage.value,
-        "address": str(failure.address) if failure.address is not None else None,
-        "reason": failure.reason.value,
-        "severity": failure.severity.value,
-        "detail": failure.detail,
-        "hint": failure_hint(result, failure, attempt),
-    }
-
-
-def _dns(dns: DnsResult) -> dict[str, Any]:
-    return {
-        "name": dns.name,
-        "resolver": dns.resolver,
-        "rcode": dns.rcode,
-        "lookup_seconds": _sec(dns.lookup_seconds),
-        "cname_chain": list(dns.cname_chain),
-        "answers": [{"address": str(a.address), "ttl": a.ttl, "expected": a.expected} for a in dns.answers],
-        "pinned": dns.pinned,
-        "pinned_by": dns.pinned_by,
-        "queries": [
-            {
-                "resolver": q.resolver,
-                "qname": q.qname,
-                "qtype": q.qtype,
-                "rcode": q.rcode,
-                "tcp": q.tcp,
-                "duration_seconds": _sec(q.duration_seconds),
-                "error": q.error.value if q.error else None,
-                "detail": q.detail,
-            }
-            for q in dns.queries
-        ],
-        "alias": None
-        if dns.alias is None
-        else {
-            "name": dns.alias.name,
-            "addresses": [str(a) for a in dns.alias.addresses],
-            "resolved": dns.alias.resolved,
-            "matches": dns.alias.matches,
-        },
-    }
-
-
-def _address(result: AddressResult, target: TargetResult) -> dict[str, Any]:
-    return {
-        "address": str(result.address),
-        "status": result.status.value,
-        "tls": _tls(result.tls),
-        "http": [_attempt(a, target) for a in result.attempts],
-        "backend_counts": result.backend_counts,
-        "failures": [_failure(f, target) for f in result.failures],
-        "ocsp": _ocsp(result.ocsp) if result.ocsp is not None else None,
-    }
-
-
-def _ocsp(ocsp: OcspResult) -> dict[str, Any]:
-    return {
-        "stapled": ocsp.stapled,
-        "handshake_seconds": _sec(ocsp.handshake_seconds),
-        "response_status": ocsp.response_status,
-        "cert_status": ocsp.cert_status,
-        "serial": ocsp.serial,
-        "responder": ocsp.responder,
-        "produced_at_timestamp": ocsp.produced_at_timestamp,
-        "this_update_timestamp": ocsp.this_update_timestamp,
-        "next_update_timestamp": ocsp.next_update_timestamp,
-        "revocation_timestamp": ocsp.revocation_timestamp,
-        "revocation_reason": ocsp.revocation_reason,
-        "signature_valid": ocsp.signature_valid,
-        "error": ocsp.error,
-    }
-
-
-def _tls(tls: TlsResult) -> dict[str, Any]:
-    return {
-        "port": tls.port,
-        "connected": tls.connected,
-        "handshake": tls.handshake_outcome,
-        "connect_seconds": _sec(tls.connect_seconds),
-        "handshake_seconds": _sec(tls.handshake_seconds),
-        "version": tls.version,
-        "cipher": tls.cipher,
-        "alpn": tls.alpn,
-        "verified": None if tls.plain else tls.verified,
-        "verify_code": tls.verify_code,
-        "verify_message": tls.verify_message,
-        "earliest_expiry_timestamp": tls.earliest_expiry_timestamp,
-        "verified_chain_expiry_timestamp": tls.verified_chain_expiry_timestamp,
-        "leaf": _cert(tls.leaf) if tls.leaf else None,
-        "chain": [_cert(c) for c in tls.chain],
-        "verified_chain": [_cert(c) for c in tls.verified_chain],
-    }
-
-
-def _cert(cert: CertInfo) -> dict[str, Any]:
-    return {
-        "subject": cert.subject,
-        "issuer": cert.issuer,
-        "serial": cert.serial,
-        "not_before_timestamp": cert.not_before_timestamp,
-        "not_after_timestamp": cert.not_after_timestamp,
-        "sha256_fingerprint": cert.sha256_fingerprint,
-        "dns_names": list(cert.dns_names),
-        "ip_addresses": list(cert.ip_addresses),
-        "common_name": cert.common_name,
-        "is_ca": cert.is_ca,
-        "key": cert.key,
-        "signature_algorithm": cert.signature_algorithm,
-        "notes": list(cert.notes),
-        "parse_error": cert.parse_error,
-    }
-
-
-def _attempt(attempt: HttpAttempt, target: TargetResult) -> dict[str, Any]:
-    return {
-        "status_code": attempt.status_code,
-        "http_version": attempt.http_version,
-        "backend": attempt.backend,
-        "body_bytes": attempt.body_bytes,
-        "body_truncated": attempt.body_truncated,
-        "duration_seconds": _sec(attempt.duration_seconds),
-        "phases": {
-            "connect": _sec(attempt.phases.connect),
-            "tls": _sec(attempt.phases.tls),
-            "processing": _sec(attempt.phases.processing),
-            "transfer": _sec(attempt.phases.transfer),
-        },
-        "failures": [_failure(f, target, attempt) for f in attempt.failures],
-        "cookies_set": list(attempt.cookies_set),
-        "location": attempt.location,
-        "content_encoding": attempt.content_encoding,
-        "date_timestamp": attempt.date_timestamp,
-        "received_timestamp": attempt.received_timestamp,
-        "retried_after": attempt.retried_after,
-        "grpc_status": attempt.grpc_status,
-        "grpc_status_name": None if attempt.grpc_status is None else grpc_status_name(attempt.grpc_status),
-        "grpc_message": attempt.grpc_message,
-        "grpc_serving_status": attempt.grpc_serving_status,
-    }
-
-
-def _sec(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
 # --------------------------------------------------------------------------- text
 
+#: ANSI colour of each status: green, yellow, red.
 _COLOURS = {Status.OK: "32", Status.WARNING: "33", Status.CRITICAL: "31"}
 
 
 class _Painter:
+    """ANSI colours and weights for a terminal; with ``color`` off, the text as it is."""
+
     def __init__(self, color: bool) -> None:
         self.color = color
 
     def status(self, status: Status, text: str | None = None) -> str:
+        """``text`` (default: the status in capitals) in the status's colour."""
         text = text or status.value.upper()
         return f"\033[{_COLOURS[status]}m{text}\033[0m" if self.color else text
 
     def dim(self, text: str) -> str:
+        """``text`` faint: timings and other detail."""
         return f"\033[2m{text}\033[0m" if self.color else text
 
     def bold(self, text: str) -> str:
+        """``text`` in bold: names and headings."""
         return f"\033[1m{text}\033[0m" if self.color else text
 
 
@@ -595,70 +298,88 @@ def _render_chains(addresses: Sequence[AddressResult], out: IO[str], now: float,
         if address.tls.chain:
             shown.setdefault(tuple(c.sha256_fingerprint for c in address.tls.chain), []).append(address)
     for group in shown.values():
-        first = group[0]
         also = (
             f" (and {', '.join(str(a.address) for a in group[1:])})"
             if len(group) > 1 and len(shown) > 1
             else ""
         )
-        out.write(f"  chain as sent by {first.address}{also}:\n")
-        for depth, cert in enumerate(first.tls.chain):
-            out.write(
-                f"    {depth}  {printable(label_of(cert))}  ← {printable(common_name_of(cert.issuer))}  "
-                f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
-            )
-            if cert.parse_error is not None:
-                refused = printable(cert.parse_error)
-                out.write(f"       facts from OpenSSL's decode (cryptography refused it: {refused})\n")
-            for note in cert.notes:
-                out.write(f"       note: {printable(note)}\n")
-        if first.tls.verified_chain:
-            expiry = first.tls.verified_chain_expiry_timestamp
-            assert expiry is not None
-            anchor = printable(label_of(first.tls.verified_chain[-1]))
-            out.write(
-                f"    verified up to {anchor}; chain expires "
-                f"{format_time(expiry)} ({describe_age(expiry, now)})\n"
-            )
+        _render_chain(group[0], also, out, now, paint)
+
+
+def _render_chain(first: AddressResult, also: str, out: IO[str], now: float, paint: _Painter) -> None:
+    """One chain as ``first`` sent it: a line per certificate, its notes, how far it verified."""
+    out.write(f"  chain as sent by {first.address}{also}:\n")
+    for depth, cert in enumerate(first.tls.chain):
+        out.write(
+            f"    {depth}  {printable(label_of(cert))}  ← {printable(common_name_of(cert.issuer))}  "
+            f"{paint.dim(f'expires {format_time(cert.not_after_timestamp)}, {cert.key}')}\n"
+        )
+        if cert.parse_error is not None:
+            refused = printable(cert.parse_error)
+            out.write(f"       facts from OpenSSL's decode (cryptography refused it: {refused})\n")
+        for note in cert.notes:
+            out.write(f"       note: {printable(note)}\n")
+    if first.tls.verified_chain:
+        expiry = first.tls.verified_chain_expiry_timestamp
+        assert expiry is not None
+        anchor = printable(label_of(first.tls.verified_chain[-1]))
+        out.write(
+            f"    verified up to {anchor}; chain expires "
+            f"{format_time(expiry)} ({describe_age(expiry, now)})\n"
+        )
 
 
 def _render_backends(result: TargetResult, out: IO[str], paint: _Painter) -> None:
     """Which backends answered, out of how many responses, and by which rule."""
-    requests, responses = result.request_count, result.response_count
-    count = plural(responses, "response")
-    if responses != requests:
-        count += f" to {plural(requests, 'request')}"
-    if result.target.expect_redirect is not None:
-        if requests:
-            out.write(
-                "  backends not judged: the listener answers with a redirect (expect_redirect)  "
-                f"{paint.dim(count)}\n"
-            )
+    count = _responses_text(result)
+    rule = result.target.identifying_rule
+    if result.target.expect_redirect is not None or rule is None:
+        if result.request_count:
+            out.write(f"  {_backends_unjudged(result)}  {paint.dim(count)}\n")
         return
-    if result.target.identifying_rule is None:
-        if requests:
-            out.write(
-                "  backends not identified: no backend rule configured (backend.header or "
-                f"backend.body_regex)  {paint.dim(count)}\n"
-            )
-        return
-    counts = result.backend_counts
-    identified = sum(counts.values())
-    seen = "  ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none identified"
-    if counts and identified < responses:
-        seen += f"  ({responses - identified} not identified)"
-    kind, value = result.target.identifying_rule
-    rule = f"by header {value}" if kind == "header" else "by body_regex"
-    expected = ""
-    if result.target.expected_backends:
-        expected = f"  (expected {', '.join(result.target.expected_backends)})"
-    elif result.target.expected_backend_count:
-        expected = f"  (expected {result.target.expected_backend_count})"
-    out.write(f"  backends {seen}  {paint.dim(f'of {count}, {rule}')}{expected}\n")
+    kind, value = rule
+    by = f"by header {value}" if kind == "header" else "by body_regex"
+    seen, expected = _backends_seen(result), _backends_expected(result)
+    out.write(f"  backends {seen}  {paint.dim(f'of {count}, {by}')}{expected}\n")
     for address in result.addresses:
         if address.backend_counts:
             per = ", ".join(f"{n} {c}" for n, c in sorted(address.backend_counts.items()))
             out.write(f"    {address.address}: {per}\n")
+
+
+def _responses_text(result: TargetResult) -> str:
+    """``3 responses``, or ``2 responses to 3 requests`` when some request got none."""
+    requests, responses = result.request_count, result.response_count
+    count = plural(responses, "response")
+    if responses != requests:
+        count += f" to {plural(requests, 'request')}"
+    return count
+
+
+def _backends_unjudged(result: TargetResult) -> str:
+    """Why the backends are not counted: a redirect is expected, or no rule names them."""
+    if result.target.expect_redirect is not None:
+        return "backends not judged: the listener answers with a redirect (expect_redirect)"
+    return "backends not identified: no backend rule configured (backend.header or backend.body_regex)"
+
+
+def _backends_seen(result: TargetResult) -> str:
+    """Each backend identified with its count, and how many responses none named."""
+    counts = result.backend_counts
+    identified = sum(counts.values())
+    seen = "  ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none identified"
+    if counts and identified < result.response_count:
+        seen += f"  ({result.response_count - identified} not identified)"
+    return seen
+
+
+def _backends_expected(result: TargetResult) -> str:
+    """``  (expected a, b)`` or ``  (expected 3)`` from the target's expectation, else empty."""
+    if result.target.expected_backends:
+        return f"  (expected {', '.join(result.target.expected_backends)})"
+    if result.target.expected_backend_count:
+        return f"  (expected {result.target.expected_backend_count})"
+    return ""
 
 
 _TRUST_WORDS = {
@@ -671,64 +392,60 @@ _TRUST_WORDS = {
 def _render_direct(result: TargetResult, out: IO[str], now: float, paint: _Painter) -> None:
     """One block per direct backend: where, verdict of the hop, TLS, certificate, the request."""
     for check in result.direct_backends:
-        where = f"{check.address}:{check.tls.port}" if check.address is not None and check.tls else check.url
-        verdict = paint.status(check.status, "ok" if check.status is Status.OK else check.status.value)
+        _render_direct_check(check, out, now, paint)
+
+
+def _render_direct_check(check: DirectBackendResult, out: IO[str], now: float, paint: _Painter) -> None:
+    """A direct backend's block: its heading line, then TLS, certificate, request and findings."""
+    where = f"{check.address}:{check.tls.port}" if check.address is not None and check.tls else check.url
+    verdict = paint.status(check.status, "ok" if check.status is Status.OK else check.status.value)
+    out.write(
+        f"  direct   {check.name}  {printable(where)}  {verdict}  "
+        f"{paint.dim(f'(server name {check.server_name}, {_ms(check.duration_seconds)})')}\n"
+    )
+    tls = check.tls
+    if tls is not None and tls.version:
+        out.write(f"           tls {tls.version}, {printable(tls.cipher or '-')}\n")
+    if tls is not None and tls.leaf is not None:
+        _render_direct_certificate(tls.leaf, _direct_trust(check, tls), out, now)
+    attempt = check.attempt
+    if attempt is not None:
+        answered_as = f"; answered as {printable(attempt.backend)}" if attempt.backend else ""
+        took = _ms(attempt.duration_seconds)
+        out.write(f"           http {_attempt_label(attempt)} in {took}{answered_as}\n")
+    for failure in check.failures:
         out.write(
-            f"  direct   {check.name}  {printable(where)}  {verdict}  "
-            f"{paint.dim(f'(server name {check.server_name}, {_ms(check.duration_seconds)})')}\n"
+            f"           {paint.status(failure.severity, failure.severity.value)} "
+            f"{failure.reason.value}: {printable(failure.detail)}\n"
         )
-        tls = check.tls
-        if tls is not None and tls.version:
-            out.write(f"           tls {tls.version}, {printable(tls.cipher or '-')}\n")
-        leaf = tls.leaf if tls is not None else None
-        if leaf is not None:
-            trust = _TRUST_WORDS[check.trust]
-            if check.pin_matches is not None:
-                trust = "pin matches" if check.pin_matches else "pin DOES NOT match"
-            elif check.trust == "ca_file" and not tls.verified:  # type: ignore[union-attr]
-                trust = "NOT verified"
-            out.write(
-                f"           certificate '{printable(label_of(leaf))}' ← "
-                f"{printable(common_name_of(leaf.issuer))}; expires {format_time(leaf.not_after_timestamp)} "
-                f"({describe_age(leaf.not_after_timestamp, now)}); {trust}\n"
-            )
-            out.write(f"           sha256 {leaf.sha256_fingerprint}\n")
-        attempt = check.attempt
-        if attempt is not None:
-            answered_as = f"; answered as {printable(attempt.backend)}" if attempt.backend else ""
-            out.write(
-                f"           http {_attempt_label(attempt)} in {_ms(attempt.duration_seconds)}{answered_as}\n"
-            )
-        for failure in check.failures:
-            out.write(
-                f"           {paint.status(failure.severity, failure.severity.value)} "
-                f"{failure.reason.value}: {printable(failure.detail)}\n"
-            )
+
+
+def _render_direct_certificate(leaf: CertInfo, trust: str, out: IO[str], now: float) -> None:
+    """The leaf a direct backend sent: its name, issuer, expiry and trust, then its fingerprint."""
+    out.write(
+        f"           certificate '{printable(label_of(leaf))}' ← "
+        f"{printable(common_name_of(leaf.issuer))}; expires {format_time(leaf.not_after_timestamp)} "
+        f"({describe_age(leaf.not_after_timestamp, now)}); {trust}\n"
+    )
+    out.write(f"           sha256 {leaf.sha256_fingerprint}\n")
+
+
+def _direct_trust(check: DirectBackendResult, tls: TlsResult) -> str:
+    """How a direct backend's certificate was trusted: the pin's outcome, or the trust's words."""
+    if check.pin_matches is not None:
+        return "pin matches" if check.pin_matches else "pin DOES NOT match"
+    if check.trust == "ca_file" and not tls.verified:
+        return "NOT verified"
+    return _TRUST_WORDS[check.trust]
 
 
 def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Painter) -> None:
+    """An address's row (connect, TLS, verdict, certificate), then its requests and OCSP."""
     tls = result.tls
     connect = _ms(tls.connect_seconds) if tls.connected else "failed"
-    outcome = tls.handshake_outcome
-    if tls.version:
-        handshake = f"{tls.version} {_ms(tls.handshake_seconds)}"
-    else:
-        handshake = _HANDSHAKE_WORDS.get(outcome, "failed")
-    leaf = tls.leaf
-    if leaf is not None:
-        names = printable(", ".join(leaf.dns_names[:3]) or f"CN={leaf.common_name}")
-        more = f" +{len(leaf.dns_names) - 3}" if len(leaf.dns_names) > 3 else ""
-        trust = {"verified": "verified", "unverified": "NOT verified (insecure_skip_verify)"}.get(
-            outcome, "NOT verified"
-        )
-        cert = (
-            f"{names}{more}; expires {format_time(leaf.not_after_timestamp)} "
-            f"({describe_age(leaf.not_after_timestamp, now)}); {trust}"
-        )
-    else:
-        cert = "-"
+    cert = "-" if tls.leaf is None else _certificate_column(tls.leaf, tls.handshake_outcome, now)
     verdict = paint.status(result.status, f"{result.status.value:<9}")
-    out.write(f"  {result.address!s:<18} {connect:>8} {handshake:>16}  {verdict} {cert}\n")
+    out.write(f"  {result.address!s:<18} {connect:>8} {_handshake_column(tls):>16}  {verdict} {cert}\n")
     if result.attempts:
         statuses = " ".join(_attempt_label(a) for a in result.attempts)
         mean = sum(a.duration_seconds for a in result.attempts) / len(result.attempts)
@@ -736,6 +453,26 @@ def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Pai
         out.write(f"  {'':<18} {'http':>8} {statuses:>16}  {paint.dim('; '.join(notes))}\n")
     if result.ocsp is not None:
         out.write(f"  {'':<18} {'ocsp':>8} {ocsp_summary(result.ocsp, now)}\n")
+
+
+def _handshake_column(tls: TlsResult) -> str:
+    """The TLS column: version and handshake time, or what became of the handshake."""
+    if tls.version:
+        return f"{tls.version} {_ms(tls.handshake_seconds)}"
+    return _HANDSHAKE_WORDS.get(tls.handshake_outcome, "failed")
+
+
+def _certificate_column(leaf: CertInfo, outcome: str, now: float) -> str:
+    """The certificate column: up to three names, the expiry, and whether it was verified."""
+    names = printable(", ".join(leaf.dns_names[:3]) or f"CN={leaf.common_name}")
+    more = f" +{len(leaf.dns_names) - 3}" if len(leaf.dns_names) > 3 else ""
+    trust = {"verified": "verified", "unverified": "NOT verified (insecure_skip_verify)"}.get(
+        outcome, "NOT verified"
+    )
+    return (
+        f"{names}{more}; expires {format_time(leaf.not_after_timestamp)} "
+        f"({describe_age(leaf.not_after_timestamp, now)}); {trust}"
+    )
 
 
 def ocsp_summary(ocsp: OcspResult, now: float) -> str:
@@ -776,37 +513,45 @@ _HANDSHAKE_WORDS = {
 def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
     """Facts about an address's responses worth a word.
 
-    The HTTP version, cut or encoded bodies, and where accepted redirects pointed (a
-    refused one is in its ``http_status`` finding).
+    The HTTP version, cut or encoded bodies, where accepted redirects pointed (a refused
+    one is in its ``http_status`` finding), what gRPC answered, and requests retried after
+    an HTTP/2 refusal.
     """
-    notes: list[str] = []
     versions = sorted({a.http_version for a in attempts if a.http_version and a.http_version != "HTTP/1.1"})
-    notes.extend(printable(v) for v in versions)
+    notes = [printable(v) for v in versions]
+    for note in (
+        _cut_note(attempts),
+        _encoding_note(attempts),
+        _redirect_note(attempts),
+        _grpc_note(attempts),
+    ):
+        if note is not None:
+            notes.append(note)
+    return [*notes, *_retry_notes(attempts)]
+
+
+def _cut_note(attempts: Sequence[HttpAttempt]) -> str | None:
+    """``body cut at N bytes`` when a body was cut at ``max_body_bytes``."""
     cut = [a.body_bytes for a in attempts if a.body_truncated]
-    if cut:
-        notes.append(f"{'bodies' if len(cut) > 1 else 'body'} cut at {max(cut)} bytes")
+    if not cut:
+        return None
+    return f"{'bodies' if len(cut) > 1 else 'body'} cut at {max(cut)} bytes"
+
+
+def _encoding_note(attempts: Sequence[HttpAttempt]) -> str | None:
+    """The content encodings a server used though identity was asked for."""
     encodings = sorted({a.content_encoding for a in attempts if a.content_encoding})
-    if encodings:
-        notes.append(f"{printable(', '.join(encodings))}-encoded though identity was asked for")
+    if not encodings:
+        return None
+    return f"{printable(', '.join(encodings))}-encoded though identity was asked for"
+
+
+def _redirect_note(attempts: Sequence[HttpAttempt]) -> str | None:
+    """Where the accepted redirects pointed."""
     accepted = sorted({a.location for a in attempts if a.location and not a.failures})
-    if accepted:
-        notes.append(f"redirects to {printable(', '.join(accepted))}")
-    notes.extend(_retry_notes(attempts))
-    notes.extend(_grpc_notes(attempts))
-    return notes
-
-
-def _grpc_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
-    """What the gRPC responses said: "gRPC: SERVING ×4", "gRPC: grpc-status 12 UNIMPLEMENTED ×2"."""
-    said = Counter(
-        attempt.grpc_serving_status
-        or f"grpc-status {attempt.grpc_status} {grpc_status_name(attempt.grpc_status)}"
-        for attempt in attempts
-        if attempt.grpc_status is not None
-    )
-    if not said:
-        return []
-    return ["gRPC: " + ", ".join(f"{printable(what)} ×{count}" for what, count in sorted(said.items()))]
+    if not accepted:
+        return None
+    return f"redirects to {printable(', '.join(accepted))}"
 
 
 def _retry_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
@@ -816,6 +561,19 @@ def _retry_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
         f"{plural(count, 'request')} retried on a new connection after {printable(cause)}"
         for cause, count in sorted(causes.items())
     ]
+
+
+def _grpc_note(attempts: Sequence[HttpAttempt]) -> str | None:
+    """What the gRPC responses said: "gRPC: SERVING ×4", "gRPC: grpc-status 12 UNIMPLEMENTED ×2"."""
+    said = Counter(
+        attempt.grpc_serving_status
+        or f"grpc-status {attempt.grpc_status} {grpc_status_name(attempt.grpc_status)}"
+        for attempt in attempts
+        if attempt.grpc_status is not None
+    )
+    if not said:
+        return None
+    return "gRPC: " + ", ".join(f"{printable(what)} ×{count}" for what, count in sorted(said.items()))
 
 
 def _attempt_label(attempt: HttpAttempt) -> str:
@@ -832,6 +590,7 @@ def _hint_label(platform: Platform) -> str:
 
 
 def _ms(seconds: float | None) -> str:
+    """A duration for the report: ``12 ms`` below ten seconds, ``12.3 s`` above, ``-`` unknown."""
     if seconds is None:
         return "-"
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from probe.daemon.metrics import SPECS
+from probe.daemon.metric_specs import SPECS
 from probe.lab import DemoLab
 from tests.e2e._procs import Process, free_port, require_programs, start_server
 from tests.e2e.daemon.test_prometheus import (

@@ -35,7 +35,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from probe.daemon.metrics import SPECS, Spec
+from probe.daemon.metric_specs import SPECS, Spec
 from probe.daemon.scheduler import STOP_GRACE
 from probe.lab import DemoLab
 from tests.e2e._procs import Process, require_programs, start_server

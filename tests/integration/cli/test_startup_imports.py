@@ -36,6 +36,7 @@ NOT_FOR_CHECK = (
     "probe.daemon.web",
     "probe.daemon.webconfig",
     "probe.daemon.metrics",
+    "probe.daemon.metric_specs",
     "probe.daemon.scheduler",
     "probe.daemon.store",
     "bcrypt",

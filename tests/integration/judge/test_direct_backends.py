@@ -21,7 +21,8 @@ from probe.lab import DnsServer, Lab, Pki
 from probe.lab.pki import Issued, issue
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
-from probe.report.text import render_text, to_json
+from probe.report.document import to_json
+from probe.report.text import render_text
 from tests.support import docs
 from tests.support.helpers import reasons, run
 

@@ -221,7 +221,7 @@ def test_the_schema_catches_a_renamed_or_mistyped_key(scene: Any, tmp_path: Path
 @pytest.mark.parametrize("kind", ["check", "watch", "baseline"])
 def test_each_schema_names_its_version(kind: str) -> None:
     from probe.judge.baseline import FORMAT_VERSION
-    from probe.report.text import SCHEMA_VERSION
+    from probe.report.document import SCHEMA_VERSION
     from probe.report.watch import WATCH_SCHEMA_VERSION
 
     schema = json.loads(share_file(f"schema/{kind}-v1.schema.json").read_text())

@@ -29,7 +29,8 @@ from probe.lab import DnsServer, Pki
 from probe.lab.servers import http2_responder
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
-from probe.report.text import render_text, to_json
+from probe.report.document import to_json
+from probe.report.text import render_text
 from tests.support.helpers import reasons, run
 
 SLACK = 0.6  # seconds of allowance over a configured bound for a loaded 2-core machine

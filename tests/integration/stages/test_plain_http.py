@@ -21,7 +21,8 @@ from probe.daemon.store import TargetState
 from probe.lab import Lab
 from probe.model.reasons import Reason, Status
 from probe.model.results import TargetResult
-from probe.report import text as report
+from probe.report.document import render_json
+from probe.report.text import render_text
 from tests.support.helpers import reasons, run
 
 #: Every test's cycle must finish well inside its 5 s deadline (tests.support.helpers.FAST).
@@ -68,13 +69,13 @@ def timed(target: dict[str, Any]) -> tuple[TargetResult, float]:
 
 def as_json(result: TargetResult) -> dict[str, Any]:
     out = io.StringIO()
-    report.render_json([result], out, now=time.time())
+    render_json([result], out, now=time.time())
     return json.loads(out.getvalue())  # type: ignore[no-any-return]
 
 
 def as_text(result: TargetResult) -> str:
     out = io.StringIO()
-    report.render_text([result], out, now=time.time())
+    render_text([result], out, now=time.time())
     return out.getvalue()
 
 

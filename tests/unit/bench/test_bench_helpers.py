@@ -10,7 +10,7 @@ import pytest
 
 from bench import measure
 from bench.backends import parse_spec
-from bench.run import REQUEST_PHASES, Timing, blackbox_timing, excess, probe_slow_timings
+from bench.timings import REQUEST_PHASES, Timing, blackbox_timing, excess, probe_slow_timings
 from tests.support import docs
 
 # A stat line whose command name holds spaces and parentheses, as proc(5) allows.
@@ -196,7 +196,7 @@ def test_backend_spec() -> None:
 
 
 def test_verdicts_count_targets_by_status_and_reason() -> None:
-    from bench.run import verdicts
+    from bench.timings import verdicts
 
     text = """\
 probe_status{target="slow"} 0
@@ -216,14 +216,15 @@ probe_failure_info{target="t0002",stage="cert",reason="cert_expiring_soon",sever
 def _smoke_report() -> tuple[Any, Any]:
     import json
 
-    from bench.run import Report, Settings
+    from bench.report import Report
+    from bench.settings import Settings
 
     data = json.loads((Path(__file__).parents[2] / "data" / "bench" / "smoke.json").read_text())
     return Report(**data), Settings(**data["settings"])
 
 
 def test_a_recorded_smoke_run_renders_with_every_goal_present() -> None:
-    from bench.run import evaluate, render_table
+    from bench.report import evaluate, render_table
 
     report, settings = _smoke_report()
     evaluate(report, settings)
@@ -236,7 +237,7 @@ def test_a_recorded_smoke_run_renders_with_every_goal_present() -> None:
 
 
 def test_a_target_that_is_not_ok_or_a_foreign_socket_is_a_problem() -> None:
-    from bench.run import evaluate
+    from bench.report import evaluate
 
     report, settings = _smoke_report()
     load = report.figures["load"]

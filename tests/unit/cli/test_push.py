@@ -32,7 +32,8 @@ from probe.cli.push import (
     parse_gateway,
     push_after_report,
 )
-from probe.daemon.metrics import SPECS, exposition, target_text
+from probe.daemon.metric_specs import SPECS
+from probe.daemon.metrics import exposition, target_text
 from probe.daemon.store import accumulate
 from probe.model.reasons import ExitCode
 from probe.model.results import TargetResult

@@ -22,8 +22,8 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from probe._version import __version__
+from probe.daemon.metric_specs import SPECS
 from probe.daemon.metrics import (
-    SPECS,
     TEXT_CONTENT_TYPE,
     ProbeCollector,
     address_set_hash,

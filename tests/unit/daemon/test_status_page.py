@@ -16,7 +16,8 @@ from probe.daemon.status_page import json_href, overview_page, target_href, targ
 from probe.daemon.store import Snapshot, TargetState, accumulate
 from probe.model.reasons import Reason
 from probe.model.results import Failure, TargetResult, TlsResult
-from probe.report.text import render_text, to_json
+from probe.report.document import to_json
+from probe.report.text import render_text
 from probe.stages.certs import format_time
 from tests.support.builders import (
     DAY,

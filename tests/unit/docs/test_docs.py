@@ -59,7 +59,7 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
 
 
 def test_docs_document_every_metric() -> None:
-    from probe.daemon.metrics import SPECS
+    from probe.daemon.metric_specs import SPECS
 
     table = docs.section("docs/metrics-and-alerts.md", "Metrics")
     rows = re.findall(r"^\| `(probe_[a-z_]+)` \| ([a-z]+) \| (.+?) \| (.+) \|$", table, re.M)

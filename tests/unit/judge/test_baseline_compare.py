@@ -15,7 +15,8 @@ from probe.judge import baseline
 from probe.judge.baseline import Aspect, Baseline, BaselineError, Change, Comparison, Impact
 from probe.model.reasons import Reason, Status
 from probe.model.results import Failure, TargetResult
-from probe.report.text import render_baseline, to_json
+from probe.report.document import to_json
+from probe.report.text import render_baseline
 from tests.support.builders import (
     DAY,
     NOW,

@@ -18,7 +18,8 @@ from probe.model.results import (
     TargetResult,
     TlsResult,
 )
-from probe.report.text import render_text, to_json
+from probe.report.document import to_json
+from probe.report.text import render_text
 from probe.stages.certs import format_time
 from tests.support.builders import (
     DAY,

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from probe.daemon.metrics import SPECS
+from probe.daemon.metric_specs import SPECS
 
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = json.loads((REPO / "config" / "dashboard.json").read_text())

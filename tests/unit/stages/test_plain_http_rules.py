@@ -15,7 +15,8 @@ from probe.daemon.metrics import render_target
 from probe.daemon.store import TargetState
 from probe.model.reasons import Reason
 from probe.model.results import TargetResult, TlsResult
-from probe.report import text as report
+from probe.report.document import certificates_verified, to_json
+from probe.report.text import render_text
 from probe.stages.http import request_headers, request_url
 from probe.stages.http_rules import expected_redirect, judge_redirect, judge_response, redirect_location
 from tests.support.builders import address_result, http_attempt, target_result
@@ -188,10 +189,10 @@ def test_plain_result_renders_without_tls_facts() -> None:
     result = _plain_result()
     assert result.target.plain and result.addresses[0].tls.handshake_outcome == "plain"
     out = io.StringIO()
-    report.render_text([result], out, now=0.0)
+    render_text([result], out, now=0.0)
     text = out.getvalue()
     assert "plain HTTP" in text and "no certificate checked" in text
-    doc = report.to_json([result], now=0.0)
+    doc = to_json([result], now=0.0)
     assert doc["certificates_verified"] is None
     assert doc["targets"][0]["scheme"] == "http"
     assert doc["targets"][0]["addresses"][0]["tls"]["verified"] is None
@@ -200,9 +201,9 @@ def test_plain_result_renders_without_tls_facts() -> None:
 
 def test_certificates_verified_with_mixed_targets() -> None:
     https = target_result()
-    assert report.certificates_verified([https, _plain_result()]) is True
-    assert report.certificates_verified([_plain_result()]) is None
-    assert report.certificates_verified([]) is True
+    assert certificates_verified([https, _plain_result()]) is True
+    assert certificates_verified([_plain_result()]) is None
+    assert certificates_verified([]) is True
 
 
 def test_plain_target_has_no_tls_series() -> None:
