@@ -69,10 +69,3 @@ def _last_queued_reason(queue: object) -> str | None:
     if isinstance(last, tuple) and last and isinstance(last[-1], str) and last[-1]:
         return last[-1]
     return None
-
-
-def unreadable(path: object, exc: OSError) -> str:
-    """Why a file (a ``ca_file``) could not be opened: ``PATH: no such file`` or ``PATH: cannot read: …``."""
-    if isinstance(exc, FileNotFoundError):
-        return f"{path}: no such file"
-    return f"{path}: cannot read: {exc.strerror or exc}"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probe._text import unreadable
+from probe._files import MAX_PEM_BYTES, FileRefused, check_capped
 from probe.cli.adhoc import flag_message
 from probe.cli.errors import UsageError
 
@@ -111,13 +111,13 @@ def _refuse_unreadable_ca_files(config: Config) -> None:
     unreadable file, the usual typo, is found here first, in microseconds, so the user
     does not wait out a silent resolver to be told. The messages and fields are those of
     :func:`probe.stages.tls.build_contexts` in :func:`probe.engine.plan.plan` (both from
-    :func:`probe._text.unreadable`); a file that opens
-    but holds no certificates is still refused there.
+    :func:`probe._files.check_capped`, which never blocks on a FIFO nor reads a device); a
+    file that opens but holds no certificates is still refused there.
 
     Raises:
         ConfigError: a verifying target's (or direct backend's) ``ca_file`` does not
-            exist, is a directory, or cannot be read; ``UsageError`` naming the option in an
-            ad hoc check.
+            exist, cannot be opened, is not a regular file or is larger than 4 MiB;
+            ``UsageError`` naming the option in an ad hoc check.
     """
     from probe.config.errors import ConfigError
 
@@ -135,10 +135,9 @@ def _refuse_unreadable_ca_files(config: Config) -> None:
                 continue
             seen.add(path)
             try:
-                with open(path, "rb"):
-                    pass
-            except OSError as exc:
-                error = ConfigError(unreadable(path, exc), where=where, field=field)
+                check_capped(path, MAX_PEM_BYTES)
+            except FileRefused as exc:
+                error = ConfigError(f"{path}: {exc}", where=where, field=field)
                 if config.path is None:  # ad hoc: name the option, as plan_targets does
                     raise UsageError(flag_message(error)) from None
                 raise error from None

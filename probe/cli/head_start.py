@@ -10,7 +10,6 @@ the same.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -79,19 +78,20 @@ def _covered(args: argparse.Namespace) -> bool:
 def _name_to_resolve(url: str) -> str | None:
     """The host of an ``http://`` or ``https://`` URL when it is a name; ``None`` otherwise.
 
-    ``None`` for another scheme, no host, or an IP address (nothing to resolve).
+    The URL is read by the config's own parser (:func:`probe.config.fields.web_url`, no
+    pydantic): ``None`` for a URL it refuses, which the configuration then refuses with the
+    same message as without the head start, and for an IP address (nothing to resolve).
     """
+    from probe.config.fields import web_url
+    from probe.config.values import url_ip_literal
+
     try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-        if parts.scheme.lower() not in ("http", "https") or not host:
-            return None
-        ipaddress.ip_address(host)
+        url = web_url(url, ("https", "http"))
     except ValueError:
-        pass  # not an IP address: a name to resolve
-    else:
         return None
-    return host
+    if url_ip_literal(url) is not None:
+        return None
+    return urlsplit(url).hostname
 
 
 def _dns_plan(args: argparse.Namespace, host: str) -> DnsPlan | None:

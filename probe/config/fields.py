@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from probe._text import shown
+from probe._text import printable, shorten, shown
 from probe.config.values import IPAddress, normalize_hostname, url_ip_literal
 
 _FIELD_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
@@ -121,20 +121,98 @@ def not_bool(value: Any) -> Any:
     return value
 
 
-def compile_regex(value: Any) -> re.Pattern[str]:
-    """A compiled regular expression (a compiled one is kept).
+class LinearRegex:
+    """A user's regular expression, compiled by RE2: every search takes time linear in the text.
+
+    RE2's syntax is that of Go's ``regexp``, which blackbox_exporter uses: no
+    backreferences, lookarounds or possessive repetitions, the constructs that let a
+    backtracking engine (Python's ``re``) take time exponential in what a server sends
+    (``<h1>(.*)</h1>`` over 64 KB of ``<h1>`` took ``re`` seconds, RE2 microseconds).
+    ``google-re2`` is imported here, where a regex is compiled, so a run without one does
+    not load it. Equal and hashed by its pattern, as ``re.Pattern`` is.
+
+    Args:
+        pattern: the regular expression as written.
 
     Raises:
-        ValueError: not a string, or not a valid regular expression.
+        ValueError: RE2 does not accept ``pattern``; the message says why in one line.
     """
-    if isinstance(value, re.Pattern):
+
+    __slots__ = ("_compiled", "groups", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        import re2
+
+        options = re2.Options()
+        options.log_errors = False  # RE2 would print its complaint on stderr
+        try:
+            self._compiled = re2.compile(pattern, options)
+        except re2.error as exc:
+            raise ValueError(_re2_problem(exc)) from None
+        self.pattern = pattern
+        self.groups: int = self._compiled.groups
+
+    def search(self, text: bytes) -> tuple[str | None, ...] | None:
+        """The leftmost match in ``text`` (UTF-8): the match and each group, ``None`` for no match.
+
+        A group that took part in no match is ``None``; the groups are decoded from UTF-8
+        (``text`` is valid UTF-8, so they are too; a bad byte would become U+FFFD).
+        """
+        match = self._compiled.search(text)
+        if match is None:
+            return None
+        return tuple(
+            None if part is None else part.decode("utf-8", "replace")
+            for part in (match.group(0), *match.groups())
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LinearRegex) and other.pattern == self.pattern
+
+    def __hash__(self) -> int:
+        return hash(("LinearRegex", self.pattern))
+
+    def __repr__(self) -> str:
+        return f"LinearRegex({self.pattern!r})"
+
+
+#: What RE2 lacks, by the start of its complaint: the constructs that make ``re`` backtrack.
+_RE2_LACKS = (
+    ("invalid perl operator: (?=", "lookahead"),
+    ("invalid perl operator: (?!", "lookahead"),
+    ("invalid perl operator: (?<=", "lookbehind"),
+    ("invalid perl operator: (?<!", "lookbehind"),
+    ("invalid escape sequence: \\", "backreferences"),
+    ("bad repetition operator: ++", "possessive repetition"),
+    ("bad repetition operator: *+", "possessive repetition"),
+    ("bad repetition operator: ?+", "possessive repetition"),
+)
+
+
+def _re2_problem(exc: Exception) -> str:
+    """One line on why RE2 refused a pattern, naming the construct it lacks where it is known."""
+    raw = exc.args[0] if exc.args else ""
+    why = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    message = f"not a regular expression in RE2 syntax (as blackbox_exporter): {shorten(printable(why), 120)}"
+    if why == "invalid escape sequence: \\Z":
+        return f"{message}; the end of the text is \\z in RE2 (and $ without the m flag)"
+    for start, lacks in _RE2_LACKS:
+        if why.startswith(start) and (lacks != "backreferences" or why[len(start) :].isdigit()):
+            return f"{message}; RE2 has no {lacks}, so that a search takes time linear in the body"
+    return message
+
+
+def compile_regex(value: Any) -> LinearRegex:
+    """A regular expression compiled by RE2 (:class:`LinearRegex`; a compiled one is kept).
+
+    Raises:
+        ValueError: not a string, or not a regular expression that RE2 accepts.
+    """
+    if isinstance(value, LinearRegex):
         return value
     if not isinstance(value, str):
         raise ValueError("must be a regular expression string")
-    try:
-        return re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
+    return LinearRegex(value)
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -329,18 +407,36 @@ def backend_name(value: Any) -> str:
     return str(value)
 
 
+#: The longest URL a target may have (characters). httpx refuses a request URL over 65,536
+#: characters; probe's puts the address in place of the name (up to 47 characters more:
+#: ``[IPv6]:65535``), so this leaves room for it.
+MAX_URL_CHARS = 65_000
+
+#: ASCII control characters (C0 and DEL), which httpx refuses in a URL and ``urlsplit`` drops
+#: silently in part (tab, CR, LF: ``ok.example\n.evil`` would become ``ok.example.evil``).
+_URL_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def web_url(value: Any, schemes: tuple[str, ...] = ("https",)) -> str:
     """A URL of one of ``schemes``, without user:password, with a valid port and a valid host.
 
     The host is a DNS name (checked as :func:`normalize_hostname` does) or an IP address;
-    whether an IP address is allowed there is for the caller to say.
+    whether an IP address is allowed there is for the caller to say. Refused too, as what
+    the HTTP layer cannot send as written (:func:`sendable`): a URL longer than
+    :data:`MAX_URL_CHARS`, a control character (a line break inside a URL pasted on the
+    command line), a space (curl refuses it too; write ``%20``), and text that is not
+    Unicode (bytes that were not UTF-8 on the command line).
 
     Raises:
         ValueError: one line naming what is wrong.
     """
     if not isinstance(value, str):
         raise ValueError("must be a URL such as https://www.corp.example/health")
-    parts = urlsplit(value.strip())
+    text = sendable(value.strip())
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unclosed IPv6 literal, a bracketed host that is not one
+        raise ValueError(f"{shown(text)} is not a valid URL ({exc})") from None
     if parts.scheme.lower() not in schemes:
         wanted = " or ".join(f"{scheme}://" for scheme in schemes)
         raise ValueError(f"{shown(value)} must be an {wanted} URL")
@@ -352,6 +448,38 @@ def web_url(value: Any, schemes: tuple[str, ...] = ("https",)) -> str:
         port = 0
     if port == 0:
         raise ValueError(f"{shown(value)} has an invalid port")
-    if url_ip_literal(value.strip()) is None:
+    host_part = parts.netloc.rpartition("@")[2]
+    after = host_part.partition("]")[2]
+    if host_part.startswith("[") and after[:1] not in ("", ":"):  # urlsplit ignores it
+        raise ValueError(f"{shown(value)} has {shown(after)} after the IPv6 address's ']'")
+    if url_ip_literal(text) is None:
         normalize_hostname(parts.hostname or "")
-    return value.strip()
+    return text
+
+
+def sendable(url: str) -> str:
+    """``url`` unchanged when the HTTP layer can send it as written.
+
+    Raises:
+        ValueError: longer than :data:`MAX_URL_CHARS`, a control character, a space, or a
+            lone surrogate (not UTF-8).
+    """
+    if len(url) > MAX_URL_CHARS:
+        raise ValueError(f"is {len(url):,} characters long; a URL may have at most {MAX_URL_CHARS:,}")
+    control = _URL_CONTROL.search(url)
+    if control is not None:
+        raise ValueError(
+            f"{shown(url)} holds the control character {control.group()!r} at position "
+            f"{control.start()}; a URL cannot hold one"
+        )
+    if " " in url:
+        raise ValueError(
+            f"{shown(url)} holds a space at position {url.index(' ')}; write it as %20 (curl refuses it too)"
+        )
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{shown(url)} is not valid text at position {exc.start} (bytes that are not UTF-8?)"
+        ) from None
+    return url

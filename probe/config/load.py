@@ -14,6 +14,7 @@ from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ValidationError
 
+from probe._files import MAX_CONFIG_BYTES, FileRefused, read_text_capped
 from probe._text import shown
 from probe.config.defaults import DEFAULT_LISTEN
 from probe.config.errors import ConfigError, field_path, first_error, suggest
@@ -33,21 +34,15 @@ def load_config(path: str | Path) -> Config:
         The validated config.
 
     Raises:
-        ConfigError: the file cannot be read, is not YAML, or any value is invalid; the
-            message is one line naming the file, the field path and the problem.
+        ConfigError: the file cannot be read, is not a regular file of at most 1 MiB
+            (:data:`probe._files.MAX_CONFIG_BYTES`), is not UTF-8 YAML, or any value is
+            invalid; the message is one line naming the file, the field path and the problem.
     """
     path = Path(path)
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"cannot read config: {reason}", where=str(path)) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"larger than {MAX_CONFIG_BYTES // 1024} KiB; is it the right file?", where=str(path)
-        )
+        text = read_text_capped(path, MAX_CONFIG_BYTES)
+    except FileRefused as exc:
+        raise ConfigError(str(exc), where=str(path)) from None
     return parse_config(text, path)
 
 
@@ -78,9 +73,6 @@ def parse_config(text: str, path: Path | None = None) -> Config:
 
 #: A config holds a few hundred values; more means an alias bomb or a mistake.
 MAX_VALUES = 100_000
-
-#: Config files larger than this are refused before parsing (bytes).
-MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def _too_big(data: Any, budget: int) -> bool:

@@ -51,7 +51,8 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
 
-Regex = Annotated[re.Pattern[str], BeforeValidator(fields.compile_regex)]
+#: A user's regex, compiled by RE2 (linear time; blackbox_exporter's syntax).
+Regex = Annotated[fields.LinearRegex, BeforeValidator(fields.compile_regex)]
 Resolver = Annotated[tuple[str, int], BeforeValidator(parse_resolver)]
 Network = Annotated[IPNetwork, BeforeValidator(parse_network)]
 Hostname = Annotated[str, BeforeValidator(normalize_hostname)]

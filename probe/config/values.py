@@ -71,13 +71,47 @@ def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
 def parse_resolver(text: str) -> tuple[str, int]:
     """Parse ``IP``, ``IP:port`` or ``[IPv6]:port`` into ``(ip, port)``; port defaults to 53.
 
+    An unbracketed IPv6 address that reads as well as an address and a port is refused
+    (:func:`ambiguous_port`): ``::1:53`` is the address ``::1:53`` (as dig reads it, and not
+    loopback), but a person almost always means port 53 on ``::1``; ``[::1]:53`` or
+    ``[::1:53]`` says which.
+
     Raises:
-        ValueError: not an IP address with an optional port.
+        ValueError: not an IP address with an optional port, or ambiguous.
     """
+    text = str(text).strip()
     try:
-        return split_host_port(str(text).strip(), 53)
+        host, port = split_host_port(text, 53)
     except ValueError as exc:
         raise ValueError(f"{exc} (resolvers are given by address)") from None
+    split = ambiguous_port(text)
+    if split is not None:
+        address, port_text = split
+        raise ValueError(
+            f"{shown(text)} is ambiguous: the IPv6 address {host}, or port {port_text} on {address}? "
+            f"Write [{address}]:{port_text} for the port, or [{host}] for the address"
+        )
+    return host, port
+
+
+def ambiguous_port(text: str) -> tuple[str, str] | None:
+    """``(address, port)`` when an unbracketed IPv6 address also reads as an address and a port.
+
+    The rule: ``text`` ends in ``:`` and 1 to 5 decimal digits of a port (1-65535), and what
+    comes before that ``:`` is an IPv6 address too. Only an address with ``::`` followed by at
+    least two groups can be read both ways: ``::1:53`` (``::1`` and 53), ``fd00::1:53``;
+    not ``2001:4860:4860::8888`` (``2001:4860:4860:`` is no address), ``fd00::53`` or a
+    full eight-group address. ``None`` otherwise (a bracketed address, IPv4, not IPv6).
+    """
+    head, sep, tail = text.rpartition(":")
+    if not sep or not (tail.isascii() and tail.isdigit()) or len(tail) > 5 or not 0 < int(tail) < 65536:
+        return None
+    try:
+        ipaddress.IPv6Address(text)
+        ipaddress.IPv6Address(head)
+    except ValueError:
+        return None
+    return str(ipaddress.IPv6Address(head)), str(int(tail))
 
 
 def parse_network(text: str) -> IPNetwork:

@@ -31,6 +31,7 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from probe._files import MAX_CONFIG_BYTES, FileRefused, read_text_capped
 from probe._text import openssl_words
 from probe.config.errors import ConfigError
 
@@ -105,10 +106,9 @@ def load_web_config(path: str | Path) -> WebConfig:
     """
     where = str(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"cannot read web config: {reason}", where=where) from None
+        data = yaml.safe_load(read_text_capped(path, MAX_CONFIG_BYTES)) or {}
+    except FileRefused as exc:
+        raise ConfigError(str(exc), where=where) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", where=where) from None
     try:

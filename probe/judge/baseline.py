@@ -41,6 +41,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, IPvAnyAddress, ValidationError
 
+from probe._files import MAX_BASELINE_BYTES, FileRefused, read_capped
 from probe._text import printable, shorten
 from probe._version import __version__
 from probe.model.reasons import Status
@@ -288,19 +289,16 @@ def parse(text: str | bytes, path: str | Path) -> Baseline:
 
 
 def load(path: str | Path) -> Baseline:
-    """Read and validate a baseline file.
+    """Read and validate a baseline file: a regular file of at most 16 MiB.
 
     Raises:
-        BaselineError: it cannot be read, or :func:`parse` refuses it.
+        BaselineError: it cannot be read, is not a regular file, is larger than
+            :data:`probe._files.MAX_BASELINE_BYTES`, or :func:`parse` refuses it.
     """
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BaselineError(path, "no such file") from None
-    except IsADirectoryError:
-        raise BaselineError(path, "is a directory, not a baseline file") from None
-    except OSError as exc:
-        raise BaselineError(path, f"cannot read it ({exc.strerror})") from None
+        data = read_capped(path, MAX_BASELINE_BYTES)
+    except FileRefused as exc:
+        raise BaselineError(path, str(exc)) from None
     return parse(data, path)
 
 

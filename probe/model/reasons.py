@@ -103,6 +103,7 @@ class Reason(StrEnum):
     DNS_UNEXPECTED_ADDRESS = "dns_unexpected_address"
     DNS_ALIAS_MISMATCH = "dns_alias_mismatch"
     DNS_RESOLVER_FAILOVER = "dns_resolver_failover"
+    DNS_TOO_MANY_ADDRESSES = "dns_too_many_addresses"
     TCP_REFUSED = "tcp_refused"
     TCP_TIMEOUT = "tcp_timeout"
     TCP_ERROR = "tcp_error"
@@ -145,6 +146,7 @@ class Reason(StrEnum):
     BACKEND_UNDECIDED = "backend_undecided"
     HTTP_REDIRECT_WRONG = "http_redirect_wrong"
     HTTP_REDIRECT_MISSING = "http_redirect_missing"
+    CYCLE_FD_LIMIT = "cycle_fd_limit"
     HTTP_STREAM_ERROR = "http_stream_error"
     HTTP_STREAM_REFUSED = "http_stream_refused"
     GRPC_STATUS = "grpc_status"
@@ -209,6 +211,11 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.DNS,
         _W,
         "A resolver failed and the answer came from the next one in the list.",
+    ),
+    Reason.DNS_TOO_MANY_ADDRESSES: (
+        Stage.DNS,
+        _W,
+        "The answer held more than 64 addresses of a family; the 64 lowest were probed.",
     ),
     Reason.TCP_REFUSED: (Stage.TCP, _C, "The address refused the TCP connection (RST)."),
     Reason.TCP_TIMEOUT: (Stage.TCP, _C, "TCP connect did not complete within the connect timeout."),
@@ -402,6 +409,12 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.HTTP,
         _C,
         "With expect_redirect, a response that is not a redirect (a 200 serves the page over plain HTTP).",
+    ),
+    Reason.CYCLE_FD_LIMIT: (
+        Stage.CYCLE,
+        _C,
+        "This host could not open a socket: probe is at its limit of open files (RLIMIT_NOFILE) or "
+        "the system's file table is full; nothing was learned about the service.",
     ),
     Reason.HTTP_STREAM_ERROR: (
         Stage.HTTP,

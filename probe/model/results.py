@@ -396,7 +396,8 @@ class OcspResult(_Judged):
         signature_valid: the signature verified against the issuer or a responder it
             authorised; ``None`` when not checked (no issuer known, or no response).
         error: why no staple could be asked for (the second handshake failed), else ``None``.
-        failures: ``ocsp_revoked``, ``ocsp_stale`` and ``ocsp_invalid`` findings.
+        failures: ``ocsp_revoked``, ``ocsp_stale`` and ``ocsp_invalid`` findings, and
+            ``cycle_fd_limit`` when no socket could be opened for the handshake.
     """
 
     stapled: bool

@@ -95,6 +95,12 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         _A: "the first resolver is unreachable or failing (a Route 53 Resolver endpoint's "
         "security group, or a stopped DNS server); the next one answered",
     },
+    Reason.DNS_TOO_MANY_ADDRESSES: {
+        _G: "the name resolves to more servers than a load balancer has: check the record (a wildcard "
+        "or a round-robin set of every host?); only the 64 lowest addresses were probed",
+        _A: "a load balancer's name resolves to at most 8 addresses per family: check the record "
+        "(a weighted or multivalue set grown too large?); only the 64 lowest addresses were probed",
+    },
     Reason.TCP_REFUSED: {
         _G: "nothing listens on this port at this address: no listener, or the service is down",
         _A: "no listener on this port: add the listener (e.g. HTTPS:443) to the load balancer, "
@@ -274,6 +280,14 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         _A: "with weighted_random or least outstanding requests a healthy target may go unseen in "
         "a few requests: raise requests_per_address (--requests), or let the daemon or --watch count "
         "across cycles; if it stays unseen, check the target group's Targets tab",
+    },
+    Reason.CYCLE_FD_LIMIT: {
+        _G: "this host, not the service: probe has as many files and sockets open as it may; raise "
+        "LimitNOFILE= in its systemd unit (4096 in the shipped one) or ulimit -n, or check fewer "
+        "targets at once",
+        _A: "this host, not the service: probe has as many files and sockets open as it may; raise "
+        "LimitNOFILE= in its systemd unit (4096 in the shipped one) or ulimit -n, or check fewer "
+        "targets at once",
     },
     Reason.CYCLE_DEADLINE_EXCEEDED: {
         _G: "the stages' timeouts add up to more than timeouts.deadline, or many addresses are slow",

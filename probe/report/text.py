@@ -7,7 +7,6 @@ Renderers only format; the verdict was decided by :mod:`probe.judge`. The JSON d
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import IO
 from urllib.parse import urlsplit
@@ -26,8 +25,8 @@ from probe.model.results import (
     TlsResult,
 )
 from probe.report.hints import failure_hint
+from probe.report.protocol_notes import grpc_note, retry_notes
 from probe.stages.certs import common_name_of, describe_age, format_time, label_of
-from probe.stages.grpc_rules import status_name as grpc_status_name
 
 
 def overall_status(results: Sequence[TargetResult]) -> Status:
@@ -523,11 +522,11 @@ def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
         _cut_note(attempts),
         _encoding_note(attempts),
         _redirect_note(attempts),
-        _grpc_note(attempts),
+        grpc_note(attempts),
     ):
         if note is not None:
             notes.append(note)
-    return [*notes, *_retry_notes(attempts)]
+    return [*notes, *retry_notes(attempts)]
 
 
 def _cut_note(attempts: Sequence[HttpAttempt]) -> str | None:
@@ -552,28 +551,6 @@ def _redirect_note(attempts: Sequence[HttpAttempt]) -> str | None:
     if not accepted:
         return None
     return f"redirects to {printable(', '.join(accepted))}"
-
-
-def _retry_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
-    """One note per refusal that made requests retry: "2 requests retried on a new connection after …"."""
-    causes = Counter(a.retried_after for a in attempts if a.retried_after is not None)
-    return [
-        f"{plural(count, 'request')} retried on a new connection after {printable(cause)}"
-        for cause, count in sorted(causes.items())
-    ]
-
-
-def _grpc_note(attempts: Sequence[HttpAttempt]) -> str | None:
-    """What the gRPC responses said: "gRPC: SERVING ×4", "gRPC: grpc-status 12 UNIMPLEMENTED ×2"."""
-    said = Counter(
-        attempt.grpc_serving_status
-        or f"grpc-status {attempt.grpc_status} {grpc_status_name(attempt.grpc_status)}"
-        for attempt in attempts
-        if attempt.grpc_status is not None
-    )
-    if not said:
-        return None
-    return "gRPC: " + ", ".join(f"{printable(what)} ×{count}" for what, count in sorted(said.items()))
 
 
 def _attempt_label(attempt: HttpAttempt) -> str:

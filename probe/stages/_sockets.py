@@ -11,6 +11,8 @@ The DNS stage's UDP queries wait on their sockets with the same loop callbacks
 Errors are the socket's and ``ssl``'s own (``OSError``, ``ssl.SSLError`` and its
 subclasses such as ``ssl.SSLCertVerificationError``), and ``TimeoutError`` when a time
 bound passes; callers classify them. Every function that fails closes what it opened.
+:func:`fd_limit` tells, for every stage that opens sockets, a socket this host could
+not open (out of file descriptors) from a fault of the network or the peer.
 """
 
 from __future__ import annotations
@@ -18,12 +20,64 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
+import resource
 import select
 import socket
 import ssl
 from time import monotonic
 
 _WAIT_ERRORS = (BlockingIOError, InterruptedError, ssl.SSLWantReadError)
+
+log = logging.getLogger("probe.sockets")
+
+#: At most one log line per limit in this many seconds (the findings name it every time).
+FD_LIMIT_LOG_INTERVAL = 60.0
+
+_NO_FD = "no file descriptor left for a socket"
+
+#: When each limit was last logged (``time.monotonic()``), and how often it was met since.
+_logged: dict[int, tuple[float, int]] = {}
+
+
+def fd_limit(exc: BaseException) -> str | None:
+    """The sentence for a socket this host could not open for lack of file descriptors, else ``None``.
+
+    ``EMFILE``: the process is at its limit of open files (``RLIMIT_NOFILE``, whose soft and
+    hard values the sentence gives); ``ENFILE``: the system's file table is full
+    (``fs.file-max``). Neither says anything about the network or the peer, so the stages
+    report ``cycle_fd_limit`` instead of a DNS or TCP failure. Each is logged as a
+    warning naming the limit, at most once every :data:`FD_LIMIT_LOG_INTERVAL` seconds
+    (with the number of times it was met since the previous line).
+    """
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code == errno.EMFILE:
+        soft, hard = (_limit_text(n) for n in resource.getrlimit(resource.RLIMIT_NOFILE))
+        sentence = (
+            f"{_NO_FD}: this process is at its limit of open files (RLIMIT_NOFILE, soft {soft}, hard {hard})"
+        )
+        _log_limit(code, sentence, limit="RLIMIT_NOFILE", soft=soft, hard=hard)
+        return sentence
+    if code == errno.ENFILE:
+        sentence = f"{_NO_FD}: the system's file table is full (fs.file-max)"
+        _log_limit(code, sentence, limit="fs.file-max")
+        return sentence
+    return None
+
+
+def _limit_text(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+def _log_limit(code: int, sentence: str, **fields: str) -> None:
+    """Log that a limit was met: the first time, then at most once per interval."""
+    now = monotonic()
+    last, since = _logged.get(code, (float("-inf"), 0))
+    if now - last < FD_LIMIT_LOG_INTERVAL:
+        _logged[code] = (last, since + 1)
+        return
+    _logged[code] = (now, 0)
+    log.warning(sentence, extra={**fields, "errno": errno.errorcode[code], "times_since_last_line": since})
 
 
 def wake(waiter: asyncio.Future[float]) -> None:

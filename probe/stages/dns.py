@@ -2,8 +2,9 @@
 
 Each resolver is queried directly, so that the rcode of every resolver is known: over UDP
 on a non-blocking socket of the stage's own, connected to the resolver and driven by the
-event loop (``add_reader``), with dnspython building and parsing the messages; over TCP
-with ``dns.asyncquery.tcp`` when the UDP answer is truncated (TC). The next resolver is
+event loop (``add_reader``), with dnspython building and parsing the messages; over TCP,
+on a connection of its own, when the UDP answer is truncated (TC). An answer of more than
+a few KiB is parsed in a worker thread (dnspython takes ~0.5 s for 64 KiB). The next resolver is
 tried after a timeout, an error, SERVFAIL or REFUSED, as a stub resolver does. CNAME
 chains in the answer are followed and re-queried when they end without data.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from probe.config.values import IPNetwork
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import AliasResult, DnsAnswer, DnsQuery, DnsResult, Failure, IPAddress
-from probe.stages._sockets import expire, wake
+from probe.stages._sockets import expire, fd_limit, wake
 
 if TYPE_CHECKING:
     import dns.rrset
@@ -45,12 +47,19 @@ Resolver = tuple[str, int]
 
 #: CNAME links followed (in one answer and across re-queries) before calling it a loop.
 MAX_CNAME_LINKS = 16
+#: Addresses of one record type (A or AAAA) probed: the lowest ones, the rest are not
+#: connected to (``dns_too_many_addresses``). A load balancer's name has a few (an ALB at
+#: most 8), but an answer over TCP can hold 4,000, each an address-probe every cycle.
+MAX_ADDRESSES = 64
+#: Addresses named in one finding's detail before "and N more".
+_NAMED = 8
 
 _FAMILIES = {"ipv4": ("A",), "ipv6": ("AAAA",), "both": ("A", "AAAA")}
 
 # When every resolver failed, the reason reported is the most informative one seen:
 # an actual answer beats silence.
 _FAILURE_PRIORITY = (
+    Reason.CYCLE_FD_LIMIT,  # not the resolvers' failure: this host could not ask
     Reason.DNS_SERVFAIL,
     Reason.DNS_REFUSED,
     Reason.DNS_MALFORMED,
@@ -236,6 +245,7 @@ def _dns_result(plan: DnsPlan, lookups: list[_Lookup], per_name: int, start: flo
     failures = [
         *_address_failures(plan.hostname, answers, main_lookups),
         *_failover_warnings(main_lookups),
+        *_too_many_addresses(plan.hostname, main_lookups),
         *_unexpected_addresses(plan, answers),
     ]
     alias_result = None
@@ -325,12 +335,39 @@ def pinned_answers(addresses: Sequence[IPAddress], networks: Sequence[IPNetwork]
 def _answers(lookups: Sequence[_Lookup], networks: Sequence[IPNetwork]) -> tuple[DnsAnswer, ...]:
     seen: dict[IPAddress, DnsAnswer] = {}
     for lookup in lookups:
-        for address, ttl in lookup.answers:
+        for address, ttl in _probed(lookup.answers):
             if address not in seen:
                 seen[address] = DnsAnswer(
                     address=address, ttl=ttl, expected=address_expected(address, networks)
                 )
     return tuple(sorted(seen.values(), key=lambda a: (a.address.version, a.address)))
+
+
+def _probed(answers: tuple[tuple[IPAddress, int], ...]) -> tuple[tuple[IPAddress, int], ...]:
+    """The answers of one lookup that are probed: all, or the MAX_ADDRESSES lowest addresses."""
+    if len(answers) <= MAX_ADDRESSES:
+        return answers
+    return tuple(sorted(answers, key=lambda answer: answer[0])[:MAX_ADDRESSES])
+
+
+def _too_many_addresses(hostname: str, lookups: Sequence[_Lookup]) -> list[Failure]:
+    """``dns_too_many_addresses`` for each lookup whose answer held more than MAX_ADDRESSES."""
+    return [
+        Failure(
+            Reason.DNS_TOO_MANY_ADDRESSES,
+            f"{hostname} has {len(lookup.answers)} {lookup.qtype} records, more than the "
+            f"{MAX_ADDRESSES} that probe probes: the {MAX_ADDRESSES} lowest addresses were probed, "
+            "the others not connected to",
+        )
+        for lookup in lookups
+        if len(lookup.answers) > MAX_ADDRESSES
+    ]
+
+
+def _named(addresses: Sequence[IPAddress]) -> str:
+    """Addresses for a detail: the first eight, then how many more."""
+    text = ", ".join(map(str, addresses[:_NAMED]))
+    return text + (f" and {len(addresses) - _NAMED} more" if len(addresses) > _NAMED else "")
 
 
 def address_expected(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
@@ -363,12 +400,20 @@ def _no_address_failure(hostname: str, lookups: Sequence[_Lookup]) -> Failure:
 
 
 def _failover_warnings(lookups: Sequence[_Lookup]) -> list[Failure]:
+    """``dns_resolver_failover`` for each resolver that failed before another answered.
+
+    A query this host could not send (``cycle_fd_limit``) is not the resolver's
+    failure: it is reported as that, once.
+    """
     warnings: dict[str, Failure] = {}
     for lookup in lookups:
         if lookup.resolver is None:
             continue
         for query in lookup.queries:
-            if query.error is not None and query.resolver != lookup.resolver:
+            if query.error is Reason.CYCLE_FD_LIMIT:
+                detail = f"{query.resolver}: {query.detail}; the answer came from {lookup.resolver}"
+                warnings.setdefault("", Failure(query.error, detail))
+            elif query.error is not None and query.resolver != lookup.resolver:
                 warnings.setdefault(
                     query.resolver,
                     Failure(
@@ -388,7 +433,7 @@ def _compare_alias(
     pinned_by: str | None = None,
 ) -> tuple[AliasResult, Failure | None]:
     alias_addresses = tuple(
-        sorted({a for lk in lookups for a, _ in lk.answers}, key=lambda a: (a.version, a))
+        sorted({a for lk in lookups for a, _ in _probed(lk.answers)}, key=lambda a: (a.version, a))
     )
     resolved = bool(alias_addresses)
     matches = resolved and set(alias_addresses) == set(addresses)
@@ -404,9 +449,9 @@ def _compare_alias(
     ours = hostname if pinned_by is None else "the pinned set"
     parts = []
     if only_name:
-        parts.append(f"only {ours} has {', '.join(map(str, only_name))}")
+        parts.append(f"only {ours} has {_named(only_name)}")
     if only_alias:
-        parts.append(f"only {alias_name} has {', '.join(map(str, only_alias))}")
+        parts.append(f"only {alias_name} has {_named(only_alias)}")
     if pinned_by is not None:
         head = (
             f"the addresses pinned for {hostname} (with {pinned_by}) differ from "
@@ -556,6 +601,8 @@ async def _ask(
 
 #: The largest UDP payload read (a datagram's maximum; dnspython reads as much).
 _UDP_MAX = 65535
+#: Answers up to this size (bytes) are parsed on the event loop (see :func:`_parsed`).
+_PARSE_INLINE = 4096
 
 
 async def _exchange(
@@ -569,7 +616,7 @@ async def _exchange(
     the answer arrived. The first datagram from the resolver decides, as with
     ``dns.asyncquery.udp``: it must parse and answer the query (id and question,
     ``Message.is_response``). With TC set the query is sent again over TCP
-    (``dns.asyncquery.tcp``), within what is left of ``timeout``. Every socket is closed
+    (:func:`_tcp`), within what is left of ``timeout``. Every socket is closed
     on every path.
 
     Args:
@@ -617,14 +664,37 @@ async def _exchange(
     finally:
         sock.close()
     try:
-        response = dns.message.from_wire(
-            data, keyring=query.keyring, request_mac=query.mac, raise_on_truncation=True
-        )
+        response = await _parsed(query, data, raise_on_truncation=True)
     except dns.message.Truncated:
         return await _tcp(query, resolver, max(0.0, end - loop.time())), True, time.monotonic()
+    return response, False, answered
+
+
+async def _parsed(
+    query: dns.message.Message, data: bytes, *, raise_on_truncation: bool = False
+) -> dns.message.Message:
+    """The answer to ``query`` in ``data``, parsed by dnspython: in a worker thread when large.
+
+    dnspython parses some 10,000 records a second, so the largest answer (64 KiB, ~4,000
+    records) would hold the event loop for half a second; one of more than
+    :data:`_PARSE_INLINE` bytes (a few hundred records; an honest answer without EDNS
+    fits in 512) is parsed in a worker thread, where the loop gets its turns.
+
+    Raises:
+        dns.message.Truncated: TC is set and ``raise_on_truncation``.
+        dns.exception.DNSException, ValueError: the data does not parse, or does not
+            answer ``query`` (``dns.query.BadResponse``).
+    """
+
+    def parse() -> dns.message.Message:
+        return dns.message.from_wire(
+            data, keyring=query.keyring, request_mac=query.mac, raise_on_truncation=raise_on_truncation
+        )
+
+    response = parse() if len(data) <= _PARSE_INLINE else await asyncio.to_thread(parse)
     if not query.is_response(response):
         raise _bad_response()
-    return response, False, answered
+    return response
 
 
 def _bad_response() -> dns.exception.DNSException:
@@ -634,11 +704,32 @@ def _bad_response() -> dns.exception.DNSException:
 
 
 async def _tcp(query: dns.message.Message, resolver: Resolver, timeout: float) -> dns.message.Message:
-    """The answer over TCP (after a truncated UDP one); the rare path, so dnspython's own."""
-    import dns.asyncquery  # imported on first use: TC answers are rare
+    """The answer over TCP (after a truncated UDP one): one length-prefixed message each way.
 
+    RFC 1035 §4.2.2 (RFC 7766): the query and the answer each preceded by their length in
+    two bytes; the connection is closed after the answer. The bytes are read on the loop,
+    the answer parsed by :func:`_parsed`.
+
+    Raises:
+        TimeoutError: no whole answer within ``timeout``.
+        OSError: the connection failed, or closed before the whole answer.
+        dns.exception.DNSException, ValueError: as :func:`_parsed`.
+    """
+    wire = query.to_wire()
     async with asyncio.timeout(timeout):
-        return await dns.asyncquery.tcp(query, resolver[0], timeout=timeout, port=resolver[1])
+        reader, writer = await asyncio.open_connection(resolver[0], resolver[1])
+        try:
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            await writer.drain()
+            (size,) = struct.unpack("!H", await reader.readexactly(2))
+            data = await reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError(
+                0, "the resolver closed the TCP connection before its answer"
+            ) from None
+        finally:
+            writer.close()
+    return await _parsed(query, data)
 
 
 def classify_dns_error(exc: BaseException, limit: float) -> tuple[Reason, str]:
@@ -647,7 +738,8 @@ def classify_dns_error(exc: BaseException, limit: float) -> tuple[Reason, str]:
     Chosen by exception type only (dnspython's exceptions are structured), most specific
     first: a timeout (asyncio's or dnspython's), any other dnspython error or a
     ``ValueError`` from wire parsing (garbage, or an answer to another question), and
-    socket errors.
+    socket errors: ``cycle_fd_limit`` when this host is out of file descriptors
+    (:func:`probe.stages._sockets.fd_limit`), else ``dns_error``.
 
     Args:
         exc: the exception raised by the query.
@@ -661,6 +753,9 @@ def classify_dns_error(exc: BaseException, limit: float) -> tuple[Reason, str]:
     if isinstance(exc, dns.exception.DNSException):
         return Reason.DNS_MALFORMED, f"malformed response: {type(exc).__name__}"
     if isinstance(exc, OSError):
+        no_fd = fd_limit(exc)
+        if no_fd is not None:  # this host's limit, not the resolver's fault
+            return Reason.CYCLE_FD_LIMIT, f"cannot query: {no_fd}"
         return Reason.DNS_ERROR, f"cannot query: {exc.strerror or exc}"
     if isinstance(exc, ValueError):  # dnspython raises ValueError for some wire garbage
         return Reason.DNS_MALFORMED, f"malformed response: {exc}"

@@ -47,10 +47,9 @@ from probe.stages.http_rules import (
     classify_http_error,
     content_codings,
     cookie_names,
-    decode_body,
     default_port,
     goaway_failure,
-    judge_response,
+    judge_body,
     phase_times,
     redirect_location,
     refusal_failure,
@@ -398,10 +397,7 @@ async def _attempt(
     if failure is not None:
         return HttpAttempt(backend=None, body_truncated=final.body.truncated, failures=(failure,), **common)
     assert final.status is not None and final.headers is not None
-    decoded, cut, undecodable = decode_body(raw, content_codings(final.headers), target.max_body_bytes)
-    backend, failures = judge_response(
-        final.status, final.headers, decoded, target, address, undecodable=undecodable
-    )
+    backend, failures, cut = await judge_body(final.status, final.headers, raw, target, address)
     if final.body.too_large is not None:
         failures = (*failures, Failure(Reason.HTTP_BODY_TOO_LARGE, final.body.too_large, address))
     notes = final.notes or Notes()

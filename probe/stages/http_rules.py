@@ -10,6 +10,7 @@ of a request from its trace events; and the summary of an address's requests. No
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import re
@@ -25,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from probe._text import host_port, plural, shorten
+from probe.config.fields import LinearRegex
 from probe.config.models import TargetConfig
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
@@ -41,6 +43,11 @@ CLOCK_SKEW_LIMIT = 60.0
 _PRINTABLE = re.compile(r"[^\x21-\x7e]+")
 _PRINTABLE_SPACE = re.compile(r"[^\x20-\x7e]+")
 _GZIP = frozenset({"gzip", "x-gzip"})
+#: Bodies up to this size (bytes) are decoded and judged on the event loop, in well under a
+#: millisecond; larger ones (a max_body_bytes raised above it) in a worker thread.
+INLINE_BODY_BYTES = 256 * 1024
+#: The piece of a body turned into text in one step (see :func:`_utf8`).
+_PIECE = 1 << 20
 #: When the reads that delivered the response's headers and its end returned (keys of the
 #: trace events that :func:`phase_times` reads).
 FIRST_BYTE, LAST_BYTE = "network.first_byte", "network.last_byte"
@@ -51,13 +58,21 @@ def default_port(scheme: str) -> int:
     return 80 if scheme == "http" else 443
 
 
+#: The most content codings decoded one after another: curl's limit (CVE-2022-32206).
+MAX_CODINGS = 5
+#: The most gzip members decoded one after another (RFC 1952 §2.2): each costs a decoder.
+MAX_GZIP_MEMBERS = 1024
+
+
 def decode_body(raw: bytes, codings: tuple[str, ...], cap: int) -> tuple[bytes, bool, str | None]:
     """Undo the content codings of a body (RFC 9110 §8.4), never producing more than ``cap`` bytes.
 
     gzip (``x-gzip``) and deflate (zlib-wrapped, or raw as some servers send it) are
     decoded with zlib's output limit, so a small compressed body that expands to gigabytes
     (a decompression bomb) yields ``cap`` bytes and stops. A body cut at the read cap
-    decodes as far as it goes.
+    decodes as far as it goes. The work is bounded by what the server cannot multiply:
+    at most :data:`MAX_CODINGS` codings (as curl) and :data:`MAX_GZIP_MEMBERS` gzip
+    members; past either the body is not decoded and ``problem`` says so.
 
     Args:
         raw: the body as read.
@@ -70,30 +85,66 @@ def decode_body(raw: bytes, codings: tuple[str, ...], cap: int) -> tuple[bytes, 
         sentence such as ``"body is br-encoded"`` when the body cannot be decoded
         (``None`` when it could).
     """
+    if len(codings) > MAX_CODINGS:
+        return (
+            raw,
+            False,
+            (
+                f"body has {len(codings)} content codings, more than the {MAX_CODINGS} that probe "
+                "(as curl) decodes"
+            ),
+        )
     data = raw
     cut = False
     for coding in reversed(codings):
-        if coding in _GZIP:
-            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif coding == "deflate":
-            decoder = zlib.decompressobj(zlib.MAX_WBITS if _zlib_header(data) else -zlib.MAX_WBITS)
-        else:
+        if coding not in _GZIP and coding != "deflate":
             return raw, False, f"body is {printable_token(coding)}-encoded, which probe cannot decode"
         if cap == 0:
             return b"", bool(data), None
         try:
-            out = decoder.decompress(data, cap)
-            # gzip allows several members one after another (RFC 1952 §2.2), as gzip(1) and
-            # curl decode them; each member gets the room the earlier ones left.
-            while coding in _GZIP and decoder.eof and decoder.unused_data and len(out) < cap:
-                rest = decoder.unused_data
-                decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                out += decoder.decompress(rest, cap - len(out))
+            data, more = _inflate(data, coding, cap)
         except zlib.error as exc:
             return raw, False, f"body is {coding}-encoded but does not decode ({exc})"
-        cut = cut or bool(decoder.unconsumed_tail) or (len(out) >= cap and bool(decoder.unused_data))
-        data = out
+        except _TooManyMembers:
+            return (
+                raw,
+                False,
+                (f"body is gzip-encoded in more than {MAX_GZIP_MEMBERS} members, more than probe decodes"),
+            )
+        cut = cut or more
     return data, cut, None
+
+
+class _TooManyMembers(Exception):
+    """A gzip body of more than :data:`MAX_GZIP_MEMBERS` members."""
+
+
+def _inflate(data: bytes, coding: str, cap: int) -> tuple[bytes, bool]:
+    """One gzip or deflate coding undone: ``(at most cap bytes, whether more was left)``.
+
+    Raises:
+        zlib.error: the data does not decode.
+        _TooManyMembers: a gzip body of more than MAX_GZIP_MEMBERS members.
+    """
+    if coding in _GZIP:
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    else:
+        decoder = zlib.decompressobj(zlib.MAX_WBITS if _zlib_header(data) else -zlib.MAX_WBITS)
+    parts = [decoder.decompress(data, cap)]
+    size = len(parts[0])
+    # gzip allows several members one after another (RFC 1952 §2.2), as gzip(1) and curl
+    # decode them; each member gets the room the earlier ones left.
+    members = 1
+    while coding in _GZIP and decoder.eof and decoder.unused_data and size < cap:
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise _TooManyMembers
+        rest = decoder.unused_data
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        parts.append(decoder.decompress(rest, cap - size))
+        size += len(parts[-1])
+    more = bool(decoder.unconsumed_tail) or (size >= cap and bool(decoder.unused_data))
+    return b"".join(parts), more
 
 
 def _zlib_header(data: bytes) -> bool:
@@ -136,14 +187,21 @@ def _distinct_keep_order(values: list[str]) -> list[str]:
 
 
 def cookie_names(headers: httpx.Headers | Mapping[str, str]) -> tuple[str, ...]:
-    """Names of the cookies set by ``Set-Cookie`` fields (never their values), at most 16."""
+    """Names of the cookies set by ``Set-Cookie`` fields (never their values), at most 16.
+
+    Past 16 distinct names the 16th entry says how many more there were
+    (``"… and 2984 more"``): the list is bounded, and never cut without saying so.
+    """
     names = []
     for field in _values(headers, "set-cookie", split_commas=False) or []:
         name = field.split(";", 1)[0].split("=", 1)[0].strip()
         cleaned = _PRINTABLE.sub("_", name)[:_MAX_BACKEND_NAME]
         if cleaned:
             names.append(cleaned)
-    return tuple(dict.fromkeys(names))[:_MAX_COOKIES]
+    distinct = tuple(dict.fromkeys(names))
+    if len(distinct) <= _MAX_COOKIES:
+        return distinct
+    return (*distinct[: _MAX_COOKIES - 1], f"… and {len(distinct) - _MAX_COOKIES + 1} more")
 
 
 def response_date(headers: httpx.Headers | Mapping[str, str]) -> float | None:
@@ -161,7 +219,11 @@ def response_date(headers: httpx.Headers | Mapping[str, str]) -> float | None:
 
 
 def redirect_location(
-    status: int, headers: httpx.Headers | Mapping[str, str], target: TargetConfig
+    status: int,
+    headers: httpx.Headers | Mapping[str, str],
+    target: TargetConfig,
+    *,
+    limit: int | None = _MAX_LOCATION,
 ) -> tuple[str | None, str | None]:
     """The ``Location`` of a redirect (3xx) as an absolute URL, and a note on where it points.
 
@@ -169,6 +231,13 @@ def redirect_location(
     ``http://`` (from an ``https://`` target) or upgrades to ``https://`` (from an
     ``http://`` one) (RFC 9110 §10.2.2: a relative reference is resolved against the
     request URL, whose host is the target's hostname and whose scheme is the target's).
+
+    Args:
+        status: the response's status.
+        headers: the response's headers.
+        target: the target, whose URL a relative Location is resolved against.
+        limit: the most characters of the URL kept, for showing (cut with ``...``, and
+            non-printable characters replaced); ``None``: the URL as resolved, to compare.
 
     Returns:
         ``(url, note)``, both ``None`` for other statuses or without a Location.
@@ -183,12 +252,17 @@ def redirect_location(
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError:
-        return _PRINTABLE_SPACE.sub("_", values[0])[:_MAX_LOCATION], "not a valid URL"
-    url = _PRINTABLE_SPACE.sub("_", url)[:_MAX_LOCATION]
+        return _shown_url(values[0], limit), "not a valid URL"
+    url = _shown_url(url, limit)
     note = _where_it_points(parts.scheme, host, port, target)
     if len(values) > 1:
         note += f"; {len(values)} different Location headers, the first is shown"
     return url, note
+
+
+def _shown_url(url: str, limit: int | None) -> str:
+    """``url`` printable and cut to ``limit`` characters with ``...``; as is for ``None``."""
+    return url if limit is None else shorten(_PRINTABLE_SPACE.sub("_", url), limit)
 
 
 def _where_it_points(scheme_text: str, host: str | None, port: int | None, target: TargetConfig) -> str:
@@ -258,7 +332,7 @@ def judge_redirect(
                 address,
             ),
         )
-    location, _ = redirect_location(status, headers, target)
+    location, _ = redirect_location(status, headers, target, limit=None)
     if location is None:
         return (
             Failure(
@@ -275,7 +349,7 @@ def judge_redirect(
     return (
         Failure(
             Reason.HTTP_REDIRECT_WRONG,
-            f"{status} to {location}: {why} (expected 301 or 302 to {expected})",
+            f"{status} to {_shown_url(location, _MAX_LOCATION)}: {why} (expected 301 or 302 to {expected})",
             address,
         ),
     )
@@ -371,7 +445,7 @@ def classify_http_error(
     if own is not None:
         return own
     if isinstance(exc, httpx.RemoteProtocolError):
-        return Reason.HTTP_PROTOCOL_ERROR, f"invalid HTTP response: {_short(exc)}"
+        return Reason.HTTP_PROTOCOL_ERROR, f"invalid HTTP response: {_httpx_words(exc)}"
     if isinstance(exc, httpx.ReadError | httpx.WriteError):
         # TLS 1.3 servers that require a client certificate say so only after the
         # handshake, with an alert that arrives on the first read.
@@ -382,6 +456,14 @@ def classify_http_error(
     if isinstance(exc, httpx.DecodingError):
         return Reason.HTTP_PROTOCOL_ERROR, f"the response cannot be decoded: {_short(exc)}"
     return Reason.HTTP_PROTOCOL_ERROR, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _httpx_words(exc: httpx.RemoteProtocolError) -> str:
+    """What httpx itself refused in a response (not probe's transport), in probe's words where known."""
+    if str(exc).startswith("Invalid URL in location header"):
+        # httpx builds the redirect's URL even when it does not follow it.
+        return "the Location header is not a URL httpx accepts (longer than 65,536 characters, or malformed)"
+    return _short(exc)
 
 
 def _transport_finding(exc: httpx.HTTPError) -> tuple[Reason, str] | None:
@@ -492,6 +574,37 @@ def phase_times(events: Mapping[str, float], start: float, end: float | None) ->
     )
 
 
+async def judge_body(
+    status: int,
+    headers: httpx.Headers,
+    raw: bytes,
+    target: TargetConfig,
+    address: IPAddress,
+) -> tuple[str | None, tuple[Failure, ...], bool]:
+    """:func:`decode_body`, then :func:`judge_response`, off the event loop for a large body.
+
+    The work is linear in the body (RE2, zlib with an output limit), and a body of at
+    most :data:`INLINE_BODY_BYTES` (the default ``max_body_bytes`` is 64 KiB) is judged
+    on the loop; a larger one, or a compressed one that may expand past it, in a worker
+    thread, where zlib and RE2 release the interpreter, so that other targets' requests
+    and the scrapes go on meanwhile.
+
+    Returns:
+        ``(backend name or None, failures, whether decoding stopped at max_body_bytes)``.
+    """
+    codings = content_codings(headers)
+
+    def judged() -> tuple[str | None, tuple[Failure, ...], bool]:
+        decoded, cut, undecodable = decode_body(raw, codings, target.max_body_bytes)
+        backend, failures = judge_response(status, headers, decoded, target, address, undecodable=undecodable)
+        return backend, failures, cut
+
+    small = len(raw) <= INLINE_BODY_BYTES and (not codings or target.max_body_bytes <= INLINE_BODY_BYTES)
+    if small:
+        return judged()
+    return await asyncio.to_thread(judged)
+
+
 def judge_response(
     status: int,
     headers: httpx.Headers | Mapping[str, str],
@@ -529,9 +642,9 @@ def judge_response(
     failures = []
     if not target.status_accepted(status):
         failures.append(_status_failure(status, headers, target, address))
-    text: str | None = None
+    text: bytes | None = None
     if target.body_regex is not None:
-        text = _text(body, headers)
+        text = _utf8(body, headers)
         mismatch = _body_mismatch(text, target.body_regex, undecodable, address)
         if mismatch is not None:
             failures.append(mismatch)
@@ -542,7 +655,7 @@ def judge_response(
         backend, missing = _backend_in_header(headers, rule.header)
     else:
         assert rule.body_regex is not None
-        text = text if text is not None else _text(body, headers)
+        text = text if text is not None else _utf8(body, headers)
         backend, missing = _backend_in_body(text, rule.body_regex, undecodable)
     if backend is None:
         failures.append(Failure(Reason.BACKEND_UNIDENTIFIED, missing, address))
@@ -561,13 +674,13 @@ def _status_failure(
 
 
 def _body_mismatch(
-    text: str, body_regex: re.Pattern[str], undecodable: str | None, address: IPAddress | None
+    text: bytes, body_regex: LinearRegex, undecodable: str | None, address: IPAddress | None
 ) -> Failure | None:
     """``http_body_mismatch`` when the body (as text) does not match ``body_regex``, else ``None``."""
     if undecodable is not None:
         detail = f"{undecodable}; not matched against '{body_regex.pattern}'"
         return Failure(Reason.HTTP_BODY_MISMATCH, detail, address)
-    if body_regex.search(text):
+    if body_regex.search(text) is not None:
         return None
     return Failure(Reason.HTTP_BODY_MISMATCH, f"body does not match '{body_regex.pattern}'", address)
 
@@ -587,7 +700,7 @@ def _backend_in_header(headers: httpx.Headers | Mapping[str, str], header: str) 
 
 
 def _backend_in_body(
-    text: str, backend_regex: re.Pattern[str], undecodable: str | None
+    text: bytes, backend_regex: LinearRegex, undecodable: str | None
 ) -> tuple[str | None, str]:
     """The backend that group 1 of ``backend_regex`` captures: ``(name, "")``, or ``(None, why not)``."""
     if undecodable is not None:
@@ -595,14 +708,19 @@ def _backend_in_body(
     match = backend_regex.search(text)
     if match is None:
         return None, f"body does not match the backend pattern '{backend_regex.pattern}'"
-    backend = _clean_backend(match.group(1)) if match.group(1) else None
+    backend = _clean_backend(match[1]) if match[1] else None
     if backend is None:
         return None, f"the backend pattern '{backend_regex.pattern}' captured an empty name"
     return backend, ""
 
 
-def _text(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> str:
-    """The body as text in its declared charset (UTF-8 when none or unknown), errors replaced."""
+def _utf8(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> bytes:
+    """The body as UTF-8, read in its declared charset (UTF-8 when none or unknown), errors replaced.
+
+    What the regexes search: the text as Python decodes it, encoded as RE2 reads it. Done
+    a piece (:data:`_PIECE` bytes) at a time, so that no single step holds the interpreter
+    long when a large body is judged in a worker thread (:func:`judge_body`).
+    """
     charset = "utf-8"
     content_type = (_values(headers, "content-type", split_commas=False) or [""])[0]
     for param in content_type.split(";")[1:]:
@@ -611,7 +729,13 @@ def _text(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> str:
             wanted = value.strip().strip('"')
             with contextlib.suppress(LookupError, ValueError):
                 charset = codecs.lookup(wanted).name
-    return body.decode(charset, "replace")
+    if charset == "utf-8" and body.isascii():
+        return body
+    decoder = codecs.getincrementaldecoder(charset)("replace")
+    pieces = [decoder.decode(body[at : at + _PIECE]) for at in range(0, len(body), _PIECE)]
+    pieces.append(decoder.decode(b"", final=True))
+    # "replace" for the lone surrogates a few codecs (UTF-7) let through
+    return b"".join(piece.encode("utf-8", "replace") for piece in pieces)
 
 
 def _clean_backend(value: str) -> str | None:

@@ -42,11 +42,13 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 from OpenSSL import SSL, crypto
 
+from probe._files import MAX_PEM_BYTES, FileRefused, check_capped
 from probe._text import openssl_words, shorten
 from probe.config.models import Timeouts
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import Failure, IPAddress, OcspResult
+from probe.stages._sockets import fd_limit
 from probe.stages.certs import describe_age, format_time
 
 if TYPE_CHECKING:
@@ -94,7 +96,10 @@ def build_context(ca_file: Path | None, min_tls_version: str) -> SSL.Context:
         if ca_file is None:
             context.set_default_verify_paths()
         else:
+            check_capped(ca_file, MAX_PEM_BYTES)
             context.load_verify_locations(str(ca_file))
+    except FileRefused as exc:
+        raise ValueError(f"cannot load the trust anchors for OCSP stapling: {ca_file}: {exc}") from None
     except SSL.Error as exc:
         raise ValueError(f"cannot load the trust anchors for OCSP stapling: {openssl_words(exc)}") from None
     store = context.get_cert_store()
@@ -122,7 +127,8 @@ async def staple(
 
     Returns:
         The result; a failed connect or handshake is an ``error`` fact (the TLS stage
-        reports the address's handshake faults), never an exception.
+        reports the address's handshake faults), never an exception; no socket for lack of
+        file descriptors is a ``cycle_fd_limit`` finding besides.
 
     Raises:
         ValueError: the plan has no stapling context (a bug in the caller).
@@ -153,6 +159,12 @@ async def _staple(
             stapled=False, error=f"no TCP connection for the stapling handshake within {limit:.3g}s"
         )
     except OSError as exc:
+        no_fd = fd_limit(exc)
+        if no_fd is not None:  # this host's limit, a finding: the staple was never asked for
+            why = f"no stapling handshake: {no_fd}"
+            return OcspResult(
+                stapled=False, error=why, failures=(Failure(Reason.CYCLE_FD_LIMIT, why, address),)
+            )
         why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
         return OcspResult(stapled=False, error=f"connect for the stapling handshake failed: {why}")
     staples: list[bytes] = []

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from probe._text import openssl_words, unreadable
+from probe._files import MAX_PEM_BYTES, FileRefused, check_capped, why_unreadable
+from probe._text import openssl_words
 from probe.config.models import Timeouts
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
@@ -159,8 +160,9 @@ def build_contexts(
     which version an old server speaks, always uses level 0.
 
     Raises:
-        ValueError: ``ca_file`` cannot be read or holds no certificate (a message without
-            the file or field; the caller adds them).
+        ValueError: ``ca_file`` cannot be read, is not a regular file of at most 4 MiB
+            (:data:`probe._files.MAX_PEM_BYTES`) or holds no certificate (a message without
+            the field; the caller adds it).
     """
     lowered = _VERSIONS[min_tls_version] < ssl.TLSVersion.TLSv1_2
 
@@ -185,12 +187,15 @@ def build_contexts(
             context.load_default_certs()
         else:
             try:
+                check_capped(ca_file, MAX_PEM_BYTES)
                 context.load_verify_locations(cafile=str(ca_file))
+            except FileRefused as exc:
+                raise ValueError(f"{ca_file}: {exc}") from None
             except ssl.SSLError as exc:
                 why = openssl_words(exc)
                 raise ValueError(f"{ca_file}: not a PEM certificate bundle ({why})") from None
             except OSError as exc:
-                raise ValueError(unreadable(ca_file, exc)) from None
+                raise ValueError(f"{ca_file}: {why_unreadable(exc)}") from None
             # Any certificate is a trust anchor, a pinned self-signed leaf too (as for curl).
             if not context.cert_store_stats()["x509"]:
                 raise ValueError(f"{ca_file}: holds no certificate")
@@ -454,10 +459,15 @@ def classify_connect_error(exc: OSError) -> tuple[Reason, str]:
     """Map a TCP connect failure to a reason and a sentence.
 
     The connect (``probe.stages._sockets``, as asyncio) puts its own text in ``strerror`` ("Connect
-    call failed …"); the errno says what happened (no route, network unreachable …).
+    call failed …"); the errno says what happened (no route, network unreachable …). No
+    socket for lack of file descriptors is this host's limit, ``cycle_fd_limit``
+    (:func:`probe.stages._sockets.fd_limit`), not a TCP failure.
     """
     if isinstance(exc, ConnectionRefusedError):
         return Reason.TCP_REFUSED, "connection refused"
+    no_fd = netio.fd_limit(exc)
+    if no_fd is not None:  # this host's limit: no packet left
+        return Reason.CYCLE_FD_LIMIT, no_fd
     why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
     return Reason.TCP_ERROR, f"connect failed: {why}"
 

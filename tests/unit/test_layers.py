@@ -4,8 +4,8 @@ Read from the source with ``ast`` (no import runs), so a new upward arrow fails 
 anyone notices it in a traceback. The layers, bottom to top (CONTRIBUTING.md, "Layout"):
 ``model``, ``config``, ``stages``, ``judge``, ``engine``, ``report``, ``daemon``, ``cli``.
 A module may import its own package and the packages below it; the top-level helpers
-(``probe._text``, ``probe._version``, ``probe.log``) from anywhere; ``probe.lab`` (the
-loopback lab) imports nothing of probe's but itself; nothing imports ``cli`` except ``cli``
+(``probe._files``, ``probe._text``, ``probe._version``, ``probe.log``) from anywhere;
+``probe.lab`` (the loopback lab) imports nothing of probe's but itself; nothing imports ``cli`` except ``cli``
 and the launcher ``probe.__main__``.
 """
 
@@ -21,7 +21,7 @@ from tests.support.helpers import REPO
 
 PACKAGE = REPO / "probe"
 LAYERS = ("model", "config", "stages", "judge", "engine", "report", "daemon", "cli")
-SHARED = frozenset({"_text", "_version", "log"})
+SHARED = frozenset({"_files", "_text", "_version", "log"})
 
 
 def module_name(path: Path) -> str:

@@ -138,7 +138,7 @@ def test_config_file_and_target_selection(demo: DemoLab, tmp_path: Path) -> None
         ),
         (
             ["check", "--config", "/nonexistent.yaml"],
-            "probe: /nonexistent.yaml: cannot read config: No such file or directory",
+            "probe: /nonexistent.yaml: no such file",
         ),
         (
             ["check", "--config", "x.yaml", "https://www.corp.example/"],

@@ -188,7 +188,7 @@ def test_an_unreadable_ca_file_is_refused_at_once_not_after_a_silent_resolver(
 
     elapsed = time.monotonic() - start
     captured = capsys.readouterr()
-    why = "no such file" if ca_file == "missing.pem" else "cannot read: Is a directory"
+    why = "no such file" if ca_file == "missing.pem" else "is a directory, not a file"
     assert code == 3
     assert captured.out == ""
     assert captured.err == f"probe: --ca-file: {ca_file}: {why}\n"

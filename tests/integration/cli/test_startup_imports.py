@@ -47,6 +47,7 @@ NOT_FOR_CHECK = (
     "probe.cli.watch",  # only with --watch
     "probe.report.watch",
     "probe.cli.push",  # only with --push
+    "re2",  # only where a regex is compiled (body_regex, --backend-regex): ~4 ms
 )
 #: Not loaded for ``--help`` either: the modules of the commands load when a command runs.
 NOT_FOR_HELP = (
@@ -125,6 +126,16 @@ def test_check_with_ocsp_staple_loads_pyopenssl(demo: DemoLab, tmp_path: Path) -
     assert document["targets"][0]["status"] == "ok"
     assert "OpenSSL" in modules
     assert present(modules, tuple(n for n in NOT_FOR_CHECK if n != "OpenSSL")) == set()
+
+
+def test_check_with_a_backend_regex_loads_re2_and_finds_the_backend(demo: DemoLab, tmp_path: Path) -> None:
+    complete, modules = loaded(tmp_path, *check_args(demo, "--backend-regex", r"served by (\S+)", "--json"))
+
+    assert complete.returncode == 0, complete.stdout + complete.stderr
+    document = json.loads(complete.stdout)
+    assert document["targets"][0]["status"] == "ok"
+    assert "re2" in modules
+    assert present(modules, tuple(n for n in NOT_FOR_CHECK if n != "re2")) == set()
 
 
 def test_check_with_push_loads_the_renderer_but_not_prometheus_client(demo: DemoLab, tmp_path: Path) -> None:

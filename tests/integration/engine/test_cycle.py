@@ -130,7 +130,7 @@ def test_internal_error_is_recorded_and_logged(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("injected bug")
 
-    monkeypatch.setattr(http_stage, "judge_response", broken)
+    monkeypatch.setattr(http_stage, "judge_body", broken)
     result = run(demo.target())
 
     assert result.status is Status.CRITICAL

@@ -405,7 +405,7 @@ def test_save_into_a_missing_directory_fails_with_one_line(tmp_path: Path) -> No
 def test_load_and_check_writable_refuse_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(BaselineError, match=r"no such file$"):
         baseline.load(tmp_path / "missing.json")
-    with pytest.raises(BaselineError, match=r"is a directory, not a baseline file$"):
+    with pytest.raises(BaselineError, match=r"is a directory, not a file$"):
         baseline.load(tmp_path)
     with pytest.raises(BaselineError, match=r"is a directory; give a file name"):
         baseline.check_writable(tmp_path)

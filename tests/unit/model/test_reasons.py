@@ -8,6 +8,7 @@ from probe.model.reasons import ExitCode, Reason, Stage, Status
 
 WARNINGS = {
     Reason.DNS_RESOLVER_FAILOVER,
+    Reason.DNS_TOO_MANY_ADDRESSES,  # the rest of the answer is not probed
     Reason.CERT_EXPIRING_SOON,
     Reason.CERT_DIFFERS_BETWEEN_ADDRESSES,
     Reason.OCSP_STALE,

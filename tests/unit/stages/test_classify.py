@@ -17,6 +17,7 @@ from probe.config.models import TargetConfig
 from probe.config.values import PRIVATE_NETWORKS, parse_network
 from probe.model.reasons import Reason
 from probe.model.results import Failure, HttpAttempt, PhaseTimes
+from probe.stages import _sockets as netio
 from probe.stages._wire import ProtocolViolation, StreamError, StreamRefused
 from probe.stages.dns import address_expected, classify_dns_error, classify_rcode
 from probe.stages.http import request_headers, request_url
@@ -208,6 +209,52 @@ def test_connect_refused() -> None:
 )
 def test_connect_other_errors(exc: OSError, detail: str) -> None:
     assert classify_connect_error(exc) == (Reason.TCP_ERROR, detail)
+
+
+@pytest.fixture
+def fresh_limit_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No limit logged yet in this process (the log of a limit is rate-limited)."""
+    monkeypatch.setattr(netio, "_logged", {})
+
+
+@pytest.mark.usefixtures("fresh_limit_log")
+def test_a_full_system_file_table_is_this_hosts_limit_in_every_classifier() -> None:
+    # ENFILE cannot be produced on a shared test machine; EMFILE is produced for real in
+    # tests/integration/stages/test_fd_limit.py.
+    full = OSError(errno.ENFILE, "Too many open files in system")
+    sentence = "no file descriptor left for a socket: the system's file table is full (fs.file-max)"
+    assert classify_connect_error(full) == (Reason.CYCLE_FD_LIMIT, sentence)
+    assert classify_dns_error(full, 2.0) == (Reason.CYCLE_FD_LIMIT, f"cannot query: {sentence}")
+    assert classify_http_error(caused(httpx.ConnectError("no socket"), full)) == (
+        Reason.CYCLE_FD_LIMIT,
+        sentence,
+    )
+
+
+@pytest.mark.usefixtures("fresh_limit_log")
+def test_the_limit_is_logged_once_a_minute_with_the_count_between(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(netio, "monotonic", lambda: now[0])
+    monkeypatch.setattr(netio.resource, "getrlimit", lambda _: (256, 4096))
+    exhausted = OSError(errno.EMFILE, "Too many open files")
+    with caplog.at_level("WARNING", logger="probe.sockets"):
+        for _ in range(5):
+            classify_connect_error(exhausted)
+            now[0] += 10
+        now[0] += 20  # 70 s after the first line
+        classify_connect_error(exhausted)
+    keys = ("limit", "soft", "hard", "times_since_last_line")
+    lines = [(r.getMessage(), *(vars(r)[key] for key in keys)) for r in caplog.records]
+    message = (
+        "no file descriptor left for a socket: this process is at its limit of open files "
+        "(RLIMIT_NOFILE, soft 256, hard 4096)"
+    )
+    assert lines == [
+        (message, "RLIMIT_NOFILE", "256", "4096", 0),
+        (message, "RLIMIT_NOFILE", "256", "4096", 4),
+    ]
 
 
 # --------------------------------------------------------------------------- httpx errors

@@ -118,6 +118,20 @@ def test_right_redirects(status: int, location: str) -> None:
     assert judge_redirect(status, httpx.Headers({"Location": location}), REDIRECT, A1) == ()
 
 
+def test_a_redirect_to_a_long_url_is_judged_on_the_whole_url_and_shown_cut() -> None:
+    # The Location fact and the detail show 200 characters; the comparison takes all of it.
+    long_path = "/" + "p" * 300
+    target = make_target(url=f"http://www.corp.example{long_path}", expect_redirect="https")
+    right = httpx.Headers({"Location": f"https://www.corp.example{long_path}"})
+    assert judge_redirect(301, right, target, A1) == ()
+    wrong = httpx.Headers({"Location": f"https://www.corp.example{long_path}x"})
+    (failure,) = judge_redirect(301, wrong, target, A1)
+    assert failure.reason is Reason.HTTP_REDIRECT_WRONG
+    assert failure.detail.startswith(
+        f"301 to https://www.corp.example/{'p' * 172}...: another path (expected"
+    )
+
+
 @pytest.mark.parametrize(
     ("status", "location", "why"),
     [
