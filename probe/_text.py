@@ -35,7 +35,12 @@ def printable(text: str) -> str:
 
 def host_port(host: str, port: int) -> str:
     """``host:port``, with an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{url_host(host)}:{port}"
+
+
+def url_host(host: str) -> str:
+    """A host as a URL or a Host header spells it: an IPv6 address in brackets (RFC 3986 §3.2.2)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def openssl_words(exc: BaseException) -> str:

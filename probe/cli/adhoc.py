@@ -43,6 +43,8 @@ class _AdHoc:
         switch: a flag without a value (``store_true``).
         convert_with_url: like ``convert``, but also given the URL (used instead of it).
         pins: the option pins the addresses; the target's ``pinned_by`` names the flag.
+        key: the option fills this key of the field's mapping (``tls_client.cert_file``);
+            options with the same field and different keys add up.
     """
 
     flag: str
@@ -57,6 +59,7 @@ class _AdHoc:
     switch: bool = False
     convert_with_url: Callable[[Any, str], Any] | None = None
     pins: bool = False
+    key: str | None = None
 
     @property
     def dest(self) -> str:
@@ -73,6 +76,8 @@ class _AdHoc:
             return self.convert_with_url(parsed, url)
         if self.convert is not None:
             return self.convert(parsed)
+        if self.key is not None:
+            return {self.key: parsed}
         return parsed
 
 
@@ -188,6 +193,28 @@ ADHOC = (
     _AdHoc("--resolver", "resolvers", "resolver to ask (repeatable)", "IP[:PORT]", repeat=True),
     _AdHoc("--ca-file", "ca_file", "PEM bundle to trust instead of the system store", "FILE"),
     _AdHoc(
+        "--cert",
+        "tls_client",
+        "client certificate (PEM; the intermediates may follow it) for a listener that asks "
+        "for one (mutual TLS), as curl's --cert",
+        "FILE",
+        key="cert_file",
+    ),
+    _AdHoc(
+        "--key",
+        "tls_client",
+        "private key of --cert (PEM; default: in the --cert file), as curl's --key",
+        "FILE",
+        key="key_file",
+    ),
+    _AdHoc(
+        "--key-password-file",
+        "tls_client",
+        "file whose first line is the passphrase of an encrypted --key",
+        "FILE",
+        key="key_password_file",
+    ),
+    _AdHoc(
         "--expect-network", "expect_networks", "expected network of answers (repeatable)", "CIDR", repeat=True
     ),
     _AdHoc(
@@ -295,11 +322,17 @@ ADHOC = (
 )
 
 
-def _flag_for_field(field: str) -> str | None:
-    """The option(s) that fill a target field, for error messages: ``--backend-header/--backend-regex``."""
+def _flag_for_field(field: str, key: str = "") -> str | None:
+    """The option(s) that fill a target field, for error messages: ``--backend-header/--backend-regex``.
+
+    For a key of the field's mapping, the option that fills it (``tls_client.key_file``:
+    ``--key``).
+    """
     if field == "url":
         return "URL"
-    return "/".join(o.flag for o in ADHOC if o.field == field) or None
+    options = [o for o in ADHOC if o.field == field]
+    own = [o for o in options if key and o.key == key]
+    return "/".join(o.flag for o in own or options) or None
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -358,7 +391,10 @@ def _from_url(args: argparse.Namespace, given: list[_AdHoc]) -> Config:
     if args.platform is not None:
         target["platform"] = args.platform
     for option in given:
-        target[option.field] = option.field_value(getattr(args, option.dest), args.url)
+        value = option.field_value(getattr(args, option.dest), args.url)
+        if option.key is not None and isinstance(target.get(option.field), dict):
+            value = {**target[option.field], **value}  # --cert and --key fill one tls_client
+        target[option.field] = value
     try:
         # One check has no interval: the deadline is the default or --timeout alone.
         config = build_config({"targets": [target]}, where="arguments", interval_bound=False)
@@ -380,8 +416,8 @@ def flag_message(exc: ConfigError) -> str:
     """
     field = exc.field or ""
     head = field.removeprefix("targets[0]").lstrip(".")
-    name = head.split(".")[0].split("[")[0]
-    flag = _flag_for_field(name)
+    name, _, rest = head.partition(".")
+    flag = _flag_for_field(name.split("[")[0], rest.split(".")[0])
     if flag is None:
         return f"{head or 'arguments'}: {exc.message}"
     return f"{flag}: {exc.message}"

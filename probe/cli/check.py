@@ -10,10 +10,12 @@ imported only when their options are given.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
+from probe._text import printable
 from probe.cli.adhoc import config_from_args
 from probe.cli.cycles import check_once, plan_targets, run_all
 from probe.cli.errors import UsageError
@@ -23,7 +25,7 @@ from probe.config.defaults import DEFAULT_EVERY, DEFAULT_STABLE_ROUNDS
 
 if TYPE_CHECKING:
     from probe.cli.push import Gateway
-    from probe.config.models import Config
+    from probe.config.models import Config, TargetConfig
     from probe.judge.baseline import Baseline
     from probe.model.results import TargetResult
     from probe.stages.plan import TargetPlan
@@ -106,7 +108,7 @@ def _watch(plans: Sequence[TargetPlan], args: argparse.Namespace, stdout: IO[str
     from probe.judge.watch import Watch
 
     stable = args.stable_rounds if args.stable_rounds is not None else DEFAULT_STABLE_ROUNDS
-    watch = Watch(time.time(), until=args.until, stable_rounds=stable)
+    watch = Watch(time.time(), until=args.until, stable_rounds=stable, max_time_seconds=args.max_time)
     output = WatchOutput(
         stdout,
         json_lines=args.json,
@@ -139,7 +141,7 @@ def _run_and_report(
 ) -> int:
     import asyncio
 
-    before = _read_baseline([(t.name, t.url) for t in config.targets], args.baseline)
+    before = _read_baseline(config.targets, args.baseline)
     if args.save_baseline:
         from probe.judge import baseline
 
@@ -165,7 +167,9 @@ def _finish(
     if args.save_baseline:
         from probe.judge import baseline
 
-        baseline.save(args.save_baseline, baseline.snapshot(results, time.time()))
+        document = baseline.snapshot(results, time.time())
+        baseline.save(args.save_baseline, document)
+        print(f"probe: {_saved_text(args.save_baseline, document)}", file=sys.stderr)
     if gateway is not None:  # after the report: a slow gateway never delays the verdict
         from probe.cli.push import push_after_report
 
@@ -173,11 +177,29 @@ def _finish(
     return code
 
 
-def _read_baseline(targets: Sequence[tuple[str, str]], path: str | None) -> Baseline | None:
+def _saved_text(path: str, document: Mapping[str, Any]) -> str:
+    """Where ``--save-baseline`` wrote and what, for stderr (without the ``probe:`` prefix).
+
+    ``baseline saved to before.json: www (https://www.corp.example/) at 10.0.2.31, 10.0.3.31``;
+    with several targets ``baseline saved to b.json: 2 targets: www (…) at …; api (…) at …``.
+
+    Args:
+        path: the file as given.
+        document: the baseline document written (:func:`probe.judge.baseline.snapshot`).
+    """
+    targets = [
+        f"{t['name']} ({t['url']}) at {', '.join(t['addresses']) or 'no address'}"
+        for t in document["targets"]
+    ]
+    many = f"{len(targets)} targets: " if len(targets) != 1 else ""
+    return printable(f"baseline saved to {path}: {many}{'; '.join(targets)}")
+
+
+def _read_baseline(targets: Sequence[TargetConfig], path: str | None) -> Baseline | None:
     """The ``--baseline`` file, refused before anything is probed when it cannot be used.
 
-    ``targets`` are the checked targets' ``(name, url)``. probe.judge.baseline (cryptography,
-    pydantic models) is imported only with ``--baseline``.
+    ``targets`` are the checked targets (matched by URL and server name).
+    probe.judge.baseline (cryptography, pydantic models) is imported only with ``--baseline``.
     """
     if path is None:
         return None

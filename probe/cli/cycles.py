@@ -9,7 +9,7 @@ check's errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,7 +48,7 @@ async def check_once(
 
     early = _start_lookups(config, ahead)
     # Refused at once, not after the lookups (up to the deadline with a silent resolver).
-    _refuse_unreadable_ca_files(config)
+    _refuse_unreadable_files(config)
     if early:
         longest = max(lookup.deadline.remaining() for lookup in early.values())
         tasks = [lookup.task for lookup in early.values() if lookup.task is not None]
@@ -103,44 +103,64 @@ def _lookup(
     return dns_stage.resolve_early(plan)
 
 
-def _refuse_unreadable_ca_files(config: Config) -> None:
-    """Refuse a ``ca_file`` that cannot be opened, with the error :func:`probe.engine.plan.plan` gives.
+def _refuse_unreadable_files(config: Config) -> None:
+    """Refuse a ``ca_file`` or ``tls_client`` file that cannot be opened, as ``plan`` would.
 
     ``probe check`` builds its plans (and so loads the trust anchors) only after its DNS
     lookups have ended, so that loading them never delays reading an answer; a missing or
     unreadable file, the usual typo, is found here first, in microseconds, so the user
     does not wait out a silent resolver to be told. The messages and fields are those of
-    :func:`probe.stages.tls.build_contexts` in :func:`probe.engine.plan.plan` (both from
-    :func:`probe._files.check_capped`, which never blocks on a FIFO nor reads a device); a
-    file that opens but holds no certificates is still refused there.
+    :func:`probe.stages.tls.build_contexts` and :func:`probe.stages.client_auth.load` in
+    :func:`probe.engine.plan.plan` (both from :func:`probe._files.check_capped`, which never
+    blocks on a FIFO nor reads a device); a file that opens but holds no certificates (or a
+    key others may read …) is still refused there.
 
     Raises:
-        ConfigError: a verifying target's (or direct backend's) ``ca_file`` does not
-            exist, cannot be opened, is not a regular file or is larger than 4 MiB;
-            ``UsageError`` naming the option in an ad hoc check.
+        ConfigError: a verifying target's (or direct backend's) ``ca_file``, or a file of
+            an ``https://`` target's ``tls_client``, does not exist, cannot be opened, is not
+            a regular file or is larger than 4 MiB; ``UsageError`` naming the option in an
+            ad hoc check.
     """
     from probe.config.errors import ConfigError
 
     where = str(config.path) if config.path else "config"
     seen: set[Path] = set()
+    for path, field in _files(config):
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            check_capped(path, MAX_PEM_BYTES)
+        except FileRefused as exc:
+            error = ConfigError(f"{path}: {exc}", where=where, field=field)
+            if config.path is None:  # ad hoc: name the option, as plan_targets does
+                raise UsageError(flag_message(error)) from None
+            raise error from None
+
+
+def _files(config: Config) -> Iterator[tuple[Path, str]]:
+    """The files :func:`probe.engine.plan.plan` reads, each with its field.
+
+    As plan: no trust store is loaded for a plain target or without verification, and no
+    client certificate for a plain target.
+    """
     for index, target in enumerate(config.targets):
-        checked = [(target, f"targets[{index}].ca_file")]
+        checked = [(target, f"targets[{index}]")]
         for number, backend in enumerate(target.direct_backends):
-            field = f"targets[{index}].direct_backends[{number}].ca_file"
-            checked.append((target.direct_target(backend), field))
+            own = f"targets[{index}].direct_backends[{number}]"
+            checked.append((target.direct_target(backend), own))
         for one, field in checked:
-            path = one.ca_file
-            # As plan: no trust store is loaded for a plain target or without verification.
-            if path is None or path in seen or one.plain or one.insecure_skip_verify:
+            if one.plain:
                 continue
-            seen.add(path)
-            try:
-                check_capped(path, MAX_PEM_BYTES)
-            except FileRefused as exc:
-                error = ConfigError(f"{path}: {exc}", where=where, field=field)
-                if config.path is None:  # ad hoc: name the option, as plan_targets does
-                    raise UsageError(flag_message(error)) from None
-                raise error from None
+            if one.ca_file is not None and not one.insecure_skip_verify:
+                yield one.ca_file, f"{field}.ca_file"
+            client = one.tls_client
+            if client is not None:
+                yield client.cert_file, f"{field}.tls_client.cert_file"
+                for name in ("key_file", "key_password_file"):
+                    path = getattr(client, name)
+                    if path is not None:
+                        yield path, f"{field}.tls_client.{name}"
 
 
 def plan_targets(config: Config) -> tuple[TargetPlan, ...]:

@@ -136,8 +136,8 @@ def run_watch(
         BrokenPipeError: the reader of the output went away (a write failed, or the pipe
             was seen without readers between rounds); no summary was written.
     """
-    ended_by = asyncio.run(_rounds(run_round, watch, output, every, max_time))
-    output.summary(watch.summary(time.time(), ended_by))
+    ended_by, round_cut = asyncio.run(_rounds(run_round, watch, output, every, max_time))
+    output.summary(watch.summary(time.time(), ended_by, round_cut=round_cut))
 
 
 @dataclass
@@ -149,12 +149,14 @@ class _Progress:
         stopped: a task that ends when ``stop`` is set.
         probing: a round is under way (the status line says so).
         left: the reader of the output went away.
+        cut: the watch ended while a round was under way (that round does not count).
     """
 
     stop: asyncio.Event
     stopped: asyncio.Task[Any]
     probing: bool = True
     left: bool = False
+    cut: bool = False
 
     def raise_if_left(self) -> None:
         """Raise ``BrokenPipeError`` when the reader of the output went away."""
@@ -164,8 +166,10 @@ class _Progress:
 
 async def _rounds(
     run_round: Round, watch: Watch, output: WatchOutput, every: float, max_time: float | None
-) -> str:
-    """Run rounds until one ends the watch; returns why it ended (see ``probe.judge.watch.ENDED_BY``).
+) -> tuple[str, bool]:
+    """Run rounds until one ends the watch: why it ended, and whether a round under way was cut.
+
+    Why is one of ``probe.judge.watch.ENDED_BY``.
 
     A round starts ``every`` seconds after the previous one started, or at once when that
     one took longer; ``max_time`` (seconds) also cuts a round under way. SIGINT and SIGTERM
@@ -186,7 +190,7 @@ async def _rounds(
             if ended_by is None:
                 ended_by = await _pause(progress, started + every, ends)
             if ended_by is not None:
-                return ended_by
+                return ended_by, progress.cut
     finally:
         for task in (refresher, progress.stopped):
             task.cancel()
@@ -228,6 +232,7 @@ async def _one_round(
         round_task.cancel()
         await asyncio.gather(round_task, return_exceptions=True)
         progress.raise_if_left()
+        progress.cut = True
         return "interrupted" if progress.stop.is_set() else "max_time"
     progress.probing = False
     output.changes(watch.observe(round_task.result()))

@@ -377,9 +377,9 @@ def fingerprint(value: Any) -> str:
 def server_name(value: Any) -> str:
     """A DNS name for SNI, Host and the certificate check; an IP address is refused.
 
-    Python sends no SNI for an IP address and checks it against the certificate's IP
-    SANs instead, so ``server_name: 10.0.1.17`` would quietly probe something else than
-    the name clients use.
+    ``server_name`` is the name clients use, sent in SNI. An IP-address URL without it is
+    verified against its own address (no SNI), so an IP address here would only verify
+    another address than the one probed.
 
     Raises:
         ValueError: an IP address, or not a valid DNS name.
@@ -389,7 +389,8 @@ def server_name(value: Any) -> str:
     except ValueError:
         return normalize_hostname(value)
     raise ValueError(
-        f"{shown(value)} is an IP address; server_name is the DNS name clients use (sent in SNI)"
+        f"{shown(value)} is an IP address; server_name is the DNS name clients use (sent in SNI); "
+        "leave it out to verify the certificate against the URL's address"
     )
 
 

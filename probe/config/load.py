@@ -1,8 +1,9 @@
 """Loading a configuration: the YAML file, its size limits, and plain data into a :class:`Config`.
 
 ``defaults`` merge into each target (``timeouts`` and ``headers`` key by key), a relative
-``ca_file`` names a file next to the config file, and every problem becomes one
-:class:`~probe.config.errors.ConfigError` naming the file, the field path and what is wrong.
+``ca_file`` (or ``tls_client`` file) names a file next to the config file, and every
+problem becomes one :class:`~probe.config.errors.ConfigError` naming the file, the field
+path and what is wrong.
 """
 
 from __future__ import annotations
@@ -234,15 +235,20 @@ def parse_listen(value: Any) -> tuple[str, int]:
 def _relative_to(path: Path | None, target: dict[str, Any]) -> dict[str, Any]:
     """A relative ``ca_file`` names a file next to the config file, not in the working folder.
 
-    The same holds for each ``direct_backends`` entry's ``ca_file``.
+    The same holds for the files of ``tls_client`` and for each ``direct_backends`` entry's
+    ``ca_file`` and ``tls_client``.
     """
     if path is None:
         return target
     ca_file = target.get("ca_file")
     if _is_relative(ca_file):
         target = {**target, "ca_file": str(path.parent / ca_file)}
+    client = target.get("tls_client")
+    if isinstance(client, Mapping):
+        files = {key: str(path.parent / value) for key, value in client.items() if _is_relative(value)}
+        target = {**target, "tls_client": {**client, **files}}
     direct = target.get("direct_backends")
-    if _any_ca_file(direct):
+    if _any_file(direct):
         target = {
             **target,
             "direct_backends": [_relative_to(path, dict(b)) if isinstance(b, Mapping) else b for b in direct],
@@ -250,15 +256,15 @@ def _relative_to(path: Path | None, target: dict[str, Any]) -> dict[str, Any]:
     return target
 
 
-def _is_relative(ca_file: Any) -> TypeGuard[str]:
-    """Whether a ``ca_file`` value is a relative path (anything else is left to validation)."""
-    return isinstance(ca_file, str) and bool(ca_file.strip()) and not Path(ca_file).is_absolute()
+def _is_relative(file: Any) -> TypeGuard[str]:
+    """Whether a file setting's value is a relative path (anything else is left to validation)."""
+    return isinstance(file, str) and bool(file.strip()) and not Path(file).is_absolute()
 
 
-def _any_ca_file(direct_backends: Any) -> TypeGuard[list[Any]]:
-    """Whether a ``direct_backends`` value is a list with an entry that sets ``ca_file``."""
+def _any_file(direct_backends: Any) -> TypeGuard[list[Any]]:
+    """Whether a ``direct_backends`` value is a list with an entry that sets ``ca_file`` or ``tls_client``."""
     return isinstance(direct_backends, list) and any(
-        isinstance(b, Mapping) and "ca_file" in b for b in direct_backends
+        isinstance(b, Mapping) and ("ca_file" in b or "tls_client" in b) for b in direct_backends
     )
 
 

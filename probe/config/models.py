@@ -195,6 +195,30 @@ class HeaderValue(_Frozen):
 Header = Annotated[HeaderValue, BeforeValidator(fields.header_value)]
 
 
+class TlsClientConfig(_Frozen):
+    """A client certificate for listeners that ask for one (mutual TLS): ``tls_client``.
+
+    The files are read when the configuration is loaded (:mod:`probe.stages.client_auth`):
+    a key readable by others, an encrypted key without ``key_password_file`` and a key that
+    does not match the certificate are refused there.
+
+    Attributes:
+        cert_file: PEM: the certificate, then the intermediates to send with it (curl's
+            ``--cert``); it may hold the key too.
+        key_file: PEM private key (curl's ``--key``); default: the key in ``cert_file``.
+        key_password_file: a file whose first line is the passphrase of an encrypted key.
+    """
+
+    cert_file: Path
+    key_file: Path | None = None
+    key_password_file: Path | None = None
+
+    @field_validator("cert_file", "key_file", "key_password_file", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        return fields.pem_path(value)
+
+
 #: The trust settings of a direct backend, of which exactly one must be given.
 DIRECT_TRUST = ("ca_file", "fingerprint_sha256", "insecure_skip_verify")
 
@@ -217,6 +241,7 @@ class DirectBackendConfig(_Frozen):
         ca_file: PEM trust anchors for this hop.
         fingerprint_sha256: pin of the leaf certificate (lowercase hex once loaded).
         insecure_skip_verify: no verification for this hop (explicit).
+        tls_client: the client certificate for this hop; default: the target's.
     """
 
     name: str
@@ -225,6 +250,7 @@ class DirectBackendConfig(_Frozen):
     ca_file: Path | None = None
     fingerprint_sha256: Annotated[str, BeforeValidator(fields.fingerprint)] | None = None
     insecure_skip_verify: bool = False
+    tls_client: TlsClientConfig | None = None
 
     @field_validator("name", mode="before")
     @classmethod
@@ -305,6 +331,8 @@ class TargetFields(_Frozen):
     direct_backend_cert_expiry_warning_days: Annotated[
         float, Field(ge=0, le=3650), BeforeValidator(fields.not_bool)
     ] = 30.0
+    # The client certificate presented when a listener asks for one (mutual TLS).
+    tls_client: TlsClientConfig | None = None
     # How the balancer spreads requests (probe.judge.balancing): when an unseen backend is missing.
     balancing: Literal["round_robin", "least_outstanding_requests", "weighted_random", "any"] = "round_robin"
     # false: each address reaches only its own zone's backends (cross-zone load balancing off).
@@ -340,15 +368,18 @@ class TargetConfig(TargetFields):
     ``scheme`` are derived from ``url``; ``hostname`` is ``server_name`` when the URL names
     an IP address. The port defaults to 443 for ``https://`` and 80 for ``http://``; an
     ``http://`` target has no TLS stage, so the TLS settings (``ca_file``,
-    ``insecure_skip_verify``, ``min_tls_version``, ``cert_expiry_warning_days``) do not
-    apply to it.
+    ``insecure_skip_verify``, ``min_tls_version``, ``cert_expiry_warning_days``,
+    ``tls_client``) do not apply to it.
 
     Pinned addresses (no DNS query for the name, as curl's ``--resolve``): ``addresses``
     lists them for a URL with a DNS name; a URL whose host is an IP address is pinned to
-    that address and needs ``server_name``, the name sent in SNI and Host and verified in
-    the certificate (blackbox_exporter's ``tls_config.server_name``). ``pinned_by`` says
-    which setting pinned them (``addresses`` or ``server_name``; the command line puts
-    its flag there), ``None`` when the name is resolved by DNS; it cannot be set in a file.
+    that address. With ``server_name`` that name is sent in SNI and Host and verified in
+    the certificate (blackbox_exporter's ``tls_config.server_name``); without it the
+    hostname is the address itself: no SNI (RFC 6066 §3 allows no IP address there), Host
+    is the address, and the certificate must name it as an iPAddress, as curl verifies
+    it. ``pinned_by`` says which setting pinned them (``addresses``, ``server_name``, or
+    ``url`` for an IP-address URL alone; the command line puts its flag there), ``None``
+    when the name is resolved by DNS; it cannot be set in a file.
     """
 
     name: str = ""
@@ -370,7 +401,7 @@ class TargetConfig(TargetFields):
     @field_validator("url", mode="before")
     @classmethod
     def _url_is_http_or_https(cls, value: Any) -> Any:
-        # An IP address needs server_name (checked in _derive).
+        # An IP address is pinned (see _pin).
         return fields.web_url(value, ("https", "http"))
 
     @model_validator(mode="before")
@@ -413,28 +444,24 @@ class TargetConfig(TargetFields):
         """``hostname``, ``addresses`` and ``pinned_by`` from the URL, ``server_name`` and ``addresses``.
 
         Raises:
-            ValueError: an IP-address URL without ``server_name`` or with ``addresses``, or a
-                DNS-name URL with ``server_name``.
+            ValueError: an IP-address URL with ``addresses``, or a DNS-name URL with
+                ``server_name``.
         """
         literal = url_ip_literal(self.url)
         if literal is None:
             self._pin_name(parts)
             return
-        if self.server_name is None:
-            raise ValueError(
-                f"url: {shown(self.url)} names an IP address: give the name to verify with "
-                "server_name (--server-name NAME), or put the DNS name in the URL and pin "
-                "the address with addresses (--resolve NAME:PORT:ADDR)"
-            )
         # pinned_by is None on the first validation only (Config validates targets again).
         if self.addresses is not None and self.pinned_by is None:
             raise ValueError(
                 f"addresses: cannot be combined with an IP-address URL ({literal} is the "
                 "address probed); put the DNS name in the URL to pin other addresses"
             )
-        self._set(hostname=self.server_name, addresses=(literal,))
+        # Without server_name the address itself is verified (an iPAddress in the
+        # certificate, no SNI: RFC 6066 §3), as curl and openssl s_client -verify_ip do.
+        self._set(hostname=self.server_name or str(literal), addresses=(literal,))
         if self.pinned_by is None:
-            self._set(pinned_by="server_name")
+            self._set(pinned_by="server_name" if self.server_name is not None else "url")
 
     def _pin_name(self, parts: SplitResult) -> None:
         """``hostname`` from a DNS-name URL; pinned when ``addresses`` are given."""
@@ -448,9 +475,13 @@ class TargetConfig(TargetFields):
             self._set(pinned_by="addresses")
 
     def _check_name(self) -> None:
-        """``name`` defaults to the hostname; either must be a valid target name."""
+        """``name`` defaults to the hostname; either must be a valid target name.
+
+        An IPv6 hostname that starts with ``:`` (``::1``) becomes ``0::1``, the same address
+        spelt so that a name may start with it.
+        """
         if not self.name:
-            self._set(name=self.hostname)
+            self._set(name=f"0{self.hostname}" if self.hostname.startswith(":") else self.hostname)
         if not _TARGET_NAME.match(self.name):
             raise ValueError(
                 f"name: {self.name!r} must be 1-128 letters, digits or _.:- starting with a letter or digit"
@@ -481,7 +512,9 @@ class TargetConfig(TargetFields):
         One request (``requests_per_address: 1``, a new connection), no backend
         expectations, no OCSP, no alias; the backend's trust instead of the target's
         (a fingerprint pin is a handshake without verification whose leaf is compared
-        afterwards); ``direct_backend_cert_expiry_warning_days`` as the expiry warning.
+        afterwards); the backend's ``tls_client``, else the target's (presented only when
+        the backend asks for one); ``direct_backend_cert_expiry_warning_days`` as the
+        expiry warning.
         Timeouts, headers, status codes, body rules and the backend rule stay the target's.
         An IP-literal URL is pinned (no DNS query), its server name defaulting to this
         target's hostname.
@@ -507,6 +540,7 @@ class TargetConfig(TargetFields):
                 "pinned_by": pinned_by,
                 "ca_file": backend.ca_file,
                 "insecure_skip_verify": backend.ca_file is None,
+                "tls_client": backend.tls_client or self.tls_client,
                 "requests_per_address": 1,
                 "reuse_connections": False,
                 "expect_backends": None,

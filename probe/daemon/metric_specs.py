@@ -149,7 +149,7 @@ SPECS: tuple[Spec, ...] = (
         "probe_dns_pinned",
         "gauge",
         _T,
-        "1 if the addresses were pinned (addresses, --resolve, an IP URL with server_name): "
+        "1 if the addresses were pinned (addresses, --resolve, an IP-address URL): "
         "no DNS query for the name; absent for a resolved name.",
     ),
     Spec("probe_backends_seen", "gauge", _T, "Distinct backends that answered in the last cycle."),
@@ -210,6 +210,14 @@ SPECS: tuple[Spec, ...] = (
         "gauge",
         _TA,
         "revocationTime in the stapled OCSP response, Unix time (only when revoked).",
+    ),
+    # ssl_exporter's file prober (ssl_file_cert_not_after) for the client certificate (tls_client)
+    Spec(
+        "probe_ssl_file_cert_not_after",
+        "gauge",
+        (*_T, "file", "cn", "issuer_cn", "serial_no"),
+        "Not-after of the client certificate presented to listeners that ask (tls_client), "
+        "Unix time; one series per file (a direct backend's own too).",
     ),
     # the direct checks of direct_backends, per backend (present only when configured)
     Spec(

@@ -26,6 +26,7 @@ from probe.daemon.metric_specs import SPECS, Spec
 from probe.daemon.store import BUCKETS, Exposition, ResultStore, Snapshot, TargetState
 from probe.model.reasons import Status
 from probe.model.results import AddressResult, CertInfo, DirectBackendResult, OcspResult, TargetResult
+from probe.stages.certs import common_name_of
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -235,6 +236,7 @@ def render_target(state: TargetState) -> Exposition:
         _grpc_section(out, address, where)
     for check in result.direct_backends:
         _direct_section(out, check, {"target": result.target.name, "backend": check.name[:64]})
+    _client_section(out, result, target)
     return out.exposition()
 
 
@@ -428,6 +430,25 @@ def _direct_section(out: _Lines, check: DirectBackendResult, where: dict[str, st
         out.add("probe_direct_backend_ssl_last_chain_info", 1, _leaf_labels(tls.leaf, where))
     if check.pin_matches is not None:
         out.add("probe_direct_backend_cert_pin_match", 1 if check.pin_matches else 0, where)
+
+
+def _client_section(out: _Lines, result: TargetResult, target: dict[str, str]) -> None:
+    """The client certificates' expiry, as ssl_exporter's file prober reports a certificate file."""
+    clients = [result.target.client_certificate, *(c.client_certificate for c in result.direct_backends)]
+    seen: set[str] = set()
+    for client in clients:
+        if client is None or client.cert_file in seen:
+            continue
+        seen.add(client.cert_file)
+        leaf = client.leaf
+        labels = {
+            **target,
+            "file": client.cert_file,
+            "cn": leaf.common_name or "",
+            "issuer_cn": common_name_of(leaf.issuer),
+            "serial_no": leaf.serial,
+        }
+        out.add("probe_ssl_file_cert_not_after", leaf.not_after_timestamp, labels)
 
 
 # --------------------------------------------------------------------------- lines

@@ -35,9 +35,9 @@ from probe.model.results import (
     TargetResult,
     TlsResult,
 )
+from probe.stages import client_auth, http_rules
 from probe.stages import dns as dns_stage
 from probe.stages import http as http_stage
-from probe.stages import http_rules
 from probe.stages import tls as tls_stage
 from probe.stages.plan import TargetPlan
 
@@ -234,6 +234,10 @@ async def probe_address(
 
     ``tls_check`` adds findings about a completed handshake before any request is sent
     (a direct backend's fingerprint pin); a critical one stops the address-probe there.
+
+    A refused client certificate is a finding of the TLS stage with TLS 1.2 and of the
+    requests with TLS 1.3 (the listener says so on the first read); either way it is
+    explained (:func:`probe.stages.client_auth.explained`).
     """
     target = plan.target
     try:
@@ -250,7 +254,10 @@ async def probe_address(
     attempts, http_bugs = await _requests(plan, address, deadline, connection, tls)
     ocsp, ocsp_bugs = await _staple(plan, address, deadline, clock)
     ocsp_failures = ocsp.failures if ocsp is not None else ()
-    failures = tls.failures + ocsp_failures + http_rules.summarise(attempts, address) + ocsp_bugs + http_bugs
+    # A TLS 1.3 listener refuses a client certificate on the first read, not in the handshake.
+    summary = http_rules.summarise(attempts, address)
+    summary = await client_auth.explained(summary, plan, address, deadline, clock())
+    failures = tls.failures + ocsp_failures + summary + ocsp_bugs + http_bugs
     return AddressResult(address=address, tls=tls, attempts=attempts, failures=failures, ocsp=ocsp)
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from probe.config.errors import ConfigError
-from probe.config.models import Config, TargetConfig, Timeouts
-from probe.model.facts import TargetFacts
+from probe.config.models import Config, TargetConfig, Timeouts, TlsClientConfig
+from probe.model.facts import ClientCertificate, TargetFacts
 from probe.model.reasons import Platform
+from probe.stages import client_auth
 from probe.stages import dns as dns_stage
 from probe.stages import http as http_stage
 from probe.stages import tls as tls_stage
@@ -27,19 +28,20 @@ if TYPE_CHECKING:
     from OpenSSL import SSL
 
 #: What the SSL contexts of a target depend on: ``(ca_file, min_tls_version,
-#: insecure_skip_verify, http_version)``.
-ContextsKey = tuple[Path | None, str, bool, str]
+#: insecure_skip_verify, http_version, tls_client)``.
+ContextsKey = tuple[Path | None, str, bool, str, TlsClientConfig | None]
 
-#: The contexts of a plain ``http://`` target: no handshake, so no trust store is loaded.
-_PLAIN_CONTEXTS: ContextsKey = (None, "1.2", True, "1.1")
+#: The contexts of a plain ``http://`` target: no handshake, so no trust store (and no
+#: client certificate) is loaded.
+_PLAIN_CONTEXTS: ContextsKey = (None, "1.2", True, "1.1", None)
 
 
-def facts_of(target: TargetConfig) -> TargetFacts:
+def facts_of(target: TargetConfig, client: ClientCertificate | None = None) -> TargetFacts:
     """The facts of a target that its results refer to, built once per config load.
 
     Secret request header values are shown as ``(secret)``; the backend rule is
     ``("header", name)`` or ``("body_regex", pattern)``; verification counts as off only
-    for an ``https://`` target.
+    for an ``https://`` target; ``client`` is the client certificate its contexts present.
     """
     rule: tuple[str, str] | None = None
     if target.backend is not None and target.backend.header is not None:
@@ -68,6 +70,7 @@ def facts_of(target: TargetConfig) -> TargetFacts:
         expect_redirect=target.expect_redirect,
         cert_expiry_warning_days=target.cert_expiry_warning_days,
         requests_per_address=target.requests_per_address,
+        client_certificate=client,
         grpc_health_service=None if target.grpc_health is None else target.grpc_health.service,
     )
 
@@ -76,18 +79,20 @@ def plan(config: Config) -> tuple[TargetPlan, ...]:
     """Prepare every target of ``config``: resolvers, SSL contexts, clients and facts.
 
     Contexts are built once per distinct ``(ca_file, min_tls_version,
-    insecure_skip_verify, http_version)``; loading the system trust store costs tens of
-    milliseconds, so it must not happen per probe. One HTTP client serves every target with
-    the same contexts and :func:`client_key` (about 2.6 KiB per target when each had its
-    own): every request still goes on a new connection with its own headers, SNI and
-    timeouts.
+    insecure_skip_verify, http_version, tls_client)``, and each ``tls_client``'s files are
+    read and checked once (:func:`probe.stages.client_auth.load`); loading the system trust
+    store costs tens of milliseconds, so it must not happen per probe. One HTTP client
+    serves every target with the same contexts and :func:`client_key` (about 2.6 KiB per
+    target when each had its own): every request still goes on a new connection with its
+    own headers, SNI and timeouts.
 
     A pinned target without ``expect_same_addresses_as`` resolves nothing and gets no resolvers.
     An ``http://`` target gets non-verifying contexts that no handshake uses (its
     ``ca_file`` is not read).
 
     Raises:
-        ConfigError: a ``ca_file`` cannot be loaded, or no resolver is configured.
+        ConfigError: a ``ca_file`` or a ``tls_client`` file cannot be loaded (or is
+            refused: see :func:`probe.stages.client_auth.load`), or no resolver is configured.
     """
     builder = _Builder(str(config.path) if config.path else "config")
     return tuple(builder.target_plan(index, target) for index, target in enumerate(config.targets))
@@ -123,26 +128,28 @@ class _Builder:
     def __init__(self, where: str) -> None:
         self.where = where
         self._contexts: dict[ContextsKey, tls_stage.TlsContexts] = {}
-        self._ocsp: dict[tuple[Path | None, str], SSL.Context] = {}
+        self._credentials: dict[TlsClientConfig, client_auth.ClientCredentials] = {}
+        self._ocsp: dict[tuple[Path | None, str, TlsClientConfig | None], SSL.Context] = {}
         self._clients: dict[tuple[object, ...], http_stage.TargetClient] = {}
         self._system: tuple[tuple[str, int], ...] | None = None
 
     def target_plan(self, index: int, target: TargetConfig) -> TargetPlan:
         """The plan of ``targets[index]``, with one plan per direct backend.
 
-        Problems are found in this order: the ``ca_file``, the stapling context, the
-        resolvers, then each direct backend's ``ca_file`` and resolvers.
+        Problems are found in this order: the ``tls_client`` files, the ``ca_file``, the
+        stapling context, the resolvers, then each direct backend's ``tls_client``,
+        ``ca_file`` and resolvers.
         """
         where = f"targets[{index}]"
         key = _PLAIN_CONTEXTS if target.plain else _contexts_key(target)
-        contexts = self.contexts(key, f"{where}.ca_file")
-        ocsp = self._ocsp_context(target, where) if target.ocsp == "staple" else None
+        contexts = self.contexts(key, f"{where}.ca_file", f"{where}.tls_client")
+        ocsp = self._ocsp_context(target, contexts, where) if target.ocsp == "staple" else None
         resolvers = self._resolvers(target, where)
         client = self._client(target, key)
         direct = tuple(self._hop_plan(target, number, where) for number in range(len(target.direct_backends)))
         return TargetPlan(
             target=target,
-            facts=facts_of(target),
+            facts=facts_of(target, _facts(contexts)),
             resolvers=resolvers,
             contexts=contexts,
             ocsp=ocsp,
@@ -152,40 +159,67 @@ class _Builder:
 
     def _hop_plan(self, target: TargetConfig, number: int, where: str) -> TargetPlan:
         """The plan of one direct backend: the target's settings for the backend's URL."""
-        hop = target.direct_target(target.direct_backends[number])
+        backend = target.direct_backends[number]
+        hop = target.direct_target(backend)
         key = _contexts_key(hop)
-        contexts = self.contexts(key, f"{where}.direct_backends[{number}].ca_file")
+        own = f"{where}.direct_backends[{number}]"
+        client_field = f"{own}.tls_client" if backend.tls_client is not None else f"{where}.tls_client"
+        contexts = self.contexts(key, f"{own}.ca_file", client_field)
         resolvers: tuple[tuple[str, int], ...] = ()
         if hop.pinned_by is None:  # a DNS name in the backend's URL
             resolvers = target.resolvers or self._system_resolvers(f"{where}.resolvers")
         return TargetPlan(
             target=hop,
-            facts=facts_of(hop),
+            facts=facts_of(hop, _facts(contexts)),
             resolvers=tuple(resolvers),
             contexts=contexts,
             http=self._client(hop, key),
         )
 
-    def contexts(self, key: ContextsKey, field: str) -> tls_stage.TlsContexts:
+    def contexts(
+        self, key: ContextsKey, field: str, client_field: str = "tls_client"
+    ) -> tls_stage.TlsContexts:
         """The SSL contexts for ``key``, built once.
 
         Raises:
-            ConfigError: the ``ca_file`` cannot be loaded (``field`` names it).
+            ConfigError: a ``tls_client`` file is refused (``client_field`` and the file's
+                setting name it), or the ``ca_file`` cannot be loaded (``field`` names it).
         """
         if key not in self._contexts:
+            ca_file, min_tls_version, skip_verify, http_version, client = key
+            credentials = self._client_credentials(client, client_field) if client is not None else None
             try:
-                self._contexts[key] = tls_stage.build_contexts(*key)
+                self._contexts[key] = tls_stage.build_contexts(
+                    ca_file, min_tls_version, skip_verify, http_version, credentials
+                )
+            except client_auth.ClientCertError as exc:
+                raise ConfigError(str(exc), where=self.where, field=f"{client_field}.{exc.field}") from None
             except ValueError as exc:
                 raise ConfigError(str(exc), where=self.where, field=field) from None
         return self._contexts[key]
 
-    def _ocsp_context(self, target: TargetConfig, where: str) -> SSL.Context:
+    def _client_credentials(self, client: TlsClientConfig, field: str) -> client_auth.ClientCredentials:
+        """The files of a ``tls_client`` setting, read and checked once.
+
+        Raises:
+            ConfigError: a file is refused (the message says why; the field names the setting).
+        """
+        if client not in self._credentials:
+            try:
+                self._credentials[client] = client_auth.load(client)
+            except client_auth.ClientCertError as exc:
+                raise ConfigError(str(exc), where=self.where, field=f"{field}.{exc.field}") from None
+        return self._credentials[client]
+
+    def _ocsp_context(self, target: TargetConfig, contexts: tls_stage.TlsContexts, where: str) -> SSL.Context:
         from probe.stages import ocsp as ocsp_stage  # pyOpenSSL: imported only for targets that staple
 
-        key = (target.ca_file, target.min_tls_version)
+        key = (target.ca_file, target.min_tls_version, target.tls_client)
         if key not in self._ocsp:
             try:
-                self._ocsp[key] = ocsp_stage.build_context(*key)
+                self._ocsp[key] = ocsp_stage.build_context(
+                    target.ca_file, target.min_tls_version, contexts.client
+                )
             except ValueError as exc:
                 raise ConfigError(str(exc), where=self.where, field=f"{where}.ca_file") from None
         return self._ocsp[key]
@@ -220,4 +254,15 @@ def _timeouts_seconds(timeouts: Timeouts) -> tuple[tuple[str, float], ...]:
 
 
 def _contexts_key(target: TargetConfig) -> ContextsKey:
-    return (target.ca_file, target.min_tls_version, target.insecure_skip_verify, target.http_version)
+    return (
+        target.ca_file,
+        target.min_tls_version,
+        target.insecure_skip_verify,
+        target.http_version,
+        target.tls_client,
+    )
+
+
+def _facts(contexts: tls_stage.TlsContexts) -> ClientCertificate | None:
+    """The facts of the client certificate the contexts present, ``None`` without one."""
+    return contexts.client.facts if contexts.client is not None else None

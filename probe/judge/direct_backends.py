@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from probe._text import shorten
 from probe.config.models import DirectBackendConfig
-from probe.judge.verdict import expiry_warnings, missing_certificate_facts
+from probe.judge.verdict import client_expiry_warnings, expiry_warnings, missing_certificate_facts
 from probe.model.facts import TargetFacts
 from probe.model.reasons import Reason
 from probe.model.results import (
@@ -45,6 +45,9 @@ from probe.model.results import (
     TlsResult,
 )
 from probe.stages.certs import label_of
+
+#: A direct check's own findings the target's verdict carries as they are.
+_LIFTED = frozenset({Reason.BACKEND_CERT_EXPIRING_SOON, Reason.TLS_CLIENT_CERT_EXPIRING_SOON})
 
 #: Direct-check failures meaning the backend could not even be reached over TCP.
 _UNREACHED = frozenset({Reason.TCP_TIMEOUT, Reason.TCP_REFUSED, Reason.TCP_ERROR})
@@ -105,7 +108,8 @@ def hop_result(
 
     Returns:
         The hop's result: its own findings (stage findings, the pin, a lost-facts
-        ``internal_error`` and ``backend_cert_expiring_soon``) and status.
+        ``internal_error``, ``backend_cert_expiring_soon`` and, for a ``tls_client`` of its
+        own, ``tls_client_cert_expiring_soon``) and status.
     """
     failures = list(dns.failures)
     if address is not None:
@@ -114,6 +118,10 @@ def hop_result(
         failures.extend(expiry_findings(backend.name, address, hop.cert_expiry_warning_days, now))
     elif not failures:
         failures.append(Failure(Reason.DNS_NO_ANSWER, f"{hop.hostname} gave no address to check"))
+    if backend.tls_client is not None:  # its own; the target's is the target's finding
+        failures.extend(
+            client_expiry_warnings(hop.client_certificate, hop.cert_expiry_warning_days, now, backend.name)
+        )
     return DirectBackendResult(
         name=backend.name,
         url=backend.url,
@@ -126,6 +134,7 @@ def hop_result(
         attempt=address.attempts[0] if address is not None and address.attempts else None,
         failures=tuple(failures),
         duration_seconds=duration_seconds,
+        client_certificate=hop.client_certificate if backend.tls_client is not None else None,
     )
 
 
@@ -169,7 +178,7 @@ def correlate(
     Returns:
         ``failures`` without the ``backend_missing`` findings a direct check explains,
         followed by one correlated finding per backend that needs one and the
-        ``backend_cert_expiring_soon`` findings.
+        ``backend_cert_expiring_soon`` and ``tls_client_cert_expiring_soon`` findings.
     """
     if not direct:
         return failures
@@ -183,7 +192,7 @@ def correlate(
         finding = _correlated(check, missing, view)
         if finding is not None:
             added.append(finding)
-        added.extend(f for f in check.failures if f.reason is Reason.BACKEND_CERT_EXPIRING_SOON)
+        added.extend(f for f in check.failures if f.reason in _LIFTED)
     kept = [f for f in failures if not _explained(f, explained, view.seen, target)]
     return (*kept, *added)
 
@@ -372,4 +381,5 @@ def unfinished(backend: DirectBackendConfig, hop: TargetFacts, why: Failure) -> 
         attempt=None,
         failures=(failure,),
         duration_seconds=0.0,
+        client_certificate=hop.client_certificate if backend.tls_client is not None else None,
     )

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from probe._text import plural
 from probe.judge import balancing as rotation
-from probe.model.facts import TargetFacts
+from probe.model.facts import ClientCertificate, TargetFacts
 from probe.model.reasons import Reason, Status
 from probe.model.results import AddressResult, DnsResult, Failure, Rotation
 from probe.stages.certs import describe_age, format_time, label_of
@@ -31,7 +31,8 @@ def evaluate(
     certificate facts (see :func:`missing_certificate_facts`),
     ``cert_differs_between_addresses``, ``cert_expiring_soon``
     (from the verified chain's earliest expiry, as blackbox_exporter's
-    ``probe_ssl_last_chain_expiry_timestamp_seconds``), and the backend checks
+    ``probe_ssl_last_chain_expiry_timestamp_seconds``), ``tls_client_cert_expiring_soon``
+    (the client certificate of ``tls_client``), and the backend checks
     ``backend_missing``, ``backend_unexpected`` and ``backend_imbalance``.
 
     Args:
@@ -50,6 +51,7 @@ def evaluate(
         failures.extend(address.failures)
     failures.extend(missing_certificate_facts(addresses))
     failures.extend(expiry_warnings(addresses, target.cert_expiry_warning_days, now))
+    failures.extend(client_expiry_warnings(target.client_certificate, target.cert_expiry_warning_days, now))
     failures.extend(certificate_differences(addresses))
     failures.extend(backend_findings(addresses, target, memory))
     return tuple(failures)
@@ -149,6 +151,41 @@ def expiry_warnings(addresses: tuple[AddressResult, ...], warning_days: float, n
                 )
             )
     return warnings
+
+
+def client_expiry_warnings(
+    client: ClientCertificate | None, warning_days: float, now: float, backend: str | None = None
+) -> list[Failure]:
+    """``tls_client_cert_expiring_soon`` when the client certificate expires within ``warning_days``.
+
+    An expired one too: a listener that verifies it refuses it (``tls_client_cert_refused``,
+    alert ``certificate_expired``) and this says why; one that does not verify accepts it.
+    The intermediates sent with it count as well. 0 days turns the warning off.
+
+    Args:
+        client: the client certificate's facts, ``None`` without one.
+        warning_days: the window (``cert_expiry_warning_days``).
+        now: the current Unix time.
+        backend: the direct backend whose own certificate it is (named in the detail).
+    """
+    if client is None or warning_days <= 0:
+        return []
+    soonest = min((client.leaf, *client.chain), key=lambda c: c.not_after_timestamp)
+    left = soonest.not_after_timestamp - now
+    if left >= warning_days * DAY:
+        return []
+    role = "client certificate" if soonest is client.leaf else "intermediate sent with the client certificate"
+    verb = "expires" if left >= 0 else "expired"
+    owner = f"{backend}: " if backend is not None else ""
+    return [
+        Failure(
+            Reason.TLS_CLIENT_CERT_EXPIRING_SOON,
+            f"{owner}{role} '{label_of(soonest)}' ({client.cert_file}) {verb} on "
+            f"{format_time(soonest.not_after_timestamp)} ({describe_age(soonest.not_after_timestamp, now)}; "
+            f"warning at {warning_days:g} days)",
+            backend=backend,
+        )
+    ]
 
 
 def certificate_differences(addresses: tuple[AddressResult, ...]) -> list[Failure]:

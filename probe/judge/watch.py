@@ -2,7 +2,7 @@
 
 ``probe check --watch`` runs the check again and again; this module turns the results of
 those rounds into what a person watching wants to know: one :class:`Change` each time the
-state of an address (or of the target level) changes, the latest state of each (for the
+state of an address (or of the target) changes, the latest state of each (for the
 status line), and a :class:`Summary` at the end. It is pure: it never probes, never reads
 a clock (every time comes from the results or is passed in) and never writes;
 ``probe.report.watch`` renders the changes and the summary, and ``probe.cli.watch`` runs
@@ -10,16 +10,23 @@ the loop and prints them.
 
 The *state* of an address is its verdict (``ok``, ``warning``, ``critical``) together
 with the distinct reason codes of its findings, so that ``critical`` for ``tcp_refused``
-turning into ``critical`` for ``cert_hostname_mismatch`` is a change too. The *target
-level* (rendered ``(target)``) holds the findings about no single probed address: DNS,
-backends, the cycle, and answers outside ``expect_networks``. An address that is not in a
-round's results (it left the DNS answer, or DNS failed) is ``absent``.
+turning into ``critical`` for ``cert_hostname_mismatch`` is a change too. The *target*
+(rendered ``(target)``) is the target as a whole: its verdict and reason codes over every
+finding of the cycle, its own (DNS, backends, the cycle, answers outside
+``expect_networks``) and its addresses', so a node that goes critical turns its target
+critical in the same round. An address that is not in a round's results (it left the DNS
+answer, or DNS failed) is ``absent``.
+
+An *outage* of an address or target is a run of rounds in which it was not ok (``warning``
+or ``critical``): from the first round that saw it to the first round that no longer did
+(ok again, or absent), with its worst verdict and every reason code seen during it. The
+summary lists them, with the longest, the last change and since when each is ok.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from probe.config.defaults import UNTIL_CHOICES
 from probe.model.reasons import ExitCode, Platform, Reason, Status
@@ -28,13 +35,13 @@ from probe.model.results import Failure, IPAddress, TargetResult
 #: Why a watch ended, as the summary's ``ended_by`` says it.
 ENDED_BY = ("ok", "stable", "max_time", "interrupted")
 
-#: ``(target name, address)``; the address is ``None`` for the target level.
+#: ``(target name, address)``; the address is ``None`` for the target.
 Key = tuple[str, IPAddress | None]
 
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """The state of one address, or of the target level, in one round.
+    """The state of one address, or of the target, in one round.
 
     Attributes:
         status: the verdict; ``None`` when the address was not probed in the round (absent).
@@ -54,14 +61,67 @@ ABSENT = State(None)
 
 
 @dataclass(frozen=True, slots=True)
+class Outage:
+    """A run of rounds in which an address or target was not ok (``warning`` or ``critical``).
+
+    Times are those of the rounds' cycles of its target (when each cycle ended), Unix time.
+
+    Attributes:
+        started_timestamp: the first round that saw it.
+        started_round: that round's number (1: it was under way when the watch started,
+            so it began earlier).
+        last_seen_timestamp: the last round that saw it.
+        worst: its worst verdict.
+        reasons: every reason code seen during it, in order of first appearance.
+        ended_timestamp: the first round that no longer saw it (ok again, or absent);
+            ``None`` while it lasts.
+        ended_round: that round's number, ``None`` while it lasts.
+    """
+
+    started_timestamp: float
+    started_round: int
+    last_seen_timestamp: float
+    worst: Status
+    reasons: tuple[Reason, ...]
+    ended_timestamp: float | None = None
+    ended_round: int | None = None
+
+    @property
+    def over(self) -> bool:
+        """A round saw it end."""
+        return self.ended_timestamp is not None
+
+    @property
+    def seconds(self) -> float:
+        """Its length: to its end, or, while it lasts, to the last round that saw it (at least that long)."""
+        end = self.ended_timestamp if self.ended_timestamp is not None else self.last_seen_timestamp
+        return max(0.0, end - self.started_timestamp)
+
+    def went_on(self, state: State, timestamp: float) -> Outage:
+        """The outage after one more round that saw ``state`` (not ok) at ``timestamp``."""
+        worst = self.worst if state.status is None else Status.worst((self.worst, state.status))
+        reasons = tuple(dict.fromkeys((*self.reasons, *state.reasons)))
+        return replace(self, last_seen_timestamp=timestamp, worst=worst, reasons=reasons)
+
+    def ended(self, timestamp: float, number: int) -> Outage:
+        """The outage ended by round ``number``, whose cycle ended at ``timestamp``."""
+        return replace(self, ended_timestamp=timestamp, ended_round=number)
+
+
+def longest(outages: Iterable[Outage]) -> Outage | None:
+    """The longest of ``outages`` (the first of equals), ``None`` for none."""
+    return max(outages, key=lambda outage: outage.seconds, default=None)
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
-    """One change of state, or the first state seen of an address or target level.
+    """One change of state, or the first state seen of an address or target.
 
     Attributes:
         timestamp: when the round's cycle of this target ended, Unix time.
         round: the round that saw it, from 1.
         target: the target's name.
-        address: the address, ``None`` for the target level.
+        address: the address, ``None`` for the target.
         old: the state before; ``None`` when this is the first round (nothing was known).
         new: the state now.
         failures: the findings behind ``new`` (empty when ok or absent).
@@ -70,6 +130,8 @@ class Change:
         status_codes: for each of ``failures`` (same order), the status codes of the
             responses it is about, for its hint: for ``http_status`` those of the requests
             to its address that got an unaccepted status, in order; empty for other reasons.
+        outage: the outage this change began, continued (a new reason, or warning to
+            critical) or ended; ``None`` when it is ok (or absent) before and after.
     """
 
     timestamp: float
@@ -81,6 +143,7 @@ class Change:
     failures: tuple[Failure, ...] = ()
     platform: Platform = Platform.GENERIC
     status_codes: tuple[tuple[int, ...], ...] = ()
+    outage: Outage | None = None
 
     @property
     def added(self) -> tuple[Reason, ...]:
@@ -98,14 +161,19 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class EntityTally:
-    """What the watch saw of one address or target level.
+    """What the watch saw of one address or target.
 
     Attributes:
         target: the target's name.
-        address: the address, ``None`` for the target level.
+        address: the address, ``None`` for the target.
         flips: changes of state after the first round that saw it.
         worst: the worst verdict it had, ``None`` if it was never probed.
         state: its state in the last round.
+        since_timestamp: when it entered that state: the round of its last change, or
+            the first round that saw it, Unix time.
+        last_change_timestamp: its last change after the first round, Unix time;
+            ``None`` when it never changed.
+        outages: its outages, in order; the last one may still last.
     """
 
     target: str
@@ -113,6 +181,19 @@ class EntityTally:
     flips: int
     worst: Status | None
     state: State
+    since_timestamp: float
+    last_change_timestamp: float | None
+    outages: tuple[Outage, ...]
+
+    @property
+    def ok_since_timestamp(self) -> float | None:
+        """Since when it is ok, when it is ok at the end; else ``None``."""
+        return self.since_timestamp if self.state.status is Status.OK else None
+
+    @property
+    def longest_outage(self) -> Outage | None:
+        """Its longest outage, ``None`` when it had none."""
+        return longest(self.outages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +214,12 @@ class Summary:
         status: the verdict of the last round, ``None`` when no round completed.
         last_change_timestamp: the last change after the first round, Unix time; ``None``
             when nothing changed.
-        entities: per address and target level, in order of first appearance.
+        entities: per address and target, in order of first appearance.
+        first_round_status: the verdict of the first round, ``None`` when no round
+            completed: a watch that started ok measures outages, not a time to the first ok.
+        max_time_seconds: the ``--max-time`` limit, ``None`` without one.
+        round_cut: the watch ended (``max_time`` or ``interrupted``) while a round was
+            under way; that round does not count.
     """
 
     started_timestamp: float
@@ -147,6 +233,15 @@ class Summary:
     status: Status | None
     last_change_timestamp: float | None
     entities: tuple[EntityTally, ...]
+    first_round_status: Status | None = None
+    max_time_seconds: float | None = None
+    round_cut: bool = False
+
+    @property
+    def longest_outage(self) -> tuple[EntityTally, Outage] | None:
+        """The longest outage of any target or address, with whose it is; ``None`` when none."""
+        every = [(entity, outage) for entity in self.entities for outage in entity.outages]
+        return max(every, key=lambda found: found[1].seconds, default=None)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -161,26 +256,57 @@ class Summary:
 
 @dataclass
 class _Entity:
-    """What the watch knows of one address or target level (see :class:`EntityTally`)."""
+    """What the watch knows of one address or target (see :class:`EntityTally`)."""
 
     state: State
+    since: float
     flips: int = 0
     worst: Status | None = None
+    last_change: float | None = None
+    outages: list[Outage] = field(default_factory=list)
 
-    def flip(self, state: State) -> None:
-        """Its state changed after the round that first saw it."""
+    def flip(self, state: State, timestamp: float) -> None:
+        """Its state changed after the round that first saw it, in a cycle that ended at ``timestamp``."""
         self.state = state
         self.flips += 1
+        self.since = self.last_change = timestamp
 
     def saw(self, status: Status | None) -> None:
         """Count ``status`` into the worst seen (``None``: not probed, nothing to count)."""
         if status is not None:
             self.worst = _worse(self.worst, status)
 
+    def track(self, state: State, timestamp: float, number: int) -> Outage | None:
+        """Fold round ``number``'s ``state`` into the outages; the one it began, continued or ended."""
+        lasting = self.outages[-1] if self.outages and not self.outages[-1].over else None
+        if state.status in (Status.WARNING, Status.CRITICAL):
+            if lasting is None:
+                self.outages.append(Outage(timestamp, number, timestamp, state.status, state.reasons))
+            else:
+                self.outages[-1] = lasting.went_on(state, timestamp)
+            return self.outages[-1]
+        if lasting is None:
+            return None
+        self.outages[-1] = lasting.ended(timestamp, number)
+        return self.outages[-1]
+
+    def tally(self, key: Key) -> EntityTally:
+        """What the watch saw of it, for the summary."""
+        return EntityTally(
+            key[0],
+            key[1],
+            self.flips,
+            self.worst,
+            self.state,
+            self.since,
+            self.last_change,
+            tuple(self.outages),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
-    """An address or the target level as one round saw it (see :class:`Change`).
+    """An address or the target as one round saw it (see :class:`Change`).
 
     Attributes:
         state: its state.
@@ -196,7 +322,7 @@ class _Seen:
     platform: Platform
     status_codes: tuple[tuple[int, ...], ...]
 
-    def change(self, number: int, key: Key, old: State | None) -> Change:
+    def change(self, number: int, key: Key, old: State | None, outage: Outage | None) -> Change:
         """The change from ``old`` to this state, seen in round ``number``."""
         return Change(
             self.ended,
@@ -208,6 +334,7 @@ class _Seen:
             self.failures,
             self.platform,
             self.status_codes,
+            outage,
         )
 
 
@@ -222,14 +349,17 @@ class Watch:
         started_timestamp: when the watch started, Unix time.
         until: ``"ok"``, ``"stable"`` or ``None`` (run until stopped).
         stable_rounds: identical rounds in a row that make ``--until stable`` end (at least 2).
+        max_time_seconds: the ``--max-time`` limit, for the summary; ``None`` without one.
     """
 
     started_timestamp: float
     until: str | None = None
     stable_rounds: int = 3
+    max_time_seconds: float | None = None
     rounds: int = 0
     worst: Status | None = None
     status: Status | None = None
+    first_round_status: Status | None = None
     first_ok_seconds: float | None = None
     first_ok_round: int | None = None
     last_change_timestamp: float | None = None
@@ -245,7 +375,7 @@ class Watch:
     def observe(self, results: Sequence[TargetResult]) -> tuple[Change, ...]:
         """Fold in one round (one result per target) and return its changes.
 
-        In the first round every address and target level gets a change with ``old``
+        In the first round every address and target gets a change with ``old``
         ``None`` (the starting state). Later, an address that no longer appears becomes
         ``absent``; one that appears for the first time comes from ``absent``.
         """
@@ -259,7 +389,7 @@ class Watch:
         return tuple(changes)
 
     def _present(self, seen: dict[Key, _Seen]) -> list[Change]:
-        """The changes of the addresses and target levels in this round's results."""
+        """The changes of the addresses and targets in this round's results."""
         changes = []
         for key, now in seen.items():
             change = self._update(key, now)
@@ -268,17 +398,20 @@ class Watch:
         return changes
 
     def _update(self, key: Key, now: _Seen) -> Change | None:
-        """Fold in one address or target level as this round saw it; its change, if any."""
+        """Fold in one address or target as this round saw it; its change, if any."""
         entity = self._entities.get(key)
-        change = None
+        old: State | None
         if entity is None:
-            self._entities[key] = entity = _Entity(now.state)
-            change = now.change(self.rounds, key, None if self.rounds == 1 else ABSENT)
-        elif entity.state != now.state:
-            change = now.change(self.rounds, key, entity.state)
-            entity.flip(now.state)
+            old = None if self.rounds == 1 else ABSENT  # after the first round, it comes from absent
+            last_change = None if old is None else now.ended
+            entity = self._entities[key] = _Entity(now.state, now.ended, last_change=last_change)
+        else:
+            old = entity.state
+            if old != now.state:
+                entity.flip(now.state, now.ended)
         entity.saw(now.state.status)
-        return change
+        outage = entity.track(now.state, now.ended, self.rounds)
+        return None if old == now.state else now.change(self.rounds, key, old, outage)
 
     def _absent(self, seen: dict[Key, _Seen], ends: dict[str, float], round_end: float) -> list[Change]:
         """The changes of those known before and not in this round's results: they become absent.
@@ -290,14 +423,18 @@ class Watch:
         for key, entity in self._entities.items():
             if key not in seen and entity.state != ABSENT:
                 ended = ends.get(key[0], round_end)
-                changes.append(Change(ended, self.rounds, key[0], key[1], entity.state, ABSENT))
-                entity.flip(ABSENT)
+                old = entity.state
+                entity.flip(ABSENT, ended)
+                outage = entity.track(ABSENT, ended, self.rounds)
+                changes.append(Change(ended, self.rounds, key[0], key[1], old, ABSENT, outage=outage))
         return changes
 
     def _count_round(self, status: Status, round_end: float, changes: Sequence[Change]) -> None:
         """Count the round's verdict, its first all-ok, its last change and identical rounds in a row."""
         self.status = status
         self.worst = _worse(self.worst, status)
+        if self.rounds == 1:
+            self.first_round_status = status
         if status is Status.OK and self.first_ok_seconds is None:
             self.first_ok_seconds = max(0.0, round_end - self.started_timestamp)
             self.first_ok_round = self.rounds
@@ -321,15 +458,16 @@ class Watch:
         return ExitCode.UNKNOWN if self.status is None else ExitCode.from_status(self.status)
 
     def current(self) -> tuple[tuple[Key, State], ...]:
-        """Every address and target level with its latest state, in order of first appearance."""
+        """Every address and target with its latest state, in order of first appearance."""
         return tuple((key, entity.state) for key, entity in self._entities.items())
 
-    def summary(self, ended_timestamp: float, ended_by: str) -> Summary:
+    def summary(self, ended_timestamp: float, ended_by: str, *, round_cut: bool = False) -> Summary:
         """The summary of the watch so far.
 
         Args:
             ended_timestamp: when the watch ended, Unix time.
             ended_by: one of :data:`ENDED_BY`.
+            round_cut: a round under way was cut (by ``--max-time`` or a signal).
 
         Raises:
             ValueError: ``ended_by`` is not one of :data:`ENDED_BY`.
@@ -347,10 +485,10 @@ class Watch:
             worst=self.worst,
             status=self.status,
             last_change_timestamp=self.last_change_timestamp,
-            entities=tuple(
-                EntityTally(key[0], key[1], entity.flips, entity.worst, entity.state)
-                for key, entity in self._entities.items()
-            ),
+            entities=tuple(entity.tally(key) for key, entity in self._entities.items()),
+            first_round_status=self.first_round_status,
+            max_time_seconds=self.max_time_seconds,
+            round_cut=round_cut,
         )
 
 
@@ -365,7 +503,7 @@ def _ended(result: TargetResult) -> float:
 
 
 def _seen(result: TargetResult) -> dict[Key, _Seen]:
-    """The target level and every probed address of one result, as the round saw them."""
+    """The target and every probed address of one result, as the round saw them."""
     ended = _ended(result)
     return {
         key: _Seen(
@@ -376,20 +514,18 @@ def _seen(result: TargetResult) -> dict[Key, _Seen]:
 
 
 def _states(result: TargetResult) -> dict[Key, tuple[State, tuple[Failure, ...]]]:
-    """The target level and every probed address of one result, with their findings."""
-    probed = {a.address for a in result.addresses}
-    level = tuple(f for f in result.failures if f.address is None or f.address not in probed)
+    """The target as a whole and every probed address of one result, with their findings.
+
+    The target's state is the result's: the worst of every finding of the cycle, its
+    addresses' included.
+    """
     states: dict[Key, tuple[State, tuple[Failure, ...]]] = {
-        (result.target.name, None): (_state(level), level)
+        (result.target.name, None): (State(result.status, result.reasons), result.failures)
     }
     for address in result.addresses:
         state = State(address.status, _reasons(address.failures))
         states[(result.target.name, address.address)] = (state, address.failures)
     return states
-
-
-def _state(failures: Sequence[Failure]) -> State:
-    return State(Status.worst(f.severity for f in failures), _reasons(failures))
 
 
 def _reasons(failures: Iterable[Failure]) -> tuple[Reason, ...]:

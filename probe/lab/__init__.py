@@ -116,6 +116,7 @@ class Lab:
         client_ca: Path | None = None,
         alpn: Sequence[str] = ("http/1.1",),
         sticky_cookie: str | None = None,
+        post_handshake_auth: bool = False,
     ) -> TlsNode:
         """Start a TLS node sending ``cert`` (its chain without root, or ``chain_pem``)."""
         _require_loopback(address)
@@ -137,6 +138,7 @@ class Lab:
             client_ca=client_ca,
             alpn=alpn,
             sticky_cookie=sticky_cookie,
+            post_handshake_auth=post_handshake_auth,
         )
         return self._start(node)
 

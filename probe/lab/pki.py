@@ -2,7 +2,8 @@
 
 Everything is made fresh (per demo run, per test session) with ``cryptography``: a root,
 an intermediate and leaves, plus the broken variants the tests need (expired, not yet
-valid, wrong name, self-signed, other root, CN only).
+valid, wrong name, self-signed, other root, CN only), certificates for IP addresses and
+TLS client certificates.
 """
 
 from __future__ import annotations
@@ -217,6 +218,18 @@ class Pki:
     def leaf(self, *names: str, **kwargs: object) -> Issued:
         """A server certificate from the intermediate for ``names`` (SAN dNSNames, CN first)."""
         return issue(names[0] if names else None, self.intermediate, dns_names=names, **kwargs)  # type: ignore[arg-type]
+
+    def address_leaf(self, *addresses: str, **kwargs: object) -> Issued:
+        """A server certificate from the intermediate for IP ``addresses`` (SAN iPAddresses, CN first).
+
+        As for an appliance or a load balancer's static address: no DNS name unless
+        ``dns_names`` is given.
+        """
+        return issue(addresses[0] if addresses else None, self.intermediate, ip_addresses=addresses, **kwargs)  # type: ignore[arg-type]
+
+    def client(self, name: str, **kwargs: object) -> Issued:
+        """A TLS client certificate from the intermediate (extended key usage clientAuth), CN ``name``."""
+        return issue(name, self.intermediate, client=True, **kwargs)  # type: ignore[arg-type]
 
     def write_ca(self, path: Path) -> Path:
         """Write the root certificate (the trust anchor) as PEM to ``path``."""

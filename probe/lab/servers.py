@@ -230,6 +230,9 @@ class TlsNode(_Server):
         min_version / max_version: TLS versions offered (``"1.2"``, ``"1.3"`` …).
         tls: ``False`` serves plain TCP (e.g. HTTP on the HTTPS port).
         client_ca: require a client certificate issued by this CA (PEM file).
+        post_handshake_auth: with ``client_ca``, ask for it only after the handshake, when
+            the handler calls ``verify_client_post_handshake()`` on the connection's
+            ``ssl_object`` (TLS 1.3; Apache's client authentication per location).
         alpn: the ALPN protocols the node accepts, in its order of preference (a client
             offering none of them gets no protocol selected).
         sticky_cookie: like an ALB target group with stickiness: every response sets
@@ -251,8 +254,10 @@ class TlsNode(_Server):
         client_ca: Path | None = None,
         alpn: Sequence[str] = ("http/1.1",),
         sticky_cookie: str | None = None,
+        post_handshake_auth: bool = False,
     ) -> None:
         super().__init__(address, port)
+        self.post_handshake_auth = post_handshake_auth
         self.alpn = list(alpn)
         self.sticky_cookie = sticky_cookie
         self.client_ca = client_ca
@@ -285,6 +290,7 @@ class TlsNode(_Server):
         if self.client_ca is not None:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(cafile=self.client_ca)
+            context.post_handshake_auth = self.post_handshake_auth
 
         def record_sni(_obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
             self.sni_names.append(name)
@@ -477,7 +483,9 @@ class _ServerTls:
                 if not data:
                     return
                 app_reader.feed_data(data)
-        except (ssl.SSLError, ConnectionError):
+        except ssl.SSLError:
+            self._push()  # the alert, as after a failed post-handshake authentication
+        except ConnectionError:
             return
         finally:
             app_reader.feed_eof()

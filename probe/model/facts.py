@@ -10,8 +10,31 @@ same object instead of restating its config each cycle.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from probe.model.reasons import Platform
+
+if TYPE_CHECKING:
+    from probe.model.results import CertInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """The client certificate probe presents to a listener that asks for one (mutual TLS).
+
+    Read once per config load from ``tls_client.cert_file`` (``--cert``), whose private key
+    was checked to match it.
+
+    Attributes:
+        cert_file: the file, as configured (the certificate, then the intermediates sent
+            with it).
+        leaf: the certificate's facts (subject, issuer, validity …).
+        chain: the facts of the intermediates in the file, in the order sent.
+    """
+
+    cert_file: str
+    leaf: CertInfo
+    chain: tuple[CertInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +66,8 @@ class TargetFacts:
             form of the URL (backends and rotation are then not judged), else ``None``.
         cert_expiry_warning_days: a chain expiring within this many days is a warning.
         requests_per_address: HTTP requests sent to each address per cycle.
+        client_certificate: the client certificate presented when a listener asks for one
+            (``tls_client``), ``None`` without one.
         grpc_health_service: with ``grpc_health``, the service each request's
             ``Health/Check`` asks for (``""``: the server as a whole); ``None`` for GETs.
     """
@@ -65,6 +90,7 @@ class TargetFacts:
     expect_redirect: str | None = None
     cert_expiry_warning_days: float = 30.0
     requests_per_address: int = 4
+    client_certificate: ClientCertificate | None = None
     grpc_health_service: str | None = None
 
     @property

@@ -147,6 +147,9 @@ class Reason(StrEnum):
     HTTP_REDIRECT_WRONG = "http_redirect_wrong"
     HTTP_REDIRECT_MISSING = "http_redirect_missing"
     CYCLE_FD_LIMIT = "cycle_fd_limit"
+    TLS_CLIENT_CERT_REQUIRED = "tls_client_cert_required"
+    TLS_CLIENT_CERT_REFUSED = "tls_client_cert_refused"
+    TLS_CLIENT_CERT_EXPIRING_SOON = "tls_client_cert_expiring_soon"
     HTTP_STREAM_ERROR = "http_stream_error"
     HTTP_STREAM_REFUSED = "http_stream_refused"
     GRPC_STATUS = "grpc_status"
@@ -415,6 +418,22 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         _C,
         "This host could not open a socket: probe is at its limit of open files (RLIMIT_NOFILE) or "
         "the system's file table is full; nothing was learned about the service.",
+    ),
+    Reason.TLS_CLIENT_CERT_REQUIRED: (
+        Stage.TLS,
+        _C,
+        "The listener requires a client certificate (mutual TLS) and none was presented (see tls_client).",
+    ),
+    Reason.TLS_CLIENT_CERT_REFUSED: (
+        Stage.TLS,
+        _C,
+        "The listener refused the client certificate presented (an alert such as unknown_ca or "
+        "certificate_expired; TLS 1.3 sends it after the handshake).",
+    ),
+    Reason.TLS_CLIENT_CERT_EXPIRING_SOON: (
+        Stage.TLS,
+        _W,
+        "The client certificate (tls_client) expires within cert_expiry_warning_days, or has expired.",
     ),
     Reason.HTTP_STREAM_ERROR: (
         Stage.HTTP,

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
-from probe.model.facts import TargetFacts
+from probe.model.facts import ClientCertificate, TargetFacts
 from probe.model.reasons import Reason, Stage, Status
 
 IPAddress = IPv4Address | IPv6Address
@@ -130,8 +130,9 @@ class DnsResult(_Judged):
         alias: the alias comparison, ``None`` when not configured.
         failures: DNS findings.
         pinned_by: the setting that pinned the addresses instead of a DNS query for
-            ``name`` (``"addresses"``, ``"--resolve"``, ``"server_name"`` or
-            ``"--server-name"``), ``None`` when ``name`` was resolved. Pinned answers have
+            ``name`` (``"addresses"``, ``"--resolve"``, ``"server_name"``,
+            ``"--server-name"``, or ``"url"`` for an IP-address URL without a server name),
+            ``None`` when ``name`` was resolved. Pinned answers have
             no TTL; ``queries``, ``resolver`` and ``lookup_seconds`` then concern only the
             alias name of ``expect_same_addresses_as``, if any.
     """
@@ -471,6 +472,8 @@ class DirectBackendResult(_Judged):
             ``status`` is the hop's own verdict (before correlation with the load
             balancer's view).
         duration_seconds: the whole direct check.
+        client_certificate: the hop's own client certificate (its ``tls_client``), ``None``
+            when it presents the target's or none.
     """
 
     name: str
@@ -485,6 +488,7 @@ class DirectBackendResult(_Judged):
     failures: tuple[Failure, ...]
     status: Status = field(init=False, repr=False, compare=False)
     duration_seconds: float
+    client_certificate: ClientCertificate | None = None
 
     @property
     def answered(self) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from probe.judge.baseline import Comparison, Impact
+from probe.model.facts import ClientCertificate
 from probe.model.results import (
     AddressResult,
     CertInfo,
@@ -131,6 +132,7 @@ def _target(result: TargetResult) -> dict[str, Any]:
         "balancing": _balancing(result),
         "scheme": result.target.scheme,
         "expect_redirect": result.target.expect_redirect,
+        "client_certificate": _client(result.target.client_certificate),
     }
 
 
@@ -149,6 +151,18 @@ def _direct(check: DirectBackendResult, target: TargetResult) -> dict[str, Any]:
         "tls": None if check.tls is None else _tls(check.tls),
         "http": None if check.attempt is None else _attempt(check.attempt, target),
         "failures": [_failure(f, target) for f in check.failures],
+        "client_certificate": _client(check.client_certificate),
+    }
+
+
+def _client(client: ClientCertificate | None) -> dict[str, Any] | None:
+    """The client certificate presented (``tls_client``): its file, its facts, the intermediates sent."""
+    if client is None:
+        return None
+    return {
+        "cert_file": client.cert_file,
+        "certificate": _cert(client.leaf),
+        "chain": [_cert(c) for c in client.chain],
     }
 
 

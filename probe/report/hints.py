@@ -359,6 +359,28 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         _A: "renew the instance's certificate (the ALB does not verify it, but other clients "
         "and the next launch from the same image will fail on it)",
     },
+    Reason.TLS_CLIENT_CERT_REQUIRED: {
+        _G: "the listener requires mutual TLS: give probe a client certificate it trusts "
+        "(tls_client, --cert/--key); with one given, the listener's request allows no "
+        "signature algorithm of its key",
+        _A: "the listener's mutual TLS is in verify mode: give probe a client certificate issued "
+        "by a CA of its trust store (tls_client, --cert/--key); passthrough mode would not refuse",
+    },
+    Reason.TLS_CLIENT_CERT_REFUSED: {
+        _G: "the listener does not accept this certificate: its CA is not in the listener's trust "
+        "store, it expired or was revoked, cert_file lacks the intermediate, or it is not made "
+        "for clients; the alert says which",
+        _A: "the listener's trust store (its CA bundle in S3) lacks the certificate's CA, or a "
+        "revocation list of the trust store lists it, or it expired (unless the listener ignores "
+        "client certificate expiry); the alert says which",
+    },
+    Reason.TLS_CLIENT_CERT_EXPIRING_SOON: {
+        _G: "renew probe's client certificate (tls_client) before it expires: a listener that "
+        "verifies it refuses every connection from then on",
+        _A: "renew probe's client certificate (tls_client) before it expires: an ALB in mutual "
+        "TLS verify mode refuses it from then on, unless the listener ignores client "
+        "certificate expiry",
+    },
 }
 
 #: ``dns_unexpected_address`` when the address is public (outside every special range).

@@ -6,8 +6,24 @@ from collections import Counter
 from collections.abc import Sequence
 
 from probe._text import plural, printable
+from probe.model.facts import TargetFacts
 from probe.model.results import HttpAttempt
 from probe.stages.grpc_rules import status_name as grpc_status_name
+
+
+def target_protocol_notes(target: TargetFacts) -> list[str]:
+    """How the requests were made, when they were gRPC health checks (``grpc_health``)."""
+    service = target.grpc_health_service
+    if service is None:
+        return []
+    asked = f"service '{printable(service)}'" if service else "the server as a whole"
+    return [f"gRPC health checks instead of GETs: grpc.health.v1.Health/Check of {asked}, over HTTP/2"]
+
+
+def attempt_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
+    """What gRPC answered at an address, then the requests retried after an HTTP/2 refusal."""
+    grpc = grpc_note(attempts)
+    return [*([grpc] if grpc is not None else []), *retry_notes(attempts)]
 
 
 def retry_notes(attempts: Sequence[HttpAttempt]) -> list[str]:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from probe._text import plural, printable
 from probe.judge.baseline import Comparison, Impact
+from probe.model.facts import ClientCertificate
 from probe.model.reasons import Platform, Reason, Status
 from probe.model.results import (
     AddressResult,
@@ -25,7 +26,7 @@ from probe.model.results import (
     TlsResult,
 )
 from probe.report.hints import failure_hint
-from probe.report.protocol_notes import grpc_note, retry_notes
+from probe.report.protocol_notes import attempt_notes, target_protocol_notes
 from probe.stages.certs import common_name_of, describe_age, format_time, label_of
 
 
@@ -52,13 +53,7 @@ def target_notes(result: TargetResult) -> list[str]:
             f"https://{result.target.hostname}{_path_of(result.target.url)} (not followed); backends and "
             "rotation are not judged"
         )
-    if result.target.grpc_health_service is not None:
-        service = result.target.grpc_health_service
-        notes.append(
-            "gRPC health checks instead of GETs: grpc.health.v1.Health/Check of "
-            + (f"service '{printable(service)}'" if service else "the server as a whole")
-            + ", over HTTP/2"
-        )
+    notes.extend(target_protocol_notes(result.target))
     if result.target.insecure_skip_verify:
         notes.append(
             "certificates were NOT verified (insecure_skip_verify): the verdict says nothing "
@@ -189,10 +184,13 @@ def render_baseline(comparison: Comparison, stream: IO[str], *, color: bool = Fa
 def pinned_text(dns: DnsResult) -> str:
     """How the addresses of a pinned name were given, e.g. ``pinned with --resolve``.
 
-    An IP-address URL says ``the URL's address, server name from --server-name``.
+    An IP-address URL says ``the URL's address, server name from --server-name``, or
+    ``the URL's address`` when the address itself is verified.
     """
     if dns.pinned_by in ("server_name", "--server-name"):
         return f"the URL's address, server name from {dns.pinned_by}"
+    if dns.pinned_by == "url":
+        return "the URL's address"
     return f"pinned with {dns.pinned_by}"
 
 
@@ -201,6 +199,7 @@ def _render_target(result: TargetResult, out: IO[str], now: float, paint: _Paint
     _render_heading(result, out, paint)
     _render_dns(result, out, paint)
     _render_request(result, out)
+    _render_client(result.target.client_certificate, out, now, "  client   certificate")
     _render_alias(result, out)
     _render_addresses(result, out, now, paint)
     _render_backends(result, out, paint)
@@ -244,6 +243,19 @@ def _render_request(result: TargetResult, out: IO[str]) -> None:
     if result.target.request_headers:
         sent = ", ".join(f"{name}: {printable(value)}" for name, value in result.target.request_headers)
         out.write(f"  request  {sent}\n")
+
+
+def _render_client(client: ClientCertificate | None, out: IO[str], now: float, label: str) -> None:
+    """The client certificate presented to a listener that asks for one: subject, issuer, expiry."""
+    if client is None:
+        return
+    leaf = client.leaf
+    sent = f", sent with {plural(len(client.chain), 'intermediate')}" if client.chain else ""
+    out.write(
+        f"{label} {printable(leaf.subject or '(empty subject)')} ← {printable(leaf.issuer)}; "
+        f"expires {format_time(leaf.not_after_timestamp)} ({describe_age(leaf.not_after_timestamp, now)}); "
+        f"{printable(client.cert_file)}{sent}\n"
+    )
 
 
 def _render_alias(result: TargetResult, out: IO[str]) -> None:
@@ -402,6 +414,7 @@ def _render_direct_check(check: DirectBackendResult, out: IO[str], now: float, p
         f"  direct   {check.name}  {printable(where)}  {verdict}  "
         f"{paint.dim(f'(server name {check.server_name}, {_ms(check.duration_seconds)})')}\n"
     )
+    _render_client(check.client_certificate, out, now, "           client certificate")
     tls = check.tls
     if tls is not None and tls.version:
         out.write(f"           tls {tls.version}, {printable(tls.cipher or '-')}\n")
@@ -512,21 +525,15 @@ _HANDSHAKE_WORDS = {
 def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
     """Facts about an address's responses worth a word.
 
-    The HTTP version, cut or encoded bodies, where accepted redirects pointed (a refused
-    one is in its ``http_status`` finding), what gRPC answered, and requests retried after
-    an HTTP/2 refusal.
+    The HTTP version, cut or encoded bodies, where accepted redirects pointed (a
+    refused one is in its ``http_status`` finding), then :func:`attempt_notes`.
     """
     versions = sorted({a.http_version for a in attempts if a.http_version and a.http_version != "HTTP/1.1"})
     notes = [printable(v) for v in versions]
-    for note in (
-        _cut_note(attempts),
-        _encoding_note(attempts),
-        _redirect_note(attempts),
-        grpc_note(attempts),
-    ):
+    for note in (_cut_note(attempts), _encoding_note(attempts), _redirect_note(attempts)):
         if note is not None:
             notes.append(note)
-    return [*notes, *retry_notes(attempts)]
+    return [*notes, *attempt_notes(attempts)]
 
 
 def _cut_note(attempts: Sequence[HttpAttempt]) -> str | None:

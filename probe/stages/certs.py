@@ -32,6 +32,7 @@ X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN = 19
 X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
 X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE = 21
 X509_V_ERR_HOSTNAME_MISMATCH = 62
+X509_V_ERR_IP_ADDRESS_MISMATCH = 64
 
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
@@ -240,8 +241,8 @@ def cert_info_from_openssl(
                 ip_addresses.append(str(value).strip())
     common_names = [value for rdn in subject for name, value in rdn if name == "commonName"]
     return CertInfo(
-        subject=_rfc4514(subject),
-        issuer=_rfc4514(issuer),
+        subject=rfc4514_name(subject),
+        issuer=rfc4514_name(issuer),
         serial=format(serial, "x"),
         not_before_timestamp=not_before,
         not_after_timestamp=not_after,
@@ -257,11 +258,15 @@ def cert_info_from_openssl(
     )
 
 
-def _rfc4514(rdns: Any) -> str:
+def rfc4514_name(rdns: Any) -> str:
     """OpenSSL's decoded name as the RFC 4514 string ``cryptography`` would print.
 
     The same text as :func:`cert_info`'s, so issuer and subject names still chain (see
     :func:`path_from_leaf`) when one certificate came from each parser.
+
+    Args:
+        rdns: the relative distinguished names in DER order, each a sequence of
+            ``(name, value)`` pairs; a name is OpenSSL's long or short name, or an OID.
     """
     relative = []
     for rdn in rdns:
@@ -364,8 +369,13 @@ def explain_hostname_mismatch(leaf: CertInfo, hostname: str) -> str:
 
     Mentions the names the certificate is valid for, rejected wildcard forms, and the
     case where the name appears only in the subject CN, which browsers and Go ignore
-    (RFC 6125 §6.4.4; CA/Browser Forum Baseline Requirements §7.1.4.3).
+    (RFC 6125 §6.4.4; CA/Browser Forum Baseline Requirements §7.1.4.3). An IP address
+    (an IP-address URL without a server name) is explained by the certificate's iPAddress
+    entries.
     """
+    address = as_ip_address(hostname)
+    if address is not None:
+        return _explain_address_mismatch(leaf, address)
     names = leaf.dns_names + leaf.ip_addresses
     if not leaf.dns_names and leaf.common_name and hostname_matches(leaf.common_name, hostname):
         return (
@@ -387,6 +397,39 @@ def explain_hostname_mismatch(leaf: CertInfo, hostname: str) -> str:
     elif any(_one_label_short(name, hostname) for name in leaf.dns_names):
         hint = " (a wildcard covers exactly one label, RFC 6125 §6.4.3)"
     return f"certificate is valid for {', '.join(names)}, not {hostname}{hint}"
+
+
+def as_ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an IP address (a hostname that is one: an IP-address URL), else ``None``."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _explain_address_mismatch(leaf: CertInfo, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Why ``leaf`` is not valid for an IP-address URL without a server name.
+
+    An address is matched only against the iPAddress entries of the subjectAltName
+    (RFC 5280 §4.2.1.6; OpenSSL's ``X509_check_ip``, as curl and ``openssl s_client
+    -verify_ip`` use it): never a dNSName that spells the address, never the CN.
+    """
+    spelt = [name for name in (*leaf.dns_names, leaf.common_name or "") if as_ip_address(name) == address]
+    if spelt and not leaf.ip_addresses:
+        return (
+            f"certificate names {address} only as text ({'a DNS name' if leaf.dns_names else 'its CN'} "
+            f"{spelt[0]}), not as an iPAddress in its subjectAltName; an address is verified against "
+            "iPAddress entries only (RFC 5280 §4.2.1.6), as curl and OpenSSL verify it"
+        )
+    if not leaf.ip_addresses:
+        names = f" (it names {', '.join(leaf.dns_names)})" if leaf.dns_names else ""
+        return (
+            f"certificate names no IP address, so it is not valid for the address {address}{names}; "
+            "give the DNS name it is issued for with server_name (--server-name)"
+        )
+    return f"certificate is valid for the addresses {', '.join(leaf.ip_addresses)}, not {address}" + (
+        f" (and the names {', '.join(leaf.dns_names)})" if leaf.dns_names else ""
+    )
 
 
 def _loose_wildcard(pattern: str, hostname: str) -> bool:
@@ -475,7 +518,7 @@ def classify_verify_error(
         ``(reason, detail)``.
     """
     leaf = chain[0] if chain else None
-    if code == X509_V_ERR_HOSTNAME_MISMATCH:
+    if code in (X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH):
         if leaf is None:
             return Reason.CERT_HOSTNAME_MISMATCH, f"certificate is not valid for {hostname}"
         return Reason.CERT_HOSTNAME_MISMATCH, explain_hostname_mismatch(leaf, hostname)

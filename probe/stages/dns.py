@@ -105,7 +105,7 @@ class DnsPlan:
         timeout: seconds one query to one resolver may take (``timeouts.dns``).
         deadline: seconds the whole cycle may take (``timeouts.deadline``).
         pinned: the pinned addresses (no query for ``hostname``), or ``None``.
-        pinned_by: what pinned them (``addresses``, ``--resolve``, ``server_name`` ...).
+        pinned_by: what pinned them (``addresses``, ``--resolve``, ``server_name``, ``url`` ...).
     """
 
     hostname: str
@@ -291,15 +291,16 @@ def _unexpected_addresses(plan: DnsPlan, answers: Sequence[DnsAnswer]) -> list[F
     for answer in answers:
         if answer.expected:
             continue
-        where = (
-            f"{plan.hostname} is pinned to {answer.address} (with {plan.pinned_by})"
-            if plan.pinned is not None
-            else f"{plan.hostname} resolves to {answer.address}"
-        )
+        if plan.pinned_by == "url":
+            where = f"the URL's address {answer.address} is"
+        elif plan.pinned is not None:
+            where = f"{plan.hostname} is pinned to {answer.address} (with {plan.pinned_by}),"
+        else:
+            where = f"{plan.hostname} resolves to {answer.address},"
         failures.append(
             Failure(
                 Reason.DNS_UNEXPECTED_ADDRESS,
-                f"{where}, outside the expected networks "
+                f"{where} outside the expected networks "
                 f"({_networks_text(plan.expect_networks)}); not connected to",
                 answer.address,
             )

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from probe._text import host_port
+from probe._text import host_port, url_host
 from probe._version import __version__
 from probe.config.models import TargetConfig
 from probe.model.deadline import Deadline
@@ -214,10 +214,13 @@ def request_url(address: IPAddress, target: TargetConfig) -> str:
 
 
 def _host_header(target: TargetConfig) -> str:
-    """Host as a browser sends it: the hostname, and the port unless it is the scheme's default."""
+    """Host as a browser sends it: the hostname, and the port unless it is the scheme's default.
+
+    An IPv6 address (an IP-address URL without a server name) is in brackets (RFC 9110 §7.2).
+    """
     if target.port == default_port(target.scheme):
-        return target.hostname
-    return f"{target.hostname}:{target.port}"
+        return url_host(target.hostname)
+    return host_port(target.hostname, target.port)
 
 
 def request_headers(target: TargetConfig) -> dict[str, str]:

@@ -25,7 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from probe._text import host_port, plural, shorten
+from probe._text import host_port, plural, shorten, url_host
 from probe.config.fields import LinearRegex
 from probe.config.models import TargetConfig
 from probe.model.deadline import Deadline
@@ -289,7 +289,7 @@ def _authority(scheme: str, host: str | None, port: int | None) -> str:
 def _base_url(target: TargetConfig) -> str:
     """The URL a request asks for, with the hostname: what a relative Location resolves against."""
     default = target.port == default_port(target.scheme)
-    authority = target.hostname if default else host_port(target.hostname, target.port)
+    authority = url_host(target.hostname) if default else host_port(target.hostname, target.port)
     return f"{target.scheme}://{authority}{target.path}"
 
 
@@ -300,7 +300,7 @@ REDIRECT_STATUSES = (301, 302)
 
 def expected_redirect(target: TargetConfig) -> str:
     """The ``https://`` form of an ``http://`` target's URL: same host and path, port 443."""
-    return f"https://{target.hostname}{target.path}"
+    return f"https://{url_host(target.hostname)}{target.path}"
 
 
 def judge_redirect(

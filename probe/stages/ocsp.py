@@ -49,9 +49,10 @@ from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import Failure, IPAddress, OcspResult
 from probe.stages._sockets import fd_limit
-from probe.stages.certs import describe_age, format_time
+from probe.stages.certs import as_ip_address, describe_age, format_time
 
 if TYPE_CHECKING:
+    from probe.stages.client_auth import ClientCredentials
     from probe.stages.plan import TargetPlan
 
 #: Leeway for thisUpdate and nextUpdate (seconds): OpenSSL's ``MAX_VALIDITY_PERIOD`` that
@@ -72,7 +73,9 @@ _PROTOCOLS = {
 }
 
 
-def build_context(ca_file: Path | None, min_tls_version: str) -> SSL.Context:
+def build_context(
+    ca_file: Path | None, min_tls_version: str, client: ClientCredentials | None = None
+) -> SSL.Context:
     """The pyOpenSSL context of the stapling handshake, built once per trust configuration.
 
     It does not abort on a verification failure (the TLS stage judged the chain already),
@@ -83,6 +86,8 @@ def build_context(ca_file: Path | None, min_tls_version: str) -> SSL.Context:
         ca_file: PEM bundle of trust anchors; ``None`` for the system store.
         min_tls_version: ``"1.0"`` … ``"1.3"``; below 1.2 OpenSSL's security level 0 is
             used, as a server that old needs it.
+        client: the client certificate (``tls_client``), presented when the server asks
+            for one, as in the TLS stage's handshake.
 
     Raises:
         ValueError: ``ca_file`` cannot be loaded (a message without the file name).
@@ -106,6 +111,11 @@ def build_context(ca_file: Path | None, min_tls_version: str) -> SSL.Context:
     if store is not None:
         store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
     context.set_ocsp_client_callback(_keep_staple)
+    if client is not None:
+        context.use_certificate(client.certificates[0])
+        for intermediate in client.certificates[1:]:
+            context.add_extra_chain_cert(intermediate)
+        context.use_privatekey(client.key)  # type: ignore[arg-type]  # an RSA, EC or Ed key
     return context
 
 
@@ -171,12 +181,13 @@ async def _staple(
     connection = SSL.Connection(context, None)
     connection.set_app_data(staples)
     connection.set_connect_state()
-    connection.set_tlsext_host_name(hostname.encode("ascii"))
+    if as_ip_address(hostname) is None:  # no SNI for an address (RFC 6066 §3), as the TLS stage
+        connection.set_tlsext_host_name(hostname.encode("ascii"))
     connection.request_ocsp()
     limit = deadline.clip(timeouts.tls)
     try:
         async with asyncio.timeout(limit):
-            await _handshake(connection, reader, writer)
+            await bio_handshake(connection, reader, writer)
         leaf, candidates = _peer_certificates(connection)
     except TimeoutError:
         return OcspResult(stapled=False, error=f"the stapling handshake did not complete within {limit:.3g}s")
@@ -343,10 +354,16 @@ def _keep_staple(connection: SSL.Connection, data: bytes, _unused: object) -> bo
     return True
 
 
-async def _handshake(
+async def bio_handshake(
     connection: SSL.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    """Drive a client handshake over memory BIOs: OpenSSL's output to the socket and back."""
+    """Drive a client handshake over memory BIOs: OpenSSL's output to the socket and back.
+
+    Raises:
+        SSL.Error: the handshake failed (an alert …).
+        EOFError: the server closed the connection during the handshake.
+        OSError: the connection failed.
+    """
     while True:
         try:
             connection.do_handshake()

@@ -31,7 +31,9 @@ from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import CertInfo, Failure, IPAddress, TlsResult
 from probe.stages import _sockets as netio
+from probe.stages import client_auth
 from probe.stages.certs import FactsCache, cert_info, classify_verify_error, explain_unparsed
+from probe.stages.client_auth import ClientCredentials
 
 if TYPE_CHECKING:
     from probe.stages.plan import TargetPlan
@@ -57,9 +59,6 @@ _VERSION_REASONS = frozenset(
 )
 # The peer did not speak TLS at all (e.g. plain HTTP on the HTTPS port).
 _NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
-_CLIENT_CERT_REASONS = frozenset(
-    {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "PEER_DID_NOT_RETURN_A_CERTIFICATE"}
-)
 # The server accepts none of the ALPN protocols offered.
 _ALPN_REASONS = frozenset({"TLSV1_ALERT_NO_APPLICATION_PROTOCOL", "NO_APPLICATION_PROTOCOL"})
 
@@ -114,6 +113,8 @@ class TlsContexts:
             (which the server does not send). Parsing the system store costs tens of
             milliseconds, which ``probe check`` would otherwise spend before its first DNS
             query.
+        client: the client certificate every context presents when a server asks for one
+            (``tls_client``), ``None`` without one.
     """
 
     verify: ssl.SSLContext
@@ -123,6 +124,7 @@ class TlsContexts:
     min_version: ssl.TLSVersion
     skip_verify: bool
     alpn: tuple[str, ...] = ALPN["auto"]
+    client: ClientCredentials | None = None
     parsed_anchors: list[tuple[CertInfo, ...]] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -134,7 +136,11 @@ class TlsContexts:
 
 
 def build_contexts(
-    ca_file: Path | None, min_tls_version: str, skip_verify: bool = False, http_version: str = "auto"
+    ca_file: Path | None,
+    min_tls_version: str,
+    skip_verify: bool = False,
+    http_version: str = "auto",
+    client: ClientCredentials | None = None,
 ) -> TlsContexts:
     """Build the contexts for a trust configuration.
 
@@ -144,6 +150,8 @@ def build_contexts(
         skip_verify: build non-verifying contexts (``insecure_skip_verify``).
         http_version: ``"auto"``, ``"1.1"`` or ``"2"``: the ALPN list (RFC 7301) of both
             the TLS stage and the HTTP requests, see :data:`ALPN`.
+        client: the client certificate (``tls_client``, checked by
+            :func:`probe.stages.client_auth.load`), loaded into every context.
 
     Every context offers OpenSSL's default cipher list (``DEFAULT``, at the security level
     of the system's OpenSSL configuration), the list curl and ``openssl s_client`` offer,
@@ -159,10 +167,15 @@ def build_contexts(
     reported as ``tls_version_deprecated`` (RFC 8996). ``any_version``, which only learns
     which version an old server speaks, always uses level 0.
 
+    A client certificate is sent only to a server that asks for one, in the handshake or
+    after it (TLS 1.3 post-handshake authentication, which every context offers, as curl
+    does).
+
     Raises:
         ValueError: ``ca_file`` cannot be read, is not a regular file of at most 4 MiB
             (:data:`probe._files.MAX_PEM_BYTES`) or holds no certificate (a message without
-            the field; the caller adds it).
+            the file or field; the caller adds them).
+        probe.stages.client_auth.ClientCertError: OpenSSL refuses the client certificate.
     """
     lowered = _VERSIONS[min_tls_version] < ssl.TLSVersion.TLSv1_2
 
@@ -177,6 +190,9 @@ def build_contexts(
             warnings.simplefilter("ignore", DeprecationWarning)
             context.minimum_version = _VERSIONS[minimum]
         context.set_alpn_protocols(alpn)
+        context.post_handshake_auth = True  # as curl: a server may ask after the handshake
+        if client is not None:
+            client_auth.install(context, client)
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -213,6 +229,7 @@ def build_contexts(
         min_version=_VERSIONS[min_tls_version],
         skip_verify=skip_verify,
         alpn=alpn,
+        client=client,
     )
 
 
@@ -321,18 +338,8 @@ async def _handshake_open(
             failures=(Failure(reason, f"TLS handshake did not complete within {limit:.3g}s", address),),
         ), None
     except (ssl.SSLError, OSError, EOFError, ValueError) as exc:
-        reason, detail = classify_tls_error(exc)
-        if reason in (Reason.TLS_HANDSHAKE_FAILED, Reason.TLS_VERSION_BELOW_MINIMUM):
-            # Some servers just close or reset on a version mismatch instead of sending a
-            # protocol_version alert; and the alert does not say which version the server
-            # has. Ask once more, accepting any version, to tell and to name it.
-            spoken = await _spoken_version(address, port, hostname, contexts, timeouts, deadline)
-            if spoken is not None and spoken < contexts.min_version:
-                reason = Reason.TLS_VERSION_BELOW_MINIMUM
-                detail = (
-                    f"the server speaks only {_version_name(spoken)}, below the minimum "
-                    f"{_version_name(contexts.min_version)}"
-                )
+        where = client_auth.Where(address, port, hostname, contexts.min_version, timeouts, deadline)
+        reason, detail = await _handshake_failure(exc, where, contexts, clock)
         return _result(
             address, port, connect_seconds=connect_seconds, failures=(Failure(reason, detail, address),)
         ), None
@@ -368,6 +375,30 @@ async def _handshake_open(
         connection.close()
         raise
     return result, OpenConnection(connection)
+
+
+async def _handshake_failure(
+    exc: BaseException, where: client_auth.Where, contexts: TlsContexts, clock: Callable[[], float]
+) -> tuple[Reason, str]:
+    """The finding of a handshake that failed otherwise than by verification or a timeout.
+
+    Some servers just close or reset on a version mismatch instead of sending a
+    protocol_version alert, and the alert does not say which version the server has: a
+    second handshake, accepting any version, tells and names it. A refusal of the client
+    certificate (or the bare handshake_failure of a TLS 1.2 listener that asked for one)
+    is told and explained by :func:`probe.stages.client_auth.refusal`.
+    """
+    reason, detail = classify_tls_error(exc)
+    if reason in (Reason.TLS_HANDSHAKE_FAILED, Reason.TLS_VERSION_BELOW_MINIMUM):
+        spoken = await _spoken_version(
+            where.address, where.port, where.hostname, contexts, where.timeouts, where.deadline
+        )
+        if spoken is not None and spoken < contexts.min_version:
+            return Reason.TLS_VERSION_BELOW_MINIMUM, (
+                f"the server speaks only {_version_name(spoken)}, below the minimum "
+                f"{_version_name(contexts.min_version)}"
+            )
+    return await client_auth.refusal(exc, reason, detail, where, contexts.client, clock())
 
 
 async def connect_plain(
@@ -412,8 +443,9 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
             return Reason.TLS_HANDSHAKE_FAILED, (
                 "the server did not answer with TLS (plain HTTP on the HTTPS port?)"
             )
-        if code in _CLIENT_CERT_REASONS:
-            return Reason.TLS_HANDSHAKE_FAILED, "the server requires a client certificate"
+        client_cert = client_auth.classify_alert(exc)
+        if client_cert is not None:
+            return client_cert
         # Python 3.11's table of OpenSSL reason codes lacks this alert (reason is None);
         # then OpenSSL's own text for alert 120 is the only trace of it.
         if code in _ALPN_REASONS or (not code and "alert no application protocol" in str(exc)):

@@ -7,12 +7,15 @@ settings and reaches the host at the given address (``--resolve``), so no name i
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from probe._text import host_port
 
 #: curl's exit code when the TLS handshake fails (CURLE_SSL_CONNECT_ERROR).
 HANDSHAKE_FAILED = 35
@@ -45,8 +48,11 @@ def curl_get(ca_file: Path, host: str, address: object, port: int, *extra: str) 
 
     Args:
         ca_file: PEM file of the CAs curl trusts (``--cacert``).
-        host: the name in the URL, for SNI and the certificate's name check.
-        address: the loopback address curl connects to (an IP address or its text).
+        host: the name in the URL, for SNI and the certificate's name check; an IP address
+            (IPv6 without brackets) makes an IP-address URL, which curl verifies against
+            the address, without SNI.
+        address: the loopback address curl connects to (an IP address or its text); for an
+            IP-address ``host``, ``host`` itself (no ``--resolve``).
         port: the TCP port.
         extra: more curl options, before the URL (e.g. ``--tlsv1.1``).
 
@@ -70,13 +76,20 @@ def curl_get(ca_file: Path, host: str, address: object, port: int, *extra: str) 
             "5",
             "--cacert",
             str(ca_file),
-            "--resolve",
-            f"{host}:{port}:{address}",
+            *([] if _is_address(host) else ["--resolve", f"{host}:{port}:{address}"]),
             *extra,
-            f"https://{host}:{port}/",
+            f"https://{host_port(host, port)}/",
         ],
         capture_output=True,
         text=True,
         check=False,
     )
     return CurlVerdict(done.returncode, done.stderr)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

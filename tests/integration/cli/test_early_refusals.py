@@ -51,7 +51,9 @@ CORPUS: list[tuple[list[str], str]] = [
     (["https:///health"], "is not a valid DNS name"),
     (["https://-bad-.example/"], "'-bad-.example' is not a valid DNS name"),
     (["https://xn--zz.example/"], "is not a valid A-label"),
-    (["https://10.0.0.1/"], "names an IP address: give the name to verify with server_name"),
+    # (An IP-address URL alone is valid since issue 16: verified against the address. Never
+    # put one outside loopback here: a valid argument is probed.)
+    (["https://127.0.10.1/", "--server-name", "127.0.0.2"], "--server-name: '127.0.0.2' is an IP address"),
     ([URL, "--expect-network", "10.0.0.1/8"], "--expect-network: '10.0.0.1/8' has host bits set"),
     ([URL, "--expect-network", "bogus"], "--expect-network: 'bogus' is not a CIDR network"),
     ([URL, "--timeout", "0"], "--timeout: must be greater than 0 (got '0')"),

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import queue
+import re
 import signal
 import socket
 import struct
@@ -17,13 +18,16 @@ import termios
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import jsonschema
 import pytest
 import yaml
 
 from probe.cli.main import main
+from probe.cli.share import share_file
 from probe.lab import Lab, Pki
 from probe.model.reasons import ExitCode
 from tests.support.helpers import REPO, environment_without_proxies
@@ -135,17 +139,134 @@ def test_a_node_that_refuses_then_accepts_is_one_transition_and_the_watch_ends_o
     out = "\n".join(watcher.lines)
     assert code == ExitCode.OK and stderr == "", (out, stderr)
     assert took < BOUND
-    ups = [line for line in watcher.lines if "→" in line]
-    assert len(ups) == 1, out
-    assert ups[0].endswith(f"{s.hostname} {down.address} critical→ok (tcp_refused cleared)")
-    assert watcher.lines[watcher.lines.index(ups[0]) + 1].startswith("watch: ")  # then the summary
+    ups = [line for line in watcher.lines if "critical→ok" in line]
+    assert len(ups) == 2, out  # the target as a whole, then the address that changed
+    cleared = "critical→ok (tcp_refused cleared; outage of at least "
+    assert f"{s.hostname} (target) {cleared}" in ups[0]
+    assert f"{s.hostname} {down.address} {cleared}" in ups[1]
+    assert ups[1].endswith(" s, from the first round)")  # it was under way when the watch started
+    assert watcher.lines[watcher.lines.index(ups[1]) + 1].startswith("watch: ")  # then the summary
     assert "ended at the first all-ok round (--until ok)" in out
-    assert "  first ok     after " in out and "  worst seen   critical" in out
-    assert "  final        ok (exit 0)" in out
-    assert any(line.endswith(f"{down.address}  1 flip   worst critical  now ok") for line in watcher.lines), (
+    assert "  first ok        after " in out and "  worst seen      critical" in out  # it started broken
+    assert "  final           ok (exit 0)" in out
+    assert any(f"{down.address}  1 flip   worst critical  now ok since " in line for line in watcher.lines), (
         out
     )
     assert "\r" not in out and "\033[" not in out  # a pipe gets no status line and no colour
+
+
+@dataclass
+class NodeOutage:
+    """A watch of two nodes, one stopped and started again mid-watch (see :func:`node_outage`)."""
+
+    scene: Any
+    watcher: Watcher
+    code: int
+    stderr: str
+    down_for: float  # seconds from stopping the node to starting it again
+
+    @property
+    def node(self) -> Any:
+        return self.scene.nodes[1]
+
+
+def node_outage(lab: Lab, scene: Any, pki: Pki, tmp_path: Path, *extra: str) -> NodeOutage:
+    """Watch two healthy nodes; stop the second for about 2 s, start it again on its address and port.
+
+    The watch ends 10 identical rounds (3 s) after the node is back: more than the rounds
+    of the outage, so it never ends during it.
+    """
+    leaf = pki.leaf("outage.corp.example")
+    s = scene(nodes=2, cert=leaf, hostname="outage.corp.example")
+    node = s.nodes[1]
+    args = watch_args(s, "--until", "stable", "--stable-rounds", "10", "--max-time", "25", *extra)
+    watcher = Watcher(*args)
+    restarted = None
+    try:
+        watcher.wait_for(lambda line: node.address in line)
+        time.sleep(0.7)  # a few healthy rounds: the watch starts healthy
+        lab.stop(node)
+        stopped = time.monotonic()
+        watcher.wait_for(lambda line: node.address in line and "critical" in line)
+        time.sleep(1.5)
+        restarted = restart(lab, node, leaf, s, tmp_path)
+        down_for = time.monotonic() - stopped
+        code, stderr, took = watcher.finish()
+    finally:
+        if restarted is not None:
+            lab.stop(restarted)
+    assert took < BOUND
+    return NodeOutage(s, watcher, code, stderr, down_for)
+
+
+def test_a_node_stopped_and_started_again_is_one_outage_with_its_times_and_length(
+    lab: Lab, scene: Any, pki: Pki, tmp_path: Path
+) -> None:
+    # A request under way when the node stops may fail otherwise (http_protocol_error,
+    # tls_handshake_failed) before the next rounds find the port closed: the outage's
+    # reasons are all of them, tcp_refused among them.
+    seen = node_outage(lab, scene, pki, tmp_path)
+    host, node, lines = seen.scene.hostname, seen.node.address, seen.watcher.lines
+    out = "\n".join(lines)
+    assert seen.code == ExitCode.OK and seen.stderr == "", out
+
+    # The target goes critical in the same round as its node, and both say when it ended.
+    down = [line for line in lines if "ok→critical" in line]
+    assert [line[9:].split(" (")[0] for line in down] == [f"{host}", f"{host} {node} ok→critical"], out
+    assert down[0][9:].startswith(f"{host} (target) ok→critical (") and down[0][:8] == down[1][:8]
+    began = down[0][:8]
+    up = [line for line in lines if "critical→ok" in line]
+    assert [line[9:].split(" cleared; ")[0].rsplit(" (", 1)[0] for line in up] == [
+        f"{host} (target) critical→ok",
+        f"{host} {node} critical→ok",
+    ], out
+    ended = up[1][:8]
+    match = re.search(r" cleared; outage of (\d+\.\d+) s since (\d\d:\d\d:\d\d)\)$", up[1])
+    assert match is not None and match[2] == began, out
+    length = float(match[1])
+    assert seen.down_for - 1.0 < length < seen.down_for + 1.5, (length, seen.down_for)
+
+    # The summary: no meaningless "first ok" (it started healthy), the outage with its times.
+    summary = lines[lines.index(next(x for x in lines if x.startswith("watch: "))) :]
+    assert not any(line.startswith("  first ok") for line in summary), out
+    assert f"  longest outage  {match[1]} s, {host} (target) {began} → {ended}" in summary, out
+    assert f"  last change     {ended}" in summary
+    row = next(i for i, line in enumerate(summary) if line.startswith(f"  {host} {node} "))
+    assert summary[row].endswith(f"worst critical  now ok since {ended}"), out
+    assert summary[row + 1].startswith(f"    outage {began} → {ended}  {match[1]} s  critical ("), out
+    assert "tcp_refused" in summary[row + 1] and summary[row + 2 :] == []  # one outage, the last row
+    other = next(line for line in summary if line.startswith(f"  {host} {seen.scene.nodes[0].address} "))
+    assert "0 flips  worst ok        now ok since " in other
+
+
+def test_a_node_outage_in_json_lines(lab: Lab, scene: Any, pki: Pki, tmp_path: Path) -> None:
+    seen = node_outage(lab, scene, pki, tmp_path, "--json")
+    records = [json.loads(line) for line in seen.watcher.lines]
+    schema = json.loads(share_file("schema/watch-v1.schema.json").read_text())
+    for record in records:
+        jsonschema.validate(record, schema)
+    assert seen.code == ExitCode.OK and seen.stderr == ""
+
+    node = seen.node.address
+    changes = [r for r in records if r["type"] == "change" and r["address"] == node]
+    went = next(r for r in changes if r["old"] == "ok" and r["new"] == "critical")
+    came = next(r for r in changes if r["old"] == "critical" and r["new"] == "ok")
+    assert went["outage"]["ended_timestamp"] is None
+    assert went["outage"]["started_timestamp"] == went["timestamp"]
+    outage = came["outage"]
+    assert (outage["started_timestamp"], outage["ended_timestamp"]) == (went["timestamp"], came["timestamp"])
+    assert outage["worst"] == "critical" and "tcp_refused" in outage["reasons"]
+    assert seen.down_for - 1.0 < outage["seconds"] < seen.down_for + 1.5
+
+    summary = records[-1]
+    assert summary["type"] == "summary" and summary["first_round_status"] == "ok"
+    longest = summary["longest_outage"]
+    assert longest["address"] is None and longest["seconds"] >= outage["seconds"]
+    per = {r["address"]: r for r in summary["addresses"]}
+    assert per[node]["outages"] == [outage] and per[node]["longest_outage"] == outage
+    assert per[node]["ok_since_timestamp"] == came["timestamp"] == per[node]["last_change_timestamp"]
+    assert per[seen.scene.nodes[0].address]["outages"] == []
+    assert summary["last_change_timestamp"] == came["timestamp"]
 
 
 def test_a_certificate_swapped_mid_watch_in_json_lines(
@@ -166,7 +287,7 @@ def test_a_certificate_swapped_mid_watch_in_json_lines(
     records = [json.loads(line) for line in watcher.lines]
     assert code == ExitCode.OK and stderr == "" and took < BOUND
     first = [r for r in records if r["type"] == "change" and r["old"] is None]
-    assert {(r["address"], r["new"]) for r in first} == {(None, "ok"), (node.address, "critical")}
+    assert {(r["address"], r["new"]) for r in first} == {(None, "critical"), (node.address, "critical")}
     bad = next(r for r in first if r["address"] == node.address)
     assert bad["reasons"] == ["cert_hostname_mismatch"]
     assert "other.corp.example" in bad["failures"][0]["detail"]
@@ -215,14 +336,14 @@ def test_until_stable_with_a_config_file_exits_with_the_final_state(
     assert code == ExitCode.CRITICAL and capsys.readouterr().err == ""
     text = out.getvalue().splitlines()
     assert text[:3] == [
-        text[0][:9] + "www (target) ok",
+        text[0][:9] + "www (target) critical (tcp_refused)",
         text[1][:9] + f"www {s.nodes[0].address} critical (tcp_refused)",
         text[2][:9] + f"www {s.nodes[1].address} ok",
     ]
     assert text[3].startswith("watch: 2 rounds in ") and text[3].endswith(
         "ended after 2 identical rounds (--until stable)"
     )
-    assert "  first ok     never" in text and "  final        critical (exit 2)" in text
+    assert "  first ok        never" in text and "  final           critical (exit 2)" in text
 
 
 def test_max_time_cuts_a_round_under_way(lab: Lab, new_ip: Any, dns: Any, ca_file: Path) -> None:
@@ -258,6 +379,21 @@ def test_max_time_cuts_a_round_under_way(lab: Lab, new_ip: Any, dns: Any, ca_fil
     assert took < 2.5
     assert code == ExitCode.UNKNOWN  # no round completed: no verdict
     assert summary["ended_by"] == "max_time" and summary["rounds"] == 0 and summary["status"] is None
+    assert summary["round_cut"] is True and summary["max_time_seconds"] == 1
+
+
+def test_max_time_ends_before_a_round_that_would_pass_it_and_says_so(scene: Any) -> None:
+    # Rounds start every 2 s; the third would start at 4 s, after --max-time 3s: the watch
+    # ends after the second round (about 2 s in), and the summary says why it ended early.
+    s = scene(nodes=1)
+    watcher = Watcher(*watch_args(s, "--every", "2", "--max-time", "3s"))  # the last --every counts
+    code, stderr, took = watcher.finish()
+
+    assert code == ExitCode.OK and stderr == "" and took < 3.0 + 2.0
+    header = next(line for line in watcher.lines if line.startswith("watch: "))
+    assert header.startswith("watch: 2 rounds in ")
+    assert header.endswith(", ended: the next round would have passed --max-time (3.00 s)")
+    assert not any(line.startswith("  cut short") for line in watcher.lines)
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
@@ -277,7 +413,7 @@ def test_ctrl_c_ends_the_watch_with_the_summary_and_the_current_exit_code(
     assert took < BOUND
     summary = [line for line in watcher.lines if line.startswith("watch: ")]
     assert len(summary) == 1 and summary[0].endswith(", interrupted")
-    assert "  final        critical (exit 2)" in watcher.lines
+    assert "  final           critical (exit 2)" in watcher.lines
 
 
 def test_ctrl_c_in_json_mode_ends_with_the_summary_line(scene: Any) -> None:
@@ -339,7 +475,7 @@ def test_on_a_terminal_a_status_line_is_refreshed_in_place(scene: Any) -> None:
     text = output.decode()
     assert code == ExitCode.OK and stderr == "" and took < BOUND
     assert "\r\033[Kround 1…" in text
-    assert f"round 3 · {s.hostname} (target) ok, {s.nodes[0].address} ok · no change in" in text
+    assert f"round 3 · {s.hostname} ok ({s.nodes[0].address} ok) · no change in" in text
     assert text.count(f"{s.hostname} {s.nodes[0].address} ok\r\n") == 1  # one change line, not one per round
     tail = text.rsplit("watch: ", 1)[0]
     assert tail.endswith("\r\033[K")  # the status line is cleared before the summary

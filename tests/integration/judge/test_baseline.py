@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -45,8 +46,15 @@ def adhoc(scene: Scene) -> list[str]:
 
 
 def saved(scene: Scene, path: Path) -> dict[str, Any]:
-    code, _, elapsed = check(*adhoc(scene), "--save-baseline", str(path))
+    """``--save-baseline path``: the file's document; stderr says where it wrote and what."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, _, elapsed = check(*adhoc(scene), "--save-baseline", str(path))
     assert code == ExitCode.OK and elapsed < TIME_BOUND
+    addresses = ", ".join(node.address for node in scene.nodes)
+    assert err.getvalue() == (
+        f"probe: baseline saved to {path}: {scene.hostname} ({scene.target['url']}) at {addresses}\n"
+    )
     return json.loads(path.read_text())
 
 
@@ -157,6 +165,82 @@ def test_a_certificate_from_another_issuer_expiring_earlier_is_a_regression(
     assert document["baseline"]["regressions"] == 2
 
 
+def test_a_certificate_for_another_name_by_the_same_ca_is_a_regression_that_says_so(
+    scene: Any, pki: Pki, restart: Any, tmp_path: Path
+) -> None:
+    # The issue's case: the leaf swapped for one issued to other.corp.example by the same
+    # CA. Same issuer, similar expiry: before, "neutral … replaced by the same issuer".
+    s = scene(nodes=2)
+    path = tmp_path / "before.json"
+    document = saved(s, path)
+    leaf = document["targets"][0]["per_address"][s.nodes[0].address]["leaf"]
+    assert leaf["dns_names"] == [s.hostname] and leaf["ip_addresses"] == [] and leaf["key"] == "EC P-256"
+    other = pki.leaf("other.corp.example")
+    restart(s, 0, other)
+    restart(s, 1, other)
+
+    code, out, elapsed = check(*adhoc(s), "--baseline", str(path))
+
+    assert code == ExitCode.CRITICAL and elapsed < TIME_BOUND  # the check itself: cert_hostname_mismatch
+    lines = [line for line in out.splitlines() if "certificate " in line and line.startswith("  regression")]
+    assert [line.split()[2] for line in lines] == [n.address for n in s.nodes], out
+    assert all(
+        "by the same issuer (probe test Intermediate CA); no longer covers "
+        f"{s.hostname} (the target's name): now for other.corp.example;" in line
+        for line in lines
+    ), out
+    code, document = compare_json(s, path)
+    assert [(a, i) for a, aspect, i in changes(document) if aspect == "certificate"] == [
+        (n.address, "regression") for n in s.nodes
+    ]
+
+
+def test_a_baseline_saved_with_a_config_compares_with_an_ad_hoc_check_of_the_same_url(
+    scene: Any, tmp_path: Path
+) -> None:
+    # Saved with --config (target "www"), compared with an ad hoc check of the same URL
+    # (target named after its host): the same target, no "baseline of another target".
+    s = scene(nodes=2)
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump({"targets": [{"name": "www", **s.target}]}))
+    path = tmp_path / "before.json"
+    code, _, _ = check("--config", str(config), "--save-baseline", str(path))
+    assert code == ExitCode.OK and json.loads(path.read_text())["targets"][0]["name"] == "www"
+
+    code, out, elapsed = check(*adhoc(s), "--baseline", str(path))
+    assert code == ExitCode.OK and elapsed < TIME_BOUND
+    assert out.rstrip().endswith(": no changes"), out
+    code, document = compare_json(s, path)
+    assert code == ExitCode.OK and document["baseline"]["changes"] == []
+    assert document["targets"][0]["name"] == s.hostname  # compared under the name checked now
+
+
+def test_backends_seen_at_one_address_by_the_rotations_phase_are_no_change(
+    scene: Any, tmp_path: Path
+) -> None:
+    # The lab's two nodes share one backend pool, each with its own round-robin. With one
+    # request per address, which backend each node answers with is the rotation's phase:
+    # here node 1 is one connection ahead (another client), so the baseline sees web-1 at
+    # node 0 and web-2 at node 1, and the next check the other way round. Both backends
+    # answer for the target in both checks: nothing changed.
+    s = scene(nodes=2)
+    one = ["--requests", "1"]
+    host, port, ahead = s.hostname, s.port, s.nodes[1].address
+    code, _, _ = check(*adhoc(s), *one, "--resolve", f"{host}:{port}:{ahead}")  # another client at node 1
+    assert code == ExitCode.OK
+    path = tmp_path / "before.json"
+    code, _, _ = check(*adhoc(s), *one, "--save-baseline", str(path))
+    per_address = json.loads(path.read_text())["targets"][0]["per_address"]
+    assert [per_address[n.address]["backends"] for n in s.nodes] == [["web-1"], ["web-2"]]
+
+    code, out, elapsed = check(*adhoc(s), *one, "--baseline", str(path), "--json")
+    document = json.loads(out)
+    seen = {a["address"]: list(a["backend_counts"]) for a in document["targets"][0]["addresses"]}
+    assert seen == {s.nodes[0].address: ["web-2"], s.nodes[1].address: ["web-1"]}  # the phase moved
+    assert code == ExitCode.OK and elapsed < TIME_BOUND
+    assert document["baseline"]["changes"] == []  # no "no longer answers via this address"
+
+
 def test_a_stopped_backend_is_a_regression(scene: Any, lab: Lab, tmp_path: Path) -> None:
     s = scene(nodes=2)
     path = tmp_path / "before.json"
@@ -249,7 +333,9 @@ def test_compare_then_save_into_the_same_file(scene: Any, lab: Lab, tmp_path: Pa
     assert code == ExitCode.CRITICAL and document["baseline"]["changes"] == []
 
 
-def test_several_targets_are_keyed_by_name_and_url(scene: Any, lab: Lab, tmp_path: Path) -> None:
+def test_several_targets_are_keyed_by_url(
+    scene: Any, lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first, second = scene(nodes=1), scene(nodes=1)
     config = tmp_path / "probe.yaml"
     targets = [{"name": "one", **first.target}, {"name": "two", **second.target}]
@@ -258,6 +344,8 @@ def test_several_targets_are_keyed_by_name_and_url(scene: Any, lab: Lab, tmp_pat
 
     code, _, _ = check("--config", str(config), "--save-baseline", str(path))
     assert code == ExitCode.OK
+    one, two = (f"({s.target['url']}) at {s.nodes[0].address}" for s in (first, second))
+    assert capsys.readouterr().err == f"probe: baseline saved to {path}: 2 targets: one {one}; two {two}\n"
     assert [(t["name"], t["url"]) for t in json.loads(path.read_text())["targets"]] == [
         ("one", first.target["url"]),
         ("two", second.target["url"]),
@@ -334,7 +422,7 @@ def test_a_baseline_of_another_target_is_refused(
     path = tmp_path / "other.json"
     saved(other, path)
     err = _refused(s, path, capsys)
-    assert f"baseline of another target: it holds {other.hostname} ({other.target['url']})" in err
+    assert f"baseline of another URL: it holds {other.hostname} ({other.target['url']})" in err
     assert f"not {s.hostname} ({s.target['url']})" in err
 
 
@@ -347,9 +435,7 @@ def test_a_baseline_of_the_same_name_at_another_url_is_refused(
     document["targets"][0]["url"] = s.target["url"] + "health"
     path.write_text(json.dumps(document))
     err = _refused(s, path, capsys)
-    assert (
-        f"baseline of another target: {s.hostname} was {s.target['url']}health, now {s.target['url']}" in err
-    )
+    assert f"baseline of another URL: {s.hostname} was {s.target['url']}health, now {s.target['url']}" in err
 
 
 def test_a_missing_baseline_and_an_unwritable_save_path_are_refused_before_probing(

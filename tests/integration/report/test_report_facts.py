@@ -341,5 +341,6 @@ def test_docs_json_section_names_exactly_the_keys_of_the_document(scene: Any, tm
     values |= {"answered", "pin_matches", "pinned_fingerprint", "trust", "ca_file", "fingerprint_sha256"}
     values |= {"round_robin", "least_outstanding_requests", "weighted_random", "any"}  # balancing
     values |= {"plain", "https"}  # tls.handshake of an http:// target; scheme and expect_redirect values
+    values |= {"cert_file"}  # of a client_certificate (null here): test_client_certificates.py has them
     assert _json_keys(document) - documented == set()
     assert documented - _json_keys(document) - values == set()

@@ -31,6 +31,7 @@ from probe.model.deadline import Deadline
 from probe.model.reasons import Reason, Status
 from probe.stages import ocsp as ocsp_stage
 from tests.support.helpers import FAST, make_plan, probe_cli, reasons, run
+from tests.support.s_server import SServer
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")
@@ -120,42 +121,6 @@ def built_ocsp(
     return out
 
 
-class StaplingServer:
-    """``openssl s_server -www`` on a 127.x address, stapling ``status_file`` when given."""
-
-    def __init__(self, workdir: Path, address: str, leaf: Issued, issuer: Issued, status_file: Path | None):
-        n = next(_N)
-        cert, key = leaf.write(workdir, f"server{n}", chain=leaf.cert_pem)
-        chain = workdir / f"server{n}-chain.pem"
-        chain.write_bytes(issuer.cert_pem)
-        self.address, self.port = address, 8443
-        argv = [OPENSSL or "openssl", "s_server", "-accept", f"{address}:{self.port}", "-cert", str(cert)]
-        argv += ["-key", str(key), "-cert_chain", str(chain), "-www", "-quiet"]
-        if status_file is not None:
-            argv += ["-status_file", str(status_file)]
-        self.log = (workdir / f"server{n}.log").open("wb")
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                socket.create_connection((address, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"s_server did not start: {(workdir / f'server{n}.log').read_text()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
-        self.log.close()
-
-
 @pytest.fixture
 def stapling(
     dns: Any, new_ip: Any, pki: Pki, ca_file: Path, tmp_path: Path
@@ -164,14 +129,17 @@ def stapling(
 
     Returns the target fields (``ocsp: staple``) and the leaf.
     """
-    servers: list[StaplingServer] = []
+    servers: list[SServer] = []
 
     def make(
         staple: Callable[[Issued], Path | None] | None = None, **fields: Any
     ) -> tuple[dict[str, Any], Issued]:
         name = f"ocsp{next(_N)}.corp.example"
         leaf = pki.leaf(name)
-        server = StaplingServer(tmp_path, new_ip(), leaf, pki.intermediate, staple(leaf) if staple else None)
+        status_file = staple(leaf) if staple else None
+        server = SServer(
+            tmp_path, new_ip(), leaf, *(["-status_file", str(status_file)] if status_file else [])
+        )
         servers.append(server)
         dns.set(name, ("A", server.address))
         target = {

@@ -1,4 +1,4 @@
-"""Pinned addresses: ``--resolve`` / ``addresses:`` and IP-address URLs with ``--server-name``.
+"""Pinned addresses: ``--resolve`` / ``addresses:`` and IP-address URLs, with or without ``--server-name``.
 
 Every check here runs against real loopback servers from the lab. A pinned name is probed
 without a DNS query for it: the lab's DNS server records every query it gets, and the
@@ -195,20 +195,20 @@ def test_ip_literal_url_with_a_server_name_the_certificate_lacks(
     assert took < BOUND
 
 
-def test_ip_literal_url_without_server_name_is_refused_naming_both_ways(
-    capsys: pytest.CaptureFixture[str],
+def test_ip_literal_url_without_server_name_verifies_the_address(
+    scene: Any, ca_file: Path, dns: DnsServer
 ) -> None:
-    code, out, took = check("https://127.0.10.1/health", "--resolver", "127.0.53.2")
-    err = capsys.readouterr().err
+    """Once refused; now checked as curl checks it: the node's certificate names no address."""
+    lab: Scene = scene(nodes=1)
+    node = lab.nodes[0].address
+    code, out, took = check(f"https://{node}:{lab.port}/health", *common(lab, ca_file, dns))
 
-    assert code == ExitCode.UNKNOWN and out == ""
-    assert err.count("\n") == 1
-    assert err == (
-        "probe: URL: 'https://127.0.10.1/health' names an IP address: give the name to verify "
-        "with server_name (--server-name NAME), or put the DNS name in the URL and pin the "
-        "address with addresses (--resolve NAME:PORT:ADDR)\n"
-    )
-    assert took < BOUND
+    assert code == ExitCode.CRITICAL, out
+    assert f"DNS      {node} → {node}  (the URL's address; no DNS query)" in out
+    assert f"cert_hostname_mismatch {node}: certificate names no IP address" in out
+    assert f"(it names {lab.hostname})" in out and "--server-name" in out
+    assert set(lab.nodes[0].sni_names) == {None}  # the handshake and the one reading the chain
+    assert queries_for(dns, node) == [] and took < BOUND
 
 
 def test_pinned_set_differs_from_the_alias(scene: Any, ca_file: Path, dns: DnsServer) -> None:

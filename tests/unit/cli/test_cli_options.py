@@ -22,6 +22,9 @@ SAMPLES = {
     "--resolve": (["www.corp.example:443:127.0.10.1,127.0.10.2"], "addresses", (A1, A2)),
     "--server-name": ("www.corp.example", "server_name", "www.corp.example"),
     "--ca-file": (None, "ca_file", None),
+    "--cert": ("client.crt", "tls_client", None),
+    "--key": ("client.key", "tls_client", None),
+    "--key-password-file": ("client.pass", "tls_client", None),
     "--expect-network": (["127.0.0.0/8"], "expect_networks", None),
     "--expect-same-addresses-as": ("alb.corp.example", "expect_same_addresses_as", "alb.corp.example"),
     "--expect-backends": ("web-1, web-2", "expect_backends", ("web-1", "web-2")),
@@ -64,6 +67,8 @@ def argv_for(flag: str) -> list[str]:
 @pytest.mark.parametrize("flag", [f for f in SAMPLES if f != "--ca-file"])
 def test_each_option_fills_its_target_field(flag: str) -> None:
     extra = ["--backend-header", "X-Backend"] if flag == "--expect-backends" else []
+    if flag in ("--key", "--key-password-file"):  # a key belongs to a certificate
+        extra = ["--cert", "client.crt"]
     # --server-name is for a URL whose host is an IP address.
     url = "https://127.0.10.1/" if flag == "--server-name" else "https://www.corp.example/"
     if flag == "--expect-redirect":  # for the plain HTTP listener
@@ -82,6 +87,11 @@ def test_each_option_fills_its_target_field(flag: str) -> None:
         assert target.headers["X-Probe"].value == "1"
     if flag == "--timeout":
         assert target.timeouts.deadline == 4 and target.timeouts.tls == 4
+    if field == "tls_client":
+        assert target.tls_client is not None and str(target.tls_client.cert_file) == "client.crt"
+        key = {"--key": "key_file", "--key-password-file": "key_password_file"}.get(flag)
+        if key is not None:
+            assert str(getattr(target.tls_client, key)) == SAMPLES[flag][0]
     if flag in ("--grpc-health", "--grpc-service"):
         assert target.grpc_health is not None and target.http_version == "2"
         assert target.grpc_health.service == ("shop.Cart" if flag == "--grpc-service" else "")
@@ -144,6 +154,20 @@ def test_resolve_entries_add_up_each_address_once_and_name_the_flag() -> None:
 def test_resolve_default_port_is_443() -> None:
     target = adhoc("https://www.corp.example/", "--resolve", "www.corp.example:443:127.0.10.1")
     assert target.port == 443 and target.addresses == (A1,)
+
+
+def test_cert_and_key_fill_one_tls_client() -> None:
+    target = adhoc(
+        "https://www.corp.example/", "--key", "k.pem", "--cert", "c.pem", "--key-password-file", "p"
+    )
+    assert target.tls_client is not None
+    assert (str(target.tls_client.cert_file), str(target.tls_client.key_file)) == ("c.pem", "k.pem")
+    assert str(target.tls_client.key_password_file) == "p"
+
+
+def test_key_without_cert_names_the_missing_flag() -> None:
+    with pytest.raises(UsageError, match=r"^--cert: required$"):
+        adhoc("https://www.corp.example/", "--key", "k.pem")
 
 
 def test_server_name_names_the_flag() -> None:

@@ -416,6 +416,23 @@ def test_ip_literal_url_with_server_name() -> None:
     assert target.url == "https://[fd00::1]:8443/health"
 
 
+@pytest.mark.parametrize(
+    ("url", "hostname", "name"),
+    [
+        ("https://10.0.1.17/health", "10.0.1.17", "10.0.1.17"),
+        ("https://[FD00:0::1]:8443/", "fd00::1", "fd00::1"),
+        ("https://[::1]:8443/", "::1", "0::1"),
+    ],
+)
+def test_ip_literal_url_without_server_name_is_its_own_hostname(url: str, hostname: str, name: str) -> None:
+    """The address itself is verified (as curl does); no DNS query, no SNI."""
+    target = parse_config(f"targets:\n  - url: '{url}'\n").targets[0]
+    assert target.hostname == hostname and target.name == name and target.server_name is None
+    assert target.addresses == (ipaddress.ip_address(hostname),) and target.pinned_by == "url"
+    again = Config(targets=(target,)).targets[0]
+    assert again.hostname == hostname and again.pinned_by == "url"
+
+
 def test_pinned_target_survives_revalidation() -> None:
     """Config validates its targets again; the derived pin must not turn into an error."""
     target = parse_config(

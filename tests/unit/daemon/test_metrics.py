@@ -33,6 +33,7 @@ from probe.daemon.metrics import (
     render_target,
 )
 from probe.daemon.store import BUCKETS, STALE_AFTER_CYCLES, ResultStore, Snapshot
+from probe.model.facts import ClientCertificate
 from probe.model.reasons import Reason, Status
 from probe.model.results import (
     AddressResult,
@@ -614,7 +615,38 @@ def test_every_series_has_the_labels_of_its_spec() -> None:
     rich = rich_result()
     insecure = replace(rich, target=replace(rich.target, insecure_skip_verify=True))
     seen |= {spec_of(family, sample.name) for family, sample in scrape(insecure).samples()}
+    mtls = replace(rich, target=replace(rich.target, client_certificate=CLIENT))
+    for family, sample in scrape(mtls).samples():
+        seen.add(spec_of(family, sample.name))
+        if spec_of(family, sample.name) == "probe_ssl_file_cert_not_after":
+            assert set(sample.labels) == set(SPEC["probe_ssl_file_cert_not_after"].labels), sample
     assert seen == set(SPEC) - DAEMON_ONLY  # the rich result shows every family (pinned: probe_dns_pinned)
+
+
+CLIENT = ClientCertificate(
+    "/etc/probe/client.crt",
+    builders.cert("probe-client", NOW + 20 * DAY, issuer="Corp Client CA", serial="2a"),
+)
+
+
+def test_client_certificate_expiry_as_ssl_exporter_names_a_certificate_file() -> None:
+    """ssl_exporter's file prober: ssl_file_cert_not_after{file, cn, issuer_cn, serial_no}, one per file."""
+    rich = rich_result()
+    own = replace(rich.direct_backends[0], client_certificate=replace(CLIENT, cert_file="/etc/probe/b.crt"))
+    same = replace(rich.direct_backends[0], name="web-9", client_certificate=CLIENT)
+    mtls = replace(rich, target=replace(rich.target, client_certificate=CLIENT), direct_backends=(own, same))
+    s = scrape(mtls)
+    files = sorted(x.labels["file"] for x in s.named("probe_ssl_file_cert_not_after"))
+    assert files == ["/etc/probe/b.crt", "/etc/probe/client.crt"]
+    assert s.value(
+        "probe_ssl_file_cert_not_after",
+        target="www",
+        file="/etc/probe/client.crt",
+        cn="probe-client",
+        issuer_cn="Corp Client CA",
+        serial_no="2a",
+    ) == (NOW + 20 * DAY)
+    assert scrape(rich).named("probe_ssl_file_cert_not_after") == []
 
 
 # --------------------------------------------------------------------------- series disappear

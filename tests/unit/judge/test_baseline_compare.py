@@ -23,6 +23,7 @@ from tests.support.builders import (
     address_result,
     cert,
     dns_result,
+    facts,
     http_attempt,
     target_result,
     tls_result,
@@ -96,6 +97,9 @@ def test_snapshot_holds_what_matters_across_a_change() -> None:
             "subject": "CN=www.corp.example",
             "issuer": "CN=Corp Intermediate CA",
             "not_after_timestamp": NOW + 60 * DAY,
+            "dns_names": ["www.corp.example"],
+            "ip_addresses": [],
+            "key": "EC P-256",
         },
         "backends": ["web-1"],
     }
@@ -168,13 +172,74 @@ def test_a_backend_gone_everywhere_is_one_target_regression_and_a_new_one_an_imp
     ]
 
 
-def test_a_backend_that_no_longer_answers_via_one_address_is_a_regression_there() -> None:
+def test_backends_are_compared_for_the_target_never_per_address() -> None:
+    """Which backend answered at one address is the rotation's phase, not the change."""
     before = saved(healthy())
-    now = healthy(backends=(("web-1", "web-1"), ("web-1", "web-2")))  # e.g. cross-zone balancing off
+    now = healthy(backends=(("web-1", "web-1"), ("web-1", "web-2")))  # web-2 still answers for the target
+    assert baseline.compare(before, [now]).changes == ()
+
+
+def rotating(balancing: str, *seen: tuple[str, ...]) -> TargetResult:
+    """Target www with ``balancing`` whose addresses A and B answered from ``seen`` backends."""
+    results = [
+        address_result(ip, healthy().addresses[0].tls, [http_attempt(b) for b in backends])
+        for ip, backends in zip((A, B), seen, strict=True)
+    ]
+    return target_result("www", results, balancing=balancing)
+
+
+@pytest.mark.parametrize(
+    ("balancing", "responses", "impact", "words"),
+    [
+        ("round_robin", 2, Impact.REGRESSION, "backend web-2 no longer answers (seen now: web-1)"),
+        (
+            "weighted_random",
+            8,
+            Impact.NEUTRAL,
+            "backend web-2 not seen now (seen: web-1); with weighted_random a healthy backend goes "
+            "unseen in 8 identified responses up to 0.781 % of the time: not judged before 21 "
+            "(e.g. --requests 11)",
+        ),
+        (
+            "weighted_random",
+            21,
+            Impact.REGRESSION,
+            "backend web-2 no longer answers (seen now: web-1; none of 21 identified responses: with "
+            "weighted_random a healthy backend goes unseen that long less than one in a million times)",
+        ),
+        (
+            "any",
+            40,
+            Impact.NEUTRAL,
+            "backend web-2 not seen now (seen: web-1); balancing any makes no claim about which "
+            "backends answer: not judged",
+        ),
+    ],
+)
+def test_a_backend_not_seen_now_is_judged_with_the_targets_balancing_rule(
+    balancing: str, responses: int, impact: Impact, words: str
+) -> None:
+    before = saved(rotating(balancing, ("web-1", "web-2"), ("web-1", "web-2")))
+    half = responses // 2
+    now = rotating(balancing, ("web-1",) * half, ("web-1",) * (responses - half))
+    [change] = baseline.compare(before, [now]).changes
+    assert (change.address, change.aspect, change.impact, change.detail) == (
+        None,
+        Aspect.BACKEND,
+        impact,
+        words,
+    )
+
+
+def test_backends_are_not_compared_when_no_response_identified_one_now() -> None:
+    before = saved(healthy())
+    now = target_result("www", [refused(A), refused(B)], backend_rule=("header", "X-Backend"))
     changes = baseline.compare(before, [now]).changes
-    assert [(c.address, c.aspect, c.impact) for c in changes] == [(A, Aspect.BACKEND, Impact.REGRESSION)]
-    assert (
-        changes[0].detail == "backend web-2 no longer answers via this address (it still answers via others)"
+    [backends] = [c for c in changes if c.aspect is Aspect.BACKEND]
+    assert backends.impact is Impact.NEUTRAL
+    assert backends.detail == (
+        "backends not compared: no response identified a backend now (the status says why); "
+        "the baseline saw web-1, web-2"
     )
 
 
@@ -216,6 +281,94 @@ def test_a_new_leaf_is_classified_by_issuer_and_expiry(new: Any, impact: Impact,
         "aaaaaaaaaaaaaaaa… Corp Intermediate CA"
     )
     assert changes[0].after is not None and changes[0].after.startswith("bbbbbbbbbbbbbbbb…")
+
+
+def _leaf(names: tuple[str, ...], *, key: str = "EC P-256", cn: str = "www.corp.example") -> Any:
+    """A new leaf by the same issuer with the same expiry: only its names (and key) differ."""
+    leaf = cert(cn, NOW + 60 * DAY, fingerprint="bb" * 32, dns_names=names)
+    return type(leaf)(**{**_fields(leaf), "key": key})
+
+
+@pytest.mark.parametrize(
+    ("names", "impact", "words"),
+    [
+        (
+            ("other.corp.example",),
+            Impact.REGRESSION,
+            "certificate replaced by the same issuer (Corp Intermediate CA); no longer covers "
+            "www.corp.example (the target's name): now for other.corp.example; same expiry ",
+        ),
+        (
+            ("*.corp.example",),
+            Impact.NEUTRAL,
+            "certificate replaced by the same issuer (Corp Intermediate CA); now also for *.corp.example; "
+            "same expiry ",
+        ),
+        (
+            ("www.corp.example", "api.corp.example"),
+            Impact.NEUTRAL,
+            "certificate replaced by the same issuer (Corp Intermediate CA); now also for api.corp.example; ",
+        ),
+        (
+            ("www.corp.example",),
+            Impact.NEUTRAL,
+            "certificate replaced by the same issuer (Corp Intermediate CA); same expiry ",
+        ),
+    ],
+    ids=["other-name", "wildcard", "one-more-name", "same-names"],
+)
+def test_the_names_of_a_new_leaf_are_compared(names: tuple[str, ...], impact: Impact, words: str) -> None:
+    """A leaf for another name by the same issuer is no neutral change: it loses the target's name."""
+    before = saved(healthy())
+    [first, _] = baseline.compare(before, [healthy(leaf=_leaf(names))]).changes
+    assert (first.aspect, first.impact) == (Aspect.CERTIFICATE, impact)
+    assert first.detail.startswith(words)
+
+
+def test_losing_any_name_the_old_leaf_covered_is_a_regression_and_says_which() -> None:
+    both = cert("www.corp.example", NOW + 60 * DAY, fingerprint="aa" * 32, dns_names=("*.corp.example",))
+    before = saved(healthy(leaf=both))
+    [change, _] = baseline.compare(before, [healthy(leaf=_leaf(("www.corp.example",)))]).changes
+    assert change.impact is Impact.REGRESSION
+    assert "no longer covers *.corp.example: now for www.corp.example" in change.detail
+
+
+@pytest.mark.parametrize(
+    ("key", "impact", "words"),
+    [
+        (
+            "RSA 2048",
+            Impact.REGRESSION,
+            "key EC P-256 → RSA 2048: clients that support or pin only EC keys refuse it",
+        ),
+        ("EC P-384", Impact.NEUTRAL, "key EC P-256 → EC P-384;"),
+        ("EC P-224", Impact.REGRESSION, "key EC P-256 → EC P-224: a smaller key"),
+    ],
+)
+def test_the_key_type_of_a_new_leaf_is_compared(key: str, impact: Impact, words: str) -> None:
+    before = saved(healthy())
+    [change, _] = baseline.compare(before, [healthy(leaf=_leaf(("www.corp.example",), key=key))]).changes
+    assert change.impact is impact and words in change.detail
+
+
+def test_a_baseline_of_an_older_probe_compares_the_targets_name_only_and_says_so() -> None:
+    document = baseline.snapshot([healthy()], NOW - DAY)
+    for address in document["targets"][0]["per_address"].values():
+        for key in ("dns_names", "ip_addresses", "key"):
+            del address["leaf"][key]  # as probe wrote it before the names and key type were saved
+    older = baseline.parse(json.dumps(document), "old.json")
+    note = "; names and key type not compared: the baseline, saved by an older probe, holds neither"
+
+    [other, _] = baseline.compare(
+        older, [healthy(leaf=_leaf(("other.corp.example",), key="RSA 2048"))]
+    ).changes
+    assert other.impact is Impact.REGRESSION
+    assert "no longer covers www.corp.example (the target's name): now for other.corp.example" in other.detail
+    assert other.detail.endswith(note + " (only the target's name was); save a new baseline")
+    assert "key EC" not in other.detail  # the key type is not compared
+    [same_name, _] = baseline.compare(older, [healthy(leaf=_leaf(("www.corp.example",)))]).changes
+    assert same_name.impact is Impact.NEUTRAL and note in same_name.detail
+    assert baseline.compare(older, [healthy()]).changes == ()  # the same leaf: nothing to say
 
 
 def test_another_intermediate_of_the_same_organization_is_neutral() -> None:
@@ -273,7 +426,7 @@ def test_a_target_not_in_the_baseline_is_neutral_and_baseline_targets_not_checke
     """The baseline holds www and admin; www and api are checked: accepted, api is the one change."""
     before = saved(healthy(name="www"), healthy(name="admin"))
     now = [healthy(name="www"), healthy(name="api")]
-    baseline.match(before, [(r.target.name, r.target.url) for r in now], "b.json")  # accepted: www is in it
+    baseline.match(before, [r.target for r in now], "b.json")  # accepted: www is in it
     assert baseline.compare(before, now).changes == (
         Change(
             "api",
@@ -301,20 +454,56 @@ def test_comparison_counts_and_regressed() -> None:
 
 
 def test_match_refuses_a_name_saved_with_another_url() -> None:
+    elsewhere = facts("www", url="https://www.corp.example:8443/", port=8443)
     with pytest.raises(BaselineError) as caught:
-        baseline.match(saved(healthy()), [("www", "https://www.corp.example:8443/")], "b.json")
+        baseline.match(saved(healthy()), [elsewhere], "b.json")
     assert str(caught.value) == (
-        "b.json: baseline of another target: www was https://www.corp.example/, now https://www.corp.example:8443/"
+        "b.json: baseline of another URL: www was https://www.corp.example/, now https://www.corp.example:8443/"
     )
 
 
-def test_match_refuses_a_baseline_of_other_targets() -> None:
+def test_match_refuses_a_baseline_of_other_urls() -> None:
     with pytest.raises(BaselineError) as caught:
-        baseline.match(saved(healthy(name="admin")), [("www", "https://www.corp.example/")], "b.json")
+        baseline.match(saved(healthy(name="admin")), [facts("www")], "b.json")
     assert str(caught.value) == (
-        "b.json: baseline of another target: it holds admin (https://admin.corp.example/), "
+        "b.json: baseline of another URL: it holds admin (https://admin.corp.example/), "
         "not www (https://www.corp.example/)"
     )
+
+
+def test_targets_are_matched_by_url_and_server_name_not_by_name() -> None:
+    """A baseline saved with --config (target www) compares with an ad hoc check (target www.corp.example)."""
+    before = saved(healthy(name="www"))
+    adhoc = facts("www.corp.example", url="https://WWW.corp.example:443", hostname="www.corp.example")
+    baseline.match(before, [adhoc], "b.json")  # accepted: the same URL
+    now = target_result("www.corp.example", healthy().addresses, url=adhoc.url, hostname=adhoc.hostname)
+    assert baseline.compare(before, [now]).changes == ()
+    assert baseline.saved_for(before, adhoc) is before.targets[0]
+    # Another server name at the same IP-address URL is another target.
+    pinned = facts("www", url="https://10.0.2.31/", hostname="www.corp.example")
+    other = facts("www", url="https://10.0.2.31/", hostname="api.corp.example")
+    by_ip = saved(target_result("www", healthy().addresses, url=pinned.url, hostname=pinned.hostname))
+    assert baseline.saved_for(by_ip, pinned) is by_ip.targets[0] and baseline.saved_for(by_ip, other) is None
+    with pytest.raises(BaselineError) as caught:
+        baseline.match(by_ip, [other], "b.json")
+    assert str(caught.value) == (
+        "b.json: baseline of another URL: www was https://10.0.2.31/ as www.corp.example, "
+        "now https://10.0.2.31/ as api.corp.example"
+    )
+
+
+def test_a_checked_target_whose_name_the_baseline_holds_at_another_url_is_not_compared() -> None:
+    before = saved(healthy(name="www"), healthy(name="api"))
+    moved = target_result("www", healthy().addresses, url="https://www.corp.example/v2/")
+    now = [moved, healthy(name="api")]
+    baseline.match(before, [r.target for r in now], "b.json")  # accepted: api is in it
+    assert [(c.target, c.aspect, c.detail) for c in baseline.compare(before, now).changes] == [
+        (
+            "www",
+            Aspect.TARGET,
+            "not in the baseline (its www is https://www.corp.example/): nothing to compare",
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- reading and writing

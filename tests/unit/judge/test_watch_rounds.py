@@ -11,7 +11,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from probe.judge.watch import ABSENT, Change, State, Watch
+from probe.judge.watch import ABSENT, Change, Outage, State, Watch
 from probe.model.reasons import ExitCode, Platform, Reason, Status
 from probe.model.results import Failure, IPAddress
 from tests.support.builders import NOW, address_result, dns_result, http_attempt, tls_result
@@ -23,12 +23,12 @@ def moves(changes: Sequence[Change]) -> list[tuple[str, IPAddress | None, str | 
     return [(c.target, c.address, c.old.word if c.old is not None else None, c.new.word) for c in changes]
 
 
-def test_first_round_gives_the_starting_state_of_every_address_and_the_target_level() -> None:
+def test_first_round_gives_the_starting_state_of_the_target_and_every_address() -> None:
     watch = Watch(T0)
     changes = watch.observe([round_of(refused(A), healthy(B), at=NOW)])
 
     assert moves(changes) == [
-        ("www", None, None, "ok"),
+        ("www", None, None, "critical"),  # the target as a whole: its address A is critical
         ("www", A, None, "critical"),
         ("www", B, None, "ok"),
     ]
@@ -47,9 +47,9 @@ def test_critical_to_ok_is_one_change_naming_the_cleared_reason() -> None:
 
     changes = watch.observe([round_of(healthy(A), healthy(B), at=NOW + 4)])
 
-    assert moves(changes) == [("www", A, "critical", "ok")]
-    assert changes[0].cleared == (Reason.TCP_TIMEOUT,) and changes[0].added == ()
-    assert changes[0].timestamp == NOW + 4.5 and changes[0].round == 3 and changes[0].failures == ()
+    assert moves(changes) == [("www", None, "critical", "ok"), ("www", A, "critical", "ok")]
+    assert changes[1].cleared == (Reason.TCP_TIMEOUT,) and changes[1].added == ()
+    assert changes[1].timestamp == NOW + 4.5 and changes[1].round == 3 and changes[1].failures == ()
     assert watch.last_change_timestamp == NOW + 4.5
 
 
@@ -59,9 +59,26 @@ def test_a_new_reason_at_the_same_status_is_a_change_too() -> None:
 
     changes = watch.observe([round_of(mismatched(A), at=NOW + 2)])
 
-    assert moves(changes) == [("www", A, "critical", "critical")]
-    assert changes[0].added == (Reason.CERT_HOSTNAME_MISMATCH,)
-    assert changes[0].cleared == (Reason.TCP_REFUSED,)
+    assert moves(changes) == [("www", None, "critical", "critical"), ("www", A, "critical", "critical")]
+    assert all(c.added == (Reason.CERT_HOSTNAME_MISMATCH,) for c in changes)
+    assert all(c.cleared == (Reason.TCP_REFUSED,) for c in changes)
+
+
+def test_the_target_is_the_worst_of_its_own_and_its_addresses_findings() -> None:
+    # A node going critical turns its target critical in the same round, and the target
+    # stays critical while any address is: it never reads "ok" while a node is down.
+    watch = Watch(T0)
+    watch.observe([round_of(healthy(A), healthy(B), at=NOW)])
+
+    down = watch.observe([round_of(refused(A), healthy(B), at=NOW + 2)])
+    assert moves(down) == [("www", None, "ok", "critical"), ("www", A, "ok", "critical")]
+    assert down[0].failures == down[1].failures and down[0].added == (Reason.TCP_TIMEOUT,)
+    both = watch.observe([round_of(refused(A), refused(B), at=NOW + 4)])
+    assert moves(both) == [("www", B, "ok", "critical")]  # the target's state is unchanged
+    one_back = watch.observe([round_of(healthy(A), refused(B), at=NOW + 6)])
+    assert moves(one_back) == [("www", A, "critical", "ok")]
+    back = watch.observe([round_of(healthy(A), healthy(B), at=NOW + 8)])
+    assert moves(back) == [("www", None, "critical", "ok"), ("www", B, "critical", "ok")]
 
 
 def test_an_address_that_leaves_the_answer_becomes_absent_and_comes_back() -> None:
@@ -109,7 +126,8 @@ def test_a_change_carries_the_facts_of_its_findings_hints() -> None:
     watch = Watch(T0)
     (level, change) = watch.observe([round_of(address, at=NOW, platform=Platform.AWS)])
 
-    assert level.platform is Platform.AWS and level.failures == () and level.status_codes == ()
+    assert level.platform is Platform.AWS and level.failures == (unaccepted, slow)
+    assert level.status_codes == ((503, 502), ())
     assert change.platform is Platform.AWS
     assert change.failures == (unaccepted, slow)
     assert change.status_codes == ((503, 502), ())
@@ -172,7 +190,7 @@ def test_the_summary_counts_flips_worst_and_current_state_per_address() -> None:
 
     assert summary.rounds == 2 and summary.duration_seconds == pytest.approx(13.0)
     assert [(e.target, e.address, e.flips, e.worst, e.state.word) for e in summary.entities] == [
-        ("www", None, 0, Status.OK, "ok"),
+        ("www", None, 1, Status.CRITICAL, "ok"),
         ("www", A, 1, Status.CRITICAL, "ok"),
         ("www", B, 0, Status.OK, "ok"),
     ]
@@ -200,3 +218,71 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="ended_by"):
         Watch(T0).summary(T0, "bored")
     assert ABSENT.word == "absent"
+
+
+# --------------------------------------------------------------------------- outages
+
+
+def test_an_outage_runs_from_the_first_round_that_saw_it_to_the_first_that_no_longer_did() -> None:
+    watch = Watch(T0)
+    watch.observe([round_of(healthy(A), healthy(B), at=NOW)])
+    (_, began) = watch.observe([round_of(refused(A), healthy(B), at=NOW + 2)])
+    assert began.outage == Outage(NOW + 2.5, 2, NOW + 2.5, Status.CRITICAL, (Reason.TCP_TIMEOUT,))
+    assert watch.observe([round_of(refused(A), healthy(B), at=NOW + 4)]) == ()  # it goes on, no change
+    (_, worse) = watch.observe([round_of(mismatched(A), healthy(B), at=NOW + 6)])
+    assert worse.outage is not None and not worse.outage.over
+    assert worse.outage.reasons == (Reason.TCP_TIMEOUT, Reason.CERT_HOSTNAME_MISMATCH)
+    (_, ended) = watch.observe([round_of(healthy(A), healthy(B), at=NOW + 13)])
+
+    assert ended.outage is not None and ended.outage.over
+    assert (ended.outage.started_timestamp, ended.outage.ended_timestamp) == (NOW + 2.5, NOW + 13.5)
+    assert (ended.outage.started_round, ended.outage.ended_round) == (2, 5)
+    assert ended.outage.seconds == pytest.approx(11.0)
+    summary = watch.summary(NOW + 20, "interrupted")
+    target, first, second = summary.entities
+    assert first.outages == (ended.outage,) and first.longest_outage == ended.outage
+    assert target.outages == first.outages  # the target was as broken as its worst address
+    assert second.outages == () and second.longest_outage is None
+    assert summary.longest_outage == (target, ended.outage)
+    assert first.ok_since_timestamp == NOW + 13.5 and first.last_change_timestamp == NOW + 13.5
+    assert second.ok_since_timestamp == NOW + 0.5 and second.last_change_timestamp is None
+    assert summary.first_round_status is Status.OK
+
+
+def test_the_longest_of_several_outages_and_one_that_lasts_at_the_end() -> None:
+    watch = Watch(T0)
+    for at, address in [(0, healthy(A)), (2, refused(A)), (4, healthy(A)), (6, refused(A)), (14, refused(A))]:
+        watch.observe([round_of(address, at=NOW + at)])
+    summary = watch.summary(NOW + 15, "max_time")
+    (_, entity) = summary.entities
+
+    short, lasting = entity.outages
+    assert short.over and short.seconds == pytest.approx(2.0)
+    assert not lasting.over and lasting.ended_timestamp is None and lasting.ended_round is None
+    assert lasting.seconds == pytest.approx(8.0)  # to the last round that saw it: at least that long
+    assert entity.longest_outage == lasting and entity.ok_since_timestamp is None
+    assert entity.since_timestamp == NOW + 6.5
+
+
+def test_a_warning_is_an_outage_too_and_an_address_that_becomes_absent_ends_its_own() -> None:
+    expiring = Failure(Reason.CERT_EXPIRING_SOON, "expires in 5 days", A)
+    warning = address_result(A, tls_result(A, (LEAF,), (LEAF,), failures=(expiring,)))
+    watch = Watch(T0)
+    (_, first) = watch.observe([round_of(warning, at=NOW)])
+    assert first.outage is not None and first.outage.worst is Status.WARNING
+    assert first.outage.started_round == 1  # under way when the watch started
+    nxdomain = Failure(Reason.DNS_NXDOMAIN, "www.corp.example does not exist")
+    (target, gone) = watch.observe(
+        [round_of(at=NOW + 2, dns=dns_result([], rcode="NXDOMAIN", failures=(nxdomain,)))]
+    )
+
+    assert gone.new == ABSENT and gone.outage is not None and gone.outage.ended_round == 2
+    assert target.outage is not None and not target.outage.over  # the target's goes on, now critical
+    assert target.outage.worst is Status.CRITICAL
+    assert target.outage.reasons == (Reason.CERT_EXPIRING_SOON, Reason.DNS_NXDOMAIN)
+
+
+def test_no_round_has_no_outage_and_no_first_round_status() -> None:
+    summary = Watch(T0, max_time_seconds=10).summary(T0 + 0.2, "max_time", round_cut=True)
+    assert summary.longest_outage is None and summary.first_round_status is None
+    assert summary.max_time_seconds == 10 and summary.round_cut

@@ -22,6 +22,7 @@ WARNINGS = {
     Reason.BACKEND_DIRECT_FAILED,
     Reason.BACKEND_CERT_EXPIRING_SOON,
     Reason.BACKEND_UNDECIDED,
+    Reason.TLS_CLIENT_CERT_EXPIRING_SOON,  # the listener has not refused it yet
 }
 
 

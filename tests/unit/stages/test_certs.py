@@ -191,6 +191,29 @@ def test_explain_lists_the_names() -> None:
     )
 
 
+def test_explain_an_address_against_other_addresses_and_names() -> None:
+    leaf = info(issue("nlb", dns_names=("nlb.corp.example",), ip_addresses=("10.0.0.1", "fd00::1")))
+    assert explain_hostname_mismatch(leaf, "10.0.0.2") == (
+        "certificate is valid for the addresses 10.0.0.1, fd00::1, not 10.0.0.2 "
+        "(and the names nlb.corp.example)"
+    )
+
+
+def test_explain_an_address_only_in_the_cn() -> None:
+    """OpenSSL's X509_check_ip reads iPAddress entries only; an address in the CN never counts."""
+    leaf = info(issue("10.0.0.1"))
+    assert explain_hostname_mismatch(leaf, "10.0.0.1").startswith(
+        "certificate names 10.0.0.1 only as text (its CN 10.0.0.1), not as an iPAddress"
+    )
+
+
+def test_ip_address_mismatch_code_is_a_hostname_mismatch() -> None:
+    leaf = info(issue("appliance", ip_addresses=("10.0.0.1",)))
+    reason, detail = classify_verify_error(64, "IP address mismatch", (leaf,), "10.0.0.9", 0.0)
+    assert reason is Reason.CERT_HOSTNAME_MISMATCH
+    assert detail == "certificate is valid for the addresses 10.0.0.1, not 10.0.0.9"
+
+
 def test_explain_cn_only() -> None:
     leaf = info(issue(HOST))
     assert explain_hostname_mismatch(leaf, HOST) == (

@@ -134,14 +134,21 @@ def test_tls_not_spoken(reason: str) -> None:
     )
 
 
+def test_tls_client_certificate_required() -> None:
+    assert classify_tls_error(ssl_error("TLSV13_ALERT_CERTIFICATE_REQUIRED")) == (
+        Reason.TLS_CLIENT_CERT_REQUIRED,
+        "the server requires a client certificate and got none (alert certificate_required)",
+    )
+
+
 @pytest.mark.parametrize(
-    "reason",
-    ["TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "PEER_DID_NOT_RETURN_A_CERTIFICATE"],
+    ("reason", "alert"),
+    [("SSLV3_ALERT_BAD_CERTIFICATE", "bad_certificate"), ("TLSV1_ALERT_UNKNOWN_CA", "unknown_ca")],
 )
-def test_tls_client_certificate_required(reason: str) -> None:
+def test_tls_client_certificate_refused(reason: str, alert: str) -> None:
     assert classify_tls_error(ssl_error(reason)) == (
-        Reason.TLS_HANDSHAKE_FAILED,
-        "the server requires a client certificate",
+        Reason.TLS_CLIENT_CERT_REFUSED,
+        f"the server refused the client certificate (alert {alert})",
     )
 
 
