@@ -81,12 +81,32 @@ class _AdHoc:
         return parsed
 
 
+#: What ``--expect-backends`` takes, said in each of its errors.
+_EXPECT_BACKENDS = (
+    "takes a count (at least 1) or comma-separated backend names, each once, e.g. 2 or web-1,web-2"
+)
+
+
 def _expect_backends(text: str) -> int | list[str]:
-    text = text.strip()
+    """``--expect-backends N|A,B``: a count, or the names; one line saying both forms otherwise.
+
+    Raises:
+        UsageError: a count below 1, no name at all (``""``, ``","``), or a name twice.
+    """
+    value = text.strip()
     try:
-        return int(text)
+        count = int(value)
     except ValueError:
-        return [name.strip() for name in text.split(",") if name.strip()]
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise UsageError(f"--expect-backends: {_EXPECT_BACKENDS} (got {text!r})") from None
+        twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        if twice is not None:
+            raise UsageError(f"--expect-backends: names {twice} twice; it {_EXPECT_BACKENDS}") from None
+        return names
+    if count < 1:
+        raise UsageError(f"--expect-backends: {_EXPECT_BACKENDS} (got {text!r})")
+    return count
 
 
 def _headers(items: list[str]) -> dict[str, str]:

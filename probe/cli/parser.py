@@ -18,7 +18,7 @@ from probe.cli.adhoc import ADHOC
 from probe.cli.argtypes import watch_duration, whole_number
 from probe.cli.errors import UsageError
 from probe.config.defaults import DEFAULT_EVERY, DEFAULT_LISTEN, DEFAULT_STABLE_ROUNDS, UNTIL_CHOICES
-from probe.model.reasons import Platform
+from probe.model.reasons import ExitCode, Platform
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +47,46 @@ class _Parser(argparse.ArgumentParser):
             where = self.commands.get(getattr(parsed, "command", None) or "", self)
             raise UsageError(f"{unrecognized(where, extras)} (see '{where.prog} --help')")
         return parsed, extras
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, except that a text written on several lines keeps its lines.
+
+    The epilog of ``probe check --help`` (a table of exit codes, commands to copy) is
+    printed as written; the one-line descriptions are wrapped to the terminal as usual.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "\n".join(indent + line for line in text.splitlines())
+
+
+#: What each exit code of ``probe check`` means (``LISTEN_FAILED`` is the daemon's alone).
+CHECK_EXIT_CODES = {
+    ExitCode.OK: "ok",
+    ExitCode.WARNING: "warning: a warning and no critical finding, or a regression since --baseline",
+    ExitCode.CRITICAL: "critical: at least one critical finding",
+    ExitCode.UNKNOWN: "unknown: bad arguments, configuration or baseline file (one line on stderr)",
+    ExitCode.PUSH_FAILED: "ok, but the --push failed (a warning or critical keeps its 1 or 2)",
+}
+
+#: Commands shown under ``examples:`` in ``probe check --help``, as a person would type them.
+CHECK_EXAMPLES = (
+    "probe check https://www.corp.example/health --resolver 10.0.0.2",
+    "probe check https://www.corp.example/health --resolver 10.0.0.2 \\\n"
+    "    --backend-header X-Backend --expect-backends web-1,web-2 --platform aws",
+    "probe check https://www.corp.example/ --resolve www.corp.example:443:10.0.1.17 \\\n"
+    "    --watch --until ok",
+    "probe check --config /etc/probe/probe.yaml --json",
+)
+
+
+def _check_epilog() -> str:
+    """The exit codes and examples under ``probe check --help``, as curl's and httpie's manuals end."""
+    codes = [f"  {int(code)}  {meaning}" for code, meaning in CHECK_EXIT_CODES.items()]
+    examples = [f"  {line}" for example in CHECK_EXAMPLES for line in example.splitlines()]
+    return "\n".join(["exit status:", *codes, "", "examples:", *examples])
 
 
 def unrecognized(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
@@ -96,6 +136,8 @@ def _check_command(commands: argparse._SubParsersAction[_Parser]) -> _Parser:
         "check",
         help="probe targets once and print a verdict (exit 0 ok, 1 warning, 2 critical, 3 unknown)",
         description="Probe once: DNS, TLS at every address, HTTP round-robin; print a verdict.",
+        epilog=_check_epilog(),
+        formatter_class=_HelpFormatter,
     )
     check.add_argument(
         "url", nargs="?", help="ad hoc target, e.g. https://www.corp.example/health (or http://…)"

@@ -78,19 +78,24 @@ def parse_addresses(value: Any) -> tuple[IPAddress, ...]:
     return tuple(addresses)
 
 
+#: What ``expect_backends`` takes, said in each of its errors.
+_EXPECT_BACKENDS = (
+    "takes a count (at least 1) or a list of backend names, each once, e.g. 2 or [web-1, web-2]"
+)
+
+
 def expect_backends(value: Any) -> int | tuple[str, ...] | None:
     """``expect_backends``: a count (at least 1) or a list of distinct backend names.
 
     Raises:
-        ValueError: yes/no, a count below 1, an empty list or name, or a name twice.
+        ValueError: yes/no, a count below 1, an empty list or name, or a name twice; the
+            message names both forms.
     """
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ValueError("must be a count or a list of backend names")
+    if isinstance(value, bool) or (isinstance(value, int) and value < 1):
+        raise ValueError(f"{_EXPECT_BACKENDS} (got {shown(value)})")
     if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"must be at least 1 (got {value})")
         return value
     return _backend_names(value)
 
@@ -98,10 +103,11 @@ def expect_backends(value: Any) -> int | tuple[str, ...] | None:
 def _backend_names(value: Any) -> tuple[str, ...]:
     items = string_list(value)
     if not items or not all(isinstance(i, str | int) and str(i).strip() for i in items):
-        raise ValueError("must be a count or a non-empty list of backend names")
+        raise ValueError(f"{_EXPECT_BACKENDS} (got {shown(value)})")
     names = [str(i).strip() for i in items]
-    if len(set(names)) != len(names):
-        raise ValueError("lists a backend name twice")
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise ValueError(f"lists the backend {twice} twice; it {_EXPECT_BACKENDS}")
     return tuple(names)
 
 

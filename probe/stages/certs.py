@@ -547,30 +547,80 @@ def classify_verify_error(
 
 def _expired(message: str, chain: tuple[CertInfo, ...], now: float, anchors: tuple[CertInfo, ...]) -> str:
     """The detail of ``cert_expired``: which certificate expired and when, and probe's clock."""
-    clock = f"probe's clock: {format_time(now)}"
-    found = _out_of_date(chain, anchors, lambda c: c.not_after_timestamp < now)
+    found = _out_of_date(chain, anchors, _has_expired(now))
     if found is None:
-        return f"a certificate in the chain has expired ({message}); {clock}"
-    cert, where = found
-    return (
-        f"{where} expired on {format_time(cert.not_after_timestamp)} "
-        f"({describe_age(cert.not_after_timestamp, now)}); {clock}"
-    )
+        return f"a certificate in the chain has expired ({message}); probe's clock: {format_time(now)}"
+    return _expired_detail(*found, now)
 
 
 def _not_yet_valid(
     message: str, chain: tuple[CertInfo, ...], now: float, anchors: tuple[CertInfo, ...]
 ) -> str:
     """The detail of ``cert_not_yet_valid``: which certificate and from when, and probe's clock."""
-    clock = f"probe's clock: {format_time(now)}"
-    found = _out_of_date(chain, anchors, lambda c: c.not_before_timestamp > now)
+    found = _out_of_date(chain, anchors, _not_valid_yet(now))
     if found is None:
-        return f"a certificate is not valid yet ({message}); {clock}"
-    cert, where = found
+        return f"a certificate is not valid yet ({message}); probe's clock: {format_time(now)}"
+    return _not_yet_valid_detail(*found, now)
+
+
+def _has_expired(now: float) -> Callable[[CertInfo], bool]:
+    return lambda cert: cert.not_after_timestamp < now
+
+
+def _not_valid_yet(now: float) -> Callable[[CertInfo], bool]:
+    return lambda cert: cert.not_before_timestamp > now
+
+
+def _expired_detail(cert: CertInfo, where: str, now: float) -> str:
+    return (
+        f"{where} expired on {format_time(cert.not_after_timestamp)} "
+        f"({describe_age(cert.not_after_timestamp, now)}); probe's clock: {format_time(now)}"
+    )
+
+
+def _not_yet_valid_detail(cert: CertInfo, where: str, now: float) -> str:
     return (
         f"{where} is valid only from {format_time(cert.not_before_timestamp)} "
-        f"({describe_age(cert.not_before_timestamp, now)}); {clock}; check the clocks"
+        f"({describe_age(cert.not_before_timestamp, now)}); probe's clock: {format_time(now)}; "
+        "check the clocks"
     )
+
+
+#: Said after a date finding that OpenSSL's name mismatch hid.
+_BESIDE_THE_NAME = "; found beside the name mismatch (OpenSSL reports only the name, curl only the dates)"
+
+
+def dates_beside_a_name_mismatch(
+    code: int | None, chain: tuple[CertInfo, ...], now: float, anchors: tuple[CertInfo, ...] = ()
+) -> tuple[tuple[Reason, str], ...]:
+    """The date problems OpenSSL did not report because it stopped at the name.
+
+    OpenSSL reports one verification error, the first it meets, and it checks the name
+    before the dates; curl checks the name itself after OpenSSL and so reports the dates
+    first. A certificate for another name that has also expired is therefore one finding
+    in either, while the person fixing it needs both. When OpenSSL's error is the name
+    mismatch, its chain was built and trusted: this reads the dates of that path (from
+    the leaf up the certificates as sent, then the trust anchor above it) as OpenSSL would.
+    Any other error: nothing is added (a reported date error means the name matched).
+
+    Args:
+        code: ``SSLCertVerificationError.verify_code``.
+        chain: the certificates as sent, leaf first (may be empty).
+        now: the current Unix time.
+        anchors: the trust anchors of the context.
+
+    Returns:
+        ``(reason, detail)`` for ``cert_expired`` and ``cert_not_yet_valid`` when found;
+        empty otherwise.
+    """
+    if code != X509_V_ERR_HOSTNAME_MISMATCH:
+        return ()
+    findings = []
+    if expired := _out_of_date_on_path(chain, anchors, _has_expired(now)):
+        findings.append((Reason.CERT_EXPIRED, _expired_detail(*expired, now) + _BESIDE_THE_NAME))
+    if early := _out_of_date_on_path(chain, anchors, _not_valid_yet(now)):
+        findings.append((Reason.CERT_NOT_YET_VALID, _not_yet_valid_detail(*early, now) + _BESIDE_THE_NAME))
+    return tuple(findings)
 
 
 def _issuer_unknown(message: str, chain: tuple[CertInfo, ...]) -> tuple[Reason, str]:
@@ -605,6 +655,24 @@ def _out_of_date(
         if bad(cert):
             depth = f"depth {path.index(cert)}" if cert in path else "sent but not on the path"
             return cert, f"{_role(cert, chain)} '{label_of(cert)}' ({depth})"
+    return _anchor_out_of_date(path, anchors, bad)
+
+
+def _out_of_date_on_path(
+    chain: tuple[CertInfo, ...], anchors: tuple[CertInfo, ...], bad: Callable[[CertInfo], bool]
+) -> tuple[CertInfo, str] | None:
+    """As :func:`_out_of_date`, on the path from the leaf and its anchor only (what OpenSSL verified)."""
+    path = path_from_leaf(chain)
+    for depth, cert in enumerate(path):
+        if bad(cert):
+            return cert, f"{_role(cert, chain)} '{label_of(cert)}' (depth {depth})"
+    return _anchor_out_of_date(path, anchors, bad)
+
+
+def _anchor_out_of_date(
+    path: tuple[CertInfo, ...], anchors: tuple[CertInfo, ...], bad: Callable[[CertInfo], bool]
+) -> tuple[CertInfo, str] | None:
+    """The trust anchor that issued the top of ``path``, when it is out of date, and how to name it."""
     if not path or path[-1].self_issued:
         return None
     issuer = path[-1].issuer

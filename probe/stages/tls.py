@@ -32,7 +32,13 @@ from probe.model.reasons import Reason
 from probe.model.results import CertInfo, Failure, IPAddress, TlsResult
 from probe.stages import _sockets as netio
 from probe.stages import client_auth
-from probe.stages.certs import FactsCache, cert_info, classify_verify_error, explain_unparsed
+from probe.stages.certs import (
+    FactsCache,
+    cert_info,
+    classify_verify_error,
+    dates_beside_a_name_mismatch,
+    explain_unparsed,
+)
 from probe.stages.client_auth import ClientCredentials
 
 if TYPE_CHECKING:
@@ -317,9 +323,6 @@ async def _handshake_open(
         await connection.handshake(contexts.verify, hostname, connection.deadline(limit))
     except ssl.SSLCertVerificationError as exc:  # the connection is closed by now
         chain = await _inspect_chain(address, port, hostname, contexts, timeouts, deadline)
-        reason, detail = classify_verify_error(
-            exc.verify_code, exc.verify_message or str(exc), chain, hostname, clock(), contexts.anchors
-        )
         return _result(
             address,
             port,
@@ -327,7 +330,10 @@ async def _handshake_open(
             verify_code=exc.verify_code,
             verify_message=exc.verify_message,
             chain=chain,
-            failures=(Failure(reason, detail, address), *unparsed_findings(chain, (), address)),
+            failures=(
+                *verify_findings(exc, chain, hostname, clock(), contexts.anchors, address),
+                *unparsed_findings(chain, (), address),
+            ),
         ), None
     except TimeoutError:
         reason = deadline.timeout_reason(Reason.TLS_HANDSHAKE_TIMEOUT)
@@ -608,6 +614,36 @@ def _cipher_table() -> dict[str, dict[str, Any]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
     return {c["name"]: dict(c) for c in context.get_ciphers()}
+
+
+def verify_findings(
+    error: ssl.SSLCertVerificationError,
+    chain: tuple[CertInfo, ...],
+    hostname: str,
+    now: float,
+    anchors: tuple[CertInfo, ...],
+    address: IPAddress,
+) -> tuple[Failure, ...]:
+    """The findings of a failed verification: OpenSSL's error, then what it stopped before.
+
+    OpenSSL's error comes first and sets the verdict (critical); a certificate for another
+    name that is also out of date adds ``cert_expired`` or ``cert_not_yet_valid``
+    (:func:`probe.stages.certs.dates_beside_a_name_mismatch`).
+
+    Args:
+        error: the handshake's verification error.
+        chain: the certificates as sent, leaf first (from a second, unverified handshake).
+        hostname: the name that was checked.
+        now: Unix time, for the dates.
+        anchors: the trust anchors of the context.
+        address: the address the findings are about.
+    """
+    code = error.verify_code
+    reason, detail = classify_verify_error(
+        code, error.verify_message or str(error), chain, hostname, now, anchors
+    )
+    beside = dates_beside_a_name_mismatch(code, chain, now, anchors)
+    return (Failure(reason, detail, address), *(Failure(r, d, address) for r, d in beside))
 
 
 def unparsed_findings(

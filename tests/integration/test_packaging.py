@@ -1,5 +1,6 @@
 """``pip install .`` gives a working ``probe``: the wheel is built, installed into a fresh
 virtualenv, and the installed command is run, with its shipped files, against the demo lab.
+And ``./dev dist``'s wheelhouse installs with no network and checks the demo lab.
 
 Built from a copy of the source tree (what a fresh clone holds), offline: ``pip wheel
 --no-build-isolation --no-index`` with this environment's setuptools. The fresh virtualenv
@@ -8,15 +9,23 @@ site-packages through a ``.pth`` line, so no package index is needed and the run
 short. Resolving the dependencies is pip's part, exercised by every ``./dev setup``; what is
 tested here is what the wheel itself carries and that the installed ``probe`` (not the
 source tree) runs.
+
+The wheelhouse is the exception: building it downloads the dependencies' wheels from the
+package index (pip alone talks to it, as ``./dev test``'s own ``pip install`` does; the
+loopback guard is left out of that one subprocess). Installing it is offline: in a network
+namespace of its own (``unshare --net``) when one can be made, with ``--no-index`` and pip's
+index settings pointing nowhere, and under the loopback guard.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -29,6 +38,7 @@ import pytest
 from probe._version import __version__
 from probe.lab import DemoLab
 from tests.support.helpers import REPO, environment_without_proxies
+from tools.dist import default_platform
 
 pytestmark = pytest.mark.slow
 
@@ -53,11 +63,13 @@ class Installed:
         return self.venv / "bin" / "probe"
 
 
-def _run(*command: str | Path, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run(
+    *command: str | Path, cwd: Path, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(c) for c in command],
         cwd=cwd,
-        env=environment_without_proxies(),
+        env=environment_without_proxies() if env is None else env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -65,12 +77,37 @@ def _run(*command: str | Path, cwd: Path, timeout: float = 60) -> subprocess.Com
     )
 
 
+def _check_the_demo(probe: Path, demo: DemoLab, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``probe check`` of the demo lab with an installed ``probe``: its loopback resolver and CA."""
+    return _run(
+        probe,
+        "check",
+        demo.url,
+        "--resolver",
+        demo.dns_server.where,
+        "--ca-file",
+        demo.ca_file,
+        "--expect-network",
+        "127.0.10.0/24",
+        "--timeout",
+        "10",
+        *extra,
+        cwd=cwd,
+    )
+
+
+def _source_copy(work: Path) -> Path:
+    """A copy of the source tree as a fresh clone holds it, so builds leave the repository alone."""
+    source = work / "src"
+    shutil.copytree(REPO, source, symlinks=True, ignore=_IGNORE)
+    return source
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     start = time.monotonic()
     work = tmp_path_factory.mktemp("packaging")
-    source = work / "src"
-    shutil.copytree(REPO, source, symlinks=True, ignore=_IGNORE)
+    source = _source_copy(work)
     built = _run(
         sys.executable,
         "-m",
@@ -151,6 +188,10 @@ def test_installed_probe_runs_from_the_fresh_virtualenv(installed: Installed, tm
     helped = _run(installed.probe, "check", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and helped.stderr == ""
     assert "--resolver" in helped.stdout and "--json" in helped.stdout
+    assert (
+        "\nexit status:\n  0  ok\n" in helped.stdout
+        and "\nexamples:\n  probe check https://" in helped.stdout
+    )
 
 
 def test_installed_probe_finds_its_shipped_files(installed: Installed, tmp_path: Path) -> None:
@@ -186,21 +227,7 @@ def test_installed_probe_checks_the_demo_lab_and_its_json_fits_the_shipped_schem
     installed: Installed, demo: DemoLab, tmp_path: Path
 ) -> None:
     start = time.monotonic()
-    checked = _run(
-        installed.probe,
-        "check",
-        demo.url,
-        "--resolver",
-        demo.dns_server.where,
-        "--ca-file",
-        demo.ca_file,
-        "--expect-network",
-        "127.0.10.0/24",
-        "--timeout",
-        "10",
-        "--json",
-        cwd=tmp_path,
-    )
+    checked = _check_the_demo(installed.probe, demo, tmp_path, "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stderr == ""
     document = json.loads(checked.stdout)
@@ -209,3 +236,132 @@ def test_installed_probe_checks_the_demo_lab_and_its_json_fits_the_shipped_schem
     schema = json.loads(Path(schema_path.stdout.strip()).read_text())
     jsonschema.Draft202012Validator(schema).validate(document)
     assert time.monotonic() - start < 30
+
+
+# --------------------------------------------------------------------------- ./dev dist
+
+
+@dataclass(frozen=True)
+class Bastion:
+    """A fresh virtualenv that got probe from the wheelhouse, offline."""
+
+    wheels: tuple[str, ...]
+    venv: Path
+
+    @property
+    def probe(self) -> Path:
+        return self.venv / "bin" / "probe"
+
+
+def _environment_for_the_index() -> dict[str, str]:
+    """This environment without the loopback guard on ``PYTHONPATH``: pip reaches the index."""
+    guard = str(REPO / "tests" / "support" / "netguard")
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != guard]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def _offline_environment() -> dict[str, str]:
+    """No index for pip: none configured (no pip.conf, no PIP_ variables) and none to reach."""
+    env = {k: v for k, v in environment_without_proxies().items() if not k.startswith("PIP_")}
+    return {
+        **env,
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_NO_INDEX": "1",
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple/",  # the discard port: nothing answers
+    }
+
+
+def _no_network() -> list[str]:
+    """The command prefix that runs a command in a network namespace of its own, if one can be made."""
+    for prefix in (["unshare", "--net"], ["unshare", "--map-root-user", "--net"]):
+        if shutil.which("unshare") and _run(*prefix, "true", cwd=REPO).returncode == 0:
+            return prefix
+    return []
+
+
+@pytest.fixture(scope="module")
+def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
+    start = time.monotonic()
+    work = tmp_path_factory.mktemp("dist")
+    built = _run(
+        sys.executable,
+        "-m",
+        "tools.dist",
+        "--source",
+        _source_copy(work),
+        "--out",
+        work / "dist",
+        "--no-build-isolation",
+        cwd=REPO,
+        timeout=120,
+        env=_environment_for_the_index(),
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    name = f"probe-{__version__}-cp{python.replace('.', '')}-{default_platform()}"
+    assert f"{work / 'dist' / name}.tar.gz" in built.stdout
+    assert f"pip install --no-index --find-links {name} probe" in built.stdout
+
+    # On the bastion: the archive alone, unpacked; a virtualenv; pip with no index.
+    host = work / "bastion"
+    host.mkdir()
+    with tarfile.open(work / "dist" / f"{name}.tar.gz") as archive:
+        archive.extractall(host, filter="data")
+    wheels = tuple(sorted(p.name for p in (host / name).glob("*.whl")))
+    offline = _no_network()
+    venv = host / "venv"
+    made = _run(*offline, sys.executable, "-m", "venv", venv, cwd=host, env=_offline_environment())
+    assert made.returncode == 0, made.stderr
+    done = _run(
+        *offline,
+        venv / "bin" / "python",
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--find-links",
+        name,
+        "probe",
+        cwd=host,
+        timeout=120,
+        env=_offline_environment(),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - start < 60
+    yield Bastion(wheels, venv)
+
+
+def test_the_wheelhouse_holds_probe_and_compiled_wheels_for_this_platform(bastion: Bastion) -> None:
+    assert f"probe-{__version__}-py3-none-any.whl" in bastion.wheels
+    python = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    compiled = {w.split("-")[0].lower() for w in bastion.wheels if not w.endswith("-none-any.whl")}
+    assert compiled == {"cryptography", "pydantic_core", "bcrypt", "cffi", "pyyaml", "google_re2"}
+    for wheel in bastion.wheels:
+        if not wheel.endswith("-none-any.whl"):
+            assert default_platform() in wheel and (python in wheel or "-abi3-" in wheel), wheel
+
+
+def test_the_offline_install_has_every_wheel_and_checks_the_demo_lab(
+    bastion: Bastion, demo: DemoLab, tmp_path: Path
+) -> None:
+    listed = _run(
+        bastion.venv / "bin" / "python",
+        "-m",
+        "pip",
+        "list",
+        "--format=json",
+        cwd=tmp_path,
+        env=_offline_environment(),
+    )
+    installed = {d["name"].lower().replace("-", "_") for d in json.loads(listed.stdout)}
+    assert {w.split("-")[0].lower() for w in bastion.wheels} <= installed
+    consistent = _run(
+        bastion.venv / "bin" / "python", "-m", "pip", "check", cwd=tmp_path, env=_offline_environment()
+    )
+    assert consistent.returncode == 0, consistent.stdout
+
+    checked = _check_the_demo(bastion.probe, demo, tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.rstrip().endswith("Status: OK (1 ok)"), checked.stdout
+    where = _run(bastion.venv / "bin" / "python", "-c", "import probe; print(probe.__file__)", cwd=tmp_path)
+    assert Path(where.stdout.strip()).is_relative_to(bastion.venv)

@@ -246,12 +246,30 @@ def test_insecure_flag_probes_a_server_with_an_untrusted_certificate(demo: DemoL
     assert document["backends"]["counts"] == {"web-1": 4, "web-2": 4}
 
 
-def test_negative_backend_count_is_refused() -> None:
+EXPECT_BACKENDS_FORMS = (
+    "takes a count (at least 1) or comma-separated backend names, each once, e.g. 2 or web-1,web-2"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-2", f"--expect-backends: {EXPECT_BACKENDS_FORMS} (got '-2')"),
+        ("0", f"--expect-backends: {EXPECT_BACKENDS_FORMS} (got '0')"),
+        ("", f"--expect-backends: {EXPECT_BACKENDS_FORMS} (got '')"),
+        (" , ", f"--expect-backends: {EXPECT_BACKENDS_FORMS} (got ' , ')"),
+        ("web-1,web-2,web-1", f"--expect-backends: names web-1 twice; it {EXPECT_BACKENDS_FORMS}"),
+    ],
+    ids=["negative", "zero", "empty", "commas-only", "twice"],
+)
+def test_a_bad_backend_count_or_list_is_refused_saying_what_the_option_takes(
+    value: str, message: str
+) -> None:
     result = probe_cli(
-        "check", "https://www.corp.example/", "--backend-header", "X-Backend", "--expect-backends", "-2"
+        "check", "https://www.corp.example/", "--backend-header", "X-Backend", "--expect-backends", value
     )
-    assert result.returncode == ExitCode.UNKNOWN
-    assert result.stderr == "probe: --expect-backends: must be at least 1 (got -2)\n"
+    assert result.returncode == ExitCode.UNKNOWN and result.stdout == ""
+    assert result.stderr == f"probe: {message}\n"
 
 
 PIPE_SIZE = 4096  # the smallest pipe Linux allows; every report below is larger

@@ -21,7 +21,7 @@ from probe.lab import Pki
 from probe.lab.pki import der_to_pem, issue, resign
 from probe.model.reasons import Reason, Status
 from probe.stages.certs import format_time
-from tests.support.curl import curl_get
+from tests.support.curl import CERTIFICATE_REFUSED, curl_get
 from tests.support.helpers import make_plan, probe_cli, reasons, run
 
 NOW = dt.datetime.now(dt.UTC)
@@ -106,6 +106,36 @@ def test_wildcards_as_rfc_6125_and_browsers_match_them(
     else:
         assert reasons(result) == {reason.value}
         assert words in result.failures[0].detail
+
+
+def test_a_leaf_for_another_name_that_has_expired_is_reported_for_both(
+    scene: Any, pki: Pki, ca_file: Path
+) -> None:
+    name = fresh_name()
+    expired_on = NOW.replace(microsecond=0) - dt.timedelta(days=10)
+    leaf = pki.leaf("other.corp.test", not_before=expired_on - dt.timedelta(days=90), not_after=expired_on)
+    s = scene(hostname=name, cert=leaf)
+    result = run(s.target)
+
+    # OpenSSL stops at the name; the dates are read from the chain it built and trusted.
+    assert result.status is Status.CRITICAL
+    mismatch, expired = result.failures
+    assert mismatch.reason is Reason.CERT_HOSTNAME_MISMATCH
+    assert mismatch.detail == f"certificate is valid for other.corp.test, not {name}"
+    assert expired.reason is Reason.CERT_EXPIRED and expired.severity is mismatch.severity
+    assert expired.detail.startswith(
+        f"leaf 'other.corp.test' (depth 0) expired on {format_time(expired_on.timestamp())} (10 days ago); "
+    )
+    assert expired.detail.endswith(
+        "; found beside the name mismatch (OpenSSL reports only the name, curl only the dates)"
+    )
+    node = s.nodes[0]
+    assert {str(f.address) for f in result.failures} == {node.address}
+    # curl too reports one of the two: the expiry, and not the name.
+    curl = curl_get(ca_file, name, node.address, node.port)
+    assert curl.returncode == CERTIFICATE_REFUSED
+    assert curl.stderr.splitlines()[0] == "curl: (60) SSL certificate problem: certificate has expired"
+    assert "other.corp.test" not in curl.stderr and "match" not in curl.stderr
 
 
 def test_hostname_with_trailing_dot_and_upper_case(scene: Any, pki: Pki) -> None:

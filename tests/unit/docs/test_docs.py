@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -46,6 +47,21 @@ def test_readme_quickstart_gives_the_two_commands() -> None:
     assert "./dev demo" in quickstart and "./dev test" in quickstart
     ci = (REPO / ".ci" / "run").read_text()
     assert "./dev test" in ci
+
+
+def test_readme_quickstart_names_everything_dev_test_installs() -> None:
+    quickstart = docs.section("README.md", "Quickstart")
+    dev = (REPO / "dev").read_text()
+    servers = dev[dev.index("setup_test_servers() {") :].split("\n}\n")[0]
+    apt = {name for line in re.findall(r"^\s*apt_install (.+)$", servers, re.M) for name in line.split()}
+    assert {"haproxy", "chromium", "prometheus-pushgateway", "zsh"} <= apt
+    for package in apt:
+        assert f"`{package}`" in quickstart, package
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    for requirement in extra:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement)
+        assert name is not None and name[0] in quickstart, requirement
+    assert "apt-get update" in quickstart
 
 
 def test_readme_config_example_is_valid(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from probe.stages.certs import (
     cert_info_from_openssl,
     classify_verify_error,
     common_name_of,
+    dates_beside_a_name_mismatch,
     explain_hostname_mismatch,
     explain_unparsed,
     hostname_matches,
@@ -368,6 +369,54 @@ def test_not_yet_valid(dated: dict[str, CertInfo]) -> None:
         Reason.CERT_NOT_YET_VALID,
         "a certificate is not valid yet (certificate is not yet valid); probe's clock: 2026-06-01 12:00 UTC",
     )
+
+
+BESIDE = "; found beside the name mismatch (OpenSSL reports only the name, curl only the dates)"
+
+
+def test_a_name_mismatch_on_an_expired_leaf_adds_the_expiry(dated: dict[str, CertInfo]) -> None:
+    chain = (dated["expired_leaf"], dated["intermediate"])
+    assert dates_beside_a_name_mismatch(62, chain, NOW) == (
+        (
+            Reason.CERT_EXPIRED,
+            "leaf 'www.corp.example' (depth 0) expired on 2026-05-29 12:00 UTC (3 days ago); "
+            "probe's clock: 2026-06-01 12:00 UTC" + BESIDE,
+        ),
+    )
+
+
+def test_a_name_mismatch_adds_an_expired_intermediate_or_anchor_and_a_leaf_not_yet_valid(
+    dated: dict[str, CertInfo],
+) -> None:
+    chain = (dated["leaf_under_expired"], dated["expired_intermediate"])
+    ((reason, detail),) = dates_beside_a_name_mismatch(62, chain, NOW)
+    assert reason is Reason.CERT_EXPIRED
+    assert detail.startswith("intermediate 'Corp Old Intermediate CA' (depth 1) expired on 2026-05-20")
+
+    old_root = replace(dated["root"], not_after_timestamp=at(2026, 5, 31, 12, 0).timestamp())
+    ((reason, detail),) = dates_beside_a_name_mismatch(
+        62, (dated["leaf"], dated["intermediate"]), NOW, (old_root,)
+    )
+    assert reason is Reason.CERT_EXPIRED
+    assert detail.startswith("root 'Corp Root CA' (depth 2, a trust anchor from the trust store")
+
+    ((reason, detail),) = dates_beside_a_name_mismatch(62, (dated["future_leaf"], dated["intermediate"]), NOW)
+    assert reason is Reason.CERT_NOT_YET_VALID
+    assert detail.endswith("check the clocks" + BESIDE)
+
+
+def test_nothing_is_added_to_a_valid_chain_an_off_path_certificate_or_another_error(
+    dated: dict[str, CertInfo],
+) -> None:
+    assert dates_beside_a_name_mismatch(62, (dated["leaf"], dated["intermediate"]), NOW) == ()
+    # An expired certificate sent but not on the path is not what OpenSSL verified.
+    off_path = (dated["leaf"], dated["expired_intermediate"], dated["intermediate"])
+    assert dates_beside_a_name_mismatch(62, off_path, NOW) == ()
+    assert dates_beside_a_name_mismatch(62, (), NOW) == ()
+    # OpenSSL checks the name before the dates: a date error it reports means the name matched.
+    expired = (dated["expired_leaf"], dated["intermediate"])
+    for code in (10, 9, 20, None):
+        assert dates_beside_a_name_mismatch(code, expired, NOW) == ()
 
 
 def test_self_signed_leaf(dated: dict[str, CertInfo]) -> None:
