@@ -338,6 +338,18 @@ class HttpAttempt(_Judged):
         date_timestamp: the response's ``Date`` header, Unix time; ``None`` when absent
             or unreadable.
         received_timestamp: this machine's clock when the response headers arrived, Unix time.
+        retried_after: what refused the request's first try, in words (``"RST_STREAM
+            REFUSED_STREAM (0x7)"``, ``"GOAWAY NO_ERROR (0x0) with last_stream_id 0"``): the
+            server did not process it (RFC 9113 §8.7), so it was sent again on a new
+            connection and the other fields are the retry's. ``None`` when sent once.
+        grpc_status: a gRPC response's ``grpc-status`` (0 OK, 12 UNIMPLEMENTED …), from its
+            trailers or, for a trailers-only response, its headers; ``None`` when the
+            response is not gRPC or has none.
+        grpc_message: its ``grpc-message``, percent-decoded and printable (at most 512
+            characters; a longer one ends with ``…``); ``None`` when absent.
+        grpc_serving_status: the serving status a ``grpc.health.v1.Health/Check`` answered
+            (``"SERVING"``, ``"NOT_SERVING"``, ``"UNKNOWN"``, ``"SERVICE_UNKNOWN"``), ``None``
+            without ``grpc_health`` or without an answer.
     """
 
     status_code: int | None
@@ -354,6 +366,10 @@ class HttpAttempt(_Judged):
     content_encoding: str | None = None
     date_timestamp: float | None = None
     received_timestamp: float | None = None
+    retried_after: str | None = None
+    grpc_status: int | None = None
+    grpc_message: str | None = None
+    grpc_serving_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
