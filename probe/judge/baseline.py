@@ -285,6 +285,8 @@ def parse(text: str | bytes, path: str | Path) -> Baseline:
         data = json.loads(text)
     except UnicodeDecodeError:
         raise BaselineError(path, "not a probe baseline (not UTF-8 text)") from None
+    except RecursionError:
+        raise BaselineError(path, "not a probe baseline (JSON nested too deeply)") from None
     except json.JSONDecodeError as exc:
         if not text.strip():
             raise BaselineError(path, "empty file, not a probe baseline") from None
@@ -293,6 +295,8 @@ def parse(text: str | bytes, path: str | Path) -> Baseline:
             f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): corrupt, truncated "
             "or not a baseline file",
         ) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise BaselineError(path, f"not a probe baseline ({shorten(str(exc), 80)})") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise BaselineError(path, "not a probe baseline (no format_version)")
     version = data["format_version"]

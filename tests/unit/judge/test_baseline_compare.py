@@ -524,6 +524,8 @@ def test_a_checked_target_whose_name_the_baseline_holds_at_another_url_is_not_co
         ('{"format_version": "1"}', "not a probe baseline (format_version '1')"),
         ('{"format_version": 7}', "written in baseline format_version 7 by a newer probe"),
         ('{"format_version": 1, "saved_timestamp": 1}', "corrupt baseline: targets: Field required"),
+        ("[" * 100_000, "not a probe baseline (JSON nested too deeply)"),
+        ('{"format_version": 1, "saved_timestamp": ' + "1" * 5000 + "}", "not a probe baseline (Exceeds"),
     ],
 )
 def test_parse_refuses_with_one_line(text: str | bytes, problem: str) -> None:
