@@ -24,7 +24,10 @@ def main() -> int:
     # The command is over and its exit code decided: a Ctrl-C from now on (a second one
     # pressed as a watch prints its summary, while the interpreter exits) would only turn
     # that code into a KeyboardInterrupt traceback or a death by SIGINT.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:  # pressed just before: raised as the call starts
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code
 
 
