@@ -149,6 +149,7 @@ class Reason(StrEnum):
     TLS_CLIENT_CERT_REQUIRED = "tls_client_cert_required"
     TLS_CLIENT_CERT_REFUSED = "tls_client_cert_refused"
     TLS_CLIENT_CERT_EXPIRING_SOON = "tls_client_cert_expiring_soon"
+    BACKEND_NOT_REACHED = "backend_not_reached"
 
     @property
     def stage(self) -> Stage:
@@ -428,5 +429,11 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.TLS,
         _W,
         "The client certificate (tls_client) expires within cert_expiry_warning_days, or has expired.",
+    ),
+    Reason.BACKEND_NOT_REACHED: (
+        Stage.BACKEND,
+        _C,
+        "With a backend rule, the load balancer answered a request itself with an accepted status "
+        "(a fixed response, a redirect action): no backend was reached.",
     ),
 }

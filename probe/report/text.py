@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import IO
 from urllib.parse import urlsplit
 
-from probe._text import plural, printable
+from probe._text import plural, printable, shorten
 from probe.judge.baseline import Comparison, Impact
 from probe.model.facts import ClientCertificate
 from probe.model.reasons import Platform, Reason, Status
@@ -27,6 +27,7 @@ from probe.model.results import (
 )
 from probe.report.hints import failure_hint
 from probe.stages.certs import common_name_of, describe_age, format_time, label_of
+from probe.stages.http_rules import SHOWN_LOCATION
 
 
 def overall_status(results: Sequence[TargetResult]) -> Status:
@@ -372,12 +373,16 @@ def _backends_unjudged(result: TargetResult) -> str:
 
 
 def _backends_seen(result: TargetResult) -> str:
-    """Each backend identified with its count, and how many responses none named."""
+    """Each backend identified with its count; how many the load balancer answered itself, and none named."""
     counts = result.backend_counts
     identified = sum(counts.values())
+    own = result.load_balancer_count
     seen = "  ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none identified"
-    if counts and identified < result.response_count:
-        seen += f"  ({result.response_count - identified} not identified)"
+    unnamed = result.response_count - identified - own
+    if own:
+        seen += f"  ({own} from the load balancer itself)"
+    if unnamed > 0 and (counts or own):
+        seen += f"  ({unnamed} not identified)"
     return seen
 
 
@@ -550,8 +555,14 @@ def _encoding_note(attempts: Sequence[HttpAttempt]) -> str | None:
 
 
 def _redirect_note(attempts: Sequence[HttpAttempt]) -> str | None:
-    """Where the accepted redirects pointed."""
-    accepted = sorted({a.location for a in attempts if a.location and not a.failures})
+    """Where the accepted redirects pointed (each cut to 200 characters, saying so)."""
+    accepted = sorted(
+        {
+            shorten(a.location, SHOWN_LOCATION, length=a.location_length)
+            for a in attempts
+            if a.location and not a.failures
+        }
+    )
     if not accepted:
         return None
     return f"redirects to {printable(', '.join(accepted))}"

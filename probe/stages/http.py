@@ -53,8 +53,8 @@ from probe.stages.http_rules import (
     cookie_names,
     default_port,
     judge_body,
+    location_facts,
     phase_times,
-    redirect_location,
     response_date,
     timeout_failure,
 )
@@ -386,7 +386,7 @@ async def _attempt(
             **facts,
         )
     assert status is not None and response_headers is not None
-    backend, failures, cut = await judge_body(status, response_headers, raw, target, address)
+    backend, failures, cut, answer = await judge_body(status, response_headers, raw, target, address)
     if body.too_large is not None:
         failures = (*failures, Failure(Reason.HTTP_BODY_TOO_LARGE, body.too_large, address))
     return HttpAttempt(
@@ -398,6 +398,7 @@ async def _attempt(
         phases=phases,
         duration_seconds=end - start,
         failures=failures,
+        load_balancer=answer,
         **facts,
     )
 
@@ -441,7 +442,7 @@ def _response_facts(
         return {}
     return {
         "cookies_set": cookie_names(headers),
-        "location": redirect_location(status or 0, headers, target)[0],
+        **location_facts(status or 0, headers, target),
         "content_encoding": ", ".join(content_codings(headers)) or None,
         "date_timestamp": response_date(headers),
         "received_timestamp": received,
