@@ -319,6 +319,20 @@ ADHOC = (
         choices=("off", "staple"),
     ),
     _AdHoc(
+        "--grpc-health",
+        "grpc_health",
+        "every request is a gRPC health check (grpc.health.v1.Health/Check, HTTP/2 only) instead of a GET",
+        switch=True,
+        convert=lambda v: {"service": ""},
+    ),
+    _AdHoc(
+        "--grpc-service",
+        "grpc_health",
+        "the service the gRPC health check asks for (implies --grpc-health; default: the whole server)",
+        "NAME",
+        convert=lambda v: {"service": v},
+    ),
+    _AdHoc(
         "--expect-redirect",
         "expect_redirect",
         "with an http:// URL: every address must answer 301 or 302 to the https:// form of the URL "

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from probe._text import shown
 from probe.config import defaults as _defaults
 from probe.config import fields
 from probe.config.errors import ConfigError, suggest
@@ -42,6 +43,8 @@ from probe.config.values import (
 ALWAYS_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+#: The method a ``grpc_health`` check calls.
+GRPC_HEALTH_PATH = "/grpc.health.v1.Health/Check"
 
 
 class _Frozen(BaseModel):
@@ -153,6 +156,23 @@ class BackendConfig(_Frozen):
         if self.body_regex is not None and self.body_regex.groups < 1:
             raise ValueError("body_regex needs a capture group for the backend name")
         return self
+
+
+class GrpcHealthConfig(_Frozen):
+    """gRPC health checking: every request is ``grpc.health.v1.Health/Check`` for ``service``.
+
+    ``service`` is the name asked for; ``""`` (the default) asks for the server as a whole,
+    as blackbox_exporter's and grpc_health_probe's default.
+    """
+
+    service: Annotated[str, Field(max_length=256)] = ""
+
+    @field_validator("service")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("must not hold control characters")
+        return value
 
 
 class HeaderValue(_Frozen):
@@ -317,6 +337,8 @@ class TargetFields(_Frozen):
     balancing: Literal["round_robin", "least_outstanding_requests", "weighted_random", "any"] = "round_robin"
     # false: each address reaches only its own zone's backends (cross-zone load balancing off).
     cross_zone: bool = True
+    # Every request is a gRPC Health/Check instead of a GET (HTTP/2 only); None: GET requests.
+    grpc_health: GrpcHealthConfig | None = None
 
     @field_validator("resolvers", "expect_networks", mode="before")
     @classmethod
@@ -406,6 +428,7 @@ class TargetConfig(TargetFields):
         if self.expect_backends is not None and self.backend is None:
             raise ValueError("expect_backends: needs 'backend' to tell the backends apart")
         self._check_plain()
+        self._check_grpc_health()
         self._fit_timeouts(info)
         if self.ca_file is not None and self.insecure_skip_verify:
             raise ValueError("insecure_skip_verify: cannot be combined with ca_file")
@@ -557,6 +580,34 @@ class TargetConfig(TargetFields):
                     "http_version: 2 needs an https:// URL: probe speaks HTTP/1.1 to an http:// "
                     "target (HTTP/2 over plain TCP, h2c, is not supported)"
                 )
+
+    def _check_grpc_health(self) -> None:
+        """The rules of ``grpc_health``: gRPC speaks HTTP/2 over TLS and answers in protobuf.
+
+        ``http_version`` becomes ``2``: both stages offer ``h2`` alone in ALPN, as gRPC
+        clients do.
+
+        Raises:
+            ValueError: with an ``http://`` URL, ``http_version: 1.1``, a URL path other
+                than ``/``, ``body_regex`` or a ``backend`` body regex.
+        """
+        if self.grpc_health is None:
+            return
+        if self.plain:
+            raise ValueError(
+                "grpc_health: needs an https:// URL (gRPC over plain TCP, h2c, is not supported)"
+            )
+        if self.http_version == "1.1":
+            raise ValueError("grpc_health: gRPC needs HTTP/2, not http_version: 1.1")
+        if self.path != "/":
+            raise ValueError(
+                f"grpc_health: calls {GRPC_HEALTH_PATH}; the URL's path must be / (it is {shown(self.path)})"
+            )
+        if self.body_regex is not None or (self.backend is not None and self.backend.body_regex is not None):
+            raise ValueError(
+                "grpc_health: the answers are protobuf, not text: use no body_regex, and a backend header"
+            )
+        self._set(http_version="2")
 
     @property
     def plain(self) -> bool:

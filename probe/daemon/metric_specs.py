@@ -284,4 +284,18 @@ SPECS: tuple[Spec, ...] = (
         "Largest lateness of the event loop's 100 ms timer over the last 60 s, in seconds; "
         "every timing probe reports can be inflated by up to this much.",
     ),
+    # gRPC (grpc_health, or any application/grpc response): blackbox_exporter's names
+    Spec(
+        "probe_grpc_status_code",
+        "gauge",
+        _TA,
+        "grpc-status of the last gRPC response from the address (0 OK); absent without one.",
+    ),
+    Spec(
+        "probe_grpc_healthcheck_response",
+        "gauge",
+        (*_TA, "serving_status"),
+        "1 for the serving status the last Health/Check at the address answered, 0 for the others "
+        "(grpc_health); absent without an answer.",
+    ),
 )

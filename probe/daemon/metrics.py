@@ -233,6 +233,7 @@ def render_target(state: TargetState) -> Exposition:
         if address.ocsp is not None:
             _ocsp_section(out, address.ocsp, where)
         _http_section(out, result, address, where)
+        _grpc_section(out, address, where)
     for check in result.direct_backends:
         _direct_section(out, check, {"target": result.target.name, "backend": check.name[:64]})
     _client_section(out, result, target)
@@ -387,6 +388,25 @@ def _http_section(out: _Lines, result: TargetResult, address: AddressResult, whe
             per_phase.setdefault(phase, []).append(seconds)
     for phase, values in per_phase.items():
         out.add("probe_http_duration_seconds", sum(values) / len(values), {**where, "phase": phase})
+
+
+# --------------------------------------------------------------------------- gRPC
+
+#: ``HealthCheckResponse.ServingStatus`` values, each a ``serving_status`` label (as blackbox_exporter).
+_SERVING_STATUSES = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
+
+
+def _grpc_section(out: _Lines, address: AddressResult, where: dict[str, str]) -> None:
+    """gRPC: the last grpc-status, and which serving status the last Health/Check answered."""
+    statuses = [a.grpc_status for a in address.attempts if a.grpc_status is not None]
+    if statuses:
+        out.add("probe_grpc_status_code", statuses[-1], where)
+    serving = [a.grpc_serving_status for a in address.attempts if a.grpc_serving_status is not None]
+    if serving:
+        for name in _SERVING_STATUSES:
+            out.add(
+                "probe_grpc_healthcheck_response", int(serving[-1] == name), {**where, "serving_status": name}
+            )
 
 
 def _direct_section(out: _Lines, check: DirectBackendResult, where: dict[str, str]) -> None:

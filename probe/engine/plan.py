@@ -71,6 +71,7 @@ def facts_of(target: TargetConfig, client: ClientCertificate | None = None) -> T
         cert_expiry_warning_days=target.cert_expiry_warning_days,
         requests_per_address=target.requests_per_address,
         client_certificate=client,
+        grpc_health_service=None if target.grpc_health is None else target.grpc_health.service,
     )
 
 

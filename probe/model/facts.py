@@ -68,6 +68,8 @@ class TargetFacts:
         requests_per_address: HTTP requests sent to each address per cycle.
         client_certificate: the client certificate presented when a listener asks for one
             (``tls_client``), ``None`` without one.
+        grpc_health_service: with ``grpc_health``, the service each request's
+            ``Health/Check`` asks for (``""``: the server as a whole); ``None`` for GETs.
     """
 
     name: str
@@ -89,6 +91,7 @@ class TargetFacts:
     cert_expiry_warning_days: float = 30.0
     requests_per_address: int = 4
     client_certificate: ClientCertificate | None = None
+    grpc_health_service: str | None = None
 
     @property
     def plain(self) -> bool:

@@ -20,6 +20,7 @@ class Stage(StrEnum):
     CERT = "cert"
     OCSP = "ocsp"
     HTTP = "http"
+    GRPC = "grpc"
     BACKEND = "backend"
     CYCLE = "cycle"
 
@@ -149,6 +150,11 @@ class Reason(StrEnum):
     TLS_CLIENT_CERT_REQUIRED = "tls_client_cert_required"
     TLS_CLIENT_CERT_REFUSED = "tls_client_cert_refused"
     TLS_CLIENT_CERT_EXPIRING_SOON = "tls_client_cert_expiring_soon"
+    HTTP_STREAM_ERROR = "http_stream_error"
+    HTTP_STREAM_REFUSED = "http_stream_refused"
+    GRPC_STATUS = "grpc_status"
+    GRPC_NOT_SERVING = "grpc_not_serving"
+    GRPC_SERVICE_UNKNOWN = "grpc_service_unknown"
     BACKEND_NOT_REACHED = "backend_not_reached"
 
     @property
@@ -429,6 +435,35 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         Stage.TLS,
         _W,
         "The client certificate (tls_client) expires within cert_expiry_warning_days, or has expired.",
+    ),
+    Reason.HTTP_STREAM_ERROR: (
+        Stage.HTTP,
+        _C,
+        "The server reset the request's HTTP/2 stream (RST_STREAM) or sent GOAWAY with an error "
+        "code; the detail names the code as RFC 9113 does.",
+    ),
+    Reason.HTTP_STREAM_REFUSED: (
+        Stage.HTTP,
+        _C,
+        "The server refused the request's HTTP/2 stream unprocessed (REFUSED_STREAM, or a GOAWAY "
+        "below it) and again on the retry over a new connection.",
+    ),
+    Reason.GRPC_STATUS: (
+        Stage.GRPC,
+        _C,
+        "A gRPC response (content type application/grpc) ended with a grpc-status other than 0 (OK), "
+        "or none; or a grpc_health check was not answered with gRPC.",
+    ),
+    Reason.GRPC_NOT_SERVING: (
+        Stage.GRPC,
+        _C,
+        "With grpc_health, Health/Check answered NOT_SERVING (or UNKNOWN).",
+    ),
+    Reason.GRPC_SERVICE_UNKNOWN: (
+        Stage.GRPC,
+        _C,
+        "With grpc_health, the health server does not know the service (SERVICE_UNKNOWN, or the "
+        "call's NOT_FOUND, as grpc.health.v1 answers for an unknown service).",
     ),
     Reason.BACKEND_NOT_REACHED: (
         Stage.BACKEND,

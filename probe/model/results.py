@@ -377,6 +377,18 @@ class HttpAttempt(_Judged):
         date_timestamp: the response's ``Date`` header, Unix time; ``None`` when absent
             or unreadable.
         received_timestamp: this machine's clock when the response headers arrived, Unix time.
+        retried_after: what refused the request's first try, in words (``"RST_STREAM
+            REFUSED_STREAM (0x7)"``, ``"GOAWAY NO_ERROR (0x0) with last_stream_id 0"``): the
+            server did not process it (RFC 9113 §8.7), so it was sent again on a new
+            connection and the other fields are the retry's. ``None`` when sent once.
+        grpc_status: a gRPC response's ``grpc-status`` (0 OK, 12 UNIMPLEMENTED …), from its
+            trailers or, for a trailers-only response, its headers; ``None`` when the
+            response is not gRPC or has none.
+        grpc_message: its ``grpc-message``, percent-decoded and printable (at most 512
+            characters; a longer one ends with ``…``); ``None`` when absent.
+        grpc_serving_status: the serving status a ``grpc.health.v1.Health/Check`` answered
+            (``"SERVING"``, ``"NOT_SERVING"``, ``"UNKNOWN"``, ``"SERVICE_UNKNOWN"``), ``None``
+            without ``grpc_health`` or without an answer.
         location_length: the full length of that URL in characters (``location`` is cut
             past 8,192), ``None`` without a Location.
         load_balancer: the load balancer's own answer, ``None`` for a response that did
@@ -397,6 +409,10 @@ class HttpAttempt(_Judged):
     content_encoding: str | None = None
     date_timestamp: float | None = None
     received_timestamp: float | None = None
+    retried_after: str | None = None
+    grpc_status: int | None = None
+    grpc_message: str | None = None
+    grpc_serving_status: str | None = None
     location_length: int | None = None
     load_balancer: LoadBalancerAnswer | None = None
 

@@ -28,6 +28,7 @@ from probe.model.results import (
 )
 from probe.report.hints import failure_hint
 from probe.report.text import overall_status, target_notes
+from probe.stages.grpc_rules import status_name as grpc_status_name
 
 SCHEMA_VERSION = 1
 
@@ -332,6 +333,11 @@ def _attempt(attempt: HttpAttempt, target: TargetResult) -> dict[str, Any]:
         "content_encoding": attempt.content_encoding,
         "date_timestamp": attempt.date_timestamp,
         "received_timestamp": attempt.received_timestamp,
+        "retried_after": attempt.retried_after,
+        "grpc_status": attempt.grpc_status,
+        "grpc_status_name": None if attempt.grpc_status is None else grpc_status_name(attempt.grpc_status),
+        "grpc_message": attempt.grpc_message,
+        "grpc_serving_status": attempt.grpc_serving_status,
         "origin": attempt.origin,
         "load_balancer": _load_balancer(attempt.load_balancer),
     }

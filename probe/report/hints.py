@@ -216,6 +216,41 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         _G: "the server or a device in the path broke the response (closed early, invalid HTTP)",
         _A: "the target closed the connection mid-response or sent invalid HTTP",
     },
+    Reason.HTTP_STREAM_ERROR: {
+        _G: "the server or a proxy in front of it gave up on the response: a backend that died or "
+        "timed out mid-response (INTERNAL_ERROR, CANCEL), or a server that treats this client as "
+        "abusive (ENHANCE_YOUR_CALM); check its logs at that time",
+        _A: "the load balancer reset the stream because the target closed or reset its own "
+        "connection mid-response (crash, deploy, the target's keep-alive shorter than the load "
+        "balancer's idle timeout), or the target itself speaks HTTP/2 and reset it",
+    },
+    Reason.GRPC_STATUS: {
+        _G: "the gRPC service failed the call (see the status): UNIMPLEMENTED means it does not serve "
+        "that method (a GET reaches no gRPC method), UNAVAILABLE a backend down or a proxy failing, "
+        "UNAUTHENTICATED or PERMISSION_DENIED missing credentials (--header)",
+        _A: "the target failed the call (see the status): UNIMPLEMENTED means it does not serve that "
+        "method, UNAVAILABLE a target down or unreachable from the load balancer; a listener or "
+        "target group that does not use the gRPC protocol version answers something else",
+    },
+    Reason.GRPC_NOT_SERVING: {
+        _G: "the backend's health service says it does not serve: it is starting, draining or "
+        "failing a dependency; check that backend's own logs and health",
+        _A: "the target's health service says it does not serve: it is starting, draining or "
+        "failing a dependency; the target group's health check may not use the same service",
+    },
+    Reason.GRPC_SERVICE_UNKNOWN: {
+        _G: "the health service does not know this service name: check grpc_health.service "
+        "against the names the server registers (empty for the server as a whole)",
+        _A: "the target's health service does not know this service name: check grpc_health.service "
+        "against the names the application registers, and the target group's health check path",
+    },
+    Reason.HTTP_STREAM_REFUSED: {
+        _G: "the server refuses new requests: it is draining (a deploy, a reload) or at its limit "
+        "of concurrent streams; if it lasts, it is overloaded or stuck shutting down",
+        _A: "the load balancer or the target refuses new requests: a target draining during a "
+        "deploy (deregistration delay) or a target at its concurrency limit; check the target "
+        "group's health and the targets' logs",
+    },
     Reason.HTTP_BODY_TOO_LARGE: {
         _G: "the URL returns more than expected; check its path, or raise body_size_limit",
         _A: "the URL returns more than expected; check its path and the listener rules, or raise "

@@ -26,6 +26,7 @@ from probe.model.results import (
     TlsResult,
 )
 from probe.report.hints import failure_hint
+from probe.report.protocol_notes import attempt_notes, target_protocol_notes
 from probe.stages.certs import common_name_of, describe_age, format_time, label_of
 from probe.stages.http_rules import SHOWN_LOCATION
 
@@ -41,7 +42,8 @@ def target_notes(result: TargetResult) -> list[str]:
     Shown under the target in the text report and as ``notes`` in the JSON document:
     verification turned off (``insecure_skip_verify``), requests that shared a
     connection (``reuse_connections``), a ``balancing`` other than round robin,
-    ``cross_zone: false``, plain HTTP (no TLS stage) and ``expect_redirect``.
+    ``cross_zone: false``, plain HTTP (no TLS stage), ``expect_redirect`` and gRPC health
+    checks (``grpc_health``).
     """
     notes = []
     if result.target.plain:
@@ -52,6 +54,7 @@ def target_notes(result: TargetResult) -> list[str]:
             f"https://{result.target.hostname}{_path_of(result.target.url)} (not followed); backends and "
             "rotation are not judged"
         )
+    notes.extend(target_protocol_notes(result.target))
     if result.target.insecure_skip_verify:
         notes.append(
             "certificates were NOT verified (insecure_skip_verify): the verdict says nothing "
@@ -527,15 +530,15 @@ _HANDSHAKE_WORDS = {
 def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
     """Facts about an address's responses worth a word.
 
-    The HTTP version, cut or encoded bodies, and where accepted redirects pointed (a
-    refused one is in its ``http_status`` finding).
+    The HTTP version, cut or encoded bodies, where accepted redirects pointed (a
+    refused one is in its ``http_status`` finding), then :func:`attempt_notes`.
     """
     versions = sorted({a.http_version for a in attempts if a.http_version and a.http_version != "HTTP/1.1"})
     notes = [printable(v) for v in versions]
     for note in (_cut_note(attempts), _encoding_note(attempts), _redirect_note(attempts)):
         if note is not None:
             notes.append(note)
-    return notes
+    return [*notes, *attempt_notes(attempts)]
 
 
 def _cut_note(attempts: Sequence[HttpAttempt]) -> str | None:

@@ -220,6 +220,22 @@ class Connection:
             self.read_at = ready if ready is not None else monotonic()
             return data
 
+    def recv_now(self, max_bytes: int) -> bytes | None:
+        """Up to ``max_bytes`` bytes already received, without waiting; ``None`` when none are.
+
+        ``b""`` at the end of the stream, as :meth:`recv`.
+
+        Raises:
+            ssl.SSLError: a TLS alert.
+            OSError: reset, or closed.
+        """
+        try:
+            data = self.sock.recv(max_bytes)
+        except (*_WAIT_ERRORS, ssl.SSLWantWriteError):
+            return None
+        self.read_at = monotonic()
+        return data
+
     async def send(self, data: bytes, end: float | None) -> None:
         """Send all of ``data`` by loop time ``end``.
 

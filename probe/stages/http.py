@@ -8,7 +8,10 @@ earlier response. Proxies from the environment are never used, redirects are not
 followed, bodies are never read past ``max_body_bytes`` (the rest is left unread and the
 connection closed; the part read is judged), gzip and deflate bodies are decoded with the
 same cap, and a whole request, body included, is bounded by ``timeouts.http``. HTTP/2 is
-spoken when the server selects it in ALPN (``http_version``).
+spoken when the server selects it in ALPN (``http_version``). With ``grpc_health`` each
+request is a gRPC health check (``grpc.health.v1.Health/Check``, HTTP/2 only) under the
+same rules, and any gRPC response is judged by its ``grpc-status`` too
+(:mod:`probe.stages.grpc_rules`).
 
 This module does the I/O (the client, the requests, reading the body); the rules that
 judge what came back are pure functions in :mod:`probe.stages.http_rules`.
@@ -20,31 +23,24 @@ import asyncio
 import contextlib
 import dataclasses
 import http.cookiejar
-import re
 import ssl
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpcore
 import httpx
 
-from probe._version import __version__
-
-with contextlib.suppress(ImportError):
-    # httpx imports its network backend and HTTP/1.1 machinery on the first request;
-    # import them now so that the first measured request of a run is not slowed by it.
-    import anyio._backends._asyncio  # noqa: F401
-    import httpcore._async.http2
-    import httpcore._async.http11
-
 from probe._text import host_port, url_host
+from probe._version import __version__
 from probe.config.models import TargetConfig
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import Failure, HttpAttempt, IPAddress, PhaseTimes, TlsResult
-from probe.stages._httpcore import NewConnectionPerRequest, SocketBackend, handed_over
+from probe.stages import _sockets as netio
+from probe.stages._transport import ProbeTransport, handed_over
+from probe.stages._wire import Notes, StreamRefused
+from probe.stages.grpc_rules import HEALTH_PATH, health_request, judge_grpc
 from probe.stages.http_rules import (
     FIRST_BYTE,
     LAST_BYTE,
@@ -52,9 +48,11 @@ from probe.stages.http_rules import (
     content_codings,
     cookie_names,
     default_port,
+    goaway_failure,
     judge_body,
     location_facts,
     phase_times,
+    refusal_failure,
     response_date,
     timeout_failure,
 )
@@ -64,10 +62,6 @@ if TYPE_CHECKING:
     from probe.stages.plan import TargetPlan
 
 USER_AGENT = f"probe/{__version__}"
-# httpcore names its trace events http11.* or http2.*; probe reads them as http.*.
-_HTTP_EVENT = re.compile(r"^http(11|2)\.")
-# The trace events whose return value is the connection's network stream.
-_STREAM_EVENTS = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
 
 
 class _NoCookies(http.cookiejar.CookiePolicy):
@@ -99,9 +93,9 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
     :class:`TargetClient`). ``http_version`` picks HTTP/1.1, HTTP/2 or (``auto``) whichever
     the server selects in ALPN; the ALPN list itself is the one pinned on ``context``. An
     ``http://`` target speaks HTTP/1.1 only (no h2c upgrade, no prior knowledge).
-    Connections are made by :class:`probe.stages._httpcore.SocketBackend` (non-blocking
-    sockets with ``ssl.SSLSocket``, and the TLS stage's connection for an address's first
-    request).
+    Its transport is probe's own (:class:`probe.stages._transport.ProbeTransport`:
+    non-blocking sockets with ``ssl.SSLSocket``, and the TLS stage's connection for an
+    address's first request).
 
     Args:
         target: the target (timeouts, reuse_connections, http_version).
@@ -111,22 +105,7 @@ def build_client(target: TargetConfig, context: ssl.SSLContext) -> httpx.AsyncCl
     http1, http2 = target.http_version != "2", target.http_version != "1.1"
     if target.plain:
         http1, http2 = True, False  # HTTP/1.1 only: probe does not speak h2c
-    transport = httpx.AsyncHTTPTransport(verify=context, http1=http1, http2=http2, trust_env=False)
-    # httpx takes no network backend; its transport's pool is rebuilt with probe's. The
-    # addresses of a target are probed concurrently (each one request at a time), so the
-    # pool is not limited; the cycle bounds the concurrency.
-    if target.reuse_connections:
-        transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
-            max_connections=None,
-            max_keepalive_connections=1,
-            http1=http1,
-            http2=http2,
-            network_backend=SocketBackend(),
-        )
-    else:  # a connection per request, without a pool's shared state (see http_network)
-        pool = NewConnectionPerRequest(context, http1=http1, http2=http2)
-        transport._pool = pool  # type: ignore[assignment]  # the pool's interface, not its class
+    transport = ProbeTransport(context, http1=http1, http2=http2, keep_alive=target.reuse_connections)
     return httpx.AsyncClient(
         transport=transport,
         trust_env=False,
@@ -203,25 +182,67 @@ class TargetClient:
             await client.aclose()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Request:
+    """What each request to an address sends: a GET of the URL, or a gRPC Health/Check."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None = None
+    #: The service of a Health/Check request (``""``: the server), ``None`` for a GET.
+    health: str | None = None
+
+
+def _request(address: IPAddress, target: TargetConfig) -> _Request:
+    """The request of ``target`` to ``address`` (see :class:`_Request`)."""
+    if target.grpc_health is None:
+        return _Request("GET", request_url(address, target), request_headers(target))
+    service = target.grpc_health.service
+    return _Request(
+        "POST",
+        f"https://{host_port(str(address), target.port)}{HEALTH_PATH}",
+        grpc_headers(target),
+        health_request(service),
+        service,
+    )
+
+
 def request_url(address: IPAddress, target: TargetConfig) -> str:
     """The URL to request: the address in place of the hostname, the target's scheme."""
     return f"{target.scheme}://{host_port(str(address), target.port)}{target.path}"
 
 
-def request_headers(target: TargetConfig) -> dict[str, str]:
-    """Headers of every request: Host as a browser sends it, then the configured ones.
+def _host_header(target: TargetConfig) -> str:
+    """Host as a browser sends it: the hostname, and the port unless it is the scheme's default.
 
     An IPv6 address (an IP-address URL without a server name) is in brackets (RFC 9110 §7.2).
     """
-    host = url_host(target.hostname)
-    if target.port != default_port(target.scheme):
-        host = host_port(target.hostname, target.port)
+    if target.port == default_port(target.scheme):
+        return url_host(target.hostname)
+    return host_port(target.hostname, target.port)
+
+
+def request_headers(target: TargetConfig) -> dict[str, str]:
+    """Headers of every request: Host as a browser sends it, then the configured ones."""
     headers = {
-        "Host": host,
+        "Host": _host_header(target),
         "User-Agent": USER_AGENT,
         "Accept": "*/*",
         # Ask for the body as is; a server that compresses anyway is decoded, capped.
         "Accept-Encoding": "identity",
+    }
+    headers.update({name: value.value for name, value in target.headers.items()})
+    return headers
+
+
+def grpc_headers(target: TargetConfig) -> dict[str, str]:
+    """Headers of a gRPC call: Host (``:authority``), gRPC's own, then the configured ones (metadata)."""
+    headers = {
+        "Host": _host_header(target),
+        "User-Agent": USER_AGENT,
+        "Content-Type": "application/grpc",
+        "TE": "trailers",  # gRPC's servers refuse a call without it
     }
     headers.update({name: value.value for name, value in target.headers.items()})
     return headers
@@ -264,72 +285,174 @@ async def _rounds(
     connection: OpenConnection | None,
     tls: TlsResult | None,
 ) -> tuple[HttpAttempt, ...]:
-    url = request_url(address, target)
-    headers = request_headers(target)
+    request = _request(address, target)
     attempts = []
     for index in range(target.requests_per_address):
         if deadline.expired:
             break
         if index == 0 and connection is not None:
             with handed_over(str(address), target.port, connection.connection) as offer:
-                attempt = await _attempt(client, url, headers, address, target, deadline)
+                attempt = await _attempt(client, request, address, target, deadline)
             if offer.taken and tls is not None:
                 attempt = _with_tls_stage_phases(attempt, tls)
             attempts.append(attempt)
             continue
-        attempts.append(await _attempt(client, url, headers, address, target, deadline))
+        attempts.append(await _attempt(client, request, address, target, deadline))
     return tuple(attempts)
 
 
 def _with_tls_stage_phases(attempt: HttpAttempt, tls: TlsResult) -> HttpAttempt:
-    """An attempt sent over the TLS stage's connection, with that connection's set-up times."""
+    """An attempt sent over the TLS stage's connection, with that connection's set-up times.
+
+    A retried attempt's phases are its retry's, on a new connection; only its duration
+    takes in the TLS stage's connect and handshake, which its first try used.
+    """
     connect, handshake = tls.connect_seconds, tls.handshake_seconds
+    duration = attempt.duration_seconds + (connect or 0.0) + (handshake or 0.0)
+    if attempt.retried_after is not None:
+        return dataclasses.replace(attempt, duration_seconds=duration)
     phases = PhaseTimes(
         connect=connect,
         tls=handshake,
         processing=attempt.phases.processing,
         transfer=attempt.phases.transfer,
     )
-    return dataclasses.replace(
-        attempt,
-        phases=phases,
-        duration_seconds=attempt.duration_seconds + (connect or 0.0) + (handshake or 0.0),
+    return dataclasses.replace(attempt, phases=phases, duration_seconds=duration)
+
+
+class _Try:
+    """One try of a request: its trace events and what came back.
+
+    Attributes:
+        start: when it started (``time.monotonic()``).
+        end: when it ended.
+        events: ``time.monotonic()`` of each trace event and of the network reads.
+        status, version, headers: the response's, ``None`` when no response arrived.
+        received: this machine's clock when the response headers arrived (Unix time).
+        notes: what the response said besides its head and body (trailers, a GOAWAY).
+        body: what was read of the body.
+        error: what ended the try early, ``None`` when the response was read as needed.
+    """
+
+    __slots__ = (
+        "body",
+        "end",
+        "error",
+        "events",
+        "headers",
+        "notes",
+        "received",
+        "start",
+        "status",
+        "version",
     )
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.end = start
+        self.events: dict[str, float] = {}
+        self.status: int | None = None
+        self.version: str | None = None
+        self.headers: httpx.Headers | None = None
+        self.received: float | None = None
+        self.notes: Notes | None = None
+        self.body = _Body()
+        self.error: httpx.HTTPError | OSError | None = None
 
 
 async def _attempt(
     client: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
+    request: _Request,
     address: IPAddress,
     target: TargetConfig,
     deadline: Deadline,
 ) -> HttpAttempt:
-    events: dict[str, float] = {}
-    loop = asyncio.get_running_loop()
+    """One request, retried once on a new connection when the server refused its HTTP/2 stream.
+
+    A refused stream (``RST_STREAM REFUSED_STREAM``, or a GOAWAY whose ``last_stream_id``
+    leaves it unprocessed) was not processed (RFC 9113 §8.7); curl and Go's transport
+    retry it on a new connection, and probe does so once, within the same
+    ``timeouts.http`` and the cycle's deadline. The retry is a fact of the attempt
+    (``retried_after``); a second refusal is ``http_stream_refused``.
+    """
     start = time.monotonic()
     limit = deadline.clip(target.timeouts.http)
+    first = await _send(client, request, target, start, limit)
+    final, retried_after = first, None
+    if isinstance(first.error, StreamRefused):
+        left = limit - (time.monotonic() - start)
+        if left > 0 and not deadline.expired:
+            retried_after = first.error.how
+            final = await _send(client, request, target, time.monotonic(), left)
+    failure = _try_failure(final, first, retried_after, limit, deadline, address, target.hostname)
+    phases = phase_times(final.events, final.start, final.end if final.status is not None else None)
+    facts = _response_facts(final.status, final.headers, final.received, target)
+    raw = bytes(final.body.raw)
+    common: dict[str, Any] = {
+        "status_code": final.status,
+        "http_version": final.version,
+        "body_bytes": len(raw),
+        "phases": phases,
+        "duration_seconds": final.end - start,
+        "retried_after": retried_after,
+        **facts,
+    }
+    if failure is not None:
+        return HttpAttempt(backend=None, body_truncated=final.body.truncated, failures=(failure,), **common)
+    assert final.status is not None and final.headers is not None
+    backend, failures, cut, answer = await judge_body(final.status, final.headers, raw, target, address)
+    if final.body.too_large is not None:
+        failures = (*failures, Failure(Reason.HTTP_BODY_TOO_LARGE, final.body.too_large, address))
+    notes = final.notes or Notes()
+    if notes.goaway_error is not None:
+        failures = (*failures, goaway_failure(notes.goaway_error, address))
+    grpc, grpc_failures = judge_grpc(
+        final.headers,
+        notes.trailers,
+        raw,
+        http_ok=target.status_accepted(final.status),
+        health=request.health,
+        address=address,
+    )
+    return HttpAttempt(
+        backend=backend,
+        body_truncated=final.body.truncated or cut,
+        failures=(*failures, *grpc_failures),
+        grpc_status=grpc.status,
+        grpc_message=grpc.message,
+        grpc_serving_status=grpc.serving,
+        load_balancer=answer,
+        **common,
+    )
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    request: _Request,
+    target: TargetConfig,
+    start: float,
+    limit: float,
+) -> _Try:
+    """Send the request once and read its response (body within the caps), within ``limit`` seconds."""
+    tried = _Try(start)
+    events = tried.events
+    loop = asyncio.get_running_loop()
     # The whole request is bounded by `limit`, but in two parts. Connecting (TCP and
-    # TLS) is bounded by httpx's own connect timeout, half the limit each: httpcore
-    # leaks the socket when it is cancelled inside a handshake, so nothing cancels it
-    # there. Once HTTP starts (the HTTP/2 preface or the HTTP/1.1 request), an asyncio
-    # timeout bounds the rest, headers and body, as a whole (a trickling server never
-    # trips a per-read timeout); httpcore closes the connection properly when cancelled
-    # there.
+    # TLS) is bounded by the transport's connect timeout, half the limit each, so that
+    # a connect or handshake that times out is named after its phase. Once HTTP starts
+    # (the HTTP/2 preface or the HTTP/1.1 request), an asyncio timeout bounds the rest,
+    # headers and body, as a whole (a trickling server never trips a per-read timeout).
     inner = _clipped_timeouts(target, limit)
     bound = asyncio.timeout(None)
 
-    # The connection's network stream, whose reads note when they returned (``read_at``):
-    # the phases end at the network reads that delivered the response, as Go's httptrace
-    # (and so blackbox_exporter) takes them, not after the HTTP layers parsed them.
-    network: list[Any] = []
+    # The connection, whose reads note when they returned (``read_at``): the phases end
+    # at the network reads that delivered the response, as Go's httptrace (and so
+    # blackbox_exporter) takes them, not after the HTTP layers parsed them.
+    network: list[netio.Connection] = []
 
-    async def trace(name: str, info: Mapping[str, Any]) -> None:
-        if name in _STREAM_EVENTS:
-            stream = info.get("return_value")
-            if hasattr(stream, "read_at"):
-                network[:] = [stream]
-        name = _HTTP_EVENT.sub("http.", name)
+    def trace(name: str, connection: netio.Connection | None) -> None:
+        if connection is not None:
+            network[:] = [connection]
         if name in events:
             return
         now = time.monotonic()
@@ -340,67 +463,54 @@ async def _attempt(
         elif name in ("http.send_connection_init.started", "http.send_request_headers.started"):
             bound.reschedule(loop.time() + max(0.0, limit - (now - start)))
 
-    status: int | None = None
-    version: str | None = None
-    response_headers: httpx.Headers | None = None
-    received: float | None = None
-    body = _Body()
-    failure: Failure | None = None
     try:
         async with (
             bound,
             client.stream(
-                "GET",
-                url,
-                headers=headers,
+                request.method,
+                request.url,
+                headers=request.headers,
+                content=request.content,
                 timeout=inner,
-                extensions={"sni_hostname": target.hostname, "trace": trace},
+                extensions={"sni_hostname": target.hostname, "probe_trace": trace},
             ) as response,
         ):
-            status, version, response_headers = (
+            tried.status, tried.version, tried.headers = (
                 response.status_code,
                 response.http_version,
                 response.headers,
             )
-            received = time.time()
-            await _read_body(response, target.max_body_bytes, target.body_size_limit, body)
+            tried.notes = response.extensions.get("probe_notes")
+            tried.received = time.time()
+            await _read_body(response, target.max_body_bytes, target.body_size_limit, tried.body)
             if network and network[0].read_at is not None:
                 # The read that delivered the end of the response (or the last byte read).
                 events[LAST_BYTE] = network[0].read_at
     except (httpx.HTTPError, OSError) as exc:  # OSError: TimeoutError and ssl.SSLError too
-        failure = _request_failure(exc, events, limit, deadline, address, target.hostname)
-    end = time.monotonic()
-    phases = phase_times(events, start, end if status is not None else None)
-    facts = _response_facts(status, response_headers, received, target)
-    raw = bytes(body.raw)
-    if failure is not None:
-        return HttpAttempt(
-            status_code=status,
-            http_version=version,
-            backend=None,
-            body_bytes=len(raw),
-            body_truncated=body.truncated,
-            phases=phases,
-            duration_seconds=end - start,
-            failures=(failure,),
-            **facts,
+        tried.error = exc
+    tried.end = time.monotonic()
+    return tried
+
+
+def _try_failure(
+    final: _Try,
+    first: _Try,
+    retried_after: str | None,
+    limit: float,
+    deadline: Deadline,
+    address: IPAddress,
+    hostname: str,
+) -> Failure | None:
+    """The finding of an attempt whose last try ended early, ``None`` when it did not."""
+    exc = final.error
+    if exc is None:
+        return None
+    if isinstance(exc, StreamRefused):
+        assert isinstance(first.error, StreamRefused)
+        return refusal_failure(
+            first.error.how, exc.how if retried_after is not None else None, limit, address
         )
-    assert status is not None and response_headers is not None
-    backend, failures, cut, answer = await judge_body(status, response_headers, raw, target, address)
-    if body.too_large is not None:
-        failures = (*failures, Failure(Reason.HTTP_BODY_TOO_LARGE, body.too_large, address))
-    return HttpAttempt(
-        status_code=status,
-        http_version=version,
-        backend=backend,
-        body_bytes=len(raw),
-        body_truncated=body.truncated or cut,
-        phases=phases,
-        duration_seconds=end - start,
-        failures=failures,
-        load_balancer=answer,
-        **facts,
-    )
+    return _request_failure(exc, final.events, limit, deadline, address, hostname)
 
 
 def _request_failure(
@@ -415,9 +525,8 @@ def _request_failure(
 
     A timeout (asyncio's, ``TimeoutError``, or httpx's) is named after the phase it
     happened in; another httpx error is classified by :func:`classify_http_error`; a TLS
-    error that httpcore does not wrap (raised while reading a response, e.g. the TLS 1.3
-    alert of a server that requires a client certificate) by ``classify_tls_error``; any
-    other ``OSError`` is a connection error during the response.
+    error that the transport does not wrap by ``classify_tls_error``; any other
+    ``OSError`` is a connection error during the response.
     """
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return timeout_failure(events, limit, deadline, address)
@@ -427,7 +536,7 @@ def _request_failure(
         reason, detail = classify_tls_error(exc)
     else:
         reason = Reason.HTTP_PROTOCOL_ERROR
-        detail = f"connection error during the response: {exc.strerror or exc}"
+        detail = f"connection error during the response: {exc.strerror or type(exc).__name__}"
     return Failure(reason, detail, address)
 
 

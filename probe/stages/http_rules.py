@@ -32,6 +32,7 @@ from probe.config.models import TargetConfig
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
 from probe.model.results import Failure, HttpAttempt, IPAddress, LoadBalancerAnswer, PhaseTimes
+from probe.stages._wire import GoAway, ProtocolViolation, StreamError, StreamRefused
 from probe.stages.certs import classify_verify_error
 from probe.stages.origin import load_balancer_answer
 from probe.stages.tls import classify_connect_error, classify_tls_error
@@ -420,6 +421,11 @@ def timeout_failure(
             if "http.receive_response_headers.complete" not in events
             else "the end of the body"
         )
+        if (
+            "http.send_connection_init.started" in events
+            and "http.receive_remote_settings.complete" not in events
+        ):
+            waiting += "; the server sent no HTTP/2 SETTINGS frame, which opens every HTTP/2 server's side"
         reason = Reason.HTTP_TIMEOUT
         detail = f"no complete response within {limit:.3g}s (waiting for {waiting})"
     if deadline.timeout_reason(reason) is Reason.CYCLE_DEADLINE_EXCEEDED:
@@ -449,7 +455,7 @@ def classify_http_error(
         now: Unix time, for certificate messages.
     """
     if isinstance(exc, httpx.ConnectError):
-        # httpx wraps httpcore's error, which wraps anyio's, which wraps the real one.
+        # httpx.ConnectError is raised from the OSError or ssl.SSLError (perhaps wrapped again).
         cause = _root_cause(exc, (ssl.SSLError, ConnectionRefusedError))
         if isinstance(cause, ssl.SSLCertVerificationError):
             return classify_verify_error(
@@ -463,8 +469,11 @@ def classify_http_error(
         if isinstance(deepest, OSError):
             return classify_connect_error(deepest)
         return Reason.TCP_ERROR, f"connect failed: {_short(exc)}"
+    own = _transport_finding(exc)
+    if own is not None:
+        return own
     if isinstance(exc, httpx.RemoteProtocolError):
-        return Reason.HTTP_PROTOCOL_ERROR, f"invalid HTTP response: {_short(exc)}"
+        return Reason.HTTP_PROTOCOL_ERROR, f"invalid HTTP response: {_httpx_words(exc)}"
     if isinstance(exc, httpx.ReadError | httpx.WriteError):
         # TLS 1.3 servers that require a client certificate say so only after the
         # handshake, with an alert that arrives on the first read.
@@ -475,6 +484,63 @@ def classify_http_error(
     if isinstance(exc, httpx.DecodingError):
         return Reason.HTTP_PROTOCOL_ERROR, f"the response cannot be decoded: {_short(exc)}"
     return Reason.HTTP_PROTOCOL_ERROR, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _httpx_words(exc: httpx.RemoteProtocolError) -> str:
+    """What httpx itself refused in a response (not probe's transport), in probe's words where known."""
+    if str(exc).startswith("Invalid URL in location header"):
+        # httpx builds the redirect's URL even when it does not follow it.
+        return "the Location header is not a URL httpx accepts (longer than 65,536 characters, or malformed)"
+    return _short(exc)
+
+
+def _transport_finding(exc: httpx.HTTPError) -> tuple[Reason, str] | None:
+    """The reason of an error probe's transport raised with its own sentence, ``None`` for others."""
+    if isinstance(exc, StreamRefused):
+        return Reason.HTTP_STREAM_REFUSED, str(exc)
+    if isinstance(exc, StreamError):
+        return Reason.HTTP_STREAM_ERROR, str(exc)
+    if isinstance(exc, ProtocolViolation):  # bounded: never cut
+        return Reason.HTTP_PROTOCOL_ERROR, f"invalid HTTP response: {exc}"
+    return None
+
+
+def refusal_failure(first: str, second: str | None, limit: float, address: IPAddress) -> Failure:
+    """``http_stream_refused``: the server refused the request's HTTP/2 stream, and its retry.
+
+    Args:
+        first: what refused the first try, in words (``"RST_STREAM REFUSED_STREAM (0x7)"``).
+        second: what refused the retry on a new connection; ``None`` when no time was left
+            within the request's ``limit`` (seconds) to retry.
+        limit: the request's time bound, seconds.
+        address: the address.
+    """
+    if second is None:
+        detail = (
+            f"the server refused the request's stream ({first}) and no time was left within "
+            f"{limit:.3g}s to retry it on a new connection"
+        )
+    else:
+        detail = (
+            f"the server refused the request's stream twice: {first}, then {second} on a new "
+            "connection (probe retries a refused request once; curl 7.88 tries a REFUSED_STREAM "
+            "up to 5 times)"
+        )
+    return Failure(Reason.HTTP_STREAM_REFUSED, detail, address)
+
+
+def goaway_failure(goaway: GoAway, address: IPAddress | None) -> Failure:
+    """``http_stream_error`` for a GOAWAY with an error code that still let the response complete.
+
+    curl and Go report such a response without an error; probe names the code, because
+    a load balancer closing connections with an error is worth knowing.
+    """
+    return Failure(
+        Reason.HTTP_STREAM_ERROR,
+        f"the server sent {goaway.words()} with the response; the response completed "
+        "(curl and Go report it without an error)",
+        address,
+    )
 
 
 def _root_cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:

@@ -242,7 +242,7 @@ def build_contexts(
 class OpenConnection(NamedTuple):
     """The TLS stage's connection after a completed handshake, left open for HTTP.
 
-    The first HTTP request of an address-probe goes over it (``probe.stages._httpcore``), so
+    The first HTTP request of an address-probe goes over it (``probe.stages._transport``), so
     an address costs one handshake. Whoever receives it closes it (:meth:`close`).
     """
 

@@ -106,7 +106,8 @@ def test_a_server_closing_after_the_handshake_is_a_protocol_error(scene: Any) ->
     assert result.status is Status.CRITICAL
     assert reasons(result) == {Reason.HTTP_PROTOCOL_ERROR.value}
     assert (
-        result.failures[0].detail == "invalid HTTP response: Server disconnected without sending a response."
+        result.failures[0].detail
+        == "invalid HTTP response: the server closed the connection without sending a response"
     )
     assert s.nodes[0].connections == 1
     assert elapsed < 5

@@ -198,6 +198,7 @@ def test_a_1_mb_header_line(scene: Any) -> None:
     result, elapsed = timed(s.target)
     assert result.status is Status.CRITICAL
     assert reasons(result) == {Reason.HTTP_PROTOCOL_ERROR.value}
+    assert result.failures[0].detail == "invalid HTTP response: the response head is larger than 100 KiB"
     assert elapsed < 1 + SLACK
 
 
@@ -206,7 +207,11 @@ def test_garbage_instead_of_http(scene: Any) -> None:
     result, elapsed = timed(s.target)
     assert result.status is Status.CRITICAL
     assert reasons(result) == {Reason.HTTP_PROTOCOL_ERROR.value}
-    assert "invalid HTTP response" in result.failures[0].detail
+    # In probe's words, with the start of what came printable (never h11's bytearray repr).
+    assert result.failures[0].detail == (
+        "invalid HTTP response: the response does not start with an HTTP/1.x status line "
+        "(it starts with '... this is not HTTP at all....')"
+    )
     assert elapsed < 1 + SLACK
 
 
@@ -216,6 +221,9 @@ def test_closes_in_the_middle_of_the_response(scene: Any) -> None:
     result, elapsed = timed(s.target)
     assert result.status is Status.CRITICAL
     assert reasons(result) == {Reason.HTTP_PROTOCOL_ERROR.value}
+    assert result.failures[0].detail == (
+        "invalid HTTP response: the connection closed before the response was complete"
+    )
     assert elapsed < 1 + SLACK
 
 

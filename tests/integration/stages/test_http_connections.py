@@ -1,4 +1,4 @@
-"""One connection per address-probe over HTTP/2, the HTTP/2 settings probe announces, its locks."""
+"""One connection per address-probe over HTTP/2, and the HTTP/2 settings probe announces."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
-import httpcore
 
 from probe.engine.cycle import run_cycle
 from probe.engine.plan import close_plans
 from probe.lab.servers import http2_responder
 from probe.model.reasons import Status
 from probe.model.results import TargetResult
-from probe.stages._httpcore import Http2Connection, Http11Connection
 from tests.support.helpers import make_plan, run
 
 LIMITS = {"dns": 1.0, "connect": 1.0, "tls": 1.0, "http": 1.0, "deadline": 6.0}
@@ -85,32 +83,3 @@ def test_http2_settings_allow_the_server_no_more_than_one_stream(scene: Any) -> 
     ]
     assert announced == [(0, 1, 65536)] * 2
     assert time.monotonic() - start < 5
-
-
-def test_connections_keep_none_of_httpcores_anyio_locks() -> None:
-    # httpcore's locks pass through the event loop even when free (about 20 per HTTP/2
-    # request); probe's connections serve one request of one task and use asyncio locks.
-    # If httpcore renames or adds a lock, this says so instead of silently losing that.
-    from httpcore._synchronization import AsyncLock
-
-    origin = httpcore.Origin(b"https", b"127.0.0.1", 443)
-    for connection in (
-        Http11Connection(origin=origin, stream=DummyStream()),
-        Http2Connection(origin=origin, stream=DummyStream()),
-    ):
-        locks = {name: type(value).__name__ for name, value in vars(connection).items() if "lock" in name}
-        assert locks and set(locks.values()) == {"_Lock"}, locks
-        assert not [v for v in vars(connection).values() if isinstance(v, AsyncLock)]
-
-
-class DummyStream(httpcore.AsyncNetworkStream):
-    """A network stream that is never used (the connections are only built)."""
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        raise AssertionError("not used")
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        raise AssertionError("not used")
-
-    async def aclose(self) -> None:
-        return None

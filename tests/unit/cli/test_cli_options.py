@@ -40,6 +40,8 @@ SAMPLES = {
     "--ocsp": ("staple", "ocsp", "staple"),
     "--balancing": ("weighted_random", "balancing", "weighted_random"),
     "--expect-redirect": ("https", "expect_redirect", "https"),
+    "--grpc-health": (True, "grpc_health", None),
+    "--grpc-service": ("shop.Cart", "grpc_health", None),
 }
 
 
@@ -90,6 +92,21 @@ def test_each_option_fills_its_target_field(flag: str) -> None:
         key = {"--key": "key_file", "--key-password-file": "key_password_file"}.get(flag)
         if key is not None:
             assert str(getattr(target.tls_client, key)) == SAMPLES[flag][0]
+    if flag in ("--grpc-health", "--grpc-service"):
+        assert target.grpc_health is not None and target.http_version == "2"
+        assert target.grpc_health.service == ("shop.Cart" if flag == "--grpc-service" else "")
+
+
+def test_grpc_service_with_grpc_health_asks_for_that_service() -> None:
+    target = adhoc("https://www.corp.example/", "--grpc-health", "--grpc-service", "shop.Cart")
+    assert target.grpc_health is not None and target.grpc_health.service == "shop.Cart"
+
+
+def test_grpc_health_refusals_name_the_flags() -> None:
+    with pytest.raises(
+        UsageError, match=r"^--grpc-health/--grpc-service: gRPC needs HTTP/2, not http_version: 1.1$"
+    ):
+        adhoc("https://www.corp.example/", "--grpc-health", "--http-version", "1.1")
 
 
 @pytest.mark.parametrize("flag", list(SAMPLES))

@@ -763,12 +763,35 @@ def test_ocsp_good_staple_without_next_update_has_no_next_update_series() -> Non
 # --------------------------------------------------------------------------- exposition and specs
 
 
+def grpc_served(served_address: AddressResult, serving: str, status: int = 0) -> AddressResult:
+    """``served_address`` whose responses were gRPC Health/Check answers."""
+    attempts = tuple(
+        replace(a, grpc_status=status, grpc_serving_status=serving) for a in served_address.attempts
+    )
+    return replace(served_address, attempts=attempts)
+
+
+def test_grpc_status_and_health_check_response_as_blackbox_exporter_names_them() -> None:
+    s = scrape(
+        result("www", addresses=[grpc_served(served(A1, "web-1"), "NOT_SERVING"), served(A2, "web-1")])
+    )
+    where = {"target": "www", "address": str(A1)}
+    assert s.value("probe_grpc_status_code", **where) == 0
+    values = {
+        status: s.value("probe_grpc_healthcheck_response", serving_status=status, **where)
+        for status in ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
+    }
+    assert values == {"UNKNOWN": 0, "SERVING": 0, "NOT_SERVING": 1, "SERVICE_UNKNOWN": 0}
+    # No gRPC response from A2: no gRPC series (an unknown value is an absent series).
+    assert not [n for n in s.with_label("address", str(A2)) if "grpc" in n]
+
+
 def rich_result(name: str = "www") -> TargetResult:
     """A result that makes every family show at least one series."""
     untrusted = Failure(Reason.CERT_UNTRUSTED, "untrusted root", A2)
     a1 = replace(served(A1, "web-1", "web-2"), ocsp=REVOKED_STAPLE)
     a2 = address(A2, [], tls_result=tls(A2, verified=False, failures=(untrusted,)))
-    a6 = served(A6, "web-1")
+    a6 = grpc_served(served(A6, "web-1"), "SERVING")
     made = result(
         name,
         addresses=[a1, a2, a6],

@@ -335,3 +335,33 @@ def test_resolved_dns_is_not_pinned_in_json() -> None:
     document = to_json([result(leaf_cert("www.corp.example"))], NOW)["targets"][0]["dns"]
     assert document["pinned"] is False and document["pinned_by"] is None
     assert document["answers"][0]["ttl"] == 60
+
+
+def test_retried_requests_and_grpc_answers_are_facts_of_the_address_row_and_the_json() -> None:
+    retried = replace(http_attempt("g-1"), retried_after="RST_STREAM REFUSED_STREAM (0x7)")
+    serving = replace(retried, grpc_status=0, grpc_serving_status="SERVING")
+    failed = replace(http_attempt("g-2"), grpc_status=12, grpc_message="Method not found: /")
+    tls = tls_result(A1, (LEAF,), (LEAF,))
+    target = target_result(
+        addresses=[address_result(A1, tls, [serving, serving, failed])], grpc_health_service="shop.Cart"
+    )
+    text = text_of(target)
+    http_row = text.splitlines()[text.splitlines().index(row_of(text, A1)) + 1]
+    assert "2 requests retried on a new connection after RST_STREAM REFUSED_STREAM (0x7)" in http_row
+    assert "gRPC: SERVING ×2, grpc-status 12 UNIMPLEMENTED ×1" in http_row
+    assert "gRPC health checks instead of GETs: grpc.health.v1.Health/Check of service 'shop.Cart'" in text
+    attempts = document_of(target)["targets"][0]["addresses"][0]["http"]
+    assert [
+        (
+            a["retried_after"],
+            a["grpc_status"],
+            a["grpc_status_name"],
+            a["grpc_message"],
+            a["grpc_serving_status"],
+        )
+        for a in attempts
+    ] == [
+        ("RST_STREAM REFUSED_STREAM (0x7)", 0, "OK", None, "SERVING"),
+        ("RST_STREAM REFUSED_STREAM (0x7)", 0, "OK", None, "SERVING"),
+        (None, 12, "UNIMPLEMENTED", "Method not found: /", None),
+    ]

@@ -9,7 +9,6 @@ import ssl
 import dns.exception
 import dns.message
 import dns.rcode
-import httpcore
 import httpx
 import pytest
 
@@ -19,6 +18,7 @@ from probe.config.values import PRIVATE_NETWORKS, parse_network
 from probe.model.reasons import Reason
 from probe.model.results import Failure, HttpAttempt, PhaseTimes
 from probe.stages import _sockets as netio
+from probe.stages._wire import ProtocolViolation, StreamError, StreamRefused
 from probe.stages.dns import address_expected, classify_dns_error, classify_rcode
 from probe.stages.http import request_headers, request_url
 from probe.stages.http_rules import classify_http_error, judge_response, summarise
@@ -301,23 +301,19 @@ def test_http_connect_error_without_a_cause() -> None:
 
 
 def as_httpx_raises(inner: BaseException) -> httpx.HTTPError:
-    """The exception chain httpx 0.28 + httpcore 1.0 really raise with the asyncio backend.
-
-    httpx.ConnectError is caused by httpcore.ConnectError, which is caused by the error
-    below it; for a TCP connect, anyio adds OSError("All connection attempts failed")
-    caused by the real one.
-    """
-    core = httpcore.ConnectError(inner)
-    core.__cause__ = inner
-    return caused(httpx.ConnectError(str(core)), core)
+    """The exception chain probe's transport raises: httpx.ConnectError from the real error."""
+    return caused(httpx.ConnectError("the TCP connect failed"), inner)
 
 
 def test_http_connect_refused_as_httpx_really_raises_it() -> None:
-    anyio_error = OSError("All connection attempts failed")
-    anyio_error.__cause__ = ConnectionRefusedError(
-        errno.ECONNREFUSED, "Connect call failed ('10.0.0.1', 443)"
-    )
-    assert classify_http_error(as_httpx_raises(anyio_error)) == (Reason.TCP_REFUSED, "connection refused")
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('10.0.0.1', 443)")
+    assert classify_http_error(as_httpx_raises(refused)) == (Reason.TCP_REFUSED, "connection refused")
+
+
+def test_http_connect_error_found_deeper_in_the_chain() -> None:
+    wrapper = OSError("All connection attempts failed")
+    wrapper.__cause__ = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('10.0.0.1', 443)")
+    assert classify_http_error(as_httpx_raises(wrapper)) == (Reason.TCP_REFUSED, "connection refused")
 
 
 def test_http_tls_error_as_httpx_really_raises_it() -> None:
@@ -350,6 +346,24 @@ def test_http_read_or_write_error(cls: type[httpx.HTTPError]) -> None:
     assert classify_http_error(cls("")) == (
         Reason.HTTP_PROTOCOL_ERROR,
         "the connection closed before the response was complete",
+    )
+
+
+def test_http2_refusal_and_stream_errors_keep_probes_sentence() -> None:
+    refused = StreamRefused("RST_STREAM REFUSED_STREAM (0x7)")
+    assert classify_http_error(refused) == (
+        Reason.HTTP_STREAM_REFUSED,
+        "the server refused the request's stream (RST_STREAM REFUSED_STREAM (0x7))",
+    )
+    reset = StreamError(
+        "the server reset the stream with CANCEL (0x8) after 10 bytes of the body, before its end"
+    )
+    assert classify_http_error(reset) == (Reason.HTTP_STREAM_ERROR, str(reset))
+    # probe's own sentences are never cut (they are bounded), unlike another library's text.
+    violation = ProtocolViolation("the server's first HTTP/2 frame was not SETTINGS " + "x" * 150)
+    assert classify_http_error(violation) == (
+        Reason.HTTP_PROTOCOL_ERROR,
+        f"invalid HTTP response: {violation}",
     )
 
 

@@ -12,10 +12,10 @@ EVENTS = {
     "connection.connect_tcp.complete": 0.001,
     "connection.start_tls.started": 0.001,
     "connection.start_tls.complete": 0.004,
-    "http.send_connection_init.started": 0.005,  # httpx/httpcore set-up before it
+    "http.send_connection_init.started": 0.005,  # the transport's set-up before it
     "http.send_request_headers.started": 0.006,  # Go's GotConn: the request starts
     FIRST_BYTE: 0.306,  # the read that delivered the HEADERS frame returned
-    "http.receive_response_headers.complete": 0.308,  # h2/httpcore parsed it
+    "http.receive_response_headers.complete": 0.308,  # h2 parsed it
     LAST_BYTE: 0.506,  # the read with END_STREAM returned
 }
 
