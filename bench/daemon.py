@@ -158,6 +158,7 @@ def _measure(args: argparse.Namespace) -> None:
             figures["hwm_before_scrapes"] = _status("VmHWM")
             times = await asyncio.to_thread(_scrape, daemon.address, args.scrapes)
             figures["scrape_ms_median"] = statistics.median(times) * 1000
+            figures["scrape_ms_p99"] = sorted(times)[round(0.99 * (len(times) - 1))] * 1000  # nearest rank
             figures["scrape_ms_max"] = max(times) * 1000
         states = daemon.store.snapshot().targets.values()
         figures["not_ok"] = sum(state.result.status.value != "ok" for state in states)
@@ -296,7 +297,8 @@ def _line(f: dict[str, Any]) -> str:
         f"{f['rss_planned'] / mib:.1f}, HWM {f['hwm_planned'] / mib:.1f}); not ok {f['not_ok']}"
         + (f"; traced {f['traced_bytes'] / mib:.1f} MiB" if "traced_bytes" in f else "")
         + (
-            f"; scrapes: median {f['scrape_ms_median']:.1f} ms, max {f['scrape_ms_max']:.1f} ms, "
+            f"; scrapes: median {f['scrape_ms_median']:.1f} ms, p99 {f.get('scrape_ms_p99', 0):.1f} ms, "
+            f"max {f['scrape_ms_max']:.1f} ms, "
             f"HWM before {f['hwm_before_scrapes'] / mib:.1f} MiB"
             if "scrape_ms_median" in f
             else ""

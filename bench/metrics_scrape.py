@@ -62,9 +62,9 @@ def make_store(names: list[str]) -> ResultStore:
 
 def make_server(store: ResultStore) -> Any:
     """The daemon's endpoint over ``store``."""
-    from probe.daemon import web
+    from probe.daemon import httpserver, web
 
-    return web.WebServer("127.0.0.1", 0, web.make_app(store))
+    return httpserver.WebServer("127.0.0.1", 0, web.make_app(store))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -156,6 +156,13 @@ def _open(path: str | Path, limit: int) -> int:
     return fd
 
 
+def special_kind(info: os.stat_result) -> str | None:
+    """What a file that is neither a regular file nor a directory is (``a FIFO``), else ``None``."""
+    if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
+        return None
+    return _KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
+
+
 def _check(info: os.stat_result, limit: int) -> None:
     """Refuse anything but a regular file of at most ``limit`` bytes.
 

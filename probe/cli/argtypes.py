@@ -44,3 +44,8 @@ def duration_argument(text: str, maximum: float | None = None) -> float:
 def watch_duration(text: str) -> float:
     """``--every`` and ``--max-time``: a duration up to a week (seconds)."""
     return duration_argument(text, maximum=7 * 86400)
+
+
+def client_timeout(text: str) -> float:
+    """``probe run --web.client-timeout``: a duration up to 5 minutes (seconds)."""
+    return duration_argument(text, maximum=300)

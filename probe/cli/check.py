@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from probe._text import printable
@@ -145,7 +146,7 @@ def _run_and_report(
     if args.save_baseline:
         from probe.judge import baseline
 
-        baseline.check_writable(args.save_baseline)
+        baseline.check_writable(args.save_baseline, _files_read(config, args))
     results = asyncio.run(check_once(config))
     return _finish(results, args, stdout, gateway, before)
 
@@ -175,6 +176,21 @@ def _finish(
 
         code = push_after_report(results, gateway, code)
     return code
+
+
+def _files_read(config: Config, args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The files a check reads, which ``--save-baseline`` must not replace, each with what it is."""
+    files = [("the --config file", Path(args.config))] if args.config else []
+    for target in config.targets:
+        client = target.tls_client
+        named = {
+            "ca_file": target.ca_file,
+            "tls_client.cert_file": client and client.cert_file,
+            "tls_client.key_file": client and client.key_file,
+            "tls_client.key_password_file": client and client.key_password_file,
+        }
+        files += [(f"the {key} of {target.name}", path) for key, path in named.items() if path]
+    return files
 
 
 def _saved_text(path: str, document: Mapping[str, Any]) -> str:

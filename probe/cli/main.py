@@ -106,7 +106,12 @@ def _run(args: argparse.Namespace) -> int:
 
     web_config = Path(args.web_config_file) if args.web_config_file else None
     try:
-        return daemon.start(Path(args.config), listen=args.listen, web_config_path=web_config)
+        return daemon.start(
+            Path(args.config),
+            listen=args.listen,
+            web_config_path=web_config,
+            client_timeout=args.web_client_timeout,
+        )
     except daemon.StartupError as exc:
         print(f"probe: {exc}", file=sys.stderr)
         return ExitCode.LISTEN_FAILED

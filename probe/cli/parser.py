@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from probe._version import __version__
 from probe.cli.adhoc import ADHOC
-from probe.cli.argtypes import watch_duration, whole_number
+from probe.cli.argtypes import client_timeout, watch_duration, whole_number
 from probe.cli.errors import UsageError
 from probe.config.defaults import DEFAULT_EVERY, DEFAULT_LISTEN, DEFAULT_STABLE_ROUNDS, UNTIL_CHOICES
 from probe.model.reasons import ExitCode, Platform
@@ -185,6 +185,15 @@ def _run_command(commands: argparse._SubParsersAction[_Parser]) -> _Parser:
         dest="web_config_file",
         metavar="FILE",
         help="exporter-toolkit web config: TLS and basic auth for the endpoint",
+    )
+    run.add_argument(
+        "--web.client-timeout",
+        dest="web_client_timeout",
+        metavar="DURATION",
+        type=client_timeout,
+        default=5.0,
+        help="time a client of the endpoint has for its request, and again to read the answer; "
+        "slower clients are dropped (default 5s)",
     )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument("--debug", action="store_true", help="show tracebacks for errors")

@@ -136,8 +136,12 @@ def run_watch(
         BrokenPipeError: the reader of the output went away (a write failed, or the pipe
             was seen without readers between rounds); no summary was written.
     """
-    ended_by, round_cut = asyncio.run(_rounds(run_round, watch, output, every, max_time))
-    output.summary(watch.summary(time.time(), ended_by, round_cut=round_cut))
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        ended_by, round_cut = asyncio.run(_rounds(run_round, watch, output, every, max_time))
+        output.summary(watch.summary(time.time(), ended_by, round_cut=round_cut))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -197,6 +201,9 @@ async def _rounds(
             await asyncio.gather(task, return_exceptions=True)
         for number in signals:
             loop.remove_signal_handler(number)
+        # The watch has ended: a second Ctrl-C while the loop closes and the summary is
+        # written would only lose the summary and the exit code (run_watch restores it).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         output.clear_status()
 
 

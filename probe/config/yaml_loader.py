@@ -54,3 +54,16 @@ StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_mapping,
 )
+
+
+def _construct_int(loader: StrictLoader, node: yaml.ScalarNode) -> Any:
+    """An integer, or one line for one of more digits than Python converts (4300 by default)."""
+    try:
+        return loader.construct_yaml_int(node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(node.value)} characters is too long", node.start_mark
+        ) from None
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,12 +19,13 @@ from probe._text import host_port, shorten
 from probe.config.errors import ConfigError
 from probe.config.load import load_config, parse_listen
 from probe.config.models import Config
+from probe.daemon.httpserver import CLIENT_TIMEOUT, WebServer
 from probe.daemon.looplag import LoopLag
 from probe.daemon.metrics import render_target
 from probe.daemon.scheduler import Scheduler, status_line
 from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore
-from probe.daemon.web import WebServer, make_app
+from probe.daemon.web import Endpoint, make_app
 from probe.daemon.webconfig import BasicAuth, WebConfig, describe, load_web_config, server_context
 from probe.engine.plan import plan
 from probe.model.results import TargetResult
@@ -48,6 +50,9 @@ class Daemon:
         initial_results: results to start with (the demo's first check).
         clock: Unix time.
         web_config: TLS and basic auth for the endpoint.
+        web_config_path: its file, re-read with the configuration on ``SIGHUP``.
+        client_timeout: seconds a client has for each phase of an exchange with the
+            endpoint (:data:`probe.daemon.httpserver.CLIENT_TIMEOUT`).
     """
 
     def __init__(
@@ -60,6 +65,8 @@ class Daemon:
         initial_results: Sequence[TargetResult] = (),
         clock: Callable[[], float] = time.time,
         web_config: WebConfig | None = None,
+        web_config_path: Path | None = None,
+        client_timeout: float = CLIENT_TIMEOUT,
     ) -> None:
         self._config = config
         self._listen = listen or config.listen
@@ -73,6 +80,10 @@ class Daemon:
         self.scheduler = Scheduler(plans, self.store, notifier, clock=clock)
         self.loop_lag = LoopLag()
         self._web_config = web_config or WebConfig()
+        self._web_config_path = web_config_path
+        self._client_timeout = client_timeout
+        self._web: WebServer | None = None
+        self._app: Endpoint | None = None
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[bool]] = set()
         self.address: tuple[str, int] | None = None
@@ -87,11 +98,13 @@ class Daemon:
         stop = stop or asyncio.Event()
         host, port = parse_listen(self._listen)
         tls = self._web_config.tls_server_config
-        web = WebServer(
+        self._app = make_app(self.store, BasicAuth(self._web_config.basic_auth_users), self.loop_lag.seconds)
+        web = self._web = WebServer(
             host,
             port,
-            make_app(self.store, BasicAuth(self._web_config.basic_auth_users), self.loop_lag.seconds),
+            self._app,
             ssl_context=server_context(tls) if tls else None,
+            client_timeout=self._client_timeout,
         )
         try:
             self.address = web.start()
@@ -132,13 +145,18 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
     async def reload(self) -> bool:
-        """Re-read the configuration file; returns whether the new one was applied."""
+        """Re-read the configuration file (and the web config file); returns whether they were applied.
+
+        Both are read before either is applied: a bad one refuses the reload, and the
+        running configuration and web config stay.
+        """
         async with self._reload_lock:
             if self._config_path is None:
                 log.warning("reload requested, but there is no configuration file to read")
                 return False
             self._notifier.reloading()
             try:
+                web = await asyncio.to_thread(_read_web_config, self._web_config_path)
                 config = await asyncio.to_thread(load_config, self._config_path)
                 plans = await asyncio.to_thread(plan, config)
             except Exception as exc:  # a bad file, or anything else: the running config stays
@@ -159,10 +177,35 @@ class Daemon:
                     extra={"listen": config.listen, "serving": self._listen},
                 )
             self._config = config
+            if web is not None:
+                self._apply_web_config(*web)
             self.store.set_histograms(config.metrics.histograms)
             await self.scheduler.apply(plans)
             self._notifier.reloaded(status_line(self.store.snapshot().targets.values(), len(plans)))
             return True
+
+    def _apply_web_config(self, web_config: WebConfig, context: ssl.SSLContext | None) -> None:
+        """Serve the following connections and requests with a web config read again."""
+        if self._web is None or self._app is None:
+            return
+        if web_config != self._web_config:
+            log.info("web config applied", extra={"security": describe(web_config)})
+        self._web_config = web_config
+        self._web.ssl_context = context
+        self._app.auth = BasicAuth(web_config.basic_auth_users)
+
+
+def _read_web_config(path: Path | None) -> tuple[WebConfig, ssl.SSLContext | None] | None:
+    """The web config file and its TLS context, or ``None`` without one.
+
+    Raises:
+        ConfigError: as :func:`probe.daemon.webconfig.load_web_config`.
+    """
+    if path is None:
+        return None
+    web_config = load_web_config(path)
+    tls = web_config.tls_server_config
+    return web_config, server_context(tls, str(path)) if tls else None
 
 
 def start(
@@ -170,6 +213,7 @@ def start(
     listen: str | None = None,
     notifier: Notifier | None = None,
     web_config_path: Path | None = None,
+    client_timeout: float = CLIENT_TIMEOUT,
 ) -> int:
     """Load the configuration and run the daemon until it is stopped.
 
@@ -186,6 +230,13 @@ def start(
         except ValueError as exc:
             raise ConfigError(str(exc), field="--listen") from None
     daemon = Daemon(
-        config, plans, notifier or Notifier(), listen=listen, config_path=config_path, web_config=web_config
+        config,
+        plans,
+        notifier or Notifier(),
+        listen=listen,
+        config_path=config_path,
+        web_config=web_config,
+        web_config_path=web_config_path,
+        client_timeout=client_timeout,
     )
     return asyncio.run(daemon.run())

@@ -18,12 +18,15 @@ than silently ignored.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
-import hmac
+import re
 import ssl
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +34,7 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from probe._files import MAX_CONFIG_BYTES, FileRefused, read_text_capped
+from probe._files import MAX_CONFIG_BYTES, MAX_PEM_BYTES, FileRefused, check_capped, read_text_capped
 from probe._text import openssl_words
 from probe.config.errors import ConfigError
 
@@ -46,8 +49,22 @@ _SUPPORTED_CLIENT_AUTH = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
-# A hash to check against for unknown users, so they take as long as known ones.
-_DUMMY_HASH = bcrypt.hashpw(b"probe: no such user", bcrypt.gensalt(rounds=10))
+#: A bcrypt hash as htpasswd -B, Apache and exporter-toolkit's users write it: version,
+#: cost (4-31), 22 characters of salt and 31 of hash in bcrypt's base64 alphabet.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$([./A-Za-z0-9]{22})[./A-Za-z0-9]{31}")
+
+#: bcrypt uses the first 72 bytes of a password; a longer one is refused (401), as Go's
+#: bcrypt (exporter-toolkit) refuses it, rather than checked as its first 72 bytes.
+MAX_PASSWORD_BYTES = 72
+
+#: Successful checks remembered, so that a scraper's every scrape does not pay bcrypt's
+#: cost. Only a valid password makes an entry, so a flood of wrong ones cannot push the
+#: scraper's out (exporter-toolkit's one cache of 100 remembers failures too, evicted at random).
+GOOD_CACHE_SIZE = 64
+
+#: The longest rest of the bcrypt thread after a failed check (seconds): as long as the
+#: check took, so wrong passwords use at most half of one core, up to this.
+MAX_REST_SECONDS = 1.0
 
 
 class _Strict(BaseModel):
@@ -95,7 +112,28 @@ class WebConfig(_Strict):
                 raise ValueError(f"user name {user!r} must be non-empty and contain no ':'")
             if not str(hashed).startswith(("$2a$", "$2b$", "$2y$")):
                 raise ValueError(f"the password of {user!r} must be a bcrypt hash ($2y$...)")
+            if not _valid_hash(hashed):
+                raise ValueError(
+                    f"the password hash of {user!r} is not a valid bcrypt hash: "
+                    "$2y$, a cost of 04 to 31, $ and 53 characters, as htpasswd -nB writes it"
+                )
         return users
+
+
+def _valid_hash(hashed: str) -> bool:
+    """Whether ``hashed`` is a bcrypt hash that bcrypt can check, in about a millisecond.
+
+    The form is checked, then the salt is decoded by bcrypt itself at the lowest cost (4):
+    a salt whose last character has bits bcrypt does not use set is refused there.
+    """
+    match = _BCRYPT_HASH.fullmatch(hashed)
+    if match is None:
+        return False
+    try:
+        bcrypt.hashpw(b"", f"$2b$04${match.group(2)}".encode())
+    except ValueError:
+        return False
+    return True
 
 
 def load_web_config(path: str | Path) -> WebConfig:
@@ -135,6 +173,8 @@ def server_context(tls: TlsServerConfig, where: str = "web config") -> ssl.SSLCo
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[tls.min_version]
     context.maximum_version = _VERSIONS[tls.max_version]
+    _check_file(tls.cert_file, where, "tls_server_config.cert_file")
+    _check_file(tls.key_file, where, "tls_server_config.key_file")
     try:
         context.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as exc:
@@ -151,6 +191,7 @@ def server_context(tls: TlsServerConfig, where: str = "web config") -> ssl.SSLCo
                 where=where,
                 field="tls_server_config.client_ca_file",
             )
+        _check_file(tls.client_ca_file, where, "tls_server_config.client_ca_file")
         try:
             context.load_verify_locations(cafile=tls.client_ca_file)
         except (OSError, ssl.SSLError) as exc:
@@ -168,6 +209,18 @@ def server_context(tls: TlsServerConfig, where: str = "web config") -> ssl.SSLCo
     return context
 
 
+def _check_file(path: Path, where: str, field: str) -> None:
+    """Refuse a PEM file OpenSSL would read that is not a regular file of at most 4 MiB.
+
+    Raises:
+        ConfigError: naming the file and why (``/dev/zero: is a character device …``).
+    """
+    try:
+        check_capped(path, MAX_PEM_BYTES)
+    except FileRefused as exc:
+        raise ConfigError(f"{path}: {exc}", where=where, field=field) from None
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return openssl_words(exc)
@@ -177,15 +230,26 @@ def _why(exc: BaseException) -> str:
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` headers against bcrypt hashes.
+    """Checks ``Authorization: Basic`` headers against bcrypt hashes, bcrypt off the caller's loop.
 
-    Successful checks are remembered (keyed by a SHA-256 of user and password), as
-    exporter-toolkit does, so each scrape does not pay bcrypt's deliberate cost.
+    As exporter-toolkit's ``webHandler`` does: one bcrypt check at a time (a flood of
+    wrong passwords waits for itself, never for the probing, which runs in another thread,
+    nor for a scraper whose password was checked before), successful checks remembered
+    (keyed by a SHA-256 of user, hash and password, so the password itself is not kept),
+    and an unknown user checked against a dummy hash, so it takes as long as a wrong
+    password. The dummy has the cost of the configured hashes (the highest when they
+    differ), where exporter-toolkit's is always cost 10.
+
+    Args:
+        users: bcrypt hash by user name, as :class:`WebConfig` checked them.
     """
 
     def __init__(self, users: dict[str, str]) -> None:
         self._users = {user: hashed.encode() for user, hashed in users.items()}
-        self._good: set[bytes] = set()
+        cost = max((int(hashed[4:6]) for hashed in users.values()), default=10)
+        # Any salt of that cost and a hash part no password gives: checked at full cost, never equal.
+        self._dummy = bcrypt.gensalt(rounds=cost) + b"." * 31
+        self._good: dict[bytes, None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -193,31 +257,75 @@ class BasicAuth:
         """Whether any user is configured."""
         return bool(self._users)
 
-    def check(self, header: str | None) -> bool:
-        """Whether the ``Authorization`` header value holds valid credentials."""
-        if not self._users:
+    async def verify(self, header: str | None) -> bool:
+        """Whether the ``Authorization`` header value holds valid credentials.
+
+        A remembered success is answered at once; anything else is checked by bcrypt in
+        its one thread (:func:`_bcrypt_pool`), this coroutine waiting. Cancelled while it
+        waits (the client's time ran out), the check is dropped before it starts.
+        """
+        credentials = self._credentials(header)
+        if credentials is None:
+            return not self._users
+        if self._remembered(credentials[2]):
             return True
-        if not header or not header.lower().startswith("basic "):
-            return False
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_bcrypt_pool(), self._bcrypt, *credentials)
+
+    def _credentials(self, header: str | None) -> tuple[str, bytes, bytes] | None:
+        """``(user, password, cache key)`` from a ``Basic`` header; ``None`` when it cannot be valid."""
+        if not self._users or not header or not header.lower().startswith("basic "):
+            return None
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return False
+            return None
         user, sep, password = decoded.partition(":")
-        if not sep:
-            return False
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        secret = password.encode()
+        if not sep or len(secret) > MAX_PASSWORD_BYTES:
+            return None
+        hashed = self._users.get(user, self._dummy)
+        key = hashlib.sha256(
+            b"\0".join((user.encode().hex().encode(), hashed, secret.hex().encode()))
+        ).digest()
+        return user, secret, key
+
+    def _remembered(self, key: bytes) -> bool:
         with self._lock:
-            if any(hmac.compare_digest(key, good) for good in self._good):
-                return True
+            return key in self._good
+
+    def _bcrypt(self, user: str, secret: bytes, key: bytes) -> bool:
+        """The bcrypt check itself (tens to hundreds of milliseconds, without the GIL).
+
+        After a failed check the thread rests as long as the check took, so that a flood
+        of wrong passwords takes at most half of one core from the probing.
+        """
+        start = time.monotonic()
         hashed = self._users.get(user)
-        ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
-        if ok:
-            with self._lock:
-                if len(self._good) > 256:
-                    self._good.clear()
-                self._good.add(key)
-        return ok
+        try:
+            ok = bcrypt.checkpw(secret, hashed or self._dummy) and hashed is not None
+        except ValueError:  # a NUL byte or the like in the password: a wrong password
+            ok = False
+        if not ok:
+            time.sleep(min(time.monotonic() - start, MAX_REST_SECONDS))
+            return False
+        with self._lock:
+            if len(self._good) >= GOOD_CACHE_SIZE:
+                del self._good[next(iter(self._good))]
+            self._good[key] = None
+        return True
+
+
+_pool: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def _bcrypt_pool() -> ThreadPoolExecutor:
+    """The one thread that runs bcrypt checks (``probe-bcrypt``), started at the first check."""
+    with _pool_lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-bcrypt"))
+        return _pool[0]
 
 
 def describe(config: Any) -> str:

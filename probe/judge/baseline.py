@@ -55,7 +55,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, IPvAnyAddress, ValidationError
 
-from probe._files import MAX_BASELINE_BYTES, FileRefused, read_capped
+from probe._files import MAX_BASELINE_BYTES, FileRefused, read_capped, special_kind
 from probe._text import printable, shorten
 from probe._version import __version__
 from probe.judge import balancing as rotation
@@ -285,6 +285,8 @@ def parse(text: str | bytes, path: str | Path) -> Baseline:
         data = json.loads(text)
     except UnicodeDecodeError:
         raise BaselineError(path, "not a probe baseline (not UTF-8 text)") from None
+    except RecursionError:
+        raise BaselineError(path, "not a probe baseline (JSON nested too deeply)") from None
     except json.JSONDecodeError as exc:
         if not text.strip():
             raise BaselineError(path, "empty file, not a probe baseline") from None
@@ -293,6 +295,8 @@ def parse(text: str | bytes, path: str | Path) -> Baseline:
             f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): corrupt, truncated "
             "or not a baseline file",
         ) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise BaselineError(path, f"not a probe baseline ({shorten(str(exc), 80)})") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise BaselineError(path, "not a probe baseline (no format_version)")
     version = data["format_version"]
@@ -326,17 +330,40 @@ def load(path: str | Path) -> Baseline:
     return parse(data, path)
 
 
-def check_writable(path: str | Path) -> None:
+def check_writable(path: str | Path, inputs: Iterable[tuple[str, str | Path]] = ()) -> None:
     """Refuse early a path a baseline cannot be saved at (before the check runs).
 
+    Args:
+        path: the ``--save-baseline`` file.
+        inputs: the files the check reads (the ``--config`` file, CA and client certificate
+            files), which a baseline must never replace, each with what it is
+            (``("the --config file", "probe.yaml")``).
+
     Raises:
-        BaselineError: the directory does not exist, or the path is a directory.
+        BaselineError: the directory does not exist, the path is a directory or another
+            file that is not a regular file (``/dev/null``, a FIFO), or one of ``inputs``.
     """
     target = Path(path)
     if target.is_dir():
         raise BaselineError(path, "is a directory; give a file name to save the baseline in")
     if not target.parent.is_dir():
         raise BaselineError(path, f"cannot save the baseline: directory {target.parent} does not exist")
+    _refuse_special(path)
+    for what, used in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(target, used):
+                raise BaselineError(path, f"is {what}; give another file to save the baseline in")
+
+
+def _refuse_special(path: str | Path) -> None:
+    """Refuse an existing file that is not a regular file: replacing a device or a FIFO is never meant."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # not there yet (or not reachable: the save says why)
+    kind = special_kind(info)
+    if kind is not None:
+        raise BaselineError(path, f"is {kind}, not a regular file; give a file name to save the baseline in")
 
 
 def save(path: str | Path, document: Mapping[str, Any]) -> None:
@@ -347,7 +374,8 @@ def save(path: str | Path, document: Mapping[str, Any]) -> None:
     Raises:
         BaselineError: the file cannot be written (``OSError``).
     """
-    target = Path(path)
+    _refuse_special(path)
+    target = Path(os.path.realpath(path))  # through a symbolic link: replace the file it names
     text = json.dumps(document, indent=2) + "\n"
     temporary: str | None = None
     try:

@@ -168,9 +168,17 @@ class Connection:
                     loop.remove_reader(self.fd)
 
     async def handshake(
-        self, context: ssl.SSLContext, server_hostname: str | None, end: float | None
+        self,
+        context: ssl.SSLContext,
+        server_hostname: str | None,
+        end: float | None,
+        server_side: bool = False,
     ) -> None:
         """Wrap the socket in TLS with ``context`` and complete the handshake by loop time ``end``.
+
+        ``server_side`` for the daemon's endpoint (:mod:`probe.daemon.httpserver`): OpenSSL
+        then writes its alert (``certificate_required``, ``unknown_ca`` …) to the client
+        itself before the handshake fails.
 
         Raises:
             ssl.SSLCertVerificationError: verification failed.
@@ -181,7 +189,10 @@ class Connection:
         """
         try:
             tls = context.wrap_socket(
-                self.sock, server_hostname=server_hostname, do_handshake_on_connect=False
+                self.sock,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                do_handshake_on_connect=False,
             )
             self.sock = tls
             while True:

@@ -37,8 +37,9 @@ import httpx
 import pytest
 import yaml
 
+from probe.daemon.httpserver import WebServer
 from probe.daemon.store import ResultStore
-from probe.daemon.web import WebServer, make_app
+from probe.daemon.web import make_app
 from probe.lab import DemoLab
 from probe.model.reasons import Reason
 from probe.model.results import Failure

@@ -121,7 +121,7 @@ def test_bash_completes_check_res_to_resolve_and_resolver(scripts: dict[str, Pat
         (("probe", "check", "--ip-family", ""), ["both", "ipv4", "ipv6"]),
         (("probe", "check", "--color", "=", "al"), ["always"]),  # --color=al, split at '=' by bash
         (("probe", "check", "--resolver", ""), []),  # a free value: nothing to offer
-        (("probe", "run", "--web"), ["--web.config.file"]),
+        (("probe", "run", "--web"), ["--web.client-timeout", "--web.config.file"]),
         (("probe", "completion", ""), ["bash", "zsh"]),
         (("probe", "share", "systemd/"), ["systemd/probe.service"]),
     ],

@@ -51,6 +51,18 @@ from probe.__main__ import main
 sys.exit(main())
 """
 
+#: A second Ctrl-C once the command is over (a watch's summary written), as the interpreter
+#: exits: the exit code stands, nothing on stderr.
+_AFTER_THE_COMMAND = """
+import os, signal, sys, time
+sys.argv = ["probe", *sys.argv[1:]]
+from probe.__main__ import main
+code = main()
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(0.2)
+sys.exit(code)
+"""
+
 
 @pytest.fixture
 def silent_resolver(lab: Lab) -> Iterator[tuple[str, int]]:
@@ -111,3 +123,22 @@ def test_ctrl_c_during_the_early_query_says_interrupted(silent_resolver: tuple[s
 
     assert (complete.returncode, complete.stdout, complete.stderr) == (3, "", "probe: interrupted\n")
     assert elapsed < 30  # not the resolver's 2 s timeout after the start-up: the Ctrl-C ended it
+
+
+def test_ctrl_c_after_a_watch_ended_keeps_its_exit_code_and_prints_no_traceback(
+    silent_resolver: tuple[str, int],
+) -> None:
+    host, port = silent_resolver
+    complete, _ = _run(
+        _AFTER_THE_COMMAND,
+        "check",
+        "https://www.corp.example/",
+        "--resolver",
+        f"{host}:{port}",
+        "--watch",
+        "--max-time",
+        "300ms",
+    )
+
+    assert (complete.returncode, complete.stderr) == (3, "")
+    assert "ended at --max-time" in complete.stdout

@@ -34,6 +34,7 @@ sys.exit(code)
 NOT_FOR_CHECK = (
     "probe.daemon.main",
     "probe.daemon.web",
+    "probe.daemon.httpserver",
     "probe.daemon.webconfig",
     "probe.daemon.metrics",
     "probe.daemon.metric_specs",
@@ -151,6 +152,7 @@ def test_check_with_push_loads_the_renderer_but_not_prometheus_client(demo: Demo
     lazy = (
         "probe.daemon.main",
         "probe.daemon.web",
+        "probe.daemon.httpserver",
         "probe.daemon.webconfig",
         "probe.daemon.scheduler",
         "bcrypt",

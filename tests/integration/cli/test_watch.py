@@ -416,6 +416,26 @@ def test_ctrl_c_ends_the_watch_with_the_summary_and_the_current_exit_code(
     assert "  final           critical (exit 2)" in watcher.lines
 
 
+@pytest.mark.parametrize("gap", [0.001, 0.05, 0.1])
+def test_ctrl_c_pressed_twice_still_ends_with_the_summary_and_the_exit_code(
+    scene: Any, lab: Lab, gap: float
+) -> None:
+    # The second Ctrl-C comes as the watch writes its summary or as the interpreter exits
+    # (about 0.1 s): it neither loses the summary nor turns exit 2 into a traceback or SIGINT.
+    s = scene(nodes=2)
+    lab.stop(s.nodes[1])
+    watcher = Watcher(*watch_args(s))
+    watcher.wait_for(lambda line: f"{s.nodes[1].address} critical (tcp_refused)" in line)
+    time.sleep(0.5)
+    watcher.process.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    watcher.process.send_signal(signal.SIGINT)
+    code, stderr, _ = watcher.finish(timeout=10)
+
+    assert (code, stderr) == (ExitCode.CRITICAL, "")
+    assert "  final           critical (exit 2)" in watcher.lines
+
+
 def test_ctrl_c_in_json_mode_ends_with_the_summary_line(scene: Any) -> None:
     s = scene(nodes=1)
     watcher = Watcher(*watch_args(s, "--json"))

@@ -19,11 +19,12 @@ import httpx
 import pytest
 
 from probe.config.load import build_config
+from probe.daemon.httpserver import WebServer
 from probe.daemon.metrics import render_target
 from probe.daemon.scheduler import Scheduler
 from probe.daemon.sdnotify import Notifier
 from probe.daemon.store import ResultStore
-from probe.daemon.web import WebServer, make_app
+from probe.daemon.web import make_app
 from probe.engine.plan import plan
 from probe.lab import Lab, Pki
 from probe.model.reasons import Reason
@@ -185,7 +186,10 @@ def test_bad_requests_do_not_disturb_the_endpoint(path: str, tmp_path: Path) -> 
     web = WebServer("127.0.0.1", 0, make_app(store))
     host, port = web.start()
     try:
-        silent = [socket.create_connection((host, port)) for _ in range(10)]  # slow clients
+        # Slow clients, from other addresses (one address holds at most 8 connections).
+        silent = [
+            socket.create_connection((host, port), source_address=(f"127.0.7.{i}", 0)) for i in range(10)
+        ]
         with socket.create_connection((host, port)) as raw:  # a huge URL
             raw.sendall(b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b" 414 " in raw.recv(100)

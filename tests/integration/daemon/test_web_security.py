@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,14 +14,17 @@ from typing import Any
 import bcrypt
 import httpx
 import pytest
+import yaml
 
 from probe.config.errors import ConfigError
+from probe.daemon.httpserver import WebServer
 from probe.daemon.store import ResultStore
-from probe.daemon.web import WebServer, make_app
+from probe.daemon.web import make_app
 from probe.daemon.webconfig import BasicAuth, load_web_config, server_context
-from probe.lab import Pki
+from probe.lab import DemoLab, Pki
 from probe.lab.pki import issue
-from tests.support.helpers import probe_cli
+from tests.integration.daemon.test_daemon import free_port, wait_for
+from tests.support.helpers import REPO, environment_without_proxies, probe_cli
 
 PASSWORD = "correct horse battery staple"
 
@@ -179,7 +185,7 @@ def test_plain_http_to_the_tls_endpoint_gets_nothing_and_the_server_goes_on(
         ),
         (
             "tls_server_config: {cert_file: /nonexistent.crt, key_file: /nonexistent.key}\n",
-            "tls_server_config.cert_file: cannot load the certificate and key: No such file or directory",
+            "tls_server_config.cert_file: /nonexistent.crt: no such file",
         ),
     ],
 )
@@ -191,14 +197,101 @@ def test_bad_web_config_is_one_line(tmp_path: Path, text: str, message: str) -> 
     assert str(caught.value) == f"{path}: {message}"
 
 
-def test_daemon_refuses_a_bad_web_config_with_exit_3(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("users", "message"),
+    [
+        ("{u: plain}", "the password of 'u' must be a bcrypt hash ($2y$...)"),
+        (
+            "{alice: $2y$10$short}",
+            "the password hash of 'alice' is not a valid bcrypt hash: "
+            "$2y$, a cost of 04 to 31, $ and 53 characters, as htpasswd -nB writes it",
+        ),
+    ],
+)
+def test_daemon_refuses_a_bad_web_config_with_exit_3(tmp_path: Path, users: str, message: str) -> None:
     config = tmp_path / "probe.yaml"
     config.write_text("targets: [{url: 'https://www.corp.example/', resolvers: [127.0.0.1]}]\n")
     web = tmp_path / "web.yml"
-    web.write_text("basic_auth_users: {u: plain}\n")
+    web.write_text(f"basic_auth_users: {users}\n")
     result = probe_cli("run", "--config", str(config), "--web.config.file", str(web), timeout=30)
     assert result.returncode == 3
-    assert (
-        result.stderr
-        == f"probe: {web}: basic_auth_users: the password of 'u' must be a bcrypt hash ($2y$...)\n"
+    assert result.stderr == f"probe: {web}: basic_auth_users: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("password", "name"),
+    [(PASSWORD + "x" * 60, "over 72 bytes"), ("x" * 10_000, "10,000 bytes"), ("a\0b", "a NUL byte")],
+)
+def test_a_password_bcrypt_cannot_check_is_a_401(
+    endpoint: str, files: dict[str, Path], password: str, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with client(files, auth=("prometheus", password)) as scraper:
+        response = scraper.get(endpoint + "/metrics")
+    assert response.status_code == 401, name
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+@pytest.mark.parametrize("field", ["cert_file", "key_file", "client_ca_file"])
+def test_the_web_config_files_are_read_with_the_pem_cap(
+    tmp_path: Path, files: dict[str, Path], field: str
+) -> None:
+    settings = {
+        "cert_file": str(files["folder"] / "server.crt"),
+        "key_file": str(files["folder"] / "server.key"),
+        "client_auth_type": "RequireAndVerifyClientCert",
+        "client_ca_file": str(files["folder"] / "client-ca.pem"),
+        field: "/dev/zero",
+    }
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump({"tls_server_config": settings}))
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert str(caught.value) == (
+        f"{path}: tls_server_config.{field}: /dev/zero: is a character device, not a regular file"
     )
+
+
+def test_sighup_reloads_the_web_config_and_refuses_a_bad_one(demo: DemoLab, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "probe.yaml"
+    target = demo.target(
+        interval=1, timeouts={"dns": 0.5, "connect": 0.5, "tls": 0.5, "http": 0.5, "deadline": 1}
+    )
+    config.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{port}", "targets": [target]}))
+    web = tmp_path / "web.yml"
+    old = bcrypt.hashpw(b"old", bcrypt.gensalt(rounds=4)).decode()
+    web.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": old}}))
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "probe", "run", "--config", str(config), "--web.config.file", str(web)],
+            cwd=REPO,
+            env=environment_without_proxies(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    base = f"http://127.0.0.1:{port}/-/healthy"
+
+    def status(password: str) -> int:
+        try:
+            return httpx.get(base, auth=("prometheus", password), timeout=2, trust_env=False).status_code
+        except httpx.HTTPError:
+            return 0
+
+    try:
+        wait_for(lambda: status("old") == 200, 20, "the daemon")
+        web.write_text("basic_auth_users: {prometheus: $2y$10$short}\n")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in log.read_text(), 10, "the refusal")
+        assert status("old") == 200  # the running web config stays
+        new = bcrypt.hashpw(b"new", bcrypt.gensalt(rounds=4)).decode()
+        web.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": new}}))
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: status("new") == 200, 10, "the new password")
+        assert status("old") == 401
+    finally:
+        process.terminate()
+        process.wait(10)
+    refused = [line for line in log.read_text().splitlines() if "reload refused" in line]
+    assert len(refused) == 1
+    assert "the password hash of 'prometheus' is not a valid bcrypt hash" in refused[0]

@@ -449,3 +449,19 @@ def test_a_missing_baseline_and_an_unwritable_save_path_are_refused_before_probi
     assert code == ExitCode.UNKNOWN and out == "" and s.nodes[0].connections == 0
     where = tmp_path / "no" / "such"
     assert err == f"probe: {where}/dir.json: cannot save the baseline: directory {where} does not exist\n"
+
+
+def test_save_baseline_over_the_config_file_is_refused_before_probing(
+    scene: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = scene(nodes=1)
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump({"targets": [s.target]}))
+    before = config.read_text()
+
+    code, out, _ = check("--config", str(config), "--save-baseline", str(config))
+
+    err = capsys.readouterr().err
+    assert code == ExitCode.UNKNOWN and out == "" and s.nodes[0].connections == 0
+    assert err == f"probe: {config}: is the --config file; give another file to save the baseline in\n"
+    assert config.read_text() == before

@@ -524,6 +524,8 @@ def test_a_checked_target_whose_name_the_baseline_holds_at_another_url_is_not_co
         ('{"format_version": "1"}', "not a probe baseline (format_version '1')"),
         ('{"format_version": 7}', "written in baseline format_version 7 by a newer probe"),
         ('{"format_version": 1, "saved_timestamp": 1}', "corrupt baseline: targets: Field required"),
+        ("[" * 100_000, "not a probe baseline (JSON nested too deeply)"),
+        ('{"format_version": 1, "saved_timestamp": ' + "1" * 5000 + "}", "not a probe baseline (Exceeds"),
     ],
 )
 def test_parse_refuses_with_one_line(text: str | bytes, problem: str) -> None:
@@ -601,6 +603,40 @@ def test_load_and_check_writable_refuse_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(BaselineError, match=r"directory .*/nope does not exist$"):
         baseline.check_writable(tmp_path / "nope" / "b.json")
     baseline.check_writable(tmp_path / "b.json")
+
+
+def test_a_baseline_never_replaces_a_device_a_fifo_or_a_file_the_check_reads(tmp_path: Path) -> None:
+    with pytest.raises(BaselineError, match=r"^/dev/null: is a character device, not a regular file; give"):
+        baseline.check_writable("/dev/null")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(BaselineError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        baseline.check_writable(fifo)
+    with pytest.raises(BaselineError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        baseline.save(fifo, {"format_version": 1})  # never a device here: a bug would replace it
+    assert fifo.is_fifo()
+    config = tmp_path / "probe.yaml"
+    config.write_text("targets: []\n")
+    with pytest.raises(BaselineError) as caught:
+        baseline.check_writable(f"{tmp_path}/./probe.yaml", [("the --config file", config)])
+    assert (
+        str(caught.value)
+        == f"{tmp_path}/./probe.yaml: is the --config file; give another file to save the baseline in"
+    )
+    assert config.read_text() == "targets: []\n"
+    baseline.check_writable(tmp_path / "b.json", [("the --config file", config)])
+
+
+def test_save_through_a_symbolic_link_replaces_the_file_it_names(tmp_path: Path) -> None:
+    real = tmp_path / "before.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real.name)
+    document = baseline.snapshot([healthy()], NOW)
+
+    baseline.save(link, document)
+
+    assert link.is_symlink() and json.loads(real.read_text()) == document
 
 
 # --------------------------------------------------------------------------- rendering
