@@ -351,6 +351,11 @@ class LoadBalancerAnswer:
     what: str
     evidence: str
 
+    @property
+    def said(self) -> str:
+        """What happened and the evidence, for a finding's detail: ``"<what> (<evidence>)"``."""
+        return f"{self.what} ({self.evidence})"
+
 
 @dataclass(frozen=True, slots=True)
 class HttpAttempt(_Judged):

@@ -534,17 +534,22 @@ def _order(answer: tuple[int, str | None]) -> tuple[int, str]:
 
 
 def _status_hint(answers: list[tuple[int, str | None]], platform: Platform, reason: Reason) -> str:
-    """The causes of each distinct answer; a backend's codes without their own share one sentence."""
+    """The causes of each distinct answer, the load balancer's own first, then the backends' by code."""
     parts = [_own_hint(code, kind, platform) for code, kind in answers if kind is not None]
-    codes = [code for code, kind in answers if kind is None]
-    parts.extend(STATUS_HINTS[code][platform] for code in codes if code in STATUS_HINTS)
+    parts.extend(_backend_hints([code for code, kind in answers if kind is None], platform))
+    return "; ".join(dict.fromkeys(parts)) or HINTS[reason][platform]
+
+
+def _backend_hints(codes: list[int], platform: Platform) -> list[str]:
+    """The causes of a backend's status codes; codes without their own share one sentence."""
+    parts = [STATUS_HINTS[code][platform] for code in codes if code in STATUS_HINTS]
     redirects = [str(c) for c in codes if c not in STATUS_HINTS and 300 <= c <= 399]
     others = [str(c) for c in codes if c not in STATUS_HINTS and not 300 <= c <= 399]
     if redirects:
         parts.append(f"{', '.join(redirects)}: {REDIRECT_HINT[platform]}")
     if others:
         parts.append(f"{', '.join(others)}: {HINTS[Reason.HTTP_STATUS][platform]}")
-    return "; ".join(dict.fromkeys(parts)) or HINTS[reason][platform]
+    return parts
 
 
 def _own_hint(code: int, kind: str, platform: Platform) -> str:

@@ -41,19 +41,17 @@ from probe.stages import _sockets as netio
 from probe.stages._transport import ProbeTransport, handed_over
 from probe.stages._wire import Notes, StreamRefused
 from probe.stages.grpc_rules import HEALTH_PATH, health_request, judge_grpc
+from probe.stages.headers import content_codings, cookie_names, response_date
 from probe.stages.http_rules import (
     FIRST_BYTE,
     LAST_BYTE,
     classify_http_error,
-    content_codings,
-    cookie_names,
     default_port,
     goaway_failure,
     judge_body,
     location_facts,
     phase_times,
     refusal_failure,
-    response_date,
     timeout_failure,
 )
 from probe.stages.tls import OpenConnection, classify_tls_error

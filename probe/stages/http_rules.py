@@ -1,7 +1,7 @@
 """The HTTP stage's rules: pure functions over one response, its headers and its requests.
 
-Decoding a body (gzip, deflate) within the cap; reading header fields (content codings,
-cookie names, ``Date``); where a redirect points and whether it is the one
+Decoding a body (gzip, deflate) within the cap (header fields are read by
+:mod:`probe.stages.headers`); where a redirect points and whether it is the one
 ``expect_redirect`` wants; judging a response (status, body, backend); naming a failed
 request's reason (:func:`classify_http_error`, :func:`timeout_failure`); the phase times
 of a request from its trace events; and the summary of an address's requests. No I/O:
@@ -19,8 +19,6 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -34,11 +32,18 @@ from probe.model.reasons import Reason
 from probe.model.results import Failure, HttpAttempt, IPAddress, LoadBalancerAnswer, PhaseTimes
 from probe.stages._wire import GoAway, ProtocolViolation, StreamError, StreamRefused
 from probe.stages.certs import classify_verify_error
-from probe.stages.origin import load_balancer_answer
+from probe.stages.headers import (
+    MAX_NAME,
+    content_codings,
+    cookie_names,
+    cut_label,
+    distinct,
+    field_values,
+    printable_token,
+)
+from probe.stages.origin import load_balancer_answer, not_reached
 from probe.stages.tls import classify_connect_error, classify_tls_error
 
-_MAX_BACKEND_NAME = 64
-_MAX_COOKIES = 16
 #: A Location shown in a finding or the report is cut to this many characters (saying so).
 SHOWN_LOCATION = 200
 #: The JSON (and the result) keep a Location whole up to this many characters; past it, cut with ``…``.
@@ -157,77 +162,6 @@ def _zlib_header(data: bytes) -> bool:
     return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
-def printable_token(text: str) -> str:
-    """A header token in at most 32 printable characters (a cut one ends with ``…``), for details."""
-    return _cut(_PRINTABLE.sub("_", text), 32)
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text`` in at most ``limit`` characters, a cut one ending with ``…`` (for names and labels)."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _distinct(values: list[str]) -> list[str]:
-    """Values stripped, empty ones dropped, repeats dropped (first seen first)."""
-    return list(dict.fromkeys(v.strip() for v in values if v.strip()))
-
-
-def _values(
-    headers: httpx.Headers | Mapping[str, str], name: str, split_commas: bool = True
-) -> list[str] | None:
-    """Every value of a header field, ``None`` when absent (repeated fields are lists, RFC 9110 §5.3)."""
-    if isinstance(headers, httpx.Headers):
-        if name not in headers:
-            return None
-        return headers.get_list(name, split_commas=split_commas)
-    value = headers.get(name)
-    if value is None:
-        return None
-    return value.split(",") if split_commas else [value]
-
-
-def content_codings(headers: httpx.Headers | Mapping[str, str]) -> tuple[str, ...]:
-    """The response's content codings in the order applied, lower case, identity left out."""
-    return tuple(c.lower() for c in _distinct_keep_order(_values(headers, "content-encoding") or []))
-
-
-def _distinct_keep_order(values: list[str]) -> list[str]:
-    # Codings may legitimately repeat (gzip applied twice); only blanks and identity go.
-    return [v.strip() for v in values if v.strip() and v.strip().lower() != "identity"]
-
-
-def cookie_names(headers: httpx.Headers | Mapping[str, str]) -> tuple[str, ...]:
-    """Names of the cookies set by ``Set-Cookie`` fields (never their values), at most 16.
-
-    Past 16 distinct names the 16th entry says how many more there were
-    (``"… and 2984 more"``): the list is bounded, and never cut without saying so.
-    """
-    names = []
-    for field in _values(headers, "set-cookie", split_commas=False) or []:
-        name = field.split(";", 1)[0].split("=", 1)[0].strip()
-        cleaned = _cut(_PRINTABLE.sub("_", name), _MAX_BACKEND_NAME)
-        if cleaned:
-            names.append(cleaned)
-    distinct = tuple(dict.fromkeys(names))
-    if len(distinct) <= _MAX_COOKIES:
-        return distinct
-    return (*distinct[: _MAX_COOKIES - 1], f"… and {len(distinct) - _MAX_COOKIES + 1} more")
-
-
-def response_date(headers: httpx.Headers | Mapping[str, str]) -> float | None:
-    """The ``Date`` header as Unix time; ``None`` when absent, unreadable or given twice differently."""
-    values = _distinct(_values(headers, "date", split_commas=False) or [])
-    if len(values) != 1:
-        return None
-    try:
-        when = parsedate_to_datetime(values[0])
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000" or an obsolete zone: RFC 9110 says GMT
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
 def redirect_location(
     status: int,
     headers: httpx.Headers | Mapping[str, str],
@@ -255,7 +189,7 @@ def redirect_location(
     """
     if not 300 <= status <= 399:
         return None, None
-    values = _distinct(_values(headers, "location", split_commas=False) or [])
+    values = distinct(field_values(headers, "location", split_commas=False) or [])
     if not values:
         return None, None
     try:
@@ -668,8 +602,11 @@ def judge_answer(
     A response in which no backend was identified and that says it is the load
     balancer's own (:func:`probe.stages.origin.load_balancer_answer`: an ALB's 503 or
     authenticate redirect, a WAF block, a fixed response, HAProxy's own 503 …) is judged
-    by its origin (see :func:`_judge_own_answer`): reported once, never also as
-    ``backend_unidentified`` or ``http_body_mismatch``.
+    by its origin: reported once, never also as ``backend_unidentified``. A status the
+    target does not accept is ``http_status`` naming the origin; an accepted one is
+    ``backend_not_reached`` when a backend rule says a backend should answer (a
+    fixed-response 200 must not pass for the service), and otherwise judged by
+    ``body_regex`` as any response.
 
     With ``expect_redirect`` only :func:`judge_redirect` applies (no backend is
     identified: the listener itself answers).
@@ -700,19 +637,17 @@ def judge_answer(
     if rule is not None:
         backend, missing, text = _identify(rule.header, rule.body_regex, headers, body, undecodable)
     answer = None if backend is not None else _own_answer(status, headers, body, target)
-    if answer is not None:
-        return None, _judge_own_answer(status, headers, body, target, address, answer, undecodable), answer
     failures = []
     if not target.status_accepted(status):
-        failures.append(_status_failure(status, headers, target, address))
-    if target.body_regex is not None:
+        failures.append(_status_failure(status, headers, target, address, answer))
+    elif answer is not None and rule is not None:
+        failures.append(not_reached(status, answer, address))
+    if target.body_regex is not None and (answer is None or not failures):
         text = text if text is not None else _utf8(body, headers)
-        mismatch = _body_mismatch(text, target.body_regex, undecodable, address)
-        if mismatch is not None:
-            failures.append(mismatch)
-    if rule is not None and backend is None:
+        failures.extend(_body_mismatch(text, target.body_regex, undecodable, address, answer))
+    if rule is not None and backend is None and answer is None:
         failures.append(Failure(Reason.BACKEND_UNIDENTIFIED, missing, address))
-    return backend, tuple(failures), None
+    return backend, tuple(failures), answer
 
 
 def _identify(
@@ -742,52 +677,20 @@ def _own_answer(
     return load_balancer_answer(status, headers, body, cookies=cookie_names(headers), location=location)
 
 
-def _judge_own_answer(
-    status: int,
-    headers: httpx.Headers | Mapping[str, str],
-    body: bytes,
-    target: TargetConfig,
-    address: IPAddress | None,
-    answer: LoadBalancerAnswer,
-    undecodable: str | None,
-) -> tuple[Failure, ...]:
-    """The one finding of a response the load balancer gave itself, if any.
-
-    A status the target does not accept is ``http_status`` naming the origin; an accepted
-    one is ``backend_not_reached`` when a backend rule says a backend should answer (a
-    fixed-response 200 must not pass for the service), and otherwise judged by
-    ``body_regex`` as any response. Its body is the balancer's, so it is not also a body
-    mismatch, and it names no backend, so it is not also ``backend_unidentified``.
-    """
-    said = f"{answer.what} ({answer.evidence})"
-    if not target.status_accepted(status):
-        return (_status_failure(status, headers, target, address, said),)
-    if target.backend is not None:
-        detail = f"the load balancer answered itself with status {status}, not a backend: {said}"
-        return (Failure(Reason.BACKEND_NOT_REACHED, detail, address),)
-    if target.body_regex is None:
-        return ()
-    mismatch = _body_mismatch(_utf8(body, headers), target.body_regex, undecodable, address)
-    if mismatch is None:
-        return ()
-    detail = f"{mismatch.detail}; the load balancer answered itself: {said}"
-    return (Failure(Reason.HTTP_BODY_MISMATCH, detail, address),)
-
-
 def _status_failure(
     status: int,
     headers: httpx.Headers | Mapping[str, str],
     target: TargetConfig,
     address: IPAddress | None,
-    origin: str | None = None,
+    answer: LoadBalancerAnswer | None = None,
 ) -> Failure:
     """``http_status`` for a status the target does not accept, naming its origin and a redirect's Location.
 
-    ``origin``: what the load balancer said of its own answer, ``None`` for a backend's.
+    ``answer``: the load balancer's own answer, ``None`` for a backend's.
     """
     detail = f"status {status} (expected {target.status_codes_text()})"
-    if origin is not None:
-        detail += f" from the load balancer itself, not a backend: {origin}"
+    if answer is not None:
+        detail += f" from the load balancer itself, not a backend: {answer.said}"
     location, note = redirect_location(status, headers, target)
     if location is not None:
         detail += f"; Location: {location} ({note})"
@@ -795,20 +698,30 @@ def _status_failure(
 
 
 def _body_mismatch(
-    text: bytes, body_regex: LinearRegex, undecodable: str | None, address: IPAddress | None
-) -> Failure | None:
-    """``http_body_mismatch`` when the body (as text) does not match ``body_regex``, else ``None``."""
+    text: bytes,
+    body_regex: LinearRegex,
+    undecodable: str | None,
+    address: IPAddress | None,
+    answer: LoadBalancerAnswer | None,
+) -> tuple[Failure, ...]:
+    """``http_body_mismatch`` when the body (as text) does not match ``body_regex``; empty when it does.
+
+    The detail names the load balancer when ``answer`` says the response is its own.
+    """
     if undecodable is not None:
         detail = f"{undecodable}; not matched against '{body_regex.pattern}'"
-        return Failure(Reason.HTTP_BODY_MISMATCH, detail, address)
-    if body_regex.search(text) is not None:
-        return None
-    return Failure(Reason.HTTP_BODY_MISMATCH, f"body does not match '{body_regex.pattern}'", address)
+    elif body_regex.search(text) is None:
+        detail = f"body does not match '{body_regex.pattern}'"
+    else:
+        return ()
+    if answer is not None:
+        detail += f"; the load balancer answered itself: {answer.said}"
+    return (Failure(Reason.HTTP_BODY_MISMATCH, detail, address),)
 
 
 def _backend_in_header(headers: httpx.Headers | Mapping[str, str], header: str) -> tuple[str | None, str]:
     """The backend named by the ``header`` field: ``(name, "")``, or ``(None, why not)``."""
-    values = _values(headers, header)
+    values = field_values(headers, header)
     names = list(dict.fromkeys(filter(None, (_clean_backend(v) for v in values or []))))
     if len(names) == 1:
         return names[0], ""
@@ -843,7 +756,7 @@ def _utf8(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> bytes:
     long when a large body is judged in a worker thread (:func:`judge_body`).
     """
     charset = "utf-8"
-    content_type = (_values(headers, "content-type", split_commas=False) or [""])[0]
+    content_type = (field_values(headers, "content-type", split_commas=False) or [""])[0]
     for param in content_type.split(";")[1:]:
         key, _, value = param.partition("=")
         if key.strip().lower() == "charset":
@@ -860,7 +773,7 @@ def _utf8(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> bytes:
 
 
 def _clean_backend(value: str) -> str | None:
-    cleaned = _cut(_PRINTABLE.sub("_", value.strip()), _MAX_BACKEND_NAME)
+    cleaned = cut_label(_PRINTABLE.sub("_", value.strip()), MAX_NAME)
     return cleaned or None
 
 

@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from probe._text import shorten
-from probe.model.results import AUTHENTICATION_COOKIE, LoadBalancerAnswer
+from probe.model.reasons import Reason
+from probe.model.results import AUTHENTICATION_COOKIE, Failure, IPAddress, LoadBalancerAnswer
 
 #: Only bodies up to this size (bytes) are compared with the balancers' own pages, which are
 #: a few hundred bytes at most.
@@ -123,6 +124,12 @@ def load_balancer_answer(
     if error_type is not None:
         return _api_gateway(status, _shown(error_type))
     return None
+
+
+def not_reached(status: int, answer: LoadBalancerAnswer, address: IPAddress | None) -> Failure:
+    """``backend_not_reached``: the load balancer answered itself with a status the target accepts."""
+    detail = f"the load balancer answered itself with status {status}, not a backend: {answer.said}"
+    return Failure(Reason.BACKEND_NOT_REACHED, detail, address)
 
 
 def _alb(

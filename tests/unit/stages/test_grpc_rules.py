@@ -140,7 +140,8 @@ def test_long_header_values_in_a_detail_are_cut_saying_so() -> None:
     assert failures[0].detail.startswith("the answer to Health/Check is not gRPC (content type text/html; xx")
     assert failures[0].detail.endswith("… (211 characters))")
     _, failures = judge_grpc(httpx.Headers({**GRPC, "grpc-status": "9" * 40 + "x"}), None, b"", http_ok=True)
-    assert failures[0].detail == f"the gRPC response ended with a grpc-status that is no number ('{'9' * 15}…')"
+    cut = "9" * 15 + "…"
+    assert failures[0].detail == f"the gRPC response ended with a grpc-status that is no number ('{cut}')"
 
 
 def health_answer(status: int) -> bytes:
