@@ -22,6 +22,10 @@ from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
+
 #: The reason phrases the ALB sends with its own pages.
 PHRASES = {
     302: "Found",
@@ -137,5 +141,46 @@ def answering(*answers: bytes) -> Callable[..., Any]:
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         writer.write(next(turn))
         await writer.drain()
+
+    return handle
+
+
+#: Fields HTTP/2 forbids (RFC 9113 §8.2.2): the ALB drops them when it speaks HTTP/2.
+_CONNECTION_FIELDS = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade"})
+
+
+def as_http2(answer: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """An answer of this module as HTTP/2 sends it: ``:status``, lower-case names, no connection fields."""
+    head, body = answer.split(b"\r\n\r\n", 1)
+    status_line, *lines = head.decode().split("\r\n")
+    fields = [tuple(line.split(": ", 1)) for line in lines]
+    headers = [(":status", status_line.split(" ")[1])]
+    headers += [(name.lower(), value) for name, value in fields if name.lower() not in _CONNECTION_FIELDS]
+    return headers, body
+
+
+def answering_h2(*answers: bytes) -> Callable[..., Any]:
+    """A node handler speaking HTTP/2 (``h2``): each stream gets the next answer, in turn.
+
+    Use it on a node whose ``alpn`` is ``("h2",)``, as an ALB with HTTP/2 listeners answers.
+    """
+    turn = itertools.cycle([as_http2(answer) for answer in answers])
+
+    async def handle(reader: asyncio.StreamReader, writer: Any) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        await writer.drain()
+        while data := await asyncio.wait_for(reader.read(65536), 10):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    headers, body = next(turn)
+                    conn.send_headers(event.stream_id, headers, end_stream=not body)
+                    if body:
+                        conn.send_data(event.stream_id, body, end_stream=True)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return
+            writer.write(conn.data_to_send())
+            await writer.drain()
 
     return handle

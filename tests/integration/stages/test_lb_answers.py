@@ -288,3 +288,46 @@ def test_a_backend_503_is_still_the_applications(scene: Any, tmp_path: Path) -> 
     assert status["hint"] == STATUS_HINTS[503][AWS]
     assert {(a["origin"], a["backend"]) for a in attempts(document)} == {("backend", "web-1")}
     assert HINTS[Reason.HTTP_STATUS][AWS] not in status["hint"]
+
+
+def test_over_http2_the_albs_own_answers_are_told_the_same_way(
+    scene: Any, tmp_path: Path, ca_file: Path
+) -> None:
+    # An ALB's HTTP/2 listener: the same answers with lower-case field names, no reason
+    # phrase, no connection fields; per stream, in turn, an authenticate action's 302 and a
+    # WAF block. One finding per address, whose hint names both actions (one each).
+    name = "h2-auth.corp.example"
+    answers = alb.answering_h2(alb.authenticate(name), alb.waf_block())
+    s = scene(hostname=name, handler=answers, backends=(), alpn=("h2",))
+    code, document = checked(tmp_path, s.target)
+
+    assert code == ExitCode.CRITICAL
+    assert reasons(document) == {"http_status"}
+    seen = sorted(
+        (a["http_version"], a["status_code"], a["load_balancer"]["kind"]) for a in attempts(document)
+    )
+    assert seen == [("HTTP/2", 302, "authenticate")] * 2 + [("HTTP/2", 403, "blocked")] * 2
+    for attempt in attempts(document):
+        assert attempt["origin"] == "load_balancer" and attempt["backend"] is None
+        if attempt["status_code"] == 302:
+            assert attempt["cookies_set"] == ["AWSELBAuthNonce"]
+            assert attempt["location"] == alb.authenticate_location(name)
+    status = finding(document, "http_status")
+    # Both are http_status; the first request got the 302, so it is the variant shown.
+    assert status["detail"].startswith(
+        "4 of 4 requests: status 302 (expected 200-299) from the load balancer itself, not a backend: an "
+        "authenticate-oidc action sends a client without a session cookie to the identity provider at "
+        f"{alb.IDP} (Server: awselb/2.0; sets AWSELBAuthNonce); Location: https://{alb.IDP}/oauth2/"
+    )
+    assert status["detail"].endswith("(and 1 other variant)")
+    assert status["hint"] == (
+        f"302 from the load balancer itself: {LOAD_BALANCER_HINTS['authenticate'][AWS]}; "
+        f"403 from the load balancer itself: {LOAD_BALANCER_HINTS['blocked'][AWS]}"
+    )
+    assert document["backends"]["from_load_balancer"] == 4 and document["backends"]["identified"] == 0
+
+    # curl over HTTP/2 sees the same first answer: 302 with the balancer's Server, no backend.
+    seen_by_curl = curl_get(ca_file, s.hostname, s.nodes[0].address, s.port, "--http2", "-D", "-")
+    assert seen_by_curl.ok, seen_by_curl.stderr
+    assert seen_by_curl.stdout.startswith(("HTTP/2 302", "HTTP/2 403"))
+    assert "server: awselb/2.0" in seen_by_curl.stdout and "x-backend" not in seen_by_curl.stdout
