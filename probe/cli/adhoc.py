@@ -277,7 +277,7 @@ ADHOC = (
     _AdHoc(
         "--backend-regex",
         "backend",
-        "body regex whose first group names the backend",
+        "body regex (RE2 syntax, as blackbox_exporter's) whose first group names the backend",
         "RE",
         convert=lambda v: {"body_regex": v},
         exclusive="backend",

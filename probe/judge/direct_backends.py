@@ -17,6 +17,7 @@ missing                        answers                 ``backend_not_in_rotation
 seen, or unknown               no TCP connection       ``backend_direct_blocked`` (warning)
 seen, or unknown               fails past TCP          ``backend_direct_failed`` (warning)
 seen, or unknown               answers                 nothing
+any                            not run (this host)     ``cycle_fd_limit``
 =============================  ======================  ==============================
 
 "Missing" follows the target's ``balancing`` (see :func:`correlate`). "Unknown" means the
@@ -48,6 +49,9 @@ from probe.stages.certs import label_of
 
 #: A direct check's own findings the target's verdict carries as they are.
 _LIFTED = frozenset({Reason.BACKEND_CERT_EXPIRING_SOON, Reason.TLS_CLIENT_CERT_EXPIRING_SOON})
+
+#: Direct-check failures that are this host's own limit: they say nothing of the backend.
+_LOCAL = frozenset({Reason.CYCLE_FD_LIMIT})
 
 #: Direct-check failures meaning the backend could not even be reached over TCP.
 _UNREACHED = frozenset({Reason.TCP_TIMEOUT, Reason.TCP_REFUSED, Reason.TCP_ERROR})
@@ -186,6 +190,10 @@ def correlate(
     added: list[Failure] = []
     explained: set[str] = set()
     for check in direct:
+        local = _local_limit(check)
+        if local is not None:  # the check did not run: the load balancer's view stands alone
+            added.append(local)
+            continue
         missing = view.missing(check.name)
         if missing is not None:
             explained.add(check.name)
@@ -279,6 +287,20 @@ def _correlated(check: DirectBackendResult, missing: str | None, view: _Balancer
             "not verify the backend's certificate, so this is a warning"
         )
     return Failure(reason, detail, check.address, check.name)
+
+
+def _local_limit(check: DirectBackendResult) -> Failure | None:
+    """The direct check's ``cycle_fd_limit`` as the target's finding, ``None`` without one.
+
+    A check this host could not run (no file descriptor for its socket) tells nothing of
+    the backend, so it is neither ``backend_down`` nor ``backend_direct_blocked``, and a
+    ``backend_missing`` it would have explained stays.
+    """
+    cause = next((f for f in check.failures if f.reason in _LOCAL), None)
+    if cause is None:
+        return None
+    detail = f"{check.name}: the direct check could not run: {cause.detail}"
+    return Failure(cause.reason, detail, cause.address, check.name)
 
 
 def _through(name: str, view: _BalancerView) -> str:

@@ -94,13 +94,17 @@ def test_two_thousand_cycles_over_three_hundred_targets_do_not_grow(
         await asyncio.wait_for(scheduler.run(stop), timeout=240)
         return store
 
+    gc.collect()
+    fds_before = open_fds()
     try:
         store = asyncio.run(soak())
+        gc.collect()
+        fds_after = open_fds()  # every connection of the run closed, the lab still up
     finally:
         lab.stop(node)
         lab.stop(backend)
 
-    (fds_500, tasks_500, mem_500), (fds_end, tasks_end, mem_end) = store.marks[500], store.marks[2000]
+    (_, tasks_500, mem_500), (_, tasks_end, mem_end) = store.marks[500], store.marks[2000]
     verdicts = {name: state.result.reasons for name, state in store.snapshot().targets.items()}
     assert {verdicts[f"t{i:03d}"] for i in range(0, 300, 3) if f"t{i:03d}" in verdicts} == {()}
     assert {verdicts[f"t{i:03d}"] for i in range(1, 300, 3) if f"t{i:03d}" in verdicts} == {
@@ -109,7 +113,9 @@ def test_two_thousand_cycles_over_three_hundred_targets_do_not_grow(
     assert {verdicts[f"t{i:03d}"] for i in range(2, 300, 3) if f"t{i:03d}" in verdicts} == {
         (Reason.TCP_REFUSED,)
     }
-    assert fds_end <= fds_500 + 5, (fds_500, fds_end)
+    # Sockets in flight at a given moment vary with the machine's load; what stays open after
+    # the run is what leaked.
+    assert fds_after <= fds_before + 2, (fds_before, fds_after)
     assert tasks_end <= tasks_500 + 5, (tasks_500, tasks_end)
     assert mem_end - mem_500 < 16 * 1024 * 1024, (mem_500, mem_end)
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -140,6 +140,21 @@ def test_each_correlation_and_the_missing_finding_it_replaces() -> None:
     assert correlate((hop("web-2", ip=B2),), lb("web-1", "web-2"), facts_of(t), ()) == ()
 
 
+def test_a_direct_check_this_host_could_not_open_a_socket_for_blames_no_backend() -> None:
+    t = target()
+    missing = Failure(Reason.BACKEND_MISSING, "backend web-2 answered none", backend="web-2")
+    no_fd = Failure(Reason.CYCLE_FD_LIMIT, "no file descriptor (EMFILE: RLIMIT_NOFILE 1024)", B2, "web-2")
+    found = correlate((hop("web-2", (no_fd,), B2),), lb("web-1", "web-1"), facts_of(t), (missing,))
+    assert [f.reason for f in found] == [Reason.BACKEND_MISSING, Reason.CYCLE_FD_LIMIT]
+    assert (
+        found[1].detail
+        == "web-2: the direct check could not run: no file descriptor (EMFILE: RLIMIT_NOFILE 1024)"
+    )
+    assert found[1].backend == "web-2"
+    seen = correlate((hop("web-2", (no_fd,), B2),), lb("web-1", "web-2"), facts_of(t), ())
+    assert [f.reason for f in seen] == [Reason.CYCLE_FD_LIMIT]
+
+
 def test_a_missing_backend_without_a_direct_check_keeps_backend_missing() -> None:
     t = target()
     other = Failure(Reason.BACKEND_MISSING, "backend web-3 answered none", backend="web-3")
