@@ -22,9 +22,7 @@ from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
+from probe.lab.servers import http2_handler
 
 #: The reason phrases the ALB sends with its own pages.
 PHRASES = {
@@ -160,27 +158,9 @@ def as_http2(answer: bytes) -> tuple[list[tuple[str, str]], bytes]:
 
 
 def answering_h2(*answers: bytes) -> Callable[..., Any]:
-    """A node handler speaking HTTP/2 (``h2``): each stream gets the next answer, in turn.
+    """A node handler speaking HTTP/2: each stream gets the next answer, in turn (:func:`as_http2`).
 
     Use it on a node whose ``alpn`` is ``("h2",)``, as an ALB with HTTP/2 listeners answers.
     """
     turn = itertools.cycle([as_http2(answer) for answer in answers])
-
-    async def handle(reader: asyncio.StreamReader, writer: Any) -> None:
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.initiate_connection()
-        writer.write(conn.data_to_send())
-        await writer.drain()
-        while data := await asyncio.wait_for(reader.read(65536), 10):
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.RequestReceived):
-                    headers, body = next(turn)
-                    conn.send_headers(event.stream_id, headers, end_stream=not body)
-                    if body:
-                        conn.send_data(event.stream_id, body, end_stream=True)
-                elif isinstance(event, h2.events.ConnectionTerminated):
-                    return
-            writer.write(conn.data_to_send())
-            await writer.drain()
-
-    return handle
+    return http2_handler(lambda: next(turn))

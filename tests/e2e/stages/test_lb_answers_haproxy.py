@@ -17,20 +17,27 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from probe.lab import Backend, Lab
+from probe.lab import Backend
 from probe.model.reasons import Platform
 from probe.report.hints import LOAD_BALANCER_HINTS
-from tests.e2e._procs import Process, accepts, haproxy_head, start_server
-from tests.e2e.conftest import BACKENDS, HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
+from tests.e2e._procs import haproxy_head
+from tests.e2e.conftest import (
+    HOSTNAME,
+    LB_ADDRESSES,
+    LB_NETWORK,
+    Binaries,
+    Dnsmasq,
+    E2ePki,
+    LoadBalancer,
+    haproxy_over_lab,
+)
 from tests.support.helpers import REPO, probe_cli
 
 pytestmark = pytest.mark.e2e
@@ -61,47 +68,26 @@ backend web
 """
 
 
-@dataclass
-class Balancer:
-    lab: Lab
-    backends: dict[str, Backend]
-    port: int
-    process: Process
-
-    def down(self) -> None:
-        """Stop both backends and wait until HAProxy's checks have marked them DOWN."""
-        for backend in self.backends.values():
-            self.lab.stop(backend)
-        limit = time.monotonic() + 5
-        while self.process.output(limit=10**6).count(" is DOWN") < len(self.backends):
-            assert time.monotonic() < limit, self.process.output()
-            time.sleep(0.05)
+def all_down(balancer: LoadBalancer) -> None:
+    """Stop both backends and wait until HAProxy's checks have marked them DOWN."""
+    for backend in balancer.backends.values():
+        balancer.lab.stop(backend)
+    limit = time.monotonic() + 5
+    while balancer.process.output(limit=10**6).count(" is DOWN") < len(balancer.backends):
+        assert time.monotonic() < limit, balancer.process.output()
+        time.sleep(0.05)
 
 
 @pytest.fixture
-def balancer(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterator[Balancer]:
-    with Lab() as lab:
-        backends = {name: lab.start_backend(name, address) for name, address in BACKENDS}
-
-        def launch(port: int, attempt: int) -> Process:
-            config = haproxy_config(port, e2e_pki.haproxy_pem, backends)
-            path = tmp_path / f"haproxy-{attempt}.cfg"
-            path.write_text(config)
-            argv = [binaries.haproxy, "-db", "-f", str(path)]
-            return Process("HAProxy", argv, tmp_path / f"haproxy-{attempt}.log", config)
-
-        def ready(port: int) -> bool:
-            return all(accepts(address, port) for address in LB_ADDRESSES)
-
-        process, port = start_server("HAProxy", launch, ready, LB_ADDRESSES, (socket.SOCK_STREAM,))
-        try:
-            yield Balancer(lab, backends, port, process)
-        finally:
-            process.stop()
+def balancer(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterator[LoadBalancer]:
+    with haproxy_over_lab(
+        binaries, tmp_path, lambda port, backends: haproxy_config(port, e2e_pki.haproxy_pem, backends)
+    ) as started:
+        yield started
 
 
 def run_probe(
-    balancer: Balancer, dnsmasq: Dnsmasq, pki: E2ePki, path: str = "/"
+    balancer: LoadBalancer, dnsmasq: Dnsmasq, pki: E2ePki, path: str = "/"
 ) -> tuple[int, dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -123,9 +109,9 @@ def run_probe(
 
 
 def test_every_server_down_is_haproxys_own_503_once(
-    balancer: Balancer, dnsmasq: Dnsmasq, e2e_pki: E2ePki
+    balancer: LoadBalancer, dnsmasq: Dnsmasq, e2e_pki: E2ePki
 ) -> None:
-    balancer.down()
+    all_down(balancer)
     code, target = run_probe(balancer, dnsmasq, e2e_pki)
 
     assert code == 2 and target["status"] == "critical"
@@ -146,7 +132,9 @@ def test_every_server_down_is_haproxys_own_503_once(
     assert target["backends"]["identified"] == 0 and target["backends"]["from_load_balancer"] == 8
 
 
-def test_http_request_deny_is_haproxys_own_403(balancer: Balancer, dnsmasq: Dnsmasq, e2e_pki: E2ePki) -> None:
+def test_http_request_deny_is_haproxys_own_403(
+    balancer: LoadBalancer, dnsmasq: Dnsmasq, e2e_pki: E2ePki
+) -> None:
     code, target = run_probe(balancer, dnsmasq, e2e_pki, "/denied")
 
     assert code == 2

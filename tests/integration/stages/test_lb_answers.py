@@ -9,34 +9,19 @@ backend rule configured (``X-Backend``). probe runs as a user runs it (``probe c
 
 from __future__ import annotations
 
-import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from probe.cli.main import main
 from probe.model.reasons import ExitCode, Platform, Reason
 from probe.report.hints import HINTS, LOAD_BALANCER_HINTS, STATUS_HINTS
 from tests.support import alb
 from tests.support.curl import curl_get
-from tests.support.helpers import FAST
+from tests.support.helpers import check_config as check
 
 AWS, GENERIC = Platform.AWS, Platform.GENERIC
 #: Bound on one whole ``probe check`` of these scenes.
 BOUND = 3.0
-
-
-def check(tmp_path: Path, target: dict[str, Any], *flags: str) -> tuple[int, str, float]:
-    """``probe check --config`` with one target (fast timeouts): exit code, output, seconds."""
-    path = tmp_path / "probe.yaml"
-    path.write_text(yaml.safe_dump({"targets": [{"timeouts": dict(FAST), **target}]}))
-    out = io.StringIO()
-    start = time.monotonic()
-    code = main(["check", "--config", str(path), *flags], stdout=out)
-    return code, out.getvalue(), time.monotonic() - start
 
 
 def checked(tmp_path: Path, target: dict[str, Any], platform: str = "aws") -> tuple[int, dict[str, Any]]:
