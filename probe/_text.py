@@ -23,9 +23,26 @@ def shown(value: object) -> str:
     return _REPR.repr(value)
 
 
-def shorten(text: str, limit: int = 120) -> str:
-    """``text`` cut to ``limit`` characters with ``...``."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def shorten(text: str, limit: int = 120, *, length: int | None = None) -> str:
+    """``text`` in at most ``limit`` characters; when cut, it says so and how long it was.
+
+    A cut text ends with ``…`` and the full length: ``"https://idp.example/authorize?cl…
+    (1843 characters)"``, so that a value never looks complete when it is not. Limits too
+    small for the mark (under 40 characters) cut with ``…`` alone.
+
+    Args:
+        text: the text to show.
+        limit: the most characters of the result.
+        length: the full length of the value ``text`` was taken from, when ``text`` is
+            itself a cut of it (the JSON keeps values up to a cap); ``len(text)`` otherwise.
+    """
+    full = len(text) if length is None else max(length, len(text))
+    if full <= limit and len(text) <= limit:
+        return text
+    mark = f"… ({full} characters)"
+    if limit < 40:
+        return text[: max(limit - 1, 0)] + "…"
+    return text[: limit - len(mark)] + mark
 
 
 def printable(text: str) -> str:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from probe._text import shorten
 from probe.daemon.metric_specs import SPECS
 from probe.daemon.metrics import target_text
 from probe.daemon.store import accumulate
@@ -238,11 +239,11 @@ async def _push_one(client: httpx.AsyncClient, gateway: Gateway, result: TargetR
 
 
 def _status_text(response: httpx.Response) -> str:
-    """``HTTP 400: <the gateway's message>`` on one line, at most 200 characters of it."""
+    """``HTTP 400: <the gateway's message>`` on one line, at most 200 characters of it (a cut one says so)."""
     text = " ".join(response.text.split())
     if response.is_redirect:
         text = f"redirect to {response.headers.get('location', '?')} not followed"
-    text = text if len(text) <= 200 else text[:199] + "…"
+    text = shorten(text, 200)
     return f"HTTP {response.status_code}" + (f": {text}" if text else "")
 
 

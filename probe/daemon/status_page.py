@@ -326,8 +326,11 @@ def _backends(result: TargetResult, address: AddressResult) -> str:
         return "<span class='dim'>no backend rule</span>"
     counts = address.backend_counts
     answered = sum(a.status_code is not None for a in address.attempts)
-    unnamed = answered - sum(counts.values())
+    own = sum(a.load_balancer is not None for a in address.attempts)
+    unnamed = answered - sum(counts.values()) - own
     parts = [f"{escape(printable(n))} ×{c}" for n, c in sorted(counts.items())]
+    if own > 0:
+        parts.append(f"<span class='dim'>{plural(own, 'response')} from the load balancer itself</span>")
     if unnamed > 0:
         parts.append(f"<span class='dim'>{plural(unnamed, 'response')} not identified</span>")
     return ", ".join(parts) or "<span class='dim'>none</span>"

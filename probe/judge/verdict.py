@@ -6,6 +6,7 @@ facts and ``now``; reads no clock and opens no socket.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 from probe._text import plural
@@ -224,6 +225,11 @@ def backend_findings(
     is also that unlikely by chance; never with ``any``.
     Nothing is judged when no response was identified: the cause is already reported.
     Nothing is judged with ``expect_redirect`` either: the listener answers itself.
+
+    A response the load balancer gave itself (``HttpAttempt.load_balancer``) is evidence
+    neither for nor against a backend: it is not an identified response, so it counts in
+    no backend's share and no unseen run. A round-robin ``backend_missing`` says how many
+    there were, as a failing target's turns come back as the balancer's own 502 or 503.
     """
     if target.identifying_rule is None:
         return []
@@ -237,7 +243,7 @@ def backend_findings(
     findings = []
     names = target.expected_backends
     if target.balancing == "round_robin":
-        findings.extend(_round_robin_missing(counts, identified, target))
+        findings.extend(_round_robin_missing(counts, identified, target, _own_answers(addresses)))
     elif memory is not None:
         findings.extend(rotation.findings(memory, addresses))
     for name in counts:
@@ -260,15 +266,21 @@ def backend_findings(
     return findings
 
 
-def _round_robin_missing(counts: dict[str, int], identified: int, target: TargetFacts) -> list[Failure]:
-    """Every expected backend must answer within the cycle (at some address)."""
+def _round_robin_missing(
+    counts: dict[str, int], identified: int, target: TargetFacts, own: str
+) -> list[Failure]:
+    """Every expected backend must answer within the cycle (at some address).
+
+    ``own``: the load balancer's own answers in words (see :func:`_own_answers`), added to
+    the detail.
+    """
     names = target.expected_backends
     if names:
         return [
             Failure(
                 Reason.BACKEND_MISSING,
                 f"backend {name} answered none of the {identified} identified responses "
-                f"(seen: {_seen(counts)})",
+                f"(seen: {_seen(counts)}){own}",
                 backend=name,
             )
             for name in names
@@ -279,10 +291,31 @@ def _round_robin_missing(counts: dict[str, int], identified: int, target: Target
             Failure(
                 Reason.BACKEND_MISSING,
                 f"{target.expected_backend_count} backends expected, {len(counts)} answered "
-                f"(seen: {_seen(counts)})",
+                f"(seen: {_seen(counts)}){own}",
             )
         ]
     return []
+
+
+def _own_answers(addresses: tuple[AddressResult, ...]) -> str:
+    """The load balancer's own answers among the responses, for a detail; ``""`` when none.
+
+    ``"; 4 other responses came from the load balancer itself (status 503), not from a backend"``.
+    """
+    statuses = Counter(
+        attempt.status_code
+        for result in addresses
+        for attempt in result.attempts
+        if attempt.load_balancer is not None
+    )
+    if not statuses:
+        return ""
+    total = sum(statuses.values())
+    codes = ", ".join(str(code) for code in sorted(c for c in statuses if c is not None))
+    return (
+        f"; {plural(total, 'other response')} came from the load balancer itself "
+        f"(status {codes}), not from a backend"
+    )
 
 
 def _round_robin_imbalance(

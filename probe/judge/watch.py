@@ -127,9 +127,10 @@ class Change:
         failures: the findings behind ``new`` (empty when ok or absent).
         platform: the target's ``platform``, whose words the findings' hints use when
             rendered (``probe.report.hints``).
-        status_codes: for each of ``failures`` (same order), the status codes of the
-            responses it is about, for its hint: for ``http_status`` those of the requests
-            to its address that got an unaccepted status, in order; empty for other reasons.
+        status_codes: for each of ``failures`` (same order), the responses it is about,
+            for its hint: for ``http_status`` and ``backend_not_reached`` ``(status code,
+            kind of the load balancer's own answer or None)`` of the requests to its
+            address that got it, in order; empty for other reasons.
         outage: the outage this change began, continued (a new reason, or warning to
             critical) or ended; ``None`` when it is ok (or absent) before and after.
     """
@@ -142,7 +143,7 @@ class Change:
     new: State
     failures: tuple[Failure, ...] = ()
     platform: Platform = Platform.GENERIC
-    status_codes: tuple[tuple[int, ...], ...] = ()
+    status_codes: tuple[tuple[tuple[int, str | None], ...], ...] = ()
     outage: Outage | None = None
 
     @property
@@ -313,14 +314,14 @@ class _Seen:
         failures: the findings behind ``state``.
         ended: when the cycle of its target ended, Unix time.
         platform: the target's platform.
-        status_codes: per finding, the status codes its hint needs.
+        status_codes: per finding, the responses its hint needs (see :class:`Change`).
     """
 
     state: State
     failures: tuple[Failure, ...]
     ended: float
     platform: Platform
-    status_codes: tuple[tuple[int, ...], ...]
+    status_codes: tuple[tuple[tuple[int, str | None], ...], ...]
 
     def change(self, number: int, key: Key, old: State | None, outage: Outage | None) -> Change:
         """The change from ``old`` to this state, seen in round ``number``."""
@@ -532,14 +533,18 @@ def _reasons(failures: Iterable[Failure]) -> tuple[Reason, ...]:
     return tuple(dict.fromkeys(f.reason for f in failures))
 
 
-def _status_codes(result: TargetResult, failure: Failure) -> tuple[int, ...]:
-    """For ``http_status``, the status codes of the requests to its address that got an unaccepted one."""
-    if failure.reason is not Reason.HTTP_STATUS:
+def _status_codes(result: TargetResult, failure: Failure) -> tuple[tuple[int, str | None], ...]:
+    """For ``http_status`` and ``backend_not_reached``, the responses behind it, as its hint needs them.
+
+    Each is ``(status code, kind of the load balancer's own answer or None)``, for the
+    requests to the finding's address that got the same finding.
+    """
+    if failure.reason not in (Reason.HTTP_STATUS, Reason.BACKEND_NOT_REACHED):
         return ()
     return tuple(
-        attempt.status_code
+        (attempt.status_code, None if attempt.load_balancer is None else attempt.load_balancer.kind)
         for address in result.addresses
         if address.address == failure.address
         for attempt in address.attempts
-        if attempt.status_code is not None and any(f.reason is Reason.HTTP_STATUS for f in attempt.failures)
+        if attempt.status_code is not None and any(f.reason is failure.reason for f in attempt.failures)
     )

@@ -384,6 +384,28 @@ def http2_responder(names: Sequence[str]) -> Handler:
     """
     turn = itertools.cycle(names)
 
+    def answer() -> tuple[list[tuple[str, str]], bytes]:
+        name = next(turn)
+        body = f"served by {name}\n".encode()
+        headers = [
+            (":status", "200"),
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", str(len(body))),
+            ("x-backend", name),
+        ]
+        return headers, body
+
+    return http2_handler(answer)
+
+
+def http2_handler(answer: Callable[[], tuple[list[tuple[str, str]], bytes]]) -> Handler:
+    """A node handler that speaks HTTP/2 (the ``h2`` package): each stream gets ``answer()``.
+
+    ``answer()`` gives the response's header fields (``:status`` first, lower-case names)
+    and its body (empty: the HEADERS frame ends the stream). Use it on a node whose
+    ``alpn`` is ``("h2",)``; a client that speaks anything but HTTP/2 gets a GOAWAY.
+    """
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
@@ -398,18 +420,10 @@ def http2_responder(names: Sequence[str]) -> Handler:
                 return
             for event in events:
                 if isinstance(event, h2.events.RequestReceived):
-                    name = next(turn)
-                    body = f"served by {name}\n".encode()
-                    conn.send_headers(
-                        event.stream_id,
-                        [
-                            (":status", "200"),
-                            ("content-type", "text/plain; charset=utf-8"),
-                            ("content-length", str(len(body))),
-                            ("x-backend", name),
-                        ],
-                    )
-                    conn.send_data(event.stream_id, body, end_stream=True)
+                    headers, body = answer()
+                    conn.send_headers(event.stream_id, headers, end_stream=not body)
+                    if body:
+                        conn.send_data(event.stream_id, body, end_stream=True)
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     return
             writer.write(conn.data_to_send())

@@ -155,6 +155,7 @@ class Reason(StrEnum):
     GRPC_STATUS = "grpc_status"
     GRPC_NOT_SERVING = "grpc_not_serving"
     GRPC_SERVICE_UNKNOWN = "grpc_service_unknown"
+    BACKEND_NOT_REACHED = "backend_not_reached"
 
     @property
     def stage(self) -> Stage:
@@ -463,5 +464,11 @@ _REASON_TABLE: dict[Reason, tuple[Stage, Status, str]] = {
         _C,
         "With grpc_health, the health server does not know the service (SERVICE_UNKNOWN, or the "
         "call's NOT_FOUND, as grpc.health.v1 answers for an unknown service).",
+    ),
+    Reason.BACKEND_NOT_REACHED: (
+        Stage.BACKEND,
+        _C,
+        "With a backend rule, the load balancer answered a request itself with an accepted status "
+        "(a fixed response, a redirect action): no backend was reached.",
     ),
 }

@@ -314,6 +314,49 @@ class PhaseTimes:
         return tuple((name, value) for name, value in pairs if value is not None)
 
 
+#: What a load balancer's own answer was, for :attr:`LoadBalancerAnswer.kind`.
+LOAD_BALANCER_KINDS = (
+    "authenticate",
+    "blocked",
+    "fixed_response",
+    "redirect",
+    "no_healthy_target",
+    "error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancerAnswer:
+    """A response the load balancer gave itself instead of forwarding the request.
+
+    Told from a backend's answer by what the response says about itself (see
+    :mod:`probe.stages.origin`), and only when no backend rule identified a backend in it.
+
+    Attributes:
+        kind: what answered, one of :data:`LOAD_BALANCER_KINDS`: ``authenticate`` (a login
+            step: an ALB ``authenticate-oidc`` or ``authenticate-cognito`` action, HAProxy's
+            ``http-request auth``), ``blocked`` (a web ACL or access rule: AWS WAF, HAProxy's
+            ``http-request deny``), ``fixed_response`` (a rule that answers itself),
+            ``redirect`` (a redirect action), ``no_healthy_target`` (nothing to forward
+            to), ``error`` (the balancer's own page for another error).
+        balancer: whose answer it is: ``"ALB"``, ``"HAProxy"``, ``"API Gateway"``.
+        what: what happened, in words (``"an authenticate-cognito action sends a client
+            without a session to the identity provider"``).
+        evidence: what the response said about itself (``"Server: awselb/2.0; sets
+            AWSELBAuthNonce"``).
+    """
+
+    kind: str
+    balancer: str
+    what: str
+    evidence: str
+
+    @property
+    def said(self) -> str:
+        """What happened and the evidence, for a finding's detail: ``"<what> (<evidence>)"``."""
+        return f"{self.what} ({self.evidence})"
+
+
 @dataclass(frozen=True, slots=True)
 class HttpAttempt(_Judged):
     """One HTTP request to one address.
@@ -332,7 +375,8 @@ class HttpAttempt(_Judged):
         cookies_set: names of the cookies the response set (``Set-Cookie``), in order,
             never their values; no request ever sends them back.
         location: the ``Location`` header of a redirect (3xx) as an absolute URL, ``None``
-            when there is none.
+            when there is none; non-printable characters replaced by ``_``, whole up to
+            8,192 characters (a longer one is cut there and ends with ``…``).
         content_encoding: the ``Content-Encoding`` the server used (lower case, e.g.
             ``"gzip"``), ``None`` for identity. gzip and deflate are decoded before matching.
         date_timestamp: the response's ``Date`` header, Unix time; ``None`` when absent
@@ -350,6 +394,10 @@ class HttpAttempt(_Judged):
         grpc_serving_status: the serving status a ``grpc.health.v1.Health/Check`` answered
             (``"SERVING"``, ``"NOT_SERVING"``, ``"UNKNOWN"``, ``"SERVICE_UNKNOWN"``), ``None``
             without ``grpc_health`` or without an answer.
+        location_length: the full length of that URL in characters (``location`` is cut
+            past 8,192), ``None`` without a Location.
+        load_balancer: the load balancer's own answer, ``None`` for a response that did
+            not come from it as far as probe can tell (see :attr:`origin`).
     """
 
     status_code: int | None
@@ -370,6 +418,18 @@ class HttpAttempt(_Judged):
     grpc_status: int | None = None
     grpc_message: str | None = None
     grpc_serving_status: str | None = None
+    location_length: int | None = None
+    load_balancer: LoadBalancerAnswer | None = None
+
+    @property
+    def origin(self) -> str | None:
+        """Who answered: ``"load_balancer"`` (its own answer), ``"backend"`` (any other response).
+
+        ``None`` when no response arrived.
+        """
+        if self.status_code is None:
+            return None
+        return "backend" if self.load_balancer is None else "load_balancer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,6 +616,11 @@ class TargetResult(_Judged):
         return sum(a.status_code is not None for r in self.addresses for a in r.attempts)
 
     @property
+    def load_balancer_count(self) -> int:
+        """Responses the load balancer gave itself (:attr:`HttpAttempt.load_balancer`) over all addresses."""
+        return sum(a.load_balancer is not None for r in self.addresses for a in r.attempts)
+
+    @property
     def request_count(self) -> int:
         """HTTP requests sent over all addresses."""
         return sum(len(r.attempts) for r in self.addresses)
@@ -687,6 +752,11 @@ class Rotation:
 STICKINESS_COOKIES = frozenset({"AWSALB", "AWSALBCORS", "AWSALBTG", "AWSALBTGCORS", "AWSELB", "SERVERID"})
 
 
+#: The prefix of the cookies of an ALB's authenticate actions (``AWSELBAuthNonce``,
+#: ``AWSELBAuthSessionCookie-0`` …).
+AUTHENTICATION_COOKIE = "AWSELBAuth"
+
+
 def cookie_note(names: tuple[str, ...]) -> str | None:
     """Say which cookies responses set, stickiness cookies first; ``None`` when none.
 
@@ -696,11 +766,14 @@ def cookie_note(names: tuple[str, ...]) -> str | None:
     if not names:
         return None
     sticky = [n for n in names if n.upper() in STICKINESS_COOKIES]
-    other = [n for n in names if n.upper() not in STICKINESS_COOKIES]
+    login = [n for n in names if n.startswith(AUTHENTICATION_COOKIE)]
+    other = [n for n in names if n.upper() not in STICKINESS_COOKIES and n not in login]
     parts = []
     if sticky:
         kind = "a stickiness cookie" if len(sticky) == 1 else "stickiness cookies"
         parts.append(f"the load balancer sets {kind} ({', '.join(sticky)})")
+    if login:
+        parts.append(f"the load balancer's authenticate action sets {', '.join(login)}")
     if other:
         parts.append(
             f"the application sets {'a cookie' if len(other) == 1 else 'cookies'} ({', '.join(other)})"

@@ -21,6 +21,7 @@ from probe.model.results import (
     DnsResult,
     Failure,
     HttpAttempt,
+    LoadBalancerAnswer,
     OcspResult,
     TargetResult,
     TlsResult,
@@ -125,6 +126,7 @@ def _target(result: TargetResult) -> dict[str, Any]:
             "requests": result.request_count,
             "responses": result.response_count,
             "identified": sum(result.backend_counts.values()),
+            "from_load_balancer": result.load_balancer_count,
         },
         "cookies": {"set": list(result.cookies_set), "note": result.cookie_note},
         "platform": result.target.platform.value,
@@ -327,6 +329,7 @@ def _attempt(attempt: HttpAttempt, target: TargetResult) -> dict[str, Any]:
         "failures": [_failure(f, target, attempt) for f in attempt.failures],
         "cookies_set": list(attempt.cookies_set),
         "location": attempt.location,
+        "location_length": attempt.location_length,
         "content_encoding": attempt.content_encoding,
         "date_timestamp": attempt.date_timestamp,
         "received_timestamp": attempt.received_timestamp,
@@ -335,6 +338,19 @@ def _attempt(attempt: HttpAttempt, target: TargetResult) -> dict[str, Any]:
         "grpc_status_name": None if attempt.grpc_status is None else grpc_status_name(attempt.grpc_status),
         "grpc_message": attempt.grpc_message,
         "grpc_serving_status": attempt.grpc_serving_status,
+        "origin": attempt.origin,
+        "load_balancer": _load_balancer(attempt.load_balancer),
+    }
+
+
+def _load_balancer(answer: LoadBalancerAnswer | None) -> dict[str, str] | None:
+    if answer is None:
+        return None
+    return {
+        "kind": answer.kind,
+        "balancer": answer.balancer,
+        "what": answer.what,
+        "evidence": answer.evidence,
     }
 
 

@@ -7,9 +7,10 @@ and as ``hint`` in the JSON document, never in metric labels or logs, and they n
 change a verdict.
 
 Pure: the hint of a finding depends only on its reason code, its address (public or
-not, for ``dns_unexpected_address``) and, for ``http_status``, the status codes of the
-responses it summarises, which the caller takes from the attempts (never from the
-finding's text).
+not, for ``dns_unexpected_address``) and, for ``http_status`` and ``backend_not_reached``,
+the status codes of the responses it summarises and who gave them (a backend, or the load
+balancer itself and how: an authenticate action, a WAF block, a fixed response, no
+healthy target), which the caller takes from the attempts (never from the finding's text).
 
 Sources for the AWS wording: Elastic Load Balancing user guides, "Troubleshoot your
 Application Load Balancers" (HTTP 460, 463, 464, 502, 503, 504) and "Troubleshoot a
@@ -22,6 +23,13 @@ from collections.abc import Iterable
 
 from probe.model.reasons import Platform, Reason
 from probe.model.results import Failure, HttpAttempt, TargetResult
+
+#: A response as a hint needs it: its status code, and the kind of the load balancer's own
+#: answer (``LoadBalancerAnswer.kind``) or ``None`` for a backend's; a bare code is a backend's.
+Answer = int | tuple[int, str | None]
+
+#: The reasons whose hint depends on the responses behind them (see :data:`Answer`).
+BY_RESPONSE = frozenset({Reason.HTTP_STATUS, Reason.BACKEND_NOT_REACHED})
 
 _G = Platform.GENERIC
 _A = Platform.AWS
@@ -381,6 +389,62 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         "TLS verify mode refuses it from then on, unless the listener ignores client "
         "certificate expiry",
     },
+    Reason.BACKEND_NOT_REACHED: {
+        _G: "the load balancer answers this URL itself (a rule with a fixed response or a redirect) "
+        "before any backend: check its rules for this host and path, or check a path it forwards",
+        _A: "a listener rule with a fixed-response or redirect action answers this host and path "
+        "before the rule that forwards to the target group: check the listener rules' order and "
+        "conditions",
+    },
+}
+
+#: ``http_status`` and ``backend_not_reached`` for a response the load balancer gave itself,
+#: by the kind of its answer (``LoadBalancerAnswer.kind``; ``error`` uses :data:`STATUS_HINTS`).
+LOAD_BALANCER_HINTS: dict[str, dict[Platform, str]] = {
+    "authenticate": {
+        _G: "the load balancer asks for a login before any backend (an OIDC or basic-auth step); "
+        "probe sends no cookies or credentials, so check a path without authentication, or add the "
+        "status to valid_status_codes if this URL is meant to ask for one",
+        _A: "a listener rule's authenticate-oidc or authenticate-cognito action answers a client "
+        "without an AWSELBAuthSessionCookie (302 to the identity provider, 401 if it denies); the "
+        "targets never see it: check a path without that action, or accept the status",
+    },
+    "blocked": {
+        _G: "an access rule or web application firewall of the load balancer refused the request "
+        "before any backend (HAProxy: http-request deny); check its rules against this host's "
+        "address and probe's request (User-Agent probe/…, no cookies)",
+        _A: "an AWS WAF web ACL associated with the load balancer blocked the request (or answered "
+        "with a CAPTCHA or challenge); the targets never saw it: find the matching rule in the web "
+        "ACL's sampled requests (this host's address, probe's User-Agent probe/…)",
+    },
+    "fixed_response": {
+        _G: "a rule of the load balancer answers this URL itself (a fixed or maintenance response); "
+        "check its rules for this host and path",
+        _A: "a listener rule's fixed-response action answers this host and path (a maintenance "
+        "rule, or one above the forward rule); check the listener rules' order and conditions",
+    },
+    "redirect": {
+        _G: "the load balancer redirects this URL itself: compare Location with the URL; add the "
+        "code to valid_status_codes if it is expected",
+        _A: "a listener rule's redirect action answers this URL: compare Location with the URL; "
+        "add the code to valid_status_codes if it is expected",
+    },
+    "no_healthy_target": {
+        _G: "the load balancer has no backend to send to: every server is down or fails its "
+        "health check, none is configured, or (without health checks) the one chosen refused "
+        "the connection",
+        _A: "the target group has no registered targets (with every target unhealthy an ALB "
+        "still routes to them), or the rule forwards to an empty target group; see the target "
+        "group's Targets tab",
+    },
+}
+
+#: ``http_status`` for an own answer of kind ``error`` whose code has no :data:`STATUS_HINTS` entry.
+OWN_ERROR_HINT: dict[Platform, str] = {
+    _G: "the load balancer's own error page, not a backend's; its documentation says when it "
+    "answers this code",
+    _A: "the load balancer's own error, not the target's (Troubleshoot your Application Load "
+    "Balancers lists when an ALB answers this code)",
 }
 
 #: ``dns_unexpected_address`` when the address is public (outside every special range).
@@ -439,15 +503,17 @@ REDIRECT_HINT: dict[Platform, str] = {
 }
 
 
-def hint_for(failure: Failure, platform: Platform, status_codes: Iterable[int] = ()) -> str | None:
+def hint_for(failure: Failure, platform: Platform, status_codes: Iterable[Answer] = ()) -> str | None:
     """The hint for one finding, ``None`` when its reason has none.
 
     Args:
         failure: the finding.
         platform: whose words to use.
-        status_codes: for ``http_status``, the status codes of the responses the finding
-            is about (from the attempts, in any order, repeats allowed); the hint then
-            names the likely cause of each distinct code, lowest first.
+        status_codes: for ``http_status`` and ``backend_not_reached``, the responses the
+            finding is about (from the attempts, in any order, repeats allowed), each a
+            status code or a ``(code, kind of the load balancer's own answer or None)``
+            pair; the hint then names the likely cause of each distinct one, lowest code
+            first, by who answered.
 
     Returns:
         One line of plain text, without a final full stop.
@@ -457,30 +523,50 @@ def hint_for(failure: Failure, platform: Platform, status_codes: Iterable[int] =
         return None
     if reason is Reason.DNS_UNEXPECTED_ADDRESS and failure.address is not None and failure.address.is_global:
         return PUBLIC_ADDRESS_HINT[platform]
-    if reason is Reason.HTTP_STATUS:
-        return _status_hint(sorted(set(status_codes)), platform)
+    if reason in BY_RESPONSE:
+        answers = sorted({a if isinstance(a, tuple) else (a, None) for a in status_codes}, key=_order)
+        return _status_hint(answers, platform, reason)
     return HINTS[reason][platform]
 
 
-def _status_hint(codes: list[int], platform: Platform) -> str:
-    """The causes of each distinct status code; codes without their own share one sentence."""
-    own = [STATUS_HINTS[code][platform] for code in codes if code in STATUS_HINTS]
+def _order(answer: tuple[int, str | None]) -> tuple[int, str]:
+    return answer[0], answer[1] or ""
+
+
+def _status_hint(answers: list[tuple[int, str | None]], platform: Platform, reason: Reason) -> str:
+    """The causes of each distinct answer, the load balancer's own first, then the backends' by code."""
+    parts = [_own_hint(code, kind, platform) for code, kind in answers if kind is not None]
+    parts.extend(_backend_hints([code for code, kind in answers if kind is None], platform))
+    return "; ".join(dict.fromkeys(parts)) or HINTS[reason][platform]
+
+
+def _backend_hints(codes: list[int], platform: Platform) -> list[str]:
+    """The causes of a backend's status codes; codes without their own share one sentence."""
+    parts = [STATUS_HINTS[code][platform] for code in codes if code in STATUS_HINTS]
     redirects = [str(c) for c in codes if c not in STATUS_HINTS and 300 <= c <= 399]
     others = [str(c) for c in codes if c not in STATUS_HINTS and not 300 <= c <= 399]
-    parts = own
     if redirects:
         parts.append(f"{', '.join(redirects)}: {REDIRECT_HINT[platform]}")
     if others:
         parts.append(f"{', '.join(others)}: {HINTS[Reason.HTTP_STATUS][platform]}")
-    return "; ".join(parts) or HINTS[Reason.HTTP_STATUS][platform]
+    return parts
+
+
+def _own_hint(code: int, kind: str, platform: Platform) -> str:
+    """The hint for the load balancer's own answer ``code`` of ``kind``."""
+    if kind in LOAD_BALANCER_HINTS:
+        return f"{code} from the load balancer itself: {LOAD_BALANCER_HINTS[kind][platform]}"
+    if code in STATUS_HINTS:
+        return STATUS_HINTS[code][platform]
+    return f"{code}: {OWN_ERROR_HINT[platform]}"
 
 
 def failure_hint(result: TargetResult, failure: Failure, attempt: HttpAttempt | None = None) -> str | None:
     """The hint for a finding of ``result``, in the words of ``result.platform``.
 
-    For ``http_status`` the status codes come from the attempts: ``attempt``'s own when the
-    finding belongs to one request, else those of every request to the finding's address
-    that got an unaccepted status.
+    For ``http_status`` and ``backend_not_reached`` the responses come from the attempts:
+    ``attempt``'s own when the finding belongs to one request, else those of every
+    request to the finding's address that got the same finding.
 
     Args:
         result: the target's result (platform and attempts).
@@ -490,16 +576,18 @@ def failure_hint(result: TargetResult, failure: Failure, attempt: HttpAttempt | 
     Returns:
         The hint, ``None`` when the reason has none.
     """
-    codes: list[int] = []
-    if failure.reason is Reason.HTTP_STATUS:
+    answers: list[Answer] = []
+    if failure.reason in BY_RESPONSE:
         attempts = (
             [attempt]
             if attempt is not None
             else [a for r in result.addresses if r.address == failure.address for a in r.attempts]
         )
-        codes = [
-            a.status_code
-            for a in attempts
-            if a.status_code is not None and any(f.reason is Reason.HTTP_STATUS for f in a.failures)
-        ]
-    return hint_for(failure, result.target.platform, codes)
+        answers = [hint_answer(a) for a in attempts if any(f.reason is failure.reason for f in a.failures)]
+    return hint_for(failure, result.target.platform, answers)
+
+
+def hint_answer(attempt: HttpAttempt) -> tuple[int, str | None]:
+    """An attempt as :func:`hint_for` needs it: ``(status code, kind of the load balancer's own answer)``."""
+    kind = attempt.load_balancer.kind if attempt.load_balancer is not None else None
+    return attempt.status_code or 0, kind

@@ -1,14 +1,18 @@
-"""The text report's notes on what HTTP/2 and gRPC said at an address: retries, gRPC answers."""
+"""The text report's notes on an address's responses.
+
+The HTTP version, cut or encoded bodies, accepted redirects, HTTP/2 retries, gRPC answers.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
 
-from probe._text import plural, printable
+from probe._text import plural, printable, shorten
 from probe.model.facts import TargetFacts
 from probe.model.results import HttpAttempt
 from probe.stages.grpc_rules import status_name as grpc_status_name
+from probe.stages.http_rules import SHOWN_LOCATION
 
 
 def target_protocol_notes(target: TargetFacts) -> list[str]:
@@ -18,6 +22,50 @@ def target_protocol_notes(target: TargetFacts) -> list[str]:
         return []
     asked = f"service '{printable(service)}'" if service else "the server as a whole"
     return [f"gRPC health checks instead of GETs: grpc.health.v1.Health/Check of {asked}, over HTTP/2"]
+
+
+def http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
+    """Facts about an address's responses worth a word.
+
+    The HTTP version, cut or encoded bodies, where accepted redirects pointed (a
+    refused one is in its ``http_status`` finding), then :func:`attempt_notes`.
+    """
+    versions = sorted({a.http_version for a in attempts if a.http_version and a.http_version != "HTTP/1.1"})
+    notes = [printable(v) for v in versions]
+    for note in (_cut_note(attempts), _encoding_note(attempts), _redirect_note(attempts)):
+        if note is not None:
+            notes.append(note)
+    return [*notes, *attempt_notes(attempts)]
+
+
+def _cut_note(attempts: Sequence[HttpAttempt]) -> str | None:
+    """``body cut at N bytes`` when a body was cut at ``max_body_bytes``."""
+    cut = [a.body_bytes for a in attempts if a.body_truncated]
+    if not cut:
+        return None
+    return f"{'bodies' if len(cut) > 1 else 'body'} cut at {max(cut)} bytes"
+
+
+def _encoding_note(attempts: Sequence[HttpAttempt]) -> str | None:
+    """The content encodings a server used though identity was asked for."""
+    encodings = sorted({a.content_encoding for a in attempts if a.content_encoding})
+    if not encodings:
+        return None
+    return f"{printable(', '.join(encodings))}-encoded though identity was asked for"
+
+
+def _redirect_note(attempts: Sequence[HttpAttempt]) -> str | None:
+    """Where the accepted redirects pointed (each cut to 200 characters, saying so)."""
+    accepted = sorted(
+        {
+            shorten(a.location, SHOWN_LOCATION, length=a.location_length)
+            for a in attempts
+            if a.location and not a.failures
+        }
+    )
+    if not accepted:
+        return None
+    return f"redirects to {printable(', '.join(accepted))}"
 
 
 def attempt_notes(attempts: Sequence[HttpAttempt]) -> list[str]:

@@ -26,7 +26,7 @@ from probe.model.results import (
     TlsResult,
 )
 from probe.report.hints import failure_hint
-from probe.report.protocol_notes import attempt_notes, target_protocol_notes
+from probe.report.protocol_notes import http_notes, target_protocol_notes
 from probe.stages.certs import common_name_of, describe_age, format_time, label_of
 
 
@@ -375,12 +375,16 @@ def _backends_unjudged(result: TargetResult) -> str:
 
 
 def _backends_seen(result: TargetResult) -> str:
-    """Each backend identified with its count, and how many responses none named."""
+    """Each backend identified with its count; how many the load balancer answered itself, and none named."""
     counts = result.backend_counts
     identified = sum(counts.values())
+    own = result.load_balancer_count
     seen = "  ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none identified"
-    if counts and identified < result.response_count:
-        seen += f"  ({result.response_count - identified} not identified)"
+    unnamed = result.response_count - identified - own
+    if own:
+        seen += f"  ({own} from the load balancer itself)"
+    if unnamed > 0 and (counts or own):
+        seen += f"  ({unnamed} not identified)"
     return seen
 
 
@@ -461,7 +465,7 @@ def _render_address(result: AddressResult, out: IO[str], now: float, paint: _Pai
     if result.attempts:
         statuses = " ".join(_attempt_label(a) for a in result.attempts)
         mean = sum(a.duration_seconds for a in result.attempts) / len(result.attempts)
-        notes = [f"mean {_ms(mean)} per request", *_http_notes(result.attempts)]
+        notes = [f"mean {_ms(mean)} per request", *http_notes(result.attempts)]
         out.write(f"  {'':<18} {'http':>8} {statuses:>16}  {paint.dim('; '.join(notes))}\n")
     if result.ocsp is not None:
         out.write(f"  {'':<18} {'ocsp':>8} {ocsp_summary(result.ocsp, now)}\n")
@@ -520,44 +524,6 @@ _HANDSHAKE_WORDS = {
     "not_attempted": "-",
     "plain": "plain HTTP",
 }
-
-
-def _http_notes(attempts: Sequence[HttpAttempt]) -> list[str]:
-    """Facts about an address's responses worth a word.
-
-    The HTTP version, cut or encoded bodies, where accepted redirects pointed (a
-    refused one is in its ``http_status`` finding), then :func:`attempt_notes`.
-    """
-    versions = sorted({a.http_version for a in attempts if a.http_version and a.http_version != "HTTP/1.1"})
-    notes = [printable(v) for v in versions]
-    for note in (_cut_note(attempts), _encoding_note(attempts), _redirect_note(attempts)):
-        if note is not None:
-            notes.append(note)
-    return [*notes, *attempt_notes(attempts)]
-
-
-def _cut_note(attempts: Sequence[HttpAttempt]) -> str | None:
-    """``body cut at N bytes`` when a body was cut at ``max_body_bytes``."""
-    cut = [a.body_bytes for a in attempts if a.body_truncated]
-    if not cut:
-        return None
-    return f"{'bodies' if len(cut) > 1 else 'body'} cut at {max(cut)} bytes"
-
-
-def _encoding_note(attempts: Sequence[HttpAttempt]) -> str | None:
-    """The content encodings a server used though identity was asked for."""
-    encodings = sorted({a.content_encoding for a in attempts if a.content_encoding})
-    if not encodings:
-        return None
-    return f"{printable(', '.join(encodings))}-encoded though identity was asked for"
-
-
-def _redirect_note(attempts: Sequence[HttpAttempt]) -> str | None:
-    """Where the accepted redirects pointed."""
-    accepted = sorted({a.location for a in attempts if a.location and not a.failures})
-    if not accepted:
-        return None
-    return f"redirects to {printable(', '.join(accepted))}"
 
 
 def _attempt_label(attempt: HttpAttempt) -> str:

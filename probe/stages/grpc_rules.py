@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 import httpx
 
-from probe._text import printable
+from probe._text import printable, shorten
 from probe.config.models import GRPC_HEALTH_PATH
 from probe.model.reasons import Reason
 from probe.model.results import Failure, IPAddress
@@ -224,7 +224,7 @@ def judge_grpc(
     """
     if not is_grpc(headers):
         if health is not None and http_ok:
-            kind = printable((headers.get("content-type") or "none")[:64])
+            kind = shorten(printable(headers.get("content-type") or "none"), 64)
             detail = f"the answer to Health/Check is not gRPC (content type {kind})"
             return GrpcFacts(), (Failure(Reason.GRPC_STATUS, detail, address),)
         return GrpcFacts(), ()
@@ -249,7 +249,7 @@ def _status_failure(
         what = (
             "without a grpc-status"
             if raw is None
-            else f"with a grpc-status that is no number ('{printable(raw[:16])}')"
+            else f"with a grpc-status that is no number ('{shorten(printable(raw), 16)}')"
         )
         return Failure(Reason.GRPC_STATUS, f"the gRPC response ended {what}", address)
     words = f"grpc-status {facts.status} {status_name(facts.status)}"

@@ -41,19 +41,17 @@ from probe.stages import _sockets as netio
 from probe.stages._transport import ProbeTransport, handed_over
 from probe.stages._wire import Notes, StreamRefused
 from probe.stages.grpc_rules import HEALTH_PATH, health_request, judge_grpc
+from probe.stages.headers import content_codings, cookie_names, response_date
 from probe.stages.http_rules import (
     FIRST_BYTE,
     LAST_BYTE,
     classify_http_error,
-    content_codings,
-    cookie_names,
     default_port,
     goaway_failure,
     judge_body,
+    location_facts,
     phase_times,
-    redirect_location,
     refusal_failure,
-    response_date,
     timeout_failure,
 )
 from probe.stages.tls import OpenConnection, classify_tls_error
@@ -400,7 +398,7 @@ async def _attempt(
     if failure is not None:
         return HttpAttempt(backend=None, body_truncated=final.body.truncated, failures=(failure,), **common)
     assert final.status is not None and final.headers is not None
-    backend, failures, cut = await judge_body(final.status, final.headers, raw, target, address)
+    backend, failures, cut, answer = await judge_body(final.status, final.headers, raw, target, address)
     if final.body.too_large is not None:
         failures = (*failures, Failure(Reason.HTTP_BODY_TOO_LARGE, final.body.too_large, address))
     notes = final.notes or Notes()
@@ -421,6 +419,7 @@ async def _attempt(
         grpc_status=grpc.status,
         grpc_message=grpc.message,
         grpc_serving_status=grpc.serving,
+        load_balancer=answer,
         **common,
     )
 
@@ -550,7 +549,7 @@ def _response_facts(
         return {}
     return {
         "cookies_set": cookie_names(headers),
-        "location": redirect_location(status or 0, headers, target)[0],
+        **location_facts(status or 0, headers, target),
         "content_encoding": ", ".join(content_codings(headers)) or None,
         "date_timestamp": response_date(headers),
         "received_timestamp": received,

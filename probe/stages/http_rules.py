@@ -1,7 +1,7 @@
 """The HTTP stage's rules: pure functions over one response, its headers and its requests.
 
-Decoding a body (gzip, deflate) within the cap; reading header fields (content codings,
-cookie names, ``Date``); where a redirect points and whether it is the one
+Decoding a body (gzip, deflate) within the cap (header fields are read by
+:mod:`probe.stages.headers`); where a redirect points and whether it is the one
 ``expect_redirect`` wants; judging a response (status, body, backend); naming a failed
 request's reason (:func:`classify_http_error`, :func:`timeout_failure`); the phase times
 of a request from its trace events; and the summary of an address's requests. No I/O:
@@ -19,8 +19,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC
-from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -30,14 +29,25 @@ from probe.config.fields import LinearRegex
 from probe.config.models import TargetConfig
 from probe.model.deadline import Deadline
 from probe.model.reasons import Reason
-from probe.model.results import Failure, HttpAttempt, IPAddress, PhaseTimes
+from probe.model.results import Failure, HttpAttempt, IPAddress, LoadBalancerAnswer, PhaseTimes
 from probe.stages._wire import GoAway, ProtocolViolation, StreamError, StreamRefused
 from probe.stages.certs import classify_verify_error
+from probe.stages.headers import (
+    MAX_NAME,
+    content_codings,
+    cookie_names,
+    cut_label,
+    distinct,
+    field_values,
+    printable_token,
+)
+from probe.stages.origin import load_balancer_answer, not_reached
 from probe.stages.tls import classify_connect_error, classify_tls_error
 
-_MAX_BACKEND_NAME = 64
-_MAX_COOKIES = 16
-_MAX_LOCATION = 200
+#: A Location shown in a finding or the report is cut to this many characters (saying so).
+SHOWN_LOCATION = 200
+#: The JSON (and the result) keep a Location whole up to this many characters; past it, cut with ``…``.
+MAX_LOCATION = 8192
 #: Largest difference between a response's Date and this machine's clock that is fine (seconds).
 CLOCK_SKEW_LIMIT = 60.0
 _PRINTABLE = re.compile(r"[^\x21-\x7e]+")
@@ -152,78 +162,12 @@ def _zlib_header(data: bytes) -> bool:
     return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
-def printable_token(text: str) -> str:
-    """A header token cut to 32 printable characters, for details."""
-    return _PRINTABLE.sub("_", text)[:32]
-
-
-def _distinct(values: list[str]) -> list[str]:
-    """Values stripped, empty ones dropped, repeats dropped (first seen first)."""
-    return list(dict.fromkeys(v.strip() for v in values if v.strip()))
-
-
-def _values(
-    headers: httpx.Headers | Mapping[str, str], name: str, split_commas: bool = True
-) -> list[str] | None:
-    """Every value of a header field, ``None`` when absent (repeated fields are lists, RFC 9110 §5.3)."""
-    if isinstance(headers, httpx.Headers):
-        if name not in headers:
-            return None
-        return headers.get_list(name, split_commas=split_commas)
-    value = headers.get(name)
-    if value is None:
-        return None
-    return value.split(",") if split_commas else [value]
-
-
-def content_codings(headers: httpx.Headers | Mapping[str, str]) -> tuple[str, ...]:
-    """The response's content codings in the order applied, lower case, identity left out."""
-    return tuple(c.lower() for c in _distinct_keep_order(_values(headers, "content-encoding") or []))
-
-
-def _distinct_keep_order(values: list[str]) -> list[str]:
-    # Codings may legitimately repeat (gzip applied twice); only blanks and identity go.
-    return [v.strip() for v in values if v.strip() and v.strip().lower() != "identity"]
-
-
-def cookie_names(headers: httpx.Headers | Mapping[str, str]) -> tuple[str, ...]:
-    """Names of the cookies set by ``Set-Cookie`` fields (never their values), at most 16.
-
-    Past 16 distinct names the 16th entry says how many more there were
-    (``"… and 2984 more"``): the list is bounded, and never cut without saying so.
-    """
-    names = []
-    for field in _values(headers, "set-cookie", split_commas=False) or []:
-        name = field.split(";", 1)[0].split("=", 1)[0].strip()
-        cleaned = _PRINTABLE.sub("_", name)[:_MAX_BACKEND_NAME]
-        if cleaned:
-            names.append(cleaned)
-    distinct = tuple(dict.fromkeys(names))
-    if len(distinct) <= _MAX_COOKIES:
-        return distinct
-    return (*distinct[: _MAX_COOKIES - 1], f"… and {len(distinct) - _MAX_COOKIES + 1} more")
-
-
-def response_date(headers: httpx.Headers | Mapping[str, str]) -> float | None:
-    """The ``Date`` header as Unix time; ``None`` when absent, unreadable or given twice differently."""
-    values = _distinct(_values(headers, "date", split_commas=False) or [])
-    if len(values) != 1:
-        return None
-    try:
-        when = parsedate_to_datetime(values[0])
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000" or an obsolete zone: RFC 9110 says GMT
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
 def redirect_location(
     status: int,
     headers: httpx.Headers | Mapping[str, str],
     target: TargetConfig,
     *,
-    limit: int | None = _MAX_LOCATION,
+    limit: int | None = SHOWN_LOCATION,
 ) -> tuple[str | None, str | None]:
     """The ``Location`` of a redirect (3xx) as an absolute URL, and a note on where it points.
 
@@ -236,15 +180,16 @@ def redirect_location(
         status: the response's status.
         headers: the response's headers.
         target: the target, whose URL a relative Location is resolved against.
-        limit: the most characters of the URL kept, for showing (cut with ``...``, and
-            non-printable characters replaced); ``None``: the URL as resolved, to compare.
+        limit: the most characters of the URL kept, for showing (non-printable characters
+            replaced; a longer one is cut, ending with ``…`` and its full length); ``None``:
+            the URL as resolved, to compare.
 
     Returns:
         ``(url, note)``, both ``None`` for other statuses or without a Location.
     """
     if not 300 <= status <= 399:
         return None, None
-    values = _distinct(_values(headers, "location", split_commas=False) or [])
+    values = distinct(field_values(headers, "location", split_commas=False) or [])
     if not values:
         return None, None
     try:
@@ -261,8 +206,25 @@ def redirect_location(
 
 
 def _shown_url(url: str, limit: int | None) -> str:
-    """``url`` printable and cut to ``limit`` characters with ``...``; as is for ``None``."""
-    return url if limit is None else shorten(_PRINTABLE_SPACE.sub("_", url), limit)
+    """``url`` printable, in at most ``limit`` characters (a cut one says so); as is for ``None``."""
+    return url if limit is None else shorten(_PRINTABLE_SPACE.sub("_", url), limit, length=len(url))
+
+
+def location_facts(
+    status: int, headers: httpx.Headers | Mapping[str, str], target: TargetConfig
+) -> dict[str, Any]:
+    """A redirect's Location as the result keeps it: ``location`` and ``location_length``.
+
+    ``location`` is the absolute URL, printable, whole up to :data:`MAX_LOCATION`
+    characters (longer: cut there, ending with ``…``); ``location_length`` its full length
+    in characters. Both ``None`` for other statuses or without a Location.
+    """
+    url, _ = redirect_location(status, headers, target, limit=None)
+    if url is None:
+        return {"location": None, "location_length": None}
+    printable = _PRINTABLE_SPACE.sub("_", url)
+    kept = printable if len(printable) <= MAX_LOCATION else printable[: MAX_LOCATION - 1] + "…"
+    return {"location": kept, "location_length": len(url)}
 
 
 def _where_it_points(scheme_text: str, host: str | None, port: int | None, target: TargetConfig) -> str:
@@ -349,7 +311,7 @@ def judge_redirect(
     return (
         Failure(
             Reason.HTTP_REDIRECT_WRONG,
-            f"{status} to {_shown_url(location, _MAX_LOCATION)}: {why} (expected 301 or 302 to {expected})",
+            f"{status} to {_shown_url(location, SHOWN_LOCATION)}: {why} (expected 301 or 302 to {expected})",
             address,
         ),
     )
@@ -580,8 +542,8 @@ async def judge_body(
     raw: bytes,
     target: TargetConfig,
     address: IPAddress,
-) -> tuple[str | None, tuple[Failure, ...], bool]:
-    """:func:`decode_body`, then :func:`judge_response`, off the event loop for a large body.
+) -> tuple[str | None, tuple[Failure, ...], bool, LoadBalancerAnswer | None]:
+    """:func:`decode_body`, then :func:`judge_answer`, off the event loop for a large body.
 
     The work is linear in the body (RE2, zlib with an output limit), and a body of at
     most :data:`INLINE_BODY_BYTES` (the default ``max_body_bytes`` is 64 KiB) is judged
@@ -590,14 +552,17 @@ async def judge_body(
     and the scrapes go on meanwhile.
 
     Returns:
-        ``(backend name or None, failures, whether decoding stopped at max_body_bytes)``.
+        ``(backend name or None, failures, whether decoding stopped at max_body_bytes,
+        the load balancer's own answer or None)``.
     """
     codings = content_codings(headers)
 
-    def judged() -> tuple[str | None, tuple[Failure, ...], bool]:
+    def judged() -> tuple[str | None, tuple[Failure, ...], bool, LoadBalancerAnswer | None]:
         decoded, cut, undecodable = decode_body(raw, codings, target.max_body_bytes)
-        backend, failures = judge_response(status, headers, decoded, target, address, undecodable=undecodable)
-        return backend, failures, cut
+        backend, failures, answer = judge_answer(
+            status, headers, decoded, target, address, undecodable=undecodable
+        )
+        return backend, failures, cut, answer
 
     small = len(raw) <= INLINE_BODY_BYTES and (not codings or target.max_body_bytes <= INLINE_BODY_BYTES)
     if small:
@@ -614,11 +579,34 @@ def judge_response(
     *,
     undecodable: str | None = None,
 ) -> tuple[str | None, tuple[Failure, ...]]:
-    """Identify the backend and check one response against the target's rules.
+    """:func:`judge_answer` without the load balancer's answer: ``(backend name or None, failures)``."""
+    backend, failures, _ = judge_answer(status, headers, body, target, address, undecodable=undecodable)
+    return backend, failures
+
+
+def judge_answer(
+    status: int,
+    headers: httpx.Headers | Mapping[str, str],
+    body: bytes,
+    target: TargetConfig,
+    address: IPAddress | None = None,
+    *,
+    undecodable: str | None = None,
+) -> tuple[str | None, tuple[Failure, ...], LoadBalancerAnswer | None]:
+    """Identify the backend, or the load balancer's own answer, and check one response.
 
     A header field sent more than once (RFC 9110 §5.3) counts once when its values are
     the same; different backend values are a finding naming them, never a made-up name.
     The body is read as text in the charset of its ``Content-Type`` (UTF-8 when none).
+
+    A response in which no backend was identified and that says it is the load
+    balancer's own (:func:`probe.stages.origin.load_balancer_answer`: an ALB's 503 or
+    authenticate redirect, a WAF block, a fixed response, HAProxy's own 503 …) is judged
+    by its origin: reported once, never also as ``backend_unidentified``. A status the
+    target does not accept is ``http_status`` naming the origin; an accepted one is
+    ``backend_not_reached`` when a backend rule says a backend should answer (a
+    fixed-response 200 must not pass for the service), and otherwise judged by
+    ``body_regex`` as any response.
 
     With ``expect_redirect`` only :func:`judge_redirect` applies (no backend is
     identified: the listener itself answers).
@@ -633,40 +621,76 @@ def judge_response(
             body rules then say so instead of reporting a mismatch.
 
     Returns:
-        ``(backend name or None, failures)``. Backend names are cut to 64 printable
-        characters so a hostile server cannot create unbounded labels.
+        ``(backend name or None, failures, the load balancer's own answer or None)``.
+        Backend names are cut to 64 printable characters (ending with ``…`` when cut) so
+        a hostile server cannot create unbounded labels.
     """
     if target.expect_redirect is not None:
         # The listener answers with the redirect itself: no status, body or backend rule.
-        return None, judge_redirect(status, headers, target, address)
+        return (
+            None,
+            judge_redirect(status, headers, target, address),
+            _own_answer(status, headers, body, target),
+        )
+    rule = target.backend
+    backend, missing, text = None, "", None
+    if rule is not None:
+        backend, missing, text = _identify(rule.header, rule.body_regex, headers, body, undecodable)
+    answer = None if backend is not None else _own_answer(status, headers, body, target)
     failures = []
     if not target.status_accepted(status):
-        failures.append(_status_failure(status, headers, target, address))
-    text: bytes | None = None
-    if target.body_regex is not None:
-        text = _utf8(body, headers)
-        mismatch = _body_mismatch(text, target.body_regex, undecodable, address)
-        if mismatch is not None:
-            failures.append(mismatch)
-    rule = target.backend
-    if rule is None:
-        return None, tuple(failures)
-    if rule.header is not None:
-        backend, missing = _backend_in_header(headers, rule.header)
-    else:
-        assert rule.body_regex is not None
+        failures.append(_status_failure(status, headers, target, address, answer))
+    elif answer is not None and rule is not None:
+        failures.append(not_reached(status, answer, address))
+    if target.body_regex is not None and (answer is None or not failures):
         text = text if text is not None else _utf8(body, headers)
-        backend, missing = _backend_in_body(text, rule.body_regex, undecodable)
-    if backend is None:
+        failures.extend(_body_mismatch(text, target.body_regex, undecodable, address, answer))
+    if rule is not None and backend is None and answer is None:
         failures.append(Failure(Reason.BACKEND_UNIDENTIFIED, missing, address))
-    return backend, tuple(failures)
+    return backend, tuple(failures), answer
+
+
+def _identify(
+    header: str | None,
+    backend_regex: LinearRegex | None,
+    headers: httpx.Headers | Mapping[str, str],
+    body: bytes,
+    undecodable: str | None,
+) -> tuple[str | None, str, bytes | None]:
+    """The backend by the rule's header or body pattern.
+
+    Returns:
+        ``(name or None, why not, the body as text when it was read as text, else None)``.
+    """
+    if header is not None:
+        return (*_backend_in_header(headers, header), None)
+    assert backend_regex is not None
+    text = _utf8(body, headers)
+    return (*_backend_in_body(text, backend_regex, undecodable), text)
+
+
+def _own_answer(
+    status: int, headers: httpx.Headers | Mapping[str, str], body: bytes, target: TargetConfig
+) -> LoadBalancerAnswer | None:
+    """The load balancer's own answer in a response that named no backend (see :mod:`probe.stages.origin`)."""
+    location, _ = redirect_location(status, headers, target, limit=None)
+    return load_balancer_answer(status, headers, body, cookies=cookie_names(headers), location=location)
 
 
 def _status_failure(
-    status: int, headers: httpx.Headers | Mapping[str, str], target: TargetConfig, address: IPAddress | None
+    status: int,
+    headers: httpx.Headers | Mapping[str, str],
+    target: TargetConfig,
+    address: IPAddress | None,
+    answer: LoadBalancerAnswer | None = None,
 ) -> Failure:
-    """``http_status`` for a status the target does not accept, naming a redirect's Location."""
+    """``http_status`` for a status the target does not accept, naming its origin and a redirect's Location.
+
+    ``answer``: the load balancer's own answer, ``None`` for a backend's.
+    """
     detail = f"status {status} (expected {target.status_codes_text()})"
+    if answer is not None:
+        detail += f" from the load balancer itself, not a backend: {answer.said}"
     location, note = redirect_location(status, headers, target)
     if location is not None:
         detail += f"; Location: {location} ({note})"
@@ -674,20 +698,30 @@ def _status_failure(
 
 
 def _body_mismatch(
-    text: bytes, body_regex: LinearRegex, undecodable: str | None, address: IPAddress | None
-) -> Failure | None:
-    """``http_body_mismatch`` when the body (as text) does not match ``body_regex``, else ``None``."""
+    text: bytes,
+    body_regex: LinearRegex,
+    undecodable: str | None,
+    address: IPAddress | None,
+    answer: LoadBalancerAnswer | None,
+) -> tuple[Failure, ...]:
+    """``http_body_mismatch`` when the body (as text) does not match ``body_regex``; empty when it does.
+
+    The detail names the load balancer when ``answer`` says the response is its own.
+    """
     if undecodable is not None:
         detail = f"{undecodable}; not matched against '{body_regex.pattern}'"
-        return Failure(Reason.HTTP_BODY_MISMATCH, detail, address)
-    if body_regex.search(text) is not None:
-        return None
-    return Failure(Reason.HTTP_BODY_MISMATCH, f"body does not match '{body_regex.pattern}'", address)
+    elif body_regex.search(text) is None:
+        detail = f"body does not match '{body_regex.pattern}'"
+    else:
+        return ()
+    if answer is not None:
+        detail += f"; the load balancer answered itself: {answer.said}"
+    return (Failure(Reason.HTTP_BODY_MISMATCH, detail, address),)
 
 
 def _backend_in_header(headers: httpx.Headers | Mapping[str, str], header: str) -> tuple[str | None, str]:
     """The backend named by the ``header`` field: ``(name, "")``, or ``(None, why not)``."""
-    values = _values(headers, header)
+    values = field_values(headers, header)
     names = list(dict.fromkeys(filter(None, (_clean_backend(v) for v in values or []))))
     if len(names) == 1:
         return names[0], ""
@@ -722,7 +756,7 @@ def _utf8(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> bytes:
     long when a large body is judged in a worker thread (:func:`judge_body`).
     """
     charset = "utf-8"
-    content_type = (_values(headers, "content-type", split_commas=False) or [""])[0]
+    content_type = (field_values(headers, "content-type", split_commas=False) or [""])[0]
     for param in content_type.split(";")[1:]:
         key, _, value = param.partition("=")
         if key.strip().lower() == "charset":
@@ -739,7 +773,7 @@ def _utf8(body: bytes, headers: httpx.Headers | Mapping[str, str]) -> bytes:
 
 
 def _clean_backend(value: str) -> str | None:
-    cleaned = _PRINTABLE.sub("_", value.strip())[:_MAX_BACKEND_NAME]
+    cleaned = cut_label(_PRINTABLE.sub("_", value.strip()), MAX_NAME)
     return cleaned or None
 
 

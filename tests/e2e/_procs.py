@@ -168,6 +168,32 @@ def accepts(address: str, port: int) -> bool:
         return False
 
 
+def start_haproxy(
+    binary: str, render: Callable[[int], str], addresses: tuple[str, ...], workdir: Path
+) -> tuple[Process, int]:
+    """Start HAProxy in the foreground (``-db``) on a free port, configured by ``render(port)``.
+
+    Each attempt writes ``haproxy-N.cfg`` and logs to ``haproxy-N.log`` in ``workdir``; HAProxy
+    is ready once every one of ``addresses`` accepts a connection on the port.
+
+    Returns:
+        ``(process, port)`` (see :func:`start_server`).
+    """
+
+    def launch(port: int, attempt: int) -> Process:
+        config = render(port)
+        path = workdir / f"haproxy-{attempt}.cfg"
+        path.write_text(config)
+        return Process(
+            "HAProxy", [binary, "-db", "-f", str(path)], workdir / f"haproxy-{attempt}.log", config
+        )
+
+    def ready(port: int) -> bool:
+        return all(accepts(address, port) for address in addresses)
+
+    return start_server("HAProxy", launch, ready, addresses, (socket.SOCK_STREAM,))
+
+
 def haproxy_head(*, connect: str = "2s", extra: tuple[str, ...] = ()) -> str:
     """The ``global`` and ``defaults`` sections every test HAProxy shares.
 

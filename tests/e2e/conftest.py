@@ -15,11 +15,12 @@ which turns the skip into a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import pytest
 
 from probe.lab import Backend, Lab, Pki
 from probe.lab.pki import Issued
-from tests.e2e._procs import Process, accepts, haproxy_head, require_programs, start_server
+from tests.e2e._procs import Process, haproxy_head, require_programs, start_haproxy, start_server
 
 HOSTNAME = "www.corp.example"
 ALB_NAME = "internal-e2e-alb-1.eu-west-1.elb.example"
@@ -213,24 +214,26 @@ backend web
 """
 
 
-@pytest.fixture
-def load_balancer(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterator[LoadBalancer]:
-    """Fresh lab backends web-1 and web-2 behind a fresh HAProxy on 127.0.30.1-2."""
+@contextlib.contextmanager
+def haproxy_over_lab(
+    binaries: Binaries, tmp_path: Path, render: Callable[[int, dict[str, Backend]], str]
+) -> Iterator[LoadBalancer]:
+    """Fresh lab backends web-1 and web-2 behind a fresh HAProxy configured by ``render(port, backends)``."""
     with Lab() as lab:
         backends = {name: lab.start_backend(name, address) for name, address in BACKENDS}
-
-        def launch(port: int, attempt: int) -> Process:
-            config = haproxy_config(port, e2e_pki.haproxy_pem, backends)
-            config_path = tmp_path / f"haproxy-{attempt}.cfg"
-            config_path.write_text(config)
-            argv = [binaries.haproxy, "-db", "-f", str(config_path)]  # -db: foreground
-            return Process("HAProxy", argv, tmp_path / f"haproxy-{attempt}.log", config)
-
-        def ready(port: int) -> bool:
-            return all(accepts(address, port) for address in LB_ADDRESSES)
-
-        process, port = start_server("HAProxy", launch, ready, LB_ADDRESSES, (socket.SOCK_STREAM,))
+        process, port = start_haproxy(
+            binaries.haproxy, lambda port: render(port, backends), LB_ADDRESSES, tmp_path
+        )
         try:
             yield LoadBalancer(lab=lab, backends=backends, port=port, process=process)
         finally:
             process.stop()
+
+
+@pytest.fixture
+def load_balancer(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterator[LoadBalancer]:
+    """Fresh lab backends web-1 and web-2 behind a fresh HAProxy on 127.0.30.1-2."""
+    with haproxy_over_lab(
+        binaries, tmp_path, lambda port, backends: haproxy_config(port, e2e_pki.haproxy_pem, backends)
+    ) as balancer:
+        yield balancer

@@ -32,10 +32,12 @@ class CurlVerdict:
         returncode: curl's exit code: 0 verified and answered, :data:`HANDSHAKE_FAILED`,
             :data:`CERTIFICATE_REFUSED`, 28 timed out, 7 no connection ….
         stderr: curl's error line, for the assertion message.
+        stdout: what curl wrote to stdout (``-D -`` headers, ``-w`` output); the body goes to /dev/null.
     """
 
     returncode: int
     stderr: str
+    stdout: str = ""
 
     @property
     def ok(self) -> bool:
@@ -84,7 +86,7 @@ def curl_get(ca_file: Path, host: str, address: object, port: int, *extra: str) 
         text=True,
         check=False,
     )
-    return CurlVerdict(done.returncode, done.stderr)
+    return CurlVerdict(done.returncode, done.stderr, done.stdout)
 
 
 def _is_address(host: str) -> bool:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from probe.config.load import build_config
 from probe.config.models import TargetConfig
@@ -18,6 +22,22 @@ from probe.stages.plan import TargetPlan
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"dns": 1, "connect": 1, "tls": 1, "http": 1, "deadline": 5}
+
+
+def check_config(tmp_path: Path, target: dict[str, Any], *flags: str) -> tuple[int, str, float]:
+    """``probe check --config`` in this process with one target (:data:`FAST` timeouts).
+
+    Returns:
+        ``(exit code, output, seconds)``.
+    """
+    from probe.cli.main import main  # the command, only for the tests that run it
+
+    path = tmp_path / "probe.yaml"
+    path.write_text(yaml.safe_dump({"targets": [{"timeouts": dict(FAST), **target}]}))
+    out = io.StringIO()
+    start = time.monotonic()
+    code = main(["check", "--config", str(path), *flags], stdout=out)
+    return code, out.getvalue(), time.monotonic() - start
 
 
 def target_data(**fields: Any) -> dict[str, Any]:

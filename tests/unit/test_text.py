@@ -30,7 +30,7 @@ def ssl_error(reason: str | None) -> ssl.SSLError:
         (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "Connection reset by peer"),
         (ssl_error(None), "[SSL] something"),
         (EOFError(), "EOFError"),
-        (ValueError("x" * 300), "x" * 117 + "..."),
+        (ValueError("x" * 300), "x" * 102 + "… (300 characters)"),
     ],
     ids=["ssl", "ssl-record", "pyopenssl", "pyopenssl-syscall", "oserror", "ssl-no-reason", "bare", "long"],
 )

@@ -209,6 +209,7 @@ def test_two_addresses_two_backends_all_ok(
         "requests": 8,
         "responses": 8,
         "identified": 8,
+        "from_load_balancer": 0,
     }
     # Cross-checks from the other side: HAProxy's log and the backends' own counters.
     assert served(load_balancer, 8) == {("web-1", "200", "----"): 4, ("web-2", "200", "----"): 4}
@@ -225,10 +226,12 @@ def test_dead_backend_without_health_checks_gives_503s_and_backend_missing(
     # web-2 dies after HAProxy started. HAProxy has no health checks ("check"), so it never
     # marks web-2 down: web-2 keeps every second round-robin turn, each of those connects
     # is refused and HAProxy answers 503 itself (termination state "SC--", no retry, no
-    # redispatch), without an X-Backend header. So of the 8 requests exactly 4 are 200 from
-    # web-1 and 4 are 503s that name no backend: the user sees http_status and
-    # backend_unidentified at the addresses that got a 503, and backend_missing for web-2.
-    # How the four 503s fall on the two addresses depends on the interleaving (see above).
+    # redispatch) with its own page, without an X-Backend header. So of the 8 requests
+    # exactly 4 are 200 from web-1 and 4 are HAProxy's own 503s: the user sees http_status
+    # "from the load balancer itself" at the addresses that got one (never also
+    # backend_unidentified: no backend answered them), and backend_missing for web-2, which
+    # says that 4 responses came from the load balancer. How the four 503s fall on the two
+    # addresses depends on the interleaving (see above).
     load_balancer.lab.stop(load_balancer.backends["web-2"])
 
     run = run_probe(load_balancer, dnsmasq, e2e_pki)
@@ -240,11 +243,14 @@ def test_dead_backend_without_health_checks_gives_503s_and_backend_missing(
     check_dns_and_tls(run, load_balancer, dnsmasq, e2e_pki)
 
     reasons = {f["reason"] for f in target["failures"]}
-    assert reasons == {"http_status", "backend_unidentified", "backend_missing"}
+    assert reasons == {"http_status", "backend_missing"}
     assert all(f["severity"] == "critical" for f in target["failures"])
     [missing] = [f for f in target["failures"] if f["reason"] == "backend_missing"]
     assert missing["address"] is None
-    assert missing["detail"] == "backend web-2 answered none of the 4 identified responses (seen: web-1 4)"
+    assert missing["detail"] == (
+        "backend web-2 answered none of the 4 identified responses (seen: web-1 4); 4 other responses "
+        "came from the load balancer itself (status 503), not from a backend"
+    )
     assert target["backends"] == {
         "counts": {"web-1": 4},
         "expected": ["web-1", "web-2"],
@@ -252,15 +258,26 @@ def test_dead_backend_without_health_checks_gives_503s_and_backend_missing(
         "seen_count": 1,
         "rule": {"header": "X-Backend"},
         "requests": 8,
-        "responses": 8,  # the 503s are responses too, and named no backend
+        "responses": 8,  # the 503s are responses too: HAProxy's own
         "identified": 4,
+        "from_load_balancer": 4,
     }
 
     attempts = [a for address in target["addresses"] for a in address["http"]]
-    assert Counter((a["status_code"], a["backend"]) for a in attempts) == {(200, "web-1"): 4, (503, None): 4}
+    assert Counter((a["status_code"], a["backend"], a["origin"]) for a in attempts) == {
+        (200, "web-1", "backend"): 4,
+        (503, None, "load_balancer"): 4,
+    }
     for attempt in attempts:
         found = [f["reason"] for f in attempt["failures"]]
-        assert found == ([] if attempt["status_code"] == 200 else ["http_status", "backend_unidentified"])
+        assert found == ([] if attempt["status_code"] == 200 else ["http_status"])
+        if attempt["status_code"] == 503:
+            assert attempt["load_balancer"] == {
+                "kind": "no_healthy_target",
+                "balancer": "HAProxy",
+                "what": "no server was available for the request",
+                "evidence": "HAProxy's own 503 page: 'No server is available to handle this request.'",
+            }
 
     # Per address, the findings summarise that address's 503s ("N of 4 requests: …").
     summed = Counter[str]()
@@ -269,8 +286,12 @@ def test_dead_backend_without_health_checks_gives_503s_and_backend_missing(
         expected = []
         if dead_turns:
             expected = [
-                ("http_status", f"{dead_turns} of 4 requests: status 503 (expected 200-299)"),
-                ("backend_unidentified", f"{dead_turns} of 4 requests: no X-Backend header in the response"),
+                (
+                    "http_status",
+                    f"{dead_turns} of 4 requests: status 503 (expected 200-299) from the load balancer "
+                    "itself, not a backend: no server was available for the request (HAProxy's own 503 "
+                    "page: 'No server is available to handle this request.')",
+                ),
             ]
         assert [(f["reason"], f["detail"]) for f in address["failures"]] == expected
         assert address["status"] == ("critical" if dead_turns else "ok")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from probe.lab import Backend, Lab
 from probe.model.reasons import Status
 from probe.model.results import TargetResult
 from probe.stages.plan import TargetPlan
-from tests.e2e._procs import Process, accepts, haproxy_head, start_server
+from tests.e2e._procs import Process, haproxy_head, start_haproxy
 from tests.e2e.conftest import ALB_NAME, HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
 from tests.support.helpers import make_plan, reasons
 
@@ -106,17 +105,12 @@ def haproxy(binaries: Binaries, e2e_pki: E2ePki, tmp_path: Path) -> Iterator[Any
         def make(names: tuple[str, ...], render: Any) -> Haproxy:
             backends = {n: lab.start_backend(n, BACKEND_ADDRESSES[n]) for n in names}
 
-            def launch(port: int, attempt: int) -> Process:
-                config = render(port, e2e_pki.haproxy_pem, backends)
-                path = tmp_path / f"haproxy-{attempt}.cfg"
-                path.write_text(config)
-                argv = [binaries.haproxy, "-db", "-f", str(path)]
-                return Process("HAProxy", argv, tmp_path / f"haproxy-{attempt}.log", config)
-
-            def ready(port: int) -> bool:
-                return all(accepts(a, port) for a in LB_ADDRESSES)
-
-            process, port = start_server("HAProxy", launch, ready, LB_ADDRESSES, (socket.SOCK_STREAM,))
+            process, port = start_haproxy(
+                binaries.haproxy,
+                lambda port: render(port, e2e_pki.haproxy_pem, backends),
+                LB_ADDRESSES,
+                tmp_path,
+            )
             started.append(process)
             return Haproxy(port, backends, process)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -25,7 +24,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tests.e2e._procs import Process, accepts, haproxy_head, start_server
+from tests.e2e._procs import Process, haproxy_head, start_haproxy
 from tests.e2e.conftest import HOSTNAME, LB_ADDRESSES, LB_NETWORK, Binaries, Dnsmasq, E2ePki
 from tests.support.helpers import probe_cli
 
@@ -111,19 +110,12 @@ def balancer(binaries: Binaries, e2e_pki: E2ePki, dnsmasq: Dnsmasq, tmp_path: Pa
     started = {name: _grpc_server(name, address, status) for name, address, status in GRPC_BACKENDS}
     servers = {name: (address, started[name][1]) for name, address, _ in GRPC_BACKENDS}
     try:
-
-        def launch(port: int, attempt: int) -> Process:
-            config = haproxy_config(port, e2e_pki.haproxy_pem, servers)
-            path = tmp_path / f"haproxy-{attempt}.cfg"
-            path.write_text(config)
-            return Process(
-                "HAProxy", [binaries.haproxy, "-db", "-f", str(path)], tmp_path / "haproxy.log", config
-            )
-
-        def ready(port: int) -> bool:
-            return all(accepts(address, port) for address in LB_ADDRESSES)
-
-        process, port = start_server("HAProxy", launch, ready, LB_ADDRESSES, (socket.SOCK_STREAM,))
+        process, port = start_haproxy(
+            binaries.haproxy,
+            lambda port: haproxy_config(port, e2e_pki.haproxy_pem, servers),
+            LB_ADDRESSES,
+            tmp_path,
+        )
         try:
             yield GrpcBalancer(port, dnsmasq, e2e_pki.ca_file, process)
         finally:

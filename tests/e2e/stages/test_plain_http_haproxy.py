@@ -17,7 +17,6 @@ Names come from the lab DNS server on loopback; probe runs as a subprocess with
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 
 from probe.lab import Backend, DnsServer, Lab
-from tests.e2e._procs import Process, accepts, haproxy_head, start_server
+from tests.e2e._procs import Process, haproxy_head, start_haproxy
 from tests.e2e.conftest import Binaries
 from tests.support.helpers import probe_cli
 
@@ -74,18 +73,9 @@ def listener(binaries: Binaries, tmp_path: Path) -> Iterator[PlainListener]:
         for name in (WWW, REDIRECT, ELSEWHERE):
             dns.set(name, *[("A", address) for address in ADDRESSES])
 
-        def launch(port: int, attempt: int) -> Process:
-            config = haproxy_config(port, backends)
-            path = tmp_path / f"haproxy-{attempt}.cfg"
-            path.write_text(config)
-            return Process(
-                "HAProxy", [binaries.haproxy, "-db", "-f", str(path)], tmp_path / f"h-{attempt}.log", config
-            )
-
-        def ready(port: int) -> bool:
-            return all(accepts(address, port) for address in ADDRESSES)
-
-        process, port = start_server("HAProxy", launch, ready, ADDRESSES, (socket.SOCK_STREAM,))
+        process, port = start_haproxy(
+            binaries.haproxy, lambda port: haproxy_config(port, backends), ADDRESSES, tmp_path
+        )
         try:
             yield PlainListener(port, dns, process)
         finally:

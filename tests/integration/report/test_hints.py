@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from probe.cli.main import main
 from probe.daemon.metrics import ProbeCollector
 from probe.daemon.store import ResultStore
 from probe.engine.cycle import run_cycle
 from probe.lab import DemoLab, DnsServer, Lab, Pki
 from probe.model.reasons import ExitCode, Platform, Reason
 from probe.report.hints import HINTS, PUBLIC_ADDRESS_HINT, STATUS_HINTS
-from tests.support.helpers import FAST, make_plan
+from tests.support.helpers import check_config as check
+from tests.support.helpers import make_plan
 
 AWS = Platform.AWS
-
-
-def check(tmp_path: Path, target: dict[str, Any], *flags: str) -> tuple[int, str, float]:
-    """``probe check --config`` with one target (fast timeouts); exit code, output, seconds."""
-    path = tmp_path / "probe.yaml"
-    path.write_text(yaml.safe_dump({"targets": [{"timeouts": dict(FAST), **target}]}))
-    out = io.StringIO()
-    start = time.monotonic()
-    code = main(["check", "--config", str(path), *flags], stdout=out)
-    return code, out.getvalue(), time.monotonic() - start
 
 
 def failures_of(document: dict[str, Any]) -> dict[str, dict[str, Any]]:

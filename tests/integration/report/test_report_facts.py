@@ -342,5 +342,9 @@ def test_docs_json_section_names_exactly_the_keys_of_the_document(scene: Any, tm
     values |= {"round_robin", "least_outstanding_requests", "weighted_random", "any"}  # balancing
     values |= {"plain", "https"}  # tls.handshake of an http:// target; scheme and expect_redirect values
     values |= {"cert_file"}  # of a client_certificate (null here): test_client_certificates.py has them
+    # An attempt's load_balancer (null here: no answer of the balancer's own) and its kinds:
+    # tests/integration/stages/test_lb_answers.py has them.
+    values |= {"kind", "balancer", "what", "evidence", "load_balancer"}
+    values |= {"authenticate", "blocked", "fixed_response", "redirect", "no_healthy_target", "error"}
     assert _json_keys(document) - documented == set()
     assert documented - _json_keys(document) - values == set()

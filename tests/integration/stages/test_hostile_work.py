@@ -131,7 +131,7 @@ def test_a_large_body_is_judged_off_the_event_loop() -> None:
     target = make_target(url="https://www.corp.example/", body_regex="healthy", max_body_bytes=len(body))
     headers = httpx.Headers({"Content-Type": "text/html"})
     judged = http_rules.judge_body(200, headers, body, target, ipaddress.ip_address("127.0.0.1"))
-    (_, failures, _), lag = asyncio.run(watching_the_loop(judged))
+    (_, failures, _, _), lag = asyncio.run(watching_the_loop(judged))
     assert [(f.reason, f.detail) for f in failures] == [
         (Reason.HTTP_BODY_MISMATCH, "body does not match 'healthy'")
     ]
@@ -302,15 +302,21 @@ def test_thousands_of_set_cookie_fields_are_named_sixteen_at_most_saying_so(scen
     assert elapsed < LIMITS["http"] + SLACK
 
 
-def test_a_20_kib_location_is_cut_to_200_characters_saying_so(scene: Any) -> None:
+def test_a_20_kib_location_is_cut_saying_so(scene: Any) -> None:
+    # Shown in the finding cut to 200 characters, ending with "…" and its full length; kept
+    # in the result (and the JSON) up to 8,192 characters, with its full length beside it.
     path = "/" + "p" * 20 * 1024
     s = scene(handler=answer(f"HTTP/1.1 302 Found\r\nX-Backend: web-1\r\nLocation: {path}"), backends=())
     result, elapsed = timed(s.target)
     assert reasons(result) == {Reason.HTTP_STATUS.value}
-    location = result.addresses[0].attempts[0].location
-    assert location is not None and len(location) == 200 and location.endswith("...")
-    assert location.startswith(f"https://{s.hostname}:{s.port}/ppp")
-    assert result.failures[0].detail.endswith(f"Location: {location} (same host)")
+    attempt = result.addresses[0].attempts[0]
+    url = f"https://{s.hostname}:{s.port}{path}"
+    assert attempt.location_length == len(url)
+    assert attempt.location is not None and len(attempt.location) == 8192 and attempt.location.endswith("…")
+    assert url.startswith(attempt.location[:-1])
+    shown = f"{url[: 200 - len(f'… ({len(url)} characters)')]}… ({len(url)} characters)"
+    assert len(shown) == 200
+    assert result.failures[0].detail.endswith(f"Location: {shown} (same host)")
     assert elapsed < LIMITS["http"] + SLACK
 
 

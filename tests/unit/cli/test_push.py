@@ -249,7 +249,7 @@ def test_each_target_is_put_to_its_own_group_with_the_daemons_series(
             "probe_success gauge: was collected before",
         ),
         ({"status_code": 500}, "HTTP 500"),
-        ({"status_code": 404, "text": "x" * 300}, "HTTP 404: " + "x" * 199 + "…"),
+        ({"status_code": 404, "text": "x" * 300}, "HTTP 404: " + "x" * 182 + "… (300 characters)"),
         (
             {"status_code": 307, "headers": {"location": f"{GATEWAY}/elsewhere"}},
             f"HTTP 307: redirect to {GATEWAY}/elsewhere not followed",

@@ -513,7 +513,7 @@ def test_the_detail_is_the_first_finding_of_the_worst_severity_shortened() -> No
     change = change_of(None, result(failures=[expiring, long]))
     assert change.status is Status.CRITICAL
     assert change.detail.startswith("http_body_mismatch 10.0.0.2: xxx")
-    assert len(change.detail) == CHANGE_DETAIL_CHARS and change.detail.endswith("...")
+    assert len(change.detail) == CHANGE_DETAIL_CHARS and change.detail.endswith("… (529 characters)")
 
 
 def test_the_history_keeps_the_last_changes_only() -> None:

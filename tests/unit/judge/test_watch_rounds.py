@@ -127,10 +127,10 @@ def test_a_change_carries_the_facts_of_its_findings_hints() -> None:
     (level, change) = watch.observe([round_of(address, at=NOW, platform=Platform.AWS)])
 
     assert level.platform is Platform.AWS and level.failures == (unaccepted, slow)
-    assert level.status_codes == ((503, 502), ())
+    assert level.status_codes == (((503, None), (502, None)), ())
     assert change.platform is Platform.AWS
     assert change.failures == (unaccepted, slow)
-    assert change.status_codes == ((503, 502), ())
+    assert change.status_codes == (((503, None), (502, None)), ())
 
 
 def test_until_ok_ends_at_the_first_all_ok_round_and_times_the_first_ok() -> None:

@@ -7,15 +7,25 @@ from ipaddress import ip_address
 import pytest
 
 from probe.model.reasons import Platform, Reason
-from probe.model.results import Failure
-from probe.report.hints import HINTS, NO_HINT, PUBLIC_ADDRESS_HINT, REDIRECT_HINT, STATUS_HINTS, hint_for
+from probe.model.results import LOAD_BALANCER_KINDS, Failure
+from probe.report.hints import (
+    HINTS,
+    LOAD_BALANCER_HINTS,
+    NO_HINT,
+    OWN_ERROR_HINT,
+    PUBLIC_ADDRESS_HINT,
+    REDIRECT_HINT,
+    STATUS_HINTS,
+    Answer,
+    hint_for,
+)
 
 AWS, GENERIC = Platform.AWS, Platform.GENERIC
 HERE = ip_address("10.0.2.31")
 
 
 def hint(
-    reason: Reason, platform: Platform = AWS, codes: tuple[int, ...] = (), address: str = "10.0.2.31"
+    reason: Reason, platform: Platform = AWS, codes: tuple[Answer, ...] = (), address: str = "10.0.2.31"
 ) -> str:
     text = hint_for(Failure(reason, "detail", ip_address(address)), platform, codes)
     assert text is not None
@@ -39,9 +49,15 @@ def test_no_hint_list_is_short_and_explained() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [t for table in (HINTS, STATUS_HINTS) for per in table.values() for t in per.values()]
+    [
+        t
+        for table in (HINTS, STATUS_HINTS, LOAD_BALANCER_HINTS)
+        for per in table.values()
+        for t in per.values()
+    ]
     + list(PUBLIC_ADDRESS_HINT.values())
-    + list(REDIRECT_HINT.values()),
+    + list(REDIRECT_HINT.values())
+    + list(OWN_ERROR_HINT.values()),
 )
 def test_hint_texts_are_one_short_line_without_a_full_stop(text: str) -> None:
     assert text and text == text.strip() and "\n" not in text
@@ -50,8 +66,11 @@ def test_hint_texts_are_one_short_line_without_a_full_stop(text: str) -> None:
 
 
 def test_every_table_has_both_platforms() -> None:
-    for per in (*STATUS_HINTS.values(), PUBLIC_ADDRESS_HINT, REDIRECT_HINT):
+    for per in (*STATUS_HINTS.values(), *LOAD_BALANCER_HINTS.values(), PUBLIC_ADDRESS_HINT, REDIRECT_HINT):
         assert set(per) == set(Platform)
+    assert set(OWN_ERROR_HINT) == set(Platform)
+    # Every kind of the load balancer's own answer has its words, but "error", which takes the code's.
+    assert set(LOAD_BALANCER_HINTS) == set(LOAD_BALANCER_KINDS) - {"error"}
 
 
 @pytest.mark.parametrize(
@@ -123,3 +142,30 @@ def test_http_status_from_the_application_and_redirects() -> None:
 
 def test_the_platform_is_a_closed_vocabulary() -> None:
     assert [p.value for p in Platform] == ["generic", "aws"]
+
+
+def test_the_load_balancers_own_answer_is_hinted_by_what_it_did_not_by_its_code() -> None:
+    # The WAF's 403 is not the application's: the hint says the targets never saw it.
+    waf = hint(Reason.HTTP_STATUS, codes=((403, "blocked"),))
+    assert waf == f"403 from the load balancer itself: {LOAD_BALANCER_HINTS['blocked'][AWS]}"
+    assert "AWS WAF web ACL" in waf and "application" not in waf
+    assert "web application firewall" in hint(Reason.HTTP_STATUS, GENERIC, codes=((403, "blocked"),))
+    # The same code from a backend keeps the backend's words.
+    assert hint(Reason.HTTP_STATUS, codes=((403, None),)) == f"403: {HINTS[Reason.HTTP_STATUS][AWS]}"
+    assert hint(Reason.HTTP_STATUS, codes=(403,)) == f"403: {HINTS[Reason.HTTP_STATUS][AWS]}"
+    # Its own error page takes the code's hint, or says it is the balancer's own.
+    assert hint(Reason.HTTP_STATUS, codes=((502, "error"),)) == STATUS_HINTS[502][AWS]
+    assert hint(Reason.HTTP_STATUS, codes=((400, "error"),)) == f"400: {OWN_ERROR_HINT[AWS]}"
+    # Mixed: each distinct answer once, the balancer's first, then the backend's by code.
+    mixed = hint(Reason.HTTP_STATUS, codes=((502, None), (302, "authenticate"), (302, "authenticate"), 503))
+    assert mixed.count("302 from the load balancer itself") == 1
+    assert mixed.index("302 from the load balancer") < mixed.index("ALB 502") < mixed.index("ALB 503")
+
+
+def test_backend_not_reached_hint_follows_what_answered() -> None:
+    assert hint(Reason.BACKEND_NOT_REACHED) == HINTS[Reason.BACKEND_NOT_REACHED][AWS]
+    fixed = hint(Reason.BACKEND_NOT_REACHED, codes=((200, "fixed_response"),))
+    assert fixed == f"200 from the load balancer itself: {LOAD_BALANCER_HINTS['fixed_response'][AWS]}"
+    assert "fixed-response action" in fixed and "fixed-response" not in hint(
+        Reason.BACKEND_NOT_REACHED, GENERIC, codes=((200, "fixed_response"),)
+    )

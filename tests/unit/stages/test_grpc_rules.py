@@ -134,6 +134,16 @@ def test_a_response_that_is_not_grpc_is_no_grpc_finding_unless_it_answered_a_hea
     assert judge_grpc(html, None, b"<html>", http_ok=False, health="") == (GrpcFacts(), ())
 
 
+def test_long_header_values_in_a_detail_are_cut_saying_so() -> None:
+    long_type = httpx.Headers({"content-type": "text/html; " + "x" * 200})
+    _, failures = judge_grpc(long_type, None, b"", http_ok=True, health="")
+    assert failures[0].detail.startswith("the answer to Health/Check is not gRPC (content type text/html; xx")
+    assert failures[0].detail.endswith("… (211 characters))")
+    _, failures = judge_grpc(httpx.Headers({**GRPC, "grpc-status": "9" * 40 + "x"}), None, b"", http_ok=True)
+    cut = "9" * 15 + "…"
+    assert failures[0].detail == f"the gRPC response ended with a grpc-status that is no number ('{cut}')"
+
+
 def health_answer(status: int) -> bytes:
     return framed(health_pb2.HealthCheckResponse(status=status).SerializeToString())
 

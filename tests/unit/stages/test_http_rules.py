@@ -13,14 +13,12 @@ import pytest
 from probe.config.load import build_config
 from probe.model.reasons import Reason
 from probe.model.results import HttpAttempt, PhaseTimes, cookie_note
+from probe.stages.headers import content_codings, cookie_names, response_date
 from probe.stages.http_rules import (
     clock_skew,
-    content_codings,
-    cookie_names,
     decode_body,
     judge_response,
     redirect_location,
-    response_date,
 )
 from probe.stages.tls import PinnedAlpnContext, alpn_failures, build_contexts, classify_tls_error
 from tests.support.helpers import make_target

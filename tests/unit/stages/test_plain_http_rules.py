@@ -119,7 +119,7 @@ def test_right_redirects(status: int, location: str) -> None:
 
 
 def test_a_redirect_to_a_long_url_is_judged_on_the_whole_url_and_shown_cut() -> None:
-    # The Location fact and the detail show 200 characters; the comparison takes all of it.
+    # The detail shows 200 characters, saying so and how long the URL is; the comparison takes all of it.
     long_path = "/" + "p" * 300
     target = make_target(url=f"http://www.corp.example{long_path}", expect_redirect="https")
     right = httpx.Headers({"Location": f"https://www.corp.example{long_path}"})
@@ -128,7 +128,7 @@ def test_a_redirect_to_a_long_url_is_judged_on_the_whole_url_and_shown_cut() -> 
     (failure,) = judge_redirect(301, wrong, target, A1)
     assert failure.reason is Reason.HTTP_REDIRECT_WRONG
     assert failure.detail.startswith(
-        f"301 to https://www.corp.example/{'p' * 172}...: another path (expected"
+        f"301 to https://www.corp.example/{'p' * 157}… (326 characters): another path (expected"
     )
 
 
