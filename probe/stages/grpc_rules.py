@@ -17,7 +17,7 @@ it. Each message goes in gRPC's length-prefixed frame (a compressed flag, a 4-by
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 import httpx
@@ -166,11 +166,14 @@ class GrpcFacts:
             :data:`MAX_MESSAGE` characters (a longer one ends with ``…``); ``None`` when absent.
         serving: a ``Health/Check`` answer's serving status (``"SERVING"`` …), ``None`` when
             not a health check or not answered.
+        message_length: the decoded ``grpc-message``'s whole length (characters), before
+            :data:`MAX_MESSAGE` cut it; 0 when absent.
     """
 
     status: int | None = None
     message: str | None = None
     serving: str | None = None
+    message_length: int = field(default=0, compare=False)
 
 
 def _field(headers: Headers | None, trailers: Sequence[tuple[bytes, bytes]] | None, name: str) -> str | None:
@@ -181,19 +184,19 @@ def _field(headers: Headers | None, trailers: Sequence[tuple[bytes, bytes]] | No
     return headers.get(name) if headers is not None else None
 
 
-def _message(raw: str | None) -> str | None:
-    """``grpc-message`` percent-decoded (gRPC's encoding of UTF-8), printable, bounded."""
+def _message(raw: str | None) -> tuple[str | None, int]:
+    """``grpc-message`` percent-decoded (gRPC's encoding of UTF-8), printable, bounded; its whole length."""
     if raw is None:
-        return None
+        return None, 0
     text = printable(unquote_to_bytes(raw).decode("utf-8", "replace"))
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "…"
+    return (text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "…"), len(text)
 
 
-def _shown(message: str) -> str:
+def _shown(message: str, length: int) -> str:
     """The message for a detail: quoted, cut at 160 characters with ``…`` and its whole length."""
     if len(message) <= _SHOWN_MESSAGE:
         return f"'{message}'"
-    return f"'{message[:_SHOWN_MESSAGE]}…' ({len(message)} characters)"
+    return f"'{message[:_SHOWN_MESSAGE]}…' ({length} characters)"
 
 
 def judge_grpc(
@@ -230,7 +233,8 @@ def judge_grpc(
         return GrpcFacts(), ()
     raw_status = _field(headers, trailers, "grpc-status")
     status = int(raw_status) if raw_status is not None and raw_status.strip().isdigit() else None
-    facts = GrpcFacts(status=status, message=_message(_field(headers, trailers, "grpc-message")))
+    message, length = _message(_field(headers, trailers, "grpc-message"))
+    facts = GrpcFacts(status=status, message=message, message_length=length)
     failure = _status_failure(facts, raw_status, http_ok, health, address)
     if failure is not None or health is None or status is None:
         return facts, (failure,) if failure is not None else ()
@@ -254,7 +258,7 @@ def _status_failure(
         return Failure(Reason.GRPC_STATUS, f"the gRPC response ended {what}", address)
     words = f"grpc-status {facts.status} {status_name(facts.status)}"
     if facts.message:
-        words += f", grpc-message {_shown(facts.message)}"
+        words += f", grpc-message {_shown(facts.message, facts.message_length)}"
     if health is not None and facts.status == _NOT_FOUND:
         # grpc.health.v1: "If the requested service is unknown, the call will fail with status NOT_FOUND."
         detail = f"the health server does not know the service {_service(health)} ({words})"

@@ -121,7 +121,7 @@ def test_a_long_grpc_message_is_cut_and_says_so() -> None:
     headers = httpx.Headers({**GRPC, "grpc-status": "13", "grpc-message": "x" * 600})
     facts, failures = judge_grpc(headers, None, b"", http_ok=True)
     assert facts.message == "x" * 512 + "…"
-    assert failures[0].detail.endswith("grpc-message '" + "x" * 160 + "…' (513 characters)")
+    assert failures[0].detail.endswith("grpc-message '" + "x" * 160 + "…' (600 characters)")
 
 
 def test_a_response_that_is_not_grpc_is_no_grpc_finding_unless_it_answered_a_health_check() -> None:
