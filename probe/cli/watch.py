@@ -132,16 +132,16 @@ def run_watch(
         every: seconds from the start of one round to the start of the next.
         max_time: seconds the whole watch may take (it cuts a round under way), or ``None``.
 
+    Once the watch has ended, SIGINT is ignored for the rest of the process: the command
+    is over, and a second Ctrl-C as the summary is written would only lose the summary and
+    the exit code (``probe.__main__`` ignores it from then on too).
+
     Raises:
         BrokenPipeError: the reader of the output went away (a write failed, or the pipe
             was seen without readers between rounds); no summary was written.
     """
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        ended_by, round_cut = asyncio.run(_rounds(run_round, watch, output, every, max_time))
-        output.summary(watch.summary(time.time(), ended_by, round_cut=round_cut))
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    ended_by, round_cut = asyncio.run(_rounds(run_round, watch, output, every, max_time))
+    output.summary(watch.summary(time.time(), ended_by, round_cut=round_cut))
 
 
 @dataclass
@@ -181,9 +181,10 @@ async def _rounds(
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for number in signals:
-        loop.add_signal_handler(number, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # SIGINT by a handler of the interpreter's own, never asyncio's: removing asyncio's puts
+    # back the default handler, and a second Ctrl-C pending then would raise KeyboardInterrupt.
+    signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(stop.set))
     ends = None if max_time is None else time.monotonic() + max_time
     progress = _Progress(stop, asyncio.create_task(stop.wait()))
     refresher = asyncio.create_task(_refresh(watch, output, progress))
@@ -199,10 +200,9 @@ async def _rounds(
         for task in (refresher, progress.stopped):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        for number in signals:
-            loop.remove_signal_handler(number)
+        loop.remove_signal_handler(signal.SIGTERM)
         # The watch has ended: a second Ctrl-C while the loop closes and the summary is
-        # written would only lose the summary and the exit code (run_watch restores it).
+        # written would only lose the summary and the exit code.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         output.clear_status()
 
