@@ -36,7 +36,7 @@ def startup_figures(scene: Scene, settings: Settings) -> dict[str, Any]:
     helps = []
     for _ in range(settings.startup_repeats):
         start = time.perf_counter()
-        subprocess.run([probe, "--help"], env=scene.env, stdout=subprocess.DEVNULL, check=True)
+        subprocess.run([probe, "--help"], env=scene.probe_env, stdout=subprocess.DEVNULL, check=True)
         helps.append(time.perf_counter() - start)
     firsts = []
     with first_query_listener() as (sock, port):
@@ -61,7 +61,7 @@ def startup_figures(scene: Scene, settings: Settings) -> dict[str, Any]:
             ]
             start = time.perf_counter()
             process = subprocess.Popen(
-                argv, env=scene.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                argv, env=scene.probe_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             try:
                 sock.recv(4096)
@@ -138,9 +138,16 @@ def idle_fidelity(scene: Scene, settings: Settings) -> dict[str, Any]:
 
 
 def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
-    """N targets in probe, the same rate through blackbox: CPU, fidelity, /metrics, memory."""
-    rate = 2 * settings.targets / settings.interval  # address-probes per second, each tool
-    config = scene.probe_config(settings.targets, settings.interval, slow_interval=settings.slow_interval)
+    """N targets in probe, the same rate through blackbox: CPU, fidelity, /metrics, memory.
+
+    With ``requests`` per address, blackbox_exporter is called ``requests`` times per
+    address-probe of probe: the same requests per second, each on a connection of its own.
+    """
+    requests = settings.requests
+    rate = 2 * requests * settings.targets / settings.interval  # requests per second, each tool
+    config = scene.probe_config(
+        settings.targets, settings.interval, slow_interval=settings.slow_interval, requests=requests
+    )
     process, port = scene.start_probe("probe-load", config)
     assert scene.blackbox is not None
     driver = BlackboxDriver(scene, rate, settings.slow_interval)
@@ -149,7 +156,7 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
     watch.__enter__()
     try:
         ready_seconds = wait_ready(process, port, settings.interval * 2 + 30)
-        cpu = _cpu_window(scene, process.pid, settings.window)
+        cpu = _cpu_window(scene, process.pid, settings.window, requests)
         cpu["ready_seconds"] = ready_seconds
         cpu["rate_per_second_each"] = rate
 
@@ -205,8 +212,12 @@ def load_phase(scene: Scene, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _cpu_window(scene: Scene, pid: int, window: float) -> dict[str, Any]:
-    """Both tools' CPU and HAProxy's counters over ``window`` seconds; no scrape of probe inside."""
+def _cpu_window(scene: Scene, pid: int, window: float, requests: int) -> dict[str, Any]:
+    """Both tools' CPU and HAProxy's counters over ``window`` seconds; no scrape of probe inside.
+
+    ``requests``: requests per address-probe (probe's ``requests_per_address``, and the
+    ``/probe`` calls of blackbox_exporter that stand for one address-probe).
+    """
     assert scene.blackbox is not None
     stats_0 = measure.haproxy_stats(scene.haproxy_stats())
     cpu_0 = proc_cpu(pid), proc_cpu(scene.blackbox.pid)
@@ -215,8 +226,10 @@ def _cpu_window(scene: Scene, pid: int, window: float) -> dict[str, Any]:
     stats_1 = measure.haproxy_stats(scene.haproxy_stats())
     cpu_1 = proc_cpu(pid), proc_cpu(scene.blackbox.pid)
     wall = time.monotonic() - wall_0
-    cpu: dict[str, Any] = {"probe": _window(cpu_1[0] - cpu_0[0], "fe_probe", stats_0, stats_1, wall)}
-    cpu["blackbox"] = _window(cpu_1[1] - cpu_0[1], "fe_bb", stats_0, stats_1, wall)
+    cpu: dict[str, Any] = {
+        "probe": _window(cpu_1[0] - cpu_0[0], "fe_probe", stats_0, stats_1, wall, requests)
+    }
+    cpu["blackbox"] = _window(cpu_1[1] - cpu_0[1], "fe_bb", stats_0, stats_1, wall, requests)
     cpu["wall_seconds"] = wall
     return cpu
 
@@ -288,14 +301,25 @@ def _window(
     before: dict[tuple[str, str], dict[str, str]],
     after: dict[tuple[str, str], dict[str, str]],
     wall: float,
+    per_address_probe: int,
 ) -> dict[str, Any]:
+    """One tool's figures of the window, from its CPU and its frontend's counters.
+
+    An address-probe is ``per_address_probe`` requests (HAProxy counts requests), a
+    target-cycle two address-probes (the lab's two addresses).
+    """
     requests = measure.counter(after, frontend, "req_tot") - measure.counter(before, frontend, "req_tot")
     connections = measure.counter(after, frontend, "conn_tot") - measure.counter(before, frontend, "conn_tot")
+    per_request = measure.ratio(cpu_seconds, requests)
     return {
         "cpu_seconds": cpu_seconds,
-        "address_probes": requests,
+        "requests": requests,
+        "address_probes": requests / per_address_probe,
         "connections": connections,
-        "connections_per_address_probe": measure.ratio(connections, requests),
-        "cpu_seconds_per_address_probe": measure.ratio(cpu_seconds, requests),
+        "connections_per_request": measure.ratio(connections, requests),
+        "connections_per_address_probe": measure.ratio(connections * per_address_probe, requests),
+        "cpu_seconds_per_request": per_request,
+        "cpu_seconds_per_address_probe": None if per_request is None else per_request * per_address_probe,
+        "cpu_seconds_per_target_cycle": None if per_request is None else 2 * per_request * per_address_probe,
         "core_percent": 100 * cpu_seconds / wall,
     }

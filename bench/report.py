@@ -130,22 +130,29 @@ def _row(name: str, probe: str, blackbox: str = "", ratio: str = "") -> Row:
 
 
 def _cpu_rows(cpu: dict[str, Any], s: dict[str, Any]) -> list[Row]:
-    """CPU per address-probe, address-probes and connections counted, share of a core."""
+    """CPU per address-probe and per target-cycle, what was counted, share of a core."""
     pp, bb = cpu["probe"], cpu["blackbox"]
+
+    def side_by_side(label: str, key: str) -> Row:
+        return _row(
+            label, _fmt(pp[key], "ms"), _fmt(bb[key], "ms"), _fmt(measure.ratio(pp[key], bb[key]), "x")
+        )
+
     return [
-        _row(
-            "CPU per address-probe",
-            _fmt(pp["cpu_seconds_per_address_probe"], "ms"),
-            _fmt(bb["cpu_seconds_per_address_probe"], "ms"),
-            _fmt(
-                measure.ratio(pp["cpu_seconds_per_address_probe"], bb["cpu_seconds_per_address_probe"]), "x"
-            ),
+        side_by_side("CPU per address-probe", "cpu_seconds_per_address_probe"),
+        side_by_side(
+            f"CPU per target-cycle (2 addresses × {s['requests']} request{'s' * (s['requests'] > 1)})",
+            "cpu_seconds_per_target_cycle",
         ),
-        _row("address-probes in the window", f"{pp['address_probes']}", f"{bb['address_probes']}"),
         _row(
-            "TCP+TLS connections per address-probe",
-            _fmt(pp["connections_per_address_probe"], ""),
-            _fmt(bb["connections_per_address_probe"], ""),
+            "address-probes (requests) in the window",
+            f"{pp['address_probes']:g} ({pp['requests']})",
+            f"{bb['address_probes']:g} ({bb['requests']})",
+        ),
+        _row(
+            "TCP+TLS connections per request",
+            _fmt(pp["connections_per_request"], ""),
+            _fmt(bb["connections_per_request"], ""),
         ),
         _row(
             f"% of one core, {s['targets']} targets / {s['interval']:g} s",

@@ -5,8 +5,8 @@ Phases, in order (see bench/README.md for what each figure means):
 1. Start-up: ``probe --help`` wall time; ``probe check`` from spawn to its first DNS query.
 2. Idle timing fidelity: a ``probe run`` with only the slow target, and blackbox_exporter's
    ``/probe`` on the slow backend, one after the other on a quiet lab.
-3. Load: ``probe run`` with N targets (plus the slow one) and, at the same rate of
-   address-probes, a local client calling blackbox_exporter's ``/probe``. Once probe is
+3. Load: ``probe run`` with N targets (plus the slow one; ``--requests`` per address) and,
+   at the same rate of requests, a local client calling blackbox_exporter's ``/probe``. Once probe is
    ready, a CPU window: ``/proc/PID/stat`` of both processes and HAProxy's request
    counters per frontend at its start and end, no scrape inside.
 4. Fidelity under load: both loads go on; probe is scraped once per slow interval for the
@@ -48,22 +48,40 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path | None]:
     parser.add_argument(
         "--smoke", action="store_true", help="a few seconds: check the harness, not the speed"
     )
-    parser.add_argument(
-        "--targets", type=int, help="probe targets (2 addresses, 1 request each; default 1000)"
-    )
+    parser.add_argument("--targets", type=int, help="probe targets (2 addresses each; default 1000)")
     parser.add_argument("--interval", type=float, help="probe interval in seconds (default 30)")
     parser.add_argument("--window", type=float, help="CPU measuring window in seconds (default 60)")
     parser.add_argument("--scrapes", type=int, help="/metrics scrapes (default 50)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        help="requests_per_address of the targets (default 1; probe's own default is 4)",
+    )
+    parser.add_argument(
+        "--tree", type=Path, help="run probe from this tree (PYTHONPATH), e.g. a git archive of main"
+    )
     parser.add_argument("--out", type=Path, help="JSON result file (default bench/results/bench-DATE.json)")
     args = parser.parse_args(argv)
     settings = Settings.smoke_run() if args.smoke else Settings()
     overrides = {
-        k: getattr(args, k) for k in ("targets", "interval", "window", "scrapes") if getattr(args, k)
+        k: getattr(args, k)
+        for k in ("targets", "interval", "window", "scrapes", "requests")
+        if getattr(args, k) is not None
     }
+    if args.tree is not None:
+        if not (args.tree / "probe" / "__init__.py").is_file():
+            parser.error(f"--tree {args.tree}: no probe package there")
+        overrides["tree"] = str(args.tree.resolve())
     if overrides:
         settings = Settings(**{**asdict(settings), **overrides})
-    if settings.targets < 1 or settings.scrapes < 1 or settings.window <= 0 or settings.interval < 1:
-        parser.error("targets and scrapes must be at least 1, window above 0, interval at least 1 s")
+    if (
+        min(settings.targets, settings.scrapes, settings.requests) < 1
+        or settings.window <= 0
+        or settings.interval < 1
+    ):
+        parser.error(
+            "targets, scrapes and requests must be at least 1, window above 0, interval at least 1 s"
+        )
     return settings, args.out
 
 
@@ -75,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     say = _sayer(started)
     with tempfile.TemporaryDirectory(prefix="probe-bench-") as tmp:
         try:
-            with Scene(Path(tmp)) as scene:
+            with Scene(Path(tmp), probe_tree=settings.tree) as scene:
                 say("lab up: dnsmasq, backends, HAProxy, blackbox_exporter")
                 report.figures["startup"] = startup_figures(scene, settings)
                 say("start-up figures done")

@@ -205,11 +205,14 @@ class Scene:
 
     Args:
         workdir: configs, certificates and logs go here.
+        probe_tree: the tree ``probe`` runs from (``PYTHONPATH``); ``None`` for this one.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, probe_tree: str | None = None) -> None:
         self.workdir = workdir
         self.env = clean_environment()
+        #: The environment of probe's own processes (``probe run``, ``probe check``, ``--help``).
+        self.probe_env = {**self.env, "PYTHONPATH": probe_tree} if probe_tree else self.env
         self.processes: list[Process] = []
         self.pki = Pki.create("probe bench")
         self.leaf = self.pki.leaf(HOSTNAME)
@@ -441,18 +444,20 @@ modules:
 
     # ----------------------------------------------------------------- probe
 
-    def probe_config(self, targets: int, interval: float, *, slow_interval: float) -> str:
+    def probe_config(self, targets: int, interval: float, *, slow_interval: float, requests: int = 1) -> str:
         """The config of ``probe run``: ``targets`` targets on fe_probe and one ``slow`` target on fe_slow.
 
-        Default settings except ``requests_per_address: 1`` and the lab's resolver, network
-        and CA; the slow target has ``interval`` and deadline ``slow_interval``.
+        Default settings except ``requests_per_address`` (``requests``, 1 unless asked) and
+        the lab's resolver, network and CA; the slow target has ``interval`` and deadline
+        ``slow_interval``, and one request per address whatever ``requests`` is (its timings
+        are compared with one ``/probe`` of blackbox_exporter).
         """
         lines = [
             "defaults:",
             f"  resolvers: ['{self.resolver}']",
             f"  expect_networks: ['{LB_NETWORK}']",
             f"  ca_file: {self.ca_file}",
-            "  requests_per_address: 1",
+            f"  requests_per_address: {requests}",
             f"  interval: {interval:g}",
             f"  timeouts: {{deadline: {min(25, interval):g}}}",
             "targets:",
@@ -460,6 +465,7 @@ modules:
             f"    url: {self.url('fe_slow')}",
             f"    interval: {slow_interval:g}",
             f"    timeouts: {{deadline: {slow_interval:g}}}",
+            "    requests_per_address: 1",
         ]
         url = self.url("fe_probe")
         lines += [f"  - {{name: t{i:04d}, url: '{url}'}}" for i in range(targets)]
@@ -485,7 +491,7 @@ modules:
                 "--log-level",
                 "warning",
             ]
-            process = Process(f"{name}-{attempt}", argv, self.workdir, env=self.env)
+            process = Process(f"{name}-{attempt}", argv, self.workdir, env=self.probe_env)
             self.processes.append(process)
             try:
                 wait_until(

@@ -18,6 +18,12 @@ class Settings:
     fidelity_scrape_every: float = 15.0
     startup_repeats: int = 5
     smoke: bool = False
+    #: probe's ``requests_per_address`` for the N targets; blackbox_exporter then answers as
+    #: many ``/probe`` per address-probe (each a connection and a handshake of its own).
+    requests: int = 1
+    #: The probe tree that ``probe run`` and ``probe check`` import (``PYTHONPATH``), e.g. a
+    #: ``git archive`` of main, to alternate trees against the same harness; ``None``: this one.
+    tree: str | None = None
 
     @classmethod
     def smoke_run(cls) -> Settings:

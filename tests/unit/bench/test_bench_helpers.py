@@ -119,6 +119,22 @@ be_probe,BACKEND,0,0,0,1,26213,1000,0,0,0,0,,0,0,UP,1000,
 """
 
 
+def test_cpu_window_counts_address_probes_and_target_cycles_of_several_requests() -> None:
+    from bench.phases import _window
+
+    before = {("fe_probe", "FRONTEND"): {"req_tot": "1000", "conn_tot": "1000"}}
+    after = {("fe_probe", "FRONTEND"): {"req_tot": "1400", "conn_tot": "1400"}}
+    # 400 requests, 4 per address-probe, 2 address-probes per target-cycle, in 2 s of CPU.
+    window = _window(2.0, "fe_probe", before, after, 10.0, 4)
+    assert window["requests"] == 400
+    assert window["address_probes"] == 100
+    assert window["connections_per_request"] == 1.0
+    assert window["cpu_seconds_per_request"] == pytest.approx(0.005)
+    assert window["cpu_seconds_per_address_probe"] == pytest.approx(0.020)
+    assert window["cpu_seconds_per_target_cycle"] == pytest.approx(0.040)
+    assert window["core_percent"] == pytest.approx(20.0)
+
+
 def test_haproxy_stats_by_proxy_and_server() -> None:
     stats = measure.haproxy_stats(STATS)
     assert measure.counter(stats, "fe_probe", "req_tot") == 1000
@@ -233,7 +249,8 @@ def test_a_recorded_smoke_run_renders_with_every_goal_present() -> None:
     assert all(goal["value"] is not None for goal in report.goals)
     table = render_table(report)
     assert "CPU per address-probe" in table
-    assert "verdicts ok, after the window | 10/10 (+slow ok)" in table.replace("  ", "")
+    assert "CPU per target-cycle (2 addresses × 1 request)" in table
+    assert "verdicts ok, after the window | 10/10 (+slow ok) |" in " ".join(table.split())
 
 
 def test_a_target_that_is_not_ok_or_a_foreign_socket_is_a_problem() -> None:
@@ -258,3 +275,17 @@ def test_ci_runs_the_smoke_benchmark_and_the_readmes_document_it() -> None:
     assert "./dev bench --smoke" in docs.page("CONTRIBUTING.md")
     assert "## Lever → what it bought" in bench_readme
     assert "| baseline" in bench_readme
+
+
+def test_requests_and_tree_switches(tmp_path: Path) -> None:
+    from bench.run import parse_args
+
+    settings, _ = parse_args(["--requests", "4", "--targets", "300"])
+    assert (settings.requests, settings.targets, settings.tree) == (4, 300, None)
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "__init__.py").write_text('"""probe."""\n')
+    assert parse_args(["--tree", str(tmp_path)])[0].tree == str(tmp_path.resolve())
+    with pytest.raises(SystemExit):
+        parse_args(["--tree", str(tmp_path / "elsewhere")])
+    with pytest.raises(SystemExit):
+        parse_args(["--requests", "0"])
