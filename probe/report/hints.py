@@ -328,9 +328,11 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         "group or answers with a fixed response; change it to a redirect to HTTPS, port 443",
     },
     Reason.TLS_ALPN_MISMATCH: {
-        _G: "the server speaks none of the offered HTTP versions; try --http-version 1.1 or 2",
+        _G: "the server speaks none of the offered HTTP versions; try --http-version 1.1 or 2 "
+        "(with --grpc-health, a server without h2 serves no gRPC: check its port and protocol)",
         _A: "the listener's ALPN policy (HTTP1Only, HTTP2Only …) excludes what probe offers; "
-        "try --http-version 1.1 or 2",
+        "try --http-version 1.1 or 2 (with --grpc-health, the listener must allow HTTP/2 and "
+        "forward to a target group of protocol version gRPC)",
     },
     Reason.BACKEND_DOWN: {
         _G: "the backend host is stopped, or its service does not listen on the port the balancer "
