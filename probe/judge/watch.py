@@ -129,7 +129,7 @@ class Change:
             rendered (``probe.report.hints``).
         status_codes: for each of ``failures`` (same order), the responses it is about,
             for its hint: for ``http_status`` and ``backend_not_reached`` ``(status code,
-            kind of the load balancer's own answer or None)`` of the requests to its
+            HttpAttempt.answered_by)`` of the requests to its
             address that got it, in order; empty for other reasons.
         outage: the outage this change began, continued (a new reason, or warning to
             critical) or ended; ``None`` when it is ok (or absent) before and after.
@@ -536,13 +536,13 @@ def _reasons(failures: Iterable[Failure]) -> tuple[Reason, ...]:
 def _status_codes(result: TargetResult, failure: Failure) -> tuple[tuple[int, str | None], ...]:
     """For ``http_status`` and ``backend_not_reached``, the responses behind it, as its hint needs them.
 
-    Each is ``(status code, kind of the load balancer's own answer or None)``, for the
+    Each is ``(status code, HttpAttempt.answered_by)``, for the
     requests to the finding's address that got the same finding.
     """
     if failure.reason not in (Reason.HTTP_STATUS, Reason.BACKEND_NOT_REACHED):
         return ()
     return tuple(
-        (attempt.status_code, None if attempt.load_balancer is None else attempt.load_balancer.kind)
+        (attempt.status_code, attempt.answered_by)
         for address in result.addresses
         if address.address == failure.address
         for attempt in address.attempts

@@ -324,6 +324,9 @@ LOAD_BALANCER_KINDS = (
     "error",
 )
 
+#: :attr:`HttpAttempt.answered_by` of a response that names its backend.
+NAMED_BACKEND = "named_backend"
+
 
 @dataclass(frozen=True, slots=True)
 class LoadBalancerAnswer:
@@ -430,6 +433,19 @@ class HttpAttempt(_Judged):
         if self.status_code is None:
             return None
         return "backend" if self.load_balancer is None else "load_balancer"
+
+    @property
+    def answered_by(self) -> str | None:
+        """Who answered, as a status hint needs it: the load balancer's kind of answer, or a backend.
+
+        The kind of the balancer's own answer (:data:`LOAD_BALANCER_KINDS`),
+        :data:`NAMED_BACKEND` when the response names its backend (the balancer forwarded
+        it: a backend's 503 is not the balancer's "no target"), ``None`` when neither is
+        known (no backend rule, or a response that names nothing).
+        """
+        if self.load_balancer is not None:
+            return self.load_balancer.kind
+        return NAMED_BACKEND if self.backend is not None else None
 
 
 @dataclass(frozen=True, slots=True)

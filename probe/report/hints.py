@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from probe.model.reasons import Platform, Reason
-from probe.model.results import Failure, HttpAttempt, TargetResult
+from probe.model.results import NAMED_BACKEND, Failure, HttpAttempt, TargetResult
 
-#: A response as a hint needs it: its status code, and the kind of the load balancer's own
-#: answer (``LoadBalancerAnswer.kind``) or ``None`` for a backend's; a bare code is a backend's.
+#: A response as a hint needs it: its status code, and who answered
+#: (``HttpAttempt.answered_by``: the kind of the load balancer's own answer,
+#: ``NAMED_BACKEND`` for a response that names its backend, ``None`` when unknown); a bare
+#: code is ``(code, None)``.
 Answer = int | tuple[int, str | None]
 
 #: The reasons whose hint depends on the responses behind them (see :data:`Answer`).
@@ -326,9 +328,11 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         "group or answers with a fixed response; change it to a redirect to HTTPS, port 443",
     },
     Reason.TLS_ALPN_MISMATCH: {
-        _G: "the server speaks none of the offered HTTP versions; try --http-version 1.1 or 2",
+        _G: "the server speaks none of the offered HTTP versions; try --http-version 1.1 or 2 "
+        "(with --grpc-health, a server without h2 serves no gRPC: check its port and protocol)",
         _A: "the listener's ALPN policy (HTTP1Only, HTTP2Only …) excludes what probe offers; "
-        "try --http-version 1.1 or 2",
+        "try --http-version 1.1 or 2 (with --grpc-health, the listener must allow HTTP/2 and "
+        "forward to a target group of protocol version gRPC)",
     },
     Reason.BACKEND_DOWN: {
         _G: "the backend host is stopped, or its service does not listen on the port the balancer "
@@ -494,6 +498,17 @@ STATUS_HINTS: dict[int, dict[Platform, str]] = {
     },
 }
 
+#: ``http_status`` for a code of :data:`STATUS_HINTS` in a response that names its backend:
+#: the backend answered it, so the load balancer's own causes of that code do not apply.
+NAMED_BACKEND_STATUS_HINT: dict[Platform, str] = {
+    _G: "the backend itself answered it (the response names its backend, so the load balancer "
+    "forwarded the request): the application, or a proxy in front of it on that host, is "
+    "failing, overloaded or in maintenance; check its logs",
+    _A: "the target itself answered it (the response names its backend, so the ALB forwarded "
+    "the request and the target group has targets): the application on the target, or a proxy "
+    "in front of it there, is failing, overloaded or in maintenance; check its logs",
+}
+
 #: ``http_status`` for a redirect (any 3xx not listed in :data:`STATUS_HINTS`).
 REDIRECT_HINT: dict[Platform, str] = {
     _G: "a redirect: compare Location with the URL (http to https, a trailing slash, another "
@@ -511,9 +526,10 @@ def hint_for(failure: Failure, platform: Platform, status_codes: Iterable[Answer
         platform: whose words to use.
         status_codes: for ``http_status`` and ``backend_not_reached``, the responses the
             finding is about (from the attempts, in any order, repeats allowed), each a
-            status code or a ``(code, kind of the load balancer's own answer or None)``
-            pair; the hint then names the likely cause of each distinct one, lowest code
-            first, by who answered.
+            status code or a ``(code, who answered)`` pair (see :data:`Answer`); the hint
+            then names the likely cause of each distinct one, lowest code first, by who
+            answered: a code the load balancer also answers itself (503 …) in a response
+            that names its backend is the backend's, not the balancer's.
 
     Returns:
         One line of plain text, without a final full stop.
@@ -535,13 +551,24 @@ def _order(answer: tuple[int, str | None]) -> tuple[int, str]:
 
 def _status_hint(answers: list[tuple[int, str | None]], platform: Platform, reason: Reason) -> str:
     """The causes of each distinct answer, the load balancer's own first, then the backends' by code."""
-    parts = [_own_hint(code, kind, platform) for code, kind in answers if kind is not None]
-    parts.extend(_backend_hints([code for code, kind in answers if kind is None], platform))
+    parts = [_own_hint(code, kind, platform) for code, kind in answers if kind not in (None, NAMED_BACKEND)]
+    named = [code for code, kind in answers if kind == NAMED_BACKEND and code in STATUS_HINTS]
+    if named:
+        codes = ", ".join(str(code) for code in dict.fromkeys(named))
+        parts.append(f"{codes}: {NAMED_BACKEND_STATUS_HINT[platform]}")
+    others = [
+        code for code, kind in answers if kind is None or (kind == NAMED_BACKEND and code not in STATUS_HINTS)
+    ]
+    parts.extend(_backend_hints(list(dict.fromkeys(others)), platform))
     return "; ".join(dict.fromkeys(parts)) or HINTS[reason][platform]
 
 
 def _backend_hints(codes: list[int], platform: Platform) -> list[str]:
-    """The causes of a backend's status codes; codes without their own share one sentence."""
+    """The causes of status codes from backends not known by name; codes without their own share one sentence.
+
+    A code the load balancer also answers itself (:data:`STATUS_HINTS`) may be its own
+    unrecognised answer (a Classic Load Balancer's, a custom error page): its causes are given.
+    """
     parts = [STATUS_HINTS[code][platform] for code in codes if code in STATUS_HINTS]
     redirects = [str(c) for c in codes if c not in STATUS_HINTS and 300 <= c <= 399]
     others = [str(c) for c in codes if c not in STATUS_HINTS and not 300 <= c <= 399]
@@ -588,6 +615,5 @@ def failure_hint(result: TargetResult, failure: Failure, attempt: HttpAttempt | 
 
 
 def hint_answer(attempt: HttpAttempt) -> tuple[int, str | None]:
-    """An attempt as :func:`hint_for` needs it: ``(status code, kind of the load balancer's own answer)``."""
-    kind = attempt.load_balancer.kind if attempt.load_balancer is not None else None
-    return attempt.status_code or 0, kind
+    """An attempt as :func:`hint_for` needs it: ``(status code, HttpAttempt.answered_by)``."""
+    return attempt.status_code or 0, attempt.answered_by

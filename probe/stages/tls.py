@@ -299,8 +299,11 @@ async def handshake_open(
     target = plan.target
     if target.plain:
         return await connect_plain(address, target.port, target.timeouts, deadline)
+    # Only h2 is offered for http_version 2, or for grpc_health, which needs HTTP/2 whatever
+    # http_version says: the ALPN finding names the one the user set.
+    only_h2 = "grpc_health needs HTTP/2 (gRPC runs on nothing else)" if target.grpc_health is not None else ""
     return await _handshake_open(
-        address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock
+        address, target.port, target.hostname, plan.contexts, target.timeouts, deadline, clock, only_h2
     )
 
 
@@ -312,6 +315,7 @@ async def _handshake_open(
     timeouts: Timeouts,
     deadline: Deadline,
     clock: Callable[[], float],
+    only_h2: str = "",
 ) -> tuple[TlsResult, OpenConnection | None]:
     connected = await _connect(address, port, timeouts.connect, deadline)
     if isinstance(connected, Failure):
@@ -360,7 +364,7 @@ async def _handshake_open(
         cipher_name = cipher[0] if cipher else None
         alpn = ssl_object.selected_alpn_protocol()
         findings = (
-            *alpn_failures(alpn, contexts.alpn, address),
+            *alpn_failures(alpn, contexts.alpn, address, only_h2),
             *negotiation_findings(version, cipher_name, contexts.min_version, address),
             *unparsed_findings(chain, verified_chain, address),
         )
@@ -469,23 +473,26 @@ def classify_tls_error(exc: BaseException) -> tuple[Reason, str]:
     return Reason.TLS_HANDSHAKE_FAILED, f"handshake failed: {type(exc).__name__}: {exc}"
 
 
-def alpn_failures(selected: str | None, offered: tuple[str, ...], address: IPAddress) -> tuple[Failure, ...]:
+def alpn_failures(
+    selected: str | None, offered: tuple[str, ...], address: IPAddress, only_h2: str = ""
+) -> tuple[Failure, ...]:
     """The finding when a completed handshake did not agree on a usable HTTP version.
 
     A server that selects no ALPN protocol speaks HTTP/1.1 to clients that offered it
-    (RFC 7301 §3.2, as curl assumes). When only ``h2`` was offered (``http_version: 2``),
-    that is a mismatch: the server offered no h2.
+    (RFC 7301 §3.2, as curl assumes). When only ``h2`` was offered (``http_version: 2``,
+    or ``grpc_health``), that is a mismatch: the server offered no h2.
 
     Args:
         selected: the protocol the server selected, ``None`` when none.
         offered: the protocols probe offered, in order.
         address: the address, for the finding.
+        only_h2: why only ``h2`` was offered, in words (default ``"http_version is 2"``).
     """
     if selected is None and "http/1.1" not in offered:
         return (
             Failure(
                 Reason.TLS_ALPN_MISMATCH,
-                f"http_version is 2 but the server offered no h2 in ALPN (probe offered "
+                f"{only_h2 or 'http_version is 2'} but the server offered no h2 in ALPN (probe offered "
                 f"{', '.join(offered)}; the server selected none): it speaks HTTP/1.1 only",
                 address,
             ),

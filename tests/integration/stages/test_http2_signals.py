@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from probe.model.reasons import Reason, Status
+from probe.model.reasons import Platform, Reason, Status
 from probe.model.results import TargetResult
+from probe.report.hints import hint_for
 from tests.support.curl import curl_get
 from tests.support.h2servers import (
     BODY_PARTS,
@@ -264,3 +265,24 @@ def test_a_plain_get_answered_with_grpc_status_12_is_not_ok(scene: Any, ca_file:
     assert elapsed < 2 * LIMITS["http"] + SLACK
     # curl only sees HTTP: 200. gRPC reports a call's outcome in grpc-status, so probe does.
     assert curl_http2(s, ca_file).ok
+
+
+def test_grpc_health_against_an_http1_only_server_names_grpc_not_http_version(scene: Any) -> None:
+    # `probe check URL --grpc-health` at a listener that speaks HTTP/1.1 only (no h2 in
+    # ALPN): the user never set http_version, so the finding must not blame it, and the
+    # hint must not offer --http-version 1.1 alone (grpc_health refuses it: gRPC needs h2).
+    s = scene(backends=("web-1",))
+    start = time.monotonic()
+    result = run({**s.target, "grpc_health": {}, "requests_per_address": 2, "timeouts": LIMITS})
+    elapsed = time.monotonic() - start
+
+    assert result.status is Status.CRITICAL
+    assert reasons(result) == {Reason.TLS_ALPN_MISMATCH.value}
+    detail = result.failures[0].detail
+    assert detail.startswith(
+        "grpc_health needs HTTP/2 (gRPC runs on nothing else) but the server offered no h2"
+    )
+    assert "http_version" not in detail
+    hint = hint_for(result.failures[0], Platform.GENERIC)
+    assert hint is not None and "--grpc-health" in hint
+    assert elapsed < LIMITS["tls"] + SLACK

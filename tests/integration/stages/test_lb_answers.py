@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.model.reasons import ExitCode, Platform, Reason
-from probe.report.hints import HINTS, LOAD_BALANCER_HINTS, STATUS_HINTS
+from probe.report.hints import HINTS, LOAD_BALANCER_HINTS, NAMED_BACKEND_STATUS_HINT, STATUS_HINTS
 from tests.support import alb
 from tests.support.curl import curl_get
 from tests.support.helpers import check_config as check
@@ -270,9 +270,36 @@ def test_a_backend_503_is_still_the_applications(scene: Any, tmp_path: Path) -> 
     assert code == ExitCode.CRITICAL and reasons(document) == {"http_status"}
     status = finding(document, "http_status")
     assert status["detail"] == "4 of 4 requests: status 503 (expected 200-299)"
-    assert status["hint"] == STATUS_HINTS[503][AWS]
+    # The target answered it: the hint is the target's 503, never the ALB's "no registered
+    # targets" (the ALB forwarded the request, so the target group has targets).
+    assert status["hint"] == f"503: {NAMED_BACKEND_STATUS_HINT[AWS]}"
+    assert "no registered targets" not in status["hint"]
     assert {(a["origin"], a["backend"]) for a in attempts(document)} == {("backend", "web-1")}
     assert HINTS[Reason.HTTP_STATUS][AWS] not in status["hint"]
+
+
+def test_an_awselb_looking_503_that_names_its_backend_is_the_backends(scene: Any, tmp_path: Path) -> None:
+    # The ALB's own 503 page and Server: awselb/2.0, but X-Backend names web-1: the backend
+    # header wins (origin backend), and so does the hint, for every request and the address.
+    answer = alb.response(503, [("Content-Type", "text/html"), ("X-Backend", "web-1")], alb.page(503))
+    s = scene(handler=alb.answering(answer), backends=())
+    for platform in (AWS, GENERIC):
+        code, document = checked(tmp_path, {**s.target, "requests_per_address": 2}, platform.value)
+        assert code == ExitCode.CRITICAL and reasons(document) == {"http_status"}
+        status = finding(document, "http_status")
+        assert status["detail"] == "2 of 2 requests: status 503 (expected 200-299)"
+        assert status["hint"] == f"503: {NAMED_BACKEND_STATUS_HINT[platform]}"
+        for attempt in attempts(document):
+            assert (attempt["origin"], attempt["backend"], attempt["load_balancer"]) == (
+                "backend",
+                "web-1",
+                None,
+            )
+            assert attempt["failures"][0]["hint"] == status["hint"]
+    # Without a backend rule nothing names the backend: the 503 is the ALB's own.
+    target = {k: v for k, v in s.target.items() if k != "backend"}
+    code, document = checked(tmp_path, {**target, "requests_per_address": 1})
+    assert finding(document, "http_status")["hint"].startswith("503 from the load balancer itself")
 
 
 def test_over_http2_the_albs_own_answers_are_told_the_same_way(
