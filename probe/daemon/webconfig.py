@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import re
 import ssl
@@ -276,9 +275,9 @@ class BasicAuth:
         """``(user, password, cache key)`` from a ``Basic`` header; ``None`` when it cannot be valid."""
         if not self._users or not header or not header.lower().startswith("basic "):
             return None
-        try:
+        try:  # the header as the server decoded it (Latin-1): base64 refuses what is not ASCII
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             return None
         user, sep, password = decoded.partition(":")
         secret = password.encode()
