@@ -386,7 +386,8 @@ class WebServer:
         """One connection, exchange after exchange, each phase within its deadline."""
         assert self._loop is not None
         conn = slot.conn
-        protocol = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        # A head of MAX_HEAD_BYTES is whole, or h11 refuses it (431): _next_event reads no further.
+        protocol = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES - 1)
         try:
             end = self._loop.time() + self.client_timeout
             context = self.ssl_context
@@ -503,7 +504,13 @@ async def _next_event(conn: Connection, protocol: h11.Connection, end: float) ->
         OSError: the connection failed or was closed.
     """
     while (event := protocol.next_event()) is h11.NEED_DATA:
-        protocol.receive_data(await conn.recv(IO_BYTES, end))
+        size = IO_BYTES
+        if protocol.their_state is h11.IDLE:
+            # A head: never read past the cap, for h11 checks its limit (one byte less, see
+            # _serve) only on a head still incomplete: one that arrived whole in a read of
+            # IO_BYTES was taken at any size up to that.
+            size = max(1, MAX_HEAD_BYTES - len(protocol.trailing_data[0]))
+        protocol.receive_data(await conn.recv(size, end))
     return event
 
 
