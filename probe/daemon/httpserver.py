@@ -444,6 +444,11 @@ class WebServer:
             key = name.decode("latin-1")
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        if "transfer-encoding" in headers and "content-length" in headers:
+            # Both framings: a sign of request smuggling (RFC 9112, 6.1: close after answering).
+            # Refused, as nginx does, before anything of the body is read as a next request.
+            await self._write(slot.conn, protocol, plain(400, "bad request\n", [("Connection", "close")]))
+            return False
         request = Request(event.method.decode("latin-1"), event.target.decode("latin-1"), headers, slot.host)
         response = await self._body_then_answer(slot.conn, protocol, request)
         await self._write(slot.conn, protocol, response)

@@ -153,6 +153,22 @@ def test_pipelined_requests_are_answered_in_order(quick: tuple[WebServer, int]) 
         assert answers(client) == [b"HTTP/1.1 200 OK"] * 20 + [b"HTTP/1.1 404 Not Found"]
 
 
+@pytest.mark.parametrize("method", [b"GET", b"POST"])
+def test_transfer_encoding_with_content_length_is_refused_and_nothing_after_it_answered(
+    quick: tuple[WebServer, int], method: bytes
+) -> None:
+    # Request smuggling: chunked says the body ends at once, Content-Length that it goes on;
+    # RFC 9112 (6.1) says close the connection after answering such a request, nginx refuses it.
+    _, port = quick
+    smuggled = b"GET /-/healthy HTTP/1.1\r\nHost: probe\r\n\r\n"
+    with connect(port, "127.0.18.13") as client:
+        client.sendall(
+            method + b" /-/healthy HTTP/1.1\r\nHost: probe\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: " + str(len(smuggled) + 5).encode() + b"\r\n\r\n0\r\n\r\n" + smuggled
+        )
+        assert answers(client) == [b"HTTP/1.1 400 Bad Request"]
+
+
 def test_a_small_request_body_is_read_and_the_method_refused(quick: tuple[WebServer, int]) -> None:
     _, port = quick
     with connect(port, "127.0.18.4") as client:
