@@ -7,6 +7,7 @@ Most use a shorter client timeout than the default 5 s: the behaviour is the sam
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -263,6 +264,47 @@ def test_idle_connections_on_a_full_server_give_way_to_a_scraper_oldest_first() 
         finally:
             for sock in idle:
                 sock.close()
+
+
+async def _stalls(request: Request) -> Response:
+    """An application whose answers to ``/stall`` take an hour (a password check that waits)."""
+    if request.path == "/stall":
+        await asyncio.sleep(3600)
+    return httpserver.plain(200, "OK\n")
+
+
+@pytest.mark.parametrize(
+    ("step", "request_bytes"),
+    [
+        ("trickling a body", b"POST /metrics HTTP/1.1\r\nHost: probe\r\nContent-Length: 100000\r\n\r\nx"),
+        ("waiting for the answer", b"GET /stall HTTP/1.1\r\nHost: probe\r\n\r\n"),
+    ],
+)
+def test_a_full_server_of_connections_past_their_head_gives_way_to_a_scraper(
+    step: str, request_bytes: bytes
+) -> None:
+    # Only connections waiting for a request head could be closed for a new one: 128 clients
+    # trickling a body, or waiting for a password check, locked every scraper out.
+    server = WebServer("127.0.0.1", 0, _stalls)
+    _, port = server.start()
+    count = httpserver.MAX_CONNECTIONS
+    held = [connect(port, f"127.0.20.{1 + i // httpserver.MAX_PER_CLIENT}") for i in range(count)]
+    try:
+        held[0].sendall(request_bytes)
+        time.sleep(0.2)  # its step began first
+        for sock in held[1:]:
+            sock.sendall(request_bytes)
+        time.sleep(0.3)
+        assert healthy(port) == 200, step  # the 129th connection, from 127.0.0.1
+        held[0].settimeout(2)
+        assert held[0].recv(1) == b"", step  # the oldest in its step was closed for it
+        held[-1].setblocking(False)
+        with pytest.raises(BlockingIOError):  # the newest is still served
+            held[-1].recv(1)
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
 
 
 @pytest.mark.parametrize(
