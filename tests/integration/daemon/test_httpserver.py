@@ -248,19 +248,23 @@ def test_one_address_holds_at_most_8_connections_and_others_are_served(
     assert (line.refused_per_client, line.clients) == (1, 1)  # type: ignore[attr-defined]
 
 
+def assert_a_scraper_got_the_oldest_slot(port: int, held: list[socket.socket]) -> None:
+    """On a server full of ``held`` (oldest first), a scraper is answered; the oldest closed for it."""
+    assert healthy(port) == 200  # the 129th connection, from 127.0.0.1
+    held[0].settimeout(2)
+    assert held[0].recv(1) == b""  # the oldest (idle, or in its step) was closed for it
+    held[-1].setblocking(False)
+    with pytest.raises(BlockingIOError):  # the newest is still open
+        held[-1].recv(1)
+
+
 def test_idle_connections_on_a_full_server_give_way_to_a_scraper_oldest_first() -> None:
     for _, port in serve():
         count = httpserver.MAX_CONNECTIONS
         idle = [connect(port, f"127.0.19.{1 + i // httpserver.MAX_PER_CLIENT}") for i in range(count)]
         try:
             time.sleep(0.2)
-            assert healthy(port) == 200  # the 129th connection, from 127.0.0.1
-            first = idle[0]
-            first.settimeout(2)
-            assert first.recv(1) == b""  # the oldest idle connection was closed for it
-            idle[-1].setblocking(False)
-            with pytest.raises(BlockingIOError):  # the newest is still open
-                idle[-1].recv(1)
+            assert_a_scraper_got_the_oldest_slot(port, idle)
         finally:
             for sock in idle:
                 sock.close()
@@ -295,12 +299,7 @@ def test_a_full_server_of_connections_past_their_head_gives_way_to_a_scraper(
         for sock in held[1:]:
             sock.sendall(request_bytes)
         time.sleep(0.3)
-        assert healthy(port) == 200, step  # the 129th connection, from 127.0.0.1
-        held[0].settimeout(2)
-        assert held[0].recv(1) == b"", step  # the oldest in its step was closed for it
-        held[-1].setblocking(False)
-        with pytest.raises(BlockingIOError):  # the newest is still served
-            held[-1].recv(1)
+        assert_a_scraper_got_the_oldest_slot(port, held)
     finally:
         for sock in held:
             sock.close()
