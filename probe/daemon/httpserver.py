@@ -22,8 +22,9 @@ hold (docs/daemon.md, "Locking down the endpoint"):
 * **Connections.** At most :data:`MAX_PER_CLIENT` from one client address (an IPv6
   ``/64`` counts as one address), more are closed at once; at most
   :data:`MAX_CONNECTIONS` in all, and a new connection beyond that closes the one that
-  has waited longest for a request head (idle or trickling), so slow or idle clients
-  never lock a scraper out.
+  has been longest in its current step (idle or trickling a head or a body, its password
+  waiting for a check, not reading its response), so slow or idle clients never lock a
+  scraper out.
 
 Refused and dropped clients are logged as one warning line per :data:`LOG_INTERVAL`
 seconds at most, with counts, so that a flood does not flood the journal too.
@@ -167,14 +168,15 @@ def client_key(host: str) -> str:
 
 
 class _Slot:
-    """One accepted connection and what the limits count it by."""
+    """One accepted connection, what the limits count it by, and the task serving it."""
 
-    __slots__ = ("conn", "host", "key")
+    __slots__ = ("conn", "host", "key", "task")
 
     def __init__(self, conn: Connection, host: str, key: str) -> None:
         self.conn = conn
         self.host = host
         self.key = key
+        self.task: asyncio.Task[None] | None = None
 
 
 class _Tally:
@@ -254,7 +256,8 @@ class WebServer:
         self._slots: set[_Slot] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_client: collections.Counter[str] = collections.Counter()
-        self._waiting: dict[_Slot, None] = {}  # waiting for a request head, oldest first
+        # Every connection, by when its current step (head, body, answer, response) began, oldest first.
+        self._steps: dict[_Slot, None] = {}
         self._tally: _Tally | None = None
 
     def start(self) -> tuple[str, int]:
@@ -357,25 +360,38 @@ class WebServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         slot = _Slot(Connection(sock), host, key)
         self._per_client[key] += 1
-        self._waiting[slot] = None
+        self._steps[slot] = None
         self._slots.add(slot)
-        task = self._loop.create_task(self._serve(slot))
+        task = slot.task = self._loop.create_task(self._serve(slot))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _evict(self) -> bool:
-        """Close the connection that has waited longest for a request head; whether there was one."""
-        slot = next(iter(self._waiting), None)
+        """Close the connection longest in its current step; whether there was one.
+
+        Whatever the step: a client trickling a body, one whose password waits for its
+        check or one that does not read its response holds its slot as long as an idle one.
+        A scraper's steps take milliseconds, so it is never the oldest while they wait.
+        """
+        slot = next(iter(self._steps), None)
         if slot is None:
             return False
         assert self._tally is not None
         self._tally.note("evicted", slot.key)
-        slot.conn.close()  # its task ends with an OSError at its next step
+        slot.conn.close()  # a step waiting on the socket ends with an OSError
+        if slot.task is not None:
+            slot.task.cancel()  # one waiting for its answer (a password check) ends too
         self._release(slot)
         return True
 
+    def _step(self, slot: _Slot) -> None:
+        """``slot`` begins a step: the newest for :meth:`_evict`."""
+        if slot in self._slots:
+            self._steps.pop(slot, None)
+            self._steps[slot] = None
+
     def _release(self, slot: _Slot) -> None:
-        self._waiting.pop(slot, None)
+        self._steps.pop(slot, None)
         if slot in self._slots:
             self._slots.discard(slot)
             self._per_client[slot.key] -= 1
@@ -386,7 +402,8 @@ class WebServer:
         """One connection, exchange after exchange, each phase within its deadline."""
         assert self._loop is not None
         conn = slot.conn
-        protocol = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        # A head of MAX_HEAD_BYTES is whole, or h11 refuses it (431): _next_event reads no further.
+        protocol = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES - 1)
         try:
             end = self._loop.time() + self.client_timeout
             context = self.ssl_context
@@ -419,7 +436,7 @@ class WebServer:
         """
         assert self._loop is not None
         end = self._loop.time() + min(LINGER_SECONDS, self.client_timeout)
-        self._waiting[slot] = None
+        self._step(slot)
         with contextlib.suppress(OSError, TimeoutError):
             slot.conn.sock.shutdown(socket.SHUT_WR)  # an SSLSocket reads raw bytes after this
             while await slot.conn.recv(IO_BYTES, end):
@@ -428,14 +445,12 @@ class WebServer:
     async def _exchange(self, slot: _Slot, protocol: h11.Connection, end: float) -> bool:
         """Read one request by ``end``, answer it; whether the connection may serve another."""
         assert self._loop is not None
-        self._waiting[slot] = None  # the newest of those waiting for a head
+        self._step(slot)
         try:
             event = await _next_event(slot.conn, protocol, end)
         except h11.RemoteProtocolError as exc:
-            await self._write(slot.conn, protocol, _refusal(exc, protocol))
+            await self._write(slot, protocol, _refusal(exc, protocol))
             return False
-        finally:
-            self._waiting.pop(slot, None)
         if not isinstance(event, h11.Request):
             return False  # the client closed the connection
         headers: dict[str, str] = {}
@@ -443,29 +458,36 @@ class WebServer:
             key = name.decode("latin-1")
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        if "transfer-encoding" in headers and "content-length" in headers:
+            # Both framings: a sign of request smuggling (RFC 9112, 6.1: close after answering).
+            # Refused, as nginx does, before anything of the body is read as a next request.
+            await self._write(slot, protocol, plain(400, "bad request\n", [("Connection", "close")]))
+            return False
         request = Request(event.method.decode("latin-1"), event.target.decode("latin-1"), headers, slot.host)
-        response = await self._body_then_answer(slot.conn, protocol, request)
-        await self._write(slot.conn, protocol, response)
+        response = await self._body_then_answer(slot, protocol, request)
+        await self._write(slot, protocol, response)
         return protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
 
-    async def _body_then_answer(
-        self, conn: Connection, protocol: h11.Connection, request: Request
-    ) -> Response:
+    async def _body_then_answer(self, slot: _Slot, protocol: h11.Connection, request: Request) -> Response:
         """Read and discard the request's body (within its deadline), then answer."""
         assert self._loop is not None
         if protocol.they_are_waiting_for_100_continue:
-            return await self._answer(request)  # the body is never asked for; the connection closes after
+            return await self._answer(
+                slot, request
+            )  # the body is never asked for; the connection closes after
+        self._step(slot)
         end = self._loop.time() + self.client_timeout
         received = 0
-        while not isinstance(event := await _next_event(conn, protocol, end), h11.EndOfMessage):
+        while not isinstance(event := await _next_event(slot.conn, protocol, end), h11.EndOfMessage):
             if isinstance(event, h11.Data):
                 received += len(event.data)
                 if received > MAX_BODY_BYTES:
                     return plain(413, "request body too large\n", [("Connection", "close")])
-        return await self._answer(request)
+        return await self._answer(slot, request)
 
-    async def _answer(self, request: Request) -> Response:
+    async def _answer(self, slot: _Slot, request: Request) -> Response:
         """The application's response, or ``503`` when it takes longer than the client timeout."""
+        self._step(slot)
         try:
             async with asyncio.timeout(self.client_timeout):
                 return await self._app(request)
@@ -475,9 +497,11 @@ class WebServer:
             log.error("the endpoint failed to answer", exc_info=exc, extra={"path": request.path[:200]})
             return plain(500, "internal error\n")
 
-    async def _write(self, conn: Connection, protocol: h11.Connection, response: Response) -> None:
+    async def _write(self, slot: _Slot, protocol: h11.Connection, response: Response) -> None:
         """Send ``response`` within the client timeout, in pieces of about :data:`IO_BYTES`."""
         assert self._loop is not None
+        self._step(slot)
+        conn = slot.conn
         end = self._loop.time() + self.client_timeout
         headers = [*response.headers, ("Date", email.utils.formatdate(usegmt=True))]
         reason = http.HTTPStatus(response.status).phrase.encode()
@@ -503,7 +527,13 @@ async def _next_event(conn: Connection, protocol: h11.Connection, end: float) ->
         OSError: the connection failed or was closed.
     """
     while (event := protocol.next_event()) is h11.NEED_DATA:
-        protocol.receive_data(await conn.recv(IO_BYTES, end))
+        size = IO_BYTES
+        if protocol.their_state is h11.IDLE:
+            # A head: never read past the cap, for h11 checks its limit (one byte less, see
+            # _serve) only on a head still incomplete: one that arrived whole in a read of
+            # IO_BYTES was taken at any size up to that.
+            size = max(1, MAX_HEAD_BYTES - len(protocol.trailing_data[0]))
+        protocol.receive_data(await conn.recv(size, end))
     return event
 
 

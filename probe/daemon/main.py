@@ -192,7 +192,7 @@ class Daemon:
             log.info("web config applied", extra={"security": describe(web_config)})
         self._web_config = web_config
         self._web.ssl_context = context
-        self._app.auth = BasicAuth(web_config.basic_auth_users)
+        self._app.auth = BasicAuth(web_config.basic_auth_users, previous=self._app.auth)
 
 
 def _read_web_config(path: Path | None) -> tuple[WebConfig, ssl.SSLContext | None] | None:

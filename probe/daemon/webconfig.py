@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import re
 import ssl
@@ -242,15 +241,22 @@ class BasicAuth:
 
     Args:
         users: bcrypt hash by user name, as :class:`WebConfig` checked them.
+        previous: the checks this one replaces (a reload): what they remembered is kept,
+            so that a reload does not make a scraper wait for bcrypt behind a flood of
+            wrong passwords. A changed or removed user's entries can never match again:
+            the key holds the user's hash.
     """
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], previous: BasicAuth | None = None) -> None:
         self._users = {user: hashed.encode() for user, hashed in users.items()}
         cost = max((int(hashed[4:6]) for hashed in users.values()), default=10)
         # Any salt of that cost and a hash part no password gives: checked at full cost, never equal.
         self._dummy = bcrypt.gensalt(rounds=cost) + b"." * 31
         self._good: dict[bytes, None] = {}
         self._lock = threading.Lock()
+        if previous is not None:
+            with previous._lock:
+                self._good.update(previous._good)
 
     @property
     def enabled(self) -> bool:
@@ -276,9 +282,9 @@ class BasicAuth:
         """``(user, password, cache key)`` from a ``Basic`` header; ``None`` when it cannot be valid."""
         if not self._users or not header or not header.lower().startswith("basic "):
             return None
-        try:
+        try:  # the header as the server decoded it (Latin-1): base64 refuses what is not ASCII
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             return None
         user, sep, password = decoded.partition(":")
         secret = password.encode()

@@ -7,7 +7,10 @@ Most use a shorter client timeout than the default 5 s: the behaviour is the sam
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import re
 import socket
 import ssl
 import time
@@ -104,6 +107,69 @@ def test_a_large_request_body_is_refused_with_413(quick: tuple[WebServer, int]) 
     assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n"), answer
 
 
+def answers(sock: socket.socket) -> list[bytes]:
+    """The status lines of every response until the server closes (or 2 s pass)."""
+    sock.settimeout(2)
+    received = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return re.findall(rb"HTTP/1\.1 \d{3} [^\r]*", received)
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+@pytest.mark.parametrize(
+    ("size", "status"), [(httpserver.MAX_HEAD_BYTES, b"200 OK"), (httpserver.MAX_HEAD_BYTES + 1, b"431")]
+)
+def test_a_request_head_over_16_kib_is_refused_however_it_arrives(
+    quick: tuple[WebServer, int], size: int, status: bytes, pieces: int
+) -> None:
+    # h11 checks its limit only on a head still incomplete: one that arrived whole in a read
+    # was taken at any size up to the read's 64 KiB.
+    _, port = quick
+    start = b"GET /-/healthy HTTP/1.1\r\nHost: probe\r\nConnection: close\r\nX-Pad: "
+    head = start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+    assert len(head) == size
+    with connect(port, "127.0.18.10") as client:
+        step = -(-size // pieces)
+        for offset in range(0, size, step):
+            client.sendall(head[offset : offset + step])
+            time.sleep(0.05)
+        [answer] = answers(client)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer
+
+
+def test_a_request_line_over_16_kib_sent_whole_is_a_414(quick: tuple[WebServer, int]) -> None:
+    _, port = quick
+    with connect(port, "127.0.18.11") as client:
+        client.sendall(b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: probe\r\n\r\n")
+        assert answers(client) == [b"HTTP/1.1 414 Request-URI Too Long"]
+
+
+def test_pipelined_requests_are_answered_in_order(quick: tuple[WebServer, int]) -> None:
+    _, port = quick
+    request = b"GET /-/healthy HTTP/1.1\r\nHost: probe\r\n\r\n"
+    with connect(port, "127.0.18.12") as client:
+        client.sendall(request * 20 + request.replace(b"/-/healthy", b"/nowhere"))
+        assert answers(client) == [b"HTTP/1.1 200 OK"] * 20 + [b"HTTP/1.1 404 Not Found"]
+
+
+@pytest.mark.parametrize("method", [b"GET", b"POST"])
+def test_transfer_encoding_with_content_length_is_refused_and_nothing_after_it_answered(
+    quick: tuple[WebServer, int], method: bytes
+) -> None:
+    # Request smuggling: chunked says the body ends at once, Content-Length that it goes on;
+    # RFC 9112 (6.1) says close the connection after answering such a request, nginx refuses it.
+    _, port = quick
+    smuggled = b"GET /-/healthy HTTP/1.1\r\nHost: probe\r\n\r\n"
+    with connect(port, "127.0.18.13") as client:
+        client.sendall(
+            method + b" /-/healthy HTTP/1.1\r\nHost: probe\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: " + str(len(smuggled) + 5).encode() + b"\r\n\r\n0\r\n\r\n" + smuggled
+        )
+        assert answers(client) == [b"HTTP/1.1 400 Bad Request"]
+
+
 def test_a_small_request_body_is_read_and_the_method_refused(quick: tuple[WebServer, int]) -> None:
     _, port = quick
     with connect(port, "127.0.18.4") as client:
@@ -182,22 +248,62 @@ def test_one_address_holds_at_most_8_connections_and_others_are_served(
     assert (line.refused_per_client, line.clients) == (1, 1)  # type: ignore[attr-defined]
 
 
+def assert_a_scraper_got_the_oldest_slot(port: int, held: list[socket.socket]) -> None:
+    """On a server full of ``held`` (oldest first), a scraper is answered; the oldest closed for it."""
+    assert healthy(port) == 200  # the 129th connection, from 127.0.0.1
+    held[0].settimeout(2)
+    assert held[0].recv(1) == b""  # the oldest (idle, or in its step) was closed for it
+    held[-1].setblocking(False)
+    with pytest.raises(BlockingIOError):  # the newest is still open
+        held[-1].recv(1)
+
+
 def test_idle_connections_on_a_full_server_give_way_to_a_scraper_oldest_first() -> None:
     for _, port in serve():
         count = httpserver.MAX_CONNECTIONS
         idle = [connect(port, f"127.0.19.{1 + i // httpserver.MAX_PER_CLIENT}") for i in range(count)]
         try:
             time.sleep(0.2)
-            assert healthy(port) == 200  # the 129th connection, from 127.0.0.1
-            first = idle[0]
-            first.settimeout(2)
-            assert first.recv(1) == b""  # the oldest idle connection was closed for it
-            idle[-1].setblocking(False)
-            with pytest.raises(BlockingIOError):  # the newest is still open
-                idle[-1].recv(1)
+            assert_a_scraper_got_the_oldest_slot(port, idle)
         finally:
             for sock in idle:
                 sock.close()
+
+
+async def _stalls(request: Request) -> Response:
+    """An application whose answers to ``/stall`` take an hour (a password check that waits)."""
+    if request.path == "/stall":
+        await asyncio.sleep(3600)
+    return httpserver.plain(200, "OK\n")
+
+
+@pytest.mark.parametrize(
+    ("step", "request_bytes"),
+    [
+        ("trickling a body", b"POST /metrics HTTP/1.1\r\nHost: probe\r\nContent-Length: 100000\r\n\r\nx"),
+        ("waiting for the answer", b"GET /stall HTTP/1.1\r\nHost: probe\r\n\r\n"),
+    ],
+)
+def test_a_full_server_of_connections_past_their_head_gives_way_to_a_scraper(
+    step: str, request_bytes: bytes
+) -> None:
+    # Only connections waiting for a request head could be closed for a new one: 128 clients
+    # trickling a body, or waiting for a password check, locked every scraper out.
+    server = WebServer("127.0.0.1", 0, _stalls)
+    _, port = server.start()
+    count = httpserver.MAX_CONNECTIONS
+    held = [connect(port, f"127.0.20.{1 + i // httpserver.MAX_PER_CLIENT}") for i in range(count)]
+    try:
+        held[0].sendall(request_bytes)
+        time.sleep(0.2)  # its step began first
+        for sock in held[1:]:
+            sock.sendall(request_bytes)
+        time.sleep(0.3)
+        assert_a_scraper_got_the_oldest_slot(port, held)
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
 
 
 @pytest.mark.parametrize(

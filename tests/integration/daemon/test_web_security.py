@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -228,6 +229,33 @@ def test_a_password_bcrypt_cannot_check_is_a_401(
     with client(files, auth=("prometheus", password)) as scraper:
         response = scraper.get(endpoint + "/metrics")
     assert response.status_code == 401, name
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def exchange(endpoint: str, files: dict[str, Path], request: bytes) -> bytes:
+    """Send ``request`` as raw bytes over TLS with the client certificate; the answer's first bytes."""
+    host, port = endpoint.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(files["ca"]))
+    context.load_cert_chain(files["client_crt"], files["client_key"])
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        tls.sendall(request)
+        return tls.recv(4096)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"Basic \xc3\xa9t\xc3\xa9", b"Basic \xff\xfe", "Basic prométheus:x".encode()],
+)
+def test_an_authorization_header_that_is_not_ascii_is_a_401_without_a_traceback(
+    endpoint: str, files: dict[str, Path], value: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It was a 500 and a traceback in the log for every such request, from any client.
+    request = b"GET /metrics HTTP/1.1\r\nHost: probe\r\nAuthorization: " + value + b"\r\n\r\n"
+    answer = exchange(endpoint, files, request)
+    assert answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer
     assert [r for r in caplog.records if r.levelname == "ERROR"] == []
 
 

@@ -121,6 +121,24 @@ def test_a_valid_password_is_checked_once_and_a_flood_of_wrong_ones_cannot_evict
     assert len(recorder.costs) == checks  # answered from what was remembered
 
 
+def test_a_reload_keeps_what_was_remembered_unless_the_hash_changed(recorder: Recorder) -> None:
+    # A reload (SIGHUP) made a new BasicAuth that had forgotten every scraper: under a flood of
+    # wrong passwords the scraper's next check waited behind them, 0 of 15 scrapes answered.
+    users = {"prometheus": hashed(PASSWORD, 4)}
+    good = basic("prometheus", PASSWORD)
+    before = BasicAuth(users)
+    assert verify(before, good) == [True]
+    checks = len(recorder.costs)
+    reloaded = BasicAuth(dict(users), previous=before)
+    assert verify(reloaded, good) == [True]
+    assert len(recorder.costs) == checks  # no bcrypt check
+    changed = BasicAuth({"prometheus": hashed(PASSWORD, 4)}, previous=reloaded)  # a new salt
+    assert verify(changed, good) == [True]
+    assert len(recorder.costs) == checks + 1  # checked again
+    removed = BasicAuth({"other": hashed("x", 4)}, previous=changed)
+    assert verify(removed, good) == [False]
+
+
 @pytest.mark.parametrize(
     "header",
     [
