@@ -227,14 +227,12 @@ HINTS: dict[Reason, dict[Platform, str]] = {
         "balancer's idle timeout), or the target itself speaks HTTP/2 and reset it",
     },
     Reason.GRPC_STATUS: {
-        _G: "the gRPC service failed the call (see the status): UNIMPLEMENTED means it does not serve "
-        "that method (a GET reaches no gRPC method), UNAVAILABLE a backend down or a proxy failing, "
-        "UNAUTHENTICATED or PERMISSION_DENIED missing credentials (--header); an answer that is not "
-        "gRPC at all came from a web server or proxy in front of the service, not from gRPC",
-        _A: "the target failed the call (see the status): UNIMPLEMENTED means it does not serve that "
-        "method, UNAVAILABLE a target down or unreachable from the load balancer; a listener or "
-        "target group that does not use the gRPC protocol version answers something else, such as "
-        "an answer that is not gRPC at all",
+        _G: "the gRPC service failed the call: UNIMPLEMENTED means no such method (a GET reaches none), "
+        "UNAVAILABLE a backend down or a proxy failing, UNAUTHENTICATED missing credentials "
+        "(--header); an answer that is not gRPC came from a web server or proxy in front",
+        _A: "the target failed the call: UNIMPLEMENTED means no such method, UNAVAILABLE a target "
+        "down or unreachable from the load balancer; an answer that is not gRPC comes from a "
+        "listener or target group that does not use the gRPC protocol version",
     },
     Reason.GRPC_NOT_SERVING: {
         _G: "the backend's health service says it does not serve: it is starting, draining or "
