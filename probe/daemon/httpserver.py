@@ -167,6 +167,46 @@ def client_key(host: str) -> str:
     return str(address)
 
 
+class Pace:
+    """A token bucket with turns: at most ``rate`` units of work per second, on average.
+
+    The bucket fills at ``rate`` units a second up to ``burst``; each turn first takes out
+    the units used since the previous turn (as ``used``, a running total, tells), then
+    waits while the bucket is below zero. Turns are given in the order asked for. The
+    application paces its requests (units: requests) and its renderings (units: CPU
+    seconds) with it (:mod:`probe.daemon.web`), on the serving loop.
+
+    Args:
+        rate: units a second.
+        burst: units that may be used at once after a quiet while.
+        used: the units used so far.
+    """
+
+    def __init__(self, rate: float, burst: float, used: Callable[[], float]) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._used = used
+        self._tokens = burst
+        self._last: tuple[float, float] | None = None  # (loop time, units used) at the previous turn
+        self._lock: asyncio.Lock | None = None
+
+    async def turn(self) -> None:
+        """Wait until the rate allows another turn (on the serving loop)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            while True:
+                now, used = loop.time(), self._used()
+                if self._last is not None:
+                    earned = (now - self._last[0]) * self._rate
+                    self._tokens = min(self._burst, self._tokens + earned - (used - self._last[1]))
+                self._last = (now, used)
+                if self._tokens >= 0:
+                    return
+                await asyncio.sleep(-self._tokens / self._rate)
+
+
 class _Slot:
     """One accepted connection, what the limits count it by, and the task serving it."""
 

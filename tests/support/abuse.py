@@ -54,17 +54,31 @@ class Attack:
 
     host: str
     port: int
-    behaviour: str  # trickle, idle or wrong_password
+    behaviour: str  # trickle, idle, wrong_password or flood
     clients: int
     addresses: list[str]
     period: float = 1.0
+    path: str = "/metrics"  # what ``flood`` asks for
+    authorization: str = ""  # ``flood``'s Authorization header, if any
+    depth: int = 1  # requests ``flood`` pipelines before it reads their answers
     lifetimes: list[float] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     connections: int = 0
     _process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Attack:
-        spec = {k: getattr(self, k) for k in ("host", "port", "behaviour", "clients", "addresses", "period")}
+        names = (
+            "host",
+            "port",
+            "behaviour",
+            "clients",
+            "addresses",
+            "period",
+            "path",
+            "authorization",
+            "depth",
+        )
+        spec = {k: getattr(self, k) for k in names}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.abuse", json.dumps(spec)],
             stdin=subprocess.PIPE,
@@ -101,6 +115,9 @@ class _Swarm:
     clients: int
     addresses: list[str]
     period: float
+    path: str
+    authorization: str
+    depth: int
     lifetimes: list[float] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     connections: int = 0
@@ -176,6 +193,45 @@ async def wrong_password(attack: _Swarm, source: str) -> None:
         writer.close()
 
 
+async def flood(attack: _Swarm, source: str) -> None:
+    """Ask for ``attack.path`` again and again on one kept-alive connection, as fast as answered.
+
+    ``attack.depth`` requests are written at once (pipelined), then their answers read
+    whole (gzip asked for, as Prometheus does); the status of each is noted. When the
+    server closes the connection, :meth:`_Swarm._forever` opens a new one at once.
+    """
+    reader, writer = await attack.connect(source)
+    head = f"GET {attack.path} HTTP/1.1\r\nHost: probe\r\nAccept-Encoding: gzip\r\n"
+    if attack.authorization:
+        head += f"Authorization: {attack.authorization}\r\n"
+    requests = (head + "\r\n").encode() * attack.depth
+    try:
+        while True:
+            writer.write(requests)
+            for _ in range(attack.depth):
+                status, keep = await _answer(reader)
+                attack.statuses.append(status)
+                if not keep:
+                    return
+    except asyncio.IncompleteReadError:
+        return  # closed by the server
+    finally:
+        writer.close()
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one response whole: its status, and whether the connection stays open."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+    status = int(head[9:12])
+    length = 0
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status, "connection: close" not in head
+
+
 async def _closed(read: asyncio.Future[bytes]) -> None:
     """Wait until a pending ``read`` ends: the server closed (or reset) the connection."""
     try:
@@ -189,6 +245,7 @@ BEHAVIOURS: dict[str, Callable[[_Swarm, str], Awaitable[None]]] = {
     "trickle": trickle,
     "idle": idle,
     "wrong_password": wrong_password,
+    "flood": flood,
 }
 
 
