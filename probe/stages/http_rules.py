@@ -570,20 +570,6 @@ async def judge_body(
     return await asyncio.to_thread(judged)
 
 
-def judge_response(
-    status: int,
-    headers: httpx.Headers | Mapping[str, str],
-    body: bytes,
-    target: TargetConfig,
-    address: IPAddress | None = None,
-    *,
-    undecodable: str | None = None,
-) -> tuple[str | None, tuple[Failure, ...]]:
-    """:func:`judge_answer` without the load balancer's answer: ``(backend name or None, failures)``."""
-    backend, failures, _ = judge_answer(status, headers, body, target, address, undecodable=undecodable)
-    return backend, failures
-
-
 def judge_answer(
     status: int,
     headers: httpx.Headers | Mapping[str, str],

@@ -7,9 +7,12 @@ HTTPS target ``www.corp.example`` on port 443 probed at ``NOW``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import httpx
+
+from probe.config.models import TargetConfig
 from probe.model.facts import TargetFacts
 from probe.model.reasons import Status
 from probe.model.results import (
@@ -25,6 +28,7 @@ from probe.model.results import (
     TargetResult,
     TlsResult,
 )
+from probe.stages.http_rules import judge_answer
 
 DAY = 86400.0
 NOW = 1_780_000_000.0
@@ -232,3 +236,17 @@ def target_result(
         addresses=tuple(addresses),
         failures=tuple(failures),
     )
+
+
+def judge_response(
+    status: int,
+    headers: httpx.Headers | Mapping[str, str],
+    body: bytes,
+    target: TargetConfig,
+    address: IPAddress | None = None,
+    *,
+    undecodable: str | None = None,
+) -> tuple[str | None, tuple[Failure, ...]]:
+    """``http_rules.judge_answer`` without the load balancer's answer: ``(backend, failures)``."""
+    backend, failures, _ = judge_answer(status, headers, body, target, address, undecodable=undecodable)
+    return backend, failures

@@ -49,9 +49,8 @@ from probe.model.results import (
     TargetResult,
     TlsResult,
 )
-from probe.stages.http_rules import judge_response
 from tests.support import builders
-from tests.support.builders import DAY, NOW
+from tests.support.builders import DAY, NOW, judge_response
 from tests.support.helpers import make_target
 
 A1 = ipaddress.ip_address("10.0.0.1")

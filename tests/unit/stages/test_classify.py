@@ -21,8 +21,9 @@ from probe.stages import _sockets as netio
 from probe.stages._wire import ProtocolViolation, StreamError, StreamRefused
 from probe.stages.dns import address_expected, classify_dns_error, classify_rcode
 from probe.stages.http import request_headers, request_url
-from probe.stages.http_rules import classify_http_error, judge_response, summarise
+from probe.stages.http_rules import classify_http_error, summarise
 from probe.stages.tls import classify_connect_error, classify_tls_error
+from tests.support.builders import judge_response
 from tests.support.helpers import make_target
 
 A1 = ipaddress.ip_address("10.0.0.1")

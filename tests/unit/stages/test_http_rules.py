@@ -17,10 +17,10 @@ from probe.stages.headers import content_codings, cookie_names, response_date
 from probe.stages.http_rules import (
     clock_skew,
     decode_body,
-    judge_response,
     redirect_location,
 )
 from probe.stages.tls import PinnedAlpnContext, alpn_failures, build_contexts, classify_tls_error
+from tests.support.builders import judge_response
 from tests.support.helpers import make_target
 
 A1 = IPv4Address("10.0.1.17")

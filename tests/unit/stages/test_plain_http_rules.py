@@ -18,8 +18,8 @@ from probe.model.results import TargetResult, TlsResult
 from probe.report.document import certificates_verified, to_json
 from probe.report.text import render_text
 from probe.stages.http import request_headers, request_url
-from probe.stages.http_rules import expected_redirect, judge_redirect, judge_response, redirect_location
-from tests.support.builders import address_result, http_attempt, target_result
+from probe.stages.http_rules import expected_redirect, judge_redirect, redirect_location
+from tests.support.builders import address_result, http_attempt, judge_response, target_result
 from tests.support.helpers import make_target
 
 A1 = IPv4Address("10.0.1.17")
